@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * netdrop: kernel side. Compiled by bcc at run time (tracer/loader.py).
+ *
+ * skb:kfree_skb fires for every skb freed as a drop (kfree_skb_reason() in
+ * net/core/skbuff.c; consumed skbs go to skb:consume_skb instead). For each
+ * drop that passes the filters we
+ *   1. add one to an exact per-CPU counter keyed by (netns, reason, location),
+ *   2. and, if the ring buffer has room, send one nd_event with the flow, the
+ *      devices and the route MTU. If it has none, only a lost counter moves.
+ * So counts stay exact however far the Python side falls behind.
+ *
+ * Macros set by the loader (numbers read from the running kernel, never text
+ * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_REASON_CONSUMED,
+ * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE.
+ */
+#ifdef ND_KERNEL_HEADERS
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <net/sock.h>
+#include <net/dst.h>
+#endif
+#include "netdrop.h"
+
+/* BTF types come without the kernel's compiler.h */
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ND_NTOHS(x) __builtin_bswap16(x)
+#else
+#define ND_NTOHS(x) (x)
+#endif
+
+#define ND_ETH_P_IP   0x0800
+#define ND_ETH_P_IPV6 0x86DD
+#define ND_IP_DF      0x4000
+#define ND_IP_OFFMASK 0x1fff
+#define ND_PROTO_TCP  6
+#define ND_PROTO_UDP  17
+/* skb->_skb_refdst: low bit is SKB_DST_NOREF (include/linux/skbuff.h) */
+#define ND_SKB_DST_PTRMASK (~1UL)
+/* dst->_metrics: low bits are DST_METRICS_* flags (include/net/dst.h) */
+#define ND_DST_METRICS_PTRMASK (~3UL)
+/* An icmp_send() for the same skb counts only if it was this recent. */
+#define ND_ICMP_WINDOW_NS 10000000ULL
+
+BPF_PERCPU_HASH(counts, struct nd_count_key, u64, ND_MAX_COUNTERS);
+BPF_PERCPU_ARRAY(stats, u64, ND_STAT_MAX);
+BPF_RINGBUF_OUTPUT(events, ND_RINGBUF_PAGES);
+/* An nd_event is too big for comfort on the 512-byte BPF stack. */
+BPF_PERCPU_ARRAY(scratch, struct nd_event, 1);
+
+BPF_ARRAY(filter_cfg, struct nd_filter_cfg, 1);
+BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
+BPF_HASH(filter_ifindex, struct nd_if_key, u8, ND_MAX_FILTER);
+BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
+BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
+
+struct nd_icmp_note {
+	u64 ts_ns;
+	u8 type;
+	u8 code;
+};
+BPF_TABLE("lru_hash", u64, struct nd_icmp_note, icmp_sent, 4096);
+
+static __always_inline void stat_inc(int idx)
+{
+	u64 *v = stats.lookup(&idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline u32 net_inum(struct net *net)
+{
+	u32 inum = 0;
+	if (net)
+		bpf_probe_read_kernel(&inum, sizeof(inum), &net->ns.inum);
+	return inum;
+}
+
+/* The namespace of the drop: the device's, or for device-less skbs (socket
+ * paths) the socket's. */
+static __always_inline u32 netns_of(struct sk_buff *skb, struct net_device *dev)
+{
+	struct net *net = NULL;
+	if (dev) {
+		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+	} else {
+		struct sock *sk = NULL;
+		bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+		if (sk)
+			bpf_probe_read_kernel(&net, sizeof(net), &sk->__sk_common.skc_net.net);
+	}
+	return net_inum(net);
+}
+
+static __always_inline void read_ports(struct nd_event *e, unsigned char *l4)
+{
+	u16 ports[2] = {};
+	if (e->l4proto != ND_PROTO_TCP && e->l4proto != ND_PROTO_UDP)
+		return;
+	/* TCP and UDP both start with source port, destination port. */
+	if (bpf_probe_read_kernel(ports, sizeof(ports), l4) == 0) {
+		e->sport = ND_NTOHS(ports[0]);
+		e->dport = ND_NTOHS(ports[1]);
+		e->flags |= ND_F_L4;
+	}
+}
+
+/* Addresses and ports from the IP header. skb->network_header is set on
+ * every path that has an IP packet (receive, forward, output); it is ~0 when
+ * unset (skb_network_header_was_set()). */
+static __always_inline void read_packet(struct sk_buff *skb, struct nd_event *e, u16 proto)
+{
+	unsigned char *head = NULL;
+	u16 nh = 0;
+	bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+	bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+	if (!head || nh == (u16)~0U)
+		return;
+	unsigned char *l3 = head + nh;
+	if (proto != ND_ETH_P_IP && proto != ND_ETH_P_IPV6) {
+		/* skb->protocol is not yet set on some output paths: trust the version nibble. */
+		u8 first = 0;
+		bpf_probe_read_kernel(&first, 1, l3);
+		proto = (first >> 4) == 4 ? ND_ETH_P_IP : (first >> 4) == 6 ? ND_ETH_P_IPV6 : 0;
+	}
+	if (proto == ND_ETH_P_IP) {
+		struct iphdr ip = {};
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3) || ip.version != 4)
+			return;
+		e->l3proto = ND_ETH_P_IP;
+		/* The IP length, not skb->len: past the IP layer skb->data has moved on. */
+		e->len = ND_NTOHS(ip.tot_len);
+		e->l4proto = ip.protocol;
+		__builtin_memcpy(e->saddr, &ip.saddr, 4);
+		__builtin_memcpy(e->daddr, &ip.daddr, 4);
+		u16 frag = ND_NTOHS(ip.frag_off);
+		if (frag & ND_IP_DF)
+			e->flags |= ND_F_DF;
+		if (frag & ND_IP_OFFMASK)
+			e->flags |= ND_F_FRAGMENT;
+		else
+			read_ports(e, l3 + ip.ihl * 4);
+	} else if (proto == ND_ETH_P_IPV6) {
+		struct ipv6hdr ip6 = {};
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3) || ip6.version != 6)
+			return;
+		e->l3proto = ND_ETH_P_IPV6;
+		e->len = ND_NTOHS(ip6.payload_len) + sizeof(ip6);
+		/* Extension headers are not walked: ports only for a direct TCP/UDP header. */
+		e->l4proto = ip6.nexthdr;
+		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
+		read_ports(e, l3 + sizeof(ip6));
+	}
+}
+
+/* Where the packet was going. At ip_forward() a too-big packet is dropped
+ * while skb->dev is still the ingress device; the egress device and MTU are
+ * only known from the route attached to the skb (skb_dst(), include/net/dst.h,
+ * and ip_dst_mtu_maybe_forward() in include/net/ip.h). */
+static __always_inline void read_route(struct sk_buff *skb, struct nd_event *e)
+{
+	unsigned long refdst = 0;
+	bpf_probe_read_kernel(&refdst, sizeof(refdst), &skb->_skb_refdst);
+	struct dst_entry *dst = (struct dst_entry *)(refdst & ND_SKB_DST_PTRMASK);
+	if (!dst)
+		return;
+	struct net_device *odev = NULL;
+	bpf_probe_read_kernel(&odev, sizeof(odev), &dst->dev);
+	if (!odev)
+		return;
+	u32 ifindex = 0, dev_mtu = 0, metric_mtu = 0;
+	bpf_probe_read_kernel(&ifindex, sizeof(ifindex), &odev->ifindex);
+	if (ifindex == 0)
+		return;
+	bpf_probe_read_kernel(&dev_mtu, sizeof(dev_mtu), &odev->mtu);
+	unsigned long metrics = 0;
+	bpf_probe_read_kernel(&metrics, sizeof(metrics), &dst->_metrics);
+	u32 *m = (u32 *)(metrics & ND_DST_METRICS_PTRMASK);
+	if (m)
+		bpf_probe_read_kernel(&metric_mtu, sizeof(metric_mtu), &m[RTAX_MTU - 1]);
+	e->out_ifindex = ifindex;
+	e->mtu = metric_mtu ? metric_mtu : dev_mtu;
+	bpf_probe_read_kernel_str(e->out_ifname, sizeof(e->out_ifname), odev->name);
+	e->flags |= ND_F_HAS_ROUTE;
+}
+
+static __always_inline void fill_event(struct nd_event *e, struct sk_buff *skb,
+				       struct net_device *dev, u16 proto)
+{
+	__builtin_memset(e, 0, sizeof(*e));
+	bpf_probe_read_kernel(&e->len, sizeof(e->len), &skb->len);
+	if (dev) {
+		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
+		bpf_probe_read_kernel(&e->dev_mtu, sizeof(e->dev_mtu), &dev->mtu);
+		bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), dev->name);
+	}
+	read_packet(skb, e, proto);
+	read_route(skb, e);
+}
+
+static __always_inline int v4mapped_key(struct nd_ip_key *k, struct nd_event *e, u8 *addr)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	if (e->l3proto == ND_ETH_P_IP) {
+		k->addr[10] = 0xff;
+		k->addr[11] = 0xff;
+		__builtin_memcpy(&k->addr[12], addr, 4);
+	} else {
+		__builtin_memcpy(k->addr, addr, 16);
+	}
+	return 0;
+}
+
+/* Filters other than netns need the parsed packet; all kinds in force must match. */
+static __always_inline int packet_matches(u32 flags, struct nd_event *e)
+{
+	if (flags & ND_FILTER_IFINDEX) {
+		struct nd_if_key in = {.netns = e->netns, .ifindex = e->ifindex};
+		struct nd_if_key out = {.netns = e->netns, .ifindex = e->out_ifindex};
+		if (!filter_ifindex.lookup(&in) && !filter_ifindex.lookup(&out))
+			return 0;
+	}
+	if (flags & ND_FILTER_IP) {
+		struct nd_ip_key k;
+		if (e->l3proto == 0)
+			return 0;
+		v4mapped_key(&k, e, e->saddr);
+		if (!filter_ip.lookup(&k)) {
+			v4mapped_key(&k, e, e->daddr);
+			if (!filter_ip.lookup(&k))
+				return 0;
+		}
+	}
+	if (flags & ND_FILTER_PORT) {
+		if (!(e->flags & ND_F_L4))
+			return 0;
+		if (!filter_port.lookup(&e->sport) && !filter_port.lookup(&e->dport))
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline void count(u32 netns, u32 reason, u64 location)
+{
+	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason};
+	u64 *v = counts.lookup(&key);
+	if (v) {
+		(*v)++;
+		return;
+	}
+	u64 one = 1;
+	if (counts.insert(&key, &one) == 0)
+		return;
+	/* Another CPU may have created the key first: our own slot is then 0. */
+	v = counts.lookup(&key);
+	if (v)
+		(*v)++;
+	else
+		stat_inc(ND_STAT_COUNTER_FULL);
+}
+
+TRACEPOINT_PROBE(skb, kfree_skb)
+{
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+#if ND_HAVE_REASON
+	u32 reason = args->reason;
+	if (reason == ND_REASON_CONSUMED)
+		return 0;
+#else
+	u32 reason = 0;
+#endif
+	u64 location = (u64)args->location;
+	struct net_device *dev = NULL;
+	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	u32 netns = netns_of(skb, dev);
+
+	int zero = 0;
+	struct nd_filter_cfg *cfg = filter_cfg.lookup(&zero);
+	u32 flags = cfg ? cfg->flags : 0;
+	if ((flags & ND_FILTER_NETNS) && !filter_netns.lookup(&netns))
+		return 0;
+
+	u16 proto = ND_NTOHS(args->protocol);
+	struct nd_event *scr = NULL;
+	if (flags & (ND_FILTER_IFINDEX | ND_FILTER_IP | ND_FILTER_PORT)) {
+		scr = scratch.lookup(&zero);
+		if (!scr)
+			return 0;
+		fill_event(scr, skb, dev, proto);
+		scr->netns = netns;
+		if (!packet_matches(flags, scr))
+			return 0;
+	}
+
+	count(netns, reason, location);
+	stat_inc(ND_STAT_MATCHED);
+
+	/* Ring full: count the loss without paying for the packet reads. */
+	struct nd_event *e = events.ringbuf_reserve(sizeof(struct nd_event));
+	if (!e) {
+		stat_inc(ND_STAT_LOST);
+		return 0;
+	}
+	if (scr) {
+		__builtin_memcpy(e, scr, sizeof(*e));
+	} else {
+		fill_event(e, skb, dev, proto);
+		e->netns = netns;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->location = location;
+	e->reason = reason;
+#if ND_HAVE_ICMP_TP
+	u64 skbaddr = (u64)skb;
+	struct nd_icmp_note *note = icmp_sent.lookup(&skbaddr);
+	if (note) {
+		if (e->ts_ns - note->ts_ns < ND_ICMP_WINDOW_NS) {
+			e->flags |= ND_F_ICMP_SENT;
+			e->icmp_type = note->type;
+			e->icmp_code = note->code;
+		}
+		icmp_sent.delete(&skbaddr);
+	}
+#endif
+	events.ringbuf_submit(e, 0);
+	stat_inc(ND_STAT_EVENTS);
+	return 0;
+}
+
+#if ND_HAVE_ICMP_TP
+/* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
+ * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
+ * unreachable" (3/3) the no-listener evidence, on kernels without reasons too. */
+TRACEPOINT_PROBE(icmp, icmp_send)
+{
+	u64 skbaddr = (u64)args->skbaddr;
+	struct nd_icmp_note note = {.ts_ns = bpf_ktime_get_ns(), .type = args->type, .code = args->code};
+	icmp_sent.update(&skbaddr, &note);
+	return 0;
+}
+#endif

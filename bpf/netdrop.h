@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * netdrop: the records the BPF side shares with Python.
+ *
+ * tracer/event.py mirrors these structs field by field (ctypes) and
+ * tests/unit/test_event_layout.py checks that both agree, so change them
+ * together. Fields are ordered by size so that neither side needs padding
+ * rules to agree. Every value here is raw kernel data ("_raw" on the Python
+ * side): reason numbers, kernel addresses, network-byte-order addresses.
+ */
+#ifndef NETDROP_H
+#define NETDROP_H
+
+#define ND_IFNAMSIZ 16
+
+/* nd_event.flags */
+#define ND_F_DF         0x01 /* IPv4 "don't fragment" was set */
+#define ND_F_ICMP_SENT  0x02 /* icmp_send() fired for this skb just before the drop */
+#define ND_F_HAS_ROUTE  0x04 /* the skb carried a route (dst): out_* fields are valid */
+#define ND_F_L4         0x08 /* sport/dport were read from a TCP/UDP header */
+#define ND_F_FRAGMENT   0x10 /* IPv4 non-first fragment: no L4 header */
+
+/* filter_cfg.flags: which filter maps are in force (all must match) */
+#define ND_FILTER_NETNS   0x01
+#define ND_FILTER_IFINDEX 0x02
+#define ND_FILTER_IP      0x04
+#define ND_FILTER_PORT    0x08
+
+/* Index into the per-CPU stats array. */
+#define ND_STAT_MATCHED      0 /* drops that passed the filters (and were counted) */
+#define ND_STAT_EVENTS       1 /* events handed to the ring buffer */
+#define ND_STAT_LOST         2 /* events the ring buffer had no room for */
+#define ND_STAT_COUNTER_FULL 3 /* drops not counted per key: counter map full */
+#define ND_STAT_MAX          4
+
+struct nd_event {
+	u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	u64 location;       /* kfree_skb location: return address in the dropping function */
+	u32 reason;         /* enum skb_drop_reason; 0 if the kernel has none (< 5.17) */
+	u32 netns;          /* inode of the network namespace the skb was in */
+	u32 ifindex;        /* skb->dev: the device the skb was on when dropped */
+	u32 dev_mtu;        /* skb->dev->mtu */
+	u32 out_ifindex;    /* the route's device (skb_dst(skb)->dev) */
+	u32 mtu;            /* MTU of the route: RTAX_MTU metric, else out device MTU */
+	u32 len;            /* IP packet length from its header; skb->len if none */
+	u16 l3proto;        /* ETH_P_IP / ETH_P_IPV6 in host order, 0 if unknown */
+	u16 sport;          /* host order */
+	u16 dport;          /* host order */
+	u8 l4proto;         /* IPPROTO_* */
+	u8 flags;           /* ND_F_* */
+	u8 icmp_type;       /* last icmp_send() type for this skb (valid with ND_F_ICMP_SENT) */
+	u8 icmp_code;
+	u8 pad[2];
+	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
+	u8 daddr[16];
+	char ifname[ND_IFNAMSIZ];
+	char out_ifname[ND_IFNAMSIZ];
+};
+
+/* Key of the exact per-group drop counters. */
+struct nd_count_key {
+	u64 location;
+	u32 netns;
+	u32 reason;
+};
+
+/* Filter maps (filter_ifindex, filter_ip) keys. */
+struct nd_if_key {
+	u32 netns;
+	u32 ifindex;
+};
+
+struct nd_ip_key {
+	u8 addr[16];        /* IPv4 as ::ffff:a.b.c.d */
+};
+
+struct nd_filter_cfg {
+	u32 flags;          /* ND_FILTER_* */
+};
+
+#endif /* NETDROP_H */

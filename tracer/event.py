@@ -1,0 +1,100 @@
+"""Python mirror of the records in bpf/netdrop.h.
+
+HEADER names the C header these structs copy; tests/unit/test_event_layout.py
+parses it and checks that every field, size and offset agrees. A field whose
+value is still kernel data to be translated by decode.py carries the suffix
+`_raw` here (reason_raw: an enum number; location_raw: a kernel address ...);
+the test compares names with the suffix removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+HEADER = Path(__file__).resolve().parent.parent / "bpf" / "netdrop.h"
+BPF_SOURCE = HEADER.with_name("netdrop.c")
+
+ND_IFNAMSIZ = 16
+
+ND_F_DF = 0x01
+ND_F_ICMP_SENT = 0x02
+ND_F_HAS_ROUTE = 0x04
+ND_F_L4 = 0x08
+ND_F_FRAGMENT = 0x10
+
+ND_FILTER_NETNS = 0x01
+ND_FILTER_IFINDEX = 0x02
+ND_FILTER_IP = 0x04
+ND_FILTER_PORT = 0x08
+
+ND_STAT_MATCHED = 0
+ND_STAT_EVENTS = 1
+ND_STAT_LOST = 2
+ND_STAT_COUNTER_FULL = 3
+ND_STAT_MAX = 4
+
+
+class NdEvent(ctypes.Structure):
+    """struct nd_event"""
+
+    _fields_ = [
+        ("ts_ns_raw", ctypes.c_uint64),
+        ("location_raw", ctypes.c_uint64),
+        ("reason_raw", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("dev_mtu", ctypes.c_uint32),
+        ("out_ifindex", ctypes.c_uint32),
+        ("mtu", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("l3proto_raw", ctypes.c_uint16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("l4proto_raw", ctypes.c_uint8),
+        ("flags_raw", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("icmp_code", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+        ("saddr_raw", ctypes.c_uint8 * 16),
+        ("daddr_raw", ctypes.c_uint8 * 16),
+        ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
+        ("out_ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
+    ]
+
+
+class NdCountKey(ctypes.Structure):
+    """struct nd_count_key"""
+
+    _fields_ = [
+        ("location_raw", ctypes.c_uint64),
+        ("netns", ctypes.c_uint32),
+        ("reason_raw", ctypes.c_uint32),
+    ]
+
+
+class NdIfKey(ctypes.Structure):
+    """struct nd_if_key"""
+
+    _fields_ = [("netns", ctypes.c_uint32), ("ifindex", ctypes.c_uint32)]
+
+
+class NdIpKey(ctypes.Structure):
+    """struct nd_ip_key"""
+
+    _fields_ = [("addr_raw", ctypes.c_uint8 * 16)]
+
+
+class NdFilterCfg(ctypes.Structure):
+    """struct nd_filter_cfg"""
+
+    _fields_ = [("flags_raw", ctypes.c_uint32)]
+
+
+MIRRORS = {
+    "nd_event": NdEvent,
+    "nd_count_key": NdCountKey,
+    "nd_if_key": NdIfKey,
+    "nd_ip_key": NdIpKey,
+    "nd_filter_cfg": NdFilterCfg,
+}

@@ -1,0 +1,244 @@
+"""What the running kernel offers, read from tracefs, BTF, /proc and /sys.
+
+Nothing here imports bcc, so it is testable without root on plain files:
+every reader takes the path it reads as an argument with the real one as
+default.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+KFREE_SKB = ("skb", "kfree_skb")
+ICMP_SEND = ("icmp", "icmp_send")
+DROP_REASON_PREFIX = "SKB_DROP_REASON_"
+
+
+def find_tracefs(candidates=TRACEFS_CANDIDATES) -> Path:
+    """The mounted tracefs; bcc attaches tracepoints through it."""
+    for path in candidates:
+        if (path / "events").is_dir():
+            return path
+    raise UserError(
+        "tracefs is not mounted: run 'mount -t tracefs tracefs /sys/kernel/tracing' "
+        "(or pass --mount-tracefs to let netdrop do it)"
+    )
+
+
+def mount_tracefs(target: Path = TRACEFS_CANDIDATES[0]) -> Path:
+    """Mount tracefs where bcc looks for it. Only done when the user asks."""
+    try:
+        subprocess.run(
+            ["mount", "-t", "tracefs", "tracefs", str(target)],
+            check=True, capture_output=True, text=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise UserError(f"could not mount tracefs on {target}: {detail.strip()}") from None
+    return find_tracefs()
+
+
+def tracepoint_format(tracefs: Path, category: str, event: str) -> str | None:
+    """The tracepoint's format file, or None if this kernel lacks the tracepoint."""
+    try:
+        return (tracefs / "events" / category / event / "format").read_text()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise UserError(f"cannot read tracepoint {category}:{event}: permission denied (run as root)") from None
+
+
+def format_fields(fmt: str) -> dict[str, str]:
+    """Field name -> C type, from a tracepoint format file."""
+    fields = {}
+    for m in re.finditer(r"field:([^;]*?)\s+([A-Za-z_]\w*)(\[\d+\])?;", fmt):
+        fields[m.group(2)] = m.group(1).strip()
+    return fields
+
+
+_SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(?P<body>.*)\)\s*$", re.S)
+_PAIR = re.compile(r"\{\s*(-?\d+)\s*,\s*\"([^\"]+)\"\s*\}")
+
+
+def reasons_from_format(fmt: str) -> dict[int, str]:
+    """enum skb_drop_reason as the kfree_skb tracepoint prints it (number -> name
+    without the SKB_DROP_REASON_ prefix). The kernel generates this table from
+    the enum itself (include/net/dropreason-core.h, DEFINE_DROP_REASON)."""
+    m = _SYMBOLIC.search(fmt)
+    if not m:
+        return {}
+    return {int(num): name for num, name in _PAIR.findall(m.group("body"))}
+
+
+def reasons_from_btf_dump(c_dump: str) -> dict[int, str]:
+    """enum skb_drop_reason from `bpftool btf dump ... format c` output."""
+    m = re.search(r"enum skb_drop_reason \{(?P<body>[^}]*)\}", c_dump)
+    if not m:
+        return {}
+    reasons = {}
+    for name, num in re.findall(r"(\w+)\s*=\s*(\d+)", m.group("body")):
+        if name.startswith(DROP_REASON_PREFIX):
+            reasons[int(num)] = name[len(DROP_REASON_PREFIX):]
+        elif name == "SKB_CONSUMED" or name == "SKB_NOT_DROPPED_YET":
+            reasons[int(num)] = name[len("SKB_"):]
+    return reasons
+
+
+class Kallsyms:
+    """Kernel text addresses -> function names, from /proc/kallsyms.
+
+    Addresses read as zero when kptr_restrict hides them from us; then
+    locations cannot be named and we say so instead of guessing."""
+
+    def __init__(self, addrs: list[int], names: list[str]):
+        self._addrs = addrs
+        self._names = names
+        self._cache: dict[int, str | None] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike = "/proc/kallsyms") -> "Kallsyms":
+        pairs = []
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3 or parts[1] not in "tTwW":
+                    continue
+                addr = int(parts[0], 16)
+                if addr:
+                    pairs.append((addr, parts[2]))
+        pairs.sort()
+        return cls([a for a, _ in pairs], [n for _, n in pairs])
+
+    @property
+    def usable(self) -> bool:
+        return bool(self._addrs)
+
+    def lookup(self, addr: int) -> str | None:
+        """Function containing addr, e.g. 'ip_forward', or None."""
+        if addr in self._cache:
+            return self._cache[addr]
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        name = self._names[i] if i >= 0 else None
+        self._cache[addr] = name
+        return name
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the loader needs to know before compiling the BPF program."""
+
+    release: str
+    tracefs: Path
+    has_reason: bool
+    has_icmp_tp: bool
+    reasons: dict[int, str]
+
+
+def probe_kernel(tracefs: Path) -> KernelFacts:
+    fmt = tracepoint_format(tracefs, *KFREE_SKB)
+    if fmt is None:
+        raise UserError("this kernel has no skb:kfree_skb tracepoint (needs Linux 4.x with CONFIG_TRACEPOINTS)")
+    fields = format_fields(fmt)
+    has_reason = "reason" in fields
+    reasons = reasons_from_format(fmt) if has_reason else {}
+    if has_reason and not reasons and BTF_VMLINUX.exists():
+        reasons = reasons_from_btf_dump(btf_c_dump())
+    return KernelFacts(
+        release=platform.release(),
+        tracefs=tracefs,
+        has_reason=has_reason,
+        has_icmp_tp=tracepoint_format(tracefs, *ICMP_SEND) is not None,
+        reasons=reasons,
+    )
+
+
+def btf_c_dump(btf: Path = BTF_VMLINUX) -> str:
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    try:
+        return subprocess.run(
+            [bpftool, "btf", "dump", "file", str(btf), "format", "c"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise UserError(f"could not read kernel types from {btf} with bpftool: {exc}") from None
+
+
+# bcc force-includes <linux/kconfig.h> from BCC_KERNEL_SOURCE first and then
+# its helpers, which include the headers below. With BTF we have every kernel
+# type in one file: kconfig.h pulls it in and the others are left empty.
+_KCONFIG_H = """\
+/* generated by netdrop from {btf}: kernel types from BTF, no kernel headers */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
+#include "../vmlinux.h"
+/* UAPI typedef the BTF dump lacks (it only records types the kernel uses) */
+typedef __u64 __aligned_u64;
+/* bcc's helpers refuse to build without it; the kernel has it if BTF is here */
+#define CONFIG_BPF_SYSCALL 1
+/* vmlinux.h already holds the UAPI bpf enums: keep bcc's own copy out */
+#define _UAPI__LINUX_BPF_H__
+"""
+_EMPTY_HEADERS = (
+    "linux/log2.h",
+    "uapi/linux/bpf.h",
+    "uapi/linux/if_packet.h",
+    "uapi/linux/ptrace.h",
+)
+
+
+def kernel_version_code(release: str) -> int:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        return 0
+    a, b, c = (int(x or 0) for x in m.groups())
+    return (a << 16) + (b << 8) + min(c, 255)
+
+
+def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BTF_VMLINUX) -> Path:
+    """A directory bcc accepts as BCC_KERNEL_SOURCE, built from the running
+    kernel's BTF. Cached by a hash of the BTF blob, so a new kernel gets its own."""
+    if not btf.exists():
+        raise UserError(
+            f"no kernel types: {btf} is missing (kernel built without CONFIG_DEBUG_INFO_BTF) "
+            f"and there are no headers in /lib/modules/{release or platform.release()}/build"
+        )
+    release = release or platform.release()
+    digest = hashlib.sha256(btf.read_bytes()).hexdigest()[:16]
+    root = cache_dir / f"kernel-{release}-{digest}"
+    if (root / "include" / "linux" / "kconfig.h").exists():
+        return root
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    inc = tmp / "include"
+    (inc / "linux").mkdir(parents=True)
+    (inc / "vmlinux.h").write_text(btf_c_dump(btf))
+    (inc / "linux" / "kconfig.h").write_text(_KCONFIG_H.format(btf=btf))
+    (inc / "linux" / "version.h").write_text(
+        f"#define LINUX_VERSION_CODE {kernel_version_code(release)}\n"
+        "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
+    )
+    (inc / "asm").mkdir()
+    (inc / "asm" / "page.h").write_text(f"#define PAGE_SIZE {os.sysconf('SC_PAGE_SIZE')}\n")
+    for name in _EMPTY_HEADERS:
+        (inc / name).parent.mkdir(parents=True, exist_ok=True)
+        (inc / name).write_text("")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def kernel_headers(release: str | None = None) -> Path | None:
+    """Headers of exactly the running kernel, if installed."""
+    build = Path("/lib/modules") / (release or platform.release()) / "build"
+    return build if (build / "include" / "linux" / "kconfig.h").exists() else None

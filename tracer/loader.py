@@ -1,0 +1,172 @@
+"""loader: compiles bpf/netdrop.c with bcc, attaches it, and reads it back.
+
+The only module that imports bcc. It hands out raw records (event.NdEvent
+copies) and raw counter keys; decoding happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import event as ev
+from . import kernel
+from .errors import UserError
+from .filters import Filters, ip_key_bytes
+
+DEFAULT_CACHE = Path(os.environ.get("NETDROP_CACHE", "/var/cache/netdrop"))
+RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
+MAX_COUNTERS = 16384          # distinct (netns, reason, location) groups
+MAX_FILTER = 4096             # entries per filter map
+
+
+@dataclass(frozen=True)
+class Hook:
+    name: str
+    attached: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Stats:
+    matched: int = 0       # drops that passed the filters, all counted exactly
+    events: int = 0        # events written to the ring buffer
+    lost: int = 0          # events the ring buffer had no room for
+    counter_full: int = 0  # drops the counter map had no slot for
+
+
+def _import_bcc():
+    try:
+        import bcc  # noqa: PLC0415 - only this module may import bcc
+    except ImportError:
+        raise UserError(
+            "bcc is not importable: install Debian's python3-bpfcc and run netdrop from "
+            "the environment scripts/setup makes (.venv, with system site-packages)"
+        ) from None
+    return bcc
+
+
+def function_hook_support(tracefs: Path) -> list[Hook]:
+    """Whether kprobes/fentry could give extra signal on ip_forward and the conntrack
+    confirm path. Our kernels refuse both; we say so once and use tracepoints."""
+    hooks = []
+    if (tracefs / "kprobe_events").exists():
+        hooks.append(Hook("kprobe", False, "available, not used yet"))
+    else:
+        hooks.append(Hook("kprobe", False, "unavailable: kernel built without CONFIG_KPROBES"))
+    return hooks
+
+
+class Tracer:
+    """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
+
+    def __init__(self, facts: kernel.KernelFacts, filters: Filters = Filters(),
+                 cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES):
+        if os.geteuid() != 0:
+            raise UserError("netdrop needs root to load BPF programs: run it with sudo")
+        if ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages must be a power of two")
+        bcc = _import_bcc()
+        self.facts = facts
+        self.ringbuf_pages = ringbuf_pages
+        include, cflags = self._kernel_types(facts, cache_dir)
+        if include is not None:
+            os.environ["BCC_KERNEL_SOURCE"] = str(include)
+        cflags += [
+            f"-I{ev.HEADER.parent}",
+            f"-DND_HAVE_REASON={int(facts.has_reason)}",
+            f"-DND_HAVE_ICMP_TP={int(facts.has_icmp_tp)}",
+            f"-DND_REASON_CONSUMED={self._consumed_reason(include)}",
+            f"-DND_RINGBUF_PAGES={int(ringbuf_pages)}",
+            f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
+            f"-DND_MAX_FILTER={MAX_FILTER}",
+            f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
+        ]
+        try:
+            self.bpf = bcc.BPF(src_file=str(ev.BPF_SOURCE).encode(), cflags=cflags)
+        except Exception as exc:  # bcc raises bare Exception with the compiler's output on stderr
+            raise UserError(f"could not load the BPF program: {exc}") from None
+        self._events: list[ev.NdEvent] = []
+        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.hooks = [Hook("tracepoint skb:kfree_skb", True,
+                           "drop reason" if facts.has_reason else "no reason field: classify by location")]
+        self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
+                               "" if facts.has_icmp_tp else "not in this kernel"))
+        self.hooks += function_hook_support(facts.tracefs)
+        self.filters = Filters()
+        self.set_filters(filters)
+
+    @staticmethod
+    def _kernel_types(facts: kernel.KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
+        """Headers of exactly this kernel if installed, else types from BTF."""
+        if kernel.kernel_headers(facts.release):
+            return None, ["-DND_KERNEL_HEADERS"]
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create cache directory {cache_dir}: {exc.strerror}") from None
+        return kernel.btf_include_tree(cache_dir, facts.release), []
+
+    @staticmethod
+    def _consumed_reason(include: Path | None) -> int:
+        """SKB_CONSUMED is not a drop; its number comes from this kernel's enum."""
+        if include is not None:
+            text = (include / "include" / "vmlinux.h").read_text()
+            m = re.search(r"\bSKB_CONSUMED = (\d+)", text)
+            if m:
+                return int(m.group(1))
+        return 0xFFFFFFFF  # no such value: never matches a u32 reason
+
+    def _on_event(self, _ctx, data, size):
+        self._events.append(ev.NdEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(ev.NdEvent))))
+
+    def poll(self, timeout_ms: int = 100) -> list[ev.NdEvent]:
+        """Events delivered since the last call (waits up to timeout_ms for the first)."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        out, self._events = self._events, []
+        return out
+
+    def set_filters(self, filters: Filters) -> None:
+        """Replace the filter maps' contents; takes effect for the next drop."""
+        flags = 0
+        for name, values, kind, to_key in (
+            ("filter_netns", filters.netns, ev.ND_FILTER_NETNS, ctypes.c_uint32),
+            ("filter_ifindex", filters.ifindex, ev.ND_FILTER_IFINDEX, lambda v: ev.NdIfKey(*v)),
+            ("filter_ip", filters.ips, ev.ND_FILTER_IP,
+             lambda v: ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(v)))),
+            ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
+        ):
+            table = self.bpf[name]
+            table.clear()
+            for value in values:
+                table[to_key(value)] = ctypes.c_uint8(1)
+            if values:
+                flags |= kind
+        cfg = self.bpf["filter_cfg"]
+        cfg[ctypes.c_int(0)] = ev.NdFilterCfg(flags)
+        self.filters = filters
+
+    def counts(self) -> dict[tuple[int, int, int], int]:
+        """Exact drop counts: (netns, reason, location address) -> drops since load."""
+        out = {}
+        for key, percpu in self.bpf["counts"].items():
+            out[(key.netns, key.reason, key.location)] = sum(percpu)
+        return out
+
+    def stats(self) -> Stats:
+        table = self.bpf["stats"]
+        vals = [sum(table[ctypes.c_int(i)]) for i in range(ev.ND_STAT_MAX)]
+        return Stats(matched=vals[ev.ND_STAT_MATCHED], events=vals[ev.ND_STAT_EVENTS],
+                     lost=vals[ev.ND_STAT_LOST], counter_full=vals[ev.ND_STAT_COUNTER_FULL])
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
