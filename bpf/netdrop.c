@@ -46,6 +46,7 @@
 #define ND_IP_OFFMASK 0x1fff
 #define ND_PROTO_TCP  6
 #define ND_PROTO_UDP  17
+#define ND_IFF_LOOPBACK 0x8 /* include/uapi/linux/if.h */
 /* skb->_skb_refdst: low bit is SKB_DST_NOREF (include/linux/skbuff.h) */
 #define ND_SKB_DST_PTRMASK (~1UL)
 /* dst->_metrics: low bits are DST_METRICS_* flags (include/net/dst.h) */
@@ -181,8 +182,12 @@ static __always_inline void read_route(struct sk_buff *skb, struct nd_event *e)
 	if (!odev)
 		return;
 	u32 ifindex = 0, dev_mtu = 0, metric_mtu = 0;
+	unsigned int dev_flags = 0;
 	bpf_probe_read_kernel(&ifindex, sizeof(ifindex), &odev->ifindex);
-	if (ifindex == 0)
+	bpf_probe_read_kernel(&dev_flags, sizeof(dev_flags), &odev->flags);
+	/* Local delivery and error routes (ip_error, ip6_pkt_discard) point at the
+	 * loopback device: no egress, no MTU to report. */
+	if (ifindex == 0 || (dev_flags & ND_IFF_LOOPBACK))
 		return;
 	bpf_probe_read_kernel(&dev_mtu, sizeof(dev_mtu), &odev->mtu);
 	unsigned long metrics = 0;

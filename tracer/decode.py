@@ -18,7 +18,7 @@ from . import event as ev
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 
-_L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
+_L4_NAMES = {0: "hopopt", 1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
 
 
 @dataclass(frozen=True)

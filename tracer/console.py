@@ -1,0 +1,120 @@
+"""console: the live view of `netdrop watch`, built with rich.
+
+render() turns plain state into a rich renderable, so tests print it into a
+string with rich.console.Console(record=True) and read it like a user would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Group as RichGroup
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .groups import Groups
+from .loader import Hook, Stats
+
+CATEGORY_STYLE = {
+    "mtu": "bold magenta", "netfilter": "bold red", "conntrack": "red", "no-socket": "yellow",
+    "no-route": "bold yellow", "neighbor": "cyan", "rp-filter": "blue", "tcp": "green",
+    "socket-buffer": "bright_magenta", "qdisc": "bright_blue", "malformed": "bright_red", "other": "white",
+}
+
+
+@dataclass
+class View:
+    """Everything the screen shows besides the groups."""
+
+    hooks: list[Hook] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)
+    netns_names: dict[int, str] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    elapsed: float = 0.0
+    remaining: float | None = None
+    title: str = "netdrop watch"
+    note: str | None = None
+
+
+def netns_label(inode: int, names: dict[int, str]) -> str:
+    name = names.get(inode)
+    return f"{name}\n[dim]{inode}[/dim]" if name else str(inode)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds + 0.5))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
+    table = Table(expand=True, show_lines=True, title="Drops by namespace, category, reason and location",
+                  title_justify="left")
+    table.add_column("netns", no_wrap=True)
+    table.add_column("category", no_wrap=True)
+    table.add_column("reason / location", no_wrap=True)
+    table.add_column("drops", justify="right", no_wrap=True)
+    table.add_column("/s", justify="right", no_wrap=True)
+    table.add_column("latest flow · why", ratio=1)
+    rows = groups.rows()
+    for g in rows[:limit]:
+        flow = Text()
+        if g.latest is not None:
+            d = g.latest
+            where = f" on {d.ifname}" if d.ifname else ""
+            mtu = f" mtu {d.mtu}" if d.mtu else ""
+            flow.append(f"{d.flow} len {d.len}{mtu}{where}\n")
+            flow.append(g.hint or "", style="dim")
+        else:
+            flow.append("(no event delivered for this group yet)", style="dim")
+        table.add_row(
+            netns_label(g.netns, view.netns_names),
+            Text(g.category, style=CATEGORY_STYLE.get(g.category, "")),
+            f"{g.reason or '-'}\n[dim]{g.location or '?'}[/dim]",
+            f"{g.count:,}",
+            f"{g.rate:,.0f}" if g.rate else "",
+            flow,
+        )
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more groups not shown"
+    if not rows:
+        table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
+    return table
+
+
+def recent_table(groups: Groups) -> Table:
+    table = Table(expand=True, title="Recent drops", title_justify="left", box=None)
+    for col in ("time", "netns", "dev", "flow", "len", "reason", "category"):
+        table.add_column(col, no_wrap=col != "flow")
+    for d, v in reversed(groups.recent):
+        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], str(d.netns), d.ifname or "-", d.flow,
+                      str(d.len), d.reason or "-", Text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
+    return table
+
+
+def status_line(view: View, groups: Groups) -> Text:
+    s = view.stats
+    text = Text()
+    text.append(f"{s.matched:,} drops counted", style="bold")
+    text.append(f" · {s.events:,} events delivered · ")
+    text.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
+    if s.counter_full:
+        text.append(f" · {s.counter_full:,} drops not grouped (counter map full)", style="bold red")
+    text.append(f" · elapsed {_duration(view.elapsed)}")
+    if view.remaining is not None:
+        text.append(f" · time left {_duration(view.remaining)}", style="bold")
+    text.append("\nhooks: ")
+    text.append("; ".join(
+        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks))
+    text.append("\nfilters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)"))
+    if view.note:
+        text.append("\n" + view.note, style="italic")
+    return text
+
+
+def render(groups: Groups, view: View):
+    return RichGroup(
+        Panel(status_line(view, groups), title=view.title, title_align="left"),
+        groups_table(groups, view),
+        recent_table(groups),
+    )

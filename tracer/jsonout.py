@@ -1,0 +1,44 @@
+"""jsonout: one JSON object per drop per line (watch --json)."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from .classify import Verdict
+from .decode import Drop
+
+
+def drop_record(drop: Drop, verdict: Verdict, pod: dict | None = None) -> dict:
+    """The documented keys of a drop, in a stable order."""
+    return {
+        "time": drop.time.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "reason": drop.reason,
+        "category": verdict.category,
+        "hint": verdict.hint,
+        "location": drop.location,
+        "netns": drop.netns,
+        "ifname": drop.ifname,
+        "ifindex": drop.ifindex,
+        "proto": drop.proto,
+        "src": drop.src,
+        "dst": drop.dst,
+        "sport": drop.sport,
+        "dport": drop.dport,
+        "len": drop.len,
+        "mtu": drop.mtu,
+        "out_ifname": drop.out_ifname,
+        "pod": pod,
+    }
+
+
+class JsonLines:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def emit(self, drop: Drop, verdict: Verdict) -> None:
+        self.stream.write(json.dumps(drop_record(drop, verdict), separators=(",", ":")) + "\n")
+
+    def flush(self) -> None:
+        """Called after each batch of events, not per event: a storm stays cheap."""
+        self.stream.flush()

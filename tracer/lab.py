@@ -1,0 +1,289 @@
+"""lab: a simulated Kubernetes node built of network namespaces only.
+
+    client ──ext0── node1 ──eth0 (underlay 192.168.100.0/24)── node2
+                    │ cni0 10.244.1.1/24                        │ cni0 10.244.2.1/24
+                    │ flannel.1 (VXLAN, MTU 1450) ═════════════ │ flannel.1
+                    ├─ veth… ── pod web 10.244.1.10             └─ veth… ── pod api 10.244.2.10
+                    └─ veth… ── pod db  10.244.1.11
+
+The pods keep the default MTU 1500 while the overlay has 1450: the classic
+flannel misconfiguration. node1 has no route to 10.244.3.0/24 (a third node
+whose route is missing). Every command runs inside the lab's own namespaces
+(`ip -n`, `ip netns exec`): the host's namespace is never touched. destroy()
+removes everything; deleting a namespace removes its links with it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+
+NETNS_DIR = Path("/run/netns")
+OVERLAY_MTU = 1450
+POD_MTU = 1500
+VXLAN_PORT = 8472
+
+
+class LabError(UserError):
+    pass
+
+
+def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> str:
+    """Run a command, inside namespace `ns` if given. Never in the host namespace
+    for anything that changes state: callers always pass ns or use `ip -n`."""
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    try:
+        res = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise LabError(f"{full[0]} is not installed (run scripts/setup)") from None
+    if check and res.returncode != 0:
+        raise LabError(f"{' '.join(full)} failed: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    netns: str
+    node: str            # netns name of its node
+    ipv4: str
+    ipv6: str
+    host_veth: str       # the veth's name in the node namespace
+
+
+@dataclass
+class SimNode:
+    prefix: str
+    node1: str
+    node2: str
+    client: str
+    pods: dict[str, Pod] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+
+    CLIENT_V4 = "172.16.200.2"
+    CLIENT_V6 = "fd00:200::2"
+    UNROUTED_POD = "10.244.3.10"   # a pod on a third node whose route node1 lacks
+
+    @classmethod
+    def create(cls, prefix: str | None = None) -> "SimNode":
+        prefix = prefix or f"ndt{os.getpid()}"
+        node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client")
+        node.cleanup_leftovers()
+        try:
+            node._build()
+            node.wait_ready()
+        except BaseException:
+            node.destroy()
+            raise
+        return node
+
+    def cleanup_leftovers(self) -> None:
+        """Namespaces of an earlier run with our prefix (a killed demo) are ours to remove."""
+        if NETNS_DIR.is_dir():
+            for entry in NETNS_DIR.iterdir():
+                if entry.name.startswith(self.prefix + "-"):
+                    run("ip", "netns", "del", entry.name, check=False)
+
+    def _netns(self, name: str) -> None:
+        run("ip", "netns", "add", name)
+        self.created.append(name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+
+    def _build(self) -> None:
+        for ns in (self.node1, self.node2, self.client):
+            self._netns(ns)
+        # Underlay between the nodes and the link to the outside client.
+        run("ip", "-n", self.node1, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", self.node2)
+        run("ip", "-n", self.node1, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0",
+            "netns", self.client)
+        self._addr(self.node1, "eth0", "192.168.100.1/24")
+        self._addr(self.node2, "eth0", "192.168.100.2/24")
+        self._addr(self.node1, "ext0", "172.16.200.1/24", "fd00:200::1/64")
+        self._addr(self.client, "eth0", f"{self.CLIENT_V4}/24", f"{self.CLIENT_V6}/64")
+        run("ip", "-n", self.client, "route", "add", "10.244.0.0/16", "via", "172.16.200.1")
+        run("ip", "-n", self.client, "-6", "route", "add", "fd00:10:244::/48", "via", "fd00:200::1")
+        for i, ns in ((1, self.node1), (2, self.node2)):
+            for key, val in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")):
+                run("sysctl", "-qw", f"{key}={val}", ns=ns)
+            run("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
+            self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
+            self._vxlan(ns, i)
+        self._overlay_routes()
+        self._pod("web", self.node1, 1, 10)
+        self._pod("db", self.node1, 1, 11)
+        self._pod("api", self.node2, 2, 10)
+        # node2 returns traffic for the client through node1.
+        run("ip", "-n", self.node2, "route", "add", "172.16.200.0/24", "via", "192.168.100.1")
+
+    def wait_ready(self, seconds: float = 5.0) -> None:
+        """Until the client reaches every node1 pod over IPv4 and IPv6: neighbour
+        discovery must be done, or the first packets of a case wait in (and may
+        be purged from) the neighbour queue instead of meeting their drop."""
+        deadline = time.monotonic() + seconds
+        targets = [a for p in self.pods.values() if p.node == self.node1 for a in (p.ipv4, p.ipv6)]
+        targets.append(self.pods["api"].ipv4)
+        for addr in targets:
+            while subprocess.run(["ip", "netns", "exec", self.client, "ping", "-c1", "-W1", addr],
+                                 capture_output=True, timeout=5).returncode != 0:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"simulated node not ready: client cannot reach {addr}")
+                time.sleep(0.1)
+
+    def _addr(self, ns: str, dev: str, *addrs: str) -> None:
+        for a in addrs:
+            extra = ["nodad"] if ":" in a else []
+            run("ip", "-n", ns, "addr", "add", a, "dev", dev, *extra)
+        run("ip", "-n", ns, "link", "set", dev, "up")
+
+    @staticmethod
+    def _vtep_mac(i: int) -> str:
+        return f"0e:00:00:00:{i:02x}:01"
+
+    def _vxlan(self, ns: str, i: int) -> None:
+        # Like flannel's vxlan backend: one VTEP per node, static ARP and FDB entries.
+        run("ip", "-n", ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1",
+            "local", f"192.168.100.{i}", "dev", "eth0", "dstport", str(VXLAN_PORT), "nolearning")
+        run("ip", "-n", ns, "link", "set", "flannel.1", "address", self._vtep_mac(i), "mtu", str(OVERLAY_MTU))
+        self._addr(ns, "flannel.1", f"10.244.{i}.0/32")
+
+    def _overlay_routes(self) -> None:
+        for here, there, j in ((self.node1, self.node2, 2), (self.node2, self.node1, 1)):
+            run("ip", "-n", here, "route", "add", f"10.244.{j}.0/24", "via", f"10.244.{j}.0",
+                "dev", "flannel.1", "onlink")
+            run("ip", "-n", here, "neigh", "add", f"10.244.{j}.0", "lladdr", self._vtep_mac(j),
+                "dev", "flannel.1", "nud", "permanent")
+            run("bridge", "-n", here, "fdb", "append", self._vtep_mac(j), "dev", "flannel.1",
+                "dst", f"192.168.100.{j}")
+
+    def _pod(self, name: str, node: str, i: int, host: int) -> None:
+        ns = f"{self.prefix}-pod-{name}"
+        self._netns(ns)
+        veth = "veth" + secrets.token_hex(4)   # CNI-style host-side name
+        run("ip", "-n", node, "link", "add", veth, "mtu", str(POD_MTU), "type", "veth", "peer", "name", "eth0",
+            "netns", ns)
+        run("ip", "-n", node, "link", "set", veth, "master", "cni0", "up")
+        v4, v6 = f"10.244.{i}.{host}", f"fd00:10:244:{i}::{host:x}"
+        run("ip", "-n", ns, "link", "set", "eth0", "mtu", str(POD_MTU))
+        self._addr(ns, "eth0", f"{v4}/24", f"{v6}/64")
+        run("ip", "-n", ns, "route", "add", "default", "via", f"10.244.{i}.1")
+        run("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd00:10:244:{i}::1")
+        self.pods[name] = Pod(name, ns, node, v4, v6, veth)
+
+    def namespaces(self) -> list[str]:
+        return list(self.created)
+
+    def netns_inodes(self) -> dict[str, int]:
+        return {ns: os.stat(NETNS_DIR / ns).st_ino for ns in self.created}
+
+    def traffic(self, ns: str, *args: str, timeout: float = 40) -> int:
+        """Run tracer.traffic inside ns; returns the number of packets it sent."""
+        out = run(sys.executable, "-m", "tracer.traffic", *args, ns=ns, timeout=timeout)
+        return int(out.strip().splitlines()[-1])
+
+    def destroy(self) -> None:
+        for ns in reversed(self.created):
+            run("ip", "netns", "del", ns, check=False)
+        self.created.clear()
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    play: Callable[[SimNode, int], int]   # (node, packets) -> packets sent
+
+
+def _mtu(node: SimNode, n: int) -> int:
+    # 1472 bytes of UDP payload = a 1500-byte IP packet with DF: fits the pod's
+    # eth0 but not flannel.1 (1450), so node1's ip_forward() drops it.
+    api = node.pods["api"]
+    return node.traffic(node.pods["web"].netns, "udp", "--dst", api.ipv4, "--port", "5000",
+                        "--size", str(POD_MTU - 28), "--df", "--count", str(n))
+
+
+def _forward_drop(node: SimNode, n: int) -> int:
+    # Docker's classic: FORWARD policy DROP on the node cuts pods off from outside.
+    run("iptables", "-P", "FORWARD", "DROP", ns=node.node1)
+    try:
+        return node.traffic(node.pods["web"].netns, "udp", "--dst", node.CLIENT_V4, "--port", "5353",
+                            "--count", str(n))
+    finally:
+        run("iptables", "-P", "FORWARD", "ACCEPT", ns=node.node1)
+
+
+def _udp_closed(node: SimNode, n: int) -> int:
+    db = node.pods["db"]
+    return node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", str(n))
+
+
+def _udp6_closed(node: SimNode, n: int) -> int:
+    db = node.pods["db"]
+    return node.traffic(node.client, "udp", "--dst", db.ipv6, "--port", "9999", "--count", str(n))
+
+
+def _tcp_closed(node: SimNode, n: int) -> int:
+    db = node.pods["db"]
+    return node.traffic(node.client, "tcp", "--dst", db.ipv4, "--port", "8080", "--count", str(n))
+
+
+def _no_route(node: SimNode, n: int) -> int:
+    return node.traffic(node.pods["web"].netns, "udp", "--dst", node.UNROUTED_POD, "--port", "80",
+                        "--count", str(n))
+
+
+CASES = {
+    c.name: c for c in (
+        Case("mtu", f"pod web -> pod api on node2: 1500-byte DF packets, overlay MTU {OVERLAY_MTU}", _mtu),
+        Case("forward-drop", "node1 FORWARD policy DROP: pod web -> outside client", _forward_drop),
+        Case("udp-closed", "client -> pod db UDP 9999, nobody listens", _udp_closed),
+        Case("udp6-closed", "client -> pod db UDP 9999 over IPv6, nobody listens", _udp6_closed),
+        Case("tcp-closed", "client -> pod db TCP 8080, nobody listens", _tcp_closed),
+        Case("no-route", "pod web -> 10.244.3.10: node1 has no route to that pod CIDR", _no_route),
+    )
+}
+
+
+def select_cases(spec: str) -> list[Case]:
+    if spec == "all":
+        return list(CASES.values())
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise UserError(f"unknown case {', '.join(unknown)} (cases: {', '.join(CASES)})")
+    return [CASES[n] for n in names]
+
+
+class Player:
+    """Plays the cases in turn until stopped: a few packets each, a pause between."""
+
+    def __init__(self, node: SimNode, cases: list[Case], packets: int = 5, pause: float = 1.5):
+        self.node, self.cases, self.packets, self.pause = node, cases, packets, pause
+        self._stop = threading.Event()
+        self.sent: dict[str, int] = {}
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            for case in self.cases:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.sent[case.name] = self.sent.get(case.name, 0) + case.play(self.node, self.packets)
+                except LabError as exc:
+                    if self._stop.is_set():   # namespaces already going away
+                        return
+                    self.errors.append(f"{case.name}: {exc}")
+                self._stop.wait(self.pause)
+
+    def stop(self) -> None:
+        self._stop.set()

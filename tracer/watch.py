@@ -1,0 +1,69 @@
+"""watch: the event loop. kernel event -> decode -> classify -> sinks; counters on a tick.
+
+Independent of how the results are shown: sinks get (drop, verdict) pairs,
+on_tick gets the exact counters and stats about twice a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Protocol
+
+from .classify import Verdict, classify
+from .decode import Decoder, Drop
+from .groups import Groups
+from .loader import Stats, Tracer
+
+TICK_SECONDS = 0.5
+
+
+class Sink(Protocol):
+    def emit(self, drop: Drop, verdict: Verdict) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
+        duration: float | None, stop: threading.Event,
+        on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None) -> Stats:
+    """Trace until duration runs out or stop is set; returns the final stats."""
+    start = time.monotonic()
+    deadline = start + duration if duration else None
+    next_tick = start
+
+    def deliver(raws):
+        for raw in raws:
+            drop = decoder.decode(raw)
+            verdict = classify(drop)
+            groups.add_event(drop, verdict)
+            for sink in sinks:
+                sink.emit(drop, verdict)
+        if raws:
+            for sink in sinks:
+                sink.flush()
+
+    def tick(now) -> Stats:
+        groups.update_counts(tracer.counts(), now)
+        stats = tracer.stats()
+        on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
+        return stats
+
+    while not stop.is_set():
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            break
+        timeout = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - now)
+        deliver(tracer.poll(max(1, int(timeout * 1000))))
+        now = time.monotonic()
+        if now >= next_tick:
+            tick(now)
+            next_tick = now + TICK_SECONDS
+    # What is already in the ring buffer belongs to the window: drain it
+    # (bounded: under a storm new events keep arriving).
+    for _ in range(64):
+        raws = tracer.poll(0)
+        if not raws:
+            break
+        deliver(raws)
+    return tick(time.monotonic())
