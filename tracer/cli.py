@@ -31,8 +31,15 @@ def parse_duration(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are user errors too: one line, exit 2 (not argparse's usage block)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Trace packets the Linux kernel drops, and say why.")
+    parser = _Parser(prog=PROG, description="Trace packets the Linux kernel drops, and say why.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     watch = sub.add_parser("watch", help="show drops live (or as JSON lines)")
@@ -195,8 +202,8 @@ COMMANDS = {"watch": cmd_watch, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

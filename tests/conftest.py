@@ -1,0 +1,53 @@
+"""Markers and the CI rule: under CI=true a kernel test may not be skipped.
+
+tests/unit    pure Python on plain data, no root needed.
+tests/kernel  marked `kernel`: root, BPF and tracefs on the real kernel; each
+              builds its own namespaces and removes them.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kernel: needs root, bcc and the real kernel (tests/kernel)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/kernel" in Path(str(item.fspath)).as_posix():
+            item.add_marker(pytest.mark.kernel)
+
+
+def kernel_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc is not importable (run scripts/setup)"
+    if not any(Path(p, "events").is_dir() for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")):
+        return "tracefs is not mounted"
+    return None
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("kernel"):
+        why = kernel_unavailable()
+        if why:
+            if IN_CI:
+                pytest.fail(f"kernel test cannot run under CI=true: {why}")
+            pytest.skip(why)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and item.get_closest_marker("kernel"):
+        report.outcome = "failed"
+        report.longrepr = f"kernel test skipped under CI=true: {report.longrepr}"
