@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long to run (default: 60s)")
     demo.add_argument("--cases", default="all", metavar="LIST",
                       help="comma-separated cases to play (default: all)")
+    demo.add_argument("--prefix", default="nd-demo", metavar="NAME",
+                      help="prefix of the namespaces the demo creates (default: nd-demo)")
     _common(demo)
     return parser
 
@@ -184,7 +186,7 @@ def cmd_demo(args) -> int:
 
     require_root()
     cases = lab.select_cases(args.cases)
-    node = lab.SimNode.create(prefix="nd-demo")
+    node = lab.SimNode.create(prefix=args.prefix)
     try:
         player = lab.Player(node, cases)
         args.netns, args.ip, args.port = [], [], []

@@ -37,9 +37,14 @@ class View:
     note: str | None = None
 
 
-def netns_label(inode: int, names: dict[int, str]) -> str:
+def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
     name = names.get(inode)
-    return f"{name}\n[dim]{inode}[/dim]" if name else str(inode)
+    if not name:
+        return Text(str(inode))
+    text = Text(name)
+    if inode_too:
+        text.append(f"\n{inode}", style="dim")
+    return text
 
 
 def _duration(seconds: float) -> str:
@@ -70,7 +75,7 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
         table.add_row(
             netns_label(g.netns, view.netns_names),
             Text(g.category, style=CATEGORY_STYLE.get(g.category, "")),
-            f"{g.reason or '-'}\n[dim]{g.location or '?'}[/dim]",
+            Text.assemble(g.reason or "-", "\n", (g.location or "?", "dim")),
             f"{g.count:,}",
             f"{g.rate:,.0f}" if g.rate else "",
             flow,
@@ -82,13 +87,15 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
     return table
 
 
-def recent_table(groups: Groups) -> Table:
+def recent_table(groups: Groups, view: View) -> Table:
     table = Table(expand=True, title="Recent drops", title_justify="left", box=None)
     for col in ("time", "netns", "dev", "flow", "len", "reason", "category"):
         table.add_column(col, no_wrap=col != "flow")
     for d, v in reversed(groups.recent):
-        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], str(d.netns), d.ifname or "-", d.flow,
-                      str(d.len), d.reason or "-", Text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
+        # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
+        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], netns_label(d.netns, view.netns_names, False),
+                      Text(d.ifname or "-"), Text(d.flow), str(d.len), d.reason or "-",
+                      Text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
     return table
 
 
@@ -116,5 +123,5 @@ def render(groups: Groups, view: View):
     return RichGroup(
         Panel(status_line(view, groups), title=view.title, title_align="left"),
         groups_table(groups, view),
-        recent_table(groups),
+        recent_table(groups, view),
     )

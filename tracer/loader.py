@@ -90,7 +90,7 @@ class Tracer:
         except Exception as exc:  # bcc raises bare Exception with the compiler's output on stderr
             raise UserError(f"could not load the BPF program: {exc}") from None
         self._events: list[ev.NdEvent] = []
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
         self.hooks = [Hook("tracepoint skb:kfree_skb", True,
                            "drop reason" if facts.has_reason else "no reason field: classify by location")]
         self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
@@ -139,25 +139,25 @@ class Tracer:
              lambda v: ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(v)))),
             ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
         ):
-            table = self.bpf[name]
+            table = self.bpf[name.encode()]
             table.clear()
             for value in values:
                 table[to_key(value)] = ctypes.c_uint8(1)
             if values:
                 flags |= kind
-        cfg = self.bpf["filter_cfg"]
+        cfg = self.bpf[b"filter_cfg"]
         cfg[ctypes.c_int(0)] = ev.NdFilterCfg(flags)
         self.filters = filters
 
     def counts(self) -> dict[tuple[int, int, int], int]:
         """Exact drop counts: (netns, reason, location address) -> drops since load."""
         out = {}
-        for key, percpu in self.bpf["counts"].items():
+        for key, percpu in self.bpf[b"counts"].items():
             out[(key.netns, key.reason, key.location)] = sum(percpu)
         return out
 
     def stats(self) -> Stats:
-        table = self.bpf["stats"]
+        table = self.bpf[b"stats"]
         vals = [sum(table[ctypes.c_int(i)]) for i in range(ev.ND_STAT_MAX)]
         return Stats(matched=vals[ev.ND_STAT_MATCHED], events=vals[ev.ND_STAT_EVENTS],
                      lost=vals[ev.ND_STAT_LOST], counter_full=vals[ev.ND_STAT_COUNTER_FULL])

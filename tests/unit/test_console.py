@@ -53,6 +53,8 @@ def test_console_shows_groups_counts_rates_and_evidence():
     assert "✗ kprobe (unavailable)" in text
     assert "filters: netns node1 (4026532177)" in text
     assert "Recent drops" in text and "NETFILTER_DROP" in text
+    # IPv6 endpoints are shown, not eaten as markup.
+    assert "[fd00:200::2]:46918 -> [fd00:10:244:1::b]:9999 udp" in text.split("Recent drops")[1]
 
 
 def test_group_without_events_says_so():
