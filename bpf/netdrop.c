@@ -6,8 +6,9 @@
  * net/core/skbuff.c; consumed skbs go to skb:consume_skb instead). For each
  * drop that passes the filters we
  *   1. add one to an exact per-CPU counter keyed by (netns, reason, location),
- *   2. and, if the ring buffer has room, send one nd_event with the flow, the
- *      devices and the route MTU. If it has none, only a lost counter moves.
+ *   2. and, within the event rate limit and if the ring buffer has room,
+ *      send one nd_event with the flow, the devices and the route MTU.
+ *      Otherwise only a per-CPU counter (sampled_out or lost) moves.
  * So counts stay exact however far the Python side falls behind.
  *
  * Macros set by the loader (numbers read from the running kernel, never text
@@ -55,7 +56,7 @@
 #define ND_ICMP_WINDOW_NS 10000000ULL
 
 BPF_PERCPU_HASH(counts, struct nd_count_key, u64, ND_MAX_COUNTERS);
-BPF_PERCPU_ARRAY(stats, u64, ND_STAT_MAX);
+BPF_PERCPU_ARRAY(cpu_state, struct nd_cpu_state, 1);
 BPF_RINGBUF_OUTPUT(events, ND_RINGBUF_PAGES);
 /* An nd_event is too big for comfort on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(scratch, struct nd_event, 1);
@@ -72,13 +73,6 @@ struct nd_icmp_note {
 	u8 code;
 };
 BPF_TABLE("lru_hash", u64, struct nd_icmp_note, icmp_sent, 4096);
-
-static __always_inline void stat_inc(int idx)
-{
-	u64 *v = stats.lookup(&idx);
-	if (v)
-		(*v)++;
-}
 
 static __always_inline u32 net_inum(struct net *net)
 {
@@ -257,23 +251,24 @@ static __always_inline int packet_matches(u32 flags, struct nd_event *e)
 	return 1;
 }
 
-static __always_inline void count(u32 netns, u32 reason, u64 location)
+/* Returns 0 when the counter map is full and the drop could not be counted per key. */
+static __always_inline int count(u32 netns, u32 reason, u64 location)
 {
 	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason};
 	u64 *v = counts.lookup(&key);
 	if (v) {
 		(*v)++;
-		return;
+		return 1;
 	}
 	u64 one = 1;
 	if (counts.insert(&key, &one) == 0)
-		return;
+		return 1;
 	/* Another CPU may have created the key first: our own slot is then 0. */
 	v = counts.lookup(&key);
-	if (v)
-		(*v)++;
-	else
-		stat_inc(ND_STAT_COUNTER_FULL);
+	if (!v)
+		return 0;
+	(*v)++;
+	return 1;
 }
 
 TRACEPOINT_PROBE(skb, kfree_skb)
@@ -293,7 +288,10 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 
 	int zero = 0;
 	struct nd_filter_cfg *cfg = filter_cfg.lookup(&zero);
-	u32 flags = cfg ? cfg->flags : 0;
+	struct nd_cpu_state *st = cpu_state.lookup(&zero);
+	if (!cfg || !st)
+		return 0;
+	u32 flags = cfg->flags;
 	if ((flags & ND_FILTER_NETNS) && !filter_netns.lookup(&netns))
 		return 0;
 
@@ -309,13 +307,27 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 			return 0;
 	}
 
-	count(netns, reason, location);
-	stat_inc(ND_STAT_MATCHED);
+	if (!count(netns, reason, location))
+		st->counter_full++;
 
+	/* The exact count is done. An event costs many more reads, so in a
+	 * storm only the first events_per_window of each window are sent. */
+	u64 now = bpf_ktime_get_ns();
+	if (cfg->events_per_window) {
+		if (now - st->window_start_ns >= ND_EVENT_WINDOW_NS) {
+			st->window_start_ns = now;
+			st->window_events = 0;
+		}
+		if (st->window_events >= cfg->events_per_window) {
+			st->sampled_out++;
+			return 0;
+		}
+		st->window_events++;
+	}
 	/* Ring full: count the loss without paying for the packet reads. */
 	struct nd_event *e = events.ringbuf_reserve(sizeof(struct nd_event));
 	if (!e) {
-		stat_inc(ND_STAT_LOST);
+		st->lost++;
 		return 0;
 	}
 	if (scr) {
@@ -324,7 +336,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		fill_event(e, skb, dev, proto);
 		e->netns = netns;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = now;
 	e->location = location;
 	e->reason = reason;
 #if ND_HAVE_ICMP_TP
@@ -340,7 +352,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	}
 #endif
 	events.ringbuf_submit(e, 0);
-	stat_inc(ND_STAT_EVENTS);
+	st->events++;
 	return 0;
 }
 

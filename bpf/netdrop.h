@@ -26,12 +26,8 @@
 #define ND_FILTER_IP      0x04
 #define ND_FILTER_PORT    0x08
 
-/* Index into the per-CPU stats array. */
-#define ND_STAT_MATCHED      0 /* drops that passed the filters (and were counted) */
-#define ND_STAT_EVENTS       1 /* events handed to the ring buffer */
-#define ND_STAT_LOST         2 /* events the ring buffer had no room for */
-#define ND_STAT_COUNTER_FULL 3 /* drops not counted per key: counter map full */
-#define ND_STAT_MAX          4
+/* Events are sampled in windows of this length (per CPU), see nd_filter_cfg. */
+#define ND_EVENT_WINDOW_NS 100000000
 
 struct nd_event {
 	u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -75,7 +71,19 @@ struct nd_ip_key {
 };
 
 struct nd_filter_cfg {
-	u32 flags;          /* ND_FILTER_* */
+	u32 flags;             /* ND_FILTER_* */
+	u32 events_per_window; /* per CPU per ND_EVENT_WINDOW_NS; 0 = no limit */
+};
+
+/* Per-CPU bookkeeping: one map lookup per drop serves all of it. Every drop
+ * that passes the filters ends in exactly one of events, lost, sampled_out. */
+struct nd_cpu_state {
+	u64 events;          /* events handed to the ring buffer */
+	u64 lost;            /* events the ring buffer had no room for */
+	u64 sampled_out;     /* events not sent: over the event rate limit */
+	u64 counter_full;    /* drops not counted per key: counter map full */
+	u64 window_start_ns; /* start of this CPU's current sampling window */
+	u64 window_events;   /* events sent in it */
 };
 
 #endif /* NETDROP_H */

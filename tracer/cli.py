@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after this long, e.g. 30s or 2m (default: until Ctrl-C)")
     watch.add_argument("--json", action="store_true",
                        help="print one JSON object per drop per line on stdout")
+    watch.add_argument("--max-event-rate", type=int, default=None, metavar="N",
+                       help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
+                            "drop counts are exact either way")
     _common(watch)
 
     demo = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
@@ -103,7 +106,10 @@ def open_tracer(args, filters):
             raise
         tracefs = kernel.mount_tracefs()
     facts = kernel.probe_kernel(tracefs)
-    return facts, Tracer(facts, filters)
+    rate = getattr(args, "max_event_rate", None)
+    if rate is not None and rate < 0:
+        raise UserError("--max-event-rate must be 0 (no limit) or positive")
+    return facts, Tracer(facts, filters, **({} if rate is None else {"max_event_rate": rate}))
 
 
 def make_filters(args):
@@ -150,7 +156,7 @@ def trace(args, filters, *, json_out: bool, title: str = "netdrop watch",
             else:
                 stats = _live(tracer, decoder, groups, view, args.duration, stop)
         print(f"{PROG}: {stats.matched:,} drops counted, {stats.events:,} events delivered, "
-              f"{stats.lost:,} events lost", file=sys.stderr)
+              f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out", file=sys.stderr)
     return 0
 
 

@@ -105,6 +105,8 @@ def status_line(view: View, groups: Groups) -> Text:
     text.append(f"{s.matched:,} drops counted", style="bold")
     text.append(f" · {s.events:,} events delivered · ")
     text.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
+    if s.sampled_out:
+        text.append(f" · {s.sampled_out:,} sampled out (over the event rate limit; counts stay exact)")
     if s.counter_full:
         text.append(f" · {s.counter_full:,} drops not grouped (counter map full)", style="bold red")
     text.append(f" · elapsed {_duration(view.elapsed)}")

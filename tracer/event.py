@@ -28,11 +28,7 @@ ND_FILTER_IFINDEX = 0x02
 ND_FILTER_IP = 0x04
 ND_FILTER_PORT = 0x08
 
-ND_STAT_MATCHED = 0
-ND_STAT_EVENTS = 1
-ND_STAT_LOST = 2
-ND_STAT_COUNTER_FULL = 3
-ND_STAT_MAX = 4
+ND_EVENT_WINDOW_NS = 100000000
 
 
 class NdEvent(ctypes.Structure):
@@ -88,7 +84,20 @@ class NdIpKey(ctypes.Structure):
 class NdFilterCfg(ctypes.Structure):
     """struct nd_filter_cfg"""
 
-    _fields_ = [("flags_raw", ctypes.c_uint32)]
+    _fields_ = [("flags_raw", ctypes.c_uint32), ("events_per_window", ctypes.c_uint32)]
+
+
+class NdCpuState(ctypes.Structure):
+    """struct nd_cpu_state"""
+
+    _fields_ = [
+        ("events", ctypes.c_uint64),
+        ("lost", ctypes.c_uint64),
+        ("sampled_out", ctypes.c_uint64),
+        ("counter_full", ctypes.c_uint64),
+        ("window_start_ns", ctypes.c_uint64),
+        ("window_events", ctypes.c_uint64),
+    ]
 
 
 MIRRORS = {
@@ -97,4 +106,5 @@ MIRRORS = {
     "nd_if_key": NdIfKey,
     "nd_ip_key": NdIpKey,
     "nd_filter_cfg": NdFilterCfg,
+    "nd_cpu_state": NdCpuState,
 }

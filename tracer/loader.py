@@ -7,6 +7,7 @@ copies) and raw counter keys; decoding happens elsewhere.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ DEFAULT_CACHE = Path(os.environ.get("NETDROP_CACHE", "/var/cache/netdrop"))
 RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
 MAX_COUNTERS = 16384          # distinct (netns, reason, location) groups
 MAX_FILTER = 4096             # entries per filter map
+MAX_EVENT_RATE = 10000        # events/s sent to Python by default; counts are exact regardless
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Stats:
     matched: int = 0       # drops that passed the filters, all counted exactly
     events: int = 0        # events written to the ring buffer
     lost: int = 0          # events the ring buffer had no room for
+    sampled_out: int = 0   # events not sent: over the event rate limit
     counter_full: int = 0  # drops the counter map had no slot for
 
 
@@ -64,7 +67,8 @@ class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
     def __init__(self, facts: kernel.KernelFacts, filters: Filters = Filters(),
-                 cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES):
+                 cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
+                 max_event_rate: int = MAX_EVENT_RATE):
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
         if ringbuf_pages & (ringbuf_pages - 1):
@@ -72,6 +76,7 @@ class Tracer:
         bcc = _import_bcc()
         self.facts = facts
         self.ringbuf_pages = ringbuf_pages
+        self.max_event_rate = max_event_rate
         include, cflags = self._kernel_types(facts, cache_dir)
         if include is not None:
             os.environ["BCC_KERNEL_SOURCE"] = str(include)
@@ -146,8 +151,16 @@ class Tracer:
             if values:
                 flags |= kind
         cfg = self.bpf[b"filter_cfg"]
-        cfg[ctypes.c_int(0)] = ev.NdFilterCfg(flags)
+        cfg[ctypes.c_int(0)] = ev.NdFilterCfg(flags, self._events_per_window())
         self.filters = filters
+
+    def _events_per_window(self) -> int:
+        """The rate limit as a per-CPU budget per sampling window (0: none)."""
+        if not self.max_event_rate:
+            return 0
+        ncpus = len(_import_bcc().utils.get_possible_cpus())
+        per_window = self.max_event_rate * ev.ND_EVENT_WINDOW_NS / 1e9 / ncpus
+        return max(1, math.ceil(per_window))
 
     def counts(self) -> dict[tuple[int, int, int], int]:
         """Exact drop counts: (netns, reason, location address) -> drops since load."""
@@ -156,11 +169,13 @@ class Tracer:
             out[(key.netns, key.reason, key.location)] = sum(percpu)
         return out
 
-    def stats(self) -> Stats:
-        table = self.bpf[b"stats"]
-        vals = [sum(table[ctypes.c_int(i)]) for i in range(ev.ND_STAT_MAX)]
-        return Stats(matched=vals[ev.ND_STAT_MATCHED], events=vals[ev.ND_STAT_EVENTS],
-                     lost=vals[ev.ND_STAT_LOST], counter_full=vals[ev.ND_STAT_COUNTER_FULL])
+    def stats(self, counts: dict | None = None) -> Stats:
+        """Totals over all CPUs. matched is derived: every drop that passed the
+        filters is in a counter, or in counter_full."""
+        percpu = self.bpf[b"cpu_state"][ctypes.c_int(0)]
+        total = {f: sum(getattr(c, f) for c in percpu) for f in ("events", "lost", "sampled_out", "counter_full")}
+        counted = sum((counts if counts is not None else self.counts()).values())
+        return Stats(matched=counted + total["counter_full"], **total)
 
     def close(self) -> None:
         self.bpf.cleanup()

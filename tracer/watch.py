@@ -44,8 +44,9 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
                 sink.flush()
 
     def tick(now) -> Stats:
-        groups.update_counts(tracer.counts(), now)
-        stats = tracer.stats()
+        counts = tracer.counts()
+        groups.update_counts(counts, now)
+        stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats
 

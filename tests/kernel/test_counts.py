@@ -1,6 +1,7 @@
 """Counts stay exact however far the event reader falls behind."""
 
 import subprocess
+import time
 
 from tracer import kernel, loader
 from tracer.filters import Filters
@@ -23,7 +24,7 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
     no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
     before = nstat(db.netns, "UdpNoPorts")
     # One page of ring buffer (~30 events) and nobody reading it during the storm.
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), ringbuf_pages=1) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), ringbuf_pages=1, max_event_rate=0) as tracer:
         sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999",
                             "--count", "20000", "--seconds", "20")
         counts = tracer.counts()
@@ -33,6 +34,26 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
     ours = sum(n for (ns, reason, _loc), n in counts.items() if ns == ino and reason == no_socket)
     assert sent == 20000
     assert ours == kernel_count == sent
-    assert stats.lost > 19000
+    assert stats.lost > 19000 and stats.sampled_out == 0
     assert stats.events + stats.lost == stats.matched
     assert 0 < delivered == stats.events
+
+
+def test_event_rate_limit_samples_events_not_counts(node):
+    db = node.pods["db"]
+    facts = kernel.probe_kernel(kernel.find_tracefs())
+    ino = node.netns_inodes()[db.netns]
+    before = nstat(db.netns, "UdpNoPorts")
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=1000) as tracer:
+        t0 = time.monotonic()
+        sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999",
+                            "--count", "50000", "--seconds", "20")
+        elapsed = time.monotonic() - t0
+        stats = tracer.stats()
+        delivered = len(tracer.poll(0))
+    assert stats.matched == nstat(db.netns, "UdpNoPorts") - before == sent
+    # 1000 events/s, budgeted per CPU per 100 ms window: at most one window's worth over.
+    budget = 1000 * (elapsed + 0.1 * 2)
+    assert 0 < stats.events <= budget and stats.lost == 0
+    assert stats.events + stats.sampled_out == stats.matched
+    assert delivered == stats.events

@@ -38,7 +38,7 @@ def test_console_shows_groups_counts_rates_and_evidence():
     view = console.View(
         hooks=[Hook("tracepoint skb:kfree_skb", True), Hook("kprobe", False, "unavailable")],
         filters=["netns node1 (4026532177)"], netns_names={4026532177: "node1", 4026532461: "pod-db"},
-        stats=Stats(matched=210, events=6, lost=204), elapsed=12, remaining=18)
+        stats=Stats(matched=310, events=6, lost=204, sampled_out=100), elapsed=12, remaining=18)
     text = render_text(groups, view)
     # The MTU group: counted drops, rate, flow, the route's MTU and the why.
     assert "PKT_TOO_BIG" in text and "ip_forward" in text and "mtu" in text
@@ -48,7 +48,8 @@ def test_console_shows_groups_counts_rates_and_evidence():
     row = next(line for line in text.splitlines() if "no-route" in line and "│" in line)
     assert "60" in row and "30" in row
     assert "node1" in text and "pod-db" in text
-    assert "204 events lost" in text and "210 drops counted" in text
+    assert "204 events lost" in text and "310 drops counted" in text
+    assert "100 sampled out" in text
     assert "time left 18s" in text
     assert "✗ kprobe (unavailable)" in text
     assert "filters: netns node1 (4026532177)" in text
