@@ -54,6 +54,8 @@
 #define ND_DST_METRICS_PTRMASK (~3UL)
 /* An icmp_send() for the same skb counts only if it was this recent. */
 #define ND_ICMP_WINDOW_NS 10000000ULL
+/* With the event budget spent, look at the clock every 64th drop only. */
+#define ND_WINDOW_CHECK_MASK 63
 
 BPF_PERCPU_HASH(counts, struct nd_count_key, u64, ND_MAX_COUNTERS);
 BPF_PERCPU_ARRAY(cpu_state, struct nd_cpu_state, 1);
@@ -251,6 +253,18 @@ static __always_inline int packet_matches(u32 flags, struct nd_event *e)
 	return 1;
 }
 
+static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
+{
+	u32 n = cfg->netns_inline_n;
+	if (!n)
+		return filter_netns.lookup(&netns) != NULL;
+#pragma unroll
+	for (int i = 0; i < ND_NETNS_INLINE; i++)
+		if (i < n && cfg->netns_inline[i] == netns)
+			return 1;
+	return 0;
+}
+
 /* Returns 0 when the counter map is full and the drop could not be counted per key. */
 static __always_inline int count(u32 netns, u32 reason, u64 location)
 {
@@ -292,7 +306,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	if (!cfg || !st)
 		return 0;
 	u32 flags = cfg->flags;
-	if ((flags & ND_FILTER_NETNS) && !filter_netns.lookup(&netns))
+	if ((flags & ND_FILTER_NETNS) && !netns_matches(cfg, netns))
 		return 0;
 
 	u16 proto = ND_NTOHS(args->protocol);
@@ -311,16 +325,23 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		st->counter_full++;
 
 	/* The exact count is done. An event costs many more reads, so in a
-	 * storm only the first events_per_window of each window are sent. */
+	 * storm only the first events_per_window of each window are sent. Once
+	 * a window's budget is spent, the clock is read only every 64th drop:
+	 * a storm pays for a counter and a mask, not for bpf_ktime_get_ns(). */
+	u32 budget = cfg->events_per_window;
+	if (budget && st->window_events >= budget) {
+		if ((st->sampled_out & ND_WINDOW_CHECK_MASK) != ND_WINDOW_CHECK_MASK ||
+		    bpf_ktime_get_ns() - st->window_start_ns < ND_EVENT_WINDOW_NS) {
+			st->sampled_out++;
+			return 0;
+		}
+		st->window_events = 0;
+	}
 	u64 now = bpf_ktime_get_ns();
-	if (cfg->events_per_window) {
+	if (budget) {
 		if (now - st->window_start_ns >= ND_EVENT_WINDOW_NS) {
 			st->window_start_ns = now;
 			st->window_events = 0;
-		}
-		if (st->window_events >= cfg->events_per_window) {
-			st->sampled_out++;
-			return 0;
 		}
 		st->window_events++;
 	}

@@ -70,9 +70,14 @@ struct nd_ip_key {
 	u8 addr[16];        /* IPv4 as ::ffff:a.b.c.d */
 };
 
+/* Up to this many namespaces are compared inline (no hash lookup per drop). */
+#define ND_NETNS_INLINE 4
+
 struct nd_filter_cfg {
 	u32 flags;             /* ND_FILTER_* */
 	u32 events_per_window; /* per CPU per ND_EVENT_WINDOW_NS; 0 = no limit */
+	u32 netns_inline_n;    /* >0: the netns filter is netns_inline[0..n), else filter_netns */
+	u32 netns_inline[ND_NETNS_INLINE];
 };
 
 /* Per-CPU bookkeeping: one map lookup per drop serves all of it. Every drop

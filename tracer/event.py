@@ -29,6 +29,7 @@ ND_FILTER_IP = 0x04
 ND_FILTER_PORT = 0x08
 
 ND_EVENT_WINDOW_NS = 100000000
+ND_NETNS_INLINE = 4
 
 
 class NdEvent(ctypes.Structure):
@@ -84,7 +85,12 @@ class NdIpKey(ctypes.Structure):
 class NdFilterCfg(ctypes.Structure):
     """struct nd_filter_cfg"""
 
-    _fields_ = [("flags_raw", ctypes.c_uint32), ("events_per_window", ctypes.c_uint32)]
+    _fields_ = [
+        ("flags_raw", ctypes.c_uint32),
+        ("events_per_window", ctypes.c_uint32),
+        ("netns_inline_n", ctypes.c_uint32),
+        ("netns_inline", ctypes.c_uint32 * ND_NETNS_INLINE),
+    ]
 
 
 class NdCpuState(ctypes.Structure):

@@ -150,8 +150,12 @@ class Tracer:
                 table[to_key(value)] = ctypes.c_uint8(1)
             if values:
                 flags |= kind
-        cfg = self.bpf[b"filter_cfg"]
-        cfg[ctypes.c_int(0)] = ev.NdFilterCfg(flags, self._events_per_window())
+        cfg = ev.NdFilterCfg(flags, self._events_per_window())
+        if 0 < len(filters.netns) <= ev.ND_NETNS_INLINE:
+            cfg.netns_inline_n = len(filters.netns)
+            for i, inode in enumerate(sorted(filters.netns)):
+                cfg.netns_inline[i] = inode
+        self.bpf[b"filter_cfg"][ctypes.c_int(0)] = cfg
         self.filters = filters
 
     def _events_per_window(self) -> int:
