@@ -142,9 +142,10 @@ def trace(args, filters, *, json_out: bool, title: str = "netdrop watch",
         names = known_netns_inodes()
         view = console.View(hooks=tracer.hooks, filters=filters.describe(names), netns_names=names,
                             title=title, note=note)
-        for h in tracer.hooks:
-            if not h.attached:
-                print(f"{PROG}: {h.name} not attached: {h.detail}; using tracepoints", file=sys.stderr)
+        skipped = [f"{h.name}: {h.detail}" for h in tracer.hooks if not h.attached]
+        if skipped:
+            print(f"{PROG}: function hooks not used ({'; '.join(skipped)}): working with tracepoints",
+                  file=sys.stderr)
         stop = threading.Event()
         with stop_on_signals(stop):
             print(f"{PROG}: tracing ({', '.join(h.name for h in tracer.hooks if h.attached)}); "

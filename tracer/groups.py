@@ -29,13 +29,14 @@ class Group:
 
 
 class Groups:
+    RATE_WINDOW = 5.0  # seconds over which the /s column averages
+
     def __init__(self, decoder, recent: int = 8):
         self.decoder = decoder
         self.groups: dict[GroupKey, Group] = {}
         self.recent: collections.deque[tuple[Drop, Verdict]] = collections.deque(maxlen=recent)
         self.events = 0
-        self._last_counts: dict[GroupKey, int] = {}
-        self._last_time: float | None = None
+        self._history: collections.deque[tuple[float, dict[GroupKey, int]]] = collections.deque()
 
     def _group(self, key: GroupKey) -> Group:
         g = self.groups.get(key)
@@ -57,16 +58,18 @@ class Groups:
         self.events += 1
 
     def update_counts(self, counts: dict[GroupKey, int], now: float) -> None:
-        dt = now - self._last_time if self._last_time is not None else None
+        """New exact counts; rates average over the last RATE_WINDOW seconds."""
+        while len(self._history) > 1 and now - self._history[1][0] >= self.RATE_WINDOW:
+            self._history.popleft()
+        then, old = self._history[0] if self._history else (None, {})
+        dt = now - then if then is not None else 0.0
         for key, n in counts.items():
             g = self._group(key)
-            if dt:
-                g.rate = (n - self._last_counts.get(key, 0)) / dt
             g.count = n
+            g.rate = (n - old.get(key, 0)) / dt if dt > 0 else 0.0
         for key in self.groups.keys() - counts.keys():
             self.groups[key].rate = 0.0
-        self._last_counts = dict(counts)
-        self._last_time = now
+        self._history.append((now, dict(counts)))
 
     def rows(self) -> list[Group]:
         return sorted(self.groups.values(), key=lambda g: (-g.count, g.netns, g.category))

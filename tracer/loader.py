@@ -10,6 +10,7 @@ import ctypes
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +53,51 @@ def _import_bcc():
     return bcc
 
 
-def function_hook_support(tracefs: Path) -> list[Hook]:
-    """Whether kprobes/fentry could give extra signal on ip_forward and the conntrack
-    confirm path. Our kernels refuse both; we say so once and use tracepoints."""
-    hooks = []
+@contextmanager
+def _quiet_stderr():
+    """libbcc prints load failures straight to fd 2; a refused probe is expected here."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _fentry_allowed(bcc, cache_dir: Path) -> tuple[bool, str]:
+    """Try to load an empty fentry program on ip_forward, once per boot: lockdown
+    and kernel config do not change until reboot. The source is fixed text."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    memo = cache_dir / f"fentry-{boot_id}"
+    if memo.exists():
+        ok, _, detail = memo.read_text().partition(" ")
+        return ok == "yes", detail
+    try:
+        with _quiet_stderr():
+            bcc.BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
+        ok, detail = True, "available, not used by this version"
+    except Exception as exc:  # bcc raises bare Exception; it words EPERM as a privilege problem
+        why = "program load not permitted" if "privilege" in str(exc) else str(exc)
+        ok, detail = False, f"refused by the kernel: {why}"
+    try:
+        memo.write_text(f"{'yes' if ok else 'no'} {detail}")
+    except OSError:
+        pass
+    return ok, detail
+
+
+def function_hook_support(bcc, tracefs: Path, cache_dir: Path) -> list[Hook]:
+    """Could kprobes or fentry add signal on ip_forward and the conntrack confirm
+    path? Our kernels refuse both: we say so once and use the tracepoints."""
     if (tracefs / "kprobe_events").exists():
-        hooks.append(Hook("kprobe", False, "available, not used yet"))
+        kprobe = Hook("kprobe ip_forward", False, "available, not used by this version")
     else:
-        hooks.append(Hook("kprobe", False, "unavailable: kernel built without CONFIG_KPROBES"))
-    return hooks
+        kprobe = Hook("kprobe ip_forward", False, "unavailable: kernel built without CONFIG_KPROBES")
+    ok, detail = _fentry_allowed(bcc, cache_dir)
+    return [kprobe, Hook("fentry ip_forward", False, detail)]
 
 
 class Tracer:
@@ -100,7 +137,7 @@ class Tracer:
                            "drop reason" if facts.has_reason else "no reason field: classify by location")]
         self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
                                "" if facts.has_icmp_tp else "not in this kernel"))
-        self.hooks += function_hook_support(facts.tracefs)
+        self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
         self.filters = Filters()
         self.set_filters(filters)
 
