@@ -86,7 +86,7 @@ def stop(proc) -> tuple[str, float]:
     return rest, ru.ru_utime + ru.ru_stime
 
 
-def run(drops: int, generators: int, seconds: float) -> dict:
+def run(drops: int, generators: int, seconds: float, max_event_rate: int | None = None) -> dict:
     ns = f"ndbench{os.getpid()}"
     stats_fd = enable_bpf_stats()
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -98,7 +98,8 @@ def run(drops: int, generators: int, seconds: float) -> dict:
         wait_line(bare, "Attaching")
         bare_ids = set(progs()) - before
         before = set(progs())
-        nd = subprocess.Popen(NETDROP + ["watch", "--json", "--netns", ns], stdout=subprocess.DEVNULL,
+        rate = [] if max_event_rate is None else ["--max-event-rate", str(max_event_rate)]
+        nd = subprocess.Popen(NETDROP + ["watch", "--json", "--netns", ns, *rate], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         wait_line(nd, "netdrop: tracing")
         nd_ids = set(progs()) - before
@@ -124,14 +125,16 @@ def run(drops: int, generators: int, seconds: float) -> dict:
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         os.close(stats_fd)
-    m = re.search(r"([\d,]+) drops counted, ([\d,]+) events delivered, ([\d,]+) events lost", nd_out)
+    m = re.search(r"([\d,]+) drops counted, ([\d,]+) events delivered, ([\d,]+) events lost, "
+                  r"([\d,]+) sampled out", nd_out)
     if not m:
         raise RuntimeError(f"netdrop summary missing: {nd_out}")
-    counted, delivered, lost = (int(x.replace(",", "")) for x in m.groups())
+    counted, delivered, lost, sampled = (int(x.replace(",", "")) for x in m.groups())
     bare_count = int(re.search(r"@: (\d+)", bare_out).group(1))
     return {
         "sent": sent, "seconds": gen_time, "kernel_drops": kernel_drops,
-        "counted": counted, "delivered": delivered, "lost": lost,
+        "counted": counted, "delivered": delivered, "lost": lost, "sampled_out": sampled,
+        "max_event_rate": "default (10000)" if max_event_rate is None else max_event_rate,
         "netdrop_cpu_s": nd_cpu, "netdrop_storm_cpu_s": storm_cpu, "bare_cpu_s": bare_cpu, "bare_count": bare_count,
         "netdrop_bpf_ns": (n1[0] - n0[0]) / max(1, n1[1] - n0[1]), "netdrop_bpf_runs": n1[1] - n0[1],
         "bare_bpf_ns": (b1[0] - b0[0]) / max(1, b1[1] - b0[1]), "bare_bpf_runs": b1[1] - b0[1],
@@ -146,7 +149,8 @@ def report(r: dict, markdown: bool) -> str:
         ("kernel counter (UdpNoPorts)", f"{r['kernel_drops']:,}"),
         ("netdrop counted", f"{r['counted']:,} ({'exact' if r['counted'] == r['kernel_drops'] else 'MISMATCH'})"),
         ("events delivered", f"{r['delivered']:,} = {r['delivered'] / r['seconds']:,.0f}/s"),
-        ("events lost (counted in kernel)", f"{r['lost']:,}"),
+        ("events lost: ring buffer full (counted in kernel)", f"{r['lost']:,}"),
+        ("events sampled out: over --max-event-rate " + str(r["max_event_rate"]), f"{r['sampled_out']:,}"),
         ("netdrop BPF program per drop", f"{r['netdrop_bpf_ns']:.0f} ns ({r['netdrop_bpf_runs']:,} runs)"),
         ("bare bpftrace probe per drop", f"{r['bare_bpf_ns']:.0f} ns ({r['bare_bpf_runs']:,} runs)"),
         ("ratio netdrop / bare (in kernel)", f"{r['netdrop_bpf_ns'] / max(r['bare_bpf_ns'], 1e-9):.2f}"),
@@ -166,12 +170,13 @@ def main(argv=None) -> int:
     p.add_argument("--drops", type=int, default=2_000_000)
     p.add_argument("--generators", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30.0, help="upper bound for the storm")
+    p.add_argument("--max-event-rate", type=int, default=None, help="passed to netdrop watch (0: no limit)")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2
-    r = run(a.drops, a.generators, a.seconds)
+    r = run(a.drops, a.generators, a.seconds, a.max_event_rate)
     print(report(r, a.markdown))
     return 0 if r["counted"] == r["kernel_drops"] else 1
 
