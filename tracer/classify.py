@@ -10,6 +10,7 @@ the evidence the event carries.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass
 
 from .decode import Drop
@@ -65,6 +66,7 @@ def _match(name: str | None, patterns) -> bool:
     return name is not None and any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+@functools.lru_cache(maxsize=4096)
 def category_of(reason: str | None, location: str | None, icmp_sent: tuple[int, int] | None = None) -> str:
     """The category from what the kernel counters also key on (reason, location),
     plus the ICMP error if the event saw one."""

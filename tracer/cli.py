@@ -98,7 +98,6 @@ def open_tracer(args, filters):
     from . import kernel
     from .loader import Tracer
 
-    require_root()
     try:
         tracefs = kernel.find_tracefs()
     except UserError:
@@ -130,7 +129,6 @@ def trace(args, filters, *, json_out: bool, title: str = "netdrop watch",
     from .groups import Groups
     from .jsonout import JsonLines
 
-    require_root()
     facts, tracer = open_tracer(args, filters)
     with tracer:
         kallsyms = kernel.Kallsyms.load()

@@ -27,9 +27,9 @@ class Drop:
 
     time: datetime
     reason: str | None        # kernel name without SKB_DROP_REASON_, None if the kernel has none
-    reason_code: int          # the number, for kernels whose enum we could not read
+    reason_raw: int           # the enum number: the counter key, and shown if the enum lacks it
     location: str | None      # function that dropped it, e.g. "ip_forward"
-    location_addr: int
+    location_raw: int         # the kernel address: the counter key
     netns: int                # inode of the network namespace
     ifindex: int | None
     ifname: str | None
@@ -95,9 +95,9 @@ class Decoder:
         return Drop(
             time=datetime.fromtimestamp(raw.ts_ns_raw / 1e9 + self.mono_to_wall, tz=timezone.utc),
             reason=self.reason_name(raw.reason_raw),
-            reason_code=raw.reason_raw,
+            reason_raw=raw.reason_raw,
             location=self.location_name(raw.location_raw),
-            location_addr=raw.location_raw,
+            location_raw=raw.location_raw,
             netns=raw.netns,
             ifindex=raw.ifindex or None,
             ifname=raw.ifname_raw.decode(errors="replace") or None,

@@ -49,7 +49,7 @@ class Groups:
         return g
 
     def add_event(self, drop: Drop, verdict: Verdict) -> None:
-        g = self._group((drop.netns, drop.reason_code, drop.location_addr))
+        g = self._group((drop.netns, drop.reason_raw, drop.location_raw))
         # An event may know more than the counter key (the ICMP error sent).
         g.category = verdict.category
         g.latest = drop

@@ -22,7 +22,7 @@ def test_classification_by_location_and_icmp(node):
         counts = tracer.counts()
     dec = decode.Decoder({}, kernel.Kallsyms.load(), has_reason=False)
     drops = [dec.decode(r) for r in raws]
-    assert all(d.reason is None and d.reason_code == 0 for d in drops)
+    assert all(d.reason is None and d.reason_raw == 0 for d in drops)
     mtu = [d for d in drops if d.dst == node.pods["api"].ipv4]
     closed = [d for d in drops if d.dst == node.pods["db"].ipv4 and d.dport == 9999]
     assert len(mtu) == 3 and len(closed) == 3
