@@ -8,26 +8,37 @@
 
 The pods keep the default MTU 1500 while the overlay has 1450: the classic
 flannel misconfiguration. node1 has no route to 10.244.3.0/24 (a third node
-whose route is missing). Every command runs inside the lab's own namespaces
-(`ip -n`, `ip netns exec`): the host's namespace is never touched. destroy()
-removes everything; deleting a namespace removes its links with it.
+whose route is missing). Pods live in namespaces named like a CNI plugin
+names them (cni-<uuid>) on host veths named veth<hex>; a Kubernetes API for
+them is served on 127.0.0.1 by labapi. node-exporter is a hostNetwork pod
+on node1 declaring port 9100.
+
+Every command runs inside the lab's own namespaces (`ip -n`, `ip netns
+exec`): the host's namespace is never touched. destroy() removes everything
+(deleting a namespace removes its links with it); the namespaces a lab made
+are also recorded under /run/netdrop so that a killed run's are removed by
+the next one with the same prefix.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import labapi
 from .errors import UserError
 
 NETNS_DIR = Path("/run/netns")
+STATE_DIR = Path("/run/netdrop")
 OVERLAY_MTU = 1450
 POD_MTU = 1500
 VXLAN_PORT = 8472
@@ -52,12 +63,23 @@ def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 3
 
 @dataclass(frozen=True)
 class Pod:
-    name: str
-    netns: str
+    name: str            # Kubernetes name, e.g. web-7d9f8c6b5-x2k4q
+    namespace: str       # Kubernetes namespace
+    netns: str           # CNI-style network namespace name (cni-<uuid>); the node's for hostNetwork
     node: str            # netns name of its node
     ipv4: str
-    ipv6: str
-    host_veth: str       # the veth's name in the node namespace
+    ipv6: str | None
+    host_veth: str | None  # the veth's name in the node namespace
+    host_network: bool = False
+
+
+# role -> (Kubernetes name, namespace, node index, host part of the IPs, labels)
+POD_SPECS = {
+    "web": ("web-7d9f8c6b5-x2k4q", "default", 1, 10, {"app": "web", "pod-template-hash": "7d9f8c6b5"}),
+    "db": ("db-0", "default", 1, 11, {"app": "db"}),
+    "api": ("api-5c6d7b9f4-m8n2p", "shop", 2, 10, {"app": "api"}),
+}
+NODE_NAMES = {1: "sim-node1", 2: "sim-node2"}
 
 
 @dataclass
@@ -68,34 +90,54 @@ class SimNode:
     client: str
     pods: dict[str, Pod] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
+    api: labapi.KubeAPI | None = None
+    kubeconfig: Path | None = None
 
     CLIENT_V4 = "172.16.200.2"
     CLIENT_V6 = "fd00:200::2"
+    NODE1_EXT = "172.16.200.1"
     UNROUTED_POD = "10.244.3.10"   # a pod on a third node whose route node1 lacks
+    HOSTNET_PORT = 9100
 
     @classmethod
-    def create(cls, prefix: str | None = None) -> "SimNode":
+    def create(cls, prefix: str | None = None, with_api: bool = True) -> "SimNode":
         prefix = prefix or f"ndt{os.getpid()}"
         node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client")
         node.cleanup_leftovers()
         try:
             node._build()
+            if with_api:
+                node._start_api()
             node.wait_ready()
         except BaseException:
             node.destroy()
             raise
         return node
 
+    @property
+    def _state_file(self) -> Path:
+        return STATE_DIR / f"lab-{self.prefix}.json"
+
+    def _save_state(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self._state_file.write_text(json.dumps(self.created))
+
     def cleanup_leftovers(self) -> None:
         """Namespaces of an earlier run with our prefix (a killed demo) are ours to remove."""
+        names = set()
+        if self._state_file.exists():
+            names.update(json.loads(self._state_file.read_text()))
         if NETNS_DIR.is_dir():
-            for entry in NETNS_DIR.iterdir():
-                if entry.name.startswith(self.prefix + "-"):
-                    run("ip", "netns", "del", entry.name, check=False)
+            names.update(e.name for e in NETNS_DIR.iterdir() if e.name.startswith(self.prefix + "-"))
+        for name in names:
+            if (NETNS_DIR / name).exists():
+                run("ip", "netns", "del", name, check=False)
+        self._state_file.unlink(missing_ok=True)
 
     def _netns(self, name: str) -> None:
-        run("ip", "netns", "add", name)
         self.created.append(name)
+        self._save_state()
+        run("ip", "netns", "add", name)
         run("ip", "-n", name, "link", "set", "lo", "up")
 
     def _build(self) -> None:
@@ -108,9 +150,9 @@ class SimNode:
             "netns", self.client)
         self._addr(self.node1, "eth0", "192.168.100.1/24")
         self._addr(self.node2, "eth0", "192.168.100.2/24")
-        self._addr(self.node1, "ext0", "172.16.200.1/24", "fd00:200::1/64")
+        self._addr(self.node1, "ext0", f"{self.NODE1_EXT}/24", "fd00:200::1/64")
         self._addr(self.client, "eth0", f"{self.CLIENT_V4}/24", f"{self.CLIENT_V6}/64")
-        run("ip", "-n", self.client, "route", "add", "10.244.0.0/16", "via", "172.16.200.1")
+        run("ip", "-n", self.client, "route", "add", "10.244.0.0/16", "via", self.NODE1_EXT)
         run("ip", "-n", self.client, "-6", "route", "add", "fd00:10:244::/48", "via", "fd00:200::1")
         for i, ns in ((1, self.node1), (2, self.node2)):
             for key, val in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")):
@@ -119,18 +161,47 @@ class SimNode:
             self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
             self._vxlan(ns, i)
         self._overlay_routes()
-        self._pod("web", self.node1, 1, 10)
-        self._pod("db", self.node1, 1, 11)
-        self._pod("api", self.node2, 2, 10)
+        for role in POD_SPECS:
+            self.add_pod(role)
+        self.pods["node-exporter"] = Pod("node-exporter-4kq9z", "monitoring", self.node1, self.node1,
+                                         self.NODE1_EXT, None, None, host_network=True)
         # node2 returns traffic for the client through node1.
         run("ip", "-n", self.node2, "route", "add", "172.16.200.0/24", "via", "192.168.100.1")
+
+    def _node_of(self, i: int) -> str:
+        return self.node1 if i == 1 else self.node2
+
+    def _start_api(self) -> None:
+        self.api = labapi.KubeAPI()
+        self.api.start()
+        self.api.add_node(labapi.node_object(NODE_NAMES[1], ["192.168.100.1"]))
+        self.api.add_node(labapi.node_object(NODE_NAMES[2], ["192.168.100.2"]))
+        for pod in self.pods.values():
+            self.api.put_pod(self.pod_object(pod))
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self.api.write_kubeconfig(STATE_DIR / f"lab-{self.prefix}.kubeconfig")
+
+    def node_name(self, pod: Pod) -> str:
+        return NODE_NAMES[1 if pod.node == self.node1 else 2]
+
+    def pod_object(self, pod: Pod) -> dict:
+        if pod.host_network:
+            return labapi.pod_object(pod.name, pod.namespace, NODE_NAMES[1], [self.NODE1_EXT], self.NODE1_EXT,
+                                     labels={"app": "node-exporter"}, host_network=True,
+                                     ports=[self.HOSTNET_PORT])
+        role = next(r for r, spec in POD_SPECS.items() if spec[0] == pod.name)
+        host_ip = "192.168.100.1" if pod.node == self.node1 else "192.168.100.2"
+        return labapi.pod_object(pod.name, pod.namespace, self.node_name(pod), [pod.ipv4, pod.ipv6], host_ip,
+                                 labels=POD_SPECS[role][4], ports=[8080],
+                                 owner=pod.name.rsplit("-", 1)[0] if pod.name.count("-") >= 2 else None)
 
     def wait_ready(self, seconds: float = 5.0) -> None:
         """Until the client reaches every node1 pod over IPv4 and IPv6: neighbour
         discovery must be done, or the first packets of a case wait in (and may
         be purged from) the neighbour queue instead of meeting their drop."""
         deadline = time.monotonic() + seconds
-        targets = [a for p in self.pods.values() if p.node == self.node1 for a in (p.ipv4, p.ipv6)]
+        targets = [a for p in self.pods.values() if p.node == self.node1 and not p.host_network
+                   for a in (p.ipv4, p.ipv6)]
         targets.append(self.pods["api"].ipv4)
         for addr in targets:
             while subprocess.run(["ip", "netns", "exec", self.client, "ping", "-c1", "-W1", addr],
@@ -165,10 +236,14 @@ class SimNode:
             run("bridge", "-n", here, "fdb", "append", self._vtep_mac(j), "dev", "flannel.1",
                 "dst", f"192.168.100.{j}")
 
-    def _pod(self, name: str, node: str, i: int, host: int) -> None:
-        ns = f"{self.prefix}-pod-{name}"
+    def add_pod(self, role: str, host: int | None = None) -> Pod:
+        """A pod sandbox as a CNI plugin makes it: netns cni-<uuid>, veth<hex> on cni0."""
+        name, namespace, i, default_host, _labels = POD_SPECS[role]
+        host = host or default_host
+        node = self._node_of(i)
+        ns = f"cni-{uuid.uuid4()}"
         self._netns(ns)
-        veth = "veth" + secrets.token_hex(4)   # CNI-style host-side name
+        veth = "veth" + secrets.token_hex(4)
         run("ip", "-n", node, "link", "add", veth, "mtu", str(POD_MTU), "type", "veth", "peer", "name", "eth0",
             "netns", ns)
         run("ip", "-n", node, "link", "set", veth, "master", "cni0", "up")
@@ -177,7 +252,23 @@ class SimNode:
         self._addr(ns, "eth0", f"{v4}/24", f"{v6}/64")
         run("ip", "-n", ns, "route", "add", "default", "via", f"10.244.{i}.1")
         run("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd00:10:244:{i}::1")
-        self.pods[name] = Pod(name, ns, node, v4, v6, veth)
+        pod = Pod(name, namespace, ns, node, v4, v6, veth)
+        self.pods[role] = pod
+        return pod
+
+    def recreate_pod(self, role: str, host: int) -> Pod:
+        """Delete the pod's sandbox and start a new one with the same name, a new
+        uid, a new namespace and the address 10.244.<node>.<host>, as a
+        controller restarting it would; the API sees DELETED then ADDED."""
+        old = self.pods[role]
+        if self.api:
+            self.api.delete_pod(old.namespace, old.name)
+        run("ip", "netns", "del", old.netns)
+        self.created.remove(old.netns)
+        pod = self.add_pod(role, host)
+        if self.api:
+            self.api.put_pod(self.pod_object(pod))
+        return pod
 
     def namespaces(self) -> list[str]:
         return list(self.created)
@@ -191,9 +282,15 @@ class SimNode:
         return int(out.strip().splitlines()[-1])
 
     def destroy(self) -> None:
+        if self.api:
+            self.api.stop()
+            self.api = None
+        if self.kubeconfig:
+            self.kubeconfig.unlink(missing_ok=True)
         for ns in reversed(self.created):
             run("ip", "netns", "del", ns, check=False)
         self.created.clear()
+        self._state_file.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -236,6 +333,12 @@ def _tcp_closed(node: SimNode, n: int) -> int:
     return node.traffic(node.client, "tcp", "--dst", db.ipv4, "--port", "8080", "--count", str(n))
 
 
+def _hostnet_closed(node: SimNode, n: int) -> int:
+    # node-exporter (hostNetwork) declares 9100 but is not listening: dropped in the node's namespace.
+    return node.traffic(node.client, "udp", "--dst", node.NODE1_EXT, "--port", str(node.HOSTNET_PORT),
+                        "--count", str(n))
+
+
 def _no_route(node: SimNode, n: int) -> int:
     return node.traffic(node.pods["web"].netns, "udp", "--dst", node.UNROUTED_POD, "--port", "80",
                         "--count", str(n))
@@ -249,6 +352,8 @@ CASES = {
         Case("udp6-closed", "client -> pod db UDP 9999 over IPv6, nobody listens", _udp6_closed),
         Case("tcp-closed", "client -> pod db TCP 8080, nobody listens", _tcp_closed),
         Case("no-route", "pod web -> 10.244.3.10: node1 has no route to that pod CIDR", _no_route),
+        Case("hostnet-closed", "client -> node1 UDP 9100: hostNetwork pod node-exporter not listening",
+             _hostnet_closed),
     )
 }
 

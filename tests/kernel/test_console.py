@@ -1,10 +1,10 @@
 """The live console and the demo, run as a user runs them."""
 
+import json
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from tracer import lab
 
@@ -24,9 +24,14 @@ def test_console_shows_the_cases(netdrop, node):
         assert text in out, text
 
 
-def demo_namespaces(prefix: str) -> list[str]:
-    run_dir = Path("/run/netns")
-    return [p.name for p in run_dir.iterdir() if p.name.startswith(prefix + "-")] if run_dir.is_dir() else []
+def lab_namespaces(prefix: str) -> list[str]:
+    """The namespaces a lab with this prefix recorded as created (pods are cni-<uuid>)."""
+    state = lab.STATE_DIR / f"lab-{prefix}.json"
+    return json.loads(state.read_text()) if state.exists() else []
+
+
+def existing(names: list[str]) -> list[str]:
+    return [n for n in names if (lab.NETNS_DIR / n).exists()]
 
 
 def test_demo_plays_cases_and_cleans_up():
@@ -35,7 +40,7 @@ def test_demo_plays_cases_and_cleans_up():
                          capture_output=True, text=True, timeout=90)
     assert res.returncode == 0, res.stderr
     assert "PKT_TOO_BIG" in res.stdout and "NO_SOCKET" in res.stdout
-    assert demo_namespaces(prefix) == []
+    assert lab_namespaces(prefix) == [] and existing([f"{prefix}-node1", f"{prefix}-client"]) == []
 
 
 def test_demo_cleans_up_on_ctrl_c():
@@ -43,9 +48,11 @@ def test_demo_cleans_up_on_ctrl_c():
     proc = subprocess.Popen([*NETDROP, "demo", "--duration", "120", "--prefix", prefix],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(demo_namespaces(prefix)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        for line in proc.stderr:
+            if line.startswith("netdrop: tracing"):
+                break
+        created = lab_namespaces(prefix)
+        assert len(created) == 6 and len(existing(created)) == 6
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -54,4 +61,4 @@ def test_demo_cleans_up_on_ctrl_c():
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert demo_namespaces(prefix) == []
+    assert existing(created) == [] and lab_namespaces(prefix) == []

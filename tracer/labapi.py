@@ -1,0 +1,249 @@
+"""labapi: a Kubernetes API server for the simulated node, on 127.0.0.1 only.
+
+No API server can be installed on our machines, so the simulated node comes
+with this small HTTP server that speaks the Kubernetes REST API for the calls
+netdrop makes through the official client: list and watch pods (field and
+label selectors, resourceVersion, timeoutSeconds), read and list pods of a
+namespace, read and list nodes. Objects are realistic Pod and Node objects.
+It writes a kubeconfig pointing at itself with a bearer token it checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_object(name: str, namespace: str, node: str, ips: list[str], host_ip: str, *,
+               labels: dict | None = None, host_network: bool = False, ports: list[int] | None = None,
+               owner: str | None = None, phase: str = "Running") -> dict:
+    """A Pod as the API returns it: the fields netdrop reads, and the usual others."""
+    uid = str(uuid.uuid4())
+    meta = {"name": name, "namespace": namespace, "uid": uid, "labels": labels or {},
+            "creationTimestamp": _now(), "resourceVersion": "0"}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
+                                    "uid": str(uuid.uuid4()), "controller": True, "blockOwnerDeletion": True}]
+    container = {"name": name.split("-")[0], "image": f"registry.example/{name.split('-')[0]}:1.0",
+                 "ports": [{"containerPort": p, "protocol": "TCP", **({"hostPort": p} if host_network else {})}
+                           for p in (ports or [])]}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "spec": {"nodeName": node, "hostNetwork": host_network, "containers": [container],
+                 "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "serviceAccountName": "default"},
+        "status": {"phase": phase, "hostIP": host_ip, "podIP": ips[0] if ips else None,
+                   "podIPs": [{"ip": ip} for ip in ips], "startTime": _now(),
+                   "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}]},
+    }
+
+
+def node_object(name: str, addresses: list[str]) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
+                     "labels": {"kubernetes.io/hostname": name}, "creationTimestamp": _now()},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]
+                   + [{"type": "Hostname", "address": name}],
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def _labels_match(labels: dict, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != v:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _fields_match(obj: dict, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        k, v = term.replace("==", "=").split("=", 1)
+        cur = obj
+        for part in k.split("."):
+            cur = cur.get(part, {}) if isinstance(cur, dict) else {}
+        if (cur if isinstance(cur, str) else "") != v:
+            return False
+    return True
+
+
+class KubeAPI:
+    """The server's state: pods and nodes, with a resourceVersion and an event log for watches."""
+
+    def __init__(self):
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.nodes: dict[str, dict] = {}
+        self.rv = 1
+        self.log: list[tuple[int, str, dict]] = []   # (resourceVersion, type, object)
+        self.cond = threading.Condition()
+        self.token = secrets.token_hex(16)
+        self.requests: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- state changes (as the control plane would make them) --
+    def _bump(self, kind: str, obj: dict) -> None:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        self.log.append((self.rv, kind, copy.deepcopy(obj)))
+        self.cond.notify_all()
+
+    def add_node(self, node: dict) -> None:
+        with self.cond:
+            self.nodes[node["metadata"]["name"]] = node
+
+    def put_pod(self, pod: dict) -> None:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        with self.cond:
+            kind = "MODIFIED" if key in self.pods else "ADDED"
+            self.pods[key] = pod
+            self._bump(kind, pod)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self.cond:
+            pod = self.pods.pop((namespace, name), None)
+            if pod is not None:
+                self._bump("DELETED", pod)
+
+    # -- serving --
+    def start(self) -> str:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                api.requests.append(self.path)
+                if self.headers.get("Authorization") != f"Bearer {api.token}":
+                    return self._status(401, "Unauthorized", "Unauthorized")
+                url = urlparse(self.path)
+                q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                parts = [p for p in url.path.split("/") if p]
+                if parts[:2] != ["api", "v1"]:
+                    return self._status(404, "NotFound", "the server could not find the requested resource")
+                rest = parts[2:]
+                if rest == ["pods"]:
+                    return self._watch(q, None) if q.get("watch") in ("true", "True", "1") else self._list(q, None)
+                if len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "pods":
+                    return self._list(q, rest[1])
+                if len(rest) == 4 and rest[0] == "namespaces" and rest[2] == "pods":
+                    with api.cond:
+                        pod = api.pods.get((rest[1], rest[3]))
+                    if pod is None:
+                        return self._status(404, "NotFound", f'pods "{rest[3]}" not found')
+                    return self._json(200, pod)
+                if rest == ["nodes"]:
+                    with api.cond:
+                        items = list(api.nodes.values())
+                    return self._json(200, {"kind": "NodeList", "apiVersion": "v1",
+                                            "metadata": {"resourceVersion": str(api.rv)}, "items": items})
+                if len(rest) == 2 and rest[0] == "nodes":
+                    node = api.nodes.get(rest[1])
+                    if node is None:
+                        return self._status(404, "NotFound", f'nodes "{rest[1]}" not found')
+                    return self._json(200, node)
+                return self._status(404, "NotFound", "the server could not find the requested resource")
+
+            def _matching(self, q, namespace):
+                fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
+                return [p for (ns, _), p in sorted(api.pods.items())
+                        if (namespace is None or ns == namespace)
+                        and _fields_match(p, fs) and _labels_match(p["metadata"].get("labels", {}), ls)]
+
+            def _list(self, q, namespace):
+                with api.cond:
+                    items = copy.deepcopy(self._matching(q, namespace))
+                    rv = api.rv
+                self._json(200, {"kind": "PodList", "apiVersion": "v1",
+                                 "metadata": {"resourceVersion": str(rv)}, "items": items})
+
+            def _watch(self, q, namespace):
+                fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
+                since = int(q.get("resourceVersion") or 0)
+                deadline = time.monotonic() + min(float(q.get("timeoutSeconds", 60)), 300)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while time.monotonic() < deadline:
+                        with api.cond:
+                            new = [(rv, t, o) for rv, t, o in api.log if rv > since]
+                            if not new:
+                                api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                                continue
+                        for rv, kind, obj in new:
+                            since = rv
+                            if _fields_match(obj, fs) and _labels_match(obj["metadata"].get("labels", {}), ls):
+                                self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _chunk(self, text):
+                data = text.encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _json(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _status(self, code, reason, message):
+                self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "message": message, "reason": reason, "code": code})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def write_kubeconfig(self, path: Path, context: str = "sim") -> Path:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": context,
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": "netdrop", "user": {"token": self.token}}],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
+        }))
+        path.chmod(0o600)
+        return path
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
