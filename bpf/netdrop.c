@@ -69,6 +69,12 @@ BPF_HASH(filter_ifindex, struct nd_if_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
 
+/* Pods of this node (tracer/attribute.py builds them): their namespaces,
+ * their host veths (in the node namespace) and their addresses. */
+BPF_HASH(pod_netns, u32, struct nd_pod_val, ND_MAX_FILTER);
+BPF_HASH(pod_veth, struct nd_if_key, struct nd_pod_val, ND_MAX_FILTER);
+BPF_HASH(pod_ip, struct nd_ip_key, struct nd_pod_val, ND_MAX_FILTER);
+
 struct nd_icmp_note {
 	u64 ts_ns;
 	u8 type;
@@ -253,6 +259,43 @@ static __always_inline int packet_matches(u32 flags, struct nd_event *e)
 	return 1;
 }
 
+/* A drop in the node's namespace belongs to a pod by its addresses (the
+ * source first: a pod's own packet), else by the veth it was on. With
+ * want_selected, a candidate of a pod the user did not ask for is passed
+ * over: pod A's packet to pod B, dropped on the node, is A's and B's. */
+static __always_inline u32 node_pod(struct nd_event *e, int want_selected, u32 *selected)
+{
+	struct nd_pod_val *v;
+	if (e->l3proto) {
+		struct nd_ip_key k;
+		v4mapped_key(&k, e, e->saddr);
+		v = pod_ip.lookup(&k);
+		if (v && (v->selected || !want_selected)) {
+			*selected = v->selected;
+			return v->tag | ND_DIR_FROM_POD;
+		}
+		v4mapped_key(&k, e, e->daddr);
+		v = pod_ip.lookup(&k);
+		if (v && (v->selected || !want_selected)) {
+			*selected = v->selected;
+			return v->tag | ND_DIR_TO_POD;
+		}
+	}
+	struct nd_if_key in = {.netns = e->netns, .ifindex = e->ifindex};
+	v = pod_veth.lookup(&in);
+	if (v && (v->selected || !want_selected)) {
+		*selected = v->selected;
+		return v->tag | ND_DIR_FROM_POD;
+	}
+	struct nd_if_key out = {.netns = e->netns, .ifindex = e->out_ifindex};
+	v = pod_veth.lookup(&out);
+	if (v && (v->selected || !want_selected)) {
+		*selected = v->selected;
+		return v->tag | ND_DIR_TO_POD;
+	}
+	return 0;
+}
+
 static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
 {
 	u32 n = cfg->netns_inline_n;
@@ -266,9 +309,9 @@ static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
 }
 
 /* Returns 0 when the counter map is full and the drop could not be counted per key. */
-static __always_inline int count(u32 netns, u32 reason, u64 location)
+static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod)
 {
-	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason};
+	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason, .pod = pod};
 	u64 *v = counts.lookup(&key);
 	if (v) {
 		(*v)++;
@@ -311,17 +354,37 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 
 	u16 proto = ND_NTOHS(args->protocol);
 	struct nd_event *scr = NULL;
-	if (flags & (ND_FILTER_IFINDEX | ND_FILTER_IP | ND_FILTER_PORT)) {
-		scr = scratch.lookup(&zero);
-		if (!scr)
+	u32 pod = 0;
+	if (cfg->pod_flags & ND_POD_TAG) {
+		u32 selected = 0;
+		struct nd_pod_val *pv = pod_netns.lookup(&netns);
+		if (pv) {
+			pod = pv->tag | ND_DIR_IN_POD;
+			selected = pv->selected;
+		} else if (netns == cfg->node_netns) {
+			scr = scratch.lookup(&zero);
+			if (!scr)
+				return 0;
+			fill_event(scr, skb, dev, proto);
+			scr->netns = netns;
+			pod = node_pod(scr, cfg->pod_flags & ND_POD_FILTER, &selected);
+		}
+		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
 			return 0;
-		fill_event(scr, skb, dev, proto);
-		scr->netns = netns;
+	}
+	if (flags & (ND_FILTER_IFINDEX | ND_FILTER_IP | ND_FILTER_PORT)) {
+		if (!scr) {
+			scr = scratch.lookup(&zero);
+			if (!scr)
+				return 0;
+			fill_event(scr, skb, dev, proto);
+			scr->netns = netns;
+		}
 		if (!packet_matches(flags, scr))
 			return 0;
 	}
 
-	if (!count(netns, reason, location))
+	if (!count(netns, reason, location, pod))
 		st->counter_full++;
 
 	/* The exact count is done. An event costs many more reads, so in a
@@ -360,6 +423,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	e->ts_ns = now;
 	e->location = location;
 	e->reason = reason;
+	e->pod = pod;
 #if ND_HAVE_ICMP_TP
 	u64 skbaddr = (u64)skb;
 	struct nd_icmp_note *note = icmp_sent.lookup(&skbaddr);

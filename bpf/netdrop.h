@@ -26,6 +26,16 @@
 #define ND_FILTER_IP      0x04
 #define ND_FILTER_PORT    0x08
 
+/* nd_event.pod and nd_count_key.pod: pod id << 2 | direction, 0 = no pod */
+#define ND_DIR_IN_POD   1 /* dropped inside the pod's namespace */
+#define ND_DIR_FROM_POD 2 /* in the node's namespace: sent by the pod */
+#define ND_DIR_TO_POD   3 /* in the node's namespace: on its way to the pod */
+#define ND_DIR_MASK     3
+
+/* nd_filter_cfg.pod_flags */
+#define ND_POD_TAG    0x01 /* look drops up in the pod maps and tag them */
+#define ND_POD_FILTER 0x02 /* and keep only drops of selected pods */
+
 /* Events are sampled in windows of this length (per CPU), see nd_filter_cfg. */
 #define ND_EVENT_WINDOW_NS 100000000
 
@@ -39,6 +49,7 @@ struct nd_event {
 	u32 out_ifindex;    /* the route's device (skb_dst(skb)->dev) */
 	u32 mtu;            /* MTU of the route: RTAX_MTU metric, else out device MTU */
 	u32 len;            /* IP packet length from its header; skb->len if none */
+	u32 pod;            /* pod id << 2 | ND_DIR_*, 0 if no pod (see pod maps) */
 	u16 l3proto;        /* ETH_P_IP / ETH_P_IPV6 in host order, 0 if unknown */
 	u16 sport;          /* host order */
 	u16 dport;          /* host order */
@@ -58,6 +69,14 @@ struct nd_count_key {
 	u64 location;
 	u32 netns;
 	u32 reason;
+	u32 pod;            /* as nd_event.pod: counts are exact per pod and direction */
+	u32 pad;
+};
+
+/* Value of the pod maps (pod_netns, pod_veth, pod_ip). */
+struct nd_pod_val {
+	u32 tag;            /* pod id << 2 */
+	u32 selected;       /* 1 if the pod is one the user asked for */
 };
 
 /* Filter maps (filter_ifindex, filter_ip) keys. */
@@ -78,6 +97,8 @@ struct nd_filter_cfg {
 	u32 events_per_window; /* per CPU per ND_EVENT_WINDOW_NS; 0 = no limit */
 	u32 netns_inline_n;    /* >0: the netns filter is netns_inline[0..n), else filter_netns */
 	u32 netns_inline[ND_NETNS_INLINE];
+	u32 pod_flags;         /* ND_POD_* */
+	u32 node_netns;        /* the node's namespace: drops there are matched by veth and IP */
 };
 
 /* Per-CPU bookkeeping: one map lookup per drop serves all of it. Every drop

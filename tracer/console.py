@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .attribute import Attribution
 from .groups import Groups
 from .loader import Hook, Stats
 
@@ -35,6 +36,7 @@ class View:
     remaining: float | None = None
     title: str = "netdrop watch"
     note: str | None = None
+    pods: str | None = None       # the pod selection and the state of the pod source
 
 
 def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
@@ -52,9 +54,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def pod_cell(who: Attribution | None) -> Text:
+    if who is None or who.pod is None:
+        return Text("-", style="dim")
+    text = Text(who.pod.label, style="bold" if who.pod.known else "italic")
+    if who.direction:
+        text.append(f"\n{who.direction}", style="dim")
+    return text
+
+
 def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
-    table = Table(expand=True, show_lines=True, title="Drops by namespace, category, reason and location",
-                  title_justify="left")
+    table = Table(expand=True, show_lines=True,
+                  title="Drops by pod, namespace, category, reason and location", title_justify="left")
+    table.add_column("pod", no_wrap=True)
     table.add_column("netns", no_wrap=True)
     table.add_column("category", no_wrap=True)
     table.add_column("reason / location", no_wrap=True)
@@ -73,6 +85,7 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
         else:
             flow.append("(no event delivered for this group yet)", style="dim")
         table.add_row(
+            pod_cell(g.attribution),
             netns_label(g.netns, view.netns_names),
             Text(g.category, style=CATEGORY_STYLE.get(g.category, "")),
             Text.assemble(g.reason or "-", "\n", (g.location or "?", "dim")),
@@ -83,17 +96,18 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
     if len(rows) > limit:
         table.caption = f"{len(rows) - limit} more groups not shown"
     if not rows:
-        table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
+        table.add_row("", "", "", "", "", "", Text("no drops yet", style="dim"))
     return table
 
 
 def recent_table(groups: Groups, view: View) -> Table:
     table = Table(expand=True, title="Recent drops", title_justify="left", box=None)
-    for col in ("time", "netns", "dev", "flow", "len", "reason", "category"):
+    for col in ("time", "pod", "netns", "dev", "flow", "len", "reason", "category"):
         table.add_column(col, no_wrap=col != "flow")
-    for d, v in reversed(groups.recent):
+    for d, v, who in reversed(groups.recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
-        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], netns_label(d.netns, view.netns_names, False),
+        pod = Text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")
+        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], pod, netns_label(d.netns, view.netns_names, False),
                       Text(d.ifname or "-"), Text(d.flow), str(d.len), d.reason or "-",
                       Text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
     return table
@@ -116,6 +130,8 @@ def status_line(view: View, groups: Groups) -> Text:
     text.append("; ".join(
         f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks))
     text.append("\nfilters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)"))
+    if view.pods:
+        text.append("\npods: " + view.pods)
     if view.note:
         text.append("\n" + view.note, style="italic")
     return text

@@ -47,6 +47,7 @@ class Drop:
     df: bool                  # IPv4 don't-fragment set (IPv6 never fragments in flight)
     fragment: bool
     icmp_sent: tuple[int, int] | None  # (type, code) of the ICMP error the kernel sent
+    pod_raw: int = 0          # pod tag from the kernel's pod maps: id << 2 | direction (attribute.py)
 
     @property
     def flow(self) -> str:
@@ -115,4 +116,5 @@ class Decoder:
             df=bool(flags & ev.ND_F_DF),
             fragment=bool(flags & ev.ND_F_FRAGMENT),
             icmp_sent=(raw.icmp_type, raw.icmp_code) if flags & ev.ND_F_ICMP_SENT else None,
+            pod_raw=raw.pod_raw,
         )

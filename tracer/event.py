@@ -28,6 +28,14 @@ ND_FILTER_IFINDEX = 0x02
 ND_FILTER_IP = 0x04
 ND_FILTER_PORT = 0x08
 
+ND_DIR_IN_POD = 1
+ND_DIR_FROM_POD = 2
+ND_DIR_TO_POD = 3
+ND_DIR_MASK = 3
+
+ND_POD_TAG = 0x01
+ND_POD_FILTER = 0x02
+
 ND_EVENT_WINDOW_NS = 100000000
 ND_NETNS_INLINE = 4
 
@@ -45,6 +53,7 @@ class NdEvent(ctypes.Structure):
         ("out_ifindex", ctypes.c_uint32),
         ("mtu", ctypes.c_uint32),
         ("len", ctypes.c_uint32),
+        ("pod_raw", ctypes.c_uint32),
         ("l3proto_raw", ctypes.c_uint16),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
@@ -67,7 +76,15 @@ class NdCountKey(ctypes.Structure):
         ("location_raw", ctypes.c_uint64),
         ("netns", ctypes.c_uint32),
         ("reason_raw", ctypes.c_uint32),
+        ("pod_raw", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
+
+
+class NdPodVal(ctypes.Structure):
+    """struct nd_pod_val"""
+
+    _fields_ = [("tag", ctypes.c_uint32), ("selected", ctypes.c_uint32)]
 
 
 class NdIfKey(ctypes.Structure):
@@ -90,6 +107,8 @@ class NdFilterCfg(ctypes.Structure):
         ("events_per_window", ctypes.c_uint32),
         ("netns_inline_n", ctypes.c_uint32),
         ("netns_inline", ctypes.c_uint32 * ND_NETNS_INLINE),
+        ("pod_flags_raw", ctypes.c_uint32),
+        ("node_netns", ctypes.c_uint32),
     ]
 
 
@@ -113,4 +132,5 @@ MIRRORS = {
     "nd_ip_key": NdIpKey,
     "nd_filter_cfg": NdFilterCfg,
     "nd_cpu_state": NdCpuState,
+    "nd_pod_val": NdPodVal,
 }

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Callable
 
+from .attribute import NO_POD, Attribution
 from .classify import Verdict, category_of
 from .decode import Drop
 
-GroupKey = tuple[int, int, int]  # (netns, reason number, location address): the kernel counter key
+GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
 
 
 @dataclass
@@ -26,35 +28,42 @@ class Group:
     rate: float = 0.0
     latest: Drop | None = None
     hint: str | None = None
+    pod_raw: int = 0
+    attribution: Attribution | None = None
 
 
 class Groups:
     RATE_WINDOW = 5.0  # seconds over which the /s column averages
 
-    def __init__(self, decoder, recent: int = 8):
+    def __init__(self, decoder, recent: int = 8,
+                 pod_of_tag: Callable[[int], Attribution] = lambda tag: NO_POD):
+        """pod_of_tag names the pod behind a kernel pod tag, for groups no event has reached."""
         self.decoder = decoder
+        self.pod_of_tag = pod_of_tag
         self.groups: dict[GroupKey, Group] = {}
-        self.recent: collections.deque[tuple[Drop, Verdict]] = collections.deque(maxlen=recent)
+        self.recent: collections.deque[tuple[Drop, Verdict, Attribution]] = collections.deque(maxlen=recent)
         self.events = 0
         self._history: collections.deque[tuple[float, dict[GroupKey, int]]] = collections.deque()
 
     def _group(self, key: GroupKey) -> Group:
         g = self.groups.get(key)
         if g is None:
-            netns, reason, addr = key
+            netns, reason, addr, pod = key
             rname = self.decoder.reason_name(reason)
             lname = self.decoder.location_name(addr)
-            g = Group(netns, rname, lname, category_of(rname, lname))
+            g = Group(netns, rname, lname, category_of(rname, lname), pod_raw=pod,
+                      attribution=self.pod_of_tag(pod) if pod else None)
             self.groups[key] = g
         return g
 
-    def add_event(self, drop: Drop, verdict: Verdict) -> None:
-        g = self._group((drop.netns, drop.reason_raw, drop.location_raw))
+    def add_event(self, drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> None:
+        g = self._group((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw))
         # An event may know more than the counter key (the ICMP error sent).
         g.category = verdict.category
         g.latest = drop
         g.hint = verdict.hint
-        self.recent.append((drop, verdict))
+        g.attribution = who
+        self.recent.append((drop, verdict, who))
         self.events += 1
 
     def update_counts(self, counts: dict[GroupKey, int], now: float) -> None:
@@ -72,7 +81,11 @@ class Groups:
         self._history.append((now, dict(counts)))
 
     def rows(self) -> list[Group]:
-        return sorted(self.groups.values(), key=lambda g: (-g.count, g.netns, g.category))
+        """Grouped by pod (pods first, by name), then by count."""
+        def order(g: Group):
+            pod = g.attribution.pod if g.attribution else None
+            return (pod is None, pod.label if pod else "", -g.count, g.netns, g.category)
+        return sorted(self.groups.values(), key=order)
 
     @property
     def total(self) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from .attribute import NO_POD, Attribution
 from .classify import Verdict
 from .decode import Drop
 
 
-def drop_record(drop: Drop, verdict: Verdict, pod: dict | None = None) -> dict:
+def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict:
     """The documented keys of a drop, in a stable order."""
     return {
         "time": drop.time.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -28,7 +29,8 @@ def drop_record(drop: Drop, verdict: Verdict, pod: dict | None = None) -> dict:
         "len": drop.len,
         "mtu": drop.mtu,
         "out_ifname": drop.out_ifname,
-        "pod": pod,
+        "pod": who.pod.to_json() if who.pod else None,
+        "direction": who.direction,
     }
 
 
@@ -36,8 +38,8 @@ class JsonLines:
     def __init__(self, stream: TextIO):
         self.stream = stream
 
-    def emit(self, drop: Drop, verdict: Verdict) -> None:
-        self.stream.write(json.dumps(drop_record(drop, verdict), separators=(",", ":")) + "\n")
+    def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:
+        self.stream.write(json.dumps(drop_record(drop, verdict, who), separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
         """Called after each batch of events, not per event: a storm stays cheap."""

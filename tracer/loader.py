@@ -13,11 +13,15 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import event as ev
 from . import kernel
 from .errors import UserError
 from .filters import Filters, ip_key_bytes
+
+if TYPE_CHECKING:
+    from .attribute import KernelPods
 
 DEFAULT_CACHE = Path(os.environ.get("NETDROP_CACHE", "/var/cache/netdrop"))
 RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
@@ -139,6 +143,8 @@ class Tracer:
                                "" if facts.has_icmp_tp else "not in this kernel"))
         self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
         self.filters = Filters()
+        self.pods = None
+        self._budget = self._events_per_window()
         self.set_filters(filters)
 
     @staticmethod
@@ -187,13 +193,44 @@ class Tracer:
                 table[to_key(value)] = ctypes.c_uint8(1)
             if values:
                 flags |= kind
-        cfg = ev.NdFilterCfg(flags, self._events_per_window())
-        if 0 < len(filters.netns) <= ev.ND_NETNS_INLINE:
-            cfg.netns_inline_n = len(filters.netns)
-            for i, inode in enumerate(sorted(filters.netns)):
-                cfg.netns_inline[i] = inode
-        self.bpf[b"filter_cfg"][ctypes.c_int(0)] = cfg
         self.filters = filters
+        self._flags = flags
+        self._write_cfg()
+
+    def _write_cfg(self) -> None:
+        cfg = ev.NdFilterCfg(self._flags, self._budget)
+        netns = self.filters.netns
+        if 0 < len(netns) <= ev.ND_NETNS_INLINE:
+            cfg.netns_inline_n = len(netns)
+            for i, inode in enumerate(sorted(netns)):
+                cfg.netns_inline[i] = inode
+        if self.pods is not None:
+            cfg.pod_flags_raw = ev.ND_POD_TAG | (ev.ND_POD_FILTER if self.pods.filter else 0)
+            cfg.node_netns = self.pods.node_netns
+        self.bpf[b"filter_cfg"][ctypes.c_int(0)] = cfg
+
+    def set_pods(self, pods: "KernelPods | None") -> None:
+        """Make the pod maps hold exactly `pods` (None: no pod tagging). New
+        entries go in before stale ones go out, so a pod that stays is never
+        missing from the maps, not even for a moment."""
+        old = self.pods
+        for name, new_entries, old_entries, to_key in (
+            ("pod_netns", pods.netns if pods else {}, old.netns if old else {}, ctypes.c_uint32),
+            ("pod_veth", pods.veth if pods else {}, old.veth if old else {}, lambda v: ev.NdIfKey(*v)),
+            ("pod_ip", pods.ips if pods else {}, old.ips if old else {},
+             lambda v: ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(v)))),
+        ):
+            table = self.bpf[name.encode()]
+            for key, (tag, selected) in new_entries.items():
+                if old_entries.get(key) != (tag, selected):
+                    table[to_key(key)] = ev.NdPodVal(tag, int(selected))
+            for key in old_entries.keys() - new_entries.keys():
+                try:
+                    del table[to_key(key)]
+                except KeyError:
+                    pass
+        self.pods = pods
+        self._write_cfg()
 
     def _events_per_window(self) -> int:
         """The rate limit as a per-CPU budget per sampling window (0: none)."""
@@ -203,11 +240,11 @@ class Tracer:
         per_window = self.max_event_rate * ev.ND_EVENT_WINDOW_NS / 1e9 / ncpus
         return max(1, math.ceil(per_window))
 
-    def counts(self) -> dict[tuple[int, int, int], int]:
-        """Exact drop counts: (netns, reason, location address) -> drops since load."""
+    def counts(self) -> dict[tuple[int, int, int, int], int]:
+        """Exact drop counts: (netns, reason, location address, pod tag) -> drops since load."""
         out = {}
         for key, percpu in self.bpf[b"counts"].items():
-            out[(key.netns, key.reason, key.location)] = sum(percpu)
+            out[(key.netns, key.reason, key.location, key.pod)] = sum(percpu)
         return out
 
     def stats(self, counts: dict | None = None) -> Stats:

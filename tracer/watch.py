@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
+from .attribute import NO_POD, Attribution
 from .classify import Verdict, classify
 from .decode import Decoder, Drop
 from .groups import Groups
@@ -19,31 +20,44 @@ TICK_SECONDS = 0.5
 
 
 class Sink(Protocol):
-    def emit(self, drop: Drop, verdict: Verdict) -> None: ...
+    def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None: ...
 
     def flush(self) -> None: ...
 
 
+class Attributor(Protocol):
+    def attribute(self, drop: Drop) -> Attribution: ...
+
+
 def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         duration: float | None, stop: threading.Event,
-        on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None) -> Stats:
-    """Trace until duration runs out or stop is set; returns the final stats."""
+        on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None,
+        pods: Callable[[], Attributor | None] = lambda: None,
+        maintain: Callable[[], None] = lambda: None) -> Stats:
+    """Trace until duration runs out or stop is set; returns the final stats.
+
+    pods() gives the current pod index (swapped in whole by a background
+    thread: the event path only reads it); maintain() runs on every tick in
+    this thread, e.g. to bring the kernel's pod maps up to date."""
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
 
     def deliver(raws):
+        index = pods()
         for raw in raws:
             drop = decoder.decode(raw)
             verdict = classify(drop)
-            groups.add_event(drop, verdict)
+            who = index.attribute(drop) if index is not None else NO_POD
+            groups.add_event(drop, verdict, who)
             for sink in sinks:
-                sink.emit(drop, verdict)
+                sink.emit(drop, verdict, who)
         if raws:
             for sink in sinks:
                 sink.flush()
 
     def tick(now) -> Stats:
+        maintain()
         counts = tracer.counts()
         groups.update_counts(counts, now)
         stats = tracer.stats(counts)

@@ -31,7 +31,7 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
         stats = tracer.stats()
         delivered = len(tracer.poll(0))
     kernel_count = nstat(db.netns, "UdpNoPorts") - before
-    ours = sum(n for (ns, reason, _loc), n in counts.items() if ns == ino and reason == no_socket)
+    ours = sum(n for (ns, reason, _loc, _pod), n in counts.items() if ns == ino and reason == no_socket)
     assert sent == 20000
     assert ours == kernel_count == sent
     assert stats.lost > 19000 and stats.sampled_out == 0

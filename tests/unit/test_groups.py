@@ -8,7 +8,7 @@ def groups() -> Groups:
 
 def test_counts_are_the_kernels_and_rates_average_over_the_window():
     g = groups()
-    key = (7, 3, 0x1010)
+    key = (7, 3, 0x1010, 0)
     g.update_counts({key: 0}, now=0.0)
     for t in range(1, 11):                      # 100 drops/s for 10 s
         g.update_counts({key: 100 * t}, now=float(t))
@@ -22,5 +22,5 @@ def test_counts_are_the_kernels_and_rates_average_over_the_window():
 
 def test_rows_sort_by_count():
     g = groups()
-    g.update_counts({(1, 3, 0x1000): 5, (2, 3, 0x1000): 50}, now=1.0)
+    g.update_counts({(1, 3, 0x1000, 0): 5, (2, 3, 0x1000, 0): 50}, now=1.0)
     assert [r.netns for r in g.rows()] == [2, 1]

@@ -1,0 +1,182 @@
+"""attribute: which pod a drop belongs to, and in which direction.
+
+The join of the API's pods (kube.PodInfo) with what the node knows
+(nodeview.NodeSnapshot) is a PodIndex: an immutable value built in the
+background and swapped in whole, so the event path only reads it. The
+kernel does the per-drop work (bpf/netdrop.c tags each drop with a pod id
+and direction from the maps kernel_pods() describes); attribute() turns the
+tag back into a pod. Where the node cannot tell, the answer is no pod, never
+a guess: a hostNetwork pod shares the node's namespace, so it is named only
+when its declared port identifies it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .decode import Drop
+from .event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
+from .kube import PodInfo, Selection
+from .nodeview import NetnsInfo, NodeSnapshot
+
+DIRECTIONS = {ND_DIR_IN_POD: "in-pod", ND_DIR_FROM_POD: "from-pod", ND_DIR_TO_POD: "to-pod"}
+MAX_POD_ID = (1 << 30) - 1
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A pod as drops name it. known=False: a pod sandbox the node has but the
+    API was not there to name (then only `sandbox` and `ips` are set)."""
+
+    namespace: str | None
+    name: str | None
+    uid: str | None
+    node: str | None
+    host_network: bool = False
+    known: bool = True
+    sandbox: str | None = None
+    ips: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.known:
+            return f"unknown pod ({self.sandbox}{', ' + self.ips[0] if self.ips else ''})"
+        return f"{self.namespace}/{self.name}" + (" (hostNetwork)" if self.host_network else "")
+
+    def to_json(self) -> dict | None:
+        if not self.known:
+            return None
+        out = {"namespace": self.namespace, "name": self.name, "uid": self.uid, "node": self.node}
+        if self.host_network:
+            out["hostNetwork"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Attribution:
+    pod: PodRef | None
+    direction: str | None
+
+
+NO_POD = Attribution(None, None)
+
+
+@dataclass(frozen=True)
+class KernelPods:
+    """The contents of the pod maps of bpf/netdrop.c. Values: (tag, selected)."""
+
+    node_netns: int
+    netns: dict[int, tuple[int, bool]]
+    veth: dict[tuple[int, int], tuple[int, bool]]     # (node netns, ifindex)
+    ips: dict[str, tuple[int, bool]]
+    filter: bool                                       # keep only selected pods' drops
+
+
+class PodIds:
+    """Stable small ids for pods, for the whole run: a tag in flight still names
+    its pod after the pod is gone. Unknown sandboxes are keyed by netns inode."""
+
+    def __init__(self):
+        self._ids: dict[str, int] = {}
+        self.refs: dict[int, PodRef] = {}
+
+    def id_for(self, key: str, ref: PodRef) -> int:
+        pid = self._ids.get(key)
+        if pid is None:
+            pid = len(self._ids) + 1
+            if pid > MAX_POD_ID:
+                raise OverflowError("too many pods for the tag space")
+            self._ids[key] = pid
+        self.refs[pid] = ref
+        return pid
+
+
+class PodIndex:
+    def __init__(self, snapshot: NodeSnapshot, pods: list[PodInfo] | None, node_name: str | None,
+                 ids: PodIds, selection: Selection = Selection()):
+        """pods=None: no API; the node's pod sandboxes become unknown pods."""
+        self.snapshot = snapshot
+        self.node_name = node_name
+        self.api = pods is not None
+        self.selection = selection
+        self.ids = ids
+        self.by_netns: dict[int, int] = {}
+        self.veths: dict[int, tuple[int, NetnsInfo]] = {}
+        self.selected: set[int] = set()
+        self.ambiguous: list[PodInfo] = []        # API pods whose IPs sit in several sandboxes
+        self.host_network: list[PodInfo] = []
+        self.missing: list[PodInfo] = []          # API pods whose sandbox the node does not show
+        if pods is None:
+            self._unknown_sandboxes()
+        else:
+            self._join(pods)
+
+    def _join(self, pods: list[PodInfo]) -> None:
+        by_ip: dict[str, list[NetnsInfo]] = {}
+        for info in self.snapshot.pod_like():
+            for ip in info.ips:
+                by_ip.setdefault(ip, []).append(info)
+        for pod in pods:
+            if pod.phase in ("Succeeded", "Failed"):
+                continue
+            if pod.host_network:
+                self.host_network.append(pod)
+                continue
+            spaces = {n.inode: n for ip in pod.ips for n in by_ip.get(ip, [])}
+            if len(spaces) != 1:
+                (self.ambiguous if spaces else self.missing).append(pod)
+                continue
+            info = next(iter(spaces.values()))
+            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, sandbox=info.label, ips=pod.ips)
+            pid = self.ids.id_for(f"uid:{pod.uid}", ref)
+            self.by_netns[info.inode] = pid
+            self.veths[pid] = (info.host_veth.ifindex, info)
+            if self.selection.matches(pod):
+                self.selected.add(pid)
+
+    def _unknown_sandboxes(self) -> None:
+        for info in self.snapshot.pod_like():
+            ref = PodRef(None, None, None, self.node_name, known=False, sandbox=info.label, ips=info.ips)
+            pid = self.ids.id_for(f"netns:{info.inode}", ref)
+            self.by_netns[info.inode] = pid
+            self.veths[pid] = (info.host_veth.ifindex, info)
+            self.selected.add(pid)   # the user's pod is one of them; we cannot say which
+
+    def kernel_pods(self) -> KernelPods:
+        netns, veth, ips = {}, {}, {}
+        for inode, pid in self.by_netns.items():
+            val = (pid << 2, pid in self.selected)
+            netns[inode] = val
+            ifindex, info = self.veths[pid]
+            veth[(self.snapshot.node_netns, ifindex)] = val
+            for ip in info.ips:
+                ips[ip] = val
+        return KernelPods(self.snapshot.node_netns, netns, veth, ips, filter=self.selection.active)
+
+    def selected_refs(self) -> list[PodRef]:
+        return [self.ids.refs[p] for p in sorted(self.selected)]
+
+    def selected_host_network(self) -> list[PodInfo]:
+        return [p for p in self.host_network if self.selection.matches(p)]
+
+    def attribute(self, drop: Drop) -> Attribution:
+        if drop.pod_raw:
+            ref = self.ids.refs.get(drop.pod_raw >> 2)
+            if ref is not None:
+                return Attribution(ref, DIRECTIONS.get(drop.pod_raw & ND_DIR_MASK))
+        if drop.netns == self.snapshot.node_netns and self.host_network:
+            return self._host_network(drop)
+        return NO_POD
+
+    def _host_network(self, drop: Drop) -> Attribution:
+        """Only when exactly one hostNetwork pod declares the node-side port."""
+        node_ips = set(self.snapshot.node_ips)
+        for addr, port, direction in ((drop.dst, drop.dport, "to-pod"), (drop.src, drop.sport, "from-pod")):
+            if port is None or addr not in node_ips:
+                continue
+            owners = [p for p in self.host_network if port in p.ports]
+            if len(owners) == 1:
+                p = owners[0]
+                return Attribution(PodRef(p.namespace, p.name, p.uid, p.node, host_network=True, ips=p.ips),
+                                   direction)
+        return NO_POD

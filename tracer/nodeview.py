@@ -1,0 +1,156 @@
+"""nodeview: what the node itself knows, read with pyroute2 (rtnetlink).
+
+Every network namespace (named ones under /run/netns, as CNI plugins make
+them, and unnamed ones held by processes under /proc/*/ns/net), the
+addresses inside each, and the host side of each pod's veth: the node-side
+interface whose index the pod's veth names as its peer (IFLA_LINK), and
+which names the pod's veth back. Whatever the CNI calls it (veth*, cali*,
+lxc*, ...). Nothing here knows about Kubernetes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+NETNS_RUN_DIR = Path("/run/netns")
+HOST_NETNS = "/proc/1/ns/net"
+RESCAN_EVERY = 10   # scans: namespaces already known are read again this often
+
+
+@dataclass(frozen=True)
+class HostVeth:
+    ifindex: int
+    name: str
+
+
+@dataclass(frozen=True)
+class NetnsInfo:
+    inode: int
+    names: tuple[str, ...]       # /run/netns names (CNI sandboxes: cni-<uuid>)
+    pids: tuple[int, ...]        # a few processes living in it
+    ips: tuple[str, ...]         # global addresses
+    host_veth: HostVeth | None   # its veth's peer in the node namespace
+
+    @property
+    def label(self) -> str:
+        if self.names:
+            return self.names[0]
+        return f"pid {self.pids[0]}" if self.pids else str(self.inode)
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    node_netns: int
+    node_ips: tuple[str, ...]
+    namespaces: dict[int, NetnsInfo] = field(default_factory=dict)   # all but the node's
+
+    def pod_like(self) -> list[NetnsInfo]:
+        """Namespaces wired to the node by a veth: pod sandboxes, as far as the node can tell."""
+        return [n for n in self.namespaces.values() if n.host_veth is not None]
+
+
+def _global_ips(ipr) -> tuple[str, ...]:
+    """Addresses others can reach it by: all but loopback and link-local."""
+    ips = set()
+    for msg in ipr.get_addr():
+        addr = msg.get_attr("IFA_ADDRESS")
+        if addr:
+            ip = ipaddress.ip_address(addr)
+            if not (ip.is_loopback or ip.is_link_local):
+                ips.add(str(ip))
+    return tuple(sorted(ips))
+
+
+def _veths(ipr) -> dict[int, tuple[str, int]]:
+    """veth ifindex -> (name, peer ifindex as IFLA_LINK names it)."""
+    out = {}
+    for link in ipr.get_links():
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info else None
+        peer = link.get_attr("IFLA_LINK")
+        if kind == "veth" and peer:
+            out[link["index"]] = (link.get_attr("IFLA_IFNAME"), peer)
+    return out
+
+
+def discover_namespaces(run_dir: Path = NETNS_RUN_DIR, proc: Path = Path("/proc")) -> dict[int, dict]:
+    """inode -> {"path": a path that opens it, "names": [...], "pids": [...]}."""
+    found: dict[int, dict] = {}
+    if run_dir.is_dir():
+        for entry in sorted(run_dir.iterdir()):
+            try:
+                ino = os.stat(entry).st_ino
+            except OSError:
+                continue
+            found.setdefault(ino, {"path": str(entry), "names": [], "pids": []})["names"].append(entry.name)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        path = entry / "ns" / "net"
+        try:
+            ino = os.stat(path).st_ino
+        except OSError:
+            continue
+        info = found.setdefault(ino, {"path": str(path), "names": [], "pids": []})
+        if len(info["pids"]) < 3:
+            info["pids"].append(int(entry.name))
+    return found
+
+
+class NodeScanner:
+    """Scans the node; results for a namespace are kept until it disappears
+    (a pod's netns is set up once), re-read every RESCAN_EVERY scans, and
+    read again while they lack an address or a veth (CNI still at work)."""
+
+    def __init__(self, node_netns: str = HOST_NETNS):
+        path = node_netns if "/" in node_netns else str(NETNS_RUN_DIR / node_netns)
+        try:
+            self.node_inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            raise UserError(f"unknown node network namespace {node_netns!r}: {path} does not exist") from None
+        self.node_path = path
+        self._cache: dict[int, NetnsInfo] = {}
+        self._scans = 0
+
+    def _ipr(self, path: str):
+        from pyroute2 import IPRoute
+
+        # flags=0: never create a namespace that has gone away meanwhile.
+        return IPRoute(netns=path, flags=0)
+
+    def scan(self) -> NodeSnapshot:
+        self._scans += 1
+        with self._ipr(self.node_path) as ipr:
+            node_veths = _veths(ipr)
+            node_ips = _global_ips(ipr)
+        spaces = discover_namespaces()
+        refresh_all = self._scans % RESCAN_EVERY == 0
+        result: dict[int, NetnsInfo] = {}
+        for inode, found in spaces.items():
+            if inode == self.node_inode:
+                continue
+            cached = self._cache.get(inode)
+            if cached and not refresh_all and cached.ips and cached.host_veth:
+                result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]),
+                                          cached.ips, cached.host_veth)
+                continue
+            try:
+                with self._ipr(found["path"]) as ipr:
+                    ips = _global_ips(ipr)
+                    veths = _veths(ipr)
+            except Exception:  # gone while we looked (pod deleted): skip it this time
+                continue
+            host = None
+            for ifindex, (_name, peer) in veths.items():
+                node_side = node_veths.get(peer)
+                if node_side and node_side[1] == ifindex:
+                    host = HostVeth(peer, node_side[0])
+                    break
+            result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]), ips, host)
+        self._cache = result
+        return NodeSnapshot(self.node_inode, node_ips, result)
