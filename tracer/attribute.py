@@ -142,7 +142,9 @@ class PodIndex:
             self.veths[pid] = (info.host_veth.ifindex, info)
             self.selected.add(pid)   # the user's pod is one of them; we cannot say which
 
-    def kernel_pods(self) -> KernelPods:
+    def kernel_pods(self, filter_pods: bool = True) -> KernelPods:
+        """filter_pods=False: tag drops with pods but keep all (the selection is
+        traced some other way, e.g. hostNetwork pods by port)."""
         netns, veth, ips = {}, {}, {}
         for inode, pid in self.by_netns.items():
             val = (pid << 2, pid in self.selected)
@@ -151,7 +153,7 @@ class PodIndex:
             veth[(self.snapshot.node_netns, ifindex)] = val
             for ip in info.ips:
                 ips[ip] = val
-        return KernelPods(self.snapshot.node_netns, netns, veth, ips, filter=self.selection.active)
+        return KernelPods(self.snapshot.node_netns, netns, veth, ips, filter=self.selection.active and filter_pods)
 
     def selected_refs(self) -> list[PodRef]:
         return [self.ids.refs[p] for p in sorted(self.selected)]
@@ -159,11 +161,16 @@ class PodIndex:
     def selected_host_network(self) -> list[PodInfo]:
         return [p for p in self.host_network if self.selection.matches(p)]
 
+    def attribute_tag(self, tag: int) -> Attribution:
+        """The pod and direction a kernel tag (id << 2 | direction) stands for."""
+        ref = self.ids.refs.get(tag >> 2) if tag else None
+        return Attribution(ref, DIRECTIONS.get(tag & ND_DIR_MASK)) if ref is not None else NO_POD
+
     def attribute(self, drop: Drop) -> Attribution:
         if drop.pod_raw:
-            ref = self.ids.refs.get(drop.pod_raw >> 2)
-            if ref is not None:
-                return Attribution(ref, DIRECTIONS.get(drop.pod_raw & ND_DIR_MASK))
+            who = self.attribute_tag(drop.pod_raw)
+            if who.pod is not None:
+                return who
         if drop.netns == self.snapshot.node_netns and self.host_network:
             return self._host_network(drop)
         return NO_POD

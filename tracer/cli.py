@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--max-event-rate", type=int, default=None, metavar="N",
                        help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
                             "drop counts are exact either way")
+    pods = watch.add_argument_group("pods (from the Kubernetes API and the node's own namespaces)")
+    pods.add_argument("--pod", metavar="NAME", help="only drops of this pod: in its namespace, on its veth, "
+                                                     "and on the node with its addresses")
+    pods.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
+    pods.add_argument("-l", "--selector", metavar="KEY=VALUE,...", help="only pods with these labels")
+    pods.add_argument("-A", "--all-namespaces", action="store_true", help="pods of every namespace")
+    pods.add_argument("--kubeconfig", metavar="PATH",
+                      help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
+    pods.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
+                                                       "with this machine's addresses)")
+    pods.add_argument("--node-netns", metavar="NAME|PATH", default=None,
+                      help="the namespace that plays the node (default: the host's; a simulated node's)")
     _common(watch)
 
     demo = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
@@ -93,10 +105,9 @@ def stop_on_signals(stop: threading.Event):
             signal.signal(s, h)
 
 
-def open_tracer(args, filters):
-    """Checks in the order a user can fix them, then loads the BPF program."""
+def kernel_facts(args):
+    """What the machine must offer, checked before anything else is looked at."""
     from . import kernel
-    from .loader import Tracer
 
     try:
         tracefs = kernel.find_tracefs()
@@ -104,11 +115,16 @@ def open_tracer(args, filters):
         if not args.mount_tracefs:
             raise
         tracefs = kernel.mount_tracefs()
-    facts = kernel.probe_kernel(tracefs)
+    return kernel.probe_kernel(tracefs)
+
+
+def open_tracer(args, facts, filters):
+    from .loader import Tracer
+
     rate = getattr(args, "max_event_rate", None)
     if rate is not None and rate < 0:
         raise UserError("--max-event-rate must be 0 (no limit) or positive")
-    return facts, Tracer(facts, filters, **({} if rate is None else {"max_event_rate": rate}))
+    return Tracer(facts, filters, **({} if rate is None else {"max_event_rate": rate}))
 
 
 def make_filters(args):
@@ -121,25 +137,75 @@ def make_filters(args):
     )
 
 
-def trace(args, filters, *, json_out: bool, title: str = "netdrop watch",
-          background: threading.Thread | None = None, note: str | None = None) -> int:
+def pod_source(args):
+    """The pod index source, or None when neither a selection nor an API is there to use."""
+    from .kube import Selection, parse_selector
+    from .nodeview import HOST_NETNS
+    from .pods import PodSource
+
+    sel = Selection(name=args.pod, namespace=args.namespace, selector=args.selector,
+                    all_namespaces=args.all_namespaces)
+    if sel.selector:
+        parse_selector(sel.selector)
+    if sel.active and (args.netns or args.ip):
+        raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
+                        "they cannot be combined with --netns or --ip")
+
+    def warn(msg):
+        print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
+
+    source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS, warn=warn)
+    if source.kube is None and sel.active:
+        warn(source.describe())
+    return source
+
+
+def trace(args, facts, filters, *, json_out: bool, title: str = "netdrop watch",
+          background: threading.Thread | None = None, note: str | None = None, pods=None) -> int:
     from . import console, kernel, watch
     from .decode import Decoder
     from .filters import known_netns_inodes
     from .groups import Groups
     from .jsonout import JsonLines
 
-    facts, tracer = open_tracer(args, filters)
+    from .filters import Filters
+
+    filter_pods = True
+    if pods is not None:
+        hn = pods.host_network_filters()
+        if hn is not None:
+            filters, filter_pods = Filters(netns=hn.netns, ports=hn.ports | filters.ports), False
+    tracer = open_tracer(args, facts, filters)
+    if pods is not None:
+        pods.apply(tracer, filter_pods)
+        pods.start()
+    try:
+        return _trace(args, tracer, facts, filters, json_out, title, background, note, pods, filter_pods)
+    finally:
+        if pods is not None:
+            pods.stop()
+
+
+def _trace(args, tracer, facts, filters, json_out, title, background, note, pods, filter_pods) -> int:
+    from . import console, kernel, watch
+    from .decode import Decoder
+    from .filters import known_netns_inodes
+    from .groups import Groups
+    from .jsonout import JsonLines
+
     with tracer:
         kallsyms = kernel.Kallsyms.load()
         if not kallsyms.usable:
             print(f"{PROG}: warning: /proc/kallsyms hides addresses (kptr_restrict): drop locations "
                   "cannot be named", file=sys.stderr)
         decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
-        groups = Groups(decoder)
+        pod_of_tag = (lambda tag: pods.current().attribute_tag(tag)) if pods is not None else (lambda tag: None)
+        groups = Groups(decoder, pod_of_tag=pod_of_tag)
         names = known_netns_inodes()
         view = console.View(hooks=tracer.hooks, filters=filters.describe(names), netns_names=names,
-                            title=title, note=note)
+                            title=title, note=note, pods=pods.describe() if pods is not None else None)
+        current = pods.current if pods is not None else (lambda: None)
+        maintain = (lambda: pods.apply(tracer, filter_pods)) if pods is not None else (lambda: None)
         skipped = [f"{h.name}: {h.detail}" for h in tracer.hooks if not h.attached]
         if skipped:
             print(f"{PROG}: function hooks not used ({'; '.join(skipped)}): working with tracepoints",
@@ -148,18 +214,21 @@ def trace(args, filters, *, json_out: bool, title: str = "netdrop watch",
         with stop_on_signals(stop):
             print(f"{PROG}: tracing ({', '.join(h.name for h in tracer.hooks if h.attached)}); "
                   f"filters: {'; '.join(view.filters) or 'none'}; Ctrl-C to stop", file=sys.stderr, flush=True)
+            if pods is not None:
+                print(f"{PROG}: pods: {view.pods}", file=sys.stderr, flush=True)
             if background is not None:
                 background.start()
             if json_out:
-                stats = watch.run(tracer, decoder, groups, [JsonLines(sys.stdout)], args.duration, stop)
+                stats = watch.run(tracer, decoder, groups, [JsonLines(sys.stdout)], args.duration, stop,
+                                  pods=current, maintain=maintain)
             else:
-                stats = _live(tracer, decoder, groups, view, args.duration, stop)
+                stats = _live(tracer, decoder, groups, view, args.duration, stop, current, maintain, pods)
         print(f"{PROG}: {stats.matched:,} drops counted, {stats.events:,} events delivered, "
               f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out", file=sys.stderr)
     return 0
 
 
-def _live(tracer, decoder, groups, view, duration, stop):
+def _live(tracer, decoder, groups, view, duration, stop, current, maintain, pods):
     from rich.console import Console
     from rich.live import Live
 
@@ -174,22 +243,29 @@ def _live(tracer, decoder, groups, view, duration, stop):
             view.stats, view.elapsed, view.remaining = stats, elapsed, remaining
             if time.monotonic() - last_names[0] > 2:
                 view.netns_names = known_netns_inodes()
+                if pods is not None:
+                    view.pods = pods.describe()
                 last_names[0] = time.monotonic()
             live.update(console.render(groups, view))
 
-        return watch.run(tracer, decoder, groups, [], duration, stop, on_tick)
+        return watch.run(tracer, decoder, groups, [], duration, stop, on_tick, pods=current, maintain=maintain)
 
 
 def cmd_watch(args) -> int:
     require_root()
-    return trace(args, make_filters(args), json_out=args.json)
+    facts = kernel_facts(args)
+    filters = make_filters(args)
+    return trace(args, facts, filters, json_out=args.json, pods=pod_source(args))
 
 
 def cmd_demo(args) -> int:
     from . import lab
     from .filters import Filters
+    from .kube import Selection
+    from .pods import PodSource
 
     require_root()
+    facts = kernel_facts(args)
     cases = lab.select_cases(args.cases)
     node = lab.SimNode.create(prefix=args.prefix)
     try:
@@ -197,8 +273,9 @@ def cmd_demo(args) -> int:
         args.netns, args.ip, args.port = [], [], []
         filters = Filters(netns=frozenset(node.netns_inodes().values()))
         note = "demo: " + "; ".join(f"{c.name}: {c.description}" for c in cases)
-        return trace(args, filters, json_out=False, title="netdrop demo: simulated node",
-                     background=threading.Thread(target=player.run, daemon=True), note=note)
+        pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1)
+        return trace(args, facts, filters, json_out=False, title="netdrop demo: simulated node",
+                     background=threading.Thread(target=player.run, daemon=True), note=note, pods=pods)
     finally:
         if "player" in locals():
             player.stop()

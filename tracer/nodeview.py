@@ -18,7 +18,9 @@ from pathlib import Path
 from .errors import UserError
 
 NETNS_RUN_DIR = Path("/run/netns")
-HOST_NETNS = "/proc/1/ns/net"
+# The node's namespace is the one netdrop runs in (on a node: the host's).
+# Not /proc/1/ns/net: reading another process's namespace needs ptrace rights.
+HOST_NETNS = "/proc/self/ns/net"
 RESCAN_EVERY = 10   # scans: namespaces already known are read again this often
 
 

@@ -1,0 +1,151 @@
+"""pods: keeps the pod index current in the background, and the kernel's maps with it.
+
+Two background threads: one follows the API's pods of this node (list, then
+watch), one scans the node's namespaces twice a second and, when pods or
+namespaces changed, builds a new attribute.PodIndex and swaps it in. The
+event loop reads current() and calls apply(tracer) on its ticks, which
+writes only what changed into the pod maps. Nothing here runs per event.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from .attribute import PodIds, PodIndex
+from .errors import UserError
+from .filters import Filters
+from .kube import KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
+from .nodeview import HOST_NETNS, NodeScanner
+
+SCAN_SECONDS = 0.5
+
+
+class PodSource:
+    def __init__(self, selection: Selection, kubeconfig: str | None = None, node: str | None = None,
+                 node_netns: str = HOST_NETNS, warn: Callable[[str], None] = lambda msg: None):
+        self.selection = selection
+        self.warn = warn
+        self.scanner = NodeScanner(node_netns)
+        self.ids = PodIds()
+        self.problem: str | None = None     # why there is no API, if there is none
+        self.node_name: str | None = node
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._applied: PodIndex | None = None
+        snapshot = self.scanner.scan()
+        pods: list[PodInfo] | None = None
+        self.kube: KubeClient | None = None
+        try:
+            self.kube = KubeClient(kubeconfig)
+            self.node_name = self.kube.node_name(node, set(snapshot.node_ips))
+            pods, _ = self.kube.list_pods(self.node_name)
+        except KubeUnavailable as exc:
+            self.kube, self.problem = None, str(exc)
+        if self.kube is not None and selection.active:
+            check_selection(self.kube, self.node_name, selection, pods)
+        self._pods = pods
+        self.index = self._build(snapshot)
+
+    def _build(self, snapshot) -> PodIndex:
+        # Without an API, pod sandboxes are only "unknown pods", and only worth
+        # naming so when the user asked for a pod: then we trace them all.
+        pods = self._pods
+        if pods is None and not self.selection.active:
+            pods = []
+        return PodIndex(snapshot, pods, self.node_name, self.ids, self.selection)
+
+    # -- what the CLI needs to know before tracing --
+    @property
+    def attributing(self) -> bool:
+        return self.kube is not None or self.selection.active
+
+    def host_network_filters(self) -> Filters | None:
+        """A selection of hostNetwork pods only cannot be told apart by namespace:
+        they share the node's. Then trace the node's namespace on their declared
+        ports, and attribute by port where that is unambiguous."""
+        idx = self.index
+        hn = idx.selected_host_network()
+        if not self.selection.active or not hn or idx.selected:
+            return None
+        ports = frozenset(p for pod in hn for p in pod.ports)
+        if not ports:
+            names = ", ".join(p.key for p in hn)
+            raise UserError(f"{names} uses hostNetwork and declares no ports: its drops cannot be told apart from "
+                            f"the node's; watch the node's namespace instead")
+        return Filters(netns=frozenset({idx.snapshot.node_netns}), ports=ports)
+
+    def describe(self) -> str:
+        idx = self.index
+        if self.kube is None:
+            if self.selection.active:
+                return (f"no Kubernetes API ({self.problem}); {self.selection.describe()} cannot be told apart: "
+                        f"showing all {len(idx.selected)} pod sandboxes of this node as unknown pods")
+            return f"no Kubernetes API ({self.problem}): drops are not attributed to pods"
+        text = f"{len(idx.by_netns)} pods on node {self.node_name}"
+        if self.selection.active:
+            names = [r.label for r in idx.selected_refs()] + [p.key + " (hostNetwork)"
+                                                               for p in idx.selected_host_network()]
+            text += f"; watching {self.selection.describe()}: " + (", ".join(names[:6]) or "none running here yet")
+            if len(names) > 6:
+                text += f" and {len(names) - 6} more"
+        if self.problem:
+            text += f"; API: {self.problem}"
+        return text
+
+    # -- background --
+    def start(self) -> None:
+        if self.kube is not None:
+            t = threading.Thread(target=self.kube.watch_pods, name="netdrop-pods-watch", daemon=True,
+                                 args=(self.node_name, None, self._on_pods, self._stop, self._on_api_error))
+            self._threads.append(t)
+        self._threads.append(threading.Thread(target=self._scan_loop, name="netdrop-node-scan", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def _on_pods(self, pods: list[PodInfo]) -> None:
+        with self._lock:
+            self._pods = pods
+        self._changed.set()
+
+    def _on_api_error(self, message: str | None) -> None:
+        if message and message != self.problem:
+            self.warn(f"pods: {message}")
+        self.problem = message
+
+    def _scan_loop(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait(SCAN_SECONDS)
+            self._changed.clear()
+            if self._stop.is_set():
+                break
+            try:
+                snapshot = self.scanner.scan()
+            except Exception as exc:  # a namespace vanishing mid-scan, netlink hiccups: next round
+                self.warn(f"pods: node scan failed ({type(exc).__name__}: {exc})")
+                continue
+            with self._lock:
+                index = self._build(snapshot)
+            self.index = index   # one reference swap: readers see the old or the new index whole
+
+    def current(self) -> PodIndex:
+        return self.index
+
+    def apply(self, tracer, filter_pods: bool = True) -> None:
+        """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
+        index = self.index
+        if index is self._applied:
+            return
+        if not self.attributing:
+            tracer.set_pods(None)
+        else:
+            tracer.set_pods(index.kernel_pods(filter_pods))
+        self._applied = index
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        for t in self._threads:
+            t.join(timeout=2)
