@@ -1,0 +1,115 @@
+"""The real kubernetes client against the lab's API server on 127.0.0.1."""
+
+import threading
+import time
+
+import pytest
+
+from tracer import kube, labapi
+from tracer.errors import UserError
+
+
+@pytest.fixture
+def api(tmp_path):
+    server = labapi.KubeAPI()
+    server.start()
+    server.add_node(labapi.node_object("node-a", ["192.168.1.5"]))
+    server.add_node(labapi.node_object("node-b", ["192.168.1.6"]))
+    server.put_pod(labapi.pod_object("web-7d9f8c6b5-x2k4q", "default", "node-a", ["10.244.1.10", "fd00::a"],
+                                     "192.168.1.5", labels={"app": "web"}, ports=[8080], owner="web-7d9f8c6b5"))
+    server.put_pod(labapi.pod_object("db-0", "default", "node-b", ["10.244.2.10"], "192.168.1.6"))
+    server.put_pod(labapi.pod_object("exporter", "monitoring", "node-a", ["192.168.1.5"], "192.168.1.5",
+                                     host_network=True, ports=[9100]))
+    server.kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    yield server
+    server.stop()
+
+
+def test_lists_this_nodes_pods(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    pods, rv = k.list_pods("node-a")
+    by_name = {p.name: p for p in pods}
+    assert set(by_name) == {"web-7d9f8c6b5-x2k4q", "exporter"} and int(rv) > 0
+    web = by_name["web-7d9f8c6b5-x2k4q"]
+    assert web.ips == ("10.244.1.10", "fd00::a") and web.ports == (8080,) and dict(web.labels) == {"app": "web"}
+    assert by_name["exporter"].host_network
+    assert any("fieldSelector=spec.nodeName" in r for r in api.requests)
+
+
+def test_node_name_from_addresses(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    assert k.node_name(None, {"192.168.1.6", "10.0.0.1"}) == "node-b"
+    assert k.node_name("node-a", set()) == "node-a"
+    with pytest.raises(UserError, match="node node-x is not known"):
+        k.node_name("node-x", set())
+    with pytest.raises(UserError, match="pass --node"):
+        k.node_name(None, {"10.9.9.9"})
+
+
+def test_selection_errors_say_what_is_wrong(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    pods, _ = k.list_pods("node-a")
+    with pytest.raises(UserError, match="pod default/db-0 runs on node node-b"):
+        kube.check_selection(k, "node-a", kube.Selection(name="db-0"), pods)
+    with pytest.raises(UserError, match="no pod web in namespace default; did you mean web-7d9f8c6b5-x2k4q"):
+        kube.check_selection(k, "node-a", kube.Selection(name="web"), pods)
+    with pytest.raises(UserError, match="no pod wbe-7d9f8c6b5-x2k4q .*did you mean web-7d9f8c6b5-x2k4q"):
+        kube.check_selection(k, "node-a", kube.Selection(name="wbe-7d9f8c6b5-x2k4q"), pods)
+    assert [p.name for p in kube.check_selection(k, "node-a", kube.Selection(selector="app=web"), pods)] \
+        == ["web-7d9f8c6b5-x2k4q"]
+
+
+def test_watch_follows_changes_within_a_second(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    seen, stop = [], threading.Event()
+    t = threading.Thread(target=k.watch_pods, args=("node-a", None, lambda ps: seen.append(sorted(p.name for p in ps)),
+                                                    stop), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.monotonic()
+        api.put_pod(labapi.pod_object("new-1", "default", "node-a", ["10.244.1.20"], "192.168.1.5"))
+        while (not seen or "new-1" not in seen[-1]) and time.monotonic() < start + 5:
+            time.sleep(0.01)
+        assert "new-1" in seen[-1] and time.monotonic() - start < 1.0
+        api.delete_pod("default", "web-7d9f8c6b5-x2k4q")
+        time.sleep(0.3)
+        assert seen[-1] == ["exporter", "new-1"]
+        api.put_pod(labapi.pod_object("elsewhere", "default", "node-b", ["10.244.2.20"], "192.168.1.6"))
+        time.sleep(0.3)
+        assert "elsewhere" not in seen[-1]
+    finally:
+        stop.set()
+
+
+def test_unreachable_api_is_unavailable_not_a_crash(api, tmp_path):
+    url = api.url
+    api.stop()
+    k = kube.KubeClient(str(api.kubeconfig))
+    with pytest.raises(kube.KubeUnavailable, match=f"cannot reach the API server at {url}"):
+        k.list_pods("node-a")
+
+
+def test_no_kubeconfig_anywhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube, "NODE_KUBECONFIGS", ())
+    with pytest.raises(kube.KubeUnavailable, match="no kubeconfig found"):
+        kube.KubeClient()
+    with pytest.raises(UserError, match="kubeconfig /nope does not exist"):
+        kube.KubeClient("/nope")
+
+
+@pytest.mark.parametrize("selector,ok", [("app=web", True), ("app!=web", False), ("app", True),
+                                         ("!app", False), ("app=web,tier=x", False), ("tier!=x", True)])
+def test_label_selectors(selector, ok):
+    p = kube.PodInfo("default", "w", "u", "n", (), False, (), (("app", "web"),), "Running")
+    assert kube.Selection(selector=selector).matches(p) is ok
+
+
+def test_bad_selector():
+    with pytest.raises(UserError, match="not a label selector"):
+        kube.parse_selector(",=x")
