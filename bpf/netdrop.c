@@ -74,6 +74,10 @@ BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
 BPF_HASH(pod_netns, u32, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_veth, struct nd_if_key, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_ip, struct nd_ip_key, struct nd_pod_val, ND_MAX_FILTER);
+/* hostNetwork pods share the node's namespace and addresses: only a port
+ * that one of them alone declares, on a node address, names it. */
+BPF_HASH(pod_hostport, u16, struct nd_pod_val, ND_MAX_FILTER);
+BPF_HASH(node_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 
 struct nd_icmp_note {
 	u64 ts_ns;
@@ -260,7 +264,8 @@ static __always_inline int packet_matches(u32 flags, struct nd_event *e)
 }
 
 /* A drop in the node's namespace belongs to a pod by its addresses (the
- * source first: a pod's own packet), else by the veth it was on. With
+ * source first: a pod's own packet), else by the veth it was on, else (a
+ * hostNetwork pod) by a port on a node address. With
  * want_selected, a candidate of a pod the user did not ask for is passed
  * over: pod A's packet to pod B, dropped on the node, is A's and B's. */
 static __always_inline u32 node_pod(struct nd_event *e, int want_selected, u32 *selected)
@@ -292,6 +297,25 @@ static __always_inline u32 node_pod(struct nd_event *e, int want_selected, u32 *
 	if (v && (v->selected || !want_selected)) {
 		*selected = v->selected;
 		return v->tag | ND_DIR_TO_POD;
+	}
+	if (e->flags & ND_F_L4) {
+		struct nd_ip_key k;
+		v4mapped_key(&k, e, e->daddr);
+		if (node_ip.lookup(&k)) {
+			v = pod_hostport.lookup(&e->dport);
+			if (v && (v->selected || !want_selected)) {
+				*selected = v->selected;
+				return v->tag | ND_DIR_TO_POD;
+			}
+		}
+		v4mapped_key(&k, e, e->saddr);
+		if (node_ip.lookup(&k)) {
+			v = pod_hostport.lookup(&e->sport);
+			if (v && (v->selected || !want_selected)) {
+				*selected = v->selected;
+				return v->tag | ND_DIR_FROM_POD;
+			}
+		}
 	}
 	return 0;
 }

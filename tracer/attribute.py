@@ -4,10 +4,11 @@ The join of the API's pods (kube.PodInfo) with what the node knows
 (nodeview.NodeSnapshot) is a PodIndex: an immutable value built in the
 background and swapped in whole, so the event path only reads it. The
 kernel does the per-drop work (bpf/netdrop.c tags each drop with a pod id
-and direction from the maps kernel_pods() describes); attribute() turns the
-tag back into a pod. Where the node cannot tell, the answer is no pod, never
-a guess: a hostNetwork pod shares the node's namespace, so it is named only
-when its declared port identifies it alone.
+and direction from the maps kernel_pods() describes), so counts are exact
+per pod; attribute() turns the tag back into a pod. Where the node cannot
+tell, the answer is no pod, never a guess: a hostNetwork pod shares the
+node's namespace and addresses, so it is named only by a port that it alone
+declares, on a node address.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class KernelPods:
     netns: dict[int, tuple[int, bool]]
     veth: dict[tuple[int, int], tuple[int, bool]]     # (node netns, ifindex)
     ips: dict[str, tuple[int, bool]]
+    hostports: dict[int, tuple[int, bool]]             # hostNetwork pods' own ports
+    node_ips: frozenset[str]
     filter: bool                                       # keep only selected pods' drops
 
 
@@ -105,6 +108,8 @@ class PodIndex:
         self.selected: set[int] = set()
         self.ambiguous: list[PodInfo] = []        # API pods whose IPs sit in several sandboxes
         self.host_network: list[PodInfo] = []
+        self.hostports: dict[int, int] = {}       # port -> id of the one hostNetwork pod declaring it
+        self.untraceable: list[PodInfo] = []      # hostNetwork pods with no port of their own
         self.missing: list[PodInfo] = []          # API pods whose sandbox the node does not show
         if pods is None:
             self._unknown_sandboxes()
@@ -133,6 +138,24 @@ class PodIndex:
             self.veths[pid] = (info.host_veth.ifindex, info)
             if self.selection.matches(pod):
                 self.selected.add(pid)
+        self._host_network_ports()
+
+    def _host_network_ports(self) -> None:
+        owners: dict[int, list[PodInfo]] = {}
+        for pod in self.host_network:
+            for port in pod.ports:
+                owners.setdefault(port, []).append(pod)
+        for pod in self.host_network:
+            own = [port for port in pod.ports if len(owners[port]) == 1]
+            if not own:
+                self.untraceable.append(pod)
+                continue
+            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, host_network=True, ips=pod.ips)
+            pid = self.ids.id_for(f"uid:{pod.uid}", ref)
+            for port in own:
+                self.hostports[port] = pid
+            if self.selection.matches(pod):
+                self.selected.add(pid)
 
     def _unknown_sandboxes(self) -> None:
         for info in self.snapshot.pod_like():
@@ -142,9 +165,7 @@ class PodIndex:
             self.veths[pid] = (info.host_veth.ifindex, info)
             self.selected.add(pid)   # the user's pod is one of them; we cannot say which
 
-    def kernel_pods(self, filter_pods: bool = True) -> KernelPods:
-        """filter_pods=False: tag drops with pods but keep all (the selection is
-        traced some other way, e.g. hostNetwork pods by port)."""
+    def kernel_pods(self) -> KernelPods:
         netns, veth, ips = {}, {}, {}
         for inode, pid in self.by_netns.items():
             val = (pid << 2, pid in self.selected)
@@ -153,13 +174,13 @@ class PodIndex:
             veth[(self.snapshot.node_netns, ifindex)] = val
             for ip in info.ips:
                 ips[ip] = val
-        return KernelPods(self.snapshot.node_netns, netns, veth, ips, filter=self.selection.active and filter_pods)
+        hostports = {port: (pid << 2, pid in self.selected) for port, pid in self.hostports.items()}
+        return KernelPods(self.snapshot.node_netns, netns, veth, ips, hostports,
+                          frozenset(self.snapshot.node_ips) if hostports else frozenset(),
+                          filter=self.selection.active)
 
     def selected_refs(self) -> list[PodRef]:
         return [self.ids.refs[p] for p in sorted(self.selected)]
-
-    def selected_host_network(self) -> list[PodInfo]:
-        return [p for p in self.host_network if self.selection.matches(p)]
 
     def attribute_tag(self, tag: int) -> Attribution:
         """The pod and direction a kernel tag (id << 2 | direction) stands for."""
@@ -167,23 +188,4 @@ class PodIndex:
         return Attribution(ref, DIRECTIONS.get(tag & ND_DIR_MASK)) if ref is not None else NO_POD
 
     def attribute(self, drop: Drop) -> Attribution:
-        if drop.pod_raw:
-            who = self.attribute_tag(drop.pod_raw)
-            if who.pod is not None:
-                return who
-        if drop.netns == self.snapshot.node_netns and self.host_network:
-            return self._host_network(drop)
-        return NO_POD
-
-    def _host_network(self, drop: Drop) -> Attribution:
-        """Only when exactly one hostNetwork pod declares the node-side port."""
-        node_ips = set(self.snapshot.node_ips)
-        for addr, port, direction in ((drop.dst, drop.dport, "to-pod"), (drop.src, drop.sport, "from-pod")):
-            if port is None or addr not in node_ips:
-                continue
-            owners = [p for p in self.host_network if port in p.ports]
-            if len(owners) == 1:
-                p = owners[0]
-                return Attribution(PodRef(p.namespace, p.name, p.uid, p.node, host_network=True, ips=p.ips),
-                                   direction)
-        return NO_POD
+        return self.attribute_tag(drop.pod_raw)

@@ -168,25 +168,18 @@ def trace(args, facts, filters, *, json_out: bool, title: str = "netdrop watch",
     from .groups import Groups
     from .jsonout import JsonLines
 
-    from .filters import Filters
-
-    filter_pods = True
-    if pods is not None:
-        hn = pods.host_network_filters()
-        if hn is not None:
-            filters, filter_pods = Filters(netns=hn.netns, ports=hn.ports | filters.ports), False
     tracer = open_tracer(args, facts, filters)
     if pods is not None:
-        pods.apply(tracer, filter_pods)
+        pods.apply(tracer)
         pods.start()
     try:
-        return _trace(args, tracer, facts, filters, json_out, title, background, note, pods, filter_pods)
+        return _trace(args, tracer, facts, filters, json_out, title, background, note, pods)
     finally:
         if pods is not None:
             pods.stop()
 
 
-def _trace(args, tracer, facts, filters, json_out, title, background, note, pods, filter_pods) -> int:
+def _trace(args, tracer, facts, filters, json_out, title, background, note, pods) -> int:
     from . import console, kernel, watch
     from .decode import Decoder
     from .filters import known_netns_inodes
@@ -205,7 +198,7 @@ def _trace(args, tracer, facts, filters, json_out, title, background, note, pods
         view = console.View(hooks=tracer.hooks, filters=filters.describe(names), netns_names=names,
                             title=title, note=note, pods=pods.describe() if pods is not None else None)
         current = pods.current if pods is not None else (lambda: None)
-        maintain = (lambda: pods.apply(tracer, filter_pods)) if pods is not None else (lambda: None)
+        maintain = (lambda: pods.apply(tracer)) if pods is not None else (lambda: None)
         skipped = [f"{h.name}: {h.detail}" for h in tracer.hooks if not h.attached]
         if skipped:
             print(f"{PROG}: function hooks not used ({'; '.join(skipped)}): working with tracepoints",

@@ -157,7 +157,10 @@ class SimNode:
         for i, ns in ((1, self.node1), (2, self.node2)):
             for key, val in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")):
                 run("sysctl", "-qw", f"{key}={val}", ns=ns)
-            run("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
+            # A fixed address, as CNI's bridge plugin sets one: a bridge otherwise takes
+            # its lowest port's MAC, which changes when a pod goes, and the other
+            # pods' cached gateway address goes stale.
+            run("ip", "-n", ns, "link", "add", "cni0", "address", f"0e:00:00:00:{i:02x}:02", "type", "bridge")
             self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
             self._vxlan(ns, i)
         self._overlay_routes()
@@ -195,7 +198,7 @@ class SimNode:
                                  labels=POD_SPECS[role][4], ports=[8080],
                                  owner=pod.name.rsplit("-", 1)[0] if pod.name.count("-") >= 2 else None)
 
-    def wait_ready(self, seconds: float = 5.0) -> None:
+    def wait_ready(self, seconds: float = 10.0) -> None:
         """Until the client reaches every node1 pod over IPv4 and IPv6: neighbour
         discovery must be done, or the first packets of a case wait in (and may
         be purged from) the neighbour queue instead of meeting their drop."""

@@ -104,6 +104,10 @@ def function_hook_support(bcc, tracefs: Path, cache_dir: Path) -> list[Hook]:
     return [kprobe, Hook("fentry ip_forward", False, detail)]
 
 
+def _ip_key(addr: str) -> ev.NdIpKey:
+    return ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(addr)))
+
+
 class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
@@ -183,8 +187,7 @@ class Tracer:
         for name, values, kind, to_key in (
             ("filter_netns", filters.netns, ev.ND_FILTER_NETNS, ctypes.c_uint32),
             ("filter_ifindex", filters.ifindex, ev.ND_FILTER_IFINDEX, lambda v: ev.NdIfKey(*v)),
-            ("filter_ip", filters.ips, ev.ND_FILTER_IP,
-             lambda v: ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(v)))),
+            ("filter_ip", filters.ips, ev.ND_FILTER_IP, _ip_key),
             ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
         ):
             table = self.bpf[name.encode()]
@@ -217,13 +220,16 @@ class Tracer:
         for name, new_entries, old_entries, to_key in (
             ("pod_netns", pods.netns if pods else {}, old.netns if old else {}, ctypes.c_uint32),
             ("pod_veth", pods.veth if pods else {}, old.veth if old else {}, lambda v: ev.NdIfKey(*v)),
-            ("pod_ip", pods.ips if pods else {}, old.ips if old else {},
-             lambda v: ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(v)))),
+            ("pod_ip", pods.ips if pods else {}, old.ips if old else {}, _ip_key),
+            ("pod_hostport", pods.hostports if pods else {}, old.hostports if old else {}, ctypes.c_uint16),
+            ("node_ip", dict.fromkeys(pods.node_ips, True) if pods else {},
+             dict.fromkeys(old.node_ips, True) if old else {}, _ip_key),
         ):
             table = self.bpf[name.encode()]
-            for key, (tag, selected) in new_entries.items():
-                if old_entries.get(key) != (tag, selected):
-                    table[to_key(key)] = ev.NdPodVal(tag, int(selected))
+            for key, value in new_entries.items():
+                if old_entries.get(key) != value:
+                    table[to_key(key)] = ev.NdPodVal(value[0], int(value[1])) if name != "node_ip" \
+                        else ctypes.c_uint8(1)
             for key in old_entries.keys() - new_entries.keys():
                 try:
                     del table[to_key(key)]

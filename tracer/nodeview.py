@@ -68,16 +68,31 @@ def _global_ips(ipr) -> tuple[str, ...]:
     return tuple(sorted(ips))
 
 
-def _veths(ipr) -> dict[int, tuple[str, int]]:
-    """veth ifindex -> (name, peer ifindex as IFLA_LINK names it)."""
+def _veths(ipr) -> dict[int, tuple[str, int, int | None]]:
+    """veth ifindex -> (name, peer ifindex (IFLA_LINK), peer's namespace id (IFLA_LINK_NETNSID))."""
     out = {}
     for link in ipr.get_links():
         info = link.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info else None
         peer = link.get_attr("IFLA_LINK")
         if kind == "veth" and peer:
-            out[link["index"]] = (link.get_attr("IFLA_IFNAME"), peer)
+            out[link["index"]] = (link.get_attr("IFLA_IFNAME"), peer, link.get_attr("IFLA_LINK_NETNSID"))
     return out
+
+
+def _nsid(ipr, path: str) -> int | None:
+    """The id the namespace of `ipr` has for the namespace at path (RTM_GETNSID)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        res = ipr.get_netnsid(fd=fd)
+    except Exception:
+        return None
+    finally:
+        os.close(fd)
+    return res.get("nsid") if res else None
 
 
 def discover_namespaces(run_dir: Path = NETNS_RUN_DIR, proc: Path = Path("/proc")) -> dict[int, dict]:
@@ -127,32 +142,43 @@ class NodeScanner:
 
     def scan(self) -> NodeSnapshot:
         self._scans += 1
-        with self._ipr(self.node_path) as ipr:
-            node_veths = _veths(ipr)
-            node_ips = _global_ips(ipr)
         spaces = discover_namespaces()
         refresh_all = self._scans % RESCAN_EVERY == 0
         result: dict[int, NetnsInfo] = {}
-        for inode, found in spaces.items():
-            if inode == self.node_inode:
-                continue
-            cached = self._cache.get(inode)
-            if cached and not refresh_all and cached.ips and cached.host_veth:
-                result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]),
-                                          cached.ips, cached.host_veth)
-                continue
-            try:
-                with self._ipr(found["path"]) as ipr:
-                    ips = _global_ips(ipr)
-                    veths = _veths(ipr)
-            except Exception:  # gone while we looked (pod deleted): skip it this time
-                continue
-            host = None
-            for ifindex, (_name, peer) in veths.items():
-                node_side = node_veths.get(peer)
-                if node_side and node_side[1] == ifindex:
-                    host = HostVeth(peer, node_side[0])
-                    break
-            result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]), ips, host)
+        with self._ipr(self.node_path) as node:
+            node_veths = _veths(node)
+            node_ips = _global_ips(node)
+            for inode, found in spaces.items():
+                if inode == self.node_inode:
+                    continue
+                cached = self._cache.get(inode)
+                if cached and not refresh_all and cached.ips and cached.host_veth:
+                    result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]),
+                                              cached.ips, cached.host_veth)
+                    continue
+                try:
+                    with self._ipr(found["path"]) as ipr:
+                        ips = _global_ips(ipr)
+                        veths = _veths(ipr)
+                except Exception:  # gone while we looked (pod deleted): skip it this time
+                    continue
+                host = self._host_veth(node, node_veths, veths, found["path"])
+                result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]), ips, host)
         self._cache = result
         return NodeSnapshot(self.node_inode, node_ips, result)
+
+    @staticmethod
+    def _host_veth(node, node_veths, veths, path) -> HostVeth | None:
+        """The node-side end of this namespace's veth. Interface indexes repeat
+        across namespaces (every pod has an eth0 numbered 2 or 3), so the pair
+        must name each other and the node's end must point into this namespace."""
+        nsid = None
+        for ifindex, (_name, peer, _peer_ns) in veths.items():
+            node_side = node_veths.get(peer)
+            if not node_side or node_side[1] != ifindex:
+                continue
+            if nsid is None:
+                nsid = _nsid(node, path)
+            if nsid is not None and node_side[2] == nsid:
+                return HostVeth(peer, node_side[0])
+        return None

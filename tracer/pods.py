@@ -14,7 +14,6 @@ from typing import Callable
 
 from .attribute import PodIds, PodIndex
 from .errors import UserError
-from .filters import Filters
 from .kube import KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
 from .nodeview import HOST_NETNS, NodeScanner
 
@@ -48,6 +47,7 @@ class PodSource:
             check_selection(self.kube, self.node_name, selection, pods)
         self._pods = pods
         self.index = self._build(snapshot)
+        self.check_traceable()
 
     def _build(self, snapshot) -> PodIndex:
         # Without an API, pod sandboxes are only "unknown pods", and only worth
@@ -62,20 +62,15 @@ class PodSource:
     def attributing(self) -> bool:
         return self.kube is not None or self.selection.active
 
-    def host_network_filters(self) -> Filters | None:
-        """A selection of hostNetwork pods only cannot be told apart by namespace:
-        they share the node's. Then trace the node's namespace on their declared
-        ports, and attribute by port where that is unambiguous."""
-        idx = self.index
-        hn = idx.selected_host_network()
-        if not self.selection.active or not hn or idx.selected:
-            return None
-        ports = frozenset(p for pod in hn for p in pod.ports)
-        if not ports:
-            names = ", ".join(p.key for p in hn)
-            raise UserError(f"{names} uses hostNetwork and declares no ports: its drops cannot be told apart from "
-                            f"the node's; watch the node's namespace instead")
-        return Filters(netns=frozenset({idx.snapshot.node_netns}), ports=ports)
+    def check_traceable(self) -> None:
+        """A hostNetwork pod is told apart from the node only by a port it alone declares."""
+        lost = [p for p in self.index.untraceable if self.selection.matches(p)]
+        if lost and self.selection.name:
+            raise UserError(f"{lost[0].key} uses hostNetwork and declares no port of its own: its drops cannot "
+                            f"be told apart from the node's; watch the node's namespace instead")
+        if lost:
+            self.warn(f"pods: {', '.join(p.key for p in lost)} use hostNetwork without a port of their own: "
+                      f"their drops cannot be told apart from the node's and are left out")
 
     def describe(self) -> str:
         idx = self.index
@@ -86,8 +81,7 @@ class PodSource:
             return f"no Kubernetes API ({self.problem}): drops are not attributed to pods"
         text = f"{len(idx.by_netns)} pods on node {self.node_name}"
         if self.selection.active:
-            names = [r.label for r in idx.selected_refs()] + [p.key + " (hostNetwork)"
-                                                               for p in idx.selected_host_network()]
+            names = [r.label for r in idx.selected_refs()]
             text += f"; watching {self.selection.describe()}: " + (", ".join(names[:6]) or "none running here yet")
             if len(names) > 6:
                 text += f" and {len(names) - 6} more"
@@ -133,7 +127,7 @@ class PodSource:
     def current(self) -> PodIndex:
         return self.index
 
-    def apply(self, tracer, filter_pods: bool = True) -> None:
+    def apply(self, tracer) -> None:
         """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
         index = self.index
         if index is self._applied:
@@ -141,7 +135,7 @@ class PodSource:
         if not self.attributing:
             tracer.set_pods(None)
         else:
-            tracer.set_pods(index.kernel_pods(filter_pods))
+            tracer.set_pods(index.kernel_pods())
         self._applied = index
 
     def stop(self) -> None:

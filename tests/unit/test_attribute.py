@@ -65,7 +65,8 @@ def test_kernel_maps_for_a_selection():
     assert k.netns[101] == (web << 2, True) and k.netns[102][1] is False
     assert k.veth[(NODE, 7)] == (web << 2, True) and k.veth[(NODE, 8)][1] is False
     assert k.ips["fd00::a"] == (web << 2, True) and "192.168.1.5" not in k.ips
-    assert not idx.kernel_pods(filter_pods=False).filter
+    # exporter (hostNetwork) is known by its port on the node's addresses.
+    assert k.hostports[9100][1] is False and k.node_ips == {"192.168.1.5", "10.244.1.1"}
     assert not PodIndex(snapshot(), PODS, "node-a", PodIds()).kernel_pods().filter
 
 
@@ -91,15 +92,18 @@ def test_tags_name_pod_and_direction_and_ids_outlive_pods():
     assert later.attribute(drop(pod_raw=999 << 2 | 1, dport=53)).pod is None
 
 
-def test_host_network_pod_only_when_its_port_is_unambiguous():
-    idx = PodIndex(snapshot(), PODS, "node-a", PodIds())
-    who = idx.attribute(drop(dst="192.168.1.5", dport=9100))
+def test_host_network_pod_only_by_a_port_of_its_own():
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds(), Selection(name="exporter", namespace="monitoring"))
+    pid = idx.hostports[9100]
+    assert pid in idx.selected and idx.kernel_pods().hostports == {9100: (pid << 2, True)}
+    who = idx.attribute(drop(pod_raw=pid << 2 | ND_DIR_TO_POD))
     assert who.pod.name == "exporter" and who.pod.host_network and who.direction == "to-pod"
     assert who.pod.to_json()["hostNetwork"] is True
-    assert idx.attribute(drop(dst="192.168.1.5", dport=22)).pod is None        # the node's own sshd
-    assert idx.attribute(drop(dst="10.9.9.9", dport=9100)).pod is None          # not a node address
-    two = PODS + [pod("exporter2", ["192.168.1.5"], host_network=True, ports=[9100])]
-    assert PodIndex(snapshot(), two, "node-a", PodIds()).attribute(drop(dport=9100)).pod is None
+    # Two hostNetwork pods declaring the same port: neither can be named by it.
+    two = PODS + [pod("exporter2", ["192.168.1.5"], ns="monitoring", host_network=True, ports=[9100])]
+    both = PodIndex(snapshot(), two, "node-a", PodIds())
+    assert both.hostports == {} and [p.name for p in both.untraceable] == ["exporter", "exporter2"]
+    assert both.kernel_pods().node_ips == frozenset()
 
 
 def test_without_api_sandboxes_are_unknown_pods():
