@@ -229,11 +229,14 @@ def _live(tracer, decoder, groups, view, duration, stop, current, maintain, pods
     from .filters import known_netns_inodes
 
     last_names = [time.monotonic()]
+    screen = Console()
+    view.width = screen.width
 
-    with Live(console.render(groups, view), console=Console(), refresh_per_second=4,
+    with Live(console.render(groups, view), console=screen, refresh_per_second=4,
               transient=False) as live:
         def on_tick(stats, elapsed, remaining):
             view.stats, view.elapsed, view.remaining = stats, elapsed, remaining
+            view.width = screen.width
             if time.monotonic() - last_names[0] > 2:
                 view.netns_names = known_netns_inodes()
                 if pods is not None:

@@ -37,6 +37,7 @@ class View:
     title: str = "netdrop watch"
     note: str | None = None
     pods: str | None = None       # the pod selection and the state of the pod source
+    width: int | None = None      # the terminal's columns, if known: narrow ones get a compact table
 
 
 def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
@@ -63,16 +64,26 @@ def pod_cell(who: Attribution | None) -> Text:
     return text
 
 
+COMPACT_BELOW = 110   # terminal columns: narrower screens get the compact table
+
+
 def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
+    compact = view.width is not None and view.width < COMPACT_BELOW
     table = Table(expand=True, show_lines=True,
                   title="Drops by pod, namespace, category, reason and location", title_justify="left")
-    table.add_column("pod", no_wrap=True)
-    table.add_column("netns", no_wrap=True)
-    table.add_column("category", no_wrap=True)
-    table.add_column("reason / location", no_wrap=True)
-    table.add_column("drops", justify="right", no_wrap=True)
-    table.add_column("/s", justify="right", no_wrap=True)
-    table.add_column("latest flow · why", ratio=1)
+    # Bounded identity columns, so that the flow and the why keep most of the width.
+    if compact:
+        table.add_column("pod · netns", max_width=22, overflow="fold")
+        table.add_column("why · where", min_width=14, max_width=16, overflow="fold")
+        table.add_column("drops", justify="right", no_wrap=True)
+    else:
+        table.add_column("pod", max_width=30, overflow="fold")
+        table.add_column("netns", max_width=20, no_wrap=True, overflow="ellipsis")
+        table.add_column("category", min_width=9, no_wrap=True)
+        table.add_column("reason / location", min_width=14, max_width=24, overflow="fold")
+        table.add_column("drops", justify="right", no_wrap=True)
+        table.add_column("/s", justify="right", no_wrap=True)
+    table.add_column("latest flow · why", ratio=1, min_width=24)
     rows = groups.rows()
     for g in rows[:limit]:
         flow = Text()
@@ -84,26 +95,30 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
             flow.append(g.hint or "", style="dim")
         else:
             flow.append("(no event delivered for this group yet)", style="dim")
-        table.add_row(
-            pod_cell(g.attribution),
-            netns_label(g.netns, view.netns_names),
-            Text(g.category, style=CATEGORY_STYLE.get(g.category, "")),
-            Text.assemble(g.reason or "-", "\n", (g.location or "?", "dim")),
-            f"{g.count:,}",
-            f"{g.rate:,.0f}" if g.rate else "",
-            flow,
-        )
+        category = Text(g.category, style=CATEGORY_STYLE.get(g.category, ""))
+        reason = Text.assemble(g.reason or "-", "\n", (g.location or "?", "dim"))
+        rate = f"{g.rate:,.0f}" if g.rate else ""
+        if compact:
+            who = pod_cell(g.attribution)
+            who.append("\n")
+            who.append_text(netns_label(g.netns, view.netns_names))
+            table.add_row(who, Text.assemble(category, "\n", reason), f"{g.count:,}" + (f"\n{rate}/s" if rate else ""),
+                          flow)
+        else:
+            table.add_row(pod_cell(g.attribution), netns_label(g.netns, view.netns_names), category, reason,
+                          f"{g.count:,}", rate, flow)
     if len(rows) > limit:
         table.caption = f"{len(rows) - limit} more groups not shown"
     if not rows:
-        table.add_row("", "", "", "", "", "", Text("no drops yet", style="dim"))
+        table.add_row(*([""] * (len(table.columns) - 1)), Text("no drops yet", style="dim"))
     return table
 
 
 def recent_table(groups: Groups, view: View) -> Table:
     table = Table(expand=True, title="Recent drops", title_justify="left", box=None)
     for col in ("time", "pod", "netns", "dev", "flow", "len", "reason", "category"):
-        table.add_column(col, no_wrap=col != "flow")
+        table.add_column(col, no_wrap=True, overflow="ellipsis",
+                         max_width={"pod": 30, "netns": 20}.get(col), ratio=1 if col == "flow" else None)
     for d, v, who in reversed(groups.recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
         pod = Text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")

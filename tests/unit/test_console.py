@@ -73,3 +73,14 @@ def test_empty_console():
     reasons = {}
     groups = Groups(decode.Decoder(reasons, kernel.Kallsyms([], [])))
     assert "no drops yet" in render_text(groups, console.View())
+
+
+def test_narrow_terminal_gets_the_compact_table_with_nothing_cut():
+    groups = golden_groups()
+    view = console.View(netns_names={4026532461: "cni-35f3813a-b731-4b9a-8e6d-b0adb9b87b4c"}, width=80)
+    text = render_text(groups, view, width=80)
+    assert "why · where" in text
+    for word in ("PKT_TOO_BIG", "NETFILTER_DROP", "IP_INNOROUTES", "__udp6_lib_rcv", "nft_do_chain",
+                 "no-socket", "30/s"):
+        assert word in text, word
+    assert max(len(line) for line in text.splitlines()) <= 80
