@@ -218,6 +218,9 @@ def _trace(args, tracer, facts, filters, json_out, title, background, note, pods
                 stats = _live(tracer, decoder, groups, view, args.duration, stop, current, maintain, pods)
         print(f"{PROG}: {stats.matched:,} drops counted, {stats.events:,} events delivered, "
               f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out", file=sys.stderr)
+        if json_out:
+            for line in console.summary_lines(groups, known_netns_inodes()):
+                print(f"{PROG}: counted {line}", file=sys.stderr)
     return 0
 
 

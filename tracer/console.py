@@ -152,6 +152,19 @@ def status_line(view: View, groups: Groups) -> Text:
     return text
 
 
+def summary_lines(groups: Groups, names: dict[int, str], limit: int = 20) -> list[str]:
+    """The exact counts per group in plain text, for the end of `watch --json` (stderr)."""
+    lines = []
+    rows = sorted(groups.rows(), key=lambda g: -g.count)
+    for g in rows[:limit]:
+        who = g.attribution.pod.label + f" {g.attribution.direction}" if g.attribution and g.attribution.pod else "no pod"
+        netns = f"{g.netns} ({names[g.netns]})" if g.netns in names else str(g.netns)
+        lines.append(f"{g.count:,} {g.category} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {who}")
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more groups")
+    return lines
+
+
 def render(groups: Groups, view: View):
     return RichGroup(
         Panel(status_line(view, groups), title=view.title, title_align="left"),
