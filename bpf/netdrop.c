@@ -65,7 +65,6 @@ BPF_PERCPU_ARRAY(scratch, struct nd_event, 1);
 
 BPF_ARRAY(filter_cfg, struct nd_filter_cfg, 1);
 BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
-BPF_HASH(filter_ifindex, struct nd_if_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
 
@@ -237,12 +236,6 @@ static __always_inline int v4mapped_key(struct nd_ip_key *k, struct nd_event *e,
 /* Filters other than netns need the parsed packet; all kinds in force must match. */
 static __always_inline int packet_matches(u32 flags, struct nd_event *e)
 {
-	if (flags & ND_FILTER_IFINDEX) {
-		struct nd_if_key in = {.netns = e->netns, .ifindex = e->ifindex};
-		struct nd_if_key out = {.netns = e->netns, .ifindex = e->out_ifindex};
-		if (!filter_ifindex.lookup(&in) && !filter_ifindex.lookup(&out))
-			return 0;
-	}
 	if (flags & ND_FILTER_IP) {
 		struct nd_ip_key k;
 		if (e->l3proto == 0)
@@ -396,7 +389,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
 			return 0;
 	}
-	if (flags & (ND_FILTER_IFINDEX | ND_FILTER_IP | ND_FILTER_PORT)) {
+	if (flags & (ND_FILTER_IP | ND_FILTER_PORT)) {
 		if (!scr) {
 			scr = scratch.lookup(&zero);
 			if (!scr)

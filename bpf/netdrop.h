@@ -22,7 +22,6 @@
 
 /* filter_cfg.flags: which filter maps are in force (all must match) */
 #define ND_FILTER_NETNS   0x01
-#define ND_FILTER_IFINDEX 0x02
 #define ND_FILTER_IP      0x04
 #define ND_FILTER_PORT    0x08
 
@@ -79,7 +78,7 @@ struct nd_pod_val {
 	u32 selected;       /* 1 if the pod is one the user asked for */
 };
 
-/* Filter maps (filter_ifindex, filter_ip) keys. */
+/* Keys of pod_veth (an interface of a namespace) and of the address maps. */
 struct nd_if_key {
 	u32 netns;
 	u32 ifindex;

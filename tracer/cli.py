@@ -169,6 +169,9 @@ def trace(args, facts, filters, *, json_out: bool, title: str = "netdrop watch",
     from .jsonout import JsonLines
 
     tracer = open_tracer(args, facts, filters)
+    if pods is not None and not pods.attributing:
+        print(f"{PROG}: pods: {pods.describe()}", file=sys.stderr)
+        pods = None
     if pods is not None:
         pods.apply(tracer)
         pods.start()

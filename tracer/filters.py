@@ -1,8 +1,8 @@
 """filters: what the user asked to see, as typed values for the BPF maps.
 
 Nothing here ever becomes C source: the loader writes these values into the
-filter maps of bpf/netdrop.c (filter_netns, filter_ifindex, filter_ip,
-filter_port). Within one kind any value matches; all kinds given must match.
+filter maps of bpf/netdrop.c (filter_netns, filter_ip, filter_port). Within
+one kind any value matches; all kinds given must match.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ NETNS_RUN_DIR = Path("/run/netns")
 @dataclass(frozen=True)
 class Filters:
     netns: frozenset[int] = field(default_factory=frozenset)
-    ifindex: frozenset[tuple[int, int]] = field(default_factory=frozenset)  # (netns, ifindex)
     ips: frozenset[str] = field(default_factory=frozenset)
     ports: frozenset[int] = field(default_factory=frozenset)
 
@@ -30,8 +29,6 @@ class Filters:
         if self.netns:
             parts.append("netns " + ", ".join(
                 f"{names[i]} ({i})" if i in names else str(i) for i in sorted(self.netns)))
-        if self.ifindex:
-            parts.append("ifindex " + ", ".join(f"{i}@{n}" for n, i in sorted(self.ifindex)))
         if self.ips:
             parts.append("ip " + ", ".join(sorted(self.ips)))
         if self.ports:
@@ -58,25 +55,12 @@ def resolve_netns(spec: str, run_dir: Path = NETNS_RUN_DIR) -> int:
 
 
 def known_netns_inodes(run_dir: Path = NETNS_RUN_DIR) -> dict[int, str]:
-    """Every network namespace we can see: named ones and those held by processes.
-    Maps inode -> a name to show (the /run/netns name, else 'pid N')."""
-    found: dict[int, str] = {}
-    proc = Path("/proc")
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ino = os.stat(entry / "ns" / "net").st_ino
-        except OSError:
-            continue
-        found.setdefault(ino, "host" if entry.name == "1" else f"pid {entry.name}")
-    if run_dir.is_dir():
-        for entry in run_dir.iterdir():
-            try:
-                found[os.stat(entry).st_ino] = entry.name
-            except OSError:
-                continue
-    return found
+    """Every network namespace we can see, inode -> a name to show: the
+    /run/netns name, else 'pid N' of a process living in it."""
+    from .nodeview import discover_namespaces
+
+    return {ino: (found["names"] or [f"pid {found['pids'][0]}"])[0]
+            for ino, found in discover_namespaces(run_dir).items()}
 
 
 def parse_ip(text: str) -> str:

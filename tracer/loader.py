@@ -108,6 +108,16 @@ def _ip_key(addr: str) -> ev.NdIpKey:
     return ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(addr)))
 
 
+# The pod maps of bpf/netdrop.c and how a KernelPods key becomes a map key.
+_POD_MAPS = {
+    "pod_netns": ctypes.c_uint32,
+    "pod_veth": lambda v: ev.NdIfKey(*v),
+    "pod_ip": _ip_key,
+    "pod_hostport": ctypes.c_uint16,
+    "node_ip": _ip_key,            # a set: the value is a plain 1
+}
+
+
 class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
@@ -186,7 +196,6 @@ class Tracer:
         flags = 0
         for name, values, kind, to_key in (
             ("filter_netns", filters.netns, ev.ND_FILTER_NETNS, ctypes.c_uint32),
-            ("filter_ifindex", filters.ifindex, ev.ND_FILTER_IFINDEX, lambda v: ev.NdIfKey(*v)),
             ("filter_ip", filters.ips, ev.ND_FILTER_IP, _ip_key),
             ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
         ):
@@ -216,21 +225,20 @@ class Tracer:
         """Make the pod maps hold exactly `pods` (None: no pod tagging). New
         entries go in before stale ones go out, so a pod that stays is never
         missing from the maps, not even for a moment."""
-        old = self.pods
-        for name, new_entries, old_entries, to_key in (
-            ("pod_netns", pods.netns if pods else {}, old.netns if old else {}, ctypes.c_uint32),
-            ("pod_veth", pods.veth if pods else {}, old.veth if old else {}, lambda v: ev.NdIfKey(*v)),
-            ("pod_ip", pods.ips if pods else {}, old.ips if old else {}, _ip_key),
-            ("pod_hostport", pods.hostports if pods else {}, old.hostports if old else {}, ctypes.c_uint16),
-            ("node_ip", dict.fromkeys(pods.node_ips, True) if pods else {},
-             dict.fromkeys(old.node_ips, True) if old else {}, _ip_key),
-        ):
+        def entries(kp: "KernelPods | None") -> dict[str, dict]:
+            if kp is None:
+                return {name: {} for name in _POD_MAPS}
+            return {"pod_netns": kp.netns, "pod_veth": kp.veth, "pod_ip": kp.ips,
+                    "pod_hostport": kp.hostports, "node_ip": dict.fromkeys(kp.node_ips, (0, True))}
+
+        new, old = entries(pods), entries(self.pods)
+        for name, to_key in _POD_MAPS.items():
             table = self.bpf[name.encode()]
-            for key, value in new_entries.items():
-                if old_entries.get(key) != value:
-                    table[to_key(key)] = ev.NdPodVal(value[0], int(value[1])) if name != "node_ip" \
-                        else ctypes.c_uint8(1)
-            for key in old_entries.keys() - new_entries.keys():
+            for key, (tag, selected) in new[name].items():
+                if old[name].get(key) != (tag, selected):
+                    value = ctypes.c_uint8(1) if name == "node_ip" else ev.NdPodVal(tag, int(selected))
+                    table[to_key(key)] = value
+            for key in old[name].keys() - new[name].keys():
                 try:
                     del table[to_key(key)]
                 except KeyError:

@@ -34,15 +34,22 @@ class PodSource:
         self._changed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._applied: PodIndex | None = None
-        snapshot = self.scanner.scan()
         pods: list[PodInfo] | None = None
         self.kube: KubeClient | None = None
         try:
             self.kube = KubeClient(kubeconfig)
-            self.node_name = self.kube.node_name(node, set(snapshot.node_ips))
-            pods, _ = self.kube.list_pods(self.node_name)
         except KubeUnavailable as exc:
-            self.kube, self.problem = None, str(exc)
+            self.problem = str(exc)
+        if not self.attributing:      # no API, no pods asked for: nothing to attribute, nothing to scan
+            self._pods, self.index = [], None
+            return
+        snapshot = self.scanner.scan()
+        if self.kube is not None:
+            try:
+                self.node_name = self.kube.node_name(node, set(snapshot.node_ips))
+                pods, _ = self.kube.list_pods(self.node_name)
+            except KubeUnavailable as exc:
+                self.kube, self.problem = None, str(exc)
         if self.kube is not None and selection.active:
             check_selection(self.kube, self.node_name, selection, pods)
         self._pods = pods
@@ -74,11 +81,12 @@ class PodSource:
 
     def describe(self) -> str:
         idx = self.index
+        if idx is None:
+            return f"no Kubernetes API ({self.problem}): drops are not attributed to pods"
         if self.kube is None:
             if self.selection.active:
                 return (f"no Kubernetes API ({self.problem}); {self.selection.describe()} cannot be told apart: "
                         f"showing all {len(idx.selected)} pod sandboxes of this node as unknown pods")
-            return f"no Kubernetes API ({self.problem}): drops are not attributed to pods"
         text = f"{len(idx.by_netns)} pods on node {self.node_name}"
         if self.selection.active:
             names = [r.label for r in idx.selected_refs()]
@@ -91,6 +99,8 @@ class PodSource:
 
     # -- background --
     def start(self) -> None:
+        if not self.attributing:
+            return
         if self.kube is not None:
             t = threading.Thread(target=self.kube.watch_pods, name="netdrop-pods-watch", daemon=True,
                                  args=(self.node_name, None, self._on_pods, self._stop, self._on_api_error))
@@ -130,12 +140,9 @@ class PodSource:
     def apply(self, tracer) -> None:
         """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
         index = self.index
-        if index is self._applied:
+        if index is None or index is self._applied:
             return
-        if not self.attributing:
-            tracer.set_pods(None)
-        else:
-            tracer.set_pods(index.kernel_pods())
+        tracer.set_pods(index.kernel_pods())
         self._applied = index
 
     def stop(self) -> None:
