@@ -4,12 +4,14 @@
                     │ cni0 10.244.1.1/24                        │ cni0 10.244.2.1/24
                     │ flannel.1 (VXLAN, MTU 1450) ═════════════ │ flannel.1
                     ├─ veth… ── pod web 10.244.1.10             └─ veth… ── pod api 10.244.2.10
-                    └─ veth… ── pod db  10.244.1.11
+                    ├─ veth… ── pod db  10.244.1.11
+                    └─ veth… ── pod cache 10.244.1.13 (sandbox held by a process, no name)
 
 The pods keep the default MTU 1500 while the overlay has 1450: the classic
 flannel misconfiguration. node1 has no route to 10.244.3.0/24 (a third node
 whose route is missing). Pods live in namespaces named like a CNI plugin
-names them (cni-<uuid>) on host veths named veth<hex>; a Kubernetes API for
+names them (cni-<uuid>) on host veths named veth<hex>, except cache, whose
+namespace only a process holds (as Docker leaves them); a Kubernetes API for
 them is served on 127.0.0.1 by labapi. node-exporter is a hostNetwork pod
 on node1 declaring port 9100.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +42,8 @@ from .errors import UserError
 
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path("/run/netdrop")
+HOLDER = ("sleep", "infinity")
+HOLDER_CMDLINE = b"sleep\0infinity\0"
 OVERLAY_MTU = 1450
 POD_MTU = 1500
 VXLAN_PORT = 8472
@@ -48,10 +53,16 @@ class LabError(UserError):
     pass
 
 
+def in_netns(ns: str) -> list[str]:
+    """The command prefix that enters ns: a /run/netns name, or a path such as
+    /proc/PID/ns/net for a namespace that only a process holds."""
+    return ["nsenter", f"--net={ns}"] if ns.startswith("/") else ["ip", "netns", "exec", ns]
+
+
 def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> str:
     """Run a command, inside namespace `ns` if given. Never in the host namespace
     for anything that changes state: callers always pass ns or use `ip -n`."""
-    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    full = (in_netns(ns) if ns else []) + list(cmd)
     try:
         res = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
@@ -77,8 +88,11 @@ class Pod:
 POD_SPECS = {
     "web": ("web-7d9f8c6b5-x2k4q", "default", 1, 10, {"app": "web", "pod-template-hash": "7d9f8c6b5"}),
     "db": ("db-0", "default", 1, 11, {"app": "db"}),
+    "cache": ("cache-6f8b9c7d4-q2w3e", "default", 1, 13, {"app": "cache"}),
     "api": ("api-5c6d7b9f4-m8n2p", "shop", 2, 10, {"app": "api"}),
 }
+# Like Docker's, cache's sandbox has no /run/netns name: only a process holds it.
+UNNAMED_PODS = {"cache"}
 NODE_NAMES = {1: "sim-node1", 2: "sim-node2"}
 
 
@@ -90,6 +104,7 @@ class SimNode:
     client: str
     pods: dict[str, Pod] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
+    holders: dict[str, subprocess.Popen] = field(default_factory=dict)   # /proc path -> holding process
     api: labapi.KubeAPI | None = None
     kubeconfig: Path | None = None
 
@@ -120,18 +135,25 @@ class SimNode:
 
     def _save_state(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        self._state_file.write_text(json.dumps(self.created))
+        self._state_file.write_text(json.dumps({"namespaces": self.created,
+                                                "holders": [p.pid for p in self.holders.values()]}))
 
     def cleanup_leftovers(self) -> None:
         """Namespaces of an earlier run with our prefix (a killed demo) are ours to remove."""
-        names = set()
-        if self._state_file.exists():
-            names.update(json.loads(self._state_file.read_text()))
+        state = json.loads(self._state_file.read_text()) if self._state_file.exists() else {}
+        names = set(state.get("namespaces", []))
         if NETNS_DIR.is_dir():
             names.update(e.name for e in NETNS_DIR.iterdir() if e.name.startswith(self.prefix + "-"))
         for name in names:
             if (NETNS_DIR / name).exists():
                 run("ip", "netns", "del", name, check=False)
+        (STATE_DIR / f"lab-{self.prefix}.kubeconfig").unlink(missing_ok=True)
+        for pid in state.get("holders", []):
+            try:   # only our own holder: a pid may have been reused since
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         self._state_file.unlink(missing_ok=True)
 
     def _netns(self, name: str) -> None:
@@ -255,9 +277,36 @@ class SimNode:
         self._addr(ns, "eth0", f"{v4}/24", f"{v6}/64")
         run("ip", "-n", ns, "route", "add", "default", "via", f"10.244.{i}.1")
         run("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd00:10:244:{i}::1")
+        if role in UNNAMED_PODS:
+            ns = self._unname(ns)
         pod = Pod(name, namespace, ns, node, v4, v6, veth)
         self.pods[role] = pod
         return pod
+
+    def _unname(self, name: str) -> str:
+        """Keep the namespace alive with a process and drop its /run/netns name,
+        as Docker leaves a sandbox: reachable only through /proc/PID/ns/net."""
+        holder = subprocess.Popen([*in_netns(name), *HOLDER], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        path = f"/proc/{holder.pid}/ns/net"
+        target = os.stat(NETNS_DIR / name).st_ino
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:      # until `ip netns exec` has exec'd sleep inside it
+            try:
+                if os.stat(path).st_ino == target and Path(f"/proc/{holder.pid}/cmdline").read_bytes() == HOLDER_CMDLINE:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        else:
+            holder.kill()
+            raise LabError(f"could not hold namespace {name} with a process")
+        self.holders[path] = holder
+        self.created.remove(name)
+        self.created.append(path)
+        self._save_state()
+        run("ip", "netns", "del", name)
+        return path
 
     def recreate_pod(self, role: str, host: int) -> Pod:
         """Delete the pod's sandbox and start a new one with the same name, a new
@@ -266,7 +315,10 @@ class SimNode:
         old = self.pods[role]
         if self.api:
             self.api.delete_pod(old.namespace, old.name)
-        run("ip", "netns", "del", old.netns)
+        if old.netns in self.holders:
+            self._release(old.netns)
+        else:
+            run("ip", "netns", "del", old.netns)
         self.created.remove(old.netns)
         pod = self.add_pod(role, host)
         if self.api:
@@ -277,9 +329,10 @@ class SimNode:
         return list(self.created)
 
     def netns_inodes(self) -> dict[str, int]:
-        return {ns: os.stat(NETNS_DIR / ns).st_ino for ns in self.created}
+        return {ns: os.stat(ns if ns.startswith("/") else NETNS_DIR / ns).st_ino for ns in self.created}
 
     def traffic(self, ns: str, *args: str, timeout: float = 40) -> int:
+        # ns: a /run/netns name or a /proc/PID/ns/net path (see in_netns)
         """Run tracer.traffic inside ns; returns the number of packets it sent."""
         out = run(sys.executable, "-m", "tracer.traffic", *args, ns=ns, timeout=timeout)
         return int(out.strip().splitlines()[-1])
@@ -291,9 +344,17 @@ class SimNode:
         if self.kubeconfig:
             self.kubeconfig.unlink(missing_ok=True)
         for ns in reversed(self.created):
-            run("ip", "netns", "del", ns, check=False)
+            if ns in self.holders:
+                self._release(ns)
+            else:
+                run("ip", "netns", "del", ns, check=False)
         self.created.clear()
         self._state_file.unlink(missing_ok=True)
+
+    def _release(self, path: str) -> None:
+        holder = self.holders.pop(path)
+        holder.kill()
+        holder.wait(timeout=5)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def test_console_shows_the_cases(netdrop, node):
 def lab_namespaces(prefix: str) -> list[str]:
     """The namespaces a lab with this prefix recorded as created (pods are cni-<uuid>)."""
     state = lab.STATE_DIR / f"lab-{prefix}.json"
-    return json.loads(state.read_text()) if state.exists() else []
+    return json.loads(state.read_text())["namespaces"] if state.exists() else []
 
 
 def existing(names: list[str]) -> list[str]:
@@ -52,13 +52,15 @@ def test_demo_cleans_up_on_ctrl_c():
             if line.startswith("netdrop: tracing"):
                 break
         created = lab_namespaces(prefix)
-        assert len(created) == 6 and len(existing(created)) == 6
+        assert len(created) == 7 and len(existing(created)) == 7
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+            lab.SimNode(prefix, "", "", "").cleanup_leftovers()   # what a killed demo leaves
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert existing(created) == [] and lab_namespaces(prefix) == []

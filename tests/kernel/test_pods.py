@@ -57,6 +57,21 @@ def test_every_case_is_attributed_to_its_pod_and_direction(netdrop, node):
     assert len(hn) == N and all(r["dport"] == node.HOSTNET_PORT and r["pod"]["hostNetwork"] for r in hn)
 
 
+def test_pod_in_a_namespace_only_a_process_holds(netdrop, node):
+    cache = node.pods["cache"]
+    assert cache.netns.startswith("/proc/") and not any(
+        p.name == cache.netns for p in lab.NETNS_DIR.iterdir())
+    nd = netdrop(*pod_args(node, "--pod", cache.name)).wait_ready()
+    sent = node.traffic(node.client, "udp", "--dst", cache.ipv4, "--port", "9999", "--count", str(N))
+    lab.CASES["udp-closed"].play(node, N)     # db's: not for this filter
+    nd.stop()
+    records = nd.records()
+    assert sent == N and len(records) >= N
+    assert all(r["pod"]["name"] == cache.name and r["direction"] == "in-pod" for r in records)
+    assert len([r for r in records if r["reason"] == "NO_SOCKET" and r["dst"] == cache.ipv4]) == N
+    assert {r["netns"] for r in records} == {os.stat(cache.netns).st_ino}
+
+
 def test_pod_filter_keeps_only_that_pods_drops(netdrop, node):
     web, db = node.pods["web"], node.pods["db"]
     nd = netdrop(*pod_args(node, "--pod", db.name)).wait_ready()
