@@ -63,6 +63,17 @@ BPF_RINGBUF_OUTPUT(events, ND_RINGBUF_PAGES);
 /* An nd_event is too big for comfort on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(scratch, struct nd_event, 1);
 
+/* An event with packet bytes behind it: its size varies, so it is built here
+ * and copied into the ring buffer (bpf_ringbuf_output) instead of reserved. */
+struct nd_pkt {
+	struct nd_event ev;
+	/* Twice the largest capture: the verifier bounds a variable length by a
+	 * power-of-two mask (ND_PKT_MASK), not by the comparison with the maximum. */
+	u8 data[2 * ND_MAX_SNAPLEN];
+};
+#define ND_PKT_MASK (2 * ND_MAX_SNAPLEN - 1)
+BPF_PERCPU_ARRAY(pktbuf, struct nd_pkt, 1);
+
 BPF_ARRAY(filter_cfg, struct nd_filter_cfg, 1);
 BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
 BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
@@ -345,6 +356,99 @@ static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod)
 	return 1;
 }
 
+static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb, u64 now, u64 location,
+					 u32 reason, u32 pod)
+{
+	e->ts_ns = now;
+	e->location = location;
+	e->reason = reason;
+	e->pod = pod;
+	e->caplen = 0;
+#if ND_HAVE_ICMP_TP
+	u64 skbaddr = (u64)skb;
+	struct nd_icmp_note *note = icmp_sent.lookup(&skbaddr);
+	if (note) {
+		if (now - note->ts_ns < ND_ICMP_WINDOW_NS) {
+			e->flags |= ND_F_ICMP_SENT;
+			e->icmp_type = note->type;
+			e->icmp_code = note->code;
+		}
+		icmp_sent.delete(&skbaddr);
+	}
+#endif
+}
+
+/* How many bytes of the packet, from its IP header, to copy: at most snaplen,
+ * never past the linear data (skb->tail: paged data is not at head + offset),
+ * and with headers_only never past the TCP/UDP/ICMP header. */
+static __always_inline u32 capture_len(struct sk_buff *skb, struct nd_event *e, unsigned char **from,
+				       u32 snaplen, u32 headers_only)
+{
+	unsigned char *head = NULL;
+	u16 nh = 0;
+	u32 tail = 0;
+	bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+	bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+	bpf_probe_read_kernel(&tail, sizeof(tail), &skb->tail);
+	if (!head || nh == (u16)~0U || tail <= nh || !e->l3proto)
+		return 0;
+	*from = head + nh;
+	u32 want = snaplen;
+	if (headers_only) {
+		u32 hl = 40;
+		if (e->l3proto == ND_ETH_P_IP) {
+			u8 b0 = 0;
+			bpf_probe_read_kernel(&b0, 1, head + nh);
+			hl = (b0 & 0xf) * 4;
+		}
+		if (!(e->flags & ND_F_FRAGMENT)) {
+			if (e->l4proto == ND_PROTO_TCP) {
+				u8 doff = 0;
+				bpf_probe_read_kernel(&doff, 1, head + nh + hl + 12);
+				hl += (doff >> 4) * 4;
+			} else if (e->l4proto == ND_PROTO_UDP || e->l4proto == 1 || e->l4proto == 58) {
+				hl += 8;   /* UDP, ICMP, ICMPv6 headers */
+			}
+		}
+		if (hl < want)
+			want = hl;
+	}
+	if (tail - nh < want)
+		want = tail - nh;
+	if (e->len && e->len < want)
+		want = e->len;
+	return want;
+}
+
+static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
+					     struct sk_buff *skb, struct net_device *dev, u16 proto,
+					     struct nd_event *scr, u32 netns, u64 now, u64 location,
+					     u32 reason, u32 pod)
+{
+	int zero = 0;
+	struct nd_pkt *pk = pktbuf.lookup(&zero);
+	if (!pk)
+		return;
+	if (scr) {
+		__builtin_memcpy(&pk->ev, scr, sizeof(pk->ev));
+	} else {
+		fill_event(&pk->ev, skb, dev, proto);
+		pk->ev.netns = netns;
+	}
+	finish_event(&pk->ev, skb, now, location, reason, pod);
+	unsigned char *from = NULL;
+	/* capture_len() is at most snaplen, which the loader keeps <= ND_MAX_SNAPLEN. */
+	u32 n = capture_len(skb, &pk->ev, &from, cfg->snaplen, cfg->headers_only);
+	asm volatile("" : "+r"(n));   /* keep the compiler from dropping the mask below */
+	n &= ND_PKT_MASK;
+	if (n && from && bpf_probe_read_kernel(pk->data, n, from) == 0)
+		pk->ev.caplen = n;
+	if (events.ringbuf_output(pk, sizeof(pk->ev) + (pk->ev.caplen & ND_PKT_MASK), 0))
+		st->lost++;
+	else
+		st->events++;
+}
+
 TRACEPOINT_PROBE(skb, kfree_skb)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
@@ -425,6 +529,10 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		}
 		st->window_events++;
 	}
+	if (cfg->snaplen) {
+		send_with_packet(cfg, st, skb, dev, proto, scr, netns, now, location, reason, pod);
+		return 0;
+	}
 	/* Ring full: count the loss without paying for the packet reads. */
 	struct nd_event *e = events.ringbuf_reserve(sizeof(struct nd_event));
 	if (!e) {
@@ -437,22 +545,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		fill_event(e, skb, dev, proto);
 		e->netns = netns;
 	}
-	e->ts_ns = now;
-	e->location = location;
-	e->reason = reason;
-	e->pod = pod;
-#if ND_HAVE_ICMP_TP
-	u64 skbaddr = (u64)skb;
-	struct nd_icmp_note *note = icmp_sent.lookup(&skbaddr);
-	if (note) {
-		if (e->ts_ns - note->ts_ns < ND_ICMP_WINDOW_NS) {
-			e->flags |= ND_F_ICMP_SENT;
-			e->icmp_type = note->type;
-			e->icmp_code = note->code;
-		}
-		icmp_sent.delete(&skbaddr);
-	}
-#endif
+	finish_event(e, skb, now, location, reason, pod);
 	events.ringbuf_submit(e, 0);
 	st->events++;
 	return 0;

@@ -56,7 +56,7 @@ struct nd_event {
 	u8 flags;           /* ND_F_* */
 	u8 icmp_type;       /* last icmp_send() type for this skb (valid with ND_F_ICMP_SENT) */
 	u8 icmp_code;
-	u8 pad[2];
+	u16 caplen;         /* bytes of the packet (from its IP header) that follow this record */
 	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
 	u8 daddr[16];
 	char ifname[ND_IFNAMSIZ];
@@ -88,6 +88,9 @@ struct nd_ip_key {
 	u8 addr[16];        /* IPv4 as ::ffff:a.b.c.d */
 };
 
+/* Most packet bytes an event can carry (--snaplen). */
+#define ND_MAX_SNAPLEN 2048
+
 /* Up to this many namespaces are compared inline (no hash lookup per drop). */
 #define ND_NETNS_INLINE 4
 
@@ -98,6 +101,8 @@ struct nd_filter_cfg {
 	u32 netns_inline[ND_NETNS_INLINE];
 	u32 pod_flags;         /* ND_POD_* */
 	u32 node_netns;        /* the node's namespace: drops there are matched by veth and IP */
+	u32 snaplen;           /* >0: each event carries up to this many packet bytes (capture --pcap) */
+	u32 headers_only;      /* and none past the TCP/UDP/ICMP header: no payload */
 };
 
 /* Per-CPU bookkeeping: one map lookup per drop serves all of it. Every drop

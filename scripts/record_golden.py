@@ -35,7 +35,7 @@ def main() -> None:
     fmt = (tracefs / "events" / "skb" / "kfree_skb" / "format").read_text()
     dec = decode.Decoder(kernel.reasons_from_format(fmt), ks, mono_to_wall=0.0)
     lines, syms = [], set()
-    for raw in raws:
+    for raw, _packet in raws:
         loc = ks.lookup(raw.location_raw)
         if loc in WANT and loc not in syms:
             syms.add(loc)

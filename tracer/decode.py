@@ -48,6 +48,7 @@ class Drop:
     fragment: bool
     icmp_sent: tuple[int, int] | None  # (type, code) of the ICMP error the kernel sent
     pod_raw: int = 0          # pod tag from the kernel's pod maps: id << 2 | direction (attribute.py)
+    packet: bytes = b""       # the packet from its IP header, only when capturing (capture --pcap)
 
     @property
     def flow(self) -> str:
@@ -79,7 +80,7 @@ class Decoder:
     def location_name(self, addr: int) -> str | None:
         return self.kallsyms.lookup(addr) if addr else None
 
-    def decode(self, raw: ev.NdEvent) -> Drop:
+    def decode(self, raw: ev.NdEvent, packet: bytes = b"") -> Drop:
         flags = raw.flags_raw
         family = {ETH_P_IP: 4, ETH_P_IPV6: 6}.get(raw.l3proto_raw)
         src = dst = proto = None
@@ -117,4 +118,5 @@ class Decoder:
             fragment=bool(flags & ev.ND_F_FRAGMENT),
             icmp_sent=(raw.icmp_type, raw.icmp_code) if flags & ev.ND_F_ICMP_SENT else None,
             pod_raw=raw.pod_raw,
+            packet=packet,
         )

@@ -36,6 +36,7 @@ ND_POD_TAG = 0x01
 ND_POD_FILTER = 0x02
 
 ND_EVENT_WINDOW_NS = 100000000
+ND_MAX_SNAPLEN = 2048
 ND_NETNS_INLINE = 4
 
 
@@ -60,7 +61,7 @@ class NdEvent(ctypes.Structure):
         ("flags_raw", ctypes.c_uint8),
         ("icmp_type", ctypes.c_uint8),
         ("icmp_code", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 2),
+        ("caplen", ctypes.c_uint16),
         ("saddr_raw", ctypes.c_uint8 * 16),
         ("daddr_raw", ctypes.c_uint8 * 16),
         ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
@@ -108,6 +109,8 @@ class NdFilterCfg(ctypes.Structure):
         ("netns_inline", ctypes.c_uint32 * ND_NETNS_INLINE),
         ("pod_flags_raw", ctypes.c_uint32),
         ("node_netns", ctypes.c_uint32),
+        ("snaplen", ctypes.c_uint32),
+        ("headers_only", ctypes.c_uint32),
     ]
 
 

@@ -123,7 +123,9 @@ class Tracer:
 
     def __init__(self, facts: kernel.KernelFacts, filters: Filters = Filters(),
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
-                 max_event_rate: int = MAX_EVENT_RATE):
+                 max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True):
+        """snaplen > 0: events carry up to snaplen bytes of their packet, from the
+        IP header on; headers_only stops at the end of the TCP/UDP/ICMP header."""
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
         if ringbuf_pages & (ringbuf_pages - 1):
@@ -132,6 +134,9 @@ class Tracer:
         self.facts = facts
         self.ringbuf_pages = ringbuf_pages
         self.max_event_rate = max_event_rate
+        if not 0 <= snaplen <= ev.ND_MAX_SNAPLEN:
+            raise UserError(f"snaplen must be between 1 and {ev.ND_MAX_SNAPLEN}")
+        self.snaplen, self.headers_only = snaplen, headers_only
         include, cflags = self._kernel_types(facts, cache_dir)
         if include is not None:
             os.environ["BCC_KERNEL_SOURCE"] = str(include)
@@ -183,10 +188,14 @@ class Tracer:
         return 0xFFFFFFFF  # no such value: never matches a u32 reason
 
     def _on_event(self, _ctx, data, size):
-        self._events.append(ev.NdEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(ev.NdEvent))))
+        buf = ctypes.string_at(data, size)
+        raw = ev.NdEvent.from_buffer_copy(buf)
+        head = ctypes.sizeof(ev.NdEvent)
+        self._events.append((raw, buf[head:head + raw.caplen]))
 
-    def poll(self, timeout_ms: int = 100) -> list[ev.NdEvent]:
-        """Events delivered since the last call (waits up to timeout_ms for the first)."""
+    def poll(self, timeout_ms: int = 100) -> list[tuple[ev.NdEvent, bytes]]:
+        """Events delivered since the last call (waits up to timeout_ms for the
+        first), each with the packet bytes it carries (none unless snaplen)."""
         self.bpf.ring_buffer_poll(timeout_ms)
         out, self._events = self._events, []
         return out
@@ -211,6 +220,7 @@ class Tracer:
 
     def _write_cfg(self) -> None:
         cfg = ev.NdFilterCfg(self._flags, self._budget)
+        cfg.snaplen, cfg.headers_only = self.snaplen, int(self.headers_only)
         netns = self.filters.netns
         if 0 < len(netns) <= ev.ND_NETNS_INLINE:
             cfg.netns_inline_n = len(netns)

@@ -45,8 +45,8 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
 
     def deliver(raws):
         index = pods()
-        for raw in raws:
-            drop = decoder.decode(raw)
+        for raw, packet in raws:
+            drop = decoder.decode(raw, packet)
             verdict = classify(drop)
             who = index.attribute(drop) if index is not None else NO_POD
             groups.add_event(drop, verdict, who)

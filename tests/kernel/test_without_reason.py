@@ -21,7 +21,7 @@ def test_classification_by_location_and_icmp(node):
         raws = tracer.poll(100)
         counts = tracer.counts()
     dec = decode.Decoder({}, kernel.Kallsyms.load(), has_reason=False)
-    drops = [dec.decode(r) for r in raws]
+    drops = [dec.decode(r) for r, _packet in raws]
     assert all(d.reason is None and d.reason_raw == 0 for d in drops)
     mtu = [d for d in drops if d.dst == node.pods["api"].ipv4]
     closed = [d for d in drops if d.dst == node.pods["db"].ipv4 and d.dport == 9999]
