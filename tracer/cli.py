@@ -43,32 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     watch = sub.add_parser("watch", help="show drops live (or as JSON lines)")
-    watch.add_argument("--netns", action="append", default=[], metavar="NAME|PATH|INODE",
-                       help="only drops in this network namespace (repeatable)")
-    watch.add_argument("--ip", action="append", default=[], metavar="ADDR",
-                       help="only packets from or to this address (repeatable, IPv4 or IPv6)")
-    watch.add_argument("--port", action="append", default=[], metavar="N",
-                       help="only TCP/UDP packets from or to this port (repeatable)")
+    _selection(watch)
     watch.add_argument("--duration", type=parse_duration, metavar="TIME",
                        help="stop after this long, e.g. 30s or 2m (default: until Ctrl-C)")
     watch.add_argument("--json", action="store_true",
                        help="print one JSON object per drop per line on stdout")
-    watch.add_argument("--max-event-rate", type=int, default=None, metavar="N",
-                       help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
-                            "drop counts are exact either way")
-    pods = watch.add_argument_group("pods (from the Kubernetes API and the node's own namespaces)")
-    pods.add_argument("--pod", metavar="NAME", help="only drops of this pod: in its namespace, on its veth, "
-                                                     "and on the node with its addresses")
-    pods.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
-    pods.add_argument("-l", "--selector", metavar="KEY=VALUE,...", help="only pods with these labels")
-    pods.add_argument("-A", "--all-namespaces", action="store_true", help="pods of every namespace")
-    pods.add_argument("--kubeconfig", metavar="PATH",
-                      help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
-    pods.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
-                                                       "with this machine's addresses)")
-    pods.add_argument("--node-netns", metavar="NAME|PATH", default=None,
-                      help="the namespace that plays the node (default: the host's; a simulated node's)")
     _common(watch)
+
+    cap = sub.add_parser("capture", help="record drops for a while into a directory: events, summary, pcapng")
+    _selection(cap)
+    cap.add_argument("--duration", type=parse_duration, default=120.0, metavar="TIME",
+                     help="how long to record (default: 2m); Ctrl-C or SIGTERM end it early")
+    cap.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for the files")
+    cap.add_argument("--pcap", action="store_true",
+                     help="also write drops.pcapng: each dropped packet's headers with a comment saying why")
+    cap.add_argument("--snaplen", type=int, metavar="N",
+                     help="with --pcap: record up to N bytes of each packet, payload included "
+                          "(default: headers only, at most 128 bytes)")
+    cap.add_argument("--max-events", type=int, metavar="N",
+                     help="write at most N events to events.jsonl (counts stay exact)")
+    _common(cap)
+
+    summ = sub.add_parser("summary", help="what a capture found, for a person or a ticket")
+    summ.add_argument("dir", metavar="DIR", help="a capture's directory (or its summary.json)")
+    summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
 
     demo = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
                                        "drop cases and watch them live")
@@ -80,6 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="prefix of the namespaces the demo creates (default: nd-demo)")
     _common(demo)
     return parser
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    """Which drops: namespaces, addresses, ports, pods (watch and capture alike)."""
+    p.add_argument("--netns", action="append", default=[], metavar="NAME|PATH|INODE",
+                   help="only drops in this network namespace (repeatable)")
+    p.add_argument("--ip", action="append", default=[], metavar="ADDR",
+                   help="only packets from or to this address (repeatable, IPv4 or IPv6)")
+    p.add_argument("--port", action="append", default=[], metavar="N",
+                   help="only TCP/UDP packets from or to this port (repeatable)")
+    p.add_argument("--max-event-rate", type=int, default=None, metavar="N",
+                   help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
+                        "drop counts are exact either way")
+    pods = p.add_argument_group("pods (from the Kubernetes API and the node's own namespaces)")
+    pods.add_argument("--pod", metavar="NAME", help="only drops of this pod: in its namespace, on its veth, "
+                                                     "and on the node with its addresses")
+    pods.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
+    pods.add_argument("-l", "--selector", metavar="KEY=VALUE,...", help="only pods with these labels")
+    pods.add_argument("-A", "--all-namespaces", action="store_true", help="pods of every namespace")
+    pods.add_argument("--kubeconfig", metavar="PATH",
+                      help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
+    pods.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
+                                                       "with this machine's addresses)")
+    pods.add_argument("--node-netns", metavar="NAME|PATH", default=None,
+                      help="the namespace that plays the node (default: the host's; a simulated node's)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -118,15 +141,6 @@ def kernel_facts(args):
     return kernel.probe_kernel(tracefs)
 
 
-def open_tracer(args, facts, filters):
-    from .loader import Tracer
-
-    rate = getattr(args, "max_event_rate", None)
-    if rate is not None and rate < 0:
-        raise UserError("--max-event-rate must be 0 (no limit) or positive")
-    return Tracer(facts, filters, **({} if rate is None else {"max_event_rate": rate}))
-
-
 def make_filters(args):
     from .filters import Filters, parse_ip, parse_port, resolve_netns
 
@@ -138,7 +152,7 @@ def make_filters(args):
 
 
 def pod_source(args):
-    """The pod index source, or None when neither a selection nor an API is there to use."""
+    """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
     from .kube import Selection, parse_selector
     from .nodeview import HOST_NETNS
     from .pods import PodSource
@@ -151,113 +165,136 @@ def pod_source(args):
         raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
                         "they cannot be combined with --netns or --ip")
 
-    def warn(msg):
-        print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
-
     source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS, warn=warn)
     if source.kube is None and sel.active:
         warn(source.describe())
     return source
 
 
-def trace(args, facts, filters, *, json_out: bool, title: str = "netdrop watch",
-          background: threading.Thread | None = None, note: str | None = None, pods=None) -> int:
-    from . import console, kernel, watch
-    from .decode import Decoder
-    from .filters import known_netns_inodes
-    from .groups import Groups
-    from .jsonout import JsonLines
+def warn(msg: str) -> None:
+    print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
 
-    tracer = open_tracer(args, facts, filters)
-    if pods is not None and not pods.attributing:
-        print(f"{PROG}: pods: {pods.describe()}", file=sys.stderr)
-        pods = None
-    if pods is not None:
-        pods.apply(tracer)
-        pods.start()
-    try:
-        return _trace(args, tracer, facts, filters, json_out, title, background, note, pods)
-    finally:
+
+def info(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+class Session:
+    """A loaded BPF program with everything that turns its output into drops:
+    decoder, groups, pod source, and the screen's state. Used as a context."""
+
+    def __init__(self, args, facts, filters, pods=None, *, title: str = "netdrop watch",
+                 note: str | None = None, snaplen: int = 0, headers_only: bool = True):
+        from . import console, kernel
+        from .decode import Decoder
+        from .filters import known_netns_inodes
+        from .groups import Groups
+        from .loader import Tracer
+
+        rate = getattr(args, "max_event_rate", None)
+        if rate is not None and rate < 0:
+            raise UserError("--max-event-rate must be 0 (no limit) or positive")
+        self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only,
+                             **({} if rate is None else {"max_event_rate": rate}))
+        if pods is not None and not pods.attributing:
+            info(f"pods: {pods.describe()}")
+            pods = None
+        self.pods = pods
         if pods is not None:
-            pods.stop()
-
-
-def _trace(args, tracer, facts, filters, json_out, title, background, note, pods) -> int:
-    from . import console, kernel, watch
-    from .decode import Decoder
-    from .filters import known_netns_inodes
-    from .groups import Groups
-    from .jsonout import JsonLines
-
-    with tracer:
+            pods.apply(self.tracer)
+            pods.start()
         kallsyms = kernel.Kallsyms.load()
         if not kallsyms.usable:
-            print(f"{PROG}: warning: /proc/kallsyms hides addresses (kptr_restrict): drop locations "
-                  "cannot be named", file=sys.stderr)
-        decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
+            warn("/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")
+        self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
         pod_of_tag = (lambda tag: pods.current().attribute_tag(tag)) if pods is not None else (lambda tag: None)
-        groups = Groups(decoder, pod_of_tag=pod_of_tag)
+        self.groups = Groups(self.decoder, pod_of_tag=pod_of_tag)
         names = known_netns_inodes()
-        view = console.View(hooks=tracer.hooks, filters=filters.describe(names), netns_names=names,
-                            title=title, note=note, pods=pods.describe() if pods is not None else None)
-        current = pods.current if pods is not None else (lambda: None)
-        maintain = (lambda: pods.apply(tracer)) if pods is not None else (lambda: None)
-        skipped = [f"{h.name}: {h.detail}" for h in tracer.hooks if not h.attached]
+        self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names), netns_names=names,
+                                 title=title, note=note, pods=pods.describe() if pods is not None else None)
+        self.stop = threading.Event()
+        self._names_at = time.monotonic()
+
+    def announce(self) -> None:
+        skipped = [f"{h.name}: {h.detail}" for h in self.tracer.hooks if not h.attached]
         if skipped:
-            print(f"{PROG}: function hooks not used ({'; '.join(skipped)}): working with tracepoints",
-                  file=sys.stderr)
-        stop = threading.Event()
-        with stop_on_signals(stop):
-            print(f"{PROG}: tracing ({', '.join(h.name for h in tracer.hooks if h.attached)}); "
-                  f"filters: {'; '.join(view.filters) or 'none'}; Ctrl-C to stop", file=sys.stderr, flush=True)
-            if pods is not None:
-                print(f"{PROG}: pods: {view.pods}", file=sys.stderr, flush=True)
+            info(f"function hooks not used ({'; '.join(skipped)}): working with tracepoints")
+        info(f"tracing ({', '.join(h.name for h in self.tracer.hooks if h.attached)}); "
+             f"filters: {'; '.join(self.view.filters) or 'none'}; Ctrl-C to stop")
+        if self.pods is not None:
+            info(f"pods: {self.view.pods}")
+
+    def refresh_view(self, stats, elapsed, remaining) -> None:
+        from .filters import known_netns_inodes
+
+        v = self.view
+        v.stats, v.elapsed, v.remaining = stats, elapsed, remaining
+        if time.monotonic() - self._names_at > 2:
+            v.netns_names = known_netns_inodes()
+            if self.pods is not None:
+                v.pods = self.pods.describe()
+            self._names_at = time.monotonic()
+
+    def run(self, sinks, duration, on_tick=lambda *a: None, background: threading.Thread | None = None):
+        from . import watch
+
+        with stop_on_signals(self.stop):
+            self.announce()
             if background is not None:
                 background.start()
-            if json_out:
-                stats = watch.run(tracer, decoder, groups, [JsonLines(sys.stdout)], args.duration, stop,
-                                  pods=current, maintain=maintain)
-            else:
-                stats = _live(tracer, decoder, groups, view, args.duration, stop, current, maintain, pods)
-        print(f"{PROG}: {stats.matched:,} drops counted, {stats.events:,} events delivered, "
-              f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out", file=sys.stderr)
-        if json_out:
-            for line in console.summary_lines(groups, known_netns_inodes()):
-                print(f"{PROG}: counted {line}", file=sys.stderr)
-    return 0
+            pods = self.pods
+            return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop, on_tick,
+                             pods=pods.current if pods is not None else (lambda: None),
+                             maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None))
 
+    def run_live(self, duration, background=None):
+        """The rich console on stdout, redrawn on every tick."""
+        from rich.console import Console
+        from rich.live import Live
 
-def _live(tracer, decoder, groups, view, duration, stop, current, maintain, pods):
-    from rich.console import Console
-    from rich.live import Live
+        from . import console
 
-    from . import console, watch
-    from .filters import known_netns_inodes
+        screen = Console()
+        self.view.width = screen.width
+        with Live(console.render(self.groups, self.view), console=screen, refresh_per_second=4) as live:
+            def on_tick(stats, elapsed, remaining):
+                self.refresh_view(stats, elapsed, remaining)
+                self.view.width = screen.width
+                live.update(console.render(self.groups, self.view))
+            return self.run([], duration, on_tick, background)
 
-    last_names = [time.monotonic()]
-    screen = Console()
-    view.width = screen.width
+    def report(self, stats, groups_too: bool = False) -> None:
+        from . import console
+        from .filters import known_netns_inodes
 
-    with Live(console.render(groups, view), console=screen, refresh_per_second=4,
-              transient=False) as live:
-        def on_tick(stats, elapsed, remaining):
-            view.stats, view.elapsed, view.remaining = stats, elapsed, remaining
-            view.width = screen.width
-            if time.monotonic() - last_names[0] > 2:
-                view.netns_names = known_netns_inodes()
-                if pods is not None:
-                    view.pods = pods.describe()
-                last_names[0] = time.monotonic()
-            live.update(console.render(groups, view))
+        info(f"{stats.matched:,} drops counted, {stats.events:,} events delivered, "
+             f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out")
+        if groups_too:
+            for line in console.summary_lines(self.groups, known_netns_inodes()):
+                info(f"counted {line}")
 
-        return watch.run(tracer, decoder, groups, [], duration, stop, on_tick, pods=current, maintain=maintain)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pods is not None:
+            self.pods.stop()
+        self.tracer.close()
 
 
 def cmd_watch(args) -> int:
+    from .jsonout import JsonLines
+
     require_root()
     facts = kernel_facts(args)
     filters = make_filters(args)
-    return trace(args, facts, filters, json_out=args.json, pods=pod_source(args))
+    with Session(args, facts, filters, pod_source(args)) as session:
+        if args.json:
+            stats = session.run([JsonLines(sys.stdout)], args.duration)
+        else:
+            stats = session.run_live(args.duration)
+        session.report(stats, groups_too=args.json)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -270,21 +307,86 @@ def cmd_demo(args) -> int:
     facts = kernel_facts(args)
     cases = lab.select_cases(args.cases)
     node = lab.SimNode.create(prefix=args.prefix)
+    player = lab.Player(node, cases)
     try:
-        player = lab.Player(node, cases)
-        args.netns, args.ip, args.port = [], [], []
         filters = Filters(netns=frozenset(node.netns_inodes().values()))
         note = "demo: " + "; ".join(f"{c.name}: {c.description}" for c in cases)
-        pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1)
-        return trace(args, facts, filters, json_out=False, title="netdrop demo: simulated node",
-                     background=threading.Thread(target=player.run, daemon=True), note=note, pods=pods)
+        pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1, warn=warn)
+        with Session(args, facts, filters, pods, title="netdrop demo: simulated node", note=note) as session:
+            stats = session.run_live(args.duration, threading.Thread(target=player.run, daemon=True))
+            session.report(stats)
+        return 0
     finally:
-        if "player" in locals():
-            player.stop()
+        player.stop()
         node.destroy()
 
 
-COMMANDS = {"watch": cmd_watch, "demo": cmd_demo}
+def cmd_capture(args) -> int:
+    import json
+
+    from . import capture, summary
+
+    require_root()
+    outdir = capture.prepare_output(args.output)      # before anything is loaded
+    if args.snaplen is not None and not args.pcap:
+        raise UserError("--snaplen sets what --pcap records: add --pcap")
+    if args.max_events is not None and args.max_events < 0:
+        raise UserError("--max-events must be 0 or more")
+    facts = kernel_facts(args)
+    filters = make_filters(args)
+    pods = pod_source(args)
+    snaplen = (args.snaplen or capture.DEFAULT_SNAPLEN) if args.pcap else 0
+    with Session(args, facts, filters, pods, title=f"netdrop capture -> {outdir}", snaplen=snaplen,
+                 headers_only=args.snaplen is None) as session:
+        recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events)
+        progress = capture.Progress(outdir, args.duration)
+        from datetime import datetime, timezone
+
+        def on_tick(stats, elapsed, remaining):
+            session.refresh_view(stats, elapsed, remaining)
+            recorder.tick(session.groups, datetime.now(timezone.utc))
+            progress.update(session.groups, stats, recorder, elapsed, remaining)
+
+        try:
+            stats = session.run([recorder], args.duration, on_tick)
+        finally:
+            progress.close()
+            ended = datetime.now(timezone.utc)
+            recorder.tick(session.groups, ended)
+            recorder.close()
+        stopped = "duration reached" if not session.stop.is_set() else "stopped early (signal)"
+        names = session.view.netns_names
+        node = session.pods.node_name if session.pods is not None else None
+        result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
+                               hooks=session.tracer.hooks, filters=session.view.filters,
+                               pods=session.view.pods, node=node, names=names)
+        (outdir / capture.SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        session.report(stats)
+        files = [capture.EVENTS_FILE, capture.SUMMARY_FILE] + ([capture.PCAP_FILE] if args.pcap else [])
+        info(f"wrote {', '.join(str(outdir / f) for f in files)} ({stopped}); "
+             f"read it with: netdrop summary {outdir}")
+        if recorder.write_error:
+            warn(recorder.write_error)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    import json
+
+    from . import capture, summary
+
+    path = capture.summary_path(args.dir)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no capture summary at {path} (make one with: netdrop capture --output DIR)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    sys.stdout.write(summary.render(data, args.format))
+    return 0
+
+
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture, "summary": cmd_summary}
 
 
 def main(argv: list[str] | None = None) -> int:

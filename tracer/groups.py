@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 from .attribute import NO_POD, Attribution
@@ -30,6 +31,10 @@ class Group:
     hint: str | None = None
     pod_raw: int = 0
     attribution: Attribution | None = None
+    events: int = 0                       # events delivered for this group
+    first_seen: datetime | None = None    # from events; from the counter ticks (±0.5 s)
+    last_seen: datetime | None = None     # for drops no event was delivered for
+    _events_at_tick: int = 0
 
 
 class Groups:
@@ -63,17 +68,25 @@ class Groups:
         g.latest = drop
         g.hint = verdict.hint
         g.attribution = who
+        g.events += 1
+        g.first_seen = min(g.first_seen, drop.time) if g.first_seen else drop.time
+        g.last_seen = max(g.last_seen, drop.time) if g.last_seen else drop.time
         self.recent.append((drop, verdict, who))
         self.events += 1
 
-    def update_counts(self, counts: dict[GroupKey, int], now: float) -> None:
-        """New exact counts; rates average over the last RATE_WINDOW seconds."""
+    def update_counts(self, counts: dict[GroupKey, int], now: float, wall: datetime | None = None) -> None:
+        """New exact counts; rates average over the last RATE_WINDOW seconds.
+        wall (the tick's clock time) dates drops that no event showed."""
         while len(self._history) > 1 and now - self._history[1][0] >= self.RATE_WINDOW:
             self._history.popleft()
         then, old = self._history[0] if self._history else (None, {})
         dt = now - then if then is not None else 0.0
         for key, n in counts.items():
             g = self._group(key)
+            if wall is not None and n - g.count > g.events - g._events_at_tick:
+                g.first_seen = g.first_seen or wall
+                g.last_seen = max(g.last_seen, wall) if g.last_seen else wall
+            g._events_at_tick = g.events
             g.count = n
             g.rate = (n - old.get(key, 0)) / dt if dt > 0 else 0.0
         for key in self.groups.keys() - counts.keys():

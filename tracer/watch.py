@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from .attribute import NO_POD, Attribution
@@ -59,7 +60,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     def tick(now) -> Stats:
         maintain()
         counts = tracer.counts()
-        groups.update_counts(counts, now)
+        groups.update_counts(counts, now, datetime.now(timezone.utc))
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats

@@ -1,0 +1,135 @@
+"""Capture files on plain data: events.jsonl, drops.pcapng, summary.json and its renderings."""
+
+import csv
+import errno
+import io
+import json
+import re
+import struct
+from datetime import datetime, timezone
+
+import pytest
+
+from tracer import capture, pcapng, summary
+from tracer.attribute import NO_POD, Attribution, PodRef
+from tracer.classify import classify
+from tracer.loader import Hook, Stats
+
+from .test_console import golden_groups
+
+WATCH_KEYS = ["time", "reason", "category", "hint", "location", "netns", "ifname", "ifindex", "proto", "src",
+              "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction"]
+
+
+def golden_drops():
+    groups = golden_groups()
+    return groups, [g.latest for g in groups.groups.values()]
+
+
+def test_events_file_has_the_watch_keys_and_respects_max_events(tmp_path):
+    groups, drops = golden_drops()
+    rec = capture.Recorder(tmp_path, max_events=4)
+    db = Attribution(PodRef("default", "db-0", "uid-1", "node-a"), "in-pod")
+    for d in drops:
+        rec.emit(d, classify(d), db if d.dport == 9999 else NO_POD)
+    rec.close()
+    lines = (tmp_path / capture.EVENTS_FILE).read_text().splitlines()
+    assert len(lines) == 4 and rec.delivered == len(drops) == 6
+    first = json.loads(lines[0])
+    assert list(first) == WATCH_KEYS
+    with_pod = [json.loads(x) for x in lines if json.loads(x)["pod"]]
+    assert with_pod and with_pod[0]["pod"]["name"] == "db-0" and with_pod[0]["direction"] == "in-pod"
+
+
+def test_a_full_disk_leaves_whole_lines_only(tmp_path, monkeypatch):
+    _, drops = golden_drops()
+    rec = capture.Recorder(tmp_path)
+    real_write, calls = capture.os.write, []
+
+    def write(fd, data):
+        calls.append(data)
+        if len(calls) == 3:            # the third line finds the disk full after 10 bytes
+            real_write(fd, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(capture.os, "write", write)
+    for d in drops:
+        rec.emit(d, classify(d), NO_POD)
+    rec.close()
+    text = (tmp_path / capture.EVENTS_FILE).read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 2
+    assert all(json.loads(x) for x in text.splitlines())
+    assert rec.write_error == "events.jsonl stopped after 2 events: No space left on device"
+    assert len(calls) == 3          # nothing more is tried once the disk is full
+
+
+def test_pcapng_blocks_comments_and_timestamps(tmp_path):
+    _, drops = golden_drops()
+    d = drops[0]
+    packet = bytes.fromhex("4500001c0001400040110000") + bytes(16)
+    buf = io.BytesIO()
+    w = pcapng.PcapngWriter(buf, 128)
+    when = datetime(2026, 11, 21, 6, 38, 4, 45342, tzinfo=timezone.utc)
+    w.write(when, packet, 1500, capture.packet_comment(d, classify(d), NO_POD))
+    blocks = pcapng.read_blocks(buf.getvalue())
+    assert [k for k, _ in blocks] == [pcapng.SHB, pcapng.IDB, pcapng.EPB]
+    assert struct.unpack_from("<I", blocks[0][1])[0] == pcapng.BYTE_ORDER_MAGIC
+    assert struct.unpack_from("<HHI", blocks[1][1]) == (pcapng.LINKTYPE_RAW, 0, 128)
+    iface, hi, lo, caplen, origlen = struct.unpack_from("<IIIII", blocks[2][1])
+    assert (iface, caplen, origlen) == (0, len(packet), 1500)
+    assert (hi << 32 | lo) == int(when.timestamp() * 1e9)
+    body = blocks[2][1]
+    assert body[20:20 + len(packet)] == packet
+    code, length = struct.unpack_from("<HH", body, 20 + len(packet))
+    comment = body[24 + len(packet): 24 + len(packet) + length].decode()
+    assert code == pcapng.OPT_COMMENT
+    assert comment == f"netdrop: {d.reason} at {d.location} ({classify(d).category}); no pod; netns {d.netns} on {d.ifname}"
+
+
+def built_summary(tmp_path):
+    groups, drops = golden_drops()
+    rec = capture.Recorder(tmp_path, pcap_snaplen=128)
+    for d in drops:
+        rec.emit(d, classify(d), NO_POD)
+    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=timezone.utc))
+    rec.close()
+    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=timezone.utc),
+                         reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
+                         hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=["netns node1"], pods=None,
+                         node="node-a", names={4026532177: "node1"})
+
+
+def test_summary_counts_verdicts_and_timeline(tmp_path):
+    s = built_summary(tmp_path)
+    assert s["totals"]["drops"] == 210 and s["totals"]["events_sampled_out"] == 204
+    assert sum(g["count"] for g in s["groups"]) == 210          # the kernel counters, not the events
+    assert s["by_category"] == {"mtu": 10, "netfilter": 20, "no-socket": 120, "no-route": 60}
+    assert [v["category"] for v in s["verdicts"]] == ["no-socket", "no-route", "netfilter", "mtu"]
+    mtu = next(v for v in s["verdicts"] if v["category"] == "mtu")
+    assert "MTU 1450 of flannel.1" in mtu["hint"] and mtu["where"] == "PKT_TOO_BIG at ip_forward"
+    assert s["timeline"] == [{"second": "2026-11-21T06:38:05.000Z", "mtu": 10, "netfilter": 20,
+                              "no-socket": 120, "no-route": 60}]
+    assert s["top_flows"][0]["events"] == 1 and s["totals"]["pcap_packets"] == 0
+
+
+@pytest.mark.parametrize("fmt", summary.FORMATS)
+def test_every_format_tells_the_story(tmp_path, fmt):
+    s = built_summary(tmp_path)
+    out = summary.render(s, fmt)
+    if fmt == "json":
+        assert json.loads(out) == s
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert {r["reason"]: int(r["drops"]) for r in rows}["PKT_TOO_BIG"] == 10
+        assert len(rows) == 6
+    else:
+        for text in ("PKT_TOO_BIG", "ip_forward", "MTU 1450 of flannel.1", "no-socket", "210 drops"):
+            assert text in out, (fmt, text)
+    if fmt == "markdown":
+        assert "| pod | direction | netns |" in out and "### What to check first" in out
+    if fmt == "html":
+        assert "<svg" in out and 'id="groups"' in out and 'id="flows"' in out
+        assert out.count('class="bar"') == 4
+        # Self-contained: nothing to fetch, no scripts.
+        assert not re.search(r"(src|href)=", out) and "<script" not in out

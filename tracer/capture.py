@@ -1,0 +1,190 @@
+"""capture: a time-boxed recording into a directory, for the incident ticket.
+
+    events.jsonl   every delivered drop event (the keys of watch --json), one
+                   write per line, so a crash or a full disk leaves whole lines
+    drops.pcapng   with --pcap: the dropped packets' headers, each commented
+    summary.json   written at the end (summary.build), Ctrl-C included
+
+Recorder is a sink of the watch loop plus a tick consumer: it never talks to
+the kernel itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .attribute import Attribution
+from .classify import Verdict
+from .decode import Drop
+from .errors import UserError
+from .groups import Groups
+from .jsonout import drop_record
+from .pcapng import PcapngWriter
+
+DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
+PROGRESS_EVERY = 10.0          # seconds between progress lines when stderr is not a terminal
+EVENTS_FILE = "events.jsonl"
+PCAP_FILE = "drops.pcapng"
+SUMMARY_FILE = "summary.json"
+
+
+def prepare_output(path: str) -> Path:
+    """Create DIR and prove it writable before anything is loaded."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".netdrop-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output directory {out}: {exc.strerror}") from None
+    return out
+
+
+def summary_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.suffix == ".json" else p / SUMMARY_FILE
+
+
+def packet_comment(drop: Drop, verdict: Verdict, who: Attribution) -> str:
+    pod = f"pod {who.pod.label} {who.direction}" if who.pod else "no pod"
+    dev = f" on {drop.ifname}" if drop.ifname else ""
+    return (f"netdrop: {drop.reason or 'dropped'} at {drop.location or '?'} ({verdict.category}); {pod}; "
+            f"netns {drop.netns}{dev}")
+
+
+@dataclass
+class FlowStat:
+    count: int = 0
+    category: str = ""
+    reason: str | None = None
+    pod: str | None = None
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+@dataclass
+class Recorder:
+    outdir: Path
+    pcap_snaplen: int = 0              # 0: no pcap
+    max_events: int | None = None
+    written: int = 0                   # lines in events.jsonl
+    delivered: int = 0                 # events seen (written or not)
+    write_error: str | None = None
+    flows: dict[tuple, FlowStat] = field(default_factory=dict)
+    timeline: dict[int, collections.Counter] = field(default_factory=dict)   # unix second -> category counts
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def __post_init__(self):
+        self._fd = os.open(self.outdir / EVENTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._good = 0                  # size of events.jsonl up to its last whole line
+        self._pcap_file = open(self.outdir / PCAP_FILE, "wb") if self.pcap_snaplen else None
+        self.pcap = PcapngWriter(self._pcap_file, self.pcap_snaplen) if self._pcap_file else None
+        self._last_counts: dict[tuple, int] = {}
+
+    # -- sink --
+    def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:
+        self.delivered += 1
+        if self.write_error is None and (self.max_events is None or self.written < self.max_events):
+            self._write_line(json.dumps(drop_record(drop, verdict, who), separators=(",", ":")) + "\n")
+        if self.pcap is not None and drop.packet:
+            self.pcap.write(drop.time, drop.packet, drop.len, packet_comment(drop, verdict, who))
+        key = (drop.proto, drop.src, drop.sport, drop.dst, drop.dport)
+        f = self.flows.get(key)
+        if f is None:
+            f = self.flows[key] = FlowStat(category=verdict.category, reason=drop.reason,
+                                           pod=who.pod.label if who.pod else None, first=drop.time)
+        f.count += 1
+        f.last = drop.time
+
+    def _write_line(self, line: str) -> None:
+        data = line.encode()
+        try:
+            n = os.write(self._fd, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            # A full disk: keep the file valid up to its last whole line, and stop.
+            os.ftruncate(self._fd, self._good)
+            self.write_error = f"{EVENTS_FILE} stopped after {self.written} events: {exc.strerror}"
+            return
+        self._good += len(data)
+        self.written += 1
+
+    def flush(self) -> None:
+        if self.pcap is not None:
+            self.pcap.flush()
+
+    # -- ticks --
+    def tick(self, groups: Groups, wall: datetime) -> None:
+        """Exact drops per second and category, from the kernel counters' growth."""
+        second = int(wall.timestamp())
+        bucket = self.timeline.setdefault(second, collections.Counter())
+        for key, g in groups.groups.items():
+            grew = g.count - self._last_counts.get(key, 0)
+            if grew:
+                bucket[g.category] += grew
+                self._last_counts[key] = g.count
+
+    def top_flows(self, n: int = 10) -> list[dict]:
+        ranked = sorted(self.flows.items(), key=lambda kv: -kv[1].count)[:n]
+        return [{"proto": k[0], "src": k[1], "sport": k[2], "dst": k[3], "dport": k[4], "events": f.count,
+                 "category": f.category, "reason": f.reason, "pod": f.pod,
+                 "first_seen": _iso(f.first), "last_seen": _iso(f.last)} for k, f in ranked]
+
+    def close(self) -> None:
+        os.close(self._fd)
+        if self._pcap_file is not None:
+            self._pcap_file.close()
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z") if t else None
+
+
+class Progress:
+    """Time left, drops so far by category, events written and lost: a live line
+    on a terminal, a plain line every PROGRESS_EVERY seconds otherwise."""
+
+    def __init__(self, outdir: Path, duration: float | None):
+        import sys
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self.outdir, self.duration = outdir, duration
+        self.console = Console(stderr=True)
+        self.live = Live("", console=self.console, transient=True, refresh_per_second=4) \
+            if self.console.is_terminal else None
+        if self.live:
+            self.live.start()
+        self._printed = 0.0
+        self._stderr = sys.stderr
+
+    @staticmethod
+    def line(groups: Groups, stats, recorder: Recorder, elapsed: float, remaining: float | None) -> str:
+        by_cat = collections.Counter()
+        for g in groups.groups.values():
+            by_cat[g.category] += g.count
+        cats = ", ".join(f"{c} {n:,}" for c, n in by_cat.most_common() if n) or "none yet"
+        left = f"{remaining:.0f}s left" if remaining is not None else f"{elapsed:.0f}s"
+        return (f"capture: {left} · {stats.matched:,} drops ({cats}) · {recorder.written:,} events written · "
+                f"{stats.lost:,} lost · {stats.sampled_out:,} sampled out")
+
+    def update(self, groups, stats, recorder, elapsed, remaining) -> None:
+        text = self.line(groups, stats, recorder, elapsed, remaining)
+        if self.live:
+            self.live.update(text)
+        elif elapsed - self._printed >= PROGRESS_EVERY:
+            print(f"netdrop: {text}", file=self._stderr, flush=True)
+            self._printed = elapsed
+
+    def close(self) -> None:
+        if self.live:
+            self.live.stop()
