@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
@@ -196,6 +197,7 @@ class Session:
             raise UserError("--max-event-rate must be 0 (no limit) or positive")
         self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only,
                              **({} if rate is None else {"max_event_rate": rate}))
+        self.loaded_at = datetime.now(timezone.utc)      # the kernel counters count from here
         if pods is not None and not pods.attributing:
             info(f"pods: {pods.describe()}")
             pods = None
@@ -338,9 +340,9 @@ def cmd_capture(args) -> int:
     snaplen = (args.snaplen or capture.DEFAULT_SNAPLEN) if args.pcap else 0
     with Session(args, facts, filters, pods, title=f"netdrop capture -> {outdir}", snaplen=snaplen,
                  headers_only=args.snaplen is None) as session:
-        recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events)
+        recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
+                                    started=session.loaded_at)
         progress = capture.Progress(outdir, args.duration)
-        from datetime import datetime, timezone
 
         def on_tick(stats, elapsed, remaining):
             session.refresh_view(stats, elapsed, remaining)
@@ -360,7 +362,10 @@ def cmd_capture(args) -> int:
         result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
                                hooks=session.tracer.hooks, filters=session.view.filters,
                                pods=session.view.pods, node=node, names=names)
-        (outdir / capture.SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            (outdir / capture.SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {outdir / capture.SUMMARY_FILE}: {exc.strerror}") from None
         session.report(stats)
         files = [capture.EVENTS_FILE, capture.SUMMARY_FILE] + ([capture.PCAP_FILE] if args.pcap else [])
         info(f"wrote {', '.join(str(outdir / f) for f in files)} ({stopped}); "

@@ -67,11 +67,14 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
     verdicts = []
     # Most drops first, but "other" (unspecific, often the node's own noise) last.
     for cat, n in sorted(by_category.items(), key=lambda kv: (kv[0] == "other", -kv[1])):
-        top = next(x for x in group_list if x["category"] == cat)
-        verdicts.append({"category": cat, "drops": n, "verdict": VERDICTS[cat],
-                         "where": f"{top['reason'] or '-'} at {top['location'] or '?'}"
-                                  + (f", {top['pod_label']} {top['direction']}" if top["pod_label"] else ""),
-                         "hint": top["hint"] or "(no event delivered: counts only)"})
+        places = [x for x in group_list if x["category"] == cat]
+        where = "; ".join(f"{x['reason'] or '-'} at {x['location'] or '?'}"
+                          + (f", {x['pod_label']} {x['direction']}" if x["pod_label"] else "")
+                          + (f" ({_n(x['count'])})" if len(places) > 1 else "") for x in places[:3])
+        if len(places) > 3:
+            where += f"; {len(places) - 3} more"
+        verdicts.append({"category": cat, "drops": n, "verdict": VERDICTS[cat], "where": where,
+                         "hint": places[0]["hint"] or "(no event delivered: counts only)"})
     timeline = [{"second": _iso(datetime.fromtimestamp(sec, timezone.utc)), **dict(c)}
                 for sec, c in sorted(recorder.timeline.items())]
     return {
