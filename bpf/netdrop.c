@@ -12,7 +12,7 @@
  * So counts stay exact however far the Python side falls behind.
  *
  * Macros set by the loader (numbers read from the running kernel, never text
- * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_REASON_CONSUMED,
+ * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
  * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE.
  */
 #ifdef ND_KERNEL_HEADERS
@@ -131,6 +131,31 @@ static __always_inline void read_ports(struct nd_event *e, unsigned char *l4)
 		e->dport = ND_NTOHS(ports[1]);
 		e->flags |= ND_F_L4;
 	}
+	/* A SYN-ACK that no socket takes is a reply that missed its NAT (classify.py). */
+	if (e->l4proto == ND_PROTO_TCP)
+		bpf_probe_read_kernel(&e->tcp_flags, 1, l4 + 13);
+}
+
+/* The conntrack state the packet carried when it was dropped: skb->_nfct
+ * holds the nf_conn pointer with enum ip_conntrack_info in its low 3 bits
+ * (include/linux/skbuff.h, skb_nfct()). No entry at a netfilter drop means
+ * conntrack saw the packet as INVALID (or never saw it). */
+static __always_inline void read_conntrack(struct sk_buff *skb, struct nd_event *e)
+{
+#if ND_HAVE_NFCT
+	unsigned long nfct = 0;
+	if (bpf_probe_read_kernel(&nfct, sizeof(nfct), &skb->_nfct))
+		return;
+	e->flags |= ND_F_NFCT_READ;
+	e->ctinfo = nfct & 7;
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	if (ct) {
+		unsigned long status = 0;
+		bpf_probe_read_kernel(&status, sizeof(status), &ct->status);
+		e->ct_status = (u32)status;
+		e->flags |= ND_F_CT;
+	}
+#endif
 }
 
 /* Addresses and ports from the IP header. skb->network_header is set on
@@ -229,6 +254,7 @@ static __always_inline void fill_event(struct nd_event *e, struct sk_buff *skb,
 	}
 	read_packet(skb, e, proto);
 	read_route(skb, e);
+	read_conntrack(skb, e);
 }
 
 static __always_inline int v4mapped_key(struct nd_ip_key *k, struct nd_event *e, u8 *addr)

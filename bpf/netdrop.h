@@ -19,6 +19,8 @@
 #define ND_F_HAS_ROUTE  0x04 /* the skb carried a route (dst): out_* fields are valid */
 #define ND_F_L4         0x08 /* sport/dport were read from a TCP/UDP header */
 #define ND_F_FRAGMENT   0x10 /* IPv4 non-first fragment: no L4 header */
+#define ND_F_CT         0x20 /* the skb had a conntrack entry: ct_status and ctinfo are valid */
+#define ND_F_NFCT_READ  0x40 /* skb->_nfct was read (kernel with conntrack) */
 
 /* filter_cfg.flags: which filter maps are in force (all must match) */
 #define ND_FILTER_NETNS   0x01
@@ -57,6 +59,10 @@ struct nd_event {
 	u8 icmp_type;       /* last icmp_send() type for this skb (valid with ND_F_ICMP_SENT) */
 	u8 icmp_code;
 	u16 caplen;         /* bytes of the packet (from its IP header) that follow this record */
+	u32 ct_status;      /* the conntrack entry's status bits (IPS_*), with ND_F_CT */
+	u8 ctinfo;          /* enum ip_conntrack_info: skb->_nfct & 7 (NEW, ESTABLISHED, ..., UNTRACKED) */
+	u8 tcp_flags;       /* TCP header flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 ...) */
+	u16 pad;
 	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
 	u8 daddr[16];
 	char ifname[ND_IFNAMSIZ];

@@ -18,6 +18,12 @@ from . import event as ev
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 
+# enum ip_conntrack_info (include/uapi/linux/netfilter/nf_conntrack_common.h)
+CT_INFO = {0: "established", 1: "related", 2: "new", 3: "established-reply", 4: "related-reply",
+           7: "untracked"}
+IPS_SRC_NAT, IPS_DST_NAT = 0x10, 0x20
+TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"))
+
 _L4_NAMES = {0: "hopopt", 1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
 
 
@@ -49,6 +55,13 @@ class Drop:
     icmp_sent: tuple[int, int] | None  # (type, code) of the ICMP error the kernel sent
     pod_raw: int = 0          # pod tag from the kernel's pod maps: id << 2 | direction (attribute.py)
     packet: bytes = b""       # the packet from its IP header, only when capturing (capture --pcap)
+    conntrack: str | None = None  # "new", "established", ..., "untracked", "none" (no entry); None: unknown
+    nat: str | None = None    # "dnat", "snat", "snat+dnat": what the connection's NAT did
+    tcp_flags: int | None = None
+
+    @property
+    def tcp_flag_names(self) -> str:
+        return ",".join(n for bit, n in TCP_FLAG_NAMES if (self.tcp_flags or 0) & bit)
 
     @property
     def flow(self) -> str:
@@ -119,4 +132,22 @@ class Decoder:
             icmp_sent=(raw.icmp_type, raw.icmp_code) if flags & ev.ND_F_ICMP_SENT else None,
             pod_raw=raw.pod_raw,
             packet=packet,
+            conntrack=_conntrack(raw),
+            nat=_nat(raw),
+            tcp_flags=raw.tcp_flags_raw if raw.l4proto_raw == 6 and has_l4 else None,
         )
+
+
+def _conntrack(raw: ev.NdEvent) -> str | None:
+    if not raw.flags_raw & ev.ND_F_NFCT_READ:
+        return None
+    if raw.flags_raw & ev.ND_F_CT or raw.ctinfo_raw == 7:
+        return CT_INFO.get(raw.ctinfo_raw, f"ctinfo {raw.ctinfo_raw}")
+    return "none"
+
+
+def _nat(raw: ev.NdEvent) -> str | None:
+    if not raw.flags_raw & ev.ND_F_CT:
+        return None
+    kinds = [n for bit, n in ((IPS_SRC_NAT, "snat"), (IPS_DST_NAT, "dnat")) if raw.ct_status_raw & bit]
+    return "+".join(kinds) or None

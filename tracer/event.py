@@ -22,6 +22,8 @@ ND_F_ICMP_SENT = 0x02
 ND_F_HAS_ROUTE = 0x04
 ND_F_L4 = 0x08
 ND_F_FRAGMENT = 0x10
+ND_F_CT = 0x20
+ND_F_NFCT_READ = 0x40
 
 ND_FILTER_NETNS = 0x01
 ND_FILTER_IP = 0x04
@@ -62,6 +64,10 @@ class NdEvent(ctypes.Structure):
         ("icmp_type", ctypes.c_uint8),
         ("icmp_code", ctypes.c_uint8),
         ("caplen", ctypes.c_uint16),
+        ("ct_status_raw", ctypes.c_uint32),
+        ("ctinfo_raw", ctypes.c_uint8),
+        ("tcp_flags_raw", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
         ("saddr_raw", ctypes.c_uint8 * 16),
         ("daddr_raw", ctypes.c_uint8 * 16),
         ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),

@@ -144,7 +144,7 @@ class Tracer:
             f"-I{ev.HEADER.parent}",
             f"-DND_HAVE_REASON={int(facts.has_reason)}",
             f"-DND_HAVE_ICMP_TP={int(facts.has_icmp_tp)}",
-            f"-DND_REASON_CONSUMED={self._consumed_reason(include)}",
+            *self._type_flags(include),
             f"-DND_RINGBUF_PAGES={int(ringbuf_pages)}",
             f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
             f"-DND_MAX_FILTER={MAX_FILTER}",
@@ -178,14 +178,19 @@ class Tracer:
         return kernel.btf_include_tree(cache_dir, facts.release), []
 
     @staticmethod
-    def _consumed_reason(include: Path | None) -> int:
-        """SKB_CONSUMED is not a drop; its number comes from this kernel's enum."""
+    def _type_flags(include: Path | None) -> list[str]:
+        """What the BPF program must know about this kernel's types: the number
+        of SKB_CONSUMED (not a drop), and whether sk_buff has _nfct (only with
+        CONFIG_NF_CONNTRACK). With kernel headers: no SKB_CONSUMED filter, _nfct assumed."""
+        consumed, nfct = 0xFFFFFFFF, True   # 0xFFFFFFFF: no such value, never matches a u32 reason
         if include is not None:
             text = (include / "include" / "vmlinux.h").read_text()
             m = re.search(r"\bSKB_CONSUMED = (\d+)", text)
             if m:
-                return int(m.group(1))
-        return 0xFFFFFFFF  # no such value: never matches a u32 reason
+                consumed = int(m.group(1))
+            skb = re.search(r"^struct sk_buff \{.*?^\};", text, re.S | re.M)
+            nfct = bool(skb and "_nfct;" in skb.group(0))
+        return [f"-DND_REASON_CONSUMED={consumed}", f"-DND_HAVE_NFCT={int(nfct)}"]
 
     def _on_event(self, _ctx, data, size):
         buf = ctypes.string_at(data, size)
