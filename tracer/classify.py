@@ -13,7 +13,12 @@ import fnmatch
 import functools
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from .decode import Drop
+
+if TYPE_CHECKING:
+    from .netfilter import Context
 
 CATEGORIES = (
     "mtu", "netfilter", "conntrack", "no-socket", "no-route", "neighbor",
@@ -60,6 +65,7 @@ ICMP_NET_HOST_UNREACH = ((3, 0), (3, 1), (3, 6), (3, 7))
 class Verdict:
     category: str
     hint: str
+    detail: dict | None = None    # what told a netfilter or conntrack drop apart (JSON "detail")
 
 
 def _match(name: str | None, patterns) -> bool:
@@ -148,6 +154,95 @@ def _hint(category: str, d: Drop) -> str:
     return f"dropped in {d.location or 'an unknown function'} ({why})"
 
 
-def classify(drop: Drop) -> Verdict:
+NFT_LOCATIONS = ("nft_do_chain*",)
+TCP_SYN, TCP_ACK = 0x02, 0x10
+
+
+def classify(drop: Drop, ctx: "Context | None" = None) -> Verdict:
+    """The category and hint; ctx (netfilter.Context: the namespace's rule
+    counters and conntrack statistics) tells NETFILTER_DROP apart."""
     category = category_of(drop.reason, drop.location, drop.icmp_sent)
+    if category in ("netfilter", "conntrack"):
+        refined = _netfilter(drop, category, ctx)
+        if refined is not None:
+            return refined
+    if category == "no-socket" and drop.tcp_flags is not None \
+            and drop.tcp_flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK):
+        return _nat_bypass(drop, ctx)
     return Verdict(category, _hint(category, drop))
+
+
+def _point_detail(p, packets: int | None = None) -> dict:
+    d = {"by": p.kind, "backend": p.backend, "family": p.family, "table": p.table, "chain": p.chain,
+         "target": p.target, "rule": p.rule}
+    if p.no_endpoints_service:
+        d["service_without_endpoints"] = p.no_endpoints_service
+    if packets is not None:
+        d["packets"] = packets
+    return d
+
+
+def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
+    view = ctx.view if ctx else None
+    points = view.likely_points() if view else []
+    grown = dict((p.key, n) for p, n in view.grown) if view else {}
+    rejected = d.icmp_sent is not None and d.icmp_sent[0] == ICMP_DEST_UNREACH
+    if rejected:
+        rejects = [p for p in points if p.target.upper() == "REJECT"] or points
+        svc = next((p for p in rejects if p.no_endpoints_service), None)
+        if svc is not None:
+            return Verdict("netfilter",
+                           f"Service {svc.no_endpoints_service} has no endpoints: kube-proxy rejects connections "
+                           f"to {_dest(d)} with {svc.describe()}; check the Service's selector and that its pods "
+                           f"are Ready", _point_detail(svc, grown.get(svc.key)))
+        p = rejects[0] if len(rejects) == 1 else None
+        return Verdict("netfilter",
+                       f"a REJECT rule refused it{_where(d)} and answered with ICMP {d.icmp_sent[0]}/{d.icmp_sent[1]}"
+                       + (f": {p.describe()}" if p else ": check the REJECT rules ('iptables -S', 'nft list ruleset')"),
+                       _point_detail(p, grown.get(p.key)) if p else {"by": "rule", "target": "REJECT"})
+    stats = view.ct_growth if view else {}
+    if d.conntrack == "none" and view is not None and (view.conntrack_active or stats.get("invalid")):
+        inv = next((p for p in points if p.drops_invalid), None)
+        by = inv.describe() if inv else (points[0].describe() if len(points) == 1 else "a rule matching ctstate INVALID")
+        return Verdict("conntrack",
+                       f"conntrack found no valid state for it (INVALID; conntrack invalid +{stats.get('invalid', 0)}) "
+                       f"and {by} dropped it, as kube-proxy's INVALID rule does: out-of-window or stray TCP, an "
+                       f"expired entry, or asymmetric routing",
+                       {"by": "conntrack", "state": "invalid", **({"rule": inv.rule} if inv else {}),
+                        "conntrack_invalid": stats.get("invalid", 0)})
+    if not _match(d.location, NFT_LOCATIONS) and (stats.get("insert_failed") or stats.get("drop")):
+        if stats.get("insert_failed"):
+            return Verdict("conntrack",
+                           f"conntrack could not insert the connection (insert_failed +{stats['insert_failed']}): "
+                           f"two packets of one flow raced (DNS A/AAAA over one socket, NAT'd UDP); use "
+                           f"'single-request-reopen' in resolv.conf or a newer kernel",
+                           {"by": "conntrack", "state": "insert_failed", "insert_failed": stats["insert_failed"]})
+        entries = view.ct.get("entries") if view and view.ct else None
+        return Verdict("conntrack",
+                       f"the conntrack table is full (drop +{stats['drop']}, {entries} entries): raise "
+                       f"net.netfilter.nf_conntrack_max or find the flood of connections",
+                       {"by": "conntrack", "state": "table_full", "drop": stats["drop"], "entries": entries})
+    if not points:
+        return None
+    if len(points) == 1:
+        p = points[0]
+        what = ("allow the traffic with a rule before it or set the policy to ACCEPT (Docker sets FORWARD to DROP)"
+                if p.kind == "policy" else "check whether this rule should match this traffic")
+        count = f" ({grown[p.key]} packets in the last second)" if p.key in grown else ""
+        return Verdict("netfilter", f"dropped by {p.describe()}{count}{_where(d)}: {what}",
+                       _point_detail(p, grown.get(p.key)))
+    listed = "; ".join(p.describe() for p in points[:3])
+    return Verdict("netfilter", f"dropped by one of: {listed}{_where(d)}",
+                   {"by": "one of", "candidates": [_point_detail(p, grown.get(p.key)) for p in points[:3]]})
+
+
+def _nat_bypass(d: Drop, ctx) -> Verdict:
+    bnf = ctx.bridge_nf_call_iptables if ctx else None
+    evidence = (f"; the node has net.bridge.bridge-nf-call-iptables={bnf}" if bnf is not None else "")
+    fix = ("set it to 1" if bnf == "0" else "check net.bridge.bridge-nf-call-iptables=1 on the node")
+    return Verdict("conntrack",
+                   f"a SYN-ACK from {d.src}:{d.sport} reached this pod, which never connected to that address: "
+                   f"the reply bypassed conntrack and was not translated back to the Service address (a Service "
+                   f"and its endpoint on the same bridge){evidence}; the pod answers with a reset: {fix}",
+                   {"by": "nat-bypass", "reply_from": f"{d.src}:{d.sport}",
+                    **({"bridge_nf_call_iptables": bnf} if bnf is not None else {})})

@@ -214,6 +214,11 @@ class Session:
         names = known_netns_inodes()
         self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names), netns_names=names,
                                  title=title, note=note, pods=pods.describe() if pods is not None else None)
+        from .netfilter import Explainer
+
+        node_netns = pods.scanner.node_inode if pods is not None else os.stat("/proc/self/ns/net").st_ino
+        self.explainer = Explainer(node_netns=node_netns)
+        self.explainer.start()
         self.stop = threading.Event()
         self._names_at = time.monotonic()
 
@@ -231,6 +236,7 @@ class Session:
 
         v = self.view
         v.stats, v.elapsed, v.remaining = stats, elapsed, remaining
+        v.notices = self.notices()
         if time.monotonic() - self._names_at > 2:
             v.netns_names = known_netns_inodes()
             if self.pods is not None:
@@ -247,7 +253,8 @@ class Session:
             pods = self.pods
             return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop, on_tick,
                              pods=pods.current if pods is not None else (lambda: None),
-                             maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None))
+                             maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
+                             explainer=self.explainer)
 
     def run_live(self, duration, background=None):
         """The rich console on stdout, redrawn on every tick."""
@@ -265,6 +272,10 @@ class Session:
                 live.update(console.render(self.groups, self.view))
             return self.run([], duration, on_tick, background)
 
+    def notices(self) -> list[str]:
+        names = self.view.netns_names
+        return [f"netns {names.get(ns, ns)}: {text}" for ns, text in sorted(self.explainer.notices.items())]
+
     def report(self, stats, groups_too: bool = False) -> None:
         from . import console
         from .filters import known_netns_inodes
@@ -274,11 +285,14 @@ class Session:
         if groups_too:
             for line in console.summary_lines(self.groups, known_netns_inodes()):
                 info(f"counted {line}")
+        for notice in self.notices():
+            info(f"notice: {notice}")
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self.explainer.stop()
         if self.pods is not None:
             self.pods.stop()
         self.tracer.close()
@@ -361,7 +375,7 @@ def cmd_capture(args) -> int:
         node = session.pods.node_name if session.pods is not None else None
         result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
                                hooks=session.tracer.hooks, filters=session.view.filters,
-                               pods=session.view.pods, node=node, names=names)
+                               pods=session.view.pods, node=node, names=names, notices=session.notices())
         try:
             (outdir / capture.SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
         except OSError as exc:

@@ -38,6 +38,7 @@ class View:
     note: str | None = None
     pods: str | None = None       # the pod selection and the state of the pod source
     width: int | None = None      # the terminal's columns, if known: narrow ones get a compact table
+    notices: list[str] = field(default_factory=list)   # latent risks seen (conntrack clash_resolve ...)
 
 
 def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
@@ -147,6 +148,8 @@ def status_line(view: View, groups: Groups) -> Text:
     text.append("\nfilters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)"))
     if view.pods:
         text.append("\npods: " + view.pods)
+    for notice in view.notices:
+        text.append("\nnotice: " + notice, style="yellow")
     if view.note:
         text.append("\n" + view.note, style="italic")
     return text

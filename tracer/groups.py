@@ -29,6 +29,7 @@ class Group:
     rate: float = 0.0
     latest: Drop | None = None
     hint: str | None = None
+    detail: dict | None = None
     pod_raw: int = 0
     attribution: Attribution | None = None
     events: int = 0                       # events delivered for this group
@@ -67,6 +68,7 @@ class Groups:
         g.category = verdict.category
         g.latest = drop
         g.hint = verdict.hint
+        g.detail = verdict.detail
         g.attribution = who
         g.events += 1
         g.first_seen = min(g.first_seen, drop.time) if g.first_seen else drop.time
@@ -92,6 +94,13 @@ class Groups:
         for key in self.groups.keys() - counts.keys():
             self.groups[key].rate = 0.0
         self._history.append((now, dict(counts)))
+
+    def reclassify(self, verdict_of: Callable[[Drop], Verdict], categories: tuple[str, ...]) -> None:
+        """Classify each group's latest drop again (new context may explain it better)."""
+        for g in self.groups.values():
+            if g.latest is not None and g.category in categories:
+                v = verdict_of(g.latest)
+                g.category, g.hint, g.detail = v.category, v.hint, v.detail
 
     def rows(self) -> list[Group]:
         """Grouped by pod (pods first, by name), then by count."""

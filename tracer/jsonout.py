@@ -31,6 +31,8 @@ def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict
         "out_ifname": drop.out_ifname,
         "pod": who.pod.to_json() if who.pod else None,
         "direction": who.direction,
+        "conntrack": drop.conntrack,
+        "detail": verdict.detail,
     }
 
 

@@ -39,7 +39,8 @@ VERDICTS = {
 
 
 def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: str, stats, hooks,
-          filters: list[str], pods: str | None, node: str | None, names: dict[int, str]) -> dict:
+          filters: list[str], pods: str | None, node: str | None, names: dict[int, str],
+          notices: list[str] = ()) -> dict:
     seconds = max((ended - recorder.started).total_seconds(), 1e-9)
     rows = sorted(groups.groups.values(), key=lambda g: -g.count)
     group_list = []
@@ -57,6 +58,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
             "first_seen": _iso(g.first_seen), "last_seen": _iso(g.last_seen),
             "events": g.events,
             "latest": _latest(g.latest), "hint": g.hint,
+            "detail": g.detail,
         })
     by_category = {c: sum(x["count"] for x in group_list if x["category"] == c) for c in CATEGORIES}
     by_category = {c: n for c, n in by_category.items() if n}
@@ -93,6 +95,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
         "by_category": by_category,
         "by_pod": dict(sorted(by_pod.items(), key=lambda kv: -kv[1])),
         "verdicts": verdicts,
+        "notices": list(notices),
         "groups": group_list,
         "top_flows": recorder.top_flows(),
         "timeline": timeline,
@@ -162,6 +165,8 @@ def to_markdown(s: dict) -> str:
         parts.append(f"- **{v['category']}** ({_n(v['drops'])} drops, {v['where']}): {v['verdict']}. {v['hint']}")
     if not s["verdicts"]:
         parts.append("- no drops in the window")
+    for n in s.get("notices", []):
+        parts.append(f"- notice: {n}")
     parts += ["", "### Drops by pod, category, reason and location", "", table(GROUP_HEADER, _group_rows(s))]
     if s["top_flows"]:
         parts += ["", "### Top flows (from delivered events)", "", table(FLOW_HEADER, _flow_rows(s))]
@@ -194,6 +199,8 @@ def to_table(s: dict, width: int | None = None) -> str:
     for v in s["verdicts"]:
         con.print(Text.assemble("• ", (v["category"], "bold"),
                                 f" ({_n(v['drops'])} drops, {v['where']}): {v['verdict']}. {v['hint']}"))
+    for n in s.get("notices", []):
+        con.print(Text.assemble("• ", ("notice", "bold yellow"), f": {n}"))
     for title, header, rows in (("Drops by pod, category, reason and location", GROUP_HEADER, _group_rows(s)),
                                 ("Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s))):
         t = Table(title=title, title_justify="left")
@@ -263,6 +270,7 @@ def to_html(s: dict) -> str:
         f'<li><b style="color:{CATEGORY_COLORS[v["category"]]}">{e(v["category"])}</b> '
         f'({_n(v["drops"])} drops, {e(v["where"])}): {e(v["verdict"])}. {e(v["hint"])}</li>'
         for v in s["verdicts"]) or "<li>no drops in the window</li>"
+    verdicts += "".join(f"<li><b>notice</b>: {e(n)}</li>" for n in s.get("notices", []))
     title = f"netdrop capture: {s['node']['kubernetes_node'] or s['node']['hostname']}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>

@@ -18,6 +18,7 @@ from .groups import Groups
 from .loader import Stats, Tracer
 
 TICK_SECONDS = 0.5
+NETFILTER_CATEGORIES = ("netfilter", "conntrack")
 
 
 class Sink(Protocol):
@@ -34,12 +35,15 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         duration: float | None, stop: threading.Event,
         on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None,
         pods: Callable[[], Attributor | None] = lambda: None,
-        maintain: Callable[[], None] = lambda: None) -> Stats:
+        maintain: Callable[[], None] = lambda: None, explainer=None) -> Stats:
     """Trace until duration runs out or stop is set; returns the final stats.
 
     pods() gives the current pod index (swapped in whole by a background
     thread: the event path only reads it); maintain() runs on every tick in
-    this thread, e.g. to bring the kernel's pod maps up to date."""
+    this thread, e.g. to bring the kernel's pod maps up to date. explainer
+    (netfilter.Explainer) knows the rule counters and conntrack statistics
+    that tell NETFILTER_DROP apart; it samples in its own thread."""
+    context = explainer.context if explainer is not None else (lambda netns: None)
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
@@ -48,7 +52,9 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         index = pods()
         for raw, packet in raws:
             drop = decoder.decode(raw, packet)
-            verdict = classify(drop)
+            verdict = classify(drop, context(drop.netns))
+            if explainer is not None and verdict.category in NETFILTER_CATEGORIES:
+                explainer.want(drop.netns)
             who = index.attribute(drop) if index is not None else NO_POD
             groups.add_event(drop, verdict, who)
             for sink in sinks:
@@ -61,6 +67,8 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         maintain()
         counts = tracer.counts()
         groups.update_counts(counts, now, datetime.now(timezone.utc))
+        if explainer is not None:   # what the counters learnt since may explain a group better
+            groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats

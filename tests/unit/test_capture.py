@@ -18,7 +18,7 @@ from tracer.loader import Hook, Stats
 from .test_console import golden_groups
 
 WATCH_KEYS = ["time", "reason", "category", "hint", "location", "netns", "ifname", "ifindex", "proto", "src",
-              "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction"]
+              "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction", "conntrack", "detail"]
 
 
 def golden_drops():
