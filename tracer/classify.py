@@ -184,7 +184,7 @@ def _point_detail(p, packets: int | None = None) -> dict:
 
 def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
     view = ctx.view if ctx else None
-    points = view.likely_points() if view else []
+    points = view.likely_points(d) if view else []
     grown = dict((p.key, n) for p, n in view.grown) if view else {}
     rejected = d.icmp_sent is not None and d.icmp_sent[0] == ICMP_DEST_UNREACH
     if rejected:
@@ -204,12 +204,14 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
     if d.conntrack == "none" and view is not None and (view.conntrack_active or stats.get("invalid")):
         inv = next((p for p in points if p.drops_invalid), None)
         by = inv.describe() if inv else (points[0].describe() if len(points) == 1 else "a rule matching ctstate INVALID")
+        invalid = (view.ct or {}).get("invalid", 0)
+        counted = f": conntrack counts {invalid} invalid packets here" if invalid else ""
         return Verdict("conntrack",
-                       f"conntrack found no valid state for it (INVALID; conntrack invalid +{stats.get('invalid', 0)}) "
-                       f"and {by} dropped it, as kube-proxy's INVALID rule does: out-of-window or stray TCP, an "
-                       f"expired entry, or asymmetric routing",
-                       {"by": "conntrack", "state": "invalid", **({"rule": inv.rule} if inv else {}),
-                        "conntrack_invalid": stats.get("invalid", 0)})
+                       f"conntrack found no valid state for it (INVALID{counted}) and {by} dropped it, as "
+                       f"kube-proxy's INVALID rule does: out-of-window or stray TCP, an expired entry, or "
+                       f"asymmetric routing",
+                       {"by": "conntrack", "state": "invalid", **({"rule": inv.rule, "chain": inv.chain} if inv else {}),
+                        "conntrack_invalid": invalid})
     if not _match(d.location, NFT_LOCATIONS) and (stats.get("insert_failed") or stats.get("drop")):
         if stats.get("insert_failed"):
             return Verdict("conntrack",
@@ -222,6 +224,8 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
                        f"the conntrack table is full (drop +{stats['drop']}, {entries} entries): raise "
                        f"net.netfilter.nf_conntrack_max or find the flood of connections",
                        {"by": "conntrack", "state": "table_full", "drop": stats["drop"], "entries": entries})
+    if not points and view is not None:
+        points = _policy_on_path(d, view.points)
     if not points:
         return None
     if len(points) == 1:
@@ -236,13 +240,24 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
                    {"by": "one of", "candidates": [_point_detail(p, grown.get(p.key)) for p in points[:3]]})
 
 
+def _policy_on_path(d: Drop, points) -> list:
+    """No counter has moved yet: a chain policy that this packet's path passes
+    (a forwarded packet: FORWARD; delivered here: INPUT) is the likely one."""
+    forwarded = d.out_ifname is not None
+    chain = "FORWARD" if forwarded else "INPUT"
+    return [p for p in points if p.kind == "policy" and p.chain.upper() == chain]
+
+
 def _nat_bypass(d: Drop, ctx) -> Verdict:
+    # The sysctl is evidence only when it reads 0: read a moment later than the drop,
+    # a 1 proves nothing (and br_netfilter may not even be loaded).
     bnf = ctx.bridge_nf_call_iptables if ctx else None
-    evidence = (f"; the node has net.bridge.bridge-nf-call-iptables={bnf}" if bnf is not None else "")
-    fix = ("set it to 1" if bnf == "0" else "check net.bridge.bridge-nf-call-iptables=1 on the node")
+    evidence = "; the node has net.bridge.bridge-nf-call-iptables=0" if bnf == "0" else ""
+    fix = ("set it to 1" if bnf == "0"
+           else "check net.bridge.bridge-nf-call-iptables=1 (and br_netfilter) on the node")
     return Verdict("conntrack",
                    f"a SYN-ACK from {d.src}:{d.sport} reached this pod, which never connected to that address: "
                    f"the reply bypassed conntrack and was not translated back to the Service address (a Service "
                    f"and its endpoint on the same bridge){evidence}; the pod answers with a reset: {fix}",
                    {"by": "nat-bypass", "reply_from": f"{d.src}:{d.sport}",
-                    **({"bridge_nf_call_iptables": bnf} if bnf is not None else {})})
+                    **({"bridge_nf_call_iptables": bnf} if bnf == "0" else {})})

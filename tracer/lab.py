@@ -192,6 +192,38 @@ class SimNode:
                                          self.NODE1_EXT, None, None, host_network=True)
         # node2 returns traffic for the client through node1.
         run("ip", "-n", self.node2, "route", "add", "172.16.200.0/24", "via", "192.168.100.1")
+        self._kube_proxy()
+
+    SVC_DB = ("10.96.0.20", 8080)            # -> db:8080
+    SVC_DNS = ("10.96.0.10", 53)             # -> db:53 or cache:53, at random
+    SVC_EMPTY = ("10.96.0.30", 80)           # no endpoints: REJECT
+    SVC_EMPTY_COMMENT = "default/empty:http has no endpoints"
+
+    def _kube_proxy(self) -> None:
+        """node1's iptables as kube-proxy (iptables mode) writes them, for three Services."""
+        ipt = lambda *a: run("iptables", *a, ns=self.node1)  # noqa: E731
+        # Service addresses need a route for the packets to reach FORWARD (a real node has a
+        # default route); the outside client plays the upstream for them.
+        run("ip", "-n", self.node1, "route", "add", "10.96.0.0/12", "via", self.CLIENT_V4)
+        db, cache = POD_SPECS["db"][3], POD_SPECS["cache"][3]
+        ipt("-N", "KUBE-FORWARD")
+        ipt("-A", "KUBE-FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+        ipt("-N", "KUBE-SERVICES")
+        ipt("-A", "KUBE-SERVICES", "-d", f"{self.SVC_EMPTY[0]}/32", "-p", "tcp", "--dport", str(self.SVC_EMPTY[1]),
+            "-m", "comment", "--comment", self.SVC_EMPTY_COMMENT, "-j", "REJECT",
+            "--reject-with", "icmp-port-unreachable")
+        ipt("-A", "FORWARD", "-m", "comment", "--comment", "kubernetes forwarding rules", "-j", "KUBE-FORWARD")
+        ipt("-A", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment",
+            "kubernetes service portals", "-j", "KUBE-SERVICES")
+        ipt("-t", "nat", "-N", "KUBE-SERVICES")
+        ipt("-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES")
+        ipt("-t", "nat", "-A", "KUBE-SERVICES", "-d", f"{self.SVC_DB[0]}/32", "-p", "tcp", "--dport",
+            str(self.SVC_DB[1]), "-j", "DNAT", "--to-destination", f"10.244.1.{db}:8080")
+        ipt("-t", "nat", "-A", "KUBE-SERVICES", "-d", f"{self.SVC_DNS[0]}/32", "-p", "udp", "--dport", "53",
+            "-m", "statistic", "--mode", "random", "--probability", "0.5",
+            "-j", "DNAT", "--to-destination", f"10.244.1.{db}:53")
+        ipt("-t", "nat", "-A", "KUBE-SERVICES", "-d", f"{self.SVC_DNS[0]}/32", "-p", "udp", "--dport", "53",
+            "-j", "DNAT", "--to-destination", f"10.244.1.{cache}:53")
 
     def _node_of(self, i: int) -> str:
         return self.node1 if i == 1 else self.node2
@@ -372,12 +404,17 @@ def _mtu(node: SimNode, n: int) -> int:
                         "--size", str(POD_MTU - 28), "--df", "--count", str(n))
 
 
-def _forward_drop(node: SimNode, n: int) -> int:
+def _forward_drop(node: SimNode, n: int, settle: float = 1.2) -> int:
     # Docker's classic: FORWARD policy DROP on the node cuts pods off from outside.
+    # The policy stays a moment before and after the traffic, as it would on a
+    # real node, so that a ruleset sampled once a second sees it.
     run("iptables", "-P", "FORWARD", "DROP", ns=node.node1)
     try:
-        return node.traffic(node.pods["web"].netns, "udp", "--dst", node.CLIENT_V4, "--port", "5353",
+        time.sleep(settle)
+        sent = node.traffic(node.pods["web"].netns, "udp", "--dst", node.CLIENT_V4, "--port", "5353",
                             "--count", str(n))
+        time.sleep(settle)
+        return sent
     finally:
         run("iptables", "-P", "FORWARD", "ACCEPT", ns=node.node1)
 
@@ -403,6 +440,41 @@ def _hostnet_closed(node: SimNode, n: int) -> int:
                         "--count", str(n))
 
 
+def _invalid(node: SimNode, n: int) -> int:
+    # SYN+FIN: conntrack calls it INVALID, and kube-proxy's KUBE-FORWARD rule drops it.
+    return node.traffic(node.client, "tcp-flags", "--dst", node.pods["web"].ipv4, "--port", "8080",
+                        "--flags", "0x03", "--count", str(n))
+
+
+def _no_endpoints(node: SimNode, n: int) -> int:
+    ip, port = node.SVC_EMPTY
+    return node.traffic(node.pods["web"].netns, "tcp", "--dst", ip, "--port", str(port), "--count", str(n))
+
+
+def _nat_bypass(node: SimNode, n: int) -> int:
+    # The seed case: a Service whose endpoint is on the same bridge, with
+    # bridge-nf-call-iptables=0: db's SYN-ACK goes back to web over the bridge
+    # untranslated, from db's address; web never connected to that and resets.
+    db = node.pods["db"]
+    listener = subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.traffic", "listen",
+                                 "--port", "8080", "--seconds", str(5 + n)], stdout=subprocess.PIPE, text=True)
+    try:
+        listener.stdout.readline()                    # "listening"
+        run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", ns=node.node1)
+        ip, port = node.SVC_DB
+        return node.traffic(node.pods["web"].netns, "tcp", "--dst", ip, "--port", str(port), "--count", str(n))
+    finally:
+        run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", ns=node.node1, check=False)
+        listener.kill()
+        listener.wait()
+
+
+def _dns_race(node: SimNode, n: int) -> int:
+    ip, port = node.SVC_DNS
+    return node.traffic(node.pods["web"].netns, "udp-race", "--dst", ip, "--port", str(port),
+                        "--count", str(n * 100), "--seconds", "20")
+
+
 def _no_route(node: SimNode, n: int) -> int:
     return node.traffic(node.pods["web"].netns, "udp", "--dst", node.UNROUTED_POD, "--port", "80",
                         "--count", str(n))
@@ -418,6 +490,13 @@ CASES = {
         Case("no-route", "pod web -> 10.244.3.10: node1 has no route to that pod CIDR", _no_route),
         Case("hostnet-closed", "client -> node1 UDP 9100: hostNetwork pod node-exporter not listening",
              _hostnet_closed),
+        Case("invalid", "client -> pod web TCP SYN+FIN: conntrack INVALID, kube-proxy's rule drops it", _invalid),
+        Case("no-endpoints", "pod web -> Service 10.96.0.30:80 without endpoints: kube-proxy REJECT",
+             _no_endpoints),
+        Case("nat-bypass", "pod web -> Service 10.96.0.20 -> pod db on the same bridge with "
+             "bridge-nf-call-iptables=0: the reply skips un-DNAT", _nat_bypass),
+        Case("dns-race", "pod web: two UDP queries at once from one socket to a DNAT'd Service: "
+             "conntrack insert races (clash_resolve)", _dns_race),
     )
 }
 

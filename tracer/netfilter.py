@@ -71,6 +71,46 @@ class DropPoint:
     def drops_invalid(self) -> bool:
         return bool(self.rule and re.search(r"(--ctstate|ct state) (INVALID|invalid)", self.rule))
 
+    def matches(self, drop) -> bool | None:
+        """Could this rule have matched the dropped packet? True: every condition
+        we can read matches; False: one does not; None: it depends on matches we
+        cannot evaluate (or it is a policy). iptables syntax only."""
+        if self.kind != "rule" or self.backend == "nftables":
+            return None
+        try:
+            words = shlex.split(self.rule)
+        except ValueError:
+            return None
+        known, i = True, 0
+        while i < len(words):
+            w, arg = words[i], words[i + 1] if i + 1 < len(words) else None
+            negate = i > 0 and words[i - 1] == "!"
+            if w in ("-s", "-d"):
+                ok = _in_cidr(drop.src if w == "-s" else drop.dst, arg)
+            elif w == "-p":
+                ok = None if drop.proto is None else drop.proto == arg
+            elif w in ("--dport", "--sport"):
+                port = drop.dport if w == "--dport" else drop.sport
+                ok = None if port is None else _in_ports(port, arg)
+            elif w == "--ctstate":
+                ok = _ct_state_matches(drop.conntrack, arg)
+            elif w in ("-A", "-j", "-m", "--comment", "--reject-with", "--to-destination", "--mode",
+                       "--probability", "--to-source"):
+                ok = True
+            elif w.startswith("-") and w != "!":
+                ok = None          # -i/-o/marks/sets...: not evaluated
+            else:
+                i += 1
+                continue
+            if ok is not None and negate:
+                ok = not ok
+            if ok is False:
+                return False
+            if ok is None:
+                known = False
+            i += 2
+        return True if known else None
+
 
 _IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d+):\d+\]")
 _IPT_RULE = re.compile(r"^\[(\d+):\d+\] (-A (\S+) .*)$")
@@ -144,6 +184,33 @@ def _nft_rule_text(expr: list[dict]) -> str:
         else:
             parts.append(next(iter(e)))
     return " ".join(parts)
+
+
+def _in_cidr(addr: str | None, cidr: str | None):
+    import ipaddress
+
+    if addr is None or cidr is None:
+        return None
+    try:
+        return ipaddress.ip_address(addr) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
+
+
+def _in_ports(port: int, spec: str) -> bool:
+    for part in spec.split(","):
+        lo, _, hi = part.partition(":")
+        if int(lo or 0) <= port <= int(hi or lo or 65535):
+            return True
+    return False
+
+
+def _ct_state_matches(state: str | None, spec: str):
+    if state is None:
+        return None
+    names = {"none": "INVALID", "new": "NEW", "established": "ESTABLISHED", "established-reply": "ESTABLISHED",
+             "related": "RELATED", "related-reply": "RELATED", "untracked": "UNTRACKED"}
+    return names.get(state) in spec.upper().split(",")
 
 
 def parse_ct_stats(text: str) -> dict[str, int]:
@@ -226,9 +293,19 @@ class NetnsView:
         return bool(self.ct and (self.ct.get("entries") or self.ct.get("new") or self.ct.get("found")
                                  or self.ct.get("invalid")))
 
-    def likely_points(self) -> list[DropPoint]:
-        """The drop points that explain recent drops: those that grew, else those ever used."""
-        return [p for p, _ in self.grown] or self.nonzero
+    def likely_points(self, drop=None) -> list[DropPoint]:
+        """The drop points that explain a drop: those whose counters grew lately
+        and could match it, else those whose conditions match it, else those
+        ever used that could match it."""
+        def fits(p):
+            return drop is None or p.matches(drop) is not False
+        grown = [p for p, _ in self.grown if fits(p)]
+        if grown:
+            return grown
+        certain = [p for p in self.points if drop is not None and p.matches(drop) is True]
+        if certain:
+            return certain
+        return [p for p in self.nonzero if fits(p)]
 
 
 class Explainer:
