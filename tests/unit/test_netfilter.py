@@ -1,0 +1,131 @@
+"""NETFILTER_DROP told apart, on rulesets and statistics recorded from the lab's node."""
+
+from pathlib import Path
+
+import pytest
+
+from tracer import netfilter as nf
+from tracer.classify import classify
+
+from .test_classify import drop
+
+G = Path(__file__).resolve().parent.parent / "golden" / "netfilter"
+
+
+def nft_save():
+    return nf.parse_iptables_save((G / "iptables-nft-save.txt").read_text(), "iptables-nft", "ipv4")
+
+
+def test_iptables_save_drop_points_with_counters():
+    points = nft_save()
+    policy = next(p for p in points if p.kind == "policy")
+    assert (policy.table, policy.chain, policy.target, policy.packets) == ("filter", "FORWARD", "DROP", 3)
+    rule = next(p for p in points if p.rule and "--dport 5354" in p.rule)
+    assert (rule.chain, rule.target, rule.packets) == ("FORWARD", "DROP", 2)
+    svc = next(p for p in points if p.target == "REJECT")
+    assert svc.no_endpoints_service == "default/empty" and svc.table == "filter" and svc.chain == "KUBE-SERVICES"
+    assert next(p for p in points if p.drops_invalid).chain == "KUBE-FORWARD"
+    # DNAT and jumps are not drop points.
+    assert not [p for p in points if p.table == "nat"]
+    legacy = nf.parse_iptables_save((G / "iptables-legacy-save.txt").read_text(), "iptables-legacy", "ipv4")
+    assert [(p.chain, p.target, p.backend) for p in legacy] == [("INPUT", "REJECT", "iptables-legacy")]
+
+
+def test_native_nftables_points_skip_iptables_nft_tables():
+    text = (G / "nft-ruleset.json").read_text()
+    points = nf.parse_nft_json(text, skip_tables={("ip", "filter"), ("ip", "nat")})
+    assert {(p.table, p.chain, p.kind, p.target) for p in points} == {
+        ("nd_native", "forward_chk", "rule", "drop"), ("nd_native", "input_chk", "policy", "drop")}
+    rule = next(p for p in points if p.kind == "rule")
+    assert rule.packets == 4 and "udp dport" in rule.rule and rule.family == "inet"
+    assert next(p for p in points if p.kind == "policy").packets is None   # base chains count no policy
+
+
+def test_conntrack_stats_sum_cpus_but_not_entries():
+    stats = nf.parse_ct_stats((G / "nf_conntrack.stat").read_text())
+    assert stats["entries"] == 6 and "clash_resolve" in stats and stats["insert_failed"] == 0
+    two_cpus = "entries clashres found invalid insert_failed drop\n00000002 00000003 0 0000000a 1 0\n00000002 00000004 0 00000001 0 0\n"
+    s = nf.parse_ct_stats(two_cpus)
+    assert (s["entries"], s["clash_resolve"], s["invalid"], s["insert_failed"]) == (2, 7, 11, 1)
+
+
+def test_rules_are_matched_against_the_packet():
+    points = nft_save()
+    rule = next(p for p in points if p.rule and "--dport 5354" in p.rule)
+    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp")) is True
+    assert rule.matches(drop(src="10.244.1.10", dport=5353, proto="udp")) is False
+    assert rule.matches(drop(src="10.244.1.99", dport=5354, proto="udp")) is False
+    inv = next(p for p in points if p.drops_invalid)
+    assert inv.matches(drop(conntrack="none")) is True and inv.matches(drop(conntrack="new")) is False
+    assert next(p for p in points if p.kind == "policy").matches(drop()) is None
+
+
+def view(points, grown=(), ct=None, growth=None):
+    return nf.NetnsView(list(grown), [p for p in points if p.packets], points, ct, {}, growth or {})
+
+
+def ctx(points, **kw):
+    return nf.Context(view(points, **kw))
+
+
+@pytest.mark.parametrize("packet,by,expected", [
+    (dict(src="10.244.1.10", dst="172.16.200.2", proto="udp", dport=5354, out_ifname="ext0"), "rule", "--dport 5354"),
+    (dict(src="10.244.1.10", dst="172.16.200.2", proto="udp", dport=5353, out_ifname="ext0"), "policy", "FORWARD"),
+])
+def test_netfilter_rule_or_policy(packet, by, expected):
+    points = nft_save()
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="new", **packet), ctx(points))
+    assert v.category == "netfilter" and v.detail["by"] == by
+    assert expected in (v.detail["rule"] or v.detail["chain"]) and expected in v.hint
+
+
+def test_service_without_endpoints_is_named():
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", dst="10.96.0.30", proto="tcp", dport=80,
+                      icmp_sent=(3, 3), conntrack="new"), ctx(nft_save()))
+    assert v.category == "netfilter" and v.detail["service_without_endpoints"] == "default/empty"
+    assert v.hint.startswith("Service default/empty has no endpoints")
+
+
+def test_invalid_state_is_conntrack():
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="none", proto="tcp"),
+                 ctx(nft_save(), ct={"entries": 3, "invalid": 7}))
+    assert v.category == "conntrack" and v.detail == {"by": "conntrack", "state": "invalid", "chain": "KUBE-FORWARD",
+                                                      "rule": "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+                                                      "conntrack_invalid": 7}
+    # Without conntrack in use there, no state says nothing.
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="none", dport=5354,
+                      src="10.244.1.10"), ctx(nft_save(), ct={"entries": 0}))
+    assert v.category == "netfilter"
+
+
+@pytest.mark.parametrize("growth,state", [({"insert_failed": 3}, "insert_failed"), ({"drop": 12}, "table_full")])
+def test_conntrack_refusals_from_statistics(growth, state):
+    v = classify(drop(reason="NETFILTER_DROP", location="nf_hook_slow", conntrack="new"),
+                 ctx([], ct={"entries": 65536}, growth=growth))
+    assert v.category == "conntrack" and v.detail["state"] == state
+    # At nft_do_chain it was a rule, whatever conntrack counted meanwhile.
+    assert classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="new"),
+                    ctx([], ct={"entries": 1}, growth=growth)).category == "netfilter"
+
+
+def test_reply_that_bypassed_nat():
+    v = classify(drop(reason="NO_SOCKET", location="tcp_v4_rcv", proto="tcp", src="10.244.1.11", sport=8080,
+                      tcp_flags=0x12), nf.Context(None, "0"))
+    assert v.category == "conntrack" and v.detail["by"] == "nat-bypass"
+    assert "bridge-nf-call-iptables=0" in v.hint and "10.244.1.11:8080" in v.hint
+    plain_syn = classify(drop(reason="NO_SOCKET", location="tcp_v4_rcv", proto="tcp", tcp_flags=0x02))
+    assert plain_syn.category == "no-socket"
+
+
+def test_explainer_diffs_counters_between_samples():
+    points = nft_save()
+    samples = iter([(points, {"entries": 1, "clash_resolve": 5}),
+                    ([nf.DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 4}) if p.kind == "policy" else p
+                      for p in points], {"entries": 1, "clash_resolve": 9})])
+    ex = nf.Explainer(paths={7: "/x"}, node_netns=7, sample=lambda path: next(samples))
+    ex.sample_now()
+    assert ex.view(7).grown == [] and 7 not in ex.notices
+    ex.sample_now()
+    grown = ex.view(7).grown
+    assert [(p.chain, p.kind, n) for p, n in grown] == [("FORWARD", "policy", 4)]
+    assert "clash_resolve +4" in ex.notices[7]
