@@ -47,6 +47,7 @@ class DropPoint:
     rule: str | None = None      # the rule as the tool prints it
     comment: str | None = None
     packets: int | None = None   # None: no counter (an nftables base chain's policy)
+    conds: tuple = ()            # nftables: (what, op, value) of its match expressions
 
     @property
     def key(self) -> tuple:
@@ -75,8 +76,10 @@ class DropPoint:
         """Could this rule have matched the dropped packet? True: every condition
         we can read matches; False: one does not; None: it depends on matches we
         cannot evaluate (or it is a policy). iptables syntax only."""
-        if self.kind != "rule" or self.backend == "nftables":
+        if self.kind != "rule":
             return None
+        if self.backend == "nftables":
+            return _nft_matches(self.conds, drop)
         try:
             words = shlex.split(self.rule)
         except ValueError:
@@ -166,8 +169,59 @@ def parse_nft_json(text: str, skip_tables: set[tuple[str, str]] = frozenset()) -
             comment = rule.get("comment")
             points.append(DropPoint("nftables", fam, rule["table"], rule["chain"], "rule", verdicts[0],
                                     rule=f"handle {rule['handle']}: {_nft_rule_text(rule['expr'])}",
-                                    comment=comment, packets=counter["packets"] if counter else None))
+                                    comment=comment, packets=counter["packets"] if counter else None,
+                                    conds=_nft_conds(rule["expr"])))
     return points
+
+
+def _nft_conds(expr: list[dict]) -> tuple:
+    conds = []
+    for e in expr:
+        m = e.get("match")
+        if not m:
+            continue
+        left = m["left"]
+        if "payload" in left:
+            what = f"{left['payload'].get('protocol')} {left['payload'].get('field')}"
+        elif "ct" in left:
+            what = f"ct {left['ct'].get('key')}"
+        else:
+            what = "?"
+        right = m["right"]
+        if isinstance(right, dict) and "set" in right:
+            right = tuple(right["set"])
+        elif isinstance(right, list):
+            right = tuple(right)
+        elif isinstance(right, dict):
+            right = json.dumps(right, sort_keys=True)   # prefixes, ranges: kept, not evaluated
+        conds.append((what, m["op"], right))
+    return tuple(conds)
+
+
+def _nft_matches(conds: tuple, drop) -> bool | None:
+    known = True
+    for what, op, value in conds:
+        proto, _, field = what.partition(" ")
+        values = value if isinstance(value, tuple) else (value,)
+        if field in ("dport", "sport") and proto in ("udp", "tcp", "th"):
+            port = drop.dport if field == "dport" else drop.sport
+            ok = None if port is None else (proto in ("th", drop.proto) and port in values)
+        elif field in ("saddr", "daddr") and proto in ("ip", "ip6") and isinstance(value, str):
+            addr = drop.src if field == "saddr" else drop.dst
+            ok = None if addr is None else _in_cidr(addr, value)
+        elif what == "ct state":
+            ok = None if drop.conntrack is None else (
+                {"none": "invalid", "established-reply": "established",
+                 "related-reply": "related"}.get(drop.conntrack, drop.conntrack) in values)
+        else:
+            ok = None
+        if ok is not None and op == "!=":
+            ok = not ok
+        if ok is False:
+            return False
+        if ok is None:
+            known = False
+    return True if known else None
 
 
 def _nft_rule_text(expr: list[dict]) -> str:

@@ -39,6 +39,8 @@ def test_native_nftables_points_skip_iptables_nft_tables():
     rule = next(p for p in points if p.kind == "rule")
     assert rule.packets == 4 and "udp dport" in rule.rule and rule.family == "inet"
     assert next(p for p in points if p.kind == "policy").packets is None   # base chains count no policy
+    assert rule.matches(drop(proto="udp", dport=5355)) is True
+    assert rule.matches(drop(proto="udp", dport=53)) is False and rule.matches(drop(proto="tcp", dport=5355)) is False
 
 
 def test_conntrack_stats_sum_cpus_but_not_entries():
