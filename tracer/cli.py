@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write at most N events to events.jsonl (counts stay exact)")
     _common(cap)
 
+    doc = sub.add_parser("doctor", help="check the node for misconfigurations that drop packets "
+                                        "(exit status 1 if any is found)")
+    doc.add_argument("--netns", metavar="NAME|PATH", help="examine this namespace as the node (a simulated "
+                                                           "node); default: the one netdrop runs in")
+    doc.add_argument("--pod", metavar="NAME", help="check this pod's path (MTU, its namespace)")
+    doc.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
+    doc.add_argument("--kubeconfig", metavar="PATH")
+    doc.add_argument("--node", metavar="NAME", help="this node's Kubernetes name")
+    doc.add_argument("--cni-dir", default="/var/lib/cni/networks", metavar="DIR",
+                     help="host-local IPAM state (default: /var/lib/cni/networks)")
+    doc.add_argument("--json", action="store_true", help="findings as JSON on stdout")
+
     summ = sub.add_parser("summary", help="what a capture found, for a person or a ticket")
     summ.add_argument("dir", metavar="DIR", help="a capture's directory (or its summary.json)")
     summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
@@ -389,6 +401,52 @@ def cmd_capture(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from . import doctor
+    from .kube import Selection
+    from .nodeview import HOST_NETNS, NETNS_RUN_DIR, NodeScanner
+    from .pods import PodSource
+
+    require_root()
+    spec = args.netns or HOST_NETNS
+    path = spec if "/" in spec else str(NETNS_RUN_DIR / spec)
+    if not os.path.exists(path):
+        raise UserError(f"unknown network namespace {args.netns!r}: {path} does not exist")
+    scanner = NodeScanner(spec)
+    snapshot = scanner.scan()
+    pods = snapshot.pod_like()
+    names: dict[int, str] = {}
+    live = {ip for info in pods for ip in info.ips}
+    if args.pod or args.kubeconfig:
+        source = PodSource(Selection(name=args.pod, namespace=args.namespace), args.kubeconfig, args.node, spec,
+                           warn=warn)
+        if source.index is not None:
+            idx = source.index
+            names = {inode: idx.ids.refs[pid].label for inode, pid in idx.by_netns.items()}
+            if args.pod:
+                if source.kube is None:
+                    raise UserError(f"--pod needs the Kubernetes API to find {args.pod}: {source.problem}")
+                pods = [snapshot.namespaces[i] for i, pid in idx.by_netns.items() if pid in idx.selected]
+                if not pods:
+                    raise UserError(f"pod {args.namespace}/{args.pod} has no sandbox on this node yet")
+    if names and not args.pod:      # the API says which sandboxes are pods
+        pods = [p for p in pods if p.inode in names]
+    node = doctor.Node(None if spec == HOST_NETNS else path, args.netns or "this node", pods, names,
+                       Path(args.cni_dir))
+    findings = doctor.run_all(node, live)
+    if args.json:
+        sys.stdout.write(doctor.to_json(findings, node))
+    else:
+        Console().print(doctor.render(findings, node))
+        bad = doctor.problems(findings)
+        info(f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
+    return 1 if doctor.problems(findings) else 0
+
+
 def cmd_summary(args) -> int:
     import json
 
@@ -405,7 +463,8 @@ def cmd_summary(args) -> int:
     return 0
 
 
-COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture, "summary": cmd_summary}
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture, "summary": cmd_summary,
+            "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,10 +115,16 @@ class SimNode:
     UNROUTED_POD = "10.244.3.10"   # a pod on a third node whose route node1 lacks
     HOSTNET_PORT = 9100
 
+    pod_mtu: int = POD_MTU
+    hairpin: bool = False
+
     @classmethod
-    def create(cls, prefix: str | None = None, with_api: bool = True) -> "SimNode":
+    def create(cls, prefix: str | None = None, with_api: bool = True, pod_mtu: int = POD_MTU,
+               hairpin: bool = False) -> "SimNode":
+        """pod_mtu=OVERLAY_MTU and hairpin=True make a node netdrop doctor finds healthy."""
         prefix = prefix or f"ndt{os.getpid()}"
-        node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client")
+        node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client", pod_mtu=pod_mtu,
+                   hairpin=hairpin)
         node.cleanup_leftovers()
         try:
             node._build()
@@ -148,6 +155,7 @@ class SimNode:
             if (NETNS_DIR / name).exists():
                 run("ip", "netns", "del", name, check=False)
         (STATE_DIR / f"lab-{self.prefix}.kubeconfig").unlink(missing_ok=True)
+        shutil.rmtree(STATE_DIR / f"lab-{self.prefix}", ignore_errors=True)
         for pid in state.get("holders", []):
             try:   # only our own holder: a pid may have been reused since
                 if Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE:
@@ -301,11 +309,13 @@ class SimNode:
         ns = f"cni-{uuid.uuid4()}"
         self._netns(ns)
         veth = "veth" + secrets.token_hex(4)
-        run("ip", "-n", node, "link", "add", veth, "mtu", str(POD_MTU), "type", "veth", "peer", "name", "eth0",
+        run("ip", "-n", node, "link", "add", veth, "mtu", str(self.pod_mtu), "type", "veth", "peer", "name", "eth0",
             "netns", ns)
         run("ip", "-n", node, "link", "set", veth, "master", "cni0", "up")
+        if self.hairpin:
+            run("ip", "-n", node, "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
         v4, v6 = f"10.244.{i}.{host}", f"fd00:10:244:{i}::{host:x}"
-        run("ip", "-n", ns, "link", "set", "eth0", "mtu", str(POD_MTU))
+        run("ip", "-n", ns, "link", "set", "eth0", "mtu", str(self.pod_mtu))
         self._addr(ns, "eth0", f"{v4}/24", f"{v6}/64")
         run("ip", "-n", ns, "route", "add", "default", "via", f"10.244.{i}.1")
         run("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd00:10:244:{i}::1")
@@ -313,7 +323,20 @@ class SimNode:
             ns = self._unname(ns)
         pod = Pod(name, namespace, ns, node, v4, v6, veth)
         self.pods[role] = pod
+        if node == self.node1:
+            self._ipam_reserve(v4, ns)
         return pod
+
+    @property
+    def ipam_dir(self) -> Path:
+        """host-local IPAM state of node1's network, as /var/lib/cni/networks holds it."""
+        return STATE_DIR / f"lab-{self.prefix}" / "cni" / "networks"
+
+    def _ipam_reserve(self, ip: str, sandbox: str) -> None:
+        net = self.ipam_dir / "cbr0"
+        net.mkdir(parents=True, exist_ok=True)
+        (net / ip).write_text(f"{uuid.uuid5(uuid.NAMESPACE_OID, sandbox).hex}\neth0")
+        (net / "last_reserved_ip.0").write_text(ip)
 
     def _unname(self, name: str) -> str:
         """Keep the namespace alive with a process and drop its /run/netns name,
@@ -352,6 +375,7 @@ class SimNode:
         else:
             run("ip", "netns", "del", old.netns)
         self.created.remove(old.netns)
+        (self.ipam_dir / "cbr0" / old.ipv4).unlink(missing_ok=True)   # a CNI DEL frees it
         pod = self.add_pod(role, host)
         if self.api:
             self.api.put_pod(self.pod_object(pod))
@@ -381,6 +405,7 @@ class SimNode:
             else:
                 run("ip", "netns", "del", ns, check=False)
         self.created.clear()
+        shutil.rmtree(STATE_DIR / f"lab-{self.prefix}", ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
 
     def _release(self, path: str) -> None:

@@ -1,0 +1,194 @@
+"""netdrop doctor on a simulated node: healthy, then one misconfiguration at a time."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tracer import lab
+from tracer.netfilter import ct_stats
+
+from .conftest import NETDROP
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    sim = lab.SimNode.create(prefix=f"ndh{os.getpid()}", pod_mtu=lab.OVERLAY_MTU, hairpin=True)
+    try:
+        yield sim
+    finally:
+        sim.destroy()
+
+
+def doctor(node, *extra):
+    res = subprocess.run([*NETDROP, "doctor", "--netns", node.node1, "--kubeconfig", str(node.kubeconfig),
+                          "--cni-dir", str(node.ipam_dir), "--json", *extra], capture_output=True, text=True,
+                         timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr
+    out = json.loads(res.stdout)
+    return res.returncode, out["findings"]
+
+
+def problems(findings, check=None):
+    return [f for f in findings if f["severity"] in ("error", "warning") and (check is None or f["check"] == check)]
+
+
+def test_healthy_node_has_no_problem(healthy):
+    rc, findings = doctor(healthy)
+    assert problems(findings) == [] and rc == 0
+    checks = {f["check"] for f in findings}
+    assert {"ip_forward", "bridge-nf-call-iptables", "rp_filter", "forward", "mtu", "conntrack: table",
+            "kube-proxy", "hairpin", "node addresses", "neighbours", "ipam", "kernel: BTF"} <= checks
+    mtu = next(f for f in findings if f["check"] == "mtu")
+    assert mtu["severity"] == "ok" and len(mtu["evidence"]) == 3       # web, db, cache: not client or node2
+
+
+def misconfigured(node, do, undo):
+    do()
+    try:
+        return doctor(node)
+    finally:
+        undo()
+
+
+def sysctl(node, setting):
+    return lambda: lab.run("sysctl", "-qw", setting, ns=node.node1)
+
+
+@pytest.mark.parametrize("setting,restore,check,severity,words", [
+    ("net.ipv4.ip_forward=0", "net.ipv4.ip_forward=1", "ip_forward", "error", "forwards no pod traffic"),
+    ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-iptables=1", "bridge-nf-call-iptables",
+     "warning", "not translated back"),
+    ("net.ipv4.conf.eth0.rp_filter=1", "net.ipv4.conf.eth0.rp_filter=0", "rp_filter", "warning", "strict"),
+])
+def test_sysctls(healthy, setting, restore, check, severity, words):
+    rc, findings = misconfigured(healthy, sysctl(healthy, setting), sysctl(healthy, restore))
+    found = problems(findings, check)
+    assert rc == 1 and len(found) == 1 and found[0]["severity"] == severity and words in found[0]["summary"]
+    assert found[0]["fix"].startswith("sysctl -w")
+    assert problems(findings) == found
+
+
+def test_forward_policy_drop(healthy):
+    rc, findings = misconfigured(healthy, lambda: lab.run("iptables", "-P", "FORWARD", "DROP", ns=healthy.node1),
+                                 lambda: lab.run("iptables", "-P", "FORWARD", "ACCEPT", ns=healthy.node1))
+    found = problems(findings, "forward")
+    assert rc == 1 and len(found) == 1 and "FORWARD chain's policy DROP" in found[0]["summary"]
+    assert found[0]["fix"].startswith("iptables -P FORWARD ACCEPT")
+
+
+def test_pod_mtu_larger_than_the_overlay(healthy):
+    web = healthy.pods["web"]
+    rc, findings = misconfigured(
+        healthy, lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1500", ns=web.netns),
+        lambda: lab.run("ip", "link", "set", "eth0", "mtu", str(lab.OVERLAY_MTU), ns=web.netns))
+    found = problems(findings, "mtu")
+    assert rc == 1 and len(found) == 1 and found[0]["severity"] == "error"
+    assert "eth0 MTU 1500, larger than" in found[0]["summary"]
+    assert "largest packet that passes is 1450 bytes" in found[0]["summary"]
+    assert found[0]["evidence"] == [f"default/{web.name}: pod eth0 1500 -> host {web.host_veth} 1450 -> "
+                                    "bridge cni0 1450 -> overlay flannel.1 1450"]
+
+
+def test_overlay_mtu_larger_than_its_underlay(healthy):
+    # The kernel refuses a VXLAN MTU too big for its device, but not a device MTU lowered later.
+    rc, findings = misconfigured(healthy, lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1400",
+                                                          ns=healthy.node1),
+                                 lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1500", ns=healthy.node1))
+    found = [f for f in problems(findings, "mtu") if "underlay" in f["summary"]]
+    assert rc == 1 and found and "eth0 MTU 1400 - 50 bytes of encapsulation = 1350" in found[0]["summary"]
+    assert found[0]["fix"] == "ip link set flannel.1 mtu 1350"
+
+
+def test_one_pod_with_pod_option(healthy):
+    web = healthy.pods["web"]
+    rc, findings = doctor(healthy, "--pod", web.name)
+    mtu = [f for f in findings if f["check"] == "mtu"]
+    assert len(mtu) == 1 and mtu[0]["evidence"] == [f"default/{web.name}: largest packet 1450"]
+
+
+def test_stale_ipam_reservations(healthy):
+    net = healthy.ipam_dir / "cbr0"
+    stale = [net / "10.244.1.77", net / "10.244.1.78"]
+    rc, findings = misconfigured(healthy, lambda: [p.write_text("0123456789abcdef\neth0") for p in stale],
+                                 lambda: [p.unlink() for p in stale])
+    found = problems(findings, "ipam")
+    assert rc == 1 and "2 of 5 IPAM reservations in network cbr0" in found[0]["summary"]
+    assert "10.244.1.77 held by container 0123456789ab" in found[0]["evidence"]
+
+
+def test_kube_proxy_missing(healthy):
+    saved = lab.run("iptables-save", ns=healthy.node1)
+
+    def remove():
+        for table in ("filter", "nat"):
+            lab.run("iptables", "-t", table, "-F", ns=healthy.node1)
+            lab.run("iptables", "-t", table, "-X", ns=healthy.node1)
+
+    def restore():
+        subprocess.run([*lab.in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
+    rc, findings = misconfigured(healthy, remove, restore)
+    found = problems(findings, "kube-proxy")
+    assert rc == 1 and "no kube-proxy rules" in found[0]["summary"]
+
+
+def test_hairpin_off(healthy):
+    veth = healthy.pods["db"].host_veth
+    set_hp = lambda v: lambda: lab.run("ip", "link", "set", veth, "type", "bridge_slave", "hairpin", v,  # noqa: E731
+                                       ns=healthy.node1)
+    rc, findings = misconfigured(healthy, set_hp("off"), set_hp("on"))
+    found = problems(findings, "hairpin")
+    assert rc == 1 and found[0]["evidence"] == [veth] and "hairpin on" in found[0]["fix"]
+
+
+def test_static_plus_dhcp_address(healthy):
+    add = lambda: lab.run("ip", "addr", "add", "192.168.100.11/24", "dev", "eth0", "valid_lft", "3600",  # noqa: E731
+                          "preferred_lft", "3600", ns=healthy.node1)
+    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "addr", "del", "192.168.100.11/24", "dev",
+                                                               "eth0", ns=healthy.node1))
+    found = problems(findings, "node addresses")
+    assert rc == 1 and "eth0 has 2 IPv4 addresses from static and DHCP configuration" in found[0]["summary"]
+    assert found[0]["evidence"] == ["192.168.100.1/24 (static)", "192.168.100.11/24 (dynamic, DHCP)"]
+
+
+def test_failed_and_conflicting_neighbours(healthy):
+    def break_arp():
+        # Nobody has .99: ARP fails. Two addresses on one MAC: a wrong entry (the seed's case).
+        subprocess.run([*lab.in_netns(healthy.node1), "ping", "-c1", "-W1", "192.168.100.99"], capture_output=True)
+        for ip in ("192.168.100.2", "192.168.100.3"):
+            lab.run("ip", "neigh", "replace", ip, "lladdr", "0e:00:00:00:02:99", "dev", "eth0", "nud", "permanent",
+                    ns=healthy.node1)
+
+    def repair():
+        for ip in ("192.168.100.99", "192.168.100.2", "192.168.100.3"):
+            lab.run("ip", "neigh", "del", ip, "dev", "eth0", ns=healthy.node1, check=False)
+    deadline = time.monotonic() + 10
+    while True:          # INCOMPLETE becomes FAILED after the ARP retries (about 3 s)
+        rc, findings = misconfigured(healthy, break_arp, repair)
+        found = problems(findings, "neighbours")
+        if len(found) == 2 or time.monotonic() > deadline:
+            break
+    failed = next(f for f in found if "never resolved" in f["summary"])
+    assert "192.168.100.99 dev eth0" in failed["evidence"][0]
+    shared = next(f for f in found if "one MAC" in f["summary"])
+    assert "192.168.100.2, 192.168.100.3" in shared["summary"]
+
+
+def test_conntrack_races_are_reported(healthy):
+    before = ct_stats(str(lab.NETNS_DIR / healthy.node1))["clash_resolve"]
+    for _ in range(3):
+        lab.CASES["dns-race"].play(healthy, 3)
+        now = ct_stats(str(lab.NETNS_DIR / healthy.node1))["clash_resolve"]
+        if now > before:
+            break
+    rc, findings = doctor(healthy)
+    found = next(f for f in findings if f["check"] == "conntrack: clash_resolve")
+    assert found["severity"] == "info" and f"clash_resolve = {now}" in found["summary"]
+
+
+def test_unknown_netns_is_one_line():
+    res = subprocess.run([*NETDROP, "doctor", "--netns", "no-such-node"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "unknown network namespace" in res.stderr

@@ -1,0 +1,394 @@
+"""doctor: the node misconfigurations that no drop tracer sees, found in seconds.
+
+Each check reads (never changes) the kernel, the node's namespace (or the
+one given with --netns, as a simulated node is checked) and the pods' namespaces,
+and returns Findings: a severity, what is wrong, the evidence, and the command
+that fixes it. A check that cannot look says why instead of guessing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import kernel
+from .netfilter import ct_stats, drop_points, read_in_netns
+
+SEVERITIES = ("error", "warning", "info", "ok", "unchecked")
+# Encapsulation overhead of overlay and tunnel devices (outer headers), bytes.
+TUNNEL_OVERHEAD = {"vxlan": 50, "geneve": 50, "ipip": 20, "sit": 20, "gre": 24, "gretap": 38, "wireguard": 80}
+CONNTRACK_FULL = 0.9
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str
+    summary: str
+    evidence: list[str] = field(default_factory=list)
+    fix: str | None = None
+
+
+@dataclass
+class Node:
+    """Where the checks look: the node's namespace (path None: ours) and its pods'."""
+
+    path: str | None
+    label: str
+    pods: list = field(default_factory=list)   # nodeview.NetnsInfo of pod sandboxes (a veth to the node)
+    pod_names: dict[int, str] = field(default_factory=dict)  # inode -> pod name, when known
+    cni_dir: Path = Path("/var/lib/cni/networks")
+
+    def ip_json(self, *args: str, path: str | None | bool = False) -> list:
+        out = read_in_netns(self.path if path is False else path, "ip", "-j", *args)
+        try:
+            return json.loads(out) if out else []
+        except ValueError:
+            return []
+
+    def sysctl(self, name: str, path: str | None | bool = False) -> str | None:
+        out = read_in_netns(self.path if path is False else path, "cat", "/proc/sys/" + name.replace(".", "/"))
+        return out.strip() if out is not None else None
+
+
+def _pod_label(node: Node, info) -> str:
+    return node.pod_names.get(info.inode) or f"sandbox {info.label}"
+
+
+# ------------------------------------------------------------------ checks
+
+def check_kernel(tracefs_candidates=kernel.TRACEFS_CANDIDATES, cache_dir: Path | None = None) -> list[Finding]:
+    out = []
+    btf = kernel.BTF_VMLINUX.exists()
+    out.append(Finding("kernel: BTF", "ok" if btf else "error",
+                       "kernel types available from BTF" if btf else "no BTF: netdrop needs /sys/kernel/btf/vmlinux "
+                       "or headers of this kernel", [str(kernel.BTF_VMLINUX)],
+                       None if btf else "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+    try:
+        tracefs = kernel.find_tracefs(tracefs_candidates)
+    except Exception:
+        out.append(Finding("kernel: tracefs", "warning", "tracefs is not mounted", [],
+                           "mount -t tracefs tracefs /sys/kernel/tracing"))
+        tracefs = None
+    if tracefs is not None:
+        fmt = kernel.tracepoint_format(tracefs, *kernel.KFREE_SKB)
+        reason = fmt is not None and "reason" in kernel.format_fields(fmt)
+        out.append(Finding("kernel: drop reasons", "ok" if reason else "warning",
+                           "skb:kfree_skb carries drop reasons" if reason else
+                           "skb:kfree_skb has no drop reason (kernel before 5.17): drops are classified by "
+                           "location", [f"{tracefs}/events/skb/kfree_skb/format"]))
+        kprobes = (tracefs / "kprobe_events").exists()
+        out.append(Finding("kernel: kprobes", "info" if not kprobes else "ok",
+                           "kprobes available" if kprobes else "no kprobes (CONFIG_KPROBES not set): function hooks "
+                           "unavailable, tracepoints suffice", [f"{tracefs}/kprobe_events"]))
+    memo = sorted((cache_dir or Path("/var/cache/netdrop")).glob("fentry-*"))
+    if memo:
+        ok, _, detail = memo[-1].read_text().partition(" ")
+        out.append(Finding("kernel: fentry", "ok" if ok == "yes" else "info", f"fentry: {detail}", [str(memo[-1])]))
+    else:
+        out.append(Finding("kernel: fentry", "unchecked", "fentry not tried yet: 'netdrop watch' tries it once per "
+                           "boot"))
+    lockdown = Path("/sys/kernel/security/lockdown")
+    if lockdown.exists():
+        mode = lockdown.read_text().strip()
+        out.append(Finding("kernel: lockdown", "info", f"lockdown: {mode}", [str(lockdown)]))
+    else:
+        out.append(Finding("kernel: lockdown", "unchecked", "securityfs is not mounted: lockdown mode unknown", [],
+                           "mount -t securityfs securityfs /sys/kernel/security"))
+    return out
+
+
+def check_sysctls(node: Node) -> list[Finding]:
+    out = []
+    fwd = node.sysctl("net.ipv4.ip_forward")
+    if fwd == "0":
+        out.append(Finding("ip_forward", "error", f"{node.label}: net.ipv4.ip_forward=0: the node forwards no pod "
+                           "traffic", ["net.ipv4.ip_forward = 0"], "sysctl -w net.ipv4.ip_forward=1"))
+    elif fwd is not None:
+        out.append(Finding("ip_forward", "ok", "net.ipv4.ip_forward=1", ["net.ipv4.ip_forward = 1"]))
+    bridges = [link["ifname"] for link in node.ip_json("-d", "link", "show")
+               if link.get("linkinfo", {}).get("info_kind") == "bridge"]
+    for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+        value = node.sysctl(f"net.bridge.{name}")
+        if value is None:
+            out.append(Finding(name, "unchecked" if not bridges else "warning",
+                               "br_netfilter is not loaded: bridged pod traffic bypasses iptables and conntrack"
+                               if bridges else "br_netfilter is not loaded (no bridge here)",
+                               [f"/proc/sys/net/bridge/{name} missing"], "modprobe br_netfilter" if bridges else None))
+        elif value == "0" and bridges:
+            out.append(Finding(name, "warning",
+                               f"net.bridge.{name}=0 with bridge {', '.join(bridges)}: traffic between pods on one "
+                               "bridge skips iptables and conntrack, so a Service's reply to a pod on the same node "
+                               "is not translated back and the connection is reset",
+                               [f"net.bridge.{name} = 0"], f"sysctl -w net.bridge.{name}=1"))
+        else:
+            out.append(Finding(name, "ok", f"net.bridge.{name}={value}", [f"net.bridge.{name} = {value}"]))
+    strict = []
+    rp_all = node.sysctl("net.ipv4.conf.all.rp_filter") or "0"
+    for link in node.ip_json("link", "show"):
+        name = link["ifname"]
+        if name == "lo":
+            continue
+        value = node.sysctl(f"net.ipv4.conf.{name}.rp_filter") or "0"
+        if max(int(value), int(rp_all)) == 1:
+            strict.append(f"{name}: rp_filter={value} (all={rp_all})")
+    if strict:
+        out.append(Finding("rp_filter", "warning", "strict reverse-path filtering: packets whose reply would leave "
+                           "by another interface are dropped (IP_RPFILTER), a classic with overlays and "
+                           "asymmetric routes", strict, "sysctl -w net.ipv4.conf.all.rp_filter=2 (and per interface)"))
+    else:
+        out.append(Finding("rp_filter", "ok", f"no strict rp_filter (all={rp_all})"))
+    return out
+
+
+def check_forward(node: Node) -> list[Finding]:
+    points = [p for p in drop_points(node.path) if p.chain.upper() == "FORWARD" or
+              (p.kind == "policy" and p.chain == "forward")]
+    out = []
+    for p in points:
+        if p.kind == "policy":
+            count = f", {p.packets} packets dropped so far" if p.packets else ""
+            out.append(Finding("forward", "warning",
+                               f"{p.describe()}{count}: forwarded pod traffic is dropped unless a rule accepts it "
+                               "(Docker sets this)", [p.where],
+                               "iptables -P FORWARD ACCEPT, or accept the pod CIDR in FORWARD"
+                               if p.backend.startswith("iptables") else
+                               f"nft chain {p.family} {p.table} {p.chain} '{{ policy accept; }}'"))
+        else:
+            out.append(Finding("forward", "warning" if p.packets else "info",
+                               f"{p.describe()} drops forwarded packets ({p.packets or 0} so far)", [p.where],
+                               "check that this rule should match pod traffic"))
+    return out or [Finding("forward", "ok", "no FORWARD policy or rule drops")]
+
+
+def _links(node: Node, path: str | None | bool = False) -> dict[str, dict]:
+    return {link["ifname"]: link for link in node.ip_json("-d", "link", "show", path=path)}
+
+
+def check_mtu(node: Node) -> list[Finding]:
+    links = _links(node)
+    tunnels = {n: link for n, link in links.items()
+               if link.get("linkinfo", {}).get("info_kind") in TUNNEL_OVERHEAD}
+    out = []
+    for name, t in tunnels.items():
+        kind = t["linkinfo"]["info_kind"]
+        lower = t.get("linkinfo", {}).get("info_data", {}).get("link")
+        if lower in links:
+            room = links[lower]["mtu"] - TUNNEL_OVERHEAD[kind]
+            if t["mtu"] > room:
+                out.append(Finding("mtu", "error", f"{name} ({kind}) MTU {t['mtu']} does not fit its underlay: "
+                                   f"{lower} MTU {links[lower]['mtu']} - {TUNNEL_OVERHEAD[kind]} bytes of "
+                                   f"encapsulation = {room}", [f"{name} mtu {t['mtu']}", f"{lower} mtu {links[lower]['mtu']}"],
+                                   f"ip link set {name} mtu {room}"))
+    smallest = min(tunnels.values(), key=lambda t: t["mtu"]) if tunnels else None
+    too_big: dict[tuple, list[str]] = {}
+    fine = []
+    for info in node.pods:
+        pod_links = _links(node, path=_pod_path(info))
+        eth = next((link for link in pod_links.values() if link.get("linkinfo", {}).get("info_kind") == "veth"), None)
+        if eth is None:
+            continue
+        veth = links.get(info.host_veth.name, {})
+        bridge = links.get(veth.get("master", ""), {})
+        hops = [(f"pod {eth['ifname']}", eth["mtu"]), (f"host {info.host_veth.name}", veth.get("mtu")),
+                (f"bridge {bridge.get('ifname')}", bridge.get("mtu"))]
+        if smallest is not None:
+            hops.append((f"overlay {smallest['ifname']}", smallest["mtu"]))
+        hops = [(n, m) for n, m in hops if m]
+        limit = min(m for _, m in hops)
+        path = " -> ".join(f"{n} {m}" for n, m in hops)
+        if eth["mtu"] > limit:
+            narrow = next(n for n, m in hops if m == limit)
+            too_big.setdefault((eth["mtu"], limit, narrow), []).append(f"{_pod_label(node, info)}: {path}")
+        else:
+            fine.append(f"{_pod_label(node, info)}: largest packet {limit}")
+    for (mtu, limit, narrow), pods in too_big.items():
+        out.append(Finding("mtu", "error",
+                           f"{len(pods)} pod{'s' if len(pods) > 1 else ''} with eth0 MTU {mtu}, larger than {narrow} "
+                           f"({limit}): packets of {limit + 1}-{mtu} bytes with DF set are dropped (PKT_TOO_BIG at "
+                           f"ip_forward); the largest packet that passes is {limit} bytes", pods,
+                           f"set the CNI's MTU to {limit} (for one pod: ip link set eth0 mtu {limit} in its "
+                           "namespace)"))
+    if fine:
+        out.append(Finding("mtu", "ok", f"{len(fine)} pods: MTU fits the path", fine))
+    if not node.pods:
+        out.append(Finding("mtu", "unchecked", "no pod sandboxes found (no namespace with a veth to this node)"))
+    return out
+
+
+def _pod_path(info) -> str:
+    return f"/run/netns/{info.names[0]}" if info.names else f"/proc/{info.pids[0]}/ns/net"
+
+
+def check_conntrack(node: Node) -> list[Finding]:
+    count, limit = node.sysctl("net.netfilter.nf_conntrack_count"), node.sysctl("net.netfilter.nf_conntrack_max")
+    if count is None or limit is None:
+        return [Finding("conntrack", "unchecked", "conntrack is not loaded here")]
+    out = []
+    used = int(count) / max(int(limit), 1)
+    out.append(Finding("conntrack: table", "warning" if used >= CONNTRACK_FULL else "ok",
+                       f"{count} of {limit} conntrack entries ({used:.0%})",
+                       [f"nf_conntrack_count = {count}", f"nf_conntrack_max = {limit}"],
+                       "sysctl -w net.netfilter.nf_conntrack_max=<larger>" if used >= CONNTRACK_FULL else None))
+    stats = ct_stats(node.path) or {}
+    for key, sev, text in (("drop", "warning", "packets dropped because the table was full"),
+                           ("early_drop", "warning", "entries evicted early to make room"),
+                           ("insert_failed", "warning", "insert races lost (packets dropped)"),
+                           ("invalid", "info", "packets conntrack could not track (INVALID)"),
+                           ("clash_resolve", "info", "insert races the kernel resolved without a drop: "
+                                                     "older kernels drop these (DNS 5 s timeouts)")):
+        if stats.get(key):
+            out.append(Finding(f"conntrack: {key}", sev, f"conntrack {key} = {stats[key]}: {text}",
+                               [f"/proc/net/stat/nf_conntrack {key} = {stats[key]}"],
+                               "conntrack -S; for DNS: options single-request-reopen, or NodeLocal DNSCache"
+                               if key in ("insert_failed", "clash_resolve") else None))
+    return out
+
+
+def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
+    if not node.cni_dir.is_dir():
+        return [Finding("ipam", "unchecked", f"no host-local IPAM state at {node.cni_dir}")]
+    out = []
+    for net in sorted(p for p in node.cni_dir.iterdir() if p.is_dir()):
+        reserved = {}
+        for f in net.iterdir():
+            try:
+                ipaddress.ip_address(f.name)
+            except ValueError:
+                continue
+            reserved[f.name] = f.read_text().split()[0] if f.read_text().strip() else "?"
+        stale = sorted(ip for ip in reserved if ip not in live_ips)
+        evidence = [f"{net}: {len(reserved)} addresses reserved, {len(reserved) - len(stale)} in use by live pods"]
+        if stale:
+            evidence += [f"{ip} held by container {reserved[ip][:12]}" for ip in stale[:5]]
+            out.append(Finding("ipam", "warning",
+                               f"{len(stale)} of {len(reserved)} IPAM reservations in network {net.name} belong to "
+                               "no live pod (dead sandboxes): new pods fail with 'no IP addresses available' once "
+                               "the range runs out", evidence,
+                               "after checking the containers are gone: rm " + " ".join(str(net / ip) for ip in stale[:5])))
+        else:
+            out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", evidence))
+    return out or [Finding("ipam", "unchecked", f"no network directories in {node.cni_dir}")]
+
+
+def check_kube_proxy(node: Node) -> list[Finding]:
+    points_text = read_in_netns(node.path, "iptables-save", "-t", "nat") or ""
+    legacy = read_in_netns(node.path, "iptables-legacy-save", "-t", "nat") or ""
+    nft = read_in_netns(node.path, "nft", "list", "tables") or ""
+    ipvs = "kube-ipvs0" in _links(node)
+    modes = []
+    if ":KUBE-SERVICES" in points_text or ":KUBE-SERVICES" in legacy:
+        modes.append("iptables")
+    if ipvs:
+        modes.append("ipvs")
+    if "kube-proxy" in nft:
+        modes.append("nftables")
+    if modes:
+        return [Finding("kube-proxy", "ok", f"kube-proxy rules present ({', '.join(modes)} mode)")]
+    return [Finding("kube-proxy", "warning", "no kube-proxy rules (no KUBE-SERVICES chain, no kube-ipvs0, no "
+                    "kube-proxy nft table): Services do not work on this node unless a replacement handles them",
+                    ["iptables-save -t nat: no KUBE-SERVICES"], "check that kube-proxy runs on this node "
+                    "(kubectl -n kube-system get pods -o wide | grep kube-proxy)")]
+
+
+def check_hairpin(node: Node) -> list[Finding]:
+    links = _links(node)
+    off = [n for n, link in links.items() if link.get("linkinfo", {}).get("info_slave_kind") == "bridge"
+           and link.get("linkinfo", {}).get("info_slave_data", {}).get("hairpin") is False
+           and link.get("linkinfo", {}).get("info_kind") == "veth"]
+    if not off:
+        return [Finding("hairpin", "ok", "hairpin mode on for every pod veth on a bridge")]
+    return [Finding("hairpin", "warning", f"hairpin mode off on {len(off)} pod veths: a pod that reaches itself "
+                    "through its own Service gets no answer", off[:5],
+                    f"ip link set {off[0]} type bridge_slave hairpin on (kubelet --hairpin-mode=hairpin-veth, "
+                    "or the bridge CNI's hairpinMode: true)")]
+
+
+def check_addresses(node: Node) -> list[Finding]:
+    out = []
+    for link in node.ip_json("addr", "show"):
+        kind = link.get("link_type")
+        name = link["ifname"]
+        if kind != "ether" or name.startswith(("veth", "cni", "docker", "cali", "lxc", "flannel", "cilium")):
+            continue
+        v4 = [a for a in link.get("addr_info", []) if a["family"] == "inet" and a.get("scope") == "global"]
+        if len(v4) > 1:
+            dynamic = [a for a in v4 if a.get("dynamic")]
+            static = [a for a in v4 if not a.get("dynamic")]
+            both = bool(dynamic and static)
+            out.append(Finding("node addresses", "warning",
+                               f"{name} has {len(v4)} IPv4 addresses" + (" from static and DHCP configuration"
+                                                                        if both else "") +
+                               ": the kubelet's node IP, certificates and routes may pick the wrong one",
+                               [f"{a['local']}/{a['prefixlen']}" + (" (dynamic, DHCP)" if a.get("dynamic") else
+                                                                    " (static)") for a in v4],
+                               f"keep one: ip addr del {(dynamic or v4)[-1]['local']}/{(dynamic or v4)[-1]['prefixlen']} "
+                               f"dev {name}, and fix the network configuration"))
+    return out or [Finding("node addresses", "ok", "one IPv4 address per node interface")]
+
+
+def check_neighbours(node: Node) -> list[Finding]:
+    out = []
+    entries = node.ip_json("neigh", "show")
+    failed = [e for e in entries if set(e.get("state", [])) & {"FAILED", "INCOMPLETE"}]
+    if failed:
+        out.append(Finding("neighbours", "warning", f"{len(failed)} neighbour entries never resolved (ARP/ND "
+                           "failed): traffic to them is dropped (NEIGH_FAILED)",
+                           [f"{e['dst']} dev {e['dev']} {','.join(e['state'])}" for e in failed[:5]],
+                           f"check that {failed[0]['dst']} is up on the segment of {failed[0]['dev']}; "
+                           f"ip neigh del {failed[0]['dst']} dev {failed[0]['dev']}"))
+    by_mac: dict[tuple, list] = {}
+    for e in entries:
+        if e.get("lladdr") and ":" not in e["dst"]:
+            by_mac.setdefault((e["dev"], e["lladdr"]), []).append(e["dst"])
+    shared = {k: v for k, v in by_mac.items() if len(v) > 1}
+    for (dev, mac), ips in shared.items():
+        out.append(Finding("neighbours", "warning", f"{dev}: one MAC {mac} answers for {', '.join(ips)}: a wrong or "
+                           "stale ARP entry sends one host's traffic to another (ARP flux: check arp_ignore/"
+                           "arp_announce on multi-homed hosts)", [f"{ip} lladdr {mac} dev {dev}" for ip in ips],
+                           f"ip neigh del {ips[-1]} dev {dev}"))
+    return out or [Finding("neighbours", "ok", "no failed or conflicting neighbour entries")]
+
+
+def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
+    findings = check_kernel()
+    for check in (check_sysctls, check_forward, check_mtu, check_conntrack, check_kube_proxy, check_hairpin,
+                  check_addresses, check_neighbours):
+        try:
+            findings += check(node)
+        except Exception as exc:      # a check that cannot look says so: the others still run
+            findings.append(Finding(check.__name__.removeprefix("check_"), "unchecked",
+                                    f"could not check: {type(exc).__name__}: {exc}"))
+    findings += check_ipam(node, live_ips)
+    return findings
+
+
+def problems(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity in ("error", "warning")]
+
+
+def to_json(findings: list[Finding], node: Node) -> str:
+    return json.dumps({"node": node.label, "findings": [asdict(f) for f in findings],
+                       "problems": len(problems(findings))}, indent=2) + "\n"
+
+
+def render(findings: list[Finding], node: Node, width: int | None = None):
+    from rich.table import Table
+    from rich.text import Text
+
+    style = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "unchecked": "dim"}
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    table = Table(title=f"netdrop doctor: {node.label}", title_justify="left", expand=True, show_lines=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("finding · evidence", ratio=3)
+    table.add_column("fix", ratio=2)
+    for f in sorted(findings, key=lambda f: order[f.severity]):
+        body = Text(f.summary)
+        if f.evidence:
+            body.append("\n" + "\n".join(f.evidence), style="dim")
+        table.add_row(Text(f.severity, style=style[f.severity]), f.check, body, Text(f.fix or ""))
+    return table
