@@ -402,7 +402,6 @@ def cmd_capture(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from pathlib import Path
 
     from rich.console import Console
 

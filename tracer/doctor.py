@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -187,7 +186,7 @@ def check_mtu(node: Node) -> list[Finding]:
     too_big: dict[tuple, list[str]] = {}
     fine = []
     for info in node.pods:
-        pod_links = _links(node, path=_pod_path(info))
+        pod_links = _links(node, path=info.path)
         eth = next((link for link in pod_links.values() if link.get("linkinfo", {}).get("info_kind") == "veth"), None)
         if eth is None:
             continue
@@ -217,10 +216,6 @@ def check_mtu(node: Node) -> list[Finding]:
     if not node.pods:
         out.append(Finding("mtu", "unchecked", "no pod sandboxes found (no namespace with a veth to this node)"))
     return out
-
-
-def _pod_path(info) -> str:
-    return f"/run/netns/{info.names[0]}" if info.names else f"/proc/{info.pids[0]}/ns/net"
 
 
 def check_conntrack(node: Node) -> list[Finding]:

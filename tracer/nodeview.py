@@ -39,6 +39,11 @@ class NetnsInfo:
     host_veth: HostVeth | None   # its veth's peer in the node namespace
 
     @property
+    def path(self) -> str:
+        """A path that enters it: its /run/netns name, else a process living in it."""
+        return str(NETNS_RUN_DIR / self.names[0]) if self.names else f"/proc/{self.pids[0]}/ns/net"
+
+    @property
     def label(self) -> str:
         if self.names:
             return self.names[0]
