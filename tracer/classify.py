@@ -187,9 +187,11 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
     points = view.likely_points(d) if view else []
     grown = dict((p.key, n) for p, n in view.grown) if view else {}
     rejected = d.icmp_sent is not None and d.icmp_sent[0] == ICMP_DEST_UNREACH
-    if rejected:
+    # kube-proxy's REJECT names its Service; ICMP errors are rate-limited, so the
+    # rule alone (matched to the packet) suffices.
+    svc = next((p for p in points if p.no_endpoints_service), None)
+    if rejected or svc is not None:
         rejects = [p for p in points if p.target.upper() == "REJECT"] or points
-        svc = next((p for p in rejects if p.no_endpoints_service), None)
         if svc is not None:
             return Verdict("netfilter",
                            f"Service {svc.no_endpoints_service} has no endpoints: kube-proxy rejects connections "
@@ -226,6 +228,12 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
                        {"by": "conntrack", "state": "table_full", "drop": stats["drop"], "entries": entries})
     if not points and view is not None:
         points = _policy_on_path(d, view.points)
+    if not points and view is not None and _match(d.location, ("nf_hook_slow",)):
+        return Verdict("conntrack",
+                       f"a netfilter hook refused it at nf_hook_slow{_where(d)}, and no DROP rule or policy "
+                       f"matches it: conntrack or NAT did (its conntrack state: {d.conntrack or 'unknown'}); "
+                       f"check 'conntrack -S' and the nat table",
+                       {"by": "hook", "conntrack_state": d.conntrack})
     if not points:
         return None
     if len(points) == 1:

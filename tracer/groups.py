@@ -100,6 +100,8 @@ class Groups:
         for g in self.groups.values():
             if g.latest is not None and g.category in categories:
                 v = verdict_of(g.latest)
+                if v.detail is None and g.detail is not None:
+                    continue    # what was learnt stays: a policy set back since does not unexplain its drops
                 g.category, g.hint, g.detail = v.category, v.hint, v.detail
 
     def rows(self) -> list[Group]:

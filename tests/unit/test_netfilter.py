@@ -131,3 +131,31 @@ def test_explainer_diffs_counters_between_samples():
     grown = ex.view(7).grown
     assert [(p.chain, p.kind, n) for p, n in grown] == [("FORWARD", "policy", 4)]
     assert "clash_resolve +4" in ex.notices[7]
+
+
+def test_service_named_even_when_the_icmp_error_was_rate_limited():
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", dst="10.96.0.30", proto="tcp", dport=80,
+                      conntrack="new"), ctx(nft_save()))
+    assert v.detail["service_without_endpoints"] == "default/empty"
+
+
+def test_hook_drop_without_a_matching_rule_is_conntrack_or_nat():
+    # An ICMP error to a pod refused in nf_hook_slow: no rule or policy fits it.
+    v = classify(drop(reason="NETFILTER_DROP", location="nf_hook_slow", src="10.244.1.1", dst="10.244.1.10",
+                      proto="icmp", sport=None, dport=None, conntrack="related-reply"), ctx(nft_save()))
+    assert v.category == "conntrack" and v.detail == {"by": "hook", "conntrack_state": "related-reply"}
+
+
+def test_groups_keep_what_was_learnt():
+    from tracer.decode import Decoder
+    from tracer.groups import Groups
+    from tracer.kernel import Kallsyms
+
+    groups = Groups(Decoder({12: "NETFILTER_DROP"}, Kallsyms([], [])))
+    d = drop(reason="NETFILTER_DROP", location="nft_do_chain", reason_raw=12, conntrack="new", dport=5353,
+             out_ifname="ext0")
+    groups.add_event(d, classify(d, ctx(nft_save())))
+    g = next(iter(groups.groups.values()))
+    assert g.detail["by"] == "policy"
+    groups.reclassify(lambda x: classify(x, ctx([])), ("netfilter", "conntrack"))   # the policy was set back
+    assert g.detail["by"] == "policy" and "FORWARD" in g.hint
