@@ -249,10 +249,10 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
 
 
 def _policy_on_path(d: Drop, points) -> list:
-    """No counter has moved yet: a chain policy that this packet's path passes
-    (a forwarded packet: FORWARD; delivered here: INPUT) is the likely one."""
-    forwarded = d.out_ifname is not None
-    chain = "FORWARD" if forwarded else "INPUT"
+    """No counter has moved yet: a chain policy on this packet's path is the likely one."""
+    from .netfilter import path_chain
+
+    chain = path_chain(d)
     return [p for p in points if p.kind == "policy" and p.chain.upper() == chain]
 
 

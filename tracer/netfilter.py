@@ -72,10 +72,17 @@ class DropPoint:
     def drops_invalid(self) -> bool:
         return bool(self.rule and re.search(r"(--ctstate|ct state) (INVALID|invalid)", self.rule))
 
+    def on_path(self, drop) -> bool:
+        """Could the packet have passed this chain? Known only for iptables' built-in chains."""
+        builtin = ("INPUT", "FORWARD", "OUTPUT")
+        return self.backend == "nftables" or self.chain not in builtin or self.chain == path_chain(drop)
+
     def matches(self, drop) -> bool | None:
         """Could this rule have matched the dropped packet? True: every condition
         we can read matches; False: one does not; None: it depends on matches we
         cannot evaluate (or it is a policy). iptables syntax only."""
+        if not self.on_path(drop):
+            return False
         if self.kind != "rule":
             return None
         if self.backend == "nftables":
@@ -238,6 +245,14 @@ def _nft_rule_text(expr: list[dict]) -> str:
         else:
             parts.append(next(iter(e)))
     return " ".join(parts)
+
+
+def path_chain(drop) -> str:
+    """Which filter chain a dropped packet was on its way through: made here
+    (no device yet: OUTPUT), forwarded (a route out: FORWARD), or delivered here."""
+    if drop.ifname is None and drop.out_ifname:
+        return "OUTPUT"
+    return "FORWARD" if drop.out_ifname else "INPUT"
 
 
 def _in_cidr(addr: str | None, cidr: str | None):

@@ -54,12 +54,15 @@ def test_conntrack_stats_sum_cpus_but_not_entries():
 def test_rules_are_matched_against_the_packet():
     points = nft_save()
     rule = next(p for p in points if p.rule and "--dport 5354" in p.rule)
-    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp")) is True
-    assert rule.matches(drop(src="10.244.1.10", dport=5353, proto="udp")) is False
-    assert rule.matches(drop(src="10.244.1.99", dport=5354, proto="udp")) is False
+    fwd = dict(out_ifname="ext0")          # forwarded: through FORWARD
+    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp", **fwd)) is True
+    assert rule.matches(drop(src="10.244.1.10", dport=5353, proto="udp", **fwd)) is False
+    assert rule.matches(drop(src="10.244.1.99", dport=5354, proto="udp", **fwd)) is False
+    # Delivered here, the packet never went through FORWARD.
+    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp")) is False
     inv = next(p for p in points if p.drops_invalid)
     assert inv.matches(drop(conntrack="none")) is True and inv.matches(drop(conntrack="new")) is False
-    assert next(p for p in points if p.kind == "policy").matches(drop()) is None
+    assert next(p for p in points if p.kind == "policy").matches(drop(**fwd)) is None
 
 
 def view(points, grown=(), ct=None, growth=None):
