@@ -24,8 +24,10 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SAMPLE_SECONDS = 1.0
+ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
 CT_STATS = ("entries", "clashres", "found", "new", "invalid", "ignore", "delete", "chainlength", "insert",
             "insert_failed", "drop", "early_drop", "icmp_error", "expect_new", "expect_create", "expect_delete",
             "search_restart")
@@ -322,8 +324,18 @@ def drop_points(path: str | None) -> list[DropPoint]:
     return points
 
 
+def read_file_in_netns(path: str | None, name: str) -> str | None:
+    """A /proc file as a namespace sees it; our own namespace's without a process."""
+    if path is None:
+        try:
+            return Path(name).read_text()
+        except OSError:
+            return None
+    return read_in_netns(path, "cat", name)
+
+
 def ct_stats(path: str | None) -> dict[str, int] | None:
-    out = read_in_netns(path, "cat", "/proc/net/stat/nf_conntrack")
+    out = read_file_in_netns(path, "/proc/net/stat/nf_conntrack")
     return parse_ct_stats(out) if out else None
 
 
@@ -382,7 +394,8 @@ class Explainer:
     netfilter drops happen (and of the node's), in a background thread."""
 
     def __init__(self, paths: dict[int, str | None] | None = None, node_netns: int | None = None,
-                 sample=lambda path: (drop_points(path), ct_stats(path)), period: float = SAMPLE_SECONDS):
+                 sample=lambda path, rules: (drop_points(path) if rules else None, ct_stats(path)),
+                 period: float = SAMPLE_SECONDS):
         self.paths = paths if paths is not None else namespace_paths()   # inode -> path (None: our own)
         self.node_netns = node_netns
         self._sample = sample
@@ -391,12 +404,14 @@ class Explainer:
         self.notices: dict[int, str] = {}   # netns -> latent risk seen there (clash_resolve)
         self.bridge_nf: str | None = None   # the node's net.bridge.bridge-nf-call-iptables
         self._wanted: set[int] = {node_netns} if node_netns is not None else set()
+        self._last_want: dict[int, float] = {}
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
 
     def want(self, netns: int) -> None:
         """Called from the event path: cheap, never blocks."""
+        self._last_want[netns] = time.monotonic()
         if netns not in self._wanted:
             self._wanted.add(netns)
             self._kick.set()
@@ -421,13 +436,19 @@ class Explainer:
         if self._wanted - self.paths.keys():
             self.paths.update(namespace_paths())
         if self.node_netns in self.paths:
-            out = read_in_netns(self.paths[self.node_netns], "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables")
+            out = read_file_in_netns(self.paths[self.node_netns], "/proc/sys/net/bridge/bridge-nf-call-iptables")
             self.bridge_nf = out.strip() if out else None
+        now = time.monotonic()
         for netns in list(self._wanted):
             if netns not in self.paths:
                 continue
-            points, ct = self._sample(self.paths[netns])
             old = self.views.get(netns)
+            # Reading a ruleset costs (kube-proxy nodes carry thousands of rules): only
+            # once, then while netfilter drops are being seen there. Statistics always.
+            active = now - self._last_want.get(netns, float("-inf")) < ACTIVE_SECONDS
+            points, ct = self._sample(self.paths[netns], old is None or active)
+            if points is None:
+                points = old.points
             before = {p.key: p.packets for p in old.points} if old else {}
             grown = [(p, p.packets - before.get(p.key, 0)) for p in points
                      if p.packets is not None and old is not None and p.packets > before.get(p.key, 0)]

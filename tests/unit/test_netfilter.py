@@ -127,13 +127,26 @@ def test_explainer_diffs_counters_between_samples():
     samples = iter([(points, {"entries": 1, "clash_resolve": 5}),
                     ([nf.DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 4}) if p.kind == "policy" else p
                       for p in points], {"entries": 1, "clash_resolve": 9})])
-    ex = nf.Explainer(paths={7: "/x"}, node_netns=7, sample=lambda path: next(samples))
+    asked = []
+
+    def sample(path, rules):
+        asked.append(rules)
+        points, ct = next(samples)
+        return (points if rules else None), ct
+
+    ex = nf.Explainer(paths={7: "/x"}, node_netns=7, sample=sample)
     ex.sample_now()
     assert ex.view(7).grown == [] and 7 not in ex.notices
+    ex.want(7)                       # a netfilter drop there: rules are read again
     ex.sample_now()
+    assert asked == [True, True]
     grown = ex.view(7).grown
     assert [(p.chain, p.kind, n) for p, n in grown] == [("FORWARD", "policy", 4)]
     assert "clash_resolve +4" in ex.notices[7]
+    ex._last_want[7] -= nf.ACTIVE_SECONDS  # quiet for a while: statistics only
+    samples = iter([(points, {"entries": 1, "clash_resolve": 9})])
+    ex.sample_now()
+    assert asked[-1] is False and ex.view(7).grown == []
 
 
 def test_service_named_even_when_the_icmp_error_was_rate_limited():
