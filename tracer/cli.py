@@ -230,6 +230,7 @@ class Session:
 
         node_netns = pods.scanner.node_inode if pods is not None else os.stat("/proc/self/ns/net").st_ino
         self.explainer = Explainer(node_netns=node_netns)
+        self.explainer.sample_now()     # the node's ruleset is known before the first drop arrives
         self.explainer.start()
         self.stop = threading.Event()
         self._names_at = time.monotonic()

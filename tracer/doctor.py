@@ -339,7 +339,7 @@ def check_neighbours(node: Node) -> list[Finding]:
     for e in entries:
         if e.get("lladdr") and ":" not in e["dst"]:
             by_mac.setdefault((e["dev"], e["lladdr"]), []).append(e["dst"])
-    shared = {k: v for k, v in by_mac.items() if len(v) > 1}
+    shared = {k: sorted(v, key=ipaddress.ip_address) for k, v in by_mac.items() if len(v) > 1}
     for (dev, mac), ips in shared.items():
         out.append(Finding("neighbours", "warning", f"{dev}: one MAC {mac} answers for {', '.join(ips)}: a wrong or "
                            "stale ARP entry sends one host's traffic to another (ARP flux: check arp_ignore/"

@@ -56,6 +56,9 @@ def test_iptables_rule_legacy_and_nft_and_native_nftables(netdrop, node):
         lab.run("nft", "delete table inet nd_native", ns=node.node1, check=False)
     by_port = {p: [r for r in records if r["dport"] == p] for p in (5354, 5355, 5356)}
     assert all(len(v) == N for v in by_port.values()), {p: len(v) for p, v in by_port.items()}
+    undetailed = [(r["dport"], r["location"], r["ifname"], r["out_ifname"], r["hint"]) for r in records
+                  if r["dport"] in by_port and r["detail"] is None]
+    assert not undetailed, undetailed
     for r in by_port[5354]:
         assert r["location"] == "nft_do_chain" and r["detail"]["backend"] == "iptables-nft"
         assert r["detail"]["by"] == "rule" and "--dport 5354" in r["detail"]["rule"]
