@@ -28,6 +28,7 @@ from pathlib import Path
 
 SAMPLE_SECONDS = 1.0
 ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
+IDLE_SECONDS = 5.0      # and otherwise this often, so that ruleset changes are seen
 CT_STATS = ("entries", "clashres", "found", "new", "invalid", "ignore", "delete", "chainlength", "insert",
             "insert_failed", "drop", "early_drop", "icmp_error", "expect_new", "expect_create", "expect_delete",
             "search_restart")
@@ -368,6 +369,7 @@ class NetnsView:
     ct_delta: dict[str, int] = field(default_factory=dict)
     ct_growth: dict[str, int] = field(default_factory=dict)            # summed since the first sample
     sampled_at: float = 0.0
+    rules_at: float = 0.0                                              # when the ruleset was last read
 
     @property
     def conntrack_active(self) -> bool:
@@ -446,7 +448,9 @@ class Explainer:
             # Reading a ruleset costs (kube-proxy nodes carry thousands of rules): only
             # once, then while netfilter drops are being seen there. Statistics always.
             active = now - self._last_want.get(netns, float("-inf")) < ACTIVE_SECONDS
-            points, ct = self._sample(self.paths[netns], old is None or active)
+            stale = old is None or now - old.rules_at >= IDLE_SECONDS
+            points, ct = self._sample(self.paths[netns], active or stale)
+            rules_at = now if points is not None or old is None else old.rules_at
             if points is None:
                 points = old.points
             before = {p.key: p.packets for p in old.points} if old else {}
@@ -458,7 +462,7 @@ class Explainer:
                 if v > 0 and k != "entries":
                     growth[k] = growth.get(k, 0) + v
             self.views[netns] = NetnsView(grown, [p for p in points if p.packets], points, ct, ct_delta, growth,
-                                          time.monotonic())
+                                          time.monotonic(), rules_at)
             if growth.get("clash_resolve") and netns not in self.notices:
                 self.notices[netns] = (f"conntrack resolved insert races (clash_resolve +{growth['clash_resolve']}) "
                                        "without a drop: concurrent packets of one flow (DNS A and AAAA queries "

@@ -24,7 +24,13 @@ def watch(netdrop, node, play, *extra):
 
 
 def test_forward_policy_is_named(netdrop, node):
-    _, records, _ = watch(netdrop, node, lambda: lab.CASES["forward-drop"].play(node, N))
+    # As on a real node, the policy is in place before netdrop starts.
+    lab.run("iptables", "-P", "FORWARD", "DROP", ns=node.node1)
+    try:
+        _, records, _ = watch(netdrop, node, lambda: node.traffic(
+            node.pods["web"].netns, "udp", "--dst", node.CLIENT_V4, "--port", "5353", "--count", str(N)))
+    finally:
+        lab.run("iptables", "-P", "FORWARD", "ACCEPT", ns=node.node1)
     drops = [r for r in records if r["dst"] == node.CLIENT_V4]
     assert len(drops) == N
     for r in drops:

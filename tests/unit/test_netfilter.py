@@ -147,6 +147,10 @@ def test_explainer_diffs_counters_between_samples():
     samples = iter([(points, {"entries": 1, "clash_resolve": 9})])
     ex.sample_now()
     assert asked[-1] is False and ex.view(7).grown == []
+    ex.views[7].rules_at -= nf.IDLE_SECONDS  # but the ruleset is read again now and then
+    samples = iter([(points, {"entries": 1, "clash_resolve": 9})])
+    ex.sample_now()
+    assert asked[-1] is True
 
 
 def test_service_named_even_when_the_icmp_error_was_rate_limited():
