@@ -152,13 +152,12 @@ class Progress:
     """Time left, drops so far by category, events written and lost: a live line
     on a terminal, a plain line every PROGRESS_EVERY seconds otherwise."""
 
-    def __init__(self, outdir: Path, duration: float | None):
+    def __init__(self):
         import sys
 
         from rich.console import Console
         from rich.live import Live
 
-        self.outdir, self.duration = outdir, duration
         self.console = Console(stderr=True)
         self.live = Live("", console=self.console, transient=True, refresh_per_second=4) \
             if self.console.is_terminal else None

@@ -369,7 +369,7 @@ def cmd_capture(args) -> int:
                  headers_only=args.snaplen is None) as session:
         recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
                                     started=session.loaded_at)
-        progress = capture.Progress(outdir, args.duration)
+        progress = capture.Progress()
 
         def on_tick(stats, elapsed, remaining):
             session.refresh_view(stats, elapsed, remaining)

@@ -381,9 +381,6 @@ class SimNode:
             self.api.put_pod(self.pod_object(pod))
         return pod
 
-    def namespaces(self) -> list[str]:
-        return list(self.created)
-
     def netns_inodes(self) -> dict[str, int]:
         return {ns: os.stat(ns if ns.startswith("/") else NETNS_DIR / ns).st_ino for ns in self.created}
 
