@@ -50,7 +50,7 @@ class DropPoint:
     rule: str | None = None      # the rule as the tool prints it
     comment: str | None = None
     packets: int | None = None   # None: no counter (an nftables base chain's policy)
-    conds: tuple = ()            # nftables: (what, op, value) of its match expressions
+    conds: tuple = ()            # its match conditions, parsed once (_ipt_conds, _nft_conds)
 
     @property
     def key(self) -> tuple:
@@ -75,54 +75,112 @@ class DropPoint:
     def drops_invalid(self) -> bool:
         return bool(self.rule and re.search(r"(--ctstate|ct state) (INVALID|invalid)", self.rule))
 
-    def on_path(self, drop) -> bool:
-        """Could the packet have passed this chain? Known only for iptables' built-in chains."""
-        builtin = ("INPUT", "FORWARD", "OUTPUT")
-        return self.backend == "nftables" or self.chain not in builtin or self.chain == path_chain(drop)
-
     def matches(self, drop) -> bool | None:
         """Could this rule have matched the dropped packet? True: every condition
         we can read matches; False: one does not; None: it depends on matches we
-        cannot evaluate (or it is a policy). iptables syntax only."""
-        if not self.on_path(drop):
+        cannot evaluate (or it is a policy)."""
+        return self._match(Packet.of(drop))
+
+    def _match(self, pkt: "Packet") -> bool | None:
+        if not (self.backend == "nftables" or self.chain not in ("INPUT", "FORWARD", "OUTPUT")
+                or self.chain == pkt.chain):
             return False
         if self.kind != "rule":
             return None
         if self.backend == "nftables":
-            return _nft_matches(self.conds, drop)
+            return _nft_matches(self.conds, pkt.drop)
+        return _ipt_matches(self.conds, pkt)
+
+
+def _ipt_conds(rule: str) -> tuple:
+    """An iptables rule's conditions, parsed once: (option, negated, argument);
+    ("?", False, None) for a match we do not evaluate (-i, -o, marks, sets ...)."""
+    try:
+        words = shlex.split(rule)
+    except ValueError:
+        return (("?", False, None),)
+    conds, i = [], 0
+    while i < len(words):
+        w, arg = words[i], words[i + 1] if i + 1 < len(words) else None
+        if w in ("-s", "-d", "-p", "--dport", "--sport", "--ctstate"):
+            conds.append((w, i > 0 and words[i - 1] == "!", _parsed(w, arg)))
+        elif w in ("-A", "-j", "-m", "--comment", "--reject-with", "--to-destination", "--mode",
+                   "--probability", "--to-source"):
+            pass
+        elif w.startswith("-") and w != "!":
+            conds.append(("?", False, None))
+        else:
+            i += 1
+            continue
+        i += 2
+    return tuple(conds)
+
+
+def _parsed(opt: str, arg: str | None):
+    """Arguments parsed at load, not per packet: networks, port ranges, state sets."""
+    import ipaddress
+
+    if arg is None:
+        return None
+    if opt in ("-s", "-d"):
         try:
-            words = shlex.split(self.rule)
+            return ipaddress.ip_network(arg, strict=False)
         except ValueError:
             return None
-        known, i = True, 0
-        while i < len(words):
-            w, arg = words[i], words[i + 1] if i + 1 < len(words) else None
-            negate = i > 0 and words[i - 1] == "!"
-            if w in ("-s", "-d"):
-                ok = _in_cidr(drop.src if w == "-s" else drop.dst, arg)
-            elif w == "-p":
-                ok = None if drop.proto is None else drop.proto == arg
-            elif w in ("--dport", "--sport"):
-                port = drop.dport if w == "--dport" else drop.sport
-                ok = None if port is None else _in_ports(port, arg)
-            elif w == "--ctstate":
-                ok = _ct_state_matches(drop.conntrack, arg)
-            elif w in ("-A", "-j", "-m", "--comment", "--reject-with", "--to-destination", "--mode",
-                       "--probability", "--to-source"):
-                ok = True
-            elif w.startswith("-") and w != "!":
-                ok = None          # -i/-o/marks/sets...: not evaluated
-            else:
-                i += 1
-                continue
-            if ok is not None and negate:
-                ok = not ok
-            if ok is False:
-                return False
-            if ok is None:
-                known = False
-            i += 2
-        return True if known else None
+    if opt in ("--dport", "--sport"):
+        ranges = []
+        for part in arg.split(","):
+            lo, _, hi = part.partition(":")
+            ranges.append((int(lo or 0), int(hi or lo or 65535)))
+        return tuple(ranges)
+    if opt == "--ctstate":
+        return frozenset(arg.upper().split(","))
+    return arg
+
+
+@dataclass(frozen=True)
+class Packet:
+    """What rule matching needs of a drop, parsed once per drop, not once per rule."""
+
+    drop: object
+    src: object
+    dst: object
+    chain: str
+    ct: str | None
+
+    @classmethod
+    def of(cls, drop) -> "Packet":
+        import ipaddress
+
+        def ip(a):
+            return ipaddress.ip_address(a) if a else None
+        return cls(drop, ip(drop.src), ip(drop.dst), path_chain(drop),
+                   None if drop.conntrack is None else _CT_NAMES.get(drop.conntrack))
+
+
+def _ipt_matches(conds: tuple, pkt: Packet) -> bool | None:
+    drop = pkt.drop
+    known = True
+    for opt, negate, arg in conds:
+        if opt in ("-s", "-d"):
+            addr = pkt.src if opt == "-s" else pkt.dst
+            ok = None if addr is None or arg is None else (addr.version == arg.version and addr in arg)
+        elif opt == "-p":
+            ok = None if drop.proto is None else drop.proto == arg
+        elif opt in ("--dport", "--sport"):
+            port = drop.dport if opt == "--dport" else drop.sport
+            ok = None if port is None or arg is None else any(lo <= port <= hi for lo, hi in arg)
+        elif opt == "--ctstate":
+            ok = None if pkt.ct is None else pkt.ct in arg
+        else:
+            ok = None
+        if ok is not None and negate:
+            ok = not ok
+        if ok is False:
+            return False
+        if ok is None:
+            known = False
+    return True if known else None
 
 
 _IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d+):\d+\]")
@@ -151,7 +209,7 @@ def parse_iptables_save(text: str, backend: str, family: str) -> list[DropPoint]
             continue
         comment = words[words.index("--comment") + 1] if "--comment" in words[:-1] else None
         points.append(DropPoint(backend, family, table, m.group(3), "rule", target, rule=m.group(2),
-                                comment=comment, packets=int(m.group(1))))
+                                comment=comment, packets=int(m.group(1)), conds=_ipt_conds(m.group(2))))
     return points
 
 
@@ -269,20 +327,9 @@ def _in_cidr(addr: str | None, cidr: str | None):
         return None
 
 
-def _in_ports(port: int, spec: str) -> bool:
-    for part in spec.split(","):
-        lo, _, hi = part.partition(":")
-        if int(lo or 0) <= port <= int(hi or lo or 65535):
-            return True
-    return False
-
-
-def _ct_state_matches(state: str | None, spec: str):
-    if state is None:
-        return None
-    names = {"none": "INVALID", "new": "NEW", "established": "ESTABLISHED", "established-reply": "ESTABLISHED",
+# decode.py's conntrack states as iptables' --ctstate names them
+_CT_NAMES = {"none": "INVALID", "new": "NEW", "established": "ESTABLISHED", "established-reply": "ESTABLISHED",
              "related": "RELATED", "related-reply": "RELATED", "untracked": "UNTRACKED"}
-    return names.get(state) in spec.upper().split(",")
 
 
 def parse_ct_stats(text: str) -> dict[str, int]:
@@ -370,6 +417,7 @@ class NetnsView:
     ct_growth: dict[str, int] = field(default_factory=dict)            # summed since the first sample
     sampled_at: float = 0.0
     rules_at: float = 0.0                                              # when the ruleset was last read
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def conntrack_active(self) -> bool:
@@ -379,13 +427,27 @@ class NetnsView:
     def likely_points(self, drop=None) -> list[DropPoint]:
         """The drop points that explain a drop: those whose counters grew lately
         and could match it, else those whose conditions match it, else those
-        ever used that could match it."""
+        ever used that could match it. Remembered per flow: a node's ruleset has
+        thousands of rules, and a storm is one flow many times."""
+        key = None if drop is None else (drop.src, drop.dst, drop.proto, drop.sport, drop.dport,
+                                         drop.conntrack, drop.ifname is None, drop.out_ifname is None)
+        if key in self._memo:
+            return self._memo[key]
+        if len(self._memo) > 4096:
+            self._memo.clear()
+        self._memo[key] = found = self._likely(drop)
+        return found
+
+    def _likely(self, drop) -> list[DropPoint]:
+        pkt = Packet.of(drop) if drop is not None else None
+        verdict = {} if pkt is None else {id(p): p._match(pkt) for p in self.points}
+
         def fits(p):
-            return drop is None or p.matches(drop) is not False
+            return pkt is None or verdict.get(id(p), p._match(pkt)) is not False
         grown = [p for p, _ in self.grown if fits(p)]
         if grown:
             return grown
-        certain = [p for p in self.points if drop is not None and p.matches(drop) is True]
+        certain = [p for p in self.points if verdict.get(id(p)) is True]
         if certain:
             return certain
         return [p for p in self.nonzero if fits(p)]
