@@ -203,8 +203,10 @@ def _netfilter(d: Drop, category: str, ctx) -> Verdict | None:
                        + (f": {p.describe()}" if p else ": check the REJECT rules ('iptables -S', 'nft list ruleset')"),
                        _point_detail(p, grown.get(p.key)) if p else {"by": "rule", "target": "REJECT"})
     stats = view.ct_growth if view else {}
-    if d.conntrack == "none" and view is not None and (view.conntrack_active or stats.get("invalid")):
-        inv = next((p for p in points if p.drops_invalid), None)
+    inv = next((p for p in points if p.drops_invalid), None)
+    # No conntrack entry means INVALID only where conntrack is in use: a rule that
+    # matches on ctstate INVALID says so, as do conntrack's own counters.
+    if d.conntrack == "none" and view is not None and (inv or view.conntrack_active or stats.get("invalid")):
         by = inv.describe() if inv else (points[0].describe() if len(points) == 1 else "a rule matching ctstate INVALID")
         invalid = (view.ct or {}).get("invalid", 0)
         counted = f": conntrack counts {invalid} invalid packets here" if invalid else ""

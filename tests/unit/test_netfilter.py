@@ -179,3 +179,10 @@ def test_groups_keep_what_was_learnt():
     assert g.detail["by"] == "policy"
     groups.reclassify(lambda x: classify(x, ctx([])), ("netfilter", "conntrack"))   # the policy was set back
     assert g.detail["by"] == "policy" and "FORWARD" in g.hint
+
+
+def test_invalid_rule_alone_shows_conntrack_is_in_use():
+    # A quiet node: conntrack counters all 0, yet kube-proxy's INVALID rule matched the packet.
+    v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="none", proto="tcp",
+                      out_ifname="ext0"), ctx(nft_save(), ct={"entries": 0, "invalid": 0}))
+    assert v.category == "conntrack" and v.detail["chain"] == "KUBE-FORWARD"
