@@ -407,7 +407,7 @@ def cmd_doctor(args) -> int:
     from rich.console import Console
 
     from . import doctor
-    from .kube import Selection
+    from .kube import KubeUnavailable, Selection
     from .nodeview import HOST_NETNS, NETNS_RUN_DIR, NodeScanner
     from .pods import PodSource
 
@@ -438,6 +438,13 @@ def cmd_doctor(args) -> int:
     node = doctor.Node(None if spec == HOST_NETNS else path, args.netns or "this node", pods, names,
                        Path(args.cni_dir))
     findings = doctor.run_all(node, live)
+    cidrs, this_node = None, None
+    if (args.pod or args.kubeconfig) and source.kube is not None:
+        try:
+            cidrs, this_node = source.kube.pod_cidrs(), source.node_name
+        except KubeUnavailable:
+            pass
+    findings += doctor.check_pod_routes(node, cidrs, this_node)
     if args.json:
         sys.stdout.write(doctor.to_json(findings, node))
     else:

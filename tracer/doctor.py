@@ -348,6 +348,29 @@ def check_neighbours(node: Node) -> list[Finding]:
     return out or [Finding("neighbours", "ok", "no failed or conflicting neighbour entries")]
 
 
+def check_pod_routes(node: Node, pod_cidrs: dict[str, list[str]] | None, this_node: str | None) -> list[Finding]:
+    """A route to every other node's pod CIDR (the API's Node.spec.podCIDRs)."""
+    if pod_cidrs is None:
+        return [Finding("pod routes", "unchecked", "no Kubernetes API: other nodes' pod CIDRs unknown")]
+    missing, fine = [], []
+    for name, cidrs in sorted(pod_cidrs.items()):
+        if name == this_node:
+            continue
+        for cidr in cidrs:
+            probe = str(next(ipaddress.ip_network(cidr).hosts()))
+            route = node.ip_json("route", "get", probe)
+            if route and route[0].get("type", "unicast") == "unicast":
+                fine.append(f"{name} {cidr} via {route[0].get('gateway', '-')} dev {route[0].get('dev')}")
+            else:
+                missing.append(f"{name} {cidr}")
+    if missing:
+        return [Finding("pod routes", "error", f"no route to the pod CIDR of {len(missing)} node"
+                        f"{'s' if len(missing) > 1 else ''}: pods there are unreachable from here (IP_INNOROUTES "
+                        "at ip_error)", missing, "check the CNI on this node (flannel/calico routes), e.g. "
+                        f"ip route add {missing[0].split()[1]} via <that node's tunnel address>")]
+    return [Finding("pod routes", "ok", f"routes to {len(fine)} other nodes' pod CIDRs", fine)]
+
+
 def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
     findings = check_kernel()
     for check in (check_sysctls, check_forward, check_mtu, check_conntrack, check_kube_proxy, check_hairpin,

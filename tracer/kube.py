@@ -188,6 +188,15 @@ class KubeClient:
         raise UserError(f"cannot tell which Kubernetes node this is (hostname {host} is not a node name and "
                         "no node has this machine's addresses): pass --node NAME")
 
+    def pod_cidrs(self) -> dict[str, list[str]]:
+        """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes."""
+        nodes = self._call(self.v1.list_node)
+        out = {}
+        for n in nodes.items if nodes else []:
+            cidrs = n.spec.pod_cidrs or ([n.spec.pod_cidr] if n.spec.pod_cidr else [])
+            out[n.metadata.name] = list(cidrs)
+        return out
+
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
         kw = {"field_selector": f"spec.nodeName={node}"}
         if label_selector:

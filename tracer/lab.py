@@ -117,14 +117,15 @@ class SimNode:
 
     pod_mtu: int = POD_MTU
     hairpin: bool = False
+    healthy: bool = False
 
     @classmethod
-    def create(cls, prefix: str | None = None, with_api: bool = True, pod_mtu: int = POD_MTU,
-               hairpin: bool = False) -> "SimNode":
-        """pod_mtu=OVERLAY_MTU and hairpin=True make a node netdrop doctor finds healthy."""
+    def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False) -> "SimNode":
+        """healthy=True: pods at the overlay's MTU, hairpin on, a route to node3's pod CIDR: a node
+        netdrop doctor finds nothing wrong with (the seed cases' misconfigurations are absent)."""
         prefix = prefix or f"ndt{os.getpid()}"
-        node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client", pod_mtu=pod_mtu,
-                   hairpin=hairpin)
+        node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client",
+                   pod_mtu=OVERLAY_MTU if healthy else POD_MTU, hairpin=healthy, healthy=healthy)
         node.cleanup_leftovers()
         try:
             node._build()
@@ -194,6 +195,9 @@ class SimNode:
             self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
             self._vxlan(ns, i)
         self._overlay_routes()
+        if self.healthy:    # node3 is only in the API; its route is what matters here
+            run("ip", "-n", self.node1, "route", "add", "10.244.3.0/24", "via", "10.244.3.0", "dev", "flannel.1",
+                "onlink")
         for role in POD_SPECS:
             self.add_pod(role)
         self.pods["node-exporter"] = Pod("node-exporter-4kq9z", "monitoring", self.node1, self.node1,
@@ -239,8 +243,10 @@ class SimNode:
     def _start_api(self) -> None:
         self.api = labapi.KubeAPI()
         self.api.start()
-        self.api.add_node(labapi.node_object(NODE_NAMES[1], ["192.168.100.1"]))
-        self.api.add_node(labapi.node_object(NODE_NAMES[2], ["192.168.100.2"]))
+        self.api.add_node(labapi.node_object(NODE_NAMES[1], ["192.168.100.1"], "10.244.1.0/24"))
+        self.api.add_node(labapi.node_object(NODE_NAMES[2], ["192.168.100.2"], "10.244.2.0/24"))
+        # A third node, whose pod CIDR node1 has no route to (the no-route case).
+        self.api.add_node(labapi.node_object("sim-node3", ["192.168.100.3"], "10.244.3.0/24"))
         for pod in self.pods.values():
             self.api.put_pod(self.pod_object(pod))
         STATE_DIR.mkdir(parents=True, exist_ok=True)

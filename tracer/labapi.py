@@ -49,12 +49,12 @@ def pod_object(name: str, namespace: str, node: str, ips: list[str], host_ip: st
     }
 
 
-def node_object(name: str, addresses: list[str]) -> dict:
+def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24") -> dict:
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
                      "labels": {"kubernetes.io/hostname": name}, "creationTimestamp": _now()},
-        "spec": {"podCIDR": "10.244.0.0/24"},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
         "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]
                    + [{"type": "Hostname", "address": name}],
                    "conditions": [{"type": "Ready", "status": "True"}]},

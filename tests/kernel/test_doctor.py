@@ -15,7 +15,7 @@ from .conftest import NETDROP
 
 @pytest.fixture(scope="module")
 def healthy():
-    sim = lab.SimNode.create(prefix=f"ndh{os.getpid()}", pod_mtu=lab.OVERLAY_MTU, hairpin=True)
+    sim = lab.SimNode.create(prefix=f"ndh{os.getpid()}", healthy=True)
     try:
         yield sim
     finally:
@@ -40,7 +40,9 @@ def test_healthy_node_has_no_problem(healthy):
     assert problems(findings) == [] and rc == 0
     checks = {f["check"] for f in findings}
     assert {"ip_forward", "bridge-nf-call-iptables", "rp_filter", "forward", "mtu", "conntrack: table",
-            "kube-proxy", "hairpin", "node addresses", "neighbours", "ipam", "kernel: BTF"} <= checks
+            "kube-proxy", "hairpin", "node addresses", "neighbours", "ipam", "kernel: BTF", "pod routes"} <= checks
+    routes = next(f for f in findings if f["check"] == "pod routes")
+    assert routes["severity"] == "ok" and len(routes["evidence"]) == 2       # node2 and node3
     mtu = next(f for f in findings if f["check"] == "mtu")
     assert mtu["severity"] == "ok" and len(mtu["evidence"]) == 3       # web, db, cache: not client or node2
 
@@ -191,3 +193,11 @@ def test_conntrack_races_are_reported(healthy):
 def test_unknown_netns_is_one_line():
     res = subprocess.run([*NETDROP, "doctor", "--netns", "no-such-node"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "unknown network namespace" in res.stderr
+
+
+def test_missing_route_to_another_nodes_pod_cidr(node):
+    # The default lab is the seed's node: no route to node3's pod CIDR.
+    rc, findings = doctor(node)
+    found = problems(findings, "pod routes")
+    assert rc == 1 and found[0]["severity"] == "error" and found[0]["evidence"] == ["sim-node3 10.244.3.0/24"]
+    assert "ip route add 10.244.3.0/24" in found[0]["fix"]
