@@ -128,7 +128,8 @@ class KubeAPI:
                 self._bump("DELETED", pod)
 
     # -- serving --
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:port (0: any free port; a stopped server can come back on its old one)."""
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -222,7 +223,8 @@ class KubeAPI:
                 self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                   "message": message, "reason": reason, "code": code})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"

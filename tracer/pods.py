@@ -18,6 +18,7 @@ from .kube import KubeClient, KubeUnavailable, PodInfo, Selection, check_selecti
 from .nodeview import HOST_NETNS, NodeScanner
 
 SCAN_SECONDS = 0.5
+RECONNECT_SECONDS = 2.0
 
 
 class PodSource:
@@ -35,9 +36,11 @@ class PodSource:
         self._threads: list[threading.Thread] = []
         self._applied: PodIndex | None = None
         pods: list[PodInfo] | None = None
-        self.kube: KubeClient | None = None
+        self.kube: KubeClient | None = None      # an API that answered
+        self._client: KubeClient | None = None   # a configured one, answering or not
+        self._node_arg = node
         try:
-            self.kube = KubeClient(kubeconfig)
+            self.kube = self._client = KubeClient(kubeconfig)
         except KubeUnavailable as exc:
             self.problem = str(exc)
         if not self.attributing:      # no API, no pods asked for: nothing to attribute, nothing to scan
@@ -67,7 +70,7 @@ class PodSource:
     # -- what the CLI needs to know before tracing --
     @property
     def attributing(self) -> bool:
-        return self.kube is not None or self.selection.active
+        return self._client is not None or self.selection.active
 
     def check_traceable(self) -> None:
         """A hostNetwork pod is told apart from the node only by a port it alone declares."""
@@ -87,6 +90,7 @@ class PodSource:
             if self.selection.active:
                 return (f"no Kubernetes API ({self.problem}); {self.selection.describe()} cannot be told apart: "
                         f"showing all {len(idx.selected)} pod sandboxes of this node as unknown pods")
+            return f"no Kubernetes API yet ({self.problem}): drops are attributed once it answers"
         text = f"{len(idx.by_netns)} pods on node {self.node_name}"
         if self.selection.active:
             names = [r.label for r in idx.selected_refs()]
@@ -102,12 +106,38 @@ class PodSource:
         if not self.attributing:
             return
         if self.kube is not None:
-            t = threading.Thread(target=self.kube.watch_pods, name="netdrop-pods-watch", daemon=True,
-                                 args=(self.node_name, None, self._on_pods, self._stop, self._on_api_error))
-            self._threads.append(t)
-        self._threads.append(threading.Thread(target=self._scan_loop, name="netdrop-node-scan", daemon=True))
-        for t in self._threads:
-            t.start()
+            self._start_watch()
+        elif self._client is not None:   # configured but not answering: keep asking
+            self._spawn(self._reconnect, "netdrop-pods-reconnect")
+        self._spawn(self._scan_loop, "netdrop-node-scan")
+
+    def _spawn(self, target, name: str, args=()) -> None:
+        t = threading.Thread(target=target, name=name, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _start_watch(self) -> None:
+        self._spawn(self.kube.watch_pods, "netdrop-pods-watch",
+                    (self.node_name, None, self._on_pods, self._stop, self._on_api_error))
+
+    def _reconnect(self) -> None:
+        """The API was unreachable at start: once it answers, pods get their names."""
+        while not self._stop.wait(RECONNECT_SECONDS):
+            try:
+                snapshot_ips = set(self.index.snapshot.node_ips) if self.index is not None else set()
+                node = self._client.node_name(self._node_arg, snapshot_ips)
+                pods, _ = self._client.list_pods(node)
+            except (KubeUnavailable, UserError):
+                continue
+            with self._lock:
+                self.node_name, self._pods = node, pods
+                self.kube, self.problem = self._client, None
+            self.warn(f"pods: the Kubernetes API at {self._client.server} answers again: pods are named from now on")
+            if self.selection.active and not any(self.selection.matches(p) for p in pods):
+                self.warn(f"pods: {self.selection.describe()} is not on node {node}")
+            self._start_watch()
+            self._changed.set()
+            return
 
     def _on_pods(self, pods: list[PodInfo]) -> None:
         with self._lock:

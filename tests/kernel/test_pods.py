@@ -132,6 +132,30 @@ def test_no_api_server_falls_back_to_the_node(netdrop, node, tmp_path):
     assert len(drops) == N and all(r["pod"] is None and r["direction"] == "in-pod" for r in drops)
 
 
+def test_api_back_after_an_outage_names_the_pods(netdrop, node):
+    db = node.pods["db"]
+    port = int(node.api.url.rsplit(":", 1)[1])
+    node.api.stop()
+    try:
+        nd = netdrop(*pod_args(node, "--node", "sim-node1", "--pod", db.name)).wait_ready()
+        lab.CASES["udp-closed"].play(node, N)            # while the API is down: an unknown pod
+        node.api.start(port)
+        deadline = time.monotonic() + 10
+        while "answers again" not in "".join(nd.err_lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)                                  # the next scan builds the index with names
+        lab.CASES["udp-closed"].play(node, N)
+        nd.stop()
+    finally:
+        if node.api._server is None:
+            node.api.start(port)
+    drops = [r for r in nd.records() if r["reason"] == "NO_SOCKET" and r["dport"] == 9999]
+    assert len(drops) == 2 * N
+    assert [r["pod"] for r in drops[:N]] == [None] * N and all(r["direction"] == "in-pod" for r in drops)
+    assert all(r["pod"]["name"] == db.name for r in drops[N:])
+    assert "the Kubernetes API at" in nd.stderr and "answers again" in nd.stderr
+
+
 def test_recreated_pod_is_followed_within_two_seconds(netdrop):
     sim = lab.SimNode.create(prefix=f"ndr{os.getpid()}")
     try:
