@@ -90,6 +90,11 @@ def _fields_match(obj: dict, selector: str) -> bool:
     return True
 
 
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True   # a stopped server comes back on its port (an API outage in tests)
+    daemon_threads = True
+
+
 class KubeAPI:
     """The server's state: pods and nodes, with a resourceVersion and an event log for watches."""
 
@@ -223,9 +228,7 @@ class KubeAPI:
                 self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                   "message": message, "reason": reason, "code": code})
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
