@@ -158,29 +158,37 @@ class Packet:
                    None if drop.conntrack is None else _CT_NAMES.get(drop.conntrack))
 
 
-def _ipt_matches(conds: tuple, pkt: Packet) -> bool | None:
-    drop = pkt.drop
+def _all(results) -> bool | None:
+    """Three-valued AND of a rule's conditions: False as soon as one fails,
+    None if one could not be evaluated, else True."""
     known = True
-    for opt, negate, arg in conds:
-        if opt in ("-s", "-d"):
-            addr = pkt.src if opt == "-s" else pkt.dst
-            ok = None if addr is None or arg is None else (addr.version == arg.version and addr in arg)
-        elif opt == "-p":
-            ok = None if drop.proto is None else drop.proto == arg
-        elif opt in ("--dport", "--sport"):
-            port = drop.dport if opt == "--dport" else drop.sport
-            ok = None if port is None or arg is None else any(lo <= port <= hi for lo, hi in arg)
-        elif opt == "--ctstate":
-            ok = None if pkt.ct is None else pkt.ct in arg
-        else:
-            ok = None
-        if ok is not None and negate:
-            ok = not ok
+    for ok in results:
         if ok is False:
             return False
         if ok is None:
             known = False
     return True if known else None
+
+
+def _ipt_matches(conds: tuple, pkt: Packet) -> bool | None:
+    return _all(_ipt_cond(opt, negate, arg, pkt) for opt, negate, arg in conds)
+
+
+def _ipt_cond(opt: str, negate: bool, arg, pkt: Packet) -> bool | None:
+    drop = pkt.drop
+    if opt in ("-s", "-d"):
+        addr = pkt.src if opt == "-s" else pkt.dst
+        ok = None if addr is None or arg is None else (addr.version == arg.version and addr in arg)
+    elif opt == "-p":
+        ok = None if drop.proto is None else drop.proto == arg
+    elif opt in ("--dport", "--sport"):
+        port = drop.dport if opt == "--dport" else drop.sport
+        ok = None if port is None or arg is None else any(lo <= port <= hi for lo, hi in arg)
+    elif opt == "--ctstate":
+        ok = None if pkt.ct is None else pkt.ct in arg
+    else:
+        ok = None
+    return ok if ok is None or not negate else not ok
 
 
 _IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d+):\d+\]")
@@ -267,29 +275,25 @@ def _nft_conds(expr: list[dict]) -> tuple:
 
 
 def _nft_matches(conds: tuple, drop) -> bool | None:
-    known = True
-    for what, op, value in conds:
-        proto, _, field = what.partition(" ")
-        values = value if isinstance(value, tuple) else (value,)
-        if field in ("dport", "sport") and proto in ("udp", "tcp", "th"):
-            port = drop.dport if field == "dport" else drop.sport
-            ok = None if port is None else (proto in ("th", drop.proto) and port in values)
-        elif field in ("saddr", "daddr") and proto in ("ip", "ip6") and isinstance(value, str):
-            addr = drop.src if field == "saddr" else drop.dst
-            ok = None if addr is None else _in_cidr(addr, value)
-        elif what == "ct state":
-            ok = None if drop.conntrack is None else (
-                {"none": "invalid", "established-reply": "established",
-                 "related-reply": "related"}.get(drop.conntrack, drop.conntrack) in values)
-        else:
-            ok = None
-        if ok is not None and op == "!=":
-            ok = not ok
-        if ok is False:
-            return False
-        if ok is None:
-            known = False
-    return True if known else None
+    return _all(_nft_cond(what, op, value, drop) for what, op, value in conds)
+
+
+def _nft_cond(what: str, op: str, value, drop) -> bool | None:
+    proto, _, field_ = what.partition(" ")
+    values = value if isinstance(value, tuple) else (value,)
+    if field_ in ("dport", "sport") and proto in ("udp", "tcp", "th"):
+        port = drop.dport if field_ == "dport" else drop.sport
+        ok = None if port is None else (proto in ("th", drop.proto) and port in values)
+    elif field_ in ("saddr", "daddr") and proto in ("ip", "ip6") and isinstance(value, str):
+        addr = drop.src if field_ == "saddr" else drop.dst
+        ok = None if addr is None else _in_cidr(addr, value)
+    elif what == "ct state":
+        ok = None if drop.conntrack is None else (
+            {"none": "invalid", "established-reply": "established",
+             "related-reply": "related"}.get(drop.conntrack, drop.conntrack) in values)
+    else:
+        ok = None
+    return ok if ok is None or op != "!=" else not ok
 
 
 def _nft_rule_text(expr: list[dict]) -> str:
