@@ -129,7 +129,7 @@ def recent_table(groups: Groups, view: View) -> Table:
     return table
 
 
-def status_line(view: View, groups: Groups) -> Text:
+def status_line(view: View) -> Text:
     s = view.stats
     text = Text()
     text.append(f"{s.matched:,} drops counted", style="bold")
@@ -170,7 +170,7 @@ def summary_lines(groups: Groups, names: dict[int, str], limit: int = 20) -> lis
 
 def render(groups: Groups, view: View):
     return RichGroup(
-        Panel(status_line(view, groups), title=view.title, title_align="left"),
+        Panel(status_line(view), title=view.title, title_align="left"),
         groups_table(groups, view),
         recent_table(groups, view),
     )

@@ -240,6 +240,9 @@ class Tracer:
         """Make the pod maps hold exactly `pods` (None: no pod tagging). New
         entries go in before stale ones go out, so a pod that stays is never
         missing from the maps, not even for a moment."""
+        if pods == self.pods:   # the pod index is rebuilt twice a second, mostly unchanged
+            return
+
         def entries(kp: "KernelPods | None") -> dict[str, dict]:
             if kp is None:
                 return {name: {} for name in _POD_MAPS}

@@ -142,7 +142,10 @@ class NodeScanner:
     def _ipr(self, path: str):
         from pyroute2 import IPRoute
 
+        # Our own namespace needs no helper process (IPRoute(netns=...) forks one);
         # flags=0: never create a namespace that has gone away meanwhile.
+        if os.stat(path).st_ino == os.stat(HOST_NETNS).st_ino:
+            return IPRoute()
         return IPRoute(netns=path, flags=0)
 
     def scan(self) -> NodeSnapshot:
