@@ -34,17 +34,104 @@ PCAP_FILE = "drops.pcapng"
 SUMMARY_FILE = "summary.json"
 
 
-def prepare_output(path: str) -> Path:
-    """Create DIR and prove it writable before anything is loaded."""
+# Files are created, never opened: O_EXCL refuses one that exists (an earlier
+# capture, or a name planted in advance), O_NOFOLLOW a symbolic link, and every
+# open is relative to the directory's own descriptor, so that renaming the
+# directory or a path component after the checks changes nothing.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_MODE = 0o600      # drops name pods, addresses and rules of the node: root's to read
+DIR_MODE = 0o700
+
+
+@dataclass(frozen=True)
+class OutputDir:
+    """A capture's directory, checked and held open; files are made only through it."""
+
+    path: Path
+    fd: int
+
+    def create(self, name: str, extra_flags: int = 0) -> int:
+        """A new file in the directory, mode 0600; raises OSError (EEXIST, ELOOP, ...)."""
+        return os.open(name, _CREATE | extra_flags, FILE_MODE, dir_fd=self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def trusted_owners() -> set[int]:
+    """Who may own a directory root writes into: root, and the user who ran sudo."""
+    owners = {0, os.geteuid()}
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if sudo_uid.isdigit():
+        owners.add(int(sudo_uid))
+    return owners
+
+
+def prepare_output(path: str) -> OutputDir:
+    """Create DIR (mode 0700) or take an existing one that only trusted users can
+    change, and prove it writable, before anything is loaded. An existing DIR
+    that another user owns, or that group or others may write, could hold links
+    or swap files under root's hands: it is refused, and so is a capture already
+    there (netdrop never overwrites one)."""
     out = Path(path)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".netdrop-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(out, DIR_MODE)
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise UserError(f"cannot write to output directory {out}: {exc.strerror}") from None
-    return out
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise UserError(f"cannot write to output directory {out}: {why}") from None
+    outdir = OutputDir(out, fd)
+    try:
+        _check_dir(outdir)
+    except BaseException:
+        outdir.close()
+        raise
+    return outdir
+
+
+def _check_dir(outdir: OutputDir) -> None:
+    out = outdir.path
+    st = os.fstat(outdir.fd)
+    if st.st_uid not in trusted_owners():
+        raise UserError(f"output directory {out} belongs to another user (uid {st.st_uid}): root does not write "
+                        f"where others can plant files; choose a new directory")
+    if st.st_mode & 0o022:
+        raise UserError(f"output directory {out} is writable by group or others (mode {st.st_mode & 0o7777:04o}): "
+                        f"root does not write where others can plant files; choose a new directory")
+    taken = [name for name in (EVENTS_FILE, SUMMARY_FILE, PCAP_FILE) if _exists(outdir, name)]
+    if taken:
+        raise UserError(f"output directory {out} already holds a capture ({', '.join(taken)}): netdrop never "
+                        f"overwrites one; choose a new directory")
+    probe = f".netdrop-write-test-{os.getpid()}"
+    try:
+        os.close(outdir.create(probe))
+        os.unlink(probe, dir_fd=outdir.fd)
+    except OSError as exc:
+        raise UserError(f"cannot write to output directory {out}: {exc.strerror}") from None
+
+
+def _exists(outdir: OutputDir, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=outdir.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def write_summary(outdir: OutputDir, summary: dict) -> None:
+    """summary.json, written once at the end, created like every capture file."""
+    try:
+        fd = outdir.create(SUMMARY_FILE)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {outdir.path / SUMMARY_FILE}: {exc.strerror}") from None
 
 
 def summary_path(path: str) -> Path:
@@ -71,7 +158,7 @@ class FlowStat:
 
 @dataclass
 class Recorder:
-    outdir: Path
+    outdir: OutputDir
     pcap_snaplen: int = 0              # 0: no pcap
     max_events: int | None = None
     written: int = 0                   # lines in events.jsonl
@@ -82,9 +169,12 @@ class Recorder:
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def __post_init__(self):
-        self._fd = os.open(self.outdir / EVENTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            self._fd = self.outdir.create(EVENTS_FILE, os.O_APPEND)
+            self._pcap_file = os.fdopen(self.outdir.create(PCAP_FILE), "wb") if self.pcap_snaplen else None
+        except OSError as exc:
+            raise UserError(f"cannot create a capture file in {self.outdir.path}: {exc.strerror}") from None
         self._good = 0                  # size of events.jsonl up to its last whole line
-        self._pcap_file = open(self.outdir / PCAP_FILE, "wb") if self.pcap_snaplen else None
         self.pcap = PcapngWriter(self._pcap_file, self.pcap_snaplen) if self._pcap_file else None
         self._last_counts: dict[tuple, int] = {}
 

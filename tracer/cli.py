@@ -351,8 +351,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    import json
-
     from . import capture, summary
 
     require_root()
@@ -365,7 +363,7 @@ def cmd_capture(args) -> int:
     filters = make_filters(args)
     pods = pod_source(args)
     snaplen = (args.snaplen or capture.DEFAULT_SNAPLEN) if args.pcap else 0
-    with Session(args, facts, filters, pods, title=f"netdrop capture -> {outdir}", snaplen=snaplen,
+    with Session(args, facts, filters, pods, title=f"netdrop capture -> {outdir.path}", snaplen=snaplen,
                  headers_only=args.snaplen is None) as session:
         recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
                                     started=session.loaded_at)
@@ -389,14 +387,11 @@ def cmd_capture(args) -> int:
         result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
                                hooks=session.tracer.hooks, filters=session.view.filters,
                                pods=session.view.pods, node=node, names=names, notices=session.notices())
-        try:
-            (outdir / capture.SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write {outdir / capture.SUMMARY_FILE}: {exc.strerror}") from None
+        capture.write_summary(outdir, result)
         session.report(stats)
         files = [capture.EVENTS_FILE, capture.SUMMARY_FILE] + ([capture.PCAP_FILE] if args.pcap else [])
-        info(f"wrote {', '.join(str(outdir / f) for f in files)} ({stopped}); "
-             f"read it with: netdrop summary {outdir}")
+        info(f"wrote {', '.join(str(outdir.path / f) for f in files)} ({stopped}); "
+             f"read it with: netdrop summary {outdir.path}")
         if recorder.write_error:
             warn(recorder.write_error)
     return 0

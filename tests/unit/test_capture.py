@@ -28,7 +28,7 @@ def golden_drops():
 
 def test_events_file_has_the_watch_keys_and_respects_max_events(tmp_path):
     groups, drops = golden_drops()
-    rec = capture.Recorder(tmp_path, max_events=4)
+    rec = capture.Recorder(capture.prepare_output(str(tmp_path)), max_events=4)
     db = Attribution(PodRef("default", "db-0", "uid-1", "node-a"), "in-pod")
     for d in drops:
         rec.emit(d, classify(d), db if d.dport == 9999 else NO_POD)
@@ -43,7 +43,7 @@ def test_events_file_has_the_watch_keys_and_respects_max_events(tmp_path):
 
 def test_a_full_disk_leaves_whole_lines_only(tmp_path, monkeypatch):
     _, drops = golden_drops()
-    rec = capture.Recorder(tmp_path)
+    rec = capture.Recorder(capture.prepare_output(str(tmp_path)))
     real_write, calls = capture.os.write, []
 
     def write(fd, data):
@@ -89,7 +89,7 @@ def test_pcapng_blocks_comments_and_timestamps(tmp_path):
 
 def built_summary(tmp_path):
     groups, drops = golden_drops()
-    rec = capture.Recorder(tmp_path, pcap_snaplen=128)
+    rec = capture.Recorder(capture.prepare_output(str(tmp_path)), pcap_snaplen=128)
     for d in drops:
         rec.emit(d, classify(d), NO_POD)
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=timezone.utc))
