@@ -26,6 +26,7 @@ from .errors import UserError
 from .groups import Groups
 from .jsonout import drop_record
 from .pcapng import PcapngWriter
+from .trust import trusted_owners, why_untrusted
 
 DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
 PROGRESS_EVERY = 10.0          # seconds between progress lines when stderr is not a terminal
@@ -58,15 +59,6 @@ class OutputDir:
         os.close(self.fd)
 
 
-def trusted_owners() -> set[int]:
-    """Who may own a directory root writes into: root, and the user who ran sudo."""
-    owners = {0, os.geteuid()}
-    sudo_uid = os.environ.get("SUDO_UID", "")
-    if sudo_uid.isdigit():
-        owners.add(int(sudo_uid))
-    return owners
-
-
 def prepare_output(path: str) -> OutputDir:
     """Create DIR (mode 0700) or take an existing one that only trusted users can
     change, and prove it writable, before anything is loaded. An existing DIR
@@ -84,7 +76,7 @@ def prepare_output(path: str) -> OutputDir:
     try:
         fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        why = "it is a symbolic link" if out.is_symlink() else exc.strerror
         raise UserError(f"cannot write to output directory {out}: {why}") from None
     outdir = OutputDir(out, fd)
     try:
@@ -97,13 +89,10 @@ def prepare_output(path: str) -> OutputDir:
 
 def _check_dir(outdir: OutputDir) -> None:
     out = outdir.path
-    st = os.fstat(outdir.fd)
-    if st.st_uid not in trusted_owners():
-        raise UserError(f"output directory {out} belongs to another user (uid {st.st_uid}): root does not write "
-                        f"where others can plant files; choose a new directory")
-    if st.st_mode & 0o022:
-        raise UserError(f"output directory {out} is writable by group or others (mode {st.st_mode & 0o7777:04o}): "
-                        f"root does not write where others can plant files; choose a new directory")
+    why = why_untrusted(os.fstat(outdir.fd), trusted_owners())
+    if why is not None:
+        raise UserError(f"output directory {out}: {why}: root does not write where others can plant files; "
+                        f"choose a new directory")
     taken = [name for name in (EVENTS_FILE, SUMMARY_FILE, PCAP_FILE) if _exists(outdir, name)]
     if taken:
         raise UserError(f"output directory {out} already holds a capture ({', '.join(taken)}): netdrop never "

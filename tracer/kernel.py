@@ -14,6 +14,7 @@ import platform
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,14 +217,29 @@ def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BT
     release = release or platform.release()
     digest = hashlib.sha256(btf.read_bytes()).hexdigest()[:16]
     root = cache_dir / f"kernel-{release}-{digest}"
-    if (root / "include" / "linux" / "kconfig.h").exists():
+    complete = root / "include" / "linux" / "kconfig.h"     # written last
+    if complete.exists():
         return root
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # Built in a private directory of its own and renamed into place whole: bcc
+    # never sees a half-written tree, and two netdrops starting at once do not
+    # write into each other's.
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{root.name}."))
+    try:
+        _write_include_tree(tmp, btf, release)
+        if root.exists() and not complete.exists():     # left incomplete by an older version
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not complete.exists():       # no other run finished one meanwhile either
+            raise
+    return root
+
+
+def _write_include_tree(tmp: Path, btf: Path, release: str) -> None:
     inc = tmp / "include"
     (inc / "linux").mkdir(parents=True)
     (inc / "vmlinux.h").write_text(btf_c_dump(btf))
-    (inc / "linux" / "kconfig.h").write_text(_KCONFIG_H.format(btf=btf))
     (inc / "linux" / "version.h").write_text(
         f"#define LINUX_VERSION_CODE {kernel_version_code(release)}\n"
         "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
@@ -233,9 +249,7 @@ def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BT
     for name in _EMPTY_HEADERS:
         (inc / name).parent.mkdir(parents=True, exist_ok=True)
         (inc / name).write_text("")
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
-    return root
+    (inc / "linux" / "kconfig.h").write_text(_KCONFIG_H.format(btf=btf))
 
 
 def kernel_headers(release: str | None = None) -> Path | None:
