@@ -19,6 +19,7 @@ from . import event as ev
 from . import kernel
 from .errors import UserError
 from .filters import Filters, ip_key_bytes
+from .trust import private_dir, write_private
 
 if TYPE_CHECKING:
     from .attribute import KernelPods
@@ -87,7 +88,7 @@ def _fentry_allowed(bcc, cache_dir: Path) -> tuple[bool, str]:
         why = "program load not permitted" if "privilege" in str(exc) else str(exc)
         ok, detail = False, f"refused by the kernel: {why}"
     try:
-        memo.write_text(f"{'yes' if ok else 'no'} {detail}")
+        write_private(cache_dir, memo.name, f"{'yes' if ok else 'no'} {detail}")
     except OSError:
         pass
     return ok, detail
@@ -171,10 +172,9 @@ class Tracer:
         """Headers of exactly this kernel if installed, else types from BTF."""
         if kernel.kernel_headers(facts.release):
             return None, ["-DND_KERNEL_HEADERS"]
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create cache directory {cache_dir}: {exc.strerror}") from None
+        # The cache holds the C headers compiled into the program root loads:
+        # only a directory nobody else can change will do.
+        private_dir(cache_dir, "cache directory (NETDROP_CACHE)")
         return kernel.btf_include_tree(cache_dir, facts.release), []
 
     @staticmethod
