@@ -26,6 +26,7 @@ from .errors import UserError
 from .groups import Groups
 from .jsonout import drop_record
 from .pcapng import PcapngWriter
+from .topk import SpaceSaving
 from .trust import trusted_owners, why_untrusted
 
 DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
@@ -135,13 +136,18 @@ def packet_comment(drop: Drop, verdict: Verdict, who: Attribution) -> str:
             f"netns {drop.netns}{dev}")
 
 
+FlowKey = tuple[str | None, str | None, int | None, str | None, int | None]   # proto, src, sport, dst, dport
+FLOW_CAPACITY = 10_000    # flows counted at once: a storm of ever-new ports must not grow memory
+
+
 @dataclass
 class FlowStat:
-    count: int = 0
+    """What a flow's first event told (its count is kept by the heavy-hitter counter)."""
+
     category: str = ""
     reason: str | None = None
     pod: str | None = None
-    first: datetime | None = None
+    first: datetime | None = None     # since the flow got its counter (it may have lost one before)
     last: datetime | None = None
 
 
@@ -153,7 +159,7 @@ class Recorder:
     written: int = 0                   # lines in events.jsonl
     delivered: int = 0                 # events seen (written or not)
     write_error: str | None = None
-    flows: dict[tuple, FlowStat] = field(default_factory=dict)
+    flows: SpaceSaving[FlowKey, FlowStat] = field(default_factory=lambda: SpaceSaving(FLOW_CAPACITY))
     timeline: dict[int, collections.Counter] = field(default_factory=dict)   # unix second -> category counts
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -174,12 +180,9 @@ class Recorder:
             self._write_line(json.dumps(drop_record(drop, verdict, who), separators=(",", ":")) + "\n")
         if self.pcap is not None and drop.packet:
             self.pcap.write(drop.time, drop.packet, drop.len, packet_comment(drop, verdict, who))
-        key = (drop.proto, drop.src, drop.sport, drop.dst, drop.dport)
-        f = self.flows.get(key)
-        if f is None:
-            f = self.flows[key] = FlowStat(category=verdict.category, reason=drop.reason,
-                                           pod=who.pod.label if who.pod else None, first=drop.time)
-        f.count += 1
+        key: FlowKey = (drop.proto, drop.src, drop.sport, drop.dst, drop.dport)
+        f = self.flows.add(key, lambda: FlowStat(category=verdict.category, reason=drop.reason,
+                                                 pod=who.pod.label if who.pod else None, first=drop.time))
         f.last = drop.time
 
     def _write_line(self, line: str) -> None:
@@ -211,11 +214,13 @@ class Recorder:
                 bucket[g.category] += grew
                 self._last_counts[key] = g.count
 
-    def top_flows(self, n: int = 10) -> list[dict]:
-        ranked = sorted(self.flows.items(), key=lambda kv: -kv[1].count)[:n]
-        return [{"proto": k[0], "src": k[1], "sport": k[2], "dst": k[3], "dport": k[4], "events": f.count,
-                 "category": f.category, "reason": f.reason, "pod": f.pod,
-                 "first_seen": _iso(f.first), "last_seen": _iso(f.last)} for k, f in ranked]
+    def top_flows(self, n: int = 10) -> list[dict[str, object]]:
+        """The flows with most events; beyond FLOW_CAPACITY distinct flows a count
+        may exceed the truth by at most events_error (Space-Saving, tracer/topk.py)."""
+        return [{"proto": h.key[0], "src": h.key[1], "sport": h.key[2], "dst": h.key[3], "dport": h.key[4],
+                 "events": h.count, "events_error": h.error,
+                 "category": h.value.category, "reason": h.value.reason, "pod": h.value.pod,
+                 "first_seen": _iso(h.value.first), "last_seen": _iso(h.value.last)} for h in self.flows.top(n)]
 
     def close(self) -> None:
         os.close(self._fd)
