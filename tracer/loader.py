@@ -13,7 +13,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import event as ev
 from . import kernel
@@ -94,6 +94,33 @@ def _fentry_allowed(bcc, cache_dir: Path) -> tuple[bool, str]:
     return ok, detail
 
 
+_MADV_PAGEOUT = 21                           # include/uapi/asm-generic/mman-common.h, Linux 5.4+
+_COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def release_compiler_memory(maps: Path = Path("/proc/self/maps")) -> None:
+    """Give back what compiling the program took: it is never needed again.
+
+    clang and LLVM leave ~40 MiB of freed heap that glibc keeps (malloc_trim
+    returns it) and ~85 MiB of their libraries' pages resident. MADV_PAGEOUT
+    asks the kernel to reclaim those pages; unlike MADV_DONTNEED it never
+    changes their contents (a dirty private page stays unless it can be
+    swapped), so a page bcc touches again is simply read back in."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc_trim(0)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or not any(lib in parts[5] for lib in _COMPILER_LIBS):
+            continue
+        lo, _, hi = parts[0].partition("-")
+        libc.madvise(int(lo, 16), int(hi, 16) - int(lo, 16), _MADV_PAGEOUT)   # a hint: failure is harmless
+
+
 def function_hook_support(bcc, tracefs: Path, cache_dir: Path) -> list[Hook]:
     """Could kprobes or fentry add signal on ip_forward and the conntrack confirm
     path? Our kernels refuse both: we say so once and use the tracepoints."""
@@ -124,9 +151,16 @@ class Tracer:
 
     def __init__(self, facts: kernel.KernelFacts, filters: Filters = Filters(),
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
-                 max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True):
+                 max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
+                 warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER):
         """snaplen > 0: events carry up to snaplen bytes of their packet, from the
-        IP header on; headers_only stops at the end of the TCP/UDP/ICMP header."""
+        IP header on; headers_only stops at the end of the TCP/UDP/ICMP header.
+        warn tells the user, once, of a kernel map that is full; map_entries is
+        the size of each filter and pod map."""
+        self._warn = warn
+        self.full_maps: set[str] = set()
+        self._unwritten: dict[str, set] = {}
+        self.map_entries = map_entries
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
         if ringbuf_pages & (ringbuf_pages - 1):
@@ -148,24 +182,29 @@ class Tracer:
             *self._type_flags(include),
             f"-DND_RINGBUF_PAGES={int(ringbuf_pages)}",
             f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
-            f"-DND_MAX_FILTER={MAX_FILTER}",
+            f"-DND_MAX_FILTER={int(map_entries)}",
             f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
         ]
         try:
             self.bpf = bcc.BPF(src_file=str(ev.BPF_SOURCE).encode(), cflags=cflags)
         except Exception as exc:  # bcc raises bare Exception with the compiler's output on stderr
             raise UserError(f"could not load the BPF program: {exc}") from None
-        self._events: list[ev.NdEvent] = []
-        self.bpf[b"events"].open_ring_buffer(self._on_event)
-        self.hooks = [Hook("tracepoint skb:kfree_skb", True,
-                           "drop reason" if facts.has_reason else "no reason field: classify by location")]
-        self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
-                               "" if facts.has_icmp_tp else "not in this kernel"))
-        self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
-        self.filters = Filters()
-        self.pods = None
-        self._budget = self._events_per_window()
-        self.set_filters(filters)
+        try:
+            release_compiler_memory()
+            self._events: list[ev.NdEvent] = []
+            self.bpf[b"events"].open_ring_buffer(self._on_event)
+            self.hooks = [Hook("tracepoint skb:kfree_skb", True,
+                               "drop reason" if facts.has_reason else "no reason field: classify by location")]
+            self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
+                                   "" if facts.has_icmp_tp else "not in this kernel"))
+            self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
+            self.filters = Filters()
+            self.pods = None
+            self._budget = self._events_per_window()
+            self.set_filters(filters)
+        except BaseException:   # a signal or a bad filter: nothing stays attached
+            self.bpf.cleanup()
+            raise
 
     @staticmethod
     def _kernel_types(facts: kernel.KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
@@ -213,6 +252,8 @@ class Tracer:
             ("filter_ip", filters.ips, ev.ND_FILTER_IP, _ip_key),
             ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
         ):
+            if len(values) > self.map_entries:
+                raise UserError(f"at most {self.map_entries} values per filter kind ({name}): {len(values)} given")
             table = self.bpf[name.encode()]
             table.clear()
             for value in values:
@@ -252,17 +293,36 @@ class Tracer:
         new, old = entries(pods), entries(self.pods)
         for name, to_key in _POD_MAPS.items():
             table = self.bpf[name.encode()]
-            for key, (tag, selected) in new[name].items():
-                if old[name].get(key) != (tag, selected):
-                    value = ctypes.c_uint8(1) if name == "node_ip" else ev.NdPodVal(tag, int(selected))
-                    table[to_key(key)] = value
+            unwritten = self._unwritten.setdefault(name, set())
+            changed = [key for key, val in new[name].items() if old[name].get(key) != val or key in unwritten]
+            unwritten.clear()
+            self._write_pod_entries(name, table, to_key, changed, new[name], unwritten)
             for key in old[name].keys() - new[name].keys():
                 try:
                     del table[to_key(key)]
                 except KeyError:
                     pass
+            if unwritten:   # room freed by the deletions above
+                retry, unwritten_now = list(unwritten), set()
+                self._write_pod_entries(name, table, to_key, retry, new[name], unwritten_now)
+                self._unwritten[name] = unwritten_now
+                if unwritten_now and name not in self.full_maps:
+                    self.full_maps.add(name)
+                    self._warn(f"the kernel's {name} map is full ({self.map_entries} entries): {len(unwritten_now)} "
+                               f"pod entries are not in it, so drops there are counted without their pod "
+                               f"(counts stay exact); more pods than netdrop was built for")
         self.pods = pods
         self._write_cfg()
+
+    @staticmethod
+    def _write_pod_entries(name: str, table, to_key, keys, values: dict, unwritten: set) -> None:
+        for key in keys:
+            tag, selected = values[key]
+            value = ctypes.c_uint8(1) if name == "node_ip" else ev.NdPodVal(tag, int(selected))
+            try:
+                table[to_key(key)] = value
+            except Exception:   # bcc raises a bare Exception; E2BIG: the map is full
+                unwritten.add(key)
 
     def _events_per_window(self) -> int:
         """The rate limit as a per-CPU budget per sampling window (0: none)."""
