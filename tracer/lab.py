@@ -10,25 +10,35 @@
 The pods keep the default MTU 1500 while the overlay has 1450: the classic
 flannel misconfiguration. node1 has no route to 10.244.3.0/24 (a third node
 whose route is missing). Pods live in namespaces named like a CNI plugin
-names them (cni-<uuid>) on host veths named veth<hex>, except cache, whose
-namespace only a process holds (as Docker leaves them); a Kubernetes API for
-them is served on 127.0.0.1 by labapi. node-exporter is a hostNetwork pod
-on node1 declaring port 9100.
+names them, behind the lab's prefix (<prefix>-cni-<uuid>), on host veths named
+veth<hex>, except cache, whose namespace only a process holds (as Docker
+leaves them); a Kubernetes API for them is served on 127.0.0.1 by labapi.
+node-exporter is a hostNetwork pod on node1 declaring port 9100.
 
 Every command runs inside the lab's own namespaces (`ip -n`, `ip netns
-exec`): the host's namespace is never touched. destroy() removes everything
-(deleting a namespace removes its links with it); the namespaces a lab made
-are also recorded under /run/netdrop so that a killed run's are removed by
-the next one with the same prefix.
+exec`): the host's namespace is never touched.
+
+The lab runs as root on nodes whose other namespaces (real pod sandboxes,
+`cni-<uuid>`) are not its own, so it removes only what it made: each namespace
+it makes is recorded with its identity (inode and netns cookie) in a state file
+under /run/netdrop (mode 0700, root's), and removed only while the namespace
+at that name is still that one. destroy() removes a lab's namespaces and holder
+processes; cleanup_leftovers() removes what the state file of a killed run with
+the same prefix records, never anything found by name alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import secrets
+import select
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -40,6 +50,7 @@ from typing import Callable
 
 from . import labapi
 from .errors import UserError
+from .trust import check_tree, why_untrusted, write_private
 
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path("/run/netdrop")
@@ -49,9 +60,30 @@ OVERLAY_MTU = 1450
 POD_MTU = 1500
 VXLAN_PORT = 8472
 
+# A prefix begins every namespace the lab makes (<prefix>-node1, <prefix>-cni-<uuid>)
+# and the names of its files in STATE_DIR: lowercase letters, digits and '-',
+# starting with a letter, so it can hold no '/', '..', space, glob or control
+# character; at most 15 characters (IFNAMSIZ - 1, include/uapi/linux/if.h), so
+# that it would still fit an interface name.
+PREFIX_RE = re.compile(r"[a-z][a-z0-9-]{0,14}")
+HOLDER_PATH_RE = re.compile(r"/proc/([1-9][0-9]{0,9})/ns/net")
+MAX_STATE_BYTES = 1 << 20
+
+CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
+SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h
+_libc = ctypes.CDLL(None, use_errno=True)
+
 
 class LabError(UserError):
     pass
+
+
+def check_prefix(prefix: str) -> str:
+    """prefix if it is a valid lab prefix, else LabError (one line)."""
+    if not PREFIX_RE.fullmatch(prefix):
+        raise LabError(f"invalid prefix {prefix!r}: 1 to 15 lowercase letters, digits or '-', "
+                       f"starting with a letter (it names the demo's namespaces and files)")
+    return prefix
 
 
 def in_netns(ns: str) -> list[str]:
@@ -74,10 +106,163 @@ def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 3
 
 
 @dataclass(frozen=True)
+class NetnsId:
+    """Which namespace a path leads to. The inode alone does not tell: the kernel
+    gives a freed namespace's inode number to the next one made (proc_alloc_inum(),
+    an IDA, fs/proc/generic.c), so a namespace deleted and re-made by someone else
+    under the same name may show the same inode. The netns cookie (SO_NETNS_COOKIE)
+    is a 64-bit id that is never reused."""
+
+    inode: int
+    cookie: int
+
+
+def netns_id(path: str) -> NetnsId | None:
+    """The namespace at path (a /run/netns file or /proc/PID/ns/net), None if there is none.
+    The cookie comes from a socket made inside it by a short-lived thread that enters
+    it with setns(2): a thread's namespace is its own, so the rest of the process
+    stays where it is and no helper process is started."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    cookies: list[int] = []
+
+    def read_cookie() -> None:
+        # setns fails (EINVAL) for a file that is no namespace, e.g. a /run/netns
+        # name whose bind mount `ip netns add` never made.
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                cookies.append(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder))
+        except OSError:
+            pass
+
+    try:
+        inode = os.fstat(fd).st_ino
+        reader = threading.Thread(target=read_cookie, name="netns-id")
+        reader.start()
+        reader.join()
+    finally:
+        os.close(fd)
+    return NetnsId(inode, cookies[0]) if cookies else None
+
+
+def kill_holder(pid: int, ident: NetnsId) -> None:
+    """SIGKILL pid if it is still a holder of ours: `sleep infinity` inside the
+    namespace ident. Through a pidfd (pidfd_open(2)), so that the checks and the
+    signal concern one process: if it died and its pid went to another, the
+    signal fails (ESRCH) instead of reaching that one. Waits (at most 1 s) until
+    it has exited, so that its namespace goes with it."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        try:
+            ours = Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE
+        except OSError:
+            return
+        if not ours or netns_id(f"/proc/{pid}/ns/net") != ident:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        select.select([pidfd], [], [], 1.0)     # a pidfd is readable once its process has exited
+    finally:
+        os.close(pidfd)
+
+
+@dataclass(frozen=True)
+class Made:
+    """A namespace a lab made: its /run/netns name, or /proc/PID/ns/net of the
+    process holding it, and which namespace that was."""
+
+    entry: str
+    netns: NetnsId
+
+    @property
+    def holder_pid(self) -> int | None:
+        m = HOLDER_PATH_RE.fullmatch(self.entry)
+        return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class LabState:
+    """A lab's state file: what it made, oldest first."""
+
+    made: tuple[Made, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"namespaces": [m.entry for m in self.made],
+                           "ids": {m.entry: {"inode": m.netns.inode, "cookie": m.netns.cookie} for m in self.made}})
+
+
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 64 else None
+
+
+def parse_state(text: str, prefix: str) -> LabState:
+    """A state file's text, as LabState; LabError for anything else. Only entries a
+    lab with this prefix can have made are accepted: a name `<prefix>-...` of
+    lowercase letters, digits and '-', or a holder's /proc/PID/ns/net."""
+    def bad(why: str) -> LabError:
+        return LabError(f"lab state file for prefix {prefix} is damaged ({why}): check and remove it")
+
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise bad("not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("namespaces"), list) \
+            or not isinstance(data.get("ids"), dict):
+        raise bad("no namespaces and ids")
+    name_re = re.compile(re.escape(prefix) + r"-[a-z0-9-]{1,100}")
+    made: list[Made] = []
+    for entry in data["namespaces"]:
+        if not isinstance(entry, str) or not (name_re.fullmatch(entry) or HOLDER_PATH_RE.fullmatch(entry)):
+            raise bad(f"a namespace {entry!r} this lab cannot have made")
+        ident = data["ids"].get(entry)
+        inode = _positive_int(ident.get("inode")) if isinstance(ident, dict) else None
+        cookie = _positive_int(ident.get("cookie")) if isinstance(ident, dict) else None
+        if inode is None or cookie is None:
+            raise bad(f"no identity for {entry!r}")
+        made.append(Made(entry, NetnsId(inode, cookie)))
+    return LabState(tuple(made))
+
+
+def _private_state_dir() -> Path:
+    """STATE_DIR, made mode 0700 if missing. One that exists must be a directory of
+    root's that nobody else can write, not a link: others could otherwise plant
+    links or files where root writes the lab's state and the API's token."""
+    check_tree(STATE_DIR.parent, "the lab's state directory")
+    try:
+        os.mkdir(STATE_DIR, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise LabError(f"cannot create the lab's state directory {STATE_DIR}: {exc.strerror}") from None
+    st = os.lstat(STATE_DIR)
+    if stat.S_ISLNK(st.st_mode):
+        why: str | None = "it is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "it is not a directory"
+    else:
+        why = why_untrusted(st, {0})
+    if why is not None:
+        raise LabError(f"refusing the lab's state directory {STATE_DIR}: {why}; remove it, netdrop makes it "
+                       f"again (root's, mode 0700)")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(STATE_DIR, 0o700, follow_symlinks=False)    # one an older netdrop made 0755
+    return STATE_DIR
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str            # Kubernetes name, e.g. web-7d9f8c6b5-x2k4q
     namespace: str       # Kubernetes namespace
-    netns: str           # CNI-style network namespace name (cni-<uuid>); the node's for hostNetwork
+    netns: str           # CNI-style network namespace name (<prefix>-cni-<uuid>); the node's for hostNetwork
     node: str            # netns name of its node
     ipv4: str
     ipv6: str | None
@@ -104,10 +289,11 @@ class SimNode:
     node2: str
     client: str
     pods: dict[str, Pod] = field(default_factory=dict)
-    created: list[str] = field(default_factory=list)
-    holders: dict[str, subprocess.Popen] = field(default_factory=dict)   # /proc path -> holding process
+    made: dict[str, NetnsId] = field(default_factory=dict)     # entry (see Made) -> identity, oldest first
+    holders: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)   # /proc path -> holding process
     api: labapi.KubeAPI | None = None
     kubeconfig: Path | None = None
+    _files_checked: bool = field(default=False, init=False, repr=False)   # STATE_DIR found private
 
     CLIENT_V4 = "172.16.200.2"
     CLIENT_V6 = "fd00:200::2"
@@ -119,11 +305,14 @@ class SimNode:
     hairpin: bool = False
     healthy: bool = False
 
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)     # before any name or path is made of it
+
     @classmethod
     def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False) -> "SimNode":
         """healthy=True: pods at the overlay's MTU, hairpin on, a route to node3's pod CIDR: a node
         netdrop doctor finds nothing wrong with (the seed cases' misconfigurations are absent)."""
-        prefix = prefix or f"ndt{os.getpid()}"
+        prefix = prefix if prefix is not None else f"ndt{os.getpid()}"
         node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client",
                    pod_mtu=OVERLAY_MTU if healthy else POD_MTU, hairpin=healthy, healthy=healthy)
         node.cleanup_leftovers()
@@ -141,35 +330,85 @@ class SimNode:
     def _state_file(self) -> Path:
         return STATE_DIR / f"lab-{self.prefix}.json"
 
+    @property
+    def _kubeconfig_file(self) -> Path:
+        return STATE_DIR / f"lab-{self.prefix}.kubeconfig"
+
+    @property
+    def _lab_dir(self) -> Path:
+        return STATE_DIR / f"lab-{self.prefix}"
+
     def _save_state(self) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        self._state_file.write_text(json.dumps({"namespaces": self.created,
-                                                "holders": [p.pid for p in self.holders.values()]}))
+        # A new file (0600 from its first byte) renamed over the old one: never written through a link.
+        state = LabState(tuple(Made(entry, ident) for entry, ident in self.made.items()))
+        write_private(STATE_DIR, self._state_file.name, state.to_json())
+
+    def _read_state(self) -> LabState:
+        try:
+            fd = os.open(self._state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return LabState()
+        except OSError as exc:      # ELOOP: a link, which netdrop never makes
+            raise LabError(f"cannot read the lab's state file {self._state_file}: {exc.strerror}; "
+                           f"check and remove it") from None
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_STATE_BYTES)
+        return parse_state(data.decode("utf-8", "replace"), self.prefix)
 
     def cleanup_leftovers(self) -> None:
-        """Namespaces of an earlier run with our prefix (a killed demo) are ours to remove."""
-        state = json.loads(self._state_file.read_text()) if self._state_file.exists() else {}
-        names = set(state.get("namespaces", []))
-        if NETNS_DIR.is_dir():
-            names.update(e.name for e in NETNS_DIR.iterdir() if e.name.startswith(self.prefix + "-"))
-        for name in names:
-            if (NETNS_DIR / name).exists():
-                run("ip", "netns", "del", name, check=False)
-        (STATE_DIR / f"lab-{self.prefix}.kubeconfig").unlink(missing_ok=True)
-        shutil.rmtree(STATE_DIR / f"lab-{self.prefix}", ignore_errors=True)
-        for pid in state.get("holders", []):
-            try:   # only our own holder: a pid may have been reused since
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        """What an earlier run with this prefix left (a killed demo), as its state
+        file records it: each namespace removed only if the one there is still the
+        one it made, each holder killed only if it still is one of ours in it."""
+        _private_state_dir()
+        self._files_checked = True
+        for made in reversed(self._read_state().made):
+            self._remove(made.entry, made.netns)
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        # unlink() removes a link itself, never its target; rmtree() does not follow links.
+        self._kubeconfig_file.unlink(missing_ok=True)
+        shutil.rmtree(self._lab_dir, ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
 
     def _netns(self, name: str) -> None:
-        self.created.append(name)
-        self._save_state()
-        run("ip", "netns", "add", name)
+        """Make namespace `name`, recorded as ours before anything is put in it. A
+        name that exists is someone else's (ours went in cleanup_leftovers): refused."""
+        if os.path.lexists(NETNS_DIR / name):
+            raise LabError(f"network namespace {name} exists and this lab did not make it: netdrop removes "
+                           f"only what it made; choose another --prefix")
+        try:
+            run("ip", "netns", "add", name)
+        except LabError:
+            raise                # not made (`ip netns add` refuses a name that exists)
+        except BaseException:
+            # Interrupted while `ip netns add` ran: the name did not exist a moment
+            # ago, so a namespace there now is the one it made.
+            if (ident := netns_id(str(NETNS_DIR / name))) is not None:
+                self._record(name, ident)
+            raise
+        ident = netns_id(str(NETNS_DIR / name))
+        if ident is None:
+            raise LabError(f"network namespace {name} vanished as it was made")
+        self._record(name, ident)
         run("ip", "-n", name, "link", "set", "lo", "up")
+
+    def _record(self, entry: str, ident: NetnsId) -> None:
+        self.made[entry] = ident
+        self._save_state()
+
+    def _remove(self, entry: str, ident: NetnsId) -> None:
+        """Remove a namespace this lab made, if the one at entry still is that one."""
+        if entry in self.holders:
+            self._release(entry)
+            return
+        if netns_id(entry if entry.startswith("/") else str(NETNS_DIR / entry)) != ident:
+            return                   # gone, or someone else's now
+        pid = Made(entry, ident).holder_pid
+        if pid is not None:
+            kill_holder(pid, ident)
+        else:
+            run("ip", "netns", "del", entry, check=False)
 
     def _build(self) -> None:
         for ns in (self.node1, self.node2, self.client):
@@ -249,8 +488,10 @@ class SimNode:
         self.api.add_node(labapi.node_object("sim-node3", ["192.168.100.3"], "10.244.3.0/24"))
         for pod in self.pods.values():
             self.api.put_pod(self.pod_object(pod))
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = self.api.write_kubeconfig(STATE_DIR / f"lab-{self.prefix}.kubeconfig")
+        try:
+            self.kubeconfig = self.api.write_kubeconfig(self._kubeconfig_file)
+        except OSError as exc:
+            raise LabError(f"cannot write the lab's kubeconfig {self._kubeconfig_file}: {exc.strerror}") from None
 
     def node_name(self, pod: Pod) -> str:
         return NODE_NAMES[1 if pod.node == self.node1 else 2]
@@ -308,11 +549,12 @@ class SimNode:
                 "dst", f"192.168.100.{j}")
 
     def add_pod(self, role: str, host: int | None = None) -> Pod:
-        """A pod sandbox as a CNI plugin makes it: netns cni-<uuid>, veth<hex> on cni0."""
+        """A pod sandbox as a CNI plugin makes it, behind the lab's prefix: netns
+        <prefix>-cni-<uuid>, veth<hex> on cni0."""
         name, namespace, i, default_host, _labels = POD_SPECS[role]
         host = host or default_host
         node = self._node_of(i)
-        ns = f"cni-{uuid.uuid4()}"
+        ns = f"{self.prefix}-cni-{uuid.uuid4()}"
         self._netns(ns)
         veth = "veth" + secrets.token_hex(4)
         run("ip", "-n", node, "link", "add", veth, "mtu", str(self.pod_mtu), "type", "veth", "peer", "name", "eth0",
@@ -336,37 +578,43 @@ class SimNode:
     @property
     def ipam_dir(self) -> Path:
         """host-local IPAM state of node1's network, as /var/lib/cni/networks holds it."""
-        return STATE_DIR / f"lab-{self.prefix}" / "cni" / "networks"
+        return self._lab_dir / "cni" / "networks"
 
     def _ipam_reserve(self, ip: str, sandbox: str) -> None:
         net = self.ipam_dir / "cbr0"
-        net.mkdir(parents=True, exist_ok=True)
-        (net / ip).write_text(f"{uuid.uuid5(uuid.NAMESPACE_OID, sandbox).hex}\neth0")
-        (net / "last_reserved_ip.0").write_text(ip)
+        for d in (*reversed(net.parents[:3]), net):     # lab-<prefix>/cni/networks/cbr0, each root's only
+            d.mkdir(mode=0o700, exist_ok=True)
+        write_private(net, ip, f"{uuid.uuid5(uuid.NAMESPACE_OID, sandbox).hex}\neth0")
+        write_private(net, "last_reserved_ip.0", ip)
 
     def _unname(self, name: str) -> str:
         """Keep the namespace alive with a process and drop its /run/netns name,
         as Docker leaves a sandbox: reachable only through /proc/PID/ns/net."""
+        ident = self.made[name]
         holder = subprocess.Popen([*in_netns(name), *HOLDER], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         path = f"/proc/{holder.pid}/ns/net"
-        target = os.stat(NETNS_DIR / name).st_ino
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:      # until `ip netns exec` has exec'd sleep inside it
-            try:
-                if os.stat(path).st_ino == target and Path(f"/proc/{holder.pid}/cmdline").read_bytes() == HOLDER_CMDLINE:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.01)
-        else:
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:      # until `ip netns exec` has exec'd sleep inside it
+                try:
+                    if Path(f"/proc/{holder.pid}/cmdline").read_bytes() == HOLDER_CMDLINE \
+                            and netns_id(path) == ident:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.01)
+            else:
+                raise LabError(f"could not hold namespace {name} with a process")
+        except BaseException:
             holder.kill()
-            raise LabError(f"could not hold namespace {name} with a process")
+            holder.wait()
+            raise
         self.holders[path] = holder
-        self.created.remove(name)
-        self.created.append(path)
-        self._save_state()
+        self._record(path, ident)     # recorded before the name goes, so that one of the two always is
         run("ip", "netns", "del", name)
+        del self.made[name]
+        self._save_state()
         return path
 
     def recreate_pod(self, role: str, host: int) -> Pod:
@@ -376,11 +624,8 @@ class SimNode:
         old = self.pods[role]
         if self.api:
             self.api.delete_pod(old.namespace, old.name)
-        if old.netns in self.holders:
-            self._release(old.netns)
-        else:
-            run("ip", "netns", "del", old.netns)
-        self.created.remove(old.netns)
+        self._remove(old.netns, self.made.pop(old.netns))
+        self._save_state()
         (self.ipam_dir / "cbr0" / old.ipv4).unlink(missing_ok=True)   # a CNI DEL frees it
         pod = self.add_pod(role, host)
         if self.api:
@@ -388,30 +633,32 @@ class SimNode:
         return pod
 
     def netns_inodes(self) -> dict[str, int]:
-        return {ns: os.stat(ns if ns.startswith("/") else NETNS_DIR / ns).st_ino for ns in self.created}
+        return {entry: ident.inode for entry, ident in self.made.items()}
 
     def traffic(self, ns: str, *args: str, timeout: float = 40) -> int:
-        # ns: a /run/netns name or a /proc/PID/ns/net path (see in_netns)
-        """Run tracer.traffic inside ns; returns the number of packets it sent."""
+        """Run tracer.traffic inside ns (a /run/netns name or a /proc/PID/ns/net
+        path, see in_netns); returns the number of packets it sent."""
         out = run(sys.executable, "-m", "tracer.traffic", *args, ns=ns, timeout=timeout)
         return int(out.strip().splitlines()[-1])
 
     def destroy(self) -> None:
+        """Remove everything the lab made, and nothing else: its namespaces and the
+        processes holding them, its API server and its files. Safe to call again,
+        and on a lab whose build stopped half-way; takes well under a second."""
         if self.api:
             self.api.stop()
             self.api = None
-        if self.kubeconfig:
-            self.kubeconfig.unlink(missing_ok=True)
-        for ns in reversed(self.created):
-            if ns in self.holders:
-                self._release(ns)
-            else:
-                run("ip", "netns", "del", ns, check=False)
-        self.created.clear()
-        shutil.rmtree(STATE_DIR / f"lab-{self.prefix}", ignore_errors=True)
-        self._state_file.unlink(missing_ok=True)
+        for entry, ident in reversed(list(self.made.items())):
+            self._remove(entry, ident)
+        self.made.clear()
+        for path in list(self.holders):
+            self._release(path)
+        if self._files_checked:
+            self._remove_files()
+        self.kubeconfig = None
 
     def _release(self, path: str) -> None:
+        # Our own child: its pid cannot go to another process before we reap it.
         holder = self.holders.pop(path)
         holder.kill()
         holder.wait(timeout=5)

@@ -6,12 +6,17 @@ netdrop makes through the official client: list and watch pods (field and
 label selectors, resourceVersion, timeoutSeconds), read and list pods of a
 namespace, read and list nodes. Objects are realistic Pod and Node objects.
 It writes a kubeconfig pointing at itself with a bearer token it checks.
+
+It listens on 127.0.0.1 only: the token is the only thing between its pod list
+and anyone who can reach the port, and the node's other users can read
+nothing of it but through root's kubeconfig, which is created mode 0600.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
 import threading
 import time
@@ -88,6 +93,12 @@ def _fields_match(obj: dict, selector: str) -> bool:
         if (cur if isinstance(cur, str) else "") != v:
             return False
     return True
+
+
+LISTEN_ADDRESS = "127.0.0.1"
+POLL_INTERVAL = 0.05     # how often serve_forever() looks for shutdown(): stop() waits up to this long
+# Created, never opened: O_EXCL refuses a file (or link) already there, O_NOFOLLOW a link.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Server(ThreadingHTTPServer):
@@ -228,23 +239,26 @@ class KubeAPI:
                 self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                   "message": message, "reason": reason, "code": code})
 
-        self._server = _Server(("127.0.0.1", port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = _Server((LISTEN_ADDRESS, port), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(POLL_INTERVAL,), daemon=True).start()
+        return self.url
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{LISTEN_ADDRESS}:{self._server.server_address[1]}"
 
     def write_kubeconfig(self, path: Path, context: str = "sim") -> Path:
-        path.write_text(json.dumps({
+        """A new kubeconfig at path, mode 0600 from its first byte (it holds the token);
+        OSError if anything, a link included, is already there."""
+        text = json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": context,
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
             "users": [{"name": "netdrop", "user": {"token": self.token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
-        }))
-        path.chmod(0o600)
+        })
+        with os.fdopen(os.open(path, _CREATE, 0o600), "w") as f:
+            f.write(text)
         return path
 
     def stop(self) -> None:
