@@ -2,6 +2,11 @@
 
 render() turns plain state into a rich renderable, so tests print it into a
 string with rich.console.Console(record=True) and read it like a user would.
+
+Everything shown that came from the node or the cluster (interface, pod and
+namespace names, hints quoting rule comments) goes through text(): a rich Text,
+never markup, with control characters escaped (textsafe.printable), since rich
+passes ESC through to the terminal.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rich.console import Group as RichGroup
+from rich.console import RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +22,7 @@ from rich.text import Text
 from .attribute import Attribution
 from .groups import Groups
 from .loader import Hook, Stats
+from .textsafe import printable
 
 CATEGORY_STYLE = {
     "mtu": "bold magenta", "netfilter": "bold red", "conntrack": "red", "no-socket": "yellow",
@@ -41,14 +48,19 @@ class View:
     notices: list[str] = field(default_factory=list)   # latent risks seen (conntrack clash_resolve ...)
 
 
+def text(plain: str, style: str = "") -> Text:
+    """Text for the terminal: not markup, control characters escaped."""
+    return Text(printable(plain), style=style)
+
+
 def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
     name = names.get(inode)
     if not name:
         return Text(str(inode))
-    text = Text(name)
+    label = text(name)
     if inode_too:
-        text.append(f"\n{inode}", style="dim")
-    return text
+        label.append(f"\n{inode}", style="dim")
+    return label
 
 
 def _duration(seconds: float) -> str:
@@ -59,10 +71,10 @@ def _duration(seconds: float) -> str:
 def pod_cell(who: Attribution | None) -> Text:
     if who is None or who.pod is None:
         return Text("-", style="dim")
-    text = Text(who.pod.label, style="bold" if who.pod.known else "italic")
+    cell = text(who.pod.label, style="bold" if who.pod.known else "italic")
     if who.direction:
-        text.append(f"\n{who.direction}", style="dim")
-    return text
+        cell.append(f"\n{who.direction}", style="dim")
+    return cell
 
 
 COMPACT_BELOW = 110   # terminal columns: narrower screens get the compact table
@@ -92,12 +104,12 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
             d = g.latest
             where = f" on {d.ifname}" if d.ifname else ""
             mtu = f" mtu {d.mtu}" if d.mtu else ""
-            flow.append(f"{d.flow} len {d.len}{mtu}{where}\n")
-            flow.append(g.hint or "", style="dim")
+            flow.append(printable(f"{d.flow} len {d.len}{mtu}{where}") + "\n")
+            flow.append(printable(g.hint or ""), style="dim")
         else:
             flow.append("(no event delivered for this group yet)", style="dim")
-        category = Text(g.category, style=CATEGORY_STYLE.get(g.category, ""))
-        reason = Text.assemble(g.reason or "-", "\n", (g.location or "?", "dim"))
+        category = text(g.category, style=CATEGORY_STYLE.get(g.category, ""))
+        reason = Text.assemble(text(g.reason or "-"), "\n", text(g.location or "?", "dim"))
         rate = f"{g.rate:,.0f}" if g.rate else ""
         if compact:
             who = pod_cell(g.attribution)
@@ -122,53 +134,55 @@ def recent_table(groups: Groups, view: View) -> Table:
                          max_width={"pod": 30, "netns": 20}.get(col), ratio=1 if col == "flow" else None)
     for d, v, who in reversed(groups.recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
-        pod = Text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")
+        pod = text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")
         table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], pod, netns_label(d.netns, view.netns_names, False),
-                      Text(d.ifname or "-"), Text(d.flow), str(d.len), d.reason or "-",
-                      Text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
+                      text(d.ifname or "-"), text(d.flow), str(d.len), text(d.reason or "-"),
+                      text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
     return table
 
 
 def status_line(view: View) -> Text:
     s = view.stats
-    text = Text()
-    text.append(f"{s.matched:,} drops counted", style="bold")
-    text.append(f" · {s.events:,} events delivered · ")
-    text.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
+    line = Text()
+    line.append(f"{s.matched:,} drops counted", style="bold")
+    line.append(f" · {s.events:,} events delivered · ")
+    line.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
     if s.sampled_out:
-        text.append(f" · {s.sampled_out:,} sampled out (over the event rate limit; counts stay exact)")
+        line.append(f" · {s.sampled_out:,} sampled out (over the event rate limit; counts stay exact)")
     if s.counter_full:
-        text.append(f" · {s.counter_full:,} drops not grouped (counter map full)", style="bold red")
-    text.append(f" · elapsed {_duration(view.elapsed)}")
+        line.append(f" · {s.counter_full:,} drops not grouped (counter map full)", style="bold red")
+    line.append(f" · elapsed {_duration(view.elapsed)}")
     if view.remaining is not None:
-        text.append(f" · time left {_duration(view.remaining)}", style="bold")
-    text.append("\nhooks: ")
-    text.append("; ".join(
-        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks))
-    text.append("\nfilters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)"))
+        line.append(f" · time left {_duration(view.remaining)}", style="bold")
+    # Hook details, filters (namespace names), pods and notices (rule comments) are node text.
+    line.append("\nhooks: ")
+    line.append(printable("; ".join(
+        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks)))
+    line.append("\nfilters: " + printable("; ".join(view.filters) if view.filters else "none (all namespaces)"))
     if view.pods:
-        text.append("\npods: " + view.pods)
+        line.append("\npods: " + printable(view.pods))
     for notice in view.notices:
-        text.append("\nnotice: " + notice, style="yellow")
+        line.append("\nnotice: " + printable(notice), style="yellow")
     if view.note:
-        text.append("\n" + view.note, style="italic")
-    return text
+        line.append("\n" + printable(view.note), style="italic")
+    return line
 
 
 def summary_lines(groups: Groups, names: dict[int, str], limit: int = 20) -> list[str]:
     """The exact counts per group in plain text, for the end of `watch --json` (stderr)."""
-    lines = []
+    lines: list[str] = []
     rows = sorted(groups.rows(), key=lambda g: -g.count)
     for g in rows[:limit]:
         who = g.attribution.pod.label + f" {g.attribution.direction}" if g.attribution and g.attribution.pod else "no pod"
         netns = f"{g.netns} ({names[g.netns]})" if g.netns in names else str(g.netns)
-        lines.append(f"{g.count:,} {g.category} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {who}")
+        line = f"{g.count:,} {g.category} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {who}"
+        lines.append(printable(line))
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more groups")
     return lines
 
 
-def render(groups: Groups, view: View):
+def render(groups: Groups, view: View) -> RenderableType:
     return RichGroup(
         Panel(status_line(view), title=view.title, title_align="left"),
         groups_table(groups, view),

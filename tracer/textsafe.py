@@ -19,17 +19,22 @@ from __future__ import annotations
 import html
 import re
 
-# C0 controls, DEL and C1 controls (a terminal takes 0x9b as CSI, like ESC [).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 controls, DEL and C1 controls (a terminal takes 0x9b as CSI, like ESC [);
+# bidirectional overrides and isolates and the line and paragraph separators,
+# which reorder or break what is shown ("Trojan Source", CVE-2021-42574); lone
+# surrogates (text decoded with surrogateescape), which no terminal encoding
+# can write: printing one raises UnicodeEncodeError.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # What Markdown (CommonMark and GitHub's tables) would read as syntax inside a
 # line: emphasis, code spans, links and images, autolinks and raw HTML, entity
-# references, table cells, strikethrough, headings. CommonMark lets any ASCII
-# punctuation be escaped with a backslash (spec 2.4), so the escape shows the
-# character itself. Dots, dashes and colons stay as they are: they only mean
-# something at the start of a line, where netdrop never puts node text, and
-# addresses and times stay readable in the raw text.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>|~&#!])")
+# references, table cells, strikethrough, headings, mentions. CommonMark lets
+# any ASCII punctuation be escaped with a backslash (spec 2.4), so the escape
+# shows the character itself. An underscore between two letters or digits
+# never opens or closes emphasis (spec 6.2), so kernel names like PKT_TOO_BIG
+# stay as they are; dots, dashes and colons only mean something at the start
+# of a line, where netdrop never puts node text, so addresses stay readable.
+_MARKDOWN = re.compile(r"[\\`*{}\[\]<>|~&#!@]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 # OWASP "CSV injection": a spreadsheet reads a cell starting with one of these
 # as a formula (TAB and CR too: some strip them and then see the formula).
@@ -38,7 +43,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def _escape(m: re.Match[str]) -> str:
     c = m.group(0)
-    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, f"\\x{ord(c):02x}")
+    code = ord(c)
+    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
 
 
 def printable(text: str) -> str:
@@ -48,7 +54,7 @@ def printable(text: str) -> str:
 
 def markdown_text(text: str) -> str:
     """Text for a Markdown line or table cell: one line, its syntax characters escaped."""
-    return _MARKDOWN.sub(r"\\\1", printable(text))
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), printable(text))
 
 
 def csv_cell(text: str) -> str:
