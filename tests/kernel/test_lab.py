@@ -1,0 +1,249 @@
+"""The simulated node itself, as root on a node it does not own: it removes only
+what it made, its files are root's alone from their first byte, and a bad
+--prefix is refused before anything is made. Namespaces that are not the lab's
+(`<prefix>-foo`, a `cni-<uuid>` pod sandbox) are made here by hand, as another
+party on the node would, and removed at the end."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracer import cli, lab
+
+PREFIX = f"ndl{os.getpid()}"
+
+
+def names_of(prefix: str) -> list[str]:
+    return sorted(p.name for p in lab.NETNS_DIR.iterdir() if p.name.startswith(prefix + "-"))
+
+
+def alive(pid: int) -> bool:
+    """A process that still runs (a zombie waiting for its parent does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def holder_pids(node: lab.SimNode) -> list[int]:
+    return [pid for m in (lab.Made(e, i) for e, i in node.made.items()) if (pid := m.holder_pid) is not None]
+
+
+def lab_files(prefix: str) -> list[str]:
+    """The files a lab with this prefix keeps, of those that exist."""
+    paths = (f"lab-{prefix}.json", f"lab-{prefix}.kubeconfig", f"lab-{prefix}")
+    return [p for p in paths if os.path.lexists(lab.STATE_DIR / p)]
+
+
+class Foreign:
+    """Namespaces someone else made on the node: `<prefix>-foo`, and a pod
+    sandbox named as a CNI plugin names it."""
+
+    def __init__(self, prefix: str):
+        self.names = [f"{prefix}-foo", f"cni-{uuid.uuid4()}"]
+        for name in self.names:
+            lab.run("ip", "netns", "add", name)
+        self.ids = self.current()
+
+    def current(self) -> dict[str, lab.NetnsId | None]:
+        return {name: lab.netns_id(str(lab.NETNS_DIR / name)) for name in self.names}
+
+    def remove(self) -> None:
+        for name in self.names:
+            lab.run("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def foreign() -> Iterator[Foreign]:
+    others = Foreign(PREFIX)
+    try:
+        yield others
+    finally:
+        others.remove()
+
+
+@pytest.fixture(scope="module")
+def built(foreign: Foreign) -> Iterator[lab.SimNode]:
+    # umask 0: the lab's files must be private by how they are made, not by the umask.
+    old = os.umask(0)
+    try:
+        node = lab.SimNode.create(prefix=PREFIX)
+    finally:
+        os.umask(old)
+    try:
+        yield node
+    finally:
+        node.destroy()
+
+
+@pytest.mark.parametrize("prefix", ["../x", "a b", "UPPER", "x" * 16, "", "cni\x1b]0;owned\x07", "nd/demo"])
+def test_bad_prefix_refused_before_anything_is_made(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["demo", "--prefix", prefix, "--duration", "1", "--cases", "mtu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netdrop: error: invalid prefix"), err
+    assert "\x1b" not in err
+    assert names_of(prefix) == [] and lab_files(prefix) == []
+
+
+def test_pod_namespaces_carry_the_prefix(built: lab.SimNode) -> None:
+    named = [e for e in built.made if not e.startswith("/")]
+    assert len(named) == 6 and all(e.startswith(PREFIX + "-") for e in named)
+    sandboxes = [p.netns for r, p in built.pods.items() if r not in lab.UNNAMED_PODS and not p.host_network]
+    assert len(sandboxes) == 3 and all(s.startswith(f"{PREFIX}-cni-") for s in sandboxes)
+    assert set(names_of(PREFIX)) == set(named) | {f"{PREFIX}-foo"}
+
+
+def test_files_are_roots_alone(built: lab.SimNode) -> None:
+    st = os.lstat(lab.STATE_DIR)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
+    assert built.kubeconfig is not None
+    files = [lab.STATE_DIR / f"lab-{PREFIX}.json", built.kubeconfig,
+             *(built.ipam_dir / "cbr0").iterdir()]
+    assert len(files) == 6
+    for path in files:
+        st = os.lstat(path)
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600, path
+    for d in (built.ipam_dir.parent.parent, built.ipam_dir.parent, built.ipam_dir, built.ipam_dir / "cbr0"):
+        assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700, d
+
+
+def test_api_listens_on_loopback_only(built: lab.SimNode) -> None:
+    assert built.api is not None
+    port = int(built.api.url.rsplit(":", 1)[1])
+    listening = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/self/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:      # TCP_LISTEN
+                listening.append(local.rsplit(":", 1)[0])
+    assert listening == ["0100007F"]        # 127.0.0.1, little-endian
+
+
+def test_state_file_link_is_replaced_not_followed(built: lab.SimNode, tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("precious")
+    state = lab.STATE_DIR / f"lab-{PREFIX}.json"
+    state.unlink()
+    state.symlink_to(target)
+    new = built.recreate_pod("db", host=11)     # the lab writes its state again
+    assert target.read_text() == "precious"
+    st = os.lstat(state)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert lab.parse_state(state.read_text(), PREFIX).made[-1].entry == new.netns
+
+
+def test_destroy_removes_everything_it_made_and_nothing_else(built: lab.SimNode, foreign: Foreign) -> None:
+    holders = holder_pids(built)
+    assert holders and all(alive(pid) for pid in holders)
+    start = time.monotonic()
+    built.destroy()
+    took = time.monotonic() - start
+    assert took < 1.0, f"destroy took {took:.2f}s"
+    assert names_of(PREFIX) == [f"{PREFIX}-foo"]
+    assert not any(alive(pid) for pid in holders)
+    assert lab_files(PREFIX) == []
+    assert foreign.current() == foreign.ids
+    built.destroy()                             # again: nothing left to do, nothing else touched
+    assert foreign.current() == foreign.ids
+
+
+def test_killed_lab_is_cleaned_by_the_next(foreign: Foreign, tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("precious")
+    kubeconfig = lab.STATE_DIR / f"lab-{PREFIX}.kubeconfig"
+    kubeconfig.symlink_to(target)                  # planted before the lab starts
+    sim = lab.SimNode.create(prefix=PREFIX)
+    try:
+        assert target.read_text() == "precious" and stat.S_ISREG(os.lstat(kubeconfig).st_mode)
+        made, holders = dict(sim.made), holder_pids(sim)
+        assert sim.api is not None
+        sim.api.stop()                             # the process "dies": its server with it, its namespaces stay
+    except BaseException:
+        sim.destroy()
+        raise
+    del sim
+    # Meanwhile someone deletes the client namespace and makes their own under the same name.
+    client = f"{PREFIX}-client"
+    lab.run("ip", "netns", "del", client)
+    lab.run("ip", "netns", "add", client)
+    try:
+        theirs = lab.netns_id(str(lab.NETNS_DIR / client))
+        lab.SimNode(PREFIX, "", "", "").cleanup_leftovers()
+        assert names_of(PREFIX) == sorted([f"{PREFIX}-foo", client])
+        assert lab.netns_id(str(lab.NETNS_DIR / client)) == theirs
+        assert not any(alive(pid) for pid in holders)
+        assert not any(lab.netns_id(e if e.startswith("/") else str(lab.NETNS_DIR / e)) == i
+                       for e, i in made.items())
+        assert lab_files(PREFIX) == [] and target.read_text() == "precious"
+        assert foreign.current() == foreign.ids
+    finally:
+        lab.run("ip", "netns", "del", client, check=False)
+
+
+def test_existing_name_is_refused_not_taken(tmp_path: Path) -> None:
+    prefix = f"ndx{os.getpid()}"
+    lab.run("ip", "netns", "add", f"{prefix}-node1")
+    try:
+        theirs = lab.netns_id(str(lab.NETNS_DIR / f"{prefix}-node1"))
+        with pytest.raises(lab.LabError, match=f"{prefix}-node1 exists and this lab did not make it"):
+            lab.SimNode.create(prefix=prefix)
+        assert names_of(prefix) == [f"{prefix}-node1"]
+        assert lab.netns_id(str(lab.NETNS_DIR / f"{prefix}-node1")) == theirs
+        assert lab_files(prefix) == []
+    finally:
+        lab.run("ip", "netns", "del", f"{prefix}-node1", check=False)
+
+
+def test_state_file_link_planted_before_start_is_refused(tmp_path: Path) -> None:
+    prefix = f"ndy{os.getpid()}"
+    target = tmp_path / "precious"
+    target.write_text('{"namespaces": [], "ids": {}}')
+    state = lab.STATE_DIR / f"lab-{prefix}.json"
+    state.symlink_to(target)
+    try:
+        with pytest.raises(lab.LabError, match="symbolic link|Too many levels"):
+            lab.SimNode.create(prefix=prefix)
+        assert target.read_text() == '{"namespaces": [], "ids": {}}' and names_of(prefix) == []
+    finally:
+        state.unlink()
+
+
+@pytest.mark.parametrize("problem", ["link", "others-write", "other-owner", "file"])
+def test_untrusted_state_dir_is_refused(problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir = tmp_path / "netdrop"
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o700)
+    if problem == "link":
+        state_dir.symlink_to(real)
+    elif problem == "file":
+        state_dir.write_text("")
+    else:
+        state_dir.mkdir(mode=0o700)
+        if problem == "others-write":
+            state_dir.chmod(0o777)
+        else:
+            os.chown(state_dir, 65534, 65534)
+    monkeypatch.setattr(lab, "STATE_DIR", state_dir)
+    prefix = f"ndz{os.getpid()}"
+    with pytest.raises(lab.LabError, match="refusing the lab's state directory") as exc:
+        lab.SimNode.create(prefix=prefix)
+    assert "\n" not in str(exc.value)
+    assert names_of(prefix) == [] and list(real.iterdir()) == []
+
+
+def test_cli_demo_refuses_a_bad_prefix_as_a_user_runs_it() -> None:
+    from .conftest import NETDROP
+
+    res = subprocess.run([*NETDROP, "demo", "--prefix", "../../etc/x"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "invalid prefix" in res.stderr
