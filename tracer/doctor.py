@@ -144,7 +144,7 @@ def check_sysctls(node: Node) -> list[Finding]:
 
 
 def check_forward(node: Node) -> list[Finding]:
-    points = [p for p in drop_points(node.path) if p.chain.upper() == "FORWARD" or
+    points = [p for p in drop_points(node.path).points if p.chain.upper() == "FORWARD" or
               (p.kind == "policy" and p.chain == "forward")]
     out = []
     for p in points:

@@ -13,28 +13,56 @@ The kernel reports all of them as NETFILTER_DROP. What tells them apart:
 Everything here only reads: `iptables-save` and `nft list` inside the
 namespace, never a change. The Explainer samples in a background thread, for
 the namespaces where netfilter drops were seen, and keeps its latest view.
+
+Rulesets are written by parties netdrop does not trust (a pod with NET_ADMIN
+writes its own), so every parser here reads what it can, skips the rest, and
+says how much it skipped (Parsed); none raises on any input.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-import shlex
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Generic, Iterable, Mapping, TypeVar
+
+if TYPE_CHECKING:
+    from .decode import Drop
 
 SAMPLE_SECONDS = 1.0
 ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
 IDLE_SECONDS = 5.0      # and otherwise this often, so that ruleset changes are seen
+# A namespace's ruleset is its owner's: a pod can write 100,000 DROP rules. Past
+# this many drop points per namespace the rest are not used (and that is said):
+# parsing, memory and the per-flow match stay bounded.
+MAX_DROP_POINTS = 10_000
+MAX_WANTED = 4096       # namespaces asked for from the event path, at most
+MEMO_FLOWS = 4096       # per-flow answers remembered per namespace view, at most
 CT_STATS = ("entries", "clashres", "found", "new", "invalid", "ignore", "delete", "chainlength", "insert",
             "insert_failed", "drop", "early_drop", "icmp_error", "expect_new", "expect_create", "expect_delete",
             "search_restart")
 IPTABLES_SAVES = (("iptables-legacy", "ipv4", "iptables-legacy-save"), ("iptables-legacy", "ipv6", "ip6tables-legacy-save"),
                   ("iptables-nft", "ipv4", "iptables-nft-save"), ("iptables-nft", "ipv6", "ip6tables-nft-save"))
 DROP_TARGETS = ("DROP", "REJECT")
+
+T = TypeVar("T")
+# One match condition of a rule, parsed once: iptables (option, negated, argument),
+# nftables (what, operator, value); ("?", ..., None) for one we do not evaluate.
+Cond = tuple[str, object, object]
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[T]):
+    """What a parser of node text could read, and what it could not."""
+
+    value: T
+    skipped: int = 0      # items it could not read (not used)
+    beyond: int = 0       # items past MAX_DROP_POINTS (read, not used)
 
 
 @dataclass(frozen=True)
@@ -49,11 +77,11 @@ class DropPoint:
     target: str                  # DROP, REJECT, drop, reject
     rule: str | None = None      # the rule as the tool prints it
     comment: str | None = None
-    packets: int | None = None   # None: no counter (an nftables base chain's policy)
-    conds: tuple = ()            # its match conditions, parsed once (_ipt_conds, _nft_conds)
+    packets: int | None = None   # None: no counter (an nftables base chain's policy, a named counter)
+    conds: tuple[Cond, ...] = ()  # its match conditions, parsed once (_ipt_conds, _nft_conds)
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[str, str, str, str, str, str | None]:
         return (self.backend, self.family, self.table, self.chain, self.kind, self.rule)
 
     @property
@@ -75,13 +103,27 @@ class DropPoint:
     def drops_invalid(self) -> bool:
         return bool(self.rule and re.search(r"(--ctstate|ct state) (INVALID|invalid)", self.rule))
 
-    def matches(self, drop) -> bool | None:
+    @property
+    def fields(self) -> frozenset[str]:
+        """The packet fields (Drop attributes) its conditions test."""
+        tested: set[str] = set()
+        for what, _, _ in self.conds:
+            if self.backend == "nftables":
+                proto, _, part = what.partition(" ")
+                tested |= _NFT_FIELDS.get(part, frozenset()) if proto in _NFT_PROTOS.get(part, ()) else set()
+                if what == "ct state":
+                    tested.add("conntrack")
+            else:
+                tested |= _IPT_FIELDS.get(what, frozenset())
+        return frozenset(tested)
+
+    def matches(self, drop: Drop) -> bool | None:
         """Could this rule have matched the dropped packet? True: every condition
         we can read matches; False: one does not; None: it depends on matches we
         cannot evaluate (or it is a policy)."""
         return self._match(Packet.of(drop))
 
-    def _match(self, pkt: "Packet") -> bool | None:
+    def _match(self, pkt: Packet) -> bool | None:
         if not (self.backend == "nftables" or self.chain not in ("INPUT", "FORWARD", "OUTPUT")
                 or self.chain == pkt.chain):
             return False
@@ -92,14 +134,53 @@ class DropPoint:
         return _ipt_matches(self.conds, pkt)
 
 
-def _ipt_conds(rule: str) -> tuple:
+# Which Drop attributes a condition reads (for the per-flow memo's key).
+_IPT_FIELDS = {"-s": frozenset({"src"}), "-d": frozenset({"dst"}), "-p": frozenset({"proto"}),
+               "--dport": frozenset({"dport"}), "--sport": frozenset({"sport"}), "--ctstate": frozenset({"conntrack"})}
+_NFT_FIELDS = {"dport": frozenset({"dport", "proto"}), "sport": frozenset({"sport", "proto"}),
+               "saddr": frozenset({"src"}), "daddr": frozenset({"dst"})}
+_NFT_PROTOS = {"dport": ("udp", "tcp", "th"), "sport": ("udp", "tcp", "th"),
+               "saddr": ("ip", "ip6"), "daddr": ("ip", "ip6")}
+
+# ------------------------------------------------------------------ iptables
+
+# xtables prints a string that needs it in double quotes, escaping `"` and `\`
+# with a backslash (xtables_save_string, libxtables/xtables.c). A word is a run
+# of plain characters, escapes and quoted parts; anything else (an unterminated
+# quote, a trailing backslash) makes the rule unreadable.
+_WORD = re.compile(r'\s+|((?:[^\s"\\]|\\.|"(?:[^"\\]|\\.)*")+)|(.)', re.S)
+_UNQUOTE = re.compile(r'\\(.)|"', re.S)
+_PORTS = re.compile(r"(\d{1,5})?(?::(\d{1,5})?)?")
+# Counters are u64: 20 digits at most. Longer numbers are not a counter (and
+# int() refuses strings of over 4300 digits).
+_IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d{1,20}):\d{1,20}\]")
+_IPT_RULE = re.compile(r"^\[(\d{1,20}):\d{1,20}\] (-A (\S+) .*)$")
+_IPT_DROP_POLICY = re.compile(r"^:\S+ DROP\b")
+
+
+def _words(rule: str) -> list[str] | None:
+    words = []
+    for m in _WORD.finditer(rule):
+        if m.group(2) is not None:
+            return None
+        if m.group(1) is not None:
+            words.append(_UNQUOTE.sub(lambda u: u.group(1) or "", m.group(1)))
+    return words
+
+
+def _after(words: list[str], option: str) -> str | None:
+    """The argument of an option (its last occurrence: iptables keeps the last -j)."""
+    for i in range(len(words) - 2, -1, -1):
+        if words[i] == option:
+            return words[i + 1]
+    return None
+
+
+def _ipt_conds(words: list[str]) -> tuple[Cond, ...]:
     """An iptables rule's conditions, parsed once: (option, negated, argument);
     ("?", False, None) for a match we do not evaluate (-i, -o, marks, sets ...)."""
-    try:
-        words = shlex.split(rule)
-    except ValueError:
-        return (("?", False, None),)
-    conds, i = [], 0
+    conds: list[Cond] = []
+    i = 0
     while i < len(words):
         w, arg = words[i], words[i + 1] if i + 1 < len(words) else None
         if w in ("-s", "-d", "-p", "--dport", "--sport", "--ctstate"):
@@ -116,10 +197,9 @@ def _ipt_conds(rule: str) -> tuple:
     return tuple(conds)
 
 
-def _parsed(opt: str, arg: str | None):
-    """Arguments parsed at load, not per packet: networks, port ranges, state sets."""
-    import ipaddress
-
+def _parsed(opt: str, arg: str | None) -> object:
+    """Arguments parsed at load, not per packet: networks, port ranges, state
+    sets. None: not readable, so the condition is not evaluated."""
     if arg is None:
         return None
     if opt in ("-s", "-d"):
@@ -130,35 +210,290 @@ def _parsed(opt: str, arg: str | None):
     if opt in ("--dport", "--sport"):
         ranges = []
         for part in arg.split(","):
-            lo, _, hi = part.partition(":")
-            ranges.append((int(lo or 0), int(hi or lo or 65535)))
+            m = _PORTS.fullmatch(part)
+            if not m or not part:
+                return None
+            lo, hi = m.group(1), m.group(2)
+            ranges.append((int(lo or 0), int(hi or (lo if ":" not in part else 65535))))
         return tuple(ranges)
     if opt == "--ctstate":
         return frozenset(arg.upper().split(","))
     return arg
 
 
+def parse_iptables_save(text: str, backend: str, family: str, limit: int = MAX_DROP_POINTS) -> Parsed[tuple[DropPoint, ...]]:
+    """Drop points of iptables-save -c output. A line that looks like a rule or
+    a policy but cannot be read is skipped and counted."""
+    points: list[DropPoint] = []
+    skipped = beyond = 0
+    table: str | None = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip() or None
+            continue
+        if line.startswith(":"):
+            m = _IPT_POLICY.match(line)
+            if m is None:
+                skipped += bool(_IPT_DROP_POLICY.match(line))    # a DROP policy whose counters are unreadable
+            elif m.group(2) == "DROP":
+                if table is None:
+                    skipped += 1
+                elif len(points) >= limit:
+                    beyond += 1
+                else:
+                    points.append(DropPoint(backend, family, table, m.group(1), "policy", "DROP",
+                                            packets=int(m.group(3))))
+            continue
+        if not line.startswith("["):
+            continue
+        # Most rules of a node's ruleset jump or accept: only DROP or REJECT ones cost a parse.
+        if "DROP" not in line and "REJECT" not in line:
+            continue
+        m = _IPT_RULE.match(line)
+        words = _words(m.group(2)) if m else None
+        if m is None or words is None or table is None:
+            skipped += 1
+            continue
+        target = _after(words, "-j")
+        if target not in DROP_TARGETS:
+            continue
+        if len(points) >= limit:
+            beyond += 1
+            continue
+        points.append(DropPoint(backend, family, table, m.group(3), "rule", target, rule=m.group(2),
+                                comment=_after(words, "--comment"), packets=int(m.group(1)),
+                                conds=_ipt_conds(words)))
+    return Parsed(tuple(points), skipped, beyond)
+
+
+# ------------------------------------------------------------------ nftables
+
+# Statements that decide nothing about which packets the rule applies to; any
+# other expression (xt matches, limits, quotas, ...) is a condition we cannot
+# evaluate, so the rule is never taken as certain to match.
+_NFT_NOT_FILTERS = frozenset({"counter", "log", "drop", "reject", "accept", "continue", "return", "jump", "goto",
+                              "queue", "mangle", "snat", "dnat", "masquerade", "redirect", "notrack", "dup", "fwd",
+                              "set", "comment"})
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_text(value: object) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return "?"
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_nft_json(text: str, skip_tables: Iterable[tuple[str, str]] = frozenset(),
+                   limit: int = MAX_DROP_POINTS) -> Parsed[tuple[DropPoint, ...]]:
+    """Native nftables drop points of `nft -j list ruleset`; tables iptables-nft
+    already showed are skipped. A chain or rule of an unexpected shape is
+    skipped and counted; a whole document that is not JSON counts as one."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return Parsed((), 1)
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return Parsed((), 1)
+    skip = set(skip_tables)
+    named = _named_counters(items)
+    points: list[DropPoint] = []
+    skipped = beyond = 0
+    for item in items:
+        if not isinstance(item, dict):
+            skipped += 1
+            continue
+        chain, rule = item.get("chain"), item.get("rule")
+        if chain is None and rule is None:
+            continue           # tables, sets, counters, metainfo: not drop points
+        obj = chain if chain is not None else rule
+        fam = obj.get("family") if isinstance(obj, dict) else None
+        table = obj.get("table") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or not isinstance(fam, str) or not isinstance(table, str):
+            skipped += 1
+            continue
+        if (fam, table) in skip:
+            continue
+        if chain is not None:
+            point = _nft_policy(obj, fam, table)
+        else:
+            point = _nft_rule(obj, fam, table, named)
+        if point is None:
+            continue
+        if point == "?":
+            skipped += 1
+        elif len(points) >= limit:
+            beyond += 1
+        else:
+            points.append(point)
+    return Parsed(tuple(points), skipped, beyond)
+
+
+_FAMILY_NAME = {"ip": "ipv4", "ip6": "ipv6"}
+
+
+def _named_counters(items: list[object]) -> dict[tuple[str, str, str], int]:
+    """Named counter objects ({"counter": {"family", "table", "name", "packets"}}):
+    a rule that says {"counter": "name"} counts there."""
+    out = {}
+    for item in items:
+        c = item.get("counter") if isinstance(item, dict) else None
+        if isinstance(c, dict):
+            key = (c.get("family"), c.get("table"), c.get("name"))
+            packets = _count(c.get("packets"))
+            if all(isinstance(k, str) for k in key) and packets is not None:
+                out[key] = packets   # type: ignore[index]
+    return out  # type: ignore[return-value]
+
+
+def _nft_policy(chain: dict[str, object], fam: str, table: str) -> DropPoint | str | None:
+    if chain.get("policy") != "drop":
+        return None
+    name = chain.get("name")
+    if not isinstance(name, str):
+        return "?"
+    return DropPoint("nftables", _FAMILY_NAME.get(fam, fam), table, name, "policy", "drop")
+
+
+def _nft_rule(rule: dict[str, object], fam: str, table: str,
+              named: Mapping[tuple[str, str, str], int]) -> DropPoint | str | None:
+    """A drop point, None (not one), or "?" (unreadable)."""
+    chain, expr = rule.get("chain"), rule.get("expr")
+    if not isinstance(chain, str) or not isinstance(expr, list):
+        return "?"
+    exprs = [e for e in expr if isinstance(e, dict)]
+    verdicts = [k for e in exprs for k in e if k in ("drop", "reject")]
+    if not verdicts:
+        return None
+    packets = None
+    for e in exprs:
+        if "counter" in e:
+            c = e["counter"]
+            packets = _count(c.get("packets")) if isinstance(c, dict) else named.get((fam, table, c)) \
+                if isinstance(c, str) else None
+            break
+    handle = rule.get("handle")
+    comment = rule.get("comment")
+    return DropPoint("nftables", _FAMILY_NAME.get(fam, fam), table, chain, "rule", verdicts[0],
+                     rule=f"handle {_count(handle) if _count(handle) is not None else '?'}: {_nft_rule_text(expr)}",
+                     comment=comment if isinstance(comment, str) else None, packets=packets,
+                     conds=_nft_conds(expr))
+
+
+def _nft_left(left: object) -> str | None:
+    """What a match tests, as nft writes it ("udp dport", "ct state"), or None
+    for what we do not evaluate (raw payload, meta, ...)."""
+    if not isinstance(left, dict):
+        return None
+    payload, ct = left.get("payload"), left.get("ct")
+    if isinstance(payload, dict):
+        proto, fld = payload.get("protocol"), payload.get("field")
+        return f"{proto} {fld}" if isinstance(proto, str) and isinstance(fld, str) else None
+    if isinstance(ct, dict):
+        key = ct.get("key")
+        return f"ct {key}" if isinstance(key, str) else None
+    return None
+
+
+def _nft_value(right: object) -> object:
+    """A match's right side, hashable: scalars as they are, sets and lists as
+    tuples, anything else (prefixes, ranges) as its JSON text (kept, not evaluated)."""
+    if isinstance(right, dict) and "set" in right:
+        right = right["set"]
+    if isinstance(right, list):
+        return tuple(v if isinstance(v, _SCALARS) else _json_text(v) for v in right)
+    return right if isinstance(right, _SCALARS) else _json_text(right)
+
+
+def _nft_conds(expr: list[object]) -> tuple[Cond, ...]:
+    conds: list[Cond] = []
+    for e in expr:
+        if not isinstance(e, dict) or len(e) != 1:
+            conds.append(("?", "==", None))
+            continue
+        (kind, m), = e.items()
+        if kind in _NFT_NOT_FILTERS:
+            continue
+        if kind != "match" or not isinstance(m, dict):
+            conds.append(("?", "==", None))
+            continue
+        op = m.get("op", "==")     # nft omits an implicit == (libnftables JSON schema)
+        conds.append((_nft_left(m.get("left")) or "?", op if isinstance(op, str) else "?", _nft_value(m.get("right"))))
+    return tuple(conds)
+
+
+def _nft_matches(conds: tuple[Cond, ...], drop: Drop) -> bool | None:
+    return _all(_nft_cond(what, op, value, drop) for what, op, value in conds)
+
+
+def _nft_cond(what: str, op: object, value: object, drop: Drop) -> bool | None:
+    if op not in ("==", "!=", "in"):
+        return None            # <, >, & ...: not evaluated
+    proto, _, field_ = what.partition(" ")
+    values = value if isinstance(value, tuple) else (value,)
+    ok: bool | None
+    if field_ in ("dport", "sport") and proto in ("udp", "tcp", "th"):
+        port = drop.dport if field_ == "dport" else drop.sport
+        ok = None if port is None else (proto in ("th", drop.proto) and port in values)
+    elif field_ in ("saddr", "daddr") and proto in ("ip", "ip6") and isinstance(value, str):
+        ok = _in_cidr(drop.src if field_ == "saddr" else drop.dst, value)
+    elif what == "ct state":
+        ok = None if drop.conntrack is None else (
+            {"none": "invalid", "established-reply": "established",
+             "related-reply": "related"}.get(drop.conntrack, drop.conntrack) in values)
+    else:
+        ok = None
+    return ok if ok is None or op != "!=" else not ok
+
+
+def _nft_rule_text(expr: list[object]) -> str:
+    parts = []
+    for e in expr:
+        if not isinstance(e, dict) or not e:
+            parts.append(_json_text(e))
+            continue
+        m = e.get("match")
+        if isinstance(m, dict):
+            what = _nft_left(m.get("left")) or _json_text(m.get("left"))
+            op = m.get("op", "==")
+            op_text = "" if op == "==" else op if isinstance(op, str) else _json_text(op)
+            parts.append(f"{what} {op_text} {_json_text(m.get('right'))}".replace("  ", " "))
+        elif "counter" in e:
+            parts.append("counter")
+        else:
+            parts.append(str(next(iter(e))))
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------ matching
+
 @dataclass(frozen=True)
 class Packet:
     """What rule matching needs of a drop, parsed once per drop, not once per rule."""
 
-    drop: object
-    src: object
-    dst: object
+    drop: Drop
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     chain: str
     ct: str | None
 
     @classmethod
-    def of(cls, drop) -> "Packet":
-        import ipaddress
-
-        def ip(a):
-            return ipaddress.ip_address(a) if a else None
+    def of(cls, drop: Drop) -> Packet:
+        def ip(a: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+            try:
+                return ipaddress.ip_address(a) if a else None
+            except ValueError:
+                return None
         return cls(drop, ip(drop.src), ip(drop.dst), path_chain(drop),
                    None if drop.conntrack is None else _CT_NAMES.get(drop.conntrack))
 
 
-def _all(results) -> bool | None:
+def _all(results: Iterable[bool | None]) -> bool | None:
     """Three-valued AND of a rule's conditions: False as soon as one fails,
     None if one could not be evaluated, else True."""
     known = True
@@ -170,149 +505,30 @@ def _all(results) -> bool | None:
     return True if known else None
 
 
-def _ipt_matches(conds: tuple, pkt: Packet) -> bool | None:
-    return _all(_ipt_cond(opt, negate, arg, pkt) for opt, negate, arg in conds)
+def _ipt_matches(conds: tuple[Cond, ...], pkt: Packet) -> bool | None:
+    return _all(_ipt_cond(opt, bool(negate), arg, pkt) for opt, negate, arg in conds)
 
 
-def _ipt_cond(opt: str, negate: bool, arg, pkt: Packet) -> bool | None:
+def _ipt_cond(opt: str, negate: bool, arg: object, pkt: Packet) -> bool | None:
     drop = pkt.drop
+    ok: bool | None
     if opt in ("-s", "-d"):
         addr = pkt.src if opt == "-s" else pkt.dst
-        ok = None if addr is None or arg is None else (addr.version == arg.version and addr in arg)
+        ok = None if addr is None or not isinstance(arg, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
+            else (addr.version == arg.version and addr in arg)
     elif opt == "-p":
         ok = None if drop.proto is None else drop.proto == arg
     elif opt in ("--dport", "--sport"):
         port = drop.dport if opt == "--dport" else drop.sport
-        ok = None if port is None or arg is None else any(lo <= port <= hi for lo, hi in arg)
+        ok = None if port is None or not isinstance(arg, tuple) else any(lo <= port <= hi for lo, hi in arg)
     elif opt == "--ctstate":
-        ok = None if pkt.ct is None else pkt.ct in arg
+        ok = None if pkt.ct is None or not isinstance(arg, frozenset) else pkt.ct in arg
     else:
         ok = None
     return ok if ok is None or not negate else not ok
 
 
-_IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d+):\d+\]")
-_IPT_RULE = re.compile(r"^\[(\d+):\d+\] (-A (\S+) .*)$")
-
-
-def parse_iptables_save(text: str, backend: str, family: str) -> list[DropPoint]:
-    points, table = [], None
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        m = _IPT_POLICY.match(line)
-        if m and m.group(2) == "DROP":
-            points.append(DropPoint(backend, family, table, m.group(1), "policy", "DROP", packets=int(m.group(3))))
-            continue
-        m = _IPT_RULE.match(line)
-        if not m:
-            continue
-        try:
-            words = shlex.split(m.group(2))
-        except ValueError:
-            continue
-        target = words[words.index("-j") + 1] if "-j" in words[:-1] else None
-        if target not in DROP_TARGETS:
-            continue
-        comment = words[words.index("--comment") + 1] if "--comment" in words[:-1] else None
-        points.append(DropPoint(backend, family, table, m.group(3), "rule", target, rule=m.group(2),
-                                comment=comment, packets=int(m.group(1)), conds=_ipt_conds(m.group(2))))
-    return points
-
-
-def parse_nft_json(text: str, skip_tables: set[tuple[str, str]] = frozenset()) -> list[DropPoint]:
-    """Native nftables drop points; tables iptables-nft already showed are skipped."""
-    try:
-        items = json.loads(text).get("nftables", [])
-    except ValueError:
-        return []
-    family_name = {"ip": "ipv4", "ip6": "ipv6"}
-    points = []
-    for item in items:
-        chain, rule = item.get("chain"), item.get("rule")
-        obj = chain or rule
-        if not obj or (obj["family"], obj["table"]) in skip_tables:
-            continue
-        fam = family_name.get(obj["family"], obj["family"])
-        if chain and chain.get("policy") == "drop":
-            points.append(DropPoint("nftables", fam, chain["table"], chain["name"], "policy", "drop"))
-        elif rule:
-            verdicts = [k for e in rule.get("expr", []) for k in e if k in ("drop", "reject")]
-            if not verdicts:
-                continue
-            counter = next((e["counter"] for e in rule["expr"] if "counter" in e), None)
-            comment = rule.get("comment")
-            points.append(DropPoint("nftables", fam, rule["table"], rule["chain"], "rule", verdicts[0],
-                                    rule=f"handle {rule['handle']}: {_nft_rule_text(rule['expr'])}",
-                                    comment=comment, packets=counter["packets"] if counter else None,
-                                    conds=_nft_conds(rule["expr"])))
-    return points
-
-
-def _nft_conds(expr: list[dict]) -> tuple:
-    conds = []
-    for e in expr:
-        m = e.get("match")
-        if not m:
-            continue
-        left = m["left"]
-        if "payload" in left:
-            what = f"{left['payload'].get('protocol')} {left['payload'].get('field')}"
-        elif "ct" in left:
-            what = f"ct {left['ct'].get('key')}"
-        else:
-            what = "?"
-        right = m["right"]
-        if isinstance(right, dict) and "set" in right:
-            right = tuple(right["set"])
-        elif isinstance(right, list):
-            right = tuple(right)
-        elif isinstance(right, dict):
-            right = json.dumps(right, sort_keys=True)   # prefixes, ranges: kept, not evaluated
-        conds.append((what, m["op"], right))
-    return tuple(conds)
-
-
-def _nft_matches(conds: tuple, drop) -> bool | None:
-    return _all(_nft_cond(what, op, value, drop) for what, op, value in conds)
-
-
-def _nft_cond(what: str, op: str, value, drop) -> bool | None:
-    proto, _, field_ = what.partition(" ")
-    values = value if isinstance(value, tuple) else (value,)
-    if field_ in ("dport", "sport") and proto in ("udp", "tcp", "th"):
-        port = drop.dport if field_ == "dport" else drop.sport
-        ok = None if port is None else (proto in ("th", drop.proto) and port in values)
-    elif field_ in ("saddr", "daddr") and proto in ("ip", "ip6") and isinstance(value, str):
-        addr = drop.src if field_ == "saddr" else drop.dst
-        ok = None if addr is None else _in_cidr(addr, value)
-    elif what == "ct state":
-        ok = None if drop.conntrack is None else (
-            {"none": "invalid", "established-reply": "established",
-             "related-reply": "related"}.get(drop.conntrack, drop.conntrack) in values)
-    else:
-        ok = None
-    return ok if ok is None or op != "!=" else not ok
-
-
-def _nft_rule_text(expr: list[dict]) -> str:
-    parts = []
-    for e in expr:
-        if "match" in e:
-            m = e["match"]
-            left = m["left"]
-            what = (f"{left['payload']['protocol']} {left['payload']['field']}" if "payload" in left
-                    else f"ct {left['ct']['key']}" if "ct" in left else json.dumps(left))
-            parts.append(f"{what} {m['op'] if m['op'] != '==' else ''} {json.dumps(m['right'])}".replace("  ", " "))
-        elif "counter" in e:
-            parts.append("counter")
-        else:
-            parts.append(next(iter(e)))
-    return " ".join(parts)
-
-
-def path_chain(drop) -> str:
+def path_chain(drop: Drop) -> str:
     """Which filter chain a dropped packet was on its way through: made here
     (no device yet: OUTPUT), forwarded (a route out: FORWARD), or delivered here."""
     if drop.ifname is None and drop.out_ifname:
@@ -320,9 +536,7 @@ def path_chain(drop) -> str:
     return "FORWARD" if drop.out_ifname else "INPUT"
 
 
-def _in_cidr(addr: str | None, cidr: str | None):
-    import ipaddress
-
+def _in_cidr(addr: str | None, cidr: str | None) -> bool | None:
     if addr is None or cidr is None:
         return None
     try:
@@ -335,52 +549,93 @@ def _in_cidr(addr: str | None, cidr: str | None):
 _CT_NAMES = {"none": "INVALID", "new": "NEW", "established": "ESTABLISHED", "established-reply": "ESTABLISHED",
              "related": "RELATED", "related-reply": "RELATED", "untracked": "UNTRACKED"}
 
+# ------------------------------------------------------------------ conntrack
 
-def parse_ct_stats(text: str) -> dict[str, int]:
-    """/proc/net/stat/nf_conntrack: one row per CPU in hex; 'entries' is per namespace (not summed)."""
+# The kernel prints each per-CPU value as %08x (ct_cpu_seq_show,
+# net/netfilter/nf_conntrack_standalone.c); counters are unsigned ints.
+_HEX = re.compile(r"[0-9a-fA-F]{1,16}")
+
+
+def parse_ct_stats(text: str) -> Parsed[dict[str, int]]:
+    """/proc/net/stat/nf_conntrack: one row per CPU in hex; 'entries' is per
+    namespace (not summed). A value that is not hex is skipped and counted."""
     lines = [x.split() for x in text.splitlines() if x.strip()]
     if not lines or lines[0][0] != "entries":
-        return {}
+        return Parsed({}, 1 if lines else 0)
     header, rows = lines[0], lines[1:]
-    out = {}
+    skipped = sum(max(len(r) - len(header), 0) for r in rows)
+    out: dict[str, int] = {}
     for i, name in enumerate(header):
-        vals = [int(r[i], 16) for r in rows if i < len(r)]
+        vals = []
+        for r in rows:
+            if i >= len(r):
+                continue
+            if _HEX.fullmatch(r[i]):
+                vals.append(int(r[i], 16))
+            else:
+                skipped += 1
         out[name] = vals[0] if name == "entries" and vals else sum(vals)
     out["clash_resolve"] = out.pop("clashres", 0)
-    return out
+    return Parsed(out, skipped)
 
+
+# ------------------------------------------------------------------ reading
 
 def read_in_netns(path: str | None, *cmd: str, timeout: float = 5) -> str | None:
-    """stdout of a read-only command run in a namespace (None: it failed or is missing)."""
+    """stdout of a read-only command run in a namespace (None: it failed or is
+    missing). Bytes that are not UTF-8 (a rule's comment) are replaced."""
     full = (["nsenter", f"--net={path}"] if path else []) + list(cmd)
     try:
-        res = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(full, capture_output=True, text=True, errors="replace", timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout if res.returncode == 0 else None
 
 
-def drop_points(path: str | None) -> list[DropPoint]:
-    points, seen_nft_tables = [], set()
+@dataclass(frozen=True)
+class Ruleset:
+    """A namespace's drop points from every tool, and what could not be used."""
+
+    points: tuple[DropPoint, ...] = ()
+    unread: tuple[tuple[str, int], ...] = ()   # (tool, items it printed that could not be read)
+    beyond: int = 0                            # drop points past MAX_DROP_POINTS, not used
+
+    @property
+    def skipped(self) -> int:
+        return sum(n for _, n in self.unread)
+
+
+def drop_points(path: str | None) -> Ruleset:
+    points: list[DropPoint] = []
+    unread: list[tuple[str, int]] = []
+    beyond = 0
+    seen_nft_tables: set[tuple[str, str]] = set()
     for backend, family, tool in IPTABLES_SAVES:
         out = read_in_netns(path, tool, "-c")
         if out:
-            found = parse_iptables_save(out, backend, family)
-            points += found
+            found = parse_iptables_save(out, backend, family, MAX_DROP_POINTS - len(points))
+            points += found.value
+            beyond += found.beyond
+            if found.skipped:
+                unread.append((tool, found.skipped))
             if backend == "iptables-nft":
                 nft_family = "ip" if family == "ipv4" else "ip6"
                 seen_nft_tables |= {(nft_family, t[1:].strip()) for t in out.splitlines() if t.startswith("*")}
     out = read_in_netns(path, "nft", "-j", "list", "ruleset")
     if out:
-        points += parse_nft_json(out, seen_nft_tables)
-    return points
+        nft = parse_nft_json(out, seen_nft_tables, MAX_DROP_POINTS - len(points))
+        points += nft.value
+        beyond += nft.beyond
+        if nft.skipped:
+            unread.append(("nft -j list ruleset", nft.skipped))
+    return Ruleset(tuple(points), tuple(unread), beyond)
 
 
 def read_file_in_netns(path: str | None, name: str) -> str | None:
     """A /proc file as a namespace sees it; our own namespace's without a process."""
     if path is None:
         try:
-            return Path(name).read_text()
+            return Path(name).read_text(errors="replace")
         except OSError:
             return None
     return read_in_netns(path, "cat", name)
@@ -388,7 +643,7 @@ def read_file_in_netns(path: str | None, name: str) -> str | None:
 
 def ct_stats(path: str | None) -> dict[str, int] | None:
     out = read_file_in_netns(path, "/proc/net/stat/nf_conntrack")
-    return parse_ct_stats(out) if out else None
+    return parse_ct_stats(out).value if out else None
 
 
 def namespace_paths() -> dict[int, str | None]:
@@ -401,11 +656,19 @@ def namespace_paths() -> dict[int, str | None]:
     return {ino: None if ino == own else found["path"] for ino, found in discover_namespaces().items()}
 
 
+def sample_netns(path: str | None, rules: bool) -> tuple[Ruleset | None, Parsed[dict[str, int]] | None]:
+    """The Explainer's reading of one namespace: its ruleset (when asked) and conntrack statistics."""
+    out = read_file_in_netns(path, "/proc/net/stat/nf_conntrack")
+    return (drop_points(path) if rules else None), (parse_ct_stats(out) if out else None)
+
+
+# ------------------------------------------------------------------ the explainer
+
 @dataclass(frozen=True)
 class Context:
     """What classify may know beyond the event itself."""
 
-    view: "NetnsView | None" = None            # the drop's namespace
+    view: NetnsView | None = None              # the drop's namespace
     bridge_nf_call_iptables: str | None = None  # the node's sysctl, if read
 
 
@@ -421,32 +684,45 @@ class NetnsView:
     ct_growth: dict[str, int] = field(default_factory=dict)            # summed since the first sample
     sampled_at: float = 0.0
     rules_at: float = 0.0                                              # when the ruleset was last read
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict[tuple[object, ...] | None, list[DropPoint]] = field(default_factory=dict, repr=False,
+                                                                    compare=False)
+    _fields: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def conntrack_active(self) -> bool:
         return bool(self.ct and (self.ct.get("entries") or self.ct.get("new") or self.ct.get("found")
                                  or self.ct.get("invalid")))
 
-    def likely_points(self, drop=None) -> list[DropPoint]:
+    def flow_key(self, drop: Drop) -> tuple[object, ...]:
+        """What of a drop the answer depends on: its chain and the fields some
+        rule here tests. A storm from ever-new source ports is one key unless a
+        rule tests the source port."""
+        if self._fields is None:
+            tested: frozenset[str] = frozenset()
+            for p in (*self.points, *self.nonzero, *(p for p, _ in self.grown)):
+                tested |= p.fields
+            self._fields = tuple(sorted(tested))
+        return (path_chain(drop), *(getattr(drop, f) for f in self._fields))
+
+    def likely_points(self, drop: Drop | None = None) -> list[DropPoint]:
         """The drop points that explain a drop: those whose counters grew lately
         and could match it, else those whose conditions match it, else those
         ever used that could match it. Remembered per flow: a node's ruleset has
         thousands of rules, and a storm is one flow many times."""
-        key = None if drop is None else (drop.src, drop.dst, drop.proto, drop.sport, drop.dport,
-                                         drop.conntrack, drop.ifname is None, drop.out_ifname is None)
-        if key in self._memo:
-            return self._memo[key]
-        if len(self._memo) > 4096:
+        key = None if drop is None else self.flow_key(drop)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        if len(self._memo) >= MEMO_FLOWS:
             self._memo.clear()
         self._memo[key] = found = self._likely(drop)
         return found
 
-    def _likely(self, drop) -> list[DropPoint]:
+    def _likely(self, drop: Drop | None) -> list[DropPoint]:
         pkt = Packet.of(drop) if drop is not None else None
         verdict = {} if pkt is None else {id(p): p._match(pkt) for p in self.points}
 
-        def fits(p):
+        def fits(p: DropPoint) -> bool:
             return pkt is None or verdict.get(id(p), p._match(pkt)) is not False
         grown = [p for p, _ in self.grown if fits(p)]
         if grown:
@@ -457,32 +733,64 @@ class NetnsView:
         return [p for p in self.nonzero if fits(p)]
 
 
+Sampler = Callable[[str | None, bool], tuple[Ruleset | None, Parsed[dict[str, int]] | None]]
+
+
+def _netns_label(netns: int, path: str | None) -> str:
+    """netns 4026532177 (cni-...), (pid 1234) or (netdrop's own)."""
+    if path is None:
+        return f"netns {netns} (netdrop's own)"
+    m = re.fullmatch(r"/proc/(\d+)/ns/net", path)
+    return f"netns {netns} ({f'pid {m.group(1)}' if m else Path(path).name})"
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
 class Explainer:
     """Samples rule counters and conntrack statistics of the namespaces where
-    netfilter drops happen (and of the node's), in a background thread."""
+    netfilter drops happen (and of the node's), in a background thread.
 
-    def __init__(self, paths: dict[int, str | None] | None = None, node_netns: int | None = None,
-                 sample=lambda path, rules: (drop_points(path) if rules else None, ct_stats(path)),
-                 period: float = SAMPLE_SECONDS):
-        self.paths = paths if paths is not None else namespace_paths()   # inode -> path (None: our own)
+    Namespaces come and go: one that is no longer discovered is forgotten
+    (view, notices, wants, warnings), and one whose inode now opens by another
+    path is taken for a new namespace that reuses a freed inode (nsfs inodes
+    are recycled) and starts fresh. What cannot be read is said once per
+    namespace and kind through warn, never from the event path."""
+
+    def __init__(self, paths: Mapping[int, str | None] | None = None, node_netns: int | None = None,
+                 sample: Sampler = sample_netns, period: float = SAMPLE_SECONDS, *,
+                 discover: Callable[[], Mapping[int, str | None]] | None = None,
+                 warn: Callable[[str], None] = lambda msg: None):
+        # inode -> path (None: our own); discovered again every round
+        if discover is None:
+            fixed = dict(paths) if paths is not None else None
+            discover = (lambda: fixed) if fixed is not None else namespace_paths
+        self._discover = discover
+        self.paths: dict[int, str | None] = dict(paths) if paths is not None else {}
         self.node_netns = node_netns
         self._sample = sample
+        self._warn = warn
         self.period = period
         self.views: dict[int, NetnsView] = {}
         self.notices: dict[int, str] = {}   # netns -> latent risk seen there (clash_resolve)
         self.bridge_nf: str | None = None   # the node's net.bridge.bridge-nf-call-iptables
         self._wanted: set[int] = {node_netns} if node_netns is not None else set()
         self._last_want: dict[int, float] = {}
+        self._warned: set[tuple[int, str]] = set()
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
 
     def want(self, netns: int) -> None:
-        """Called from the event path: cheap, never blocks."""
-        self._last_want[netns] = time.monotonic()
+        """Called from the event path: cheap, never blocks. Bounded: past
+        MAX_WANTED namespaces a new one waits until old ones are forgotten."""
         if netns not in self._wanted:
+            if len(self._wanted) >= MAX_WANTED:
+                return
             self._wanted.add(netns)
             self._kick.set()
+        self._last_want[netns] = time.monotonic()
 
     def view(self, netns: int) -> NetnsView | None:
         return self.views.get(netns)
@@ -501,45 +809,103 @@ class Explainer:
             self._thread.join(timeout=5)
 
     def sample_now(self) -> None:
-        if self._wanted - self.paths.keys():
-            self.paths.update(namespace_paths())
-        if self.node_netns in self.paths:
-            out = read_file_in_netns(self.paths[self.node_netns], "/proc/sys/net/bridge/bridge-nf-call-iptables")
-            self.bridge_nf = out.strip() if out else None
+        """One round. Never raises: it runs at start-up before tracing, and one
+        namespace that cannot be read must not stop the others."""
+        try:
+            found = dict(self._discover())
+        except Exception as exc:
+            self._warn_once(0, "discover", f"network namespaces could not be listed ({_why(exc)}): rule "
+                            "counters are read in the ones known before")
+            found = dict(self.paths)
+        self._track(found)
         now = time.monotonic()
+        try:
+            if self.node_netns in self.paths:
+                out = read_file_in_netns(self.paths[self.node_netns], "/proc/sys/net/bridge/bridge-nf-call-iptables")
+                self.bridge_nf = out.strip() if out else None
+        except Exception as exc:
+            self._warn_once(0, "bridge-nf", f"net.bridge.bridge-nf-call-iptables could not be read ({_why(exc)})")
         for netns in list(self._wanted):
             if netns not in self.paths:
                 continue
-            old = self.views.get(netns)
-            # Reading a ruleset costs (kube-proxy nodes carry thousands of rules): only
-            # once, then while netfilter drops are being seen there. Statistics always.
-            active = now - self._last_want.get(netns, float("-inf")) < ACTIVE_SECONDS
-            stale = old is None or now - old.rules_at >= IDLE_SECONDS
-            points, ct = self._sample(self.paths[netns], active or stale)
-            rules_at = now if points is not None or old is None else old.rules_at
-            if points is None:
-                points = old.points
-            before = {p.key: p.packets for p in old.points} if old else {}
-            grown = [(p, p.packets - before.get(p.key, 0)) for p in points
-                     if p.packets is not None and old is not None and p.packets > before.get(p.key, 0)]
-            ct_delta = {k: v - old.ct.get(k, 0) for k, v in ct.items()} if ct and old and old.ct else {}
-            growth = dict(old.ct_growth) if old else {}
-            for k, v in ct_delta.items():
-                if v > 0 and k != "entries":
-                    growth[k] = growth.get(k, 0) + v
-            self.views[netns] = NetnsView(grown, [p for p in points if p.packets], points, ct, ct_delta, growth,
-                                          time.monotonic(), rules_at)
-            if growth.get("clash_resolve") and netns not in self.notices:
-                self.notices[netns] = (f"conntrack resolved insert races (clash_resolve +{growth['clash_resolve']}) "
-                                       "without a drop: concurrent packets of one flow (DNS A and AAAA queries "
-                                       "from one socket) raced to create the same entry; kernels before 5.x "
-                                       "drop the loser (insert_failed), which shows as 5-second DNS timeouts")
+            try:
+                self._sample_one(netns, self.paths[netns], now)
+            except Exception as exc:
+                self._warn_once(netns, "failed", f"{_netns_label(netns, self.paths.get(netns))}: its rule counters "
+                                f"and conntrack statistics could not be read ({_why(exc)}); its netfilter drops "
+                                "are explained without them")
+
+    def _track(self, found: dict[int, str | None]) -> None:
+        """Forget the namespaces that are gone, and those whose inode now names
+        another namespace (entered by another path)."""
+        for netns, path in list(self.paths.items()):
+            if netns not in found or found[netns] != path:
+                self._forget(netns)
+        self.paths = found
+        # Wants for namespaces never discovered (held only by a mount elsewhere,
+        # or gone already) last while drops keep coming from them.
+        stale = time.monotonic() - ACTIVE_SECONDS
+        for netns in list(self._wanted):
+            if netns not in found and netns != self.node_netns and self._last_want.get(netns, 0.0) < stale:
+                self._wanted.discard(netns)
+                self._last_want.pop(netns, None)
+
+    def _forget(self, netns: int) -> None:
+        self.views.pop(netns, None)
+        self.notices.pop(netns, None)
+        if netns != self.node_netns:
+            self._wanted.discard(netns)
+            self._last_want.pop(netns, None)
+        self._warned = {w for w in self._warned if w[0] != netns}
+
+    def _warn_once(self, netns: int, kind: str, msg: str) -> None:
+        if (netns, kind) in self._warned:
+            return
+        self._warned.add((netns, kind))
+        try:
+            self._warn(msg)
+        except Exception:      # a warning that cannot be shown must not stop the sampling
+            pass
+
+    def _sample_one(self, netns: int, path: str | None, now: float) -> None:
+        old = self.views.get(netns)
+        # Reading a ruleset costs (kube-proxy nodes carry thousands of rules): only
+        # once, then while netfilter drops are being seen there. Statistics always.
+        active = now - self._last_want.get(netns, float("-inf")) < ACTIVE_SECONDS
+        stale = old is None or now - old.rules_at >= IDLE_SECONDS
+        rules, parsed_ct = self._sample(path, active or stale)
+        label = _netns_label(netns, path)
+        if rules is not None and rules.unread:
+            tools = ", ".join(f"{n} from {tool}" for tool, n in rules.unread)
+            self._warn_once(netns, "rules", f"{label}: {rules.skipped} ruleset entries could not be read ({tools}); "
+                            "they are not used to explain drops")
+        if rules is not None and rules.beyond:
+            self._warn_once(netns, "beyond", f"{label}: its ruleset has more than {MAX_DROP_POINTS} drop rules and "
+                            f"policies; {rules.beyond} more are not used to explain drops")
+        if parsed_ct is not None and parsed_ct.skipped:
+            self._warn_once(netns, "conntrack", f"{label}: {parsed_ct.skipped} conntrack statistics could not be "
+                            "read (/proc/net/stat/nf_conntrack); they are not used")
+        ct = parsed_ct.value if parsed_ct is not None else None
+        rules_at = now if rules is not None or old is None else old.rules_at
+        points = list(rules.points) if rules is not None else (old.points if old else [])
+        before = {p.key: p.packets for p in old.points} if old else {}
+        grown = [(p, p.packets - (before.get(p.key) or 0)) for p in points
+                 if p.packets is not None and old is not None and p.packets > (before.get(p.key) or 0)]
+        ct_delta = {k: v - old.ct.get(k, 0) for k, v in ct.items()} if ct and old and old.ct else {}
+        growth = dict(old.ct_growth) if old else {}
+        for k, v in ct_delta.items():
+            if v > 0 and k != "entries":
+                growth[k] = growth.get(k, 0) + v
+        self.views[netns] = NetnsView(grown, [p for p in points if p.packets], points, ct, ct_delta, growth,
+                                      time.monotonic(), rules_at)
+        if growth.get("clash_resolve") and netns not in self.notices:
+            self.notices[netns] = (f"conntrack resolved insert races (clash_resolve +{growth['clash_resolve']}) "
+                                   "without a drop: concurrent packets of one flow (DNS A and AAAA queries "
+                                   "from one socket) raced to create the same entry; kernels before 5.x "
+                                   "drop the loser (insert_failed), which shows as 5-second DNS timeouts")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sample_now()
-            except Exception:      # a namespace gone mid-sample: next round
-                pass
+            self.sample_now()          # never raises: each namespace is read in its own try
             self._kick.wait(self.period)
             self._kick.clear()

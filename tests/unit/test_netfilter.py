@@ -13,7 +13,9 @@ G = Path(__file__).resolve().parent.parent / "golden" / "netfilter"
 
 
 def nft_save():
-    return nf.parse_iptables_save((G / "iptables-nft-save.txt").read_text(), "iptables-nft", "ipv4")
+    parsed = nf.parse_iptables_save((G / "iptables-nft-save.txt").read_text(), "iptables-nft", "ipv4")
+    assert parsed.skipped == 0
+    return list(parsed.value)
 
 
 def test_iptables_save_drop_points_with_counters():
@@ -27,13 +29,15 @@ def test_iptables_save_drop_points_with_counters():
     assert next(p for p in points if p.drops_invalid).chain == "KUBE-FORWARD"
     # DNAT and jumps are not drop points.
     assert not [p for p in points if p.table == "nat"]
-    legacy = nf.parse_iptables_save((G / "iptables-legacy-save.txt").read_text(), "iptables-legacy", "ipv4")
+    legacy = nf.parse_iptables_save((G / "iptables-legacy-save.txt").read_text(), "iptables-legacy", "ipv4").value
     assert [(p.chain, p.target, p.backend) for p in legacy] == [("INPUT", "REJECT", "iptables-legacy")]
 
 
 def test_native_nftables_points_skip_iptables_nft_tables():
     text = (G / "nft-ruleset.json").read_text()
-    points = nf.parse_nft_json(text, skip_tables={("ip", "filter"), ("ip", "nat")})
+    parsed = nf.parse_nft_json(text, skip_tables={("ip", "filter"), ("ip", "nat")})
+    points = parsed.value
+    assert parsed.skipped == 0
     assert {(p.table, p.chain, p.kind, p.target) for p in points} == {
         ("nd_native", "forward_chk", "rule", "drop"), ("nd_native", "input_chk", "policy", "drop")}
     rule = next(p for p in points if p.kind == "rule")
@@ -44,10 +48,10 @@ def test_native_nftables_points_skip_iptables_nft_tables():
 
 
 def test_conntrack_stats_sum_cpus_but_not_entries():
-    stats = nf.parse_ct_stats((G / "nf_conntrack.stat").read_text())
+    stats = nf.parse_ct_stats((G / "nf_conntrack.stat").read_text()).value
     assert stats["entries"] == 6 and "clash_resolve" in stats and stats["insert_failed"] == 0
     two_cpus = "entries clashres found invalid insert_failed drop\n00000002 00000003 0 0000000a 1 0\n00000002 00000004 0 00000001 0 0\n"
-    s = nf.parse_ct_stats(two_cpus)
+    s = nf.parse_ct_stats(two_cpus).value
     assert (s["entries"], s["clash_resolve"], s["invalid"], s["insert_failed"]) == (2, 7, 11, 1)
 
 
@@ -133,7 +137,7 @@ def test_explainer_diffs_counters_between_samples():
     def sample(path, rules):
         asked.append(rules)
         points, ct = next(samples)
-        return (points if rules else None), ct
+        return (nf.Ruleset(tuple(points)) if rules else None), nf.Parsed(ct)
 
     ex = nf.Explainer(paths={7: "/x"}, node_netns=7, sample=sample)
     ex.sample_now()
