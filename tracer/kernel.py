@@ -54,23 +54,30 @@ def mount_tracefs(target: Path = TRACEFS_CANDIDATES[0]) -> Path:
 def tracepoint_format(tracefs: Path, category: str, event: str) -> str | None:
     """The tracepoint's format file, or None if this kernel lacks the tracepoint."""
     try:
-        return (tracefs / "events" / category / event / "format").read_text()
+        # Bytes that are not UTF-8 are replaced: the parsers below read ASCII names only.
+        return (tracefs / "events" / category / event / "format").read_bytes().decode(errors="replace")
     except FileNotFoundError:
         return None
     except PermissionError:
         raise UserError(f"cannot read tracepoint {category}:{event}: permission denied (run as root)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read tracepoint {category}:{event}: {exc.strerror or exc}") from None
 
 
 def format_fields(fmt: str) -> dict[str, str]:
-    """Field name -> C type, from a tracepoint format file."""
-    fields = {}
-    for m in re.finditer(r"field:([^;]*?)\s+([A-Za-z_]\w*)(\[\d+\])?;", fmt):
-        fields[m.group(2)] = m.group(1).strip()
-    return fields
+    """Field name -> C type, from a tracepoint format file (one field per line,
+    as trace_format_show prints them: kernel/trace/trace_events.c)."""
+    return {m.group(2): m.group(1).strip() for m in _FIELD.finditer(fmt)}
+
+
+# Within one line, so that text without `;` costs one pass, not one per "field:".
+_FIELD = re.compile(r"field:([^;\n]*?)[ \t]+([A-Za-z_]\w*)(\[\d*\])?;")
 
 
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->reason,(?P<body>.*)\)\s*$", re.S)
-_PAIR = re.compile(r"\{\s*(-?\d+)\s*,\s*\"([^\"]+)\"\s*\}")
+# Enum values are ints: at most 10 digits (int() refuses strings of over 4300).
+_PAIR = re.compile(r"\{\s*(-?\d{1,10})\s*,\s*\"([^\"]+)\"\s*\}")
+_ENUMERATOR = re.compile(r"(\w+)\s*=\s*(\d{1,10})(?!\d)")
 
 
 def reasons_from_format(fmt: str) -> dict[int, str]:
@@ -89,7 +96,7 @@ def reasons_from_btf_dump(c_dump: str) -> dict[int, str]:
     if not m:
         return {}
     reasons = {}
-    for name, num in re.findall(r"(\w+)\s*=\s*(\d+)", m.group("body")):
+    for name, num in _ENUMERATOR.findall(m.group("body")):
         if name.startswith(DROP_REASON_PREFIX):
             reasons[int(num)] = name[len(DROP_REASON_PREFIX):]
         elif name == "SKB_CONSUMED" or name == "SKB_NOT_DROPPED_YET":
@@ -103,24 +110,35 @@ class Kallsyms:
     Addresses read as zero when kptr_restrict hides them from us; then
     locations cannot be named and we say so instead of guessing."""
 
-    def __init__(self, addrs: list[int], names: list[str]):
+    def __init__(self, addrs: list[int], names: list[str], skipped: int = 0):
         self._addrs = addrs
         self._names = names
         self._cache: dict[int, str | None] = {}
+        self.skipped = skipped      # lines that could not be read
 
     @classmethod
-    def load(cls, path: str | os.PathLike = "/proc/kallsyms") -> "Kallsyms":
-        pairs = []
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3 or parts[1] not in "tTwW":
-                    continue
-                addr = int(parts[0], 16)
-                if addr:
-                    pairs.append((addr, parts[2]))
+    def load(cls, path: str | os.PathLike[str] = "/proc/kallsyms") -> Kallsyms:
+        """Text symbols (t, T, w, W); a line that is not `ADDRESS TYPE NAME
+        [MODULE]` with a 64-bit hex address is skipped and counted. Unreadable:
+        no symbols (then locations are not named, as with kptr_restrict)."""
+        pairs: list[tuple[int, str]] = []
+        skipped = 0
+        try:
+            with open(path, "rb") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3 or not _KSYM_ADDR.fullmatch(parts[0]) or len(parts[1]) != 1:
+                        skipped += 1
+                        continue
+                    if parts[1] not in _KSYM_TEXT:
+                        continue
+                    addr = int(parts[0], 16)
+                    if addr:
+                        pairs.append((addr, parts[2].decode(errors="replace")))
+        except OSError:
+            return cls([], [], skipped)
         pairs.sort()
-        return cls([a for a, _ in pairs], [n for _, n in pairs])
+        return cls([a for a, _ in pairs], [n for _, n in pairs], skipped)
 
     @property
     def usable(self) -> bool:
@@ -134,6 +152,10 @@ class Kallsyms:
         name = self._names[i] if i >= 0 else None
         self._cache[addr] = name
         return name
+
+
+_KSYM_ADDR = re.compile(rb"[0-9a-fA-F]{1,16}")
+_KSYM_TEXT = (b"t", b"T", b"w", b"W")
 
 
 @dataclass(frozen=True)

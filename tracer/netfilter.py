@@ -156,6 +156,7 @@ _PORTS = re.compile(r"(\d{1,5})?(?::(\d{1,5})?)?")
 _IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d{1,20}):\d{1,20}\]")
 _IPT_RULE = re.compile(r"^\[(\d{1,20}):\d{1,20}\] (-A (\S+) .*)$")
 _IPT_DROP_POLICY = re.compile(r"^:\S+ DROP\b")
+_IPT_DROP_JUMP = re.compile(r" -j (DROP|REJECT)\b")
 
 
 def _words(rule: str) -> list[str] | None:
@@ -249,6 +250,9 @@ def parse_iptables_save(text: str, backend: str, family: str, limit: int = MAX_D
         # Most rules of a node's ruleset jump or accept: only DROP or REJECT ones cost a parse.
         if "DROP" not in line and "REJECT" not in line:
             continue
+        if len(points) >= limit:
+            beyond += bool(_IPT_DROP_JUMP.search(line))    # counted, not parsed: the cost stays bounded
+            continue
         m = _IPT_RULE.match(line)
         words = _words(m.group(2)) if m else None
         if m is None or words is None or table is None:
@@ -256,9 +260,6 @@ def parse_iptables_save(text: str, backend: str, family: str, limit: int = MAX_D
             continue
         target = _after(words, "-j")
         if target not in DROP_TARGETS:
-            continue
-        if len(points) >= limit:
-            beyond += 1
             continue
         points.append(DropPoint(backend, family, table, m.group(3), "rule", target, rule=m.group(2),
                                 comment=_after(words, "--comment"), packets=int(m.group(1)),
