@@ -133,3 +133,37 @@ def test_every_format_tells_the_story(tmp_path, fmt):
         assert out.count('class="bar"') == 4
         # Self-contained: nothing to fetch, no scripts.
         assert not re.search(r"(src|href)=", out) and "<script" not in out
+
+
+def test_a_storm_of_new_flows_keeps_flow_memory_bounded_and_says_top_flows_are_approximate(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(capture, "FLOW_CAPACITY", 50)
+    groups, drops = golden_drops()
+    rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
+    heavy = drops[0]
+    for port in range(5000):                       # a new source port per datagram, one steady flow among them
+        rec.emit(dataclasses.replace(heavy, sport=10_000 + port), classify(heavy), NO_POD)
+        if port % 10 == 0:
+            rec.emit(heavy, classify(heavy), NO_POD)
+    rec.close()
+    assert len(rec.flows) == 50 and rec.delivered == 5500
+    s = summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=timezone.utc),
+                      reason_ended="duration reached", stats=Stats(210, 5500, 0, 0, 0), hooks=[], filters=[],
+                      pods=None, node="node-a", names={})
+    top = s["top_flows"][0]
+    assert (top["sport"], top["dport"]) == (heavy.sport, heavy.dport)
+    assert top["events"] - top["events_error"] <= 500 <= top["events"]
+    assert s["top_flows_exact"] is False and s["top_flows_capacity"] == 50
+    assert sum(g["count"] for g in s["groups"]) == 210             # group counts untouched
+    for fmt in ("table", "markdown", "html"):
+        out = summary.render(s, fmt)
+        assert "top flows approximate beyond 50 distinct flows" in out, fmt
+        assert "(±" in out, fmt
+
+
+def test_few_flows_are_exact_and_say_nothing(tmp_path):
+    s = built_summary(tmp_path)
+    assert s["top_flows_exact"] is True and all(f["events_error"] == 0 for f in s["top_flows"])
+    for fmt in ("table", "markdown", "html"):
+        assert "approximate" not in summary.render(s, fmt)
