@@ -14,6 +14,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import UserError
 
@@ -100,27 +101,53 @@ def _nsid(ipr, path: str) -> int | None:
     return res.get("nsid") if res else None
 
 
-def discover_namespaces(run_dir: Path = NETNS_RUN_DIR, proc: Path = Path("/proc")) -> dict[int, dict]:
-    """inode -> {"path": a path that opens it, "names": [...], "pids": [...]}."""
-    found: dict[int, dict] = {}
-    if run_dir.is_dir():
-        for entry in sorted(run_dir.iterdir()):
-            try:
-                ino = os.stat(entry).st_ino
-            except OSError:
-                continue
-            found.setdefault(ino, {"path": str(entry), "names": [], "pids": []})["names"].append(entry.name)
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+class FoundNetns(TypedDict):
+    path: str            # a path that opens it
+    names: list[str]     # its /run/netns names
+    pids: list[int]      # a few processes living in it
+
+
+def _nsfs_dev() -> int | None:
+    """The device of nsfs: a /run/netns entry is a namespace only if it is on it
+    (a bind mount of one); a plain file left there is not."""
+    try:
+        return os.stat(HOST_NETNS).st_dev
+    except OSError:
+        return None
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:         # missing, not a directory, not ours to read
+        return []
+
+
+def discover_namespaces(run_dir: Path = NETNS_RUN_DIR, proc: Path = Path("/proc")) -> dict[int, FoundNetns]:
+    """inode -> where it is found. Entries that vanish while we look, or that
+    are not namespaces, are left out; nothing here raises."""
+    found: dict[int, FoundNetns] = {}
+    nsfs = _nsfs_dev()
+    for name in sorted(_listdir(run_dir)):
+        entry = run_dir / name
+        try:
+            st = os.stat(entry)
+        except OSError:
             continue
-        path = entry / "ns" / "net"
+        if nsfs is not None and st.st_dev != nsfs:
+            continue
+        found.setdefault(st.st_ino, {"path": str(entry), "names": [], "pids": []})["names"].append(name)
+    for name in _listdir(proc):
+        if not (name.isascii() and name.isdigit()):
+            continue
+        path = proc / name / "ns" / "net"
         try:
             ino = os.stat(path).st_ino
         except OSError:
             continue
         info = found.setdefault(ino, {"path": str(path), "names": [], "pids": []})
         if len(info["pids"]) < 3:
-            info["pids"].append(int(entry.name))
+            info["pids"].append(int(name))
     return found
 
 
