@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import kernel
 from .netfilter import ct_stats, drop_points, read_in_netns
@@ -41,12 +45,15 @@ class Node:
     pod_names: dict[int, str] = field(default_factory=dict)  # inode -> pod name, when known
     cni_dir: Path = Path("/var/lib/cni/networks")
 
-    def ip_json(self, *args: str, path: str | None | bool = False) -> list:
+    def ip_json(self, *args: str, path: str | None | bool = False) -> list[dict[str, Any]]:
+        """`ip -j ...` objects; what is not a list of objects reads as nothing
+        (interface names and neighbour entries are set by pods: never trusted)."""
         out = read_in_netns(self.path if path is False else path, "ip", "-j", *args)
         try:
-            return json.loads(out) if out else []
-        except ValueError:
+            doc = json.loads(out) if out else []
+        except (ValueError, RecursionError):
             return []
+        return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
     def sysctl(self, name: str, path: str | None | bool = False) -> str | None:
         out = read_in_netns(self.path if path is False else path, "cat", "/proc/sys/" + name.replace(".", "/"))
@@ -55,6 +62,44 @@ class Node:
 
 def _pod_label(node: Node, info) -> str:
     return node.pod_names.get(info.inode) or f"sandbox {info.label}"
+
+
+def _sub(obj: object, *keys: str) -> dict[str, Any]:
+    """obj[k1][k2]... as an object, {} where a level is missing or not an object."""
+    for k in keys:
+        obj = obj.get(k) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _str(obj: dict[str, Any], key: str) -> str | None:
+    v = obj.get(key)
+    return v if isinstance(v, str) else None
+
+
+def _int(v: object) -> int | None:
+    """An int from JSON or a /proc/sys file; None if it is not one."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"\s*-?\d{1,19}\s*", v):
+        return int(v)
+    return None
+
+
+def _read_small(path: Path, limit: int = 4096) -> str | None:
+    """A small regular file in a directory others can write to: never follows a
+    link, never blocks on a FIFO, reads at most limit bytes; None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ checks
@@ -84,15 +129,17 @@ def check_kernel(tracefs_candidates=kernel.TRACEFS_CANDIDATES, cache_dir: Path |
                            "kprobes available" if kprobes else "no kprobes (CONFIG_KPROBES not set): function hooks "
                            "unavailable, tracepoints suffice", [f"{tracefs}/kprobe_events"]))
     memo = sorted((cache_dir or Path("/var/cache/netdrop")).glob("fentry-*"))
-    if memo:
-        ok, _, detail = memo[-1].read_text().partition(" ")
+    text = _read_small(memo[-1]) if memo else None
+    if memo and text is not None:
+        ok, _, detail = text.strip().partition(" ")
         out.append(Finding("kernel: fentry", "ok" if ok == "yes" else "info", f"fentry: {detail}", [str(memo[-1])]))
     else:
         out.append(Finding("kernel: fentry", "unchecked", "fentry not tried yet: 'netdrop watch' tries it once per "
                            "boot"))
     lockdown = Path("/sys/kernel/security/lockdown")
-    if lockdown.exists():
-        mode = lockdown.read_text().strip()
+    mode = _read_small(lockdown)
+    if mode is not None:
+        mode = mode.strip()
         out.append(Finding("kernel: lockdown", "info", f"lockdown: {mode}", [str(lockdown)]))
     else:
         out.append(Finding("kernel: lockdown", "unchecked", "securityfs is not mounted: lockdown mode unknown", [],
@@ -108,8 +155,8 @@ def check_sysctls(node: Node) -> list[Finding]:
                            "traffic", ["net.ipv4.ip_forward = 0"], "sysctl -w net.ipv4.ip_forward=1"))
     elif fwd is not None:
         out.append(Finding("ip_forward", "ok", "net.ipv4.ip_forward=1", ["net.ipv4.ip_forward = 1"]))
-    bridges = [link["ifname"] for link in node.ip_json("-d", "link", "show")
-               if link.get("linkinfo", {}).get("info_kind") == "bridge"]
+    bridges = [name for link in node.ip_json("-d", "link", "show")
+               if _sub(link, "linkinfo").get("info_kind") == "bridge" and (name := _str(link, "ifname"))]
     for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
         value = node.sysctl(f"net.bridge.{name}")
         if value is None:
@@ -128,11 +175,12 @@ def check_sysctls(node: Node) -> list[Finding]:
     strict = []
     rp_all = node.sysctl("net.ipv4.conf.all.rp_filter") or "0"
     for link in node.ip_json("link", "show"):
-        name = link["ifname"]
-        if name == "lo":
+        name = _str(link, "ifname")
+        # A name is a path component under /proc/sys: one that could leave it is no interface's.
+        if name is None or name == "lo" or "/" in name or name in (".", ".."):
             continue
         value = node.sysctl(f"net.ipv4.conf.{name}.rp_filter") or "0"
-        if max(int(value), int(rp_all)) == 1:
+        if max(_int(value) or 0, _int(rp_all) or 0) == 1:
             strict.append(f"{name}: rp_filter={value} (all={rp_all})")
     if strict:
         out.append(Finding("rp_filter", "warning", "strict reverse-path filtering: packets whose reply would leave "
@@ -144,9 +192,13 @@ def check_sysctls(node: Node) -> list[Finding]:
 
 
 def check_forward(node: Node) -> list[Finding]:
-    points = [p for p in drop_points(node.path).points if p.chain.upper() == "FORWARD" or
+    ruleset = drop_points(node.path)
+    points = [p for p in ruleset.points if p.chain.upper() == "FORWARD" or
               (p.kind == "policy" and p.chain == "forward")]
     out = []
+    if ruleset.unread:
+        out.append(Finding("forward", "unchecked", f"{ruleset.skipped} ruleset entries could not be read: they are "
+                           "not checked", [f"{tool}: {n}" for tool, n in ruleset.unread]))
     for p in points:
         if p.kind == "policy":
             count = f", {p.packets} packets dropped so far" if p.packets else ""
@@ -160,22 +212,30 @@ def check_forward(node: Node) -> list[Finding]:
             out.append(Finding("forward", "warning" if p.packets else "info",
                                f"{p.describe()} drops forwarded packets ({p.packets or 0} so far)", [p.where],
                                "check that this rule should match pod traffic"))
-    return out or [Finding("forward", "ok", "no FORWARD policy or rule drops")]
+    return out if points else out + [Finding("forward", "ok", "no FORWARD policy or rule drops")]
 
 
-def _links(node: Node, path: str | None | bool = False) -> dict[str, dict]:
-    return {link["ifname"]: link for link in node.ip_json("-d", "link", "show", path=path)}
+def _links(node: Node, path: str | None | bool = False) -> dict[str, dict[str, Any]]:
+    """Interfaces by name, those with a name and an MTU only."""
+    return {name: link for link in node.ip_json("-d", "link", "show", path=path)
+            if (name := _str(link, "ifname")) and isinstance(mtu := link.get("mtu"), int)
+            and not isinstance(mtu, bool) and mtu > 0}
+
+
+def _kind(link: dict[str, Any]) -> str | None:
+    """Its type (info_kind: veth, bridge, vxlan, ...)."""
+    kind = _sub(link, "linkinfo").get("info_kind")
+    return kind if isinstance(kind, str) else None
 
 
 def check_mtu(node: Node) -> list[Finding]:
     links = _links(node)
-    tunnels = {n: link for n, link in links.items()
-               if link.get("linkinfo", {}).get("info_kind") in TUNNEL_OVERHEAD}
+    tunnels = {n: link for n, link in links.items() if _kind(link) in TUNNEL_OVERHEAD}
     out = []
     for name, t in tunnels.items():
-        kind = t["linkinfo"]["info_kind"]
-        lower = t.get("linkinfo", {}).get("info_data", {}).get("link")
-        if lower in links:
+        kind = _kind(t) or ""
+        lower = _sub(t, "linkinfo", "info_data").get("link")
+        if isinstance(lower, str) and lower in links:
             room = links[lower]["mtu"] - TUNNEL_OVERHEAD[kind]
             if t["mtu"] > room:
                 out.append(Finding("mtu", "error", f"{name} ({kind}) MTU {t['mtu']} does not fit its underlay: "
@@ -187,11 +247,12 @@ def check_mtu(node: Node) -> list[Finding]:
     fine = []
     for info in node.pods:
         pod_links = _links(node, path=info.path)
-        eth = next((link for link in pod_links.values() if link.get("linkinfo", {}).get("info_kind") == "veth"), None)
-        if eth is None:
+        eth = next((link for link in pod_links.values() if _kind(link) == "veth"), None)
+        if eth is None or info.host_veth is None:
             continue
         veth = links.get(info.host_veth.name, {})
-        bridge = links.get(veth.get("master", ""), {})
+        master = veth.get("master")
+        bridge = links.get(master, {}) if isinstance(master, str) else {}
         hops = [(f"pod {eth['ifname']}", eth["mtu"]), (f"host {info.host_veth.name}", veth.get("mtu")),
                 (f"bridge {bridge.get('ifname')}", bridge.get("mtu"))]
         if smallest is not None:
@@ -222,8 +283,11 @@ def check_conntrack(node: Node) -> list[Finding]:
     count, limit = node.sysctl("net.netfilter.nf_conntrack_count"), node.sysctl("net.netfilter.nf_conntrack_max")
     if count is None or limit is None:
         return [Finding("conntrack", "unchecked", "conntrack is not loaded here")]
+    if _int(count) is None or _int(limit) is None:
+        return [Finding("conntrack", "unchecked", "conntrack count or limit is not a number",
+                        [f"nf_conntrack_count = {count[:40]!r}", f"nf_conntrack_max = {limit[:40]!r}"])]
     out = []
-    used = int(count) / max(int(limit), 1)
+    used = (_int(count) or 0) / max(_int(limit) or 0, 1)
     out.append(Finding("conntrack: table", "warning" if used >= CONNTRACK_FULL else "ok",
                        f"{count} of {limit} conntrack entries ({used:.0%})",
                        [f"nf_conntrack_count = {count}", f"nf_conntrack_max = {limit}"],
@@ -247,14 +311,16 @@ def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
     if not node.cni_dir.is_dir():
         return [Finding("ipam", "unchecked", f"no host-local IPAM state at {node.cni_dir}")]
     out = []
-    for net in sorted(p for p in node.cni_dir.iterdir() if p.is_dir()):
+    # The CNI's state directory: its entries are read, never followed or waited on.
+    for net in sorted(p for p in _entries(node.cni_dir) if p.is_dir() and not p.is_symlink()):
         reserved = {}
-        for f in net.iterdir():
+        for f in _entries(net):
             try:
                 ipaddress.ip_address(f.name)
             except ValueError:
                 continue
-            reserved[f.name] = f.read_text().split()[0] if f.read_text().strip() else "?"
+            words = (_read_small(f) or "").split()
+            reserved[f.name] = words[0] if words else "?"
         stale = sorted(ip for ip in reserved if ip not in live_ips)
         evidence = [f"{net}: {len(reserved)} addresses reserved, {len(reserved) - len(stale)} in use by live pods"]
         if stale:
@@ -267,6 +333,13 @@ def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
         else:
             out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", evidence))
     return out or [Finding("ipam", "unchecked", f"no network directories in {node.cni_dir}")]
+
+
+def _entries(d: Path) -> list[Path]:
+    try:
+        return list(d.iterdir())
+    except OSError:
+        return []
 
 
 def check_kube_proxy(node: Node) -> list[Finding]:
@@ -291,9 +364,9 @@ def check_kube_proxy(node: Node) -> list[Finding]:
 
 def check_hairpin(node: Node) -> list[Finding]:
     links = _links(node)
-    off = [n for n, link in links.items() if link.get("linkinfo", {}).get("info_slave_kind") == "bridge"
-           and link.get("linkinfo", {}).get("info_slave_data", {}).get("hairpin") is False
-           and link.get("linkinfo", {}).get("info_kind") == "veth"]
+    off = [n for n, link in links.items() if _sub(link, "linkinfo").get("info_slave_kind") == "bridge"
+           and _sub(link, "linkinfo", "info_slave_data").get("hairpin") is False
+           and _sub(link, "linkinfo").get("info_kind") == "veth"]
     if not off:
         return [Finding("hairpin", "ok", "hairpin mode on for every pod veth on a bridge")]
     return [Finding("hairpin", "warning", f"hairpin mode off on {len(off)} pod veths: a pod that reaches itself "
@@ -306,10 +379,14 @@ def check_addresses(node: Node) -> list[Finding]:
     out = []
     for link in node.ip_json("addr", "show"):
         kind = link.get("link_type")
-        name = link["ifname"]
-        if kind != "ether" or name.startswith(("veth", "cni", "docker", "cali", "lxc", "flannel", "cilium")):
+        name = _str(link, "ifname")
+        if kind != "ether" or name is None or name.startswith(("veth", "cni", "docker", "cali", "lxc", "flannel",
+                                                               "cilium")):
             continue
-        v4 = [a for a in link.get("addr_info", []) if a["family"] == "inet" and a.get("scope") == "global"]
+        infos = link.get("addr_info")
+        v4 = [a for a in (infos if isinstance(infos, list) else []) if isinstance(a, dict)
+              and a.get("family") == "inet" and a.get("scope") == "global" and _str(a, "local")
+              and _int(a.get("prefixlen")) is not None]
         if len(v4) > 1:
             dynamic = [a for a in v4 if a.get("dynamic")]
             static = [a for a in v4 if not a.get("dynamic")]
@@ -327,19 +404,20 @@ def check_addresses(node: Node) -> list[Finding]:
 
 def check_neighbours(node: Node) -> list[Finding]:
     out = []
-    entries = node.ip_json("neigh", "show")
-    failed = [e for e in entries if set(e.get("state", [])) & {"FAILED", "INCOMPLETE"}]
+    entries = [e for e in node.ip_json("neigh", "show") if _str(e, "dst") and _str(e, "dev")]
+    failed = [e for e in entries if isinstance(e.get("state"), list) and {"FAILED", "INCOMPLETE"} & set(
+        x for x in e["state"] if isinstance(x, str))]
     if failed:
         out.append(Finding("neighbours", "warning", f"{len(failed)} neighbour entries never resolved (ARP/ND "
                            "failed): traffic to them is dropped (NEIGH_FAILED)",
-                           [f"{e['dst']} dev {e['dev']} {','.join(e['state'])}" for e in failed[:5]],
+                           [f"{e['dst']} dev {e['dev']} {','.join(x for x in e['state'] if isinstance(x, str))}" for e in failed[:5]],
                            f"check that {failed[0]['dst']} is up on the segment of {failed[0]['dev']}; "
                            f"ip neigh del {failed[0]['dst']} dev {failed[0]['dev']}"))
     by_mac: dict[tuple, list] = {}
     for e in entries:
-        if e.get("lladdr") and ":" not in e["dst"]:
+        if _str(e, "lladdr") and _ipv4(e["dst"]) is not None:
             by_mac.setdefault((e["dev"], e["lladdr"]), []).append(e["dst"])
-    shared = {k: sorted(v, key=ipaddress.ip_address) for k, v in by_mac.items() if len(v) > 1}
+    shared = {k: sorted(v, key=_ipv4) for k, v in by_mac.items() if len(v) > 1}
     for (dev, mac), ips in shared.items():
         out.append(Finding("neighbours", "warning", f"{dev}: one MAC {mac} answers for {', '.join(ips)}: a wrong or "
                            "stale ARP entry sends one host's traffic to another (ARP flux: check arp_ignore/"
@@ -348,16 +426,27 @@ def check_neighbours(node: Node) -> list[Finding]:
     return out or [Finding("neighbours", "ok", "no failed or conflicting neighbour entries")]
 
 
+def _ipv4(text: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
+
+
 def check_pod_routes(node: Node, pod_cidrs: dict[str, list[str]] | None, this_node: str | None) -> list[Finding]:
     """A route to every other node's pod CIDR (the API's Node.spec.podCIDRs)."""
     if pod_cidrs is None:
         return [Finding("pod routes", "unchecked", "no Kubernetes API: other nodes' pod CIDRs unknown")]
-    missing, fine = [], []
+    missing, fine, unreadable = [], [], []
     for name, cidrs in sorted(pod_cidrs.items()):
         if name == this_node:
             continue
         for cidr in cidrs:
-            probe = str(next(ipaddress.ip_network(cidr).hosts()))
+            try:
+                probe = str(next(iter(ipaddress.ip_network(cidr, strict=False).hosts())))
+            except (ValueError, TypeError, StopIteration):
+                unreadable.append(f"{name}: {str(cidr)[:60]!r} is not a CIDR")
+                continue
             route = node.ip_json("route", "get", probe)
             if route and route[0].get("type", "unicast") == "unicast":
                 fine.append(f"{name} {cidr} via {route[0].get('gateway', '-')} dev {route[0].get('dev')}")
@@ -368,7 +457,9 @@ def check_pod_routes(node: Node, pod_cidrs: dict[str, list[str]] | None, this_no
                         f"{'s' if len(missing) > 1 else ''}: pods there are unreachable from here (IP_INNOROUTES "
                         "at ip_error)", missing, "check the CNI on this node (flannel/calico routes), e.g. "
                         f"ip route add {missing[0].split()[1]} via <that node's tunnel address>")]
-    return [Finding("pod routes", "ok", f"routes to {len(fine)} other nodes' pod CIDRs", fine)]
+    if unreadable and not fine:
+        return [Finding("pod routes", "unchecked", "the Node objects' pod CIDRs could not be read", unreadable)]
+    return [Finding("pod routes", "ok", f"routes to {len(fine)} other nodes' pod CIDRs", fine + unreadable)]
 
 
 def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
