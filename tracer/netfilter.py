@@ -840,8 +840,11 @@ class Explainer:
         """Forget the namespaces that are gone, and those whose inode now names
         another namespace (entered by another path)."""
         for netns, path in list(self.paths.items()):
-            if netns not in found or found[netns] != path:
+            if netns not in found:
                 self._forget(netns)
+            elif found[netns] != path:
+                # Wants came from drops seen by inode, most likely the new namespace's: kept.
+                self._forget(netns, wants=False)
         self.paths = found
         # Wants for namespaces never discovered (held only by a mount elsewhere,
         # or gone already) last while drops keep coming from them.
@@ -851,10 +854,10 @@ class Explainer:
                 self._wanted.discard(netns)
                 self._last_want.pop(netns, None)
 
-    def _forget(self, netns: int) -> None:
+    def _forget(self, netns: int, wants: bool = True) -> None:
         self.views.pop(netns, None)
         self.notices.pop(netns, None)
-        if netns != self.node_netns:
+        if wants and netns != self.node_netns:
             self._wanted.discard(netns)
             self._last_want.pop(netns, None)
         self._warned = {w for w in self._warned if w[0] != netns}

@@ -191,3 +191,110 @@ def test_invalid_rule_alone_shows_conntrack_is_in_use():
     v = classify(drop(reason="NETFILTER_DROP", location="nft_do_chain", conntrack="none", proto="tcp",
                       out_ifname="ext0"), ctx(nft_save(), ct={"entries": 0, "invalid": 0}))
     assert v.category == "conntrack" and v.detail["chain"] == "KUBE-FORWARD"
+
+
+def sampler(by_path):
+    """A sample function over plain data: path -> (drop points, conntrack stats), or an exception to raise."""
+    def sample(path, rules):
+        got = by_path[path]
+        if isinstance(got, Exception):
+            raise got
+        points, ct = got
+        return (points if isinstance(points, nf.Ruleset) else nf.Ruleset(tuple(points))) if rules else None, \
+            nf.Parsed(ct)
+    return sample
+
+
+def test_a_namespace_that_cannot_be_read_stops_no_other_and_warns_once():
+    warnings = []
+    by_path = {"/run/netns/bad": RuntimeError("nsenter vanished"), "/run/netns/good": (nft_save(), {"entries": 1})}
+    ex = nf.Explainer(paths={1: "/run/netns/bad", 2: "/run/netns/good"}, sample=sampler(by_path),
+                      warn=warnings.append)
+    ex.want(1)
+    ex.want(2)
+    ex.sample_now()
+    ex.sample_now()
+    assert ex.view(1) is None and ex.view(2).points == nft_save()
+    assert warnings == ["netns 1 (bad): its rule counters and conntrack statistics could not be read "
+                        "(RuntimeError: nsenter vanished); its netfilter drops are explained without them"]
+
+
+def test_unreadable_ruleset_entries_warned_once_per_namespace():
+    warnings = []
+    rules = nf.Ruleset(tuple(nft_save()), (("nft -j list ruleset", 3),))
+    ex = nf.Explainer(paths={5: "/run/netns/cni-1", 6: "/proc/42/ns/net"},
+                      sample=sampler({"/run/netns/cni-1": (rules, {}), "/proc/42/ns/net": (rules, {})}),
+                      warn=warnings.append)
+    for _ in range(3):
+        ex.want(5)
+        ex.want(6)
+        ex.sample_now()
+    assert warnings == [f"netns {n} ({label}): 3 ruleset entries could not be read (3 from nft -j list ruleset); "
+                        "they are not used to explain drops" for n, label in ((5, "cni-1"), (6, "pid 42"))]
+    assert len(ex.view(5).points) == len(nft_save())     # what could be read is used
+
+
+def test_a_namespace_gone_is_forgotten_and_a_reused_inode_starts_fresh():
+    points = nft_save()
+    more = [nf.DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 5}) for p in points]
+    seen = {9: "/run/netns/cni-a"}
+    data = {"/run/netns/cni-a": (points, {"entries": 1, "clash_resolve": 1}),
+            "/run/netns/cni-b": (more, {"entries": 1, "clash_resolve": 0})}
+    warnings = []
+    ex = nf.Explainer(sample=sampler(data), discover=lambda: dict(seen), warn=warnings.append)
+    ex.want(9)
+    ex.sample_now()
+    data["/run/netns/cni-a"] = (points, {"entries": 1, "clash_resolve": 4})
+    ex.sample_now()
+    assert 9 in ex.notices and ex.view(9) is not None
+    # The namespace goes: its view, notice and want go with it.
+    seen.clear()
+    ex.sample_now()
+    assert (ex.view(9), ex.notices, ex._wanted, ex._last_want) == (None, {}, set(), {})
+    # A new namespace gets the freed inode (another path enters it): nothing of the old one is carried over.
+    seen[9] = "/run/netns/cni-a"
+    ex.want(9)
+    ex.sample_now()
+    seen[9] = "/run/netns/cni-b"
+    ex.want(9)
+    ex.sample_now()
+    assert ex.view(9).grown == [] and ex.view(9).points == more and 9 not in ex.notices
+
+
+def test_discovery_that_fails_is_a_warning():
+    warnings = []
+
+    def discover():
+        raise PermissionError("/proc")
+    ex = nf.Explainer(node_netns=3, sample=sampler({}), discover=discover, warn=warnings.append)
+    ex.sample_now()
+    ex.sample_now()
+    assert len(warnings) == 1 and "namespaces could not be listed" in warnings[0]
+
+
+def test_wants_are_bounded():
+    ex = nf.Explainer(paths={}, sample=sampler({}))
+    for netns in range(nf.MAX_WANTED * 3):
+        ex.want(netns)
+    assert len(ex._wanted) == len(ex._last_want) == nf.MAX_WANTED
+    for netns in list(ex._last_want):
+        ex._last_want[netns] -= nf.ACTIVE_SECONDS     # quiet, and never discovered: forgotten
+    ex.sample_now()
+    assert ex._wanted == set() and ex._last_want == {}
+
+
+def test_flow_memo_is_bounded_and_a_source_port_storm_hits_it():
+    points = nft_save()                     # no rule tests the source port
+    v = view(points)
+    rule = next(p for p in points if p.rule and "--dport 5354" in p.rule)
+    for sport in range(100_000):
+        assert v.likely_points(drop(src="10.244.1.10", sport=sport, dport=5354, proto="udp",
+                                    out_ifname="ext0")) == [rule]
+    assert len(v._memo) == 1
+    # Where a rule tests the source port, it is part of the key, and the memo stays bounded.
+    by_sport = nf.parse_iptables_save("*filter\n[0:0] -A INPUT -p udp --sport 1000:1999 -j DROP\n",
+                                      "iptables-nft", "ipv4").value
+    v = view(list(by_sport))
+    answers = [v.likely_points(drop(sport=sport)) for sport in range(0, 30_000, 3)]
+    assert len(v._memo) <= nf.MEMO_FLOWS
+    assert [bool(a) for a in answers] == [1000 <= s <= 1999 for s in range(0, 30_000, 3)]
