@@ -201,3 +201,21 @@ def test_missing_route_to_another_nodes_pod_cidr(node):
     found = problems(findings, "pod routes")
     assert rc == 1 and found[0]["severity"] == "error" and found[0]["evidence"] == ["sim-node3 10.244.3.0/24"]
     assert "ip route add 10.244.3.0/24" in found[0]["fix"]
+
+
+def test_ipam_files_that_are_no_files_do_not_hang_doctor(healthy):
+    # The CNI's state directory is writable by others than netdrop: a FIFO named like an
+    # address would block a plain read forever, a link would read any file.
+    net = healthy.ipam_dir / "cbr0"
+    fifo, link = net / "10.244.1.98", net / "10.244.1.99"
+    os.mkfifo(fifo)
+    link.symlink_to("/etc/shadow")
+    try:
+        rc, findings = doctor(healthy)
+    finally:
+        fifo.unlink()
+        link.unlink()
+    ipam = problems(findings, "ipam")
+    assert rc == 1 and len(ipam) == 1
+    assert "10.244.1.98 held by container ?" in ipam[0]["evidence"]
+    assert "10.244.1.99 held by container ?" in ipam[0]["evidence"]

@@ -3,7 +3,9 @@ iptables and native nftables rules and policies, kube-proxy's REJECT for a
 Service without endpoints and its INVALID rule, a reply that bypassed NAT,
 and conntrack insert races the kernel resolved."""
 
+import os
 import re
+import time
 
 import pytest
 
@@ -54,7 +56,7 @@ def test_iptables_rule_legacy_and_nft_and_native_nftables(netdrop, node):
 
         def play():
             for port in (5354, 5355, 5356):
-                node.traffic(web.netns, "udp", "--dst", node.CLIENT_V4, "--port", str(port), "--count", str(N))
+                node.traffic(node.client, "udp", "--dst", web.ipv4, "--port", str(port), "--count", str(N))
         _, records, _ = watch(netdrop, node, play)
     finally:
         lab.run("iptables", "-D", *rules[0][2:], ns=node.node1, check=False)
@@ -124,3 +126,42 @@ def test_conntrack_races_resolved_are_a_notice(netdrop, node):
     assert m and m.group(1) == node.node1
     assert 0 < int(m.group(2)) <= gained
     assert "5-second DNS timeouts" in stderr
+
+
+def test_a_pods_own_unusual_ruleset_is_read(netdrop, node):
+    """A pod with NET_ADMIN writes its own rules: a named counter, a raw payload
+    match, a comment with quotes, a backslash and a byte that is not UTF-8. netdrop
+    keeps running and names the rule that dropped packets to the pod."""
+    web = node.pods["web"]
+    nft = ["add table inet podfw",
+           "add counter inet podfw named",
+           "add chain inet podfw inp { type filter hook input priority 0; policy accept; }",
+           "add rule inet podfw inp udp dport 5357 counter name named drop",
+           "add rule inet podfw inp @nh,72,8 17 udp dport 5358 counter drop"]
+    weird = "we\"ird \\ quote " + os.fsdecode(b"\xff")
+    ipt = ("-p", "udp", "--dport", "5359", "-m", "comment", "--comment", weird, "-j", "DROP")
+    try:
+        for cmd in nft:
+            lab.run("nft", cmd, ns=web.netns)
+        lab.run("iptables", "-A", "INPUT", *ipt, ns=web.netns)
+
+        def play():
+            ports = (5357, 5358, 5359)
+            for port in ports:       # netfilter drops there: netdrop reads this namespace's rules
+                node.traffic(node.client, "udp", "--dst", web.ipv4, "--port", str(port), "--count", "1")
+            time.sleep(2.5)
+            for port in ports:
+                node.traffic(node.client, "udp", "--dst", web.ipv4, "--port", str(port), "--count", str(N))
+        _, records, stderr = watch(netdrop, node, play)
+    finally:
+        lab.run("nft", "delete table inet podfw", ns=web.netns, check=False)
+        lab.run("iptables", "-D", "INPUT", *ipt, ns=web.netns, check=False)
+    assert "Traceback" not in stderr
+    later = {p: [r for r in records if r["dport"] == p][1:] for p in (5357, 5358, 5359)}
+    assert all(len(v) == N for v in later.values()), {p: len(v) for p, v in later.items()}
+    for port in (5357, 5358):
+        for r in later[port]:
+            assert r["direction"] == "in-pod" and r["detail"]["by"] == "rule", r
+            assert (r["detail"]["table"], r["detail"]["chain"]) == ("podfw", "inp") and str(port) in r["detail"]["rule"]
+    for r in later[5359]:
+        assert r["detail"]["backend"] == "iptables-nft" and "--dport 5359" in r["detail"]["rule"], r
