@@ -192,7 +192,7 @@ def btf_c_dump(btf: Path = BTF_VMLINUX) -> str:
     try:
         return subprocess.run(
             [bpftool, "btf", "dump", "file", str(btf), "format", "c"],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, errors="replace",
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise UserError(f"could not read kernel types from {btf} with bpftool: {exc}") from None

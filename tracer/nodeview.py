@@ -10,8 +10,11 @@ lxc*, ...). Nothing here knows about Kubernetes.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
+import socket
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -86,19 +89,86 @@ def _veths(ipr) -> dict[int, tuple[str, int, int | None]]:
     return out
 
 
-def _nsid(ipr, path: str) -> int | None:
-    """The id the namespace of `ipr` has for the namespace at path (RTM_GETNSID)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+# rtnetlink's namespace ids (include/uapi/linux/rtnetlink.h, net_namespace.h)
+RTM_NEWNSID, RTM_GETNSID = 88, 90
+NLMSG_ERROR = 2
+NETNSA_NSID, NETNSA_FD = 1, 3
+NSID_TIMEOUT = 1.0      # seconds: the kernel answers at once; a lost answer must not stall a scan
+CLONE_NEWNET = 0x40000000
+
+
+class NsidQuery:
+    """RTM_GETNSID on a netlink socket of its own in the node's namespace, with a
+    timeout. Asked through pyroute2's shared socket, this request (which the
+    kernel answers without an ACK) was once seen to wait forever and hold the
+    start of netdrop with it; a plain socket with a timeout cannot."""
+
+    def __init__(self, node_path: str):
+        self.sock = _netlink_socket_in(node_path)
+        self.sock.settimeout(NSID_TIMEOUT)
+        self._seq = 0
+
+    def nsid(self, path: str) -> int | None:
+        """The id the node's namespace has for the namespace at path, or None."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            self._seq += 1
+            attr = struct.pack("=HHI", 8, NETNSA_FD, fd)
+            body = struct.pack("=B3x", socket.AF_UNSPEC) + attr          # struct rtgenmsg, padded
+            self.sock.send(struct.pack("=IHHII", 16 + len(body), RTM_GETNSID, 1, self._seq, 0) + body)
+            while True:
+                reply = self.sock.recv(4096)
+                if len(reply) < 16:
+                    return None
+                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", reply)
+                if seq == self._seq:
+                    break
+        except OSError:     # timeout included
+            return None
+        finally:
+            os.close(fd)
+        if kind != RTM_NEWNSID:     # NLMSG_ERROR: no such namespace, or none assigned
+            return None
+        off = 20                    # nlmsghdr + rtgenmsg
+        while off + 4 <= min(length, len(reply)):
+            alen, atype = struct.unpack_from("=HH", reply, off)
+            if alen < 4:
+                break
+            if atype == NETNSA_NSID and alen >= 8:
+                nsid = struct.unpack_from("=i", reply, off + 4)[0]
+                return nsid if nsid >= 0 else None       # NETNSA_NSID_NOT_ASSIGNED is -1
+            off += (alen + 3) & ~3
         return None
+
+    def __enter__(self) -> NsidQuery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def _netlink_socket_in(path: str) -> socket.socket:
+    """A NETLINK_ROUTE socket in the namespace at path. A socket belongs to the
+    namespace of the thread that made it: enter it, make the socket, go back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        res = ipr.get_netnsid(fd=fd)
-    except Exception:
-        return None
+        if os.fstat(own).st_ino == os.fstat(target).st_ino:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot enter {path}")
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:     # cannot happen for our own namespace; never go on elsewhere
+                os.abort()
     finally:
-        os.close(fd)
-    return res.get("nsid") if res else None
+        os.close(own)
+        os.close(target)
 
 
 class FoundNetns(TypedDict):
@@ -180,7 +250,7 @@ class NodeScanner:
         spaces = discover_namespaces()
         refresh_all = self._scans % RESCAN_EVERY == 0
         result: dict[int, NetnsInfo] = {}
-        with self._ipr(self.node_path) as node:
+        with self._ipr(self.node_path) as node, NsidQuery(self.node_path) as nsids:
             node_veths = _veths(node)
             node_ips = _global_ips(node)
             for inode, found in spaces.items():
@@ -197,13 +267,13 @@ class NodeScanner:
                         veths = _veths(ipr)
                 except Exception:  # gone while we looked (pod deleted): skip it this time
                     continue
-                host = self._host_veth(node, node_veths, veths, found["path"])
+                host = self._host_veth(nsids, node_veths, veths, found["path"])
                 result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]), ips, host)
         self._cache = result
         return NodeSnapshot(self.node_inode, node_ips, result)
 
     @staticmethod
-    def _host_veth(node, node_veths, veths, path) -> HostVeth | None:
+    def _host_veth(nsids: NsidQuery, node_veths, veths, path) -> HostVeth | None:
         """The node-side end of this namespace's veth. Interface indexes repeat
         across namespaces (every pod has an eth0 numbered 2 or 3), so the pair
         must name each other and the node's end must point into this namespace."""
@@ -213,7 +283,7 @@ class NodeScanner:
             if not node_side or node_side[1] != ifindex:
                 continue
             if nsid is None:
-                nsid = _nsid(node, path)
+                nsid = nsids.nsid(path)
             if nsid is not None and node_side[2] == nsid:
                 return HostVeth(peer, node_side[0])
         return None
