@@ -452,7 +452,9 @@ class SimNode:
 
     def _kube_proxy(self) -> None:
         """node1's iptables as kube-proxy (iptables mode) writes them, for three Services."""
-        ipt = lambda *a: run("iptables", *a, ns=self.node1)  # noqa: E731
+        def ipt(*args: str) -> None:
+            run("iptables", *args, ns=self.node1)
+
         # Service addresses need a route for the packets to reach FORWARD (a real node has a
         # default route); the outside client plays the upstream for them.
         run("ip", "-n", self.node1, "route", "add", "10.96.0.0/12", "via", self.CLIENT_V4)
@@ -496,14 +498,15 @@ class SimNode:
     def node_name(self, pod: Pod) -> str:
         return NODE_NAMES[1 if pod.node == self.node1 else 2]
 
-    def pod_object(self, pod: Pod) -> dict:
+    def pod_object(self, pod: Pod) -> labapi.Obj:
         if pod.host_network:
             return labapi.pod_object(pod.name, pod.namespace, NODE_NAMES[1], [self.NODE1_EXT], self.NODE1_EXT,
                                      labels={"app": "node-exporter"}, host_network=True,
                                      ports=[self.HOSTNET_PORT])
         role = next(r for r, spec in POD_SPECS.items() if spec[0] == pod.name)
         host_ip = "192.168.100.1" if pod.node == self.node1 else "192.168.100.2"
-        return labapi.pod_object(pod.name, pod.namespace, self.node_name(pod), [pod.ipv4, pod.ipv6], host_ip,
+        ips = [ip for ip in (pod.ipv4, pod.ipv6) if ip is not None]
+        return labapi.pod_object(pod.name, pod.namespace, self.node_name(pod), ips, host_ip,
                                  labels=POD_SPECS[role][4], ports=[8080],
                                  owner=pod.name.rsplit("-", 1)[0] if pod.name.count("-") >= 2 else None)
 
@@ -513,7 +516,7 @@ class SimNode:
         be purged from) the neighbour queue instead of meeting their drop."""
         deadline = time.monotonic() + seconds
         targets = [a for p in self.pods.values() if p.node == self.node1 and not p.host_network
-                   for a in (p.ipv4, p.ipv6)]
+                   for a in (p.ipv4, p.ipv6) if a is not None]
         targets.append(self.pods["api"].ipv4)
         for addr in targets:
             while subprocess.run(["ip", "netns", "exec", self.client, "ping", "-c1", "-W1", addr],
@@ -701,6 +704,7 @@ def _udp_closed(node: SimNode, n: int) -> int:
 
 def _udp6_closed(node: SimNode, n: int) -> int:
     db = node.pods["db"]
+    assert db.ipv6 is not None      # every pod sandbox is dual-stack (add_pod)
     return node.traffic(node.client, "udp", "--dst", db.ipv6, "--port", "9999", "--count", str(n))
 
 
@@ -734,6 +738,7 @@ def _nat_bypass(node: SimNode, n: int) -> int:
     listener = subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.traffic", "listen",
                                  "--port", "8080", "--seconds", str(5 + n)], stdout=subprocess.PIPE, text=True)
     try:
+        assert listener.stdout is not None
         listener.stdout.readline()                    # "listening"
         run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", ns=node.node1)
         ip, port = node.SVC_DB

@@ -24,7 +24,11 @@ import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+
+Obj = dict[str, Any]     # a Kubernetes object as JSON
 
 
 def _now() -> str:
@@ -32,11 +36,11 @@ def _now() -> str:
 
 
 def pod_object(name: str, namespace: str, node: str, ips: list[str], host_ip: str, *,
-               labels: dict | None = None, host_network: bool = False, ports: list[int] | None = None,
-               owner: str | None = None, phase: str = "Running") -> dict:
+               labels: dict[str, str] | None = None, host_network: bool = False,
+               ports: list[int] | None = None, owner: str | None = None, phase: str = "Running") -> Obj:
     """A Pod as the API returns it: the fields netdrop reads, and the usual others."""
     uid = str(uuid.uuid4())
-    meta = {"name": name, "namespace": namespace, "uid": uid, "labels": labels or {},
+    meta: Obj = {"name": name, "namespace": namespace, "uid": uid, "labels": labels or {},
             "creationTimestamp": _now(), "resourceVersion": "0"}
     if owner:
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
@@ -54,7 +58,7 @@ def pod_object(name: str, namespace: str, node: str, ips: list[str], host_ip: st
     }
 
 
-def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24") -> dict:
+def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24") -> Obj:
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
@@ -66,7 +70,7 @@ def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24"
     }
 
 
-def _labels_match(labels: dict, selector: str) -> bool:
+def _labels_match(labels: dict[str, str], selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in term:
             k, v = term.split("!=", 1)
@@ -84,10 +88,10 @@ def _labels_match(labels: dict, selector: str) -> bool:
     return True
 
 
-def _fields_match(obj: dict, selector: str) -> bool:
+def _fields_match(obj: Obj, selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
         k, v = term.replace("==", "=").split("=", 1)
-        cur = obj
+        cur: Any = obj
         for part in k.split("."):
             cur = cur.get(part, {}) if isinstance(cur, dict) else {}
         if (cur if isinstance(cur, str) else "") != v:
@@ -109,28 +113,28 @@ class _Server(ThreadingHTTPServer):
 class KubeAPI:
     """The server's state: pods and nodes, with a resourceVersion and an event log for watches."""
 
-    def __init__(self):
-        self.pods: dict[tuple[str, str], dict] = {}
-        self.nodes: dict[str, dict] = {}
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], Obj] = {}
+        self.nodes: dict[str, Obj] = {}
         self.rv = 1
-        self.log: list[tuple[int, str, dict]] = []   # (resourceVersion, type, object)
+        self.log: list[tuple[int, str, Obj]] = []   # (resourceVersion, type, object)
         self.cond = threading.Condition()
         self.token = secrets.token_hex(16)
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
     # -- state changes (as the control plane would make them) --
-    def _bump(self, kind: str, obj: dict) -> None:
+    def _bump(self, kind: str, obj: Obj) -> None:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.log.append((self.rv, kind, copy.deepcopy(obj)))
         self.cond.notify_all()
 
-    def add_node(self, node: dict) -> None:
+    def add_node(self, node: Obj) -> None:
         with self.cond:
             self.nodes[node["metadata"]["name"]] = node
 
-    def put_pod(self, pod: dict) -> None:
+    def put_pod(self, pod: Obj) -> None:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         with self.cond:
             kind = "MODIFIED" if key in self.pods else "ADDED"
@@ -151,10 +155,10 @@ class KubeAPI:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args):
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self):
+            def do_GET(self) -> None:
                 api.requests.append(self.path)
                 if self.headers.get("Authorization") != f"Bearer {api.token}":
                     return self._status(401, "Unauthorized", "Unauthorized")
@@ -186,20 +190,20 @@ class KubeAPI:
                     return self._json(200, node)
                 return self._status(404, "NotFound", "the server could not find the requested resource")
 
-            def _matching(self, q, namespace):
+            def _matching(self, q: dict[str, str], namespace: str | None) -> list[Obj]:
                 fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
                 return [p for (ns, _), p in sorted(api.pods.items())
                         if (namespace is None or ns == namespace)
                         and _fields_match(p, fs) and _labels_match(p["metadata"].get("labels", {}), ls)]
 
-            def _list(self, q, namespace):
+            def _list(self, q: dict[str, str], namespace: str | None) -> None:
                 with api.cond:
                     items = copy.deepcopy(self._matching(q, namespace))
                     rv = api.rv
                 self._json(200, {"kind": "PodList", "apiVersion": "v1",
                                  "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-            def _watch(self, q, namespace):
+            def _watch(self, q: dict[str, str], namespace: str | None) -> None:
                 fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
                 since = int(q.get("resourceVersion") or 0)
                 deadline = time.monotonic() + min(float(q.get("timeoutSeconds", 60)), 300)
@@ -222,12 +226,12 @@ class KubeAPI:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def _chunk(self, text):
+            def _chunk(self, text: str) -> None:
                 data = text.encode()
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def _json(self, code, obj):
+            def _json(self, code: int, obj: Obj) -> None:
                 body = json.dumps(obj).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -235,7 +239,7 @@ class KubeAPI:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _status(self, code, reason, message):
+            def _status(self, code: int, reason: str, message: str) -> None:
                 self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                   "message": message, "reason": reason, "code": code})
 

@@ -100,7 +100,7 @@ def tcp_flags(dst: str, port: int, count: int, flags: int, seconds: float) -> in
 def _route_source(dst: str) -> str:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.connect((dst, 9))
-    src = probe.getsockname()[0]
+    src: str = probe.getsockname()[0]
     probe.close()
     return src
 
@@ -120,7 +120,7 @@ def udp_race(dst: str, port: int, count: int, seconds: float) -> int:
         s.connect((dst, port))
         go = threading.Barrier(2)
 
-        def fire():
+        def fire() -> None:
             go.wait()
             try:
                 s.send(b"q" * 32)
@@ -157,7 +157,7 @@ def listen(port: int, seconds: float) -> int:
     return accepted
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tracer.traffic")
     p.add_argument("kind", choices=("udp", "tcp", "tcp-flags", "udp-race", "listen"))
     p.add_argument("--dst")
