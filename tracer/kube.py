@@ -12,16 +12,22 @@ import difflib
 import os
 import socket
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from .errors import UserError
+from .trust import check_tree
 
 # Where a node keeps credentials, after --kubeconfig, $KUBECONFIG and ~/.kube/config.
 NODE_KUBECONFIGS = (Path("/etc/kubernetes/kubelet.conf"), Path("/etc/kubernetes/admin.conf"))
-REQUEST_TIMEOUT = (3.0, 10.0)   # connect, read: an unreachable API must not hang the start
+REQUEST_TIMEOUT = (2.0, 5.0)    # connect, read: an API that accepts and never answers must not hang us
+START_SECONDS = 3.0             # all start-up calls together: tracing starts whatever the API does
 WATCH_SECONDS = 30              # server-side watch length; the client reconnects after it
+WATCH_BACKOFF = (1.0, 30.0)     # after a failed watch: first and longest wait before the next try
+MAX_KUBECONFIG_BYTES = 1 << 20
 
 
 class KubeUnavailable(Exception):
@@ -45,28 +51,54 @@ class PodInfo:
         return f"{self.namespace}/{self.name}"
 
 
-def pod_info(obj) -> PodInfo:
-    """From a V1Pod (the client's model) or the same object as a dict."""
-    def get(o, key):
-        if isinstance(o, dict):
-            return o.get(key)
-        # Client models name attributes after the JSON keys in attribute_map (podIPs -> pod_ips).
-        attr = next((a for a, k in type(o).attribute_map.items() if k == key), key)
-        return getattr(o, attr, None)
+def api_field(obj: Any, key: str) -> Any:
+    """obj[key] of an API object, a client model (V1Pod, V1Node) or the same
+    object as a dict; None when it is absent, null or obj is neither. API
+    objects may lack any optional field: readers never raise on one."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    # Client models name attributes after the JSON keys in attribute_map (podIPs -> pod_ips).
+    amap = getattr(type(obj), "attribute_map", None)
+    if not isinstance(amap, dict):
+        return None
+    attr = next((a for a, k in amap.items() if k == key), key)
+    return getattr(obj, attr, None)
 
-    meta, spec, status = get(obj, "metadata") or {}, get(obj, "spec") or {}, get(obj, "status") or {}
-    ips = [get(p, "ip") for p in (get(status, "podIPs") or [])] or [get(status, "podIP")]
-    ports = set()
-    for c in get(spec, "containers") or []:
-        for p in get(c, "ports") or []:
+
+def _items(obj: Any, key: str) -> list[Any]:
+    """A list field, [] when absent or not a list."""
+    value = api_field(obj, key)
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def pod_info(obj: Any) -> PodInfo:
+    """From a V1Pod (the client's model) or the same object as a dict. Never
+    raises: a pod without a field has none of what it would have said."""
+    meta, spec, status = api_field(obj, "metadata"), api_field(obj, "spec"), api_field(obj, "status")
+    ips = [api_field(p, "ip") for p in _items(status, "podIPs")] or [api_field(status, "podIP")]
+    ports: set[int] = set()
+    for c in _items(spec, "containers"):
+        for p in _items(c, "ports"):
             for k in ("containerPort", "hostPort"):
-                if get(p, k):
-                    ports.add(int(get(p, k)))
+                port = api_field(p, k)
+                if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+                    ports.add(port)
+    labels = api_field(meta, "labels")
+    namespace, name = _text(api_field(meta, "namespace")) or "", _text(api_field(meta, "name")) or ""
     return PodInfo(
-        namespace=get(meta, "namespace"), name=get(meta, "name"), uid=get(meta, "uid"),
-        node=get(spec, "nodeName"), ips=tuple(ip for ip in ips if ip),
-        host_network=bool(get(spec, "hostNetwork")), ports=tuple(sorted(ports)),
-        labels=tuple(sorted((get(meta, "labels") or {}).items())), phase=get(status, "phase"),
+        namespace=namespace, name=name,
+        # Ids key pods for the whole run: a pod without a uid is keyed by its name.
+        uid=_text(api_field(meta, "uid")) or f"{namespace}/{name}",
+        node=_text(api_field(spec, "nodeName")), ips=tuple(ip for ip in ips if _text(ip)),
+        host_network=api_field(spec, "hostNetwork") is True, ports=tuple(sorted(ports)),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
+        phase=_text(api_field(status, "phase")),
     )
 
 
@@ -122,6 +154,83 @@ class Selection:
         return f"pods {self.selector} in {where}" if self.selector else f"pods in {where}"
 
 
+# Kubeconfig entries that make the client do more than read: root refuses
+# them in a kubeconfig that someone else can change. `exec` runs a command and
+# `auth-provider` runs one (gcp's cmd-path) or refreshes tokens with what the
+# file says; `tokenFile` is read by root and sent to the server the same file
+# names, so it would hand any file root can read to whoever wrote it. Token and
+# client-certificate kubeconfigs of another user remain usable: reading a
+# certificate or key root is pointed at is not running code, and the worst
+# such a file does is name the wrong pods (what netdrop reads is not trusted
+# to be right, only to be read safely).
+UNTRUSTED_USER_KEYS = {"exec": "runs a command (exec)",
+                       "auth-provider": "runs a command or refreshes tokens (auth-provider)",
+                       "tokenFile": "sends a file to the API server as its token (tokenFile)"}
+
+
+def _doc_entries(doc: dict[str, Any], key: str, name: Any) -> list[Any]:
+    """The `key` entries (e.g. users) named `name`; all of them when the name is unknown."""
+    return [api_field(e, key[:-1]) for e in _items(doc, key)
+            if name is None or api_field(e, "name") == name]
+
+
+def privileged_entries(doc: Any) -> list[tuple[str, str]]:
+    """(user name, what it does) for each entry of the kubeconfig's chosen user
+    (its current context's) that runs code or sends files; where the chosen user
+    cannot be told (odd shapes), every user's. Any input: never raises."""
+    if not isinstance(doc, dict):
+        return []          # not a kubeconfig at all: the client refuses to load it
+    contexts = _doc_entries(doc, "contexts", _text(doc.get("current-context")))
+    chosen = {_text(api_field(c, "user")) for c in contexts} if contexts else {None}
+    found = []
+    for entry in _items(doc, "users"):
+        name = api_field(entry, "name")
+        if None not in chosen and name not in chosen:
+            continue
+        user = api_field(entry, "user")
+        for key, does in UNTRUSTED_USER_KEYS.items():
+            if api_field(user, key) not in (None, "", {}):
+                found.append((str(name), does))
+    return found
+
+
+def check_kubeconfig_trust(path: Path) -> None:
+    """As root: a kubeconfig that someone else can change must not make root run
+    its commands or send its files (UNTRUSTED_USER_KEYS); UserError says why.
+    Checked before the client loads it (loading runs an exec plugin)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        check_tree(path, "kubeconfig")
+        return
+    except UserError as exc:
+        untrusted = str(exc)
+    import yaml   # the kubernetes client's own dependency
+
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_KUBECONFIG_BYTES + 1)
+        if len(text) > MAX_KUBECONFIG_BYTES:
+            raise UserError(f"kubeconfig {path} is larger than {MAX_KUBECONFIG_BYTES >> 20} MiB: not a kubeconfig")
+        doc = yaml.safe_load(text)
+    except OSError as exc:
+        raise UserError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"kubeconfig {path} is not valid YAML ({first})") from None
+    found = privileged_entries(doc)
+    if found:
+        user, does = found[0]
+        raise UserError(f"{untrusted}: its user {user!r} {does}, which root will not do for others; use a "
+                        f"kubeconfig owned by root and not writable by others, or one with a token or "
+                        f"client certificate")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
 class KubeClient:
     def __init__(self, kubeconfig: str | None = None):
         try:
@@ -129,46 +238,86 @@ class KubeClient:
         except ImportError:
             raise KubeUnavailable("the kubernetes Python client is not installed") from None
         self._client_mod = client
-        self.source = self._load(config, kubeconfig)
-        self.v1 = client.CoreV1Api()
+        self.config = client.Configuration()
+        self.source = self._load(config, kubeconfig, self.config)
+        # No urllib3 retries: each call is one request with REQUEST_TIMEOUT;
+        # callers decide when to ask again (the default retries 3 times, and an
+        # API that accepts but never answers held the start for 40 s).
+        self.config.retries = 0
+        self.v1 = client.CoreV1Api(client.ApiClient(self.config))
+        self._deadline: float | None = None
 
     @staticmethod
-    def _load(config, explicit: str | None) -> str:
+    def _load(config: Any, explicit: str | None, into: Any) -> str:
         if explicit:
             if not Path(explicit).is_file():
                 raise UserError(f"kubeconfig {explicit} does not exist")
-            config.load_kube_config(config_file=explicit)
+            check_kubeconfig_trust(Path(explicit))
+            try:
+                config.load_kube_config(config_file=explicit, client_configuration=into)
+            except Exception as exc:  # ConfigException, YAML errors, odd shapes (AttributeError, ...)
+                raise UserError(f"cannot use kubeconfig {explicit}: {_one_line(exc)}") from None
             return explicit
         candidates = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
         candidates += [Path.home() / ".kube" / "config", *NODE_KUBECONFIGS]
         for path in candidates:
             if path.is_file():
+                check_kubeconfig_trust(path)
                 try:
-                    config.load_kube_config(config_file=str(path))
+                    config.load_kube_config(config_file=str(path), client_configuration=into)
                 except Exception as exc:  # the client raises ConfigException and others
-                    raise KubeUnavailable(f"cannot use kubeconfig {path}: {exc}") from None
+                    raise KubeUnavailable(f"cannot use kubeconfig {path}: {_one_line(exc)}") from None
                 return str(path)
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
+            try:
+                config.load_incluster_config(client_configuration=into)
+            except Exception as exc:
+                raise KubeUnavailable(f"cannot use the in-cluster service account: {_one_line(exc)}") from None
             return "in-cluster service account"
         raise KubeUnavailable("no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config, "
                               "/etc/kubernetes/kubelet.conf) and not running in a cluster")
 
-    def _call(self, fn, *args, **kw):
+    @contextmanager
+    def within(self, seconds: float, since: float | None = None, at_least: float = 1.0) -> Iterator[None]:
+        """The calls made inside end `seconds` after `since` (monotonic; default
+        now), yet get `at_least` from now: start-up must not wait for the API,
+        and a busy node's slow scan must not leave an answering API no time.
+        Used from one thread, before the background starts."""
+        now = time.monotonic()
+        self._deadline = max((now if since is None else since) + seconds, now + at_least)
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _timeout(self) -> tuple[float, float]:
+        if self._deadline is None:
+            return REQUEST_TIMEOUT
+        left = self._deadline - time.monotonic()
+        if left <= 0.05:
+            raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
+        return (min(REQUEST_TIMEOUT[0], left), min(REQUEST_TIMEOUT[1], left))
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """One API call with a timeout; unreachable -> KubeUnavailable; 404 -> None."""
         ApiException = self._client_mod.exceptions.ApiException
+        timeout = self._timeout()
         try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kw)
+            return fn(*args, _request_timeout=timeout, **kw)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise KubeUnavailable(f"the API server at {self.server} answered {exc.status} {exc.reason}") from None
-        except Exception as exc:  # urllib3 connection errors, timeouts
-            raise KubeUnavailable(f"cannot reach the API server at {self.server}: {type(exc).__name__}") from None
+        except Exception as exc:  # urllib3 connection errors, timeouts (MaxRetryError wraps the cause)
+            reason = getattr(exc, "reason", None)
+            cause = reason if isinstance(reason, BaseException) else exc
+            if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
+                raise KubeUnavailable(f"the API server at {self.server} did not answer in time") from None
+            raise KubeUnavailable(f"cannot reach the API server at {self.server}: {type(cause).__name__}") from None
 
     @property
     def server(self) -> str:
-        return self._client_mod.Configuration.get_default_copy().host
+        return str(self.config.host)
 
     def node_name(self, explicit: str | None, local_ips: set[str]) -> str:
         """--node, else the kubelet's default name (the hostname), else the Node
@@ -181,20 +330,27 @@ class KubeClient:
         if self._call(self.v1.read_node, host) is not None:
             return host
         nodes = self._call(self.v1.list_node)
-        for node in nodes.items if nodes else []:
-            addrs = {a.address for a in (node.status.addresses or [])}
-            if addrs & local_ips:
-                return node.metadata.name
+        for node in _items(nodes, "items"):
+            addrs = {api_field(a, "address") for a in _items(api_field(node, "status"), "addresses")}
+            name = _text(api_field(api_field(node, "metadata"), "name"))
+            if name and addrs & local_ips:
+                return name
         raise UserError(f"cannot tell which Kubernetes node this is (hostname {host} is not a node name and "
                         "no node has this machine's addresses): pass --node NAME")
 
     def pod_cidrs(self) -> dict[str, list[str]]:
-        """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes."""
+        """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes.
+        A Node without spec (or without CIDRs) has none."""
         nodes = self._call(self.v1.list_node)
-        out = {}
-        for n in nodes.items if nodes else []:
-            cidrs = n.spec.pod_cidrs or ([n.spec.pod_cidr] if n.spec.pod_cidr else [])
-            out[n.metadata.name] = list(cidrs)
+        out: dict[str, list[str]] = {}
+        for n in _items(nodes, "items"):
+            name = _text(api_field(api_field(n, "metadata"), "name"))
+            if name is None:
+                continue
+            spec = api_field(n, "spec")
+            cidrs = [c for c in _items(spec, "podCIDRs") if _text(c)] or \
+                [c for c in [api_field(spec, "podCIDR")] if _text(c)]
+            out[name] = cidrs
         return out
 
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
@@ -202,7 +358,8 @@ class KubeClient:
         if label_selector:
             kw["label_selector"] = label_selector
         res = self._call(self.v1.list_pod_for_all_namespaces, **kw)
-        return [pod_info(p) for p in res.items], res.metadata.resource_version
+        rv = _text(api_field(api_field(res, "metadata"), "resourceVersion")) or ""
+        return [pod_info(p) for p in _items(res, "items")], rv
 
     def find_pod(self, namespace: str, name: str) -> PodInfo | None:
         pod = self._call(self.v1.read_namespaced_pod, name, namespace)
@@ -210,20 +367,24 @@ class KubeClient:
 
     def pod_names(self, namespace: str) -> list[str]:
         res = self._call(self.v1.list_namespaced_pod, namespace)
-        return [p.metadata.name for p in res.items] if res else []
+        return [n for p in _items(res, "items") if (n := _text(api_field(api_field(p, "metadata"), "name")))]
 
     def watch_pods(self, node: str, label_selector: str | None, on_change: Callable[[list[PodInfo]], None],
                    stop: threading.Event, on_error: Callable[[str | None], None] = lambda msg: None) -> None:
         """List, then follow changes until stop; calls on_change with the whole
-        current list after every change. Reconnects (and relists) on errors."""
+        current list after every change. Reconnects (and relists) on errors,
+        waiting longer after each failure in a row (WATCH_BACKOFF): an API in
+        trouble gets a request now and then, not a storm."""
         from kubernetes import watch
 
+        backoff = WATCH_BACKOFF[0]
         while not stop.is_set():
             try:
                 pods, rv = self.list_pods(node, label_selector)
                 current = {p.uid: p for p in pods}
                 on_change(list(current.values()))
                 on_error(None)
+                backoff = WATCH_BACKOFF[0]
                 kw = {"field_selector": f"spec.nodeName={node}", "resource_version": rv,
                       "timeout_seconds": WATCH_SECONDS, "_request_timeout": (REQUEST_TIMEOUT[0], WATCH_SECONDS + 10)}
                 if label_selector:
@@ -233,18 +394,22 @@ class KubeClient:
                     if stop.is_set():
                         w.stop()
                         break
-                    pod = pod_info(ev["object"])
-                    if ev["type"] == "DELETED":
+                    obj = ev.get("object") if isinstance(ev, dict) else None
+                    if obj is None:
+                        continue
+                    pod = pod_info(obj)
+                    if ev.get("type") == "DELETED":
                         current.pop(pod.uid, None)
                     else:
                         current[pod.uid] = pod
                     on_change(list(current.values()))
+                continue
             except KubeUnavailable as exc:
                 on_error(str(exc))
-                stop.wait(1.0)
             except Exception as exc:  # watch errors (410 Gone, resets): relist
                 on_error(f"pod watch interrupted ({type(exc).__name__}); relisting")
-                stop.wait(0.5)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF[1])
 
 
 def check_selection(kube: KubeClient, node: str, sel: Selection, pods: list[PodInfo]) -> list[PodInfo]:

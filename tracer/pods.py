@@ -10,20 +10,24 @@ writes only what changed into the pod maps. Nothing here runs per event.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from .attribute import PodIds, PodIndex
 from .errors import UserError
-from .kube import KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
+from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
 from .nodeview import HOST_NETNS, NodeScanner
 
 SCAN_SECONDS = 0.5
-RECONNECT_SECONDS = 2.0
+RECONNECT_SECONDS = 2.0     # between the end of one failed attempt and the next: one request at a time
+STOP_SECONDS = 0.5          # stop() waits this long in all for the threads (daemons: a call stuck in
+                            # a read ends with the process)
 
 
 class PodSource:
     def __init__(self, selection: Selection, kubeconfig: str | None = None, node: str | None = None,
                  node_netns: str = HOST_NETNS, warn: Callable[[str], None] = lambda msg: None):
+        started = time.monotonic()
         self.selection = selection
         self.warn = warn
         self.scanner = NodeScanner(node_netns)
@@ -48,13 +52,16 @@ class PodSource:
             return
         snapshot = self.scanner.scan()
         if self.kube is not None:
+            # START_SECONDS for every start-up call together: an API that does not
+            # answer in time is asked again in the background (_reconnect).
             try:
-                self.node_name = self.kube.node_name(node, set(snapshot.node_ips))
-                pods, _ = self.kube.list_pods(self.node_name)
+                with self.kube.within(START_SECONDS, since=started):
+                    self.node_name = self.kube.node_name(node, set(snapshot.node_ips))
+                    pods, _ = self.kube.list_pods(self.node_name)
+                    if selection.active:
+                        check_selection(self.kube, self.node_name, selection, pods)
             except KubeUnavailable as exc:
-                self.kube, self.problem = None, str(exc)
-        if self.kube is not None and selection.active:
-            check_selection(self.kube, self.node_name, selection, pods)
+                self.kube, self.problem, pods = None, str(exc), None
         self._pods = pods
         self.index = self._build(snapshot)
         self.check_traceable()
@@ -178,5 +185,6 @@ class PodSource:
     def stop(self) -> None:
         self._stop.set()
         self._changed.set()
+        deadline = time.monotonic() + STOP_SECONDS
         for t in self._threads:
-            t.join(timeout=2)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))

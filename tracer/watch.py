@@ -18,6 +18,7 @@ from .groups import Groups
 from .loader import Stats, Tracer
 
 TICK_SECONDS = 0.5
+DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
 NETFILTER_CATEGORIES = ("netfilter", "conntrack")
 
 
@@ -78,14 +79,19 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         if deadline is not None and now >= deadline:
             break
         timeout = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - now)
+        # Tracer.poll returns after a bounded batch (2048 events): under a drop
+        # storm the ring buffer never empties, and a poll that consumed until it
+        # did would never let this loop look at stop, the clock or its tick.
         deliver(tracer.poll(max(1, int(timeout * 1000))))
         now = time.monotonic()
         if now >= next_tick:
             tick(now)
             next_tick = now + TICK_SECONDS
-    # What is already in the ring buffer belongs to the window: drain it
-    # (bounded: under a storm new events keep arriving).
-    for _ in range(64):
+    # What is already in the ring buffer belongs to the window: drain it,
+    # bounded in time (under a storm new events keep arriving; the exact
+    # counts are read below whatever is left undelivered).
+    drain_until = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < drain_until:
         raws = tracer.poll(0)
         if not raws:
             break
