@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import UserError
 
@@ -128,17 +129,93 @@ def require_root() -> None:
         raise UserError("netdrop needs root to load BPF programs: run it with sudo")
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event):
-    """Ctrl-C and SIGTERM end the run cleanly (the loop checks `stop` twice a second)."""
-    def handler(signum, frame):
-        stop.set()
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal before tracing began: the command ends at once with
+    128 + the signal's number. A BaseException, like KeyboardInterrupt, so
+    that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Signals:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) for the whole run, from
+    the first line of main(). Before tracing, the first one raises Interrupted
+    where Python is (right after the C call it interrupted returns, e.g. bcc's
+    compile), so start-up ends within moments and every `finally` on the way
+    cleans up. While tracing (and after), it only sets `stop`: the event loop
+    sees it within one pass and the run ends with its usual lines."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signum: int | None = None
+        self._raise = True
+        self._deferred = 0
+        self._pid = os.getpid()
+        self.installed: dict[int, object] = {}
+
+    def install(self) -> dict[int, object]:
+        """The handlers, in place; returns the ones they replace. Call inside the
+        try that catches Interrupted: a signal may come before this returns."""
+        self.stop.clear()
+        self.signum, self._raise, self._deferred = None, True, 0
+        self._pid = os.getpid()
+        old: dict[int, object] = {}
+        self.installed = old
+        for s in STOP_SIGNALS:
+            old[s] = signal.getsignal(s)
+            signal.signal(s, self._handler)
+        return old
+
+    @staticmethod
+    def restore(old: dict[int, object]) -> None:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, h)   # type: ignore[arg-type]
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:
+            # A forked helper (pyroute2 forks one to enter a namespace) inherits
+            # this handler: there the signal must do what it does by default,
+            # never unwind a copy of main() (which would run its cleanup twice).
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.stop.set()
+        if self.signum is not None:
+            return                # a second signal: the first one is being handled
+        self.signum = signum
+        if self._raise and not self._deferred:
+            self._raise = False   # raised once: the cleanup it starts is not interrupted
+            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise now what arrived while deferred (or do nothing)."""
+        if self.signum is not None and self._raise:
+            self._raise = False
+            raise Interrupted(self.signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Steps that must not be cut in half (the lab's build starts processes
+        it must know about to remove them): a signal only sets `stop` until the
+        caller's next check()."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+
+    def tracing(self) -> None:
+        """From here on a signal only sets `stop`: the run ends with its lines."""
+        self.check()
+        self._raise = False
+
+
+SIGNALS = Signals()
 
 
 def kernel_facts(args):
@@ -178,18 +255,56 @@ def pod_source(args):
         raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
                         "they cannot be combined with --netns or --ip")
 
-    source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS, warn=warn)
-    if source.kube is None and sel.active:
-        warn(source.describe())
-    return source
+    def build() -> PodSource:
+        source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS, warn=warn)
+        if source.kube is None and sel.active:
+            warn(source.describe())
+        return source
+
+    return Pending(build)
+
+
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """A value built in a thread while the main thread does other start-up work:
+    the pod source asks the API (up to kube.START_SECONDS) while bcc compiles
+    (about a second, in C, without the GIL), so start-up takes the longer of
+    the two, not both. result() gives the value or raises what building raised."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(build,), name="netdrop-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, build: Callable[[], T]) -> None:
+        try:
+            self._value = build()
+        except BaseException as exc:  # handed to the main thread as it is
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value   # type: ignore[return-value]
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:   # the terminal is gone (SIGHUP, EIO): nobody to tell, the run still ends cleanly
+        pass
 
 
 def warn(msg: str) -> None:
-    print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
+    _say(f"{PROG}: warning: {msg}")
 
 
 def info(msg: str) -> None:
-    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+    _say(f"{PROG}: {msg}")
 
 
 class Session:
@@ -210,6 +325,8 @@ class Session:
         self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only,
                              **({} if rate is None else {"max_event_rate": rate}))
         self.loaded_at = datetime.now(timezone.utc)      # the kernel counters count from here
+        if isinstance(pods, Pending):
+            pods = pods.result()
         if pods is not None and not pods.attributing:
             info(f"pods: {pods.describe()}")
             pods = None
@@ -232,7 +349,7 @@ class Session:
         self.explainer = Explainer(node_netns=node_netns)
         self.explainer.sample_now()     # the node's ruleset is known before the first drop arrives
         self.explainer.start()
-        self.stop = threading.Event()
+        self.stop = SIGNALS.stop
         self._names_at = time.monotonic()
 
     def announce(self) -> None:
@@ -259,15 +376,15 @@ class Session:
     def run(self, sinks, duration, on_tick=lambda *a: None, background: threading.Thread | None = None):
         from . import watch
 
-        with stop_on_signals(self.stop):
-            self.announce()
-            if background is not None:
-                background.start()
-            pods = self.pods
-            return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop, on_tick,
-                             pods=pods.current if pods is not None else (lambda: None),
-                             maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
-                             explainer=self.explainer)
+        SIGNALS.tracing()
+        self.announce()
+        if background is not None:
+            background.start()
+        pods = self.pods
+        return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop, on_tick,
+                         pods=pods.current if pods is not None else (lambda: None),
+                         maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
+                         explainer=self.explainer)
 
     def run_live(self, duration, background=None):
         """The rich console on stdout, redrawn on every tick."""
@@ -335,9 +452,14 @@ def cmd_demo(args) -> int:
     require_root()
     facts = kernel_facts(args)
     cases = lab.select_cases(args.cases)
-    node = lab.SimNode.create(prefix=args.prefix)
+    # The build starts the process holding the cache pod's namespace: it must
+    # end with `node` known, or nothing would remove it. A signal during the
+    # build is acted on right after it, inside the try: the lab is destroyed.
+    with SIGNALS.deferred():
+        node = lab.SimNode.create(prefix=args.prefix)
     player = lab.Player(node, cases)
     try:
+        SIGNALS.check()
         filters = Filters(netns=frozenset(node.netns_inodes().values()))
         note = "demo: " + "; ".join(f"{c.name}: {c.description}" for c in cases)
         pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1, warn=warn)
@@ -470,16 +592,28 @@ COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture, "summa
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First thing: a signal during parsing and loading (bcc's compile takes
+    # about a second) must end the command too, without a traceback.
     try:
+        SIGNALS.install()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        _say(f"{PROG}: stopped by {signal.Signals(exc.signum).name} before tracing began")
+        return 128 + exc.signum
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _say(f"{PROG}: error: {exc}")
         return exc.exit_status
     except BrokenPipeError:
         # `netdrop watch --json | head`: the reader left; that is not an error.
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if SIGNALS.signum == signal.SIGHUP:   # the terminal closed under the live console (EIO)
+            return 128 + signal.SIGHUP
+        raise
+    finally:
+        SIGNALS.restore(SIGNALS.installed)
 
 
 def entry() -> None:
