@@ -572,17 +572,11 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    import json
-
     from . import capture, summary
 
-    path = capture.summary_path(args.dir)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no capture summary at {path} (make one with: netdrop capture --output DIR)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+    # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
+    # types, deep nesting) with one line; render() escapes for the format's reader.
+    data = summary.load(capture.summary_path(args.dir))
     sys.stdout.write(summary.render(data, args.format))
     return 0
 
