@@ -1,4 +1,7 @@
-"""jsonout: one JSON object per drop per line (watch --json)."""
+"""jsonout: one JSON object per drop per line (watch --json).
+
+Node text stays as it came: json.dumps (ensure_ascii) writes control characters
+and all non-ASCII as \\u escapes, so a line is safe on a terminal as it is."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from .classify import Verdict
 from .decode import Drop
 
 
-def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict:
+def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict[str, object]:
     """The documented keys of a drop, in a stable order."""
     return {
         "time": drop.time.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -37,7 +40,7 @@ def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict
 
 
 class JsonLines:
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:

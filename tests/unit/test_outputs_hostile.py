@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import capture, console, summary, textsafe
+from tracer import capture, console, jsonout, summary, textsafe
 from tracer.attribute import Attribution, PodRef
 from tracer.classify import Verdict
 from tracer.loader import Hook, Stats
@@ -145,3 +145,14 @@ def test_every_escape_removes_what_its_reader_would_act_on(text):
     assert re.fullmatch(r"<p>[^<]*</p>\n", rendered), rendered
     assert not textsafe.csv_cell(text).startswith(("=", "+", "-", "@", "\t", "\r"))
     assert "<" not in textsafe.html_text(text) and '"' not in textsafe.html_text(text)
+
+
+def test_json_lines_keep_hostile_names_escaped_by_json():
+    groups, g = hostile_groups()
+    assert g.latest is not None
+    buf = io.StringIO()
+    jsonout.JsonLines(buf).emit(g.latest, Verdict(g.category, HINT), Attribution(POD, "from-pod"))
+    line = buf.getvalue()
+    assert line.endswith("}\n") and line.count("\n") == 1 and not CONTROL.search(line) and "\u202e" not in line
+    record = json.loads(line)
+    assert (record["ifname"], record["hint"], record["pod"]["name"]) == (IFNAME, HINT, POD.name)
