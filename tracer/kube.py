@@ -168,10 +168,9 @@ UNTRUSTED_USER_KEYS = {"exec": "runs a command (exec)",
                        "tokenFile": "sends a file to the API server as its token (tokenFile)"}
 
 
-def _doc_entries(doc: dict[str, Any], key: str, name: Any) -> list[Any]:
-    """The `key` entries (e.g. users) named `name`; all of them when the name is unknown."""
-    return [api_field(e, key[:-1]) for e in _items(doc, key)
-            if name is None or api_field(e, "name") == name]
+def _doc_entries(doc: dict[str, Any], key: str, name: str) -> list[Any]:
+    """What the `key` entries (e.g. contexts) named `name` hold."""
+    return [api_field(e, key[:-1]) for e in _items(doc, key) if api_field(e, "name") == name]
 
 
 def privileged_entries(doc: Any) -> list[tuple[str, str]]:
@@ -180,7 +179,8 @@ def privileged_entries(doc: Any) -> list[tuple[str, str]]:
     cannot be told (odd shapes), every user's. Any input: never raises."""
     if not isinstance(doc, dict):
         return []          # not a kubeconfig at all: the client refuses to load it
-    contexts = _doc_entries(doc, "contexts", _text(doc.get("current-context")))
+    current = _text(doc.get("current-context"))
+    contexts = _doc_entries(doc, "contexts", current) if current else []
     chosen = {_text(api_field(c, "user")) for c in contexts} if contexts else {None}
     found = []
     for entry in _items(doc, "users"):

@@ -4,6 +4,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracer import kube, labapi
 from tracer.errors import UserError
@@ -113,3 +115,39 @@ def test_label_selectors(selector, ok):
 def test_bad_selector():
     with pytest.raises(UserError, match="not a label selector"):
         kube.parse_selector(",=x")
+
+
+def test_a_node_without_spec_or_status_has_no_cidrs_and_no_addresses(api):
+    """doctor failed with AttributeError on such a Node (the real client's models, from the lab's API)."""
+    api.add_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}})
+    k = kube.KubeClient(str(api.kubeconfig))
+    cidrs = k.pod_cidrs()
+    assert cidrs["bare"] == [] and cidrs["node-a"] == ["10.244.0.0/24"]
+    assert k.node_name(None, {"192.168.1.6"}) == "node-b"
+    with pytest.raises(UserError, match="cannot tell which Kubernetes node"):   # the bare one looked at too
+        k.node_name(None, {"10.9.9.9"})
+
+
+def test_a_pod_missing_optional_fields_is_read():
+    p = kube.pod_info({"metadata": {"name": "p", "namespace": "ns"}})
+    assert (p.key, p.ips, p.ports, p.labels, p.node, p.host_network) == ("ns/p", (), (), (), None, False)
+    odd = {"metadata": {"name": "q", "namespace": "ns", "labels": ["x"]}, "spec": {"containers": [
+        {"ports": [{"containerPort": "80"}, {"containerPort": 70000}, {"hostPort": 9100}]}, None]},
+        "status": {"podIPs": None, "podIP": "10.0.0.1"}}
+    q = kube.pod_info(odd)
+    assert q.ports == (9100,) and q.ips == ("10.0.0.1",) and q.labels == ()
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                           st.sampled_from(["metadata", "spec", "status", "name", "namespace", "uid", "labels",
+                                            "containers", "ports", "containerPort", "hostPort", "podIPs",
+                                            "podIP", "ip", "nodeName", "hostNetwork", "phase"]),
+                           inner, max_size=6),
+                       max_leaves=40)
+
+
+@given(_values)
+def test_any_pod_object_is_read_without_raising(obj):
+    p = kube.pod_info(obj)
+    assert isinstance(p.key, str) and all(isinstance(port, int) for port in p.ports)
