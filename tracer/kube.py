@@ -104,7 +104,7 @@ def pod_info(obj: Any) -> PodInfo:
 
 def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
     """-l 'app=web,tier!=db,canary' -> [(key, op, value)], op in =, !=, exists, !exists."""
-    terms = []
+    terms: list[tuple[str, str, str | None]] = []
     for raw in filter(None, (t.strip() for t in text.split(","))):
         if "!=" in raw:
             k, v = raw.split("!=", 1)
@@ -389,10 +389,10 @@ class KubeClient:
                       "timeout_seconds": WATCH_SECONDS, "_request_timeout": (REQUEST_TIMEOUT[0], WATCH_SECONDS + 10)}
                 if label_selector:
                     kw["label_selector"] = label_selector
-                w = watch.Watch()
-                for ev in w.stream(self.v1.list_pod_for_all_namespaces, **kw):
+                w = watch.Watch()  # type: ignore[no-untyped-call]
+                for ev in w.stream(self.v1.list_pod_for_all_namespaces, **kw):  # type: ignore[no-untyped-call]
                     if stop.is_set():
-                        w.stop()
+                        w.stop()  # type: ignore[no-untyped-call]
                         break
                     obj = ev.get("object") if isinstance(ev, dict) else None
                     if obj is None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .attribute import PodIds, PodIndex
 from .errors import UserError
 from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
-from .nodeview import HOST_NETNS, NodeScanner
+from .nodeview import HOST_NETNS, NodeScanner, NodeSnapshot
+
+if TYPE_CHECKING:
+    from .loader import Tracer
 
 SCAN_SECONDS = 0.5
 RECONNECT_SECONDS = 2.0     # between the end of one failed attempt and the next: one request at a time
@@ -31,7 +34,7 @@ class PodSource:
         self.selection = selection
         self.warn = warn
         self.scanner = NodeScanner(node_netns)
-        self.ids = PodIds()
+        self.ids = PodIds()  # type: ignore[no-untyped-call]
         self.problem: str | None = None     # why there is no API, if there is none
         self.node_name: str | None = node
         self._stop = threading.Event()
@@ -40,6 +43,8 @@ class PodSource:
         self._threads: list[threading.Thread] = []
         self._applied: PodIndex | None = None
         pods: list[PodInfo] | None = None
+        self._pods: list[PodInfo] | None = None
+        self.index: PodIndex | None = None
         self.kube: KubeClient | None = None      # an API that answered
         self._client: KubeClient | None = None   # a configured one, answering or not
         self._node_arg = node
@@ -66,7 +71,7 @@ class PodSource:
         self.index = self._build(snapshot)
         self.check_traceable()
 
-    def _build(self, snapshot) -> PodIndex:
+    def _build(self, snapshot: NodeSnapshot) -> PodIndex:
         # Without an API, pod sandboxes are only "unknown pods", and only worth
         # naming so when the user asked for a pod: then we trace them all.
         pods = self._pods
@@ -81,6 +86,8 @@ class PodSource:
 
     def check_traceable(self) -> None:
         """A hostNetwork pod is told apart from the node only by a port it alone declares."""
+        if self.index is None:
+            return
         lost = [p for p in self.index.untraceable if self.selection.matches(p)]
         if lost and self.selection.name:
             raise UserError(f"{lost[0].key} uses hostNetwork and declares no port of its own: its drops cannot "
@@ -118,28 +125,33 @@ class PodSource:
             self._spawn(self._reconnect, "netdrop-pods-reconnect")
         self._spawn(self._scan_loop, "netdrop-node-scan")
 
-    def _spawn(self, target, name: str, args=()) -> None:
+    def _spawn(self, target: Callable[..., None], name: str, args: tuple[Any, ...] = ()) -> None:
         t = threading.Thread(target=target, name=name, args=args, daemon=True)
         self._threads.append(t)
         t.start()
 
     def _start_watch(self) -> None:
+        if self.kube is None or self.node_name is None:
+            return
         self._spawn(self.kube.watch_pods, "netdrop-pods-watch",
                     (self.node_name, None, self._on_pods, self._stop, self._on_api_error))
 
     def _reconnect(self) -> None:
         """The API was unreachable at start: once it answers, pods get their names."""
+        client = self._client
+        if client is None:
+            return
         while not self._stop.wait(RECONNECT_SECONDS):
             try:
                 snapshot_ips = set(self.index.snapshot.node_ips) if self.index is not None else set()
-                node = self._client.node_name(self._node_arg, snapshot_ips)
-                pods, _ = self._client.list_pods(node)
+                node = client.node_name(self._node_arg, snapshot_ips)
+                pods, _ = client.list_pods(node)
             except (KubeUnavailable, UserError):
                 continue
             with self._lock:
                 self.node_name, self._pods = node, pods
-                self.kube, self.problem = self._client, None
-            self.warn(f"pods: the Kubernetes API at {self._client.server} answers again: pods are named from now on")
+                self.kube, self.problem = client, None
+            self.warn(f"pods: the Kubernetes API at {client.server} answers again: pods are named from now on")
             if self.selection.active and not any(self.selection.matches(p) for p in pods):
                 self.warn(f"pods: {self.selection.describe()} is not on node {node}")
             self._start_watch()
@@ -171,10 +183,10 @@ class PodSource:
                 index = self._build(snapshot)
             self.index = index   # one reference swap: readers see the old or the new index whole
 
-    def current(self) -> PodIndex:
+    def current(self) -> PodIndex | None:
         return self.index
 
-    def apply(self, tracer) -> None:
+    def apply(self, tracer: Tracer) -> None:
         """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
         index = self.index
         if index is None or index is self._applied:

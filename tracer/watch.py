@@ -9,13 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .attribute import NO_POD, Attribution
 from .classify import Verdict, classify
 from .decode import Decoder, Drop
 from .groups import Groups
+from .event import NdEvent
 from .loader import Stats, Tracer
+
+if TYPE_CHECKING:
+    from .netfilter import Context, Explainer
 
 TICK_SECONDS = 0.5
 DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
@@ -36,7 +40,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         duration: float | None, stop: threading.Event,
         on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None,
         pods: Callable[[], Attributor | None] = lambda: None,
-        maintain: Callable[[], None] = lambda: None, explainer=None) -> Stats:
+        maintain: Callable[[], None] = lambda: None, explainer: Explainer | None = None) -> Stats:
     """Trace until duration runs out or stop is set; returns the final stats.
 
     pods() gives the current pod index (swapped in whole by a background
@@ -44,12 +48,14 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     this thread, e.g. to bring the kernel's pod maps up to date. explainer
     (netfilter.Explainer) knows the rule counters and conntrack statistics
     that tell NETFILTER_DROP apart; it samples in its own thread."""
-    context = explainer.context if explainer is not None else (lambda netns: None)
+    def context(netns: int) -> Context | None:
+        return explainer.context(netns) if explainer is not None else None
+
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
 
-    def deliver(raws):
+    def deliver(raws: list[tuple[NdEvent, bytes]]) -> None:
         index = pods()
         for raw, packet in raws:
             drop = decoder.decode(raw, packet)
@@ -64,7 +70,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
             for sink in sinks:
                 sink.flush()
 
-    def tick(now) -> Stats:
+    def tick(now: float) -> Stats:
         maintain()
         counts = tracer.counts()
         groups.update_counts(counts, now, datetime.now(timezone.utc))

@@ -53,3 +53,67 @@ def test_durations():
     assert cli.parse_duration("2m") == 120
     assert cli.parse_duration("10") == 10
     assert cli.parse_duration("500ms") == 0.5
+
+
+def test_a_signal_during_start_up_ends_the_command_in_one_line(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
+
+    def slow_start(args):       # a signal while the kernel is probed (or bcc compiles)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(cli, "kernel_facts", slow_start)
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert cli.main(["watch", "--json"]) == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 2
+    assert one_line_error(capsys) == "netdrop: stopped by SIGTERM before tracing began"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_waits_for_a_deferred_step_then_ends_the_command():
+    import os
+    import signal
+
+    signals = cli.Signals()
+    old = signals.install()
+    try:
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGHUP)     # the lab's build is not cut in half
+            finished = True
+        assert finished and signals.stop.is_set()
+        with pytest.raises(cli.Interrupted) as err:
+            signals.check()
+        assert err.value.signum == signal.SIGHUP
+        signals.check()                              # raised once only: the cleanup is not interrupted
+    finally:
+        signals.restore(old)
+
+
+def test_while_tracing_a_signal_only_asks_the_loop_to_stop():
+    import os
+    import signal
+
+    signals = cli.Signals()
+    old = signals.install()
+    try:
+        signals.tracing()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signals.stop.wait(1) and signals.signum == signal.SIGINT
+    finally:
+        signals.restore(old)
+
+
+def test_pending_hands_over_the_value_or_the_error():
+    assert cli.Pending(lambda: 42).result() == 42
+
+    def fails() -> int:
+        raise cli.UserError("no pod x")
+
+    with pytest.raises(cli.UserError, match="no pod x"):
+        cli.Pending(fails).result()
