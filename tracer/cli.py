@@ -16,9 +16,19 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .attribute import Attribution
+    from .filters import Filters
+    from .kernel import KernelFacts
+    from .loader import Stats
+    from .pods import PodSource
+    from .watch import Sink
+
+    OnTick = Callable[[Stats, float, float | None], None]
 
 PROG = "netdrop"
 
@@ -36,7 +46,7 @@ def parse_duration(text: str) -> float:
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are user errors too: one line, exit 2 (not argparse's usage block)."""
 
-    def error(self, message):
+    def error(self, message: str) -> Any:   # NoReturn in typeshed
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
@@ -218,7 +228,7 @@ class Signals:
 SIGNALS = Signals()
 
 
-def kernel_facts(args):
+def kernel_facts(args: argparse.Namespace) -> KernelFacts:
     """What the machine must offer, checked before anything else is looked at."""
     from . import kernel
 
@@ -231,7 +241,7 @@ def kernel_facts(args):
     return kernel.probe_kernel(tracefs)
 
 
-def make_filters(args):
+def make_filters(args: argparse.Namespace) -> Filters:
     from .filters import Filters, parse_ip, parse_port, resolve_netns
 
     return Filters(
@@ -241,7 +251,7 @@ def make_filters(args):
     )
 
 
-def pod_source(args):
+def pod_source(args: argparse.Namespace) -> Pending[PodSource]:
     """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
     from .kube import Selection, parse_selector
     from .nodeview import HOST_NETNS
@@ -311,8 +321,9 @@ class Session:
     """A loaded BPF program with everything that turns its output into drops:
     decoder, groups, pod source, and the screen's state. Used as a context."""
 
-    def __init__(self, args, facts, filters, pods=None, *, title: str = "netdrop watch",
-                 note: str | None = None, snaplen: int = 0, headers_only: bool = True):
+    def __init__(self, args: argparse.Namespace, facts: KernelFacts, filters: Filters,
+                 pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
+                 note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
         from . import console, kernel
         from .decode import Decoder
         from .filters import known_netns_inodes
@@ -338,7 +349,14 @@ class Session:
         if not kallsyms.usable:
             warn("/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")
         self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
-        pod_of_tag = (lambda tag: pods.current().attribute_tag(tag)) if pods is not None else (lambda tag: None)
+        from .attribute import NO_POD
+
+        source = pods
+
+        def pod_of_tag(tag: int) -> Attribution:
+            index = source.current() if source is not None else None
+            return index.attribute_tag(tag) if index is not None else NO_POD
+
         self.groups = Groups(self.decoder, pod_of_tag=pod_of_tag)
         names = known_netns_inodes()
         self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names), netns_names=names,
@@ -361,7 +379,7 @@ class Session:
         if self.pods is not None:
             info(f"pods: {self.view.pods}")
 
-    def refresh_view(self, stats, elapsed, remaining) -> None:
+    def refresh_view(self, stats: Stats, elapsed: float, remaining: float | None) -> None:
         from .filters import known_netns_inodes
 
         v = self.view
@@ -373,7 +391,8 @@ class Session:
                 v.pods = self.pods.describe()
             self._names_at = time.monotonic()
 
-    def run(self, sinks, duration, on_tick=lambda *a: None, background: threading.Thread | None = None):
+    def run(self, sinks: list[Sink], duration: float | None, on_tick: OnTick = lambda *a: None,
+            background: threading.Thread | None = None) -> Stats:
         from . import watch
 
         SIGNALS.tracing()
@@ -386,7 +405,7 @@ class Session:
                          maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
                          explainer=self.explainer)
 
-    def run_live(self, duration, background=None):
+    def run_live(self, duration: float | None, background: threading.Thread | None = None) -> Stats:
         """The rich console on stdout, redrawn on every tick."""
         from rich.console import Console
         from rich.live import Live
@@ -396,7 +415,7 @@ class Session:
         screen = Console()
         self.view.width = screen.width
         with Live(console.render(self.groups, self.view), console=screen, refresh_per_second=4) as live:
-            def on_tick(stats, elapsed, remaining):
+            def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
                 self.refresh_view(stats, elapsed, remaining)
                 self.view.width = screen.width
                 live.update(console.render(self.groups, self.view))
@@ -406,7 +425,7 @@ class Session:
         names = self.view.netns_names
         return [f"netns {names.get(ns, ns)}: {text}" for ns, text in sorted(self.explainer.notices.items())]
 
-    def report(self, stats, groups_too: bool = False) -> None:
+    def report(self, stats: Stats, groups_too: bool = False) -> None:
         from . import console
         from .filters import known_netns_inodes
 
@@ -418,17 +437,17 @@ class Session:
         for notice in self.notices():
             info(f"notice: {notice}")
 
-    def __enter__(self):
+    def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.explainer.stop()
         if self.pods is not None:
             self.pods.stop()
         self.tracer.close()
 
 
-def cmd_watch(args) -> int:
+def cmd_watch(args: argparse.Namespace) -> int:
     from .jsonout import JsonLines
 
     require_root()
@@ -443,7 +462,7 @@ def cmd_watch(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from . import lab
     from .filters import Filters
     from .kube import Selection
@@ -472,7 +491,7 @@ def cmd_demo(args) -> int:
         node.destroy()
 
 
-def cmd_capture(args) -> int:
+def cmd_capture(args: argparse.Namespace) -> int:
     from . import capture, summary
 
     require_root()
@@ -491,7 +510,7 @@ def cmd_capture(args) -> int:
                                     started=session.loaded_at)
         progress = capture.Progress()
 
-        def on_tick(stats, elapsed, remaining):
+        def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
             session.refresh_view(stats, elapsed, remaining)
             recorder.tick(session.groups, datetime.now(timezone.utc))
             progress.update(session.groups, stats, recorder, elapsed, remaining)
@@ -519,7 +538,7 @@ def cmd_capture(args) -> int:
     return 0
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
