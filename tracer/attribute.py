@@ -14,6 +14,7 @@ declares, on a node address.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .decode import Drop
 from .event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
@@ -44,10 +45,10 @@ class PodRef:
             return f"unknown pod ({self.sandbox}{', ' + self.ips[0] if self.ips else ''})"
         return f"{self.namespace}/{self.name}" + (" (hostNetwork)" if self.host_network else "")
 
-    def to_json(self) -> dict | None:
+    def to_json(self) -> dict[str, Any] | None:
         if not self.known:
             return None
-        out = {"namespace": self.namespace, "name": self.name, "uid": self.uid, "node": self.node}
+        out: dict[str, Any] = {"namespace": self.namespace, "name": self.name, "uid": self.uid, "node": self.node}
         if self.host_network:
             out["hostNetwork"] = True
         return out
@@ -79,7 +80,7 @@ class PodIds:
     """Stable small ids for pods, for the whole run: a tag in flight still names
     its pod after the pod is gone. Unknown sandboxes are keyed by netns inode."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._ids: dict[str, int] = {}
         self.refs: dict[int, PodRef] = {}
 
@@ -132,6 +133,8 @@ class PodIndex:
                 (self.ambiguous if spaces else self.missing).append(pod)
                 continue
             info = next(iter(spaces.values()))
+            if info.host_veth is None:    # pod_like() namespaces have one
+                continue
             ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, sandbox=info.label, ips=pod.ips)
             pid = self.ids.id_for(f"uid:{pod.uid}", ref)
             self.by_netns[info.inode] = pid
@@ -159,6 +162,8 @@ class PodIndex:
 
     def _unknown_sandboxes(self) -> None:
         for info in self.snapshot.pod_like():
+            if info.host_veth is None:    # pod_like() namespaces have one
+                continue
             ref = PodRef(None, None, None, self.node_name, known=False, sandbox=info.label, ips=info.ips)
             pid = self.ids.id_for(f"netns:{info.inode}", ref)
             self.by_netns[info.inode] = pid

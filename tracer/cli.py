@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
@@ -513,12 +513,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
         def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
             session.refresh_view(stats, elapsed, remaining)
             recorder.tick(session.groups, datetime.now(timezone.utc))
-            progress.update(session.groups, stats, recorder, elapsed, remaining)
+            # A closed terminal (SIGHUP) makes the progress line fail with EIO:
+            # the capture goes on to its summary all the same.
+            with suppress(OSError):
+                progress.update(session.groups, stats, recorder, elapsed, remaining)
 
         try:
             stats = session.run([recorder], args.duration, on_tick)
         finally:
-            progress.close()
+            with suppress(OSError):
+                progress.close()
             ended = datetime.now(timezone.utc)
             recorder.tick(session.groups, ended)
             recorder.close()

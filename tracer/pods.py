@@ -34,7 +34,7 @@ class PodSource:
         self.selection = selection
         self.warn = warn
         self.scanner = NodeScanner(node_netns)
-        self.ids = PodIds()  # type: ignore[no-untyped-call]
+        self.ids = PodIds()
         self.problem: str | None = None     # why there is no API, if there is none
         self.node_name: str | None = node
         self._stop = threading.Event()
