@@ -487,8 +487,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             session.report(stats)
         return 0
     finally:
-        player.stop()
-        node.destroy()
+        with SIGNALS.deferred():    # a signal now must not cut the removal short
+            player.stop()
+            node.destroy()
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

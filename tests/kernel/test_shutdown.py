@@ -96,7 +96,8 @@ def test_signal_during_start_up_ends_it_within_2s(netdrop, sig):
     # From its handler's installation (the first thing main() does; before it
     # the interpreter itself is starting) on, 0.3 s: bcc is compiling.
     deadline = time.monotonic() + 10
-    while not catches(nd.proc.pid, signal.SIGHUP) and time.monotonic() < deadline:   # SIGINT: Python catches it from the start
+    # (SIGHUP: Python itself catches SIGINT from its start.)
+    while not catches(nd.proc.pid, signal.SIGHUP) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)
     took = stopped_in(nd, sig)
@@ -249,3 +250,33 @@ def test_an_api_that_never_answers_does_not_hold_tracing_back(netdrop, node, tmp
     assert took < STOP_WITHIN, f"stopping took {took:.1f} s"
     assert nd.proc.returncode == 0 and "Traceback" not in nd.stderr, nd.stderr
     assert f"pods: no Kubernetes API yet (the API server at {url} did not answer in time)" in nd.stderr
+
+
+def test_closing_the_captures_terminal_still_writes_its_summary(node, tmp_path):
+    """Its progress line can no longer be written (EIO): the summary is, all the same."""
+    out = tmp_path / "incident"
+    session = f"netdrop-test-cap{os.getpid()}"
+    cmd = " ".join([*NETDROP, "capture", "--output", str(out), "--duration", "60", "--netns", db_netns(node)])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "24", f"exec {cmd}"],
+                   check=True, cwd=REPO, timeout=10)
+    try:
+        pid = int(subprocess.run(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"],
+                                 capture_output=True, text=True, check=True, timeout=10).stdout)
+        deadline = time.monotonic() + 60
+        while "capture:" not in subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                               text=True, timeout=10).stdout:
+            assert time.monotonic() < deadline, "the capture did not start"
+            time.sleep(0.05)
+        node.traffic(node.pods["db"].netns, "udp", "--dst", "127.0.0.1", "--port", "9999", "--count", "5")
+        time.sleep(1)                                # a tick: the progress line shows them
+        t0 = time.monotonic()
+        subprocess.run(["tmux", "kill-session", "-t", session], check=True, timeout=10)
+        while _running(pid) and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+    assert took < STOP_WITHIN, f"the capture took {took:.1f} s to end"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["window"]["ended"] == "stopped early (signal)"
+    assert len((out / "events.jsonl").read_text().splitlines()) >= 5
