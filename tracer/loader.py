@@ -231,15 +231,28 @@ class Tracer:
             nfct = bool(skb and "_nfct;" in skb.group(0))
         return [f"-DND_REASON_CONSUMED={consumed}", f"-DND_HAVE_NFCT={int(nfct)}"]
 
-    def _on_event(self, _ctx, data, size):
+    def _on_event(self, _ctx: object, data: int, size: int) -> int:
+        # A full batch: return -1 without taking this sample. libbpf's
+        # ringbuf_process_ring() then stores the consumer position *before*
+        # it and returns, so ring_buffer__poll() returns (bcc 0.26's RingBuf
+        # passes our int through) and this sample is read first next time.
+        # Without this the poll consumes until the ring is empty, which under
+        # a drop storm is never: the event loop would starve.
+        if self._batch is not None and len(self._events) >= self._batch:
+            return -1
         buf = ctypes.string_at(data, size)
         raw = ev.NdEvent.from_buffer_copy(buf)
         head = ctypes.sizeof(ev.NdEvent)
         self._events.append((raw, buf[head:head + raw.caplen]))
+        return 0
 
-    def poll(self, timeout_ms: int = 100) -> list[tuple[ev.NdEvent, bytes]]:
+    def poll(self, timeout_ms: int = 100, max_events: int | None = None) -> list[tuple[ev.NdEvent, bytes]]:
         """Events delivered since the last call (waits up to timeout_ms for the
-        first), each with the packet bytes it carries (none unless snaplen)."""
+        first), each with the packet bytes it carries (none unless snaplen).
+        max_events: at most that many; what is left stays in the ring buffer for
+        the next call, and what no longer fits there the kernel counts as lost.
+        None: until the ring is empty, which under a drop storm is never."""
+        self._batch = None if max_events is None else max(1, max_events)
         self.bpf.ring_buffer_poll(timeout_ms)
         out, self._events = self._events, []
         return out

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .netfilter import Context, Explainer
 
 TICK_SECONDS = 0.5
+# Events taken per pass of the loop (~20-50 ms of Python) before it looks at
+# stop, the clock and its tick: under a drop storm the ring buffer never
+# empties, and a poll that consumed until it did would never return.
+BATCH_EVENTS = 2048
 DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
 NETFILTER_CATEGORIES = ("netfilter", "conntrack")
 
@@ -85,10 +89,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         if deadline is not None and now >= deadline:
             break
         timeout = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - now)
-        # Tracer.poll returns after a bounded batch (2048 events): under a drop
-        # storm the ring buffer never empties, and a poll that consumed until it
-        # did would never let this loop look at stop, the clock or its tick.
-        deliver(tracer.poll(max(1, int(timeout * 1000))))
+        deliver(tracer.poll(max(1, int(timeout * 1000)), BATCH_EVENTS))
         now = time.monotonic()
         if now >= next_tick:
             tick(now)
@@ -98,7 +99,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     # counts are read below whatever is left undelivered).
     drain_until = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < drain_until:
-        raws = tracer.poll(0)
+        raws = tracer.poll(0, BATCH_EVENTS)
         if not raws:
             break
         deliver(raws)
