@@ -1,0 +1,182 @@
+"""Soak benchmark: a long capture under a storm of ever-new flows plus pod churn.
+
+Run as root: scripts/soak [--minutes 10] [--markdown]
+
+On a simulated node (tracer.lab) it runs `netdrop capture -A` for the whole
+window while
+  - a sender inside pod db's namespace sends UDP datagrams to a closed port of
+    the pod's own address, each from a new source port (a raw socket writes the
+    headers, so every datagram is a new flow and a NO_SOCKET drop that the
+    kernel also counts in the namespace's UdpNoPorts), and
+  - pod web is deleted and re-created every few seconds (new namespace, veth,
+    address and uid; the API sees DELETED and ADDED), as a crash-looping pod is.
+Every 10 s it samples netdrop's resident memory and CPU. At the end it stops
+the capture with SIGINT and compares summary.json with UdpNoPorts.
+
+Not a test: it takes minutes and prints figures for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tracer import lab  # noqa: E402
+
+NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
+SAMPLE_SECONDS = 10.0
+CHURN_SECONDS = 5.0
+CLOSED_PORT = 9
+
+
+def storm(dst: str, seconds: float, count: int) -> int:
+    """UDP to dst:9, each datagram from the next source port (1024..65535, round
+    and round): a new flow per datagram for every flow table keyed by ports.
+    Bounded by count and time. Runs inside the pod's namespace."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)   # IP_HDRINCL implied
+    daddr = socket.inet_aton(dst)
+    # The kernel fills in the IPv4 total length, id and checksum of a raw packet
+    # (raw_send_hdrinc); a UDP checksum of 0 means "none" in IPv4.
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, socket.IPPROTO_UDP, 0, daddr, daddr)
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while sent < count:
+        if sent % 4096 == 0 and time.monotonic() > deadline:
+            break
+        sport = 1024 + sent % 64512
+        s.sendto(ip + struct.pack("!HHHH", sport, CLOSED_PORT, 8 + 4, 0) + b"soak", (dst, 0))
+        sent += 1
+    s.close()
+    return sent
+
+
+def status(pid: int) -> tuple[float, float]:
+    """(resident MiB, CPU seconds) of a process."""
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss / 1024, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_no_ports(ns: str) -> int:
+    out = lab.run("nstat", "-asz", "UdpNoPorts", ns=ns)
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("UdpNoPorts")))
+
+
+def churn(node: lab.SimNode, stop: threading.Event, done: list[int]) -> None:
+    hosts = (10, 20)
+    while not stop.wait(CHURN_SECONDS):
+        node.recreate_pod("web", hosts[(len(done) + 1) % 2])
+        done.append(1)
+
+
+def soak(minutes: float) -> dict:
+    seconds = minutes * 60
+    node = lab.SimNode.create(f"ndsoak{os.getpid() % 10000}")
+    outdir = Path(tempfile.mkdtemp(prefix="netdrop-soak-")) / "capture"
+    db = node.pods["db"]
+    try:
+        proc = subprocess.Popen([*NETDROP, "capture", "--duration", f"{seconds + 60:.0f}", "--output", str(outdir),
+                                 "-A", "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if line.startswith("netdrop: tracing"):
+                break
+        else:
+            raise RuntimeError("netdrop capture did not start")
+        threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()   # keep the pipe drained
+        k0 = udp_no_ports(db.netns)
+        sender = subprocess.Popen([*lab.in_netns(db.netns), sys.executable, __file__, "--storm", db.ipv4,
+                                   "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+        stop, churned = threading.Event(), []
+        churner = threading.Thread(target=churn, args=(node, stop, churned), daemon=True)
+        churner.start()
+        samples = []
+        t0 = time.monotonic()
+        rss0, cpu_prev = status(proc.pid)
+        t_prev = t0
+        while sender.poll() is None:
+            time.sleep(SAMPLE_SECONDS - (time.monotonic() - t0) % SAMPLE_SECONDS)
+            if sender.poll() is not None:
+                break
+            rss, cpu = status(proc.pid)
+            now = time.monotonic()
+            samples.append({"t": round(now - t0), "rss_mib": round(rss, 1),
+                            "cpu_pct": round(100 * (cpu - cpu_prev) / (now - t_prev), 1)})
+            print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
+            cpu_prev, t_prev = cpu, now
+        sent = int(sender.communicate()[0].split()[-1])
+        stop.set()
+        churner.join()
+        time.sleep(1.0)
+        kernel = udp_no_ports(db.netns) - k0
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        summary = json.loads((outdir / "summary.json").read_text())
+    finally:
+        node.destroy()
+    counted = sum(g["count"] for g in summary["groups"]
+                  if g["reason"] == "NO_SOCKET" and (g["pod"] or {}).get("name") == db.name)
+    at_minute = next((s["rss_mib"] for s in samples if s["t"] >= 60), samples[0]["rss_mib"] if samples else 0)
+    return {"minutes": minutes, "sent": sent, "kernel_udp_no_ports": kernel, "netdrop_counted": counted,
+            "exact": counted == kernel, "rate_per_s": round(sent / seconds), "pods_recreated": len(churned),
+            "events_delivered": summary["totals"]["events_delivered"],
+            "events_lost": summary["totals"]["events_lost"],
+            "events_sampled_out": summary["totals"]["events_sampled_out"],
+            "top_flows_note": summary.get("top_flows_note"),
+            "rss_start_mib": round(rss0, 1), "rss_at_1min_mib": at_minute,
+            "rss_end_mib": samples[-1]["rss_mib"] if samples else None,
+            "rss_max_mib": max((s["rss_mib"] for s in samples), default=None),
+            "cpu_pct_mean": round(sum(s["cpu_pct"] for s in samples) / max(len(samples), 1), 1),
+            "samples": samples, "capture": str(outdir)}
+
+
+def markdown(r: dict) -> str:
+    growth = r["rss_end_mib"] / r["rss_at_1min_mib"] if r["rss_at_1min_mib"] else float("nan")
+    return "\n".join([
+        f"| soak ({r['minutes']:g} min) | value |", "|---|---|",
+        f"| datagrams sent (each a new flow) | {r['sent']:,} ({r['rate_per_s']:,}/s) |",
+        f"| UdpNoPorts in the pod (kernel) | {r['kernel_udp_no_ports']:,} |",
+        f"| counted by netdrop for the pod | {r['netdrop_counted']:,} ({'exact' if r['exact'] else 'NOT exact'}) |",
+        f"| events delivered / lost / sampled out | {r['events_delivered']:,} / {r['events_lost']:,} / "
+        f"{r['events_sampled_out']:,} |",
+        f"| pods re-created | {r['pods_recreated']} |",
+        f"| resident memory: start, 1 min, end, max | {r['rss_start_mib']}, {r['rss_at_1min_mib']}, "
+        f"{r['rss_end_mib']}, {r['rss_max_mib']} MiB (end / 1 min = {growth:.2f}) |",
+        f"| CPU of netdrop (mean over 10 s samples) | {r['cpu_pct_mean']} % of a core |",
+    ])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--storm", metavar="DST", help=argparse.SUPPRESS)   # the sender, inside the pod
+    p.add_argument("--seconds", type=float, default=600.0, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.storm:
+        print(storm(a.storm, a.seconds, count=1_000_000_000))
+        return 0
+    if os.geteuid() != 0:
+        print("scripts/soak: run as root", file=sys.stderr)
+        return 1
+    r = soak(a.minutes)
+    print(markdown(r) if a.markdown else json.dumps(r, indent=2))
+    return 0 if r["exact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
