@@ -24,7 +24,7 @@ import pytest
 
 from tracer import lab
 
-from .conftest import NETDROP
+from .conftest import NETDROP, Netdrop
 
 REPO = Path(__file__).resolve().parents[2]
 STOP_WITHIN = 2.0
@@ -49,7 +49,7 @@ def storm(node: lab.SimNode, seconds: float = 12, senders: int = 2) -> Iterator[
             p.wait()
 
 
-def stopped_in(nd, sig: int) -> float:
+def stopped_in(nd: Netdrop, sig: int) -> float:
     """Send sig, wait for the exit; how long it took."""
     t0 = time.monotonic()
     nd.stop(settle=0, sig=sig, timeout=30)
@@ -224,7 +224,7 @@ def silent_api() -> Iterator[str]:
         srv.close()
 
 
-def time_to_trace(netdrop, *args: str) -> tuple[float, object]:
+def time_to_trace(netdrop, *args: str) -> tuple[float, Netdrop]:
     t0 = time.monotonic()
     nd = netdrop("watch", "--json", "--duration", "60", *args).wait_ready(timeout=60)
     return time.monotonic() - t0, nd
