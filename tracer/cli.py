@@ -177,6 +177,10 @@ class Signals:
         old: dict[int, object] = {}
         self.installed = old
         for s in STOP_SIGNALS:
+            if signal.getsignal(s) == signal.SIG_IGN:
+                # Ignored by whoever started us (`nohup`, a shell's background job):
+                # they mean netdrop to outlive the terminal; it stays ignored.
+                continue
             old[s] = signal.getsignal(s)
             signal.signal(s, self._handler)
         return old

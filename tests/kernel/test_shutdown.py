@@ -31,6 +31,21 @@ STOP_WITHIN = 2.0
 END_LINE = "drops counted"
 
 
+@pytest.fixture(autouse=True)
+def signals_not_ignored() -> Iterator[None]:
+    """netdrop keeps ignoring what its starter ignores (nohup, a background job
+    of a script, which may be how this test runs): here it must not."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)}
+    for s, h in old.items():
+        if h == signal.SIG_IGN:
+            signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 @contextmanager
 def storm(node: lab.SimNode, seconds: float = 12, senders: int = 2) -> Iterator[None]:
     """UDP to a closed port in db's namespace as fast as Python sends it, for at

@@ -117,3 +117,21 @@ def test_pending_hands_over_the_value_or_the_error():
 
     with pytest.raises(cli.UserError, match="no pod x"):
         cli.Pending(fails).result()
+
+
+def test_a_signal_ignored_by_whoever_started_us_stays_ignored():
+    """`nohup netdrop capture ... &` must outlive its terminal."""
+    import signal
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        signals = cli.Signals()
+        old = signals.install()
+        try:
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == signals._handler
+        finally:
+            signals.restore(old)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
