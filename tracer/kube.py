@@ -194,19 +194,19 @@ def privileged_entries(doc: Any) -> list[tuple[str, str]]:
     return found
 
 
-def check_kubeconfig_trust(path: Path) -> None:
-    """As root: a kubeconfig that someone else can change must not make root run
-    its commands or send its files (UNTRUSTED_USER_KEYS); UserError says why.
-    Checked before the client loads it (loading runs an exec plugin)."""
-    if os.geteuid() != 0:
-        return
-    try:
-        check_tree(path, "kubeconfig")
-        return
-    except UserError as exc:
-        untrusted = str(exc)
+def check_kubeconfig_trust(path: Path) -> Any:
+    """The kubeconfig's document, read once: what is checked is what the client
+    loads, so nobody can swap the file between the two. As root, a kubeconfig
+    that someone else can change must not make root run its commands or send its
+    files (UNTRUSTED_USER_KEYS): UserError says why."""
     import yaml   # the kubernetes client's own dependency
 
+    untrusted = None
+    if os.geteuid() == 0:
+        try:
+            check_tree(path, "kubeconfig")
+        except UserError as exc:
+            untrusted = str(exc)
     try:
         with open(path, "rb") as f:
             text = f.read(MAX_KUBECONFIG_BYTES + 1)
@@ -218,12 +218,21 @@ def check_kubeconfig_trust(path: Path) -> None:
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"kubeconfig {path} is not valid YAML ({first})") from None
-    found = privileged_entries(doc)
+    found = privileged_entries(doc) if untrusted else []
     if found:
         user, does = found[0]
         raise UserError(f"{untrusted}: its user {user!r} {does}, which root will not do for others; use a "
                         f"kubeconfig owned by root and not writable by others, or one with a token or "
                         f"client certificate")
+    return doc
+
+
+def _load_kubeconfig(config: Any, path: Path, into: Any) -> None:
+    """Load the document check_kubeconfig_trust read, resolving relative file
+    names against the file's directory as the client does for a file; nothing
+    is ever written back into it (the client's persist_config would)."""
+    doc = check_kubeconfig_trust(path)
+    config.kube_config.KubeConfigLoader(config_dict=doc, config_base_path=str(path.parent)).load_and_set(into)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -252,9 +261,10 @@ class KubeClient:
         if explicit:
             if not Path(explicit).is_file():
                 raise UserError(f"kubeconfig {explicit} does not exist")
-            check_kubeconfig_trust(Path(explicit))
             try:
-                config.load_kube_config(config_file=explicit, client_configuration=into)
+                _load_kubeconfig(config, Path(explicit), into)
+            except UserError:
+                raise
             except Exception as exc:  # ConfigException, YAML errors, odd shapes (AttributeError, ...)
                 raise UserError(f"cannot use kubeconfig {explicit}: {_one_line(exc)}") from None
             return explicit
@@ -262,9 +272,10 @@ class KubeClient:
         candidates += [Path.home() / ".kube" / "config", *NODE_KUBECONFIGS]
         for path in candidates:
             if path.is_file():
-                check_kubeconfig_trust(path)
                 try:
-                    config.load_kube_config(config_file=str(path), client_configuration=into)
+                    _load_kubeconfig(config, path, into)
+                except UserError:
+                    raise
                 except Exception as exc:  # the client raises ConfigException and others
                     raise KubeUnavailable(f"cannot use kubeconfig {path}: {_one_line(exc)}") from None
                 return str(path)
