@@ -98,7 +98,7 @@ def test_killed_capture_leaves_valid_events(node, tmp_path):
                              stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while (tmp_path / "events.jsonl").stat().st_size < 50_000 and time.monotonic() < deadline:
+        while (tmp_path / "events.jsonl").stat().st_size < 100_000 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.kill()                                  # no chance to clean up or write the summary
         proc.wait()

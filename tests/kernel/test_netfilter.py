@@ -56,7 +56,7 @@ def test_iptables_rule_legacy_and_nft_and_native_nftables(netdrop, node):
 
         def play():
             for port in (5354, 5355, 5356):
-                node.traffic(node.client, "udp", "--dst", web.ipv4, "--port", str(port), "--count", str(N))
+                node.traffic(web.netns, "udp", "--dst", node.CLIENT_V4, "--port", str(port), "--count", str(N))
         _, records, _ = watch(netdrop, node, play)
     finally:
         lab.run("iptables", "-D", *rules[0][2:], ns=node.node1, check=False)
