@@ -29,7 +29,6 @@ the same prefix records, never anything found by name alone.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -50,6 +49,7 @@ from typing import Callable
 
 from . import labapi
 from .errors import UserError
+from .nsexec import socket_in
 from .trust import check_tree, why_untrusted, write_private
 
 NETNS_DIR = Path("/run/netns")
@@ -69,9 +69,7 @@ PREFIX_RE = re.compile(r"[a-z][a-z0-9-]{0,14}")
 HOLDER_PATH_RE = re.compile(r"/proc/([1-9][0-9]{0,9})/ns/net")
 MAX_STATE_BYTES = 1 << 20
 
-CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
 SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class LabError(UserError):
@@ -119,34 +117,20 @@ class NetnsId:
 
 def netns_id(path: str) -> NetnsId | None:
     """The namespace at path (a /run/netns file or /proc/PID/ns/net), None if there is none.
-    The cookie comes from a socket made inside it by a short-lived thread that enters
-    it with setns(2): a thread's namespace is its own, so the rest of the process
-    stays where it is and no helper process is started."""
+    The cookie comes from a socket made inside it (nsexec.socket_in)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        inode = os.stat(path).st_ino
     except OSError:
         return None
-    cookies: list[int] = []
-
-    def read_cookie() -> None:
-        # setns fails (EINVAL) for a file that is no namespace, e.g. a /run/netns
-        # name whose bind mount `ip netns add` never made.
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            return
+    sock = socket_in(path, socket.AF_UNIX, socket.SOCK_DGRAM)
+    if sock is None:
+        return None
+    with sock:
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                cookies.append(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder))
+            cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
         except OSError:
-            pass
-
-    try:
-        inode = os.fstat(fd).st_ino
-        reader = threading.Thread(target=read_cookie, name="netns-id")
-        reader.start()
-        reader.join()
-    finally:
-        os.close(fd)
-    return NetnsId(inode, cookies[0]) if cookies else None
+            return None
+    return NetnsId(inode, cookie)
 
 
 def kill_holder(pid: int, ident: NetnsId) -> None:

@@ -10,7 +10,6 @@ lxc*, ...). Nothing here knows about Kubernetes.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from .errors import UserError
+from .nsexec import socket_in
 
 NETNS_RUN_DIR = Path("/run/netns")
 # The node's namespace is the one netdrop runs in (on a node: the host's).
@@ -94,7 +94,6 @@ RTM_NEWNSID, RTM_GETNSID = 88, 90
 NLMSG_ERROR = 2
 NETNSA_NSID, NETNSA_FD = 1, 3
 NSID_TIMEOUT = 1.0      # seconds: the kernel answers at once; a lost answer must not stall a scan
-CLONE_NEWNET = 0x40000000
 
 
 class NsidQuery:
@@ -104,7 +103,10 @@ class NsidQuery:
     start of netdrop with it; a plain socket with a timeout cannot."""
 
     def __init__(self, node_path: str):
-        self.sock = _netlink_socket_in(node_path)
+        sock = socket_in(node_path, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        if sock is None:
+            raise OSError(f"cannot open a netlink socket in {node_path}")
+        self.sock = sock
         self.sock.settimeout(NSID_TIMEOUT)
         self._seq = 0
 
@@ -148,27 +150,6 @@ class NsidQuery:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
-
-
-def _netlink_socket_in(path: str) -> socket.socket:
-    """A NETLINK_ROUTE socket in the namespace at path. A socket belongs to the
-    namespace of the thread that made it: enter it, make the socket, go back."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if os.fstat(own).st_ino == os.fstat(target).st_ino:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"cannot enter {path}")
-        try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        finally:
-            if libc.setns(own, CLONE_NEWNET) != 0:     # cannot happen for our own namespace; never go on elsewhere
-                os.abort()
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 class FoundNetns(TypedDict):
