@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import UserError
+from .textsafe import printable
 
 if TYPE_CHECKING:
     from .attribute import Attribution
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cases", default="all", metavar="LIST",
                       help="comma-separated cases to play (default: all)")
     demo.add_argument("--prefix", default="nd-demo", metavar="NAME",
-                      help="prefix of the namespaces the demo creates (default: nd-demo)")
+                      help="prefix of the namespaces the demo creates: 1-15 of a-z, 0-9 and '-', a letter "
+                           "first (default: nd-demo)")
     _common(demo)
     return parser
 
@@ -307,8 +309,10 @@ class Pending(Generic[T]):
 
 
 def _say(line: str) -> None:
+    """One line on stderr, every line netdrop prints there: names of interfaces,
+    pods and rules in it come from others, and must not drive the terminal."""
     try:
-        print(line, file=sys.stderr, flush=True)
+        print(printable(line), file=sys.stderr, flush=True)
     except OSError:   # the terminal is gone (SIGHUP, EIO): nobody to tell, the run still ends cleanly
         pass
 
@@ -368,7 +372,7 @@ class Session:
         from .netfilter import Explainer
 
         node_netns = pods.scanner.node_inode if pods is not None else os.stat("/proc/self/ns/net").st_ino
-        self.explainer = Explainer(node_netns=node_netns)
+        self.explainer = Explainer(node_netns=node_netns, warn=warn)
         self.explainer.sample_now()     # the node's ruleset is known before the first drop arrives
         self.explainer.start()
         self.stop = SIGNALS.stop
@@ -472,6 +476,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .kube import Selection
     from .pods import PodSource
 
+    lab.check_prefix(args.prefix)       # a bad prefix fails at once, root or not
     require_root()
     facts = kernel_facts(args)
     cases = lab.select_cases(args.cases)
