@@ -53,6 +53,8 @@ def storm(dst: str, seconds: float, count: int) -> int:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, socket.IPPROTO_UDP, 0, daddr, daddr)
     deadline = time.monotonic() + seconds
     sent = 0
+    if not count:
+        time.sleep(seconds)
     while sent < count:
         if sent % 4096 == 0 and time.monotonic() > deadline:
             break
@@ -83,7 +85,7 @@ def churn(node: lab.SimNode, stop: threading.Event, done: list[int]) -> None:
         done.append(1)
 
 
-def soak(minutes: float) -> dict:
+def soak(minutes: float, storm_on: bool = True, churn_on: bool = True) -> dict:
     seconds = minutes * 60
     node = lab.SimNode.create(f"ndsoak{os.getpid() % 10000}")
     outdir = Path(tempfile.mkdtemp(prefix="netdrop-soak-")) / "capture"
@@ -99,11 +101,13 @@ def soak(minutes: float) -> dict:
             raise RuntimeError("netdrop capture did not start")
         threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()   # keep the pipe drained
         k0 = udp_no_ports(db.netns)
+        count = 1_000_000_000 if storm_on else 0     # without the storm the sender only waits out the time
         sender = subprocess.Popen([*lab.in_netns(db.netns), sys.executable, __file__, "--storm", db.ipv4,
-                                   "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+                                   "--seconds", str(seconds), "--count", str(count)], stdout=subprocess.PIPE, text=True)
         stop, churned = threading.Event(), []
         churner = threading.Thread(target=churn, args=(node, stop, churned), daemon=True)
-        churner.start()
+        if churn_on:
+            churner.start()
         samples = []
         t0 = time.monotonic()
         rss0, cpu_prev = status(proc.pid)
@@ -120,7 +124,8 @@ def soak(minutes: float) -> dict:
             cpu_prev, t_prev = cpu, now
         sent = int(sender.communicate()[0].split()[-1])
         stop.set()
-        churner.join()
+        if churn_on:
+            churner.join()
         time.sleep(1.0)
         kernel = udp_no_ports(db.netns) - k0
         proc.send_signal(signal.SIGINT)
@@ -164,16 +169,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--no-storm", action="store_true", help="pod churn only (to tell where memory goes)")
+    p.add_argument("--no-churn", action="store_true", help="the storm only")
     p.add_argument("--storm", metavar="DST", help=argparse.SUPPRESS)   # the sender, inside the pod
     p.add_argument("--seconds", type=float, default=600.0, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, default=1_000_000_000, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.storm:
-        print(storm(a.storm, a.seconds, count=1_000_000_000))
+        print(storm(a.storm, a.seconds, count=a.count))
         return 0
     if os.geteuid() != 0:
         print("scripts/soak: run as root", file=sys.stderr)
         return 1
-    r = soak(a.minutes)
+    r = soak(a.minutes, storm_on=not a.no_storm, churn_on=not a.no_churn)
     print(markdown(r) if a.markdown else json.dumps(r, indent=2))
     return 0 if r["exact"] else 1
 

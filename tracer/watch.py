@@ -16,7 +16,7 @@ from .classify import Verdict, classify
 from .decode import Decoder, Drop
 from .groups import Groups
 from .event import NdEvent
-from .loader import Stats, Tracer
+from .loader import Stats, Tracer, release_free_memory
 
 if TYPE_CHECKING:
     from .netfilter import Context, Explainer
@@ -27,6 +27,7 @@ TICK_SECONDS = 0.5
 # empties, and a poll that consumed until it did would never return.
 BATCH_EVENTS = 2048
 DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
+TRIM_SECONDS = 10.0     # how often freed memory goes back to the kernel (loader.release_free_memory)
 NETFILTER_CATEGORIES = ("netfilter", "conntrack")
 
 
@@ -58,6 +59,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
+    next_trim = start + TRIM_SECONDS
 
     def deliver(raws: list[tuple[NdEvent, bytes]]) -> None:
         index = pods()
@@ -94,6 +96,9 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         if now >= next_tick:
             tick(now)
             next_tick = now + TICK_SECONDS
+        if now >= next_trim:
+            release_free_memory()
+            next_trim = now + TRIM_SECONDS
     # What is already in the ring buffer belongs to the window: drain it,
     # bounded in time (under a storm new events keep arriving; the exact
     # counts are read below whatever is left undelivered).
