@@ -7,8 +7,10 @@ default.
 
 from __future__ import annotations
 
+import array
 import bisect
 import hashlib
+import itertools
 import os
 import platform
 import re
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .errors import UserError
 
@@ -110,9 +113,14 @@ class Kallsyms:
     Addresses read as zero when kptr_restrict hides them from us; then
     locations cannot be named and we say so instead of guessing."""
 
-    def __init__(self, addrs: list[int], names: list[str], skipped: int = 0):
-        self._addrs = addrs
-        self._names = names
+    def __init__(self, addrs: Sequence[int], names: Sequence[str], skipped: int = 0):
+        """addrs ascending, names[i] the function at addrs[i]. Kept compact: a
+        kernel has over 100,000 text symbols, which as Python ints and strings
+        took 24 MiB; as an array and one blob of names, about 3 MiB."""
+        self._addrs = array.array("Q", addrs)
+        encoded = [n.encode() for n in names]
+        self._blob = b"".join(encoded)
+        self._ends = array.array("Q", itertools.accumulate(len(n) for n in encoded))
         self._cache: dict[int, str | None] = {}
         self.skipped = skipped      # lines that could not be read
 
@@ -121,7 +129,8 @@ class Kallsyms:
         """Text symbols (t, T, w, W); a line that is not `ADDRESS TYPE NAME
         [MODULE]` with a 64-bit hex address is skipped and counted. Unreadable:
         no symbols (then locations are not named, as with kptr_restrict)."""
-        pairs: list[tuple[int, str]] = []
+        addrs: list[int] = []
+        names: list[str] = []
         skipped = 0
         try:
             with open(path, "rb") as f:
@@ -134,11 +143,12 @@ class Kallsyms:
                         continue
                     addr = int(parts[0], 16)
                     if addr:
-                        pairs.append((addr, parts[2].decode(errors="replace")))
+                        addrs.append(addr)
+                        names.append(parts[2].decode(errors="replace"))
         except OSError:
             return cls([], [], skipped)
-        pairs.sort()
-        return cls([a for a, _ in pairs], [n for _, n in pairs], skipped)
+        order = sorted(range(len(addrs)), key=lambda i: (addrs[i], names[i]))   # as before: aliases by name
+        return cls([addrs[i] for i in order], [names[i] for i in order], skipped)
 
     @property
     def usable(self) -> bool:
@@ -149,7 +159,10 @@ class Kallsyms:
         if addr in self._cache:
             return self._cache[addr]
         i = bisect.bisect_right(self._addrs, addr) - 1
-        name = self._names[i] if i >= 0 else None
+        name = None
+        if i >= 0:
+            start = self._ends[i - 1] if i else 0
+            name = self._blob[start:self._ends[i]].decode()
         self._cache[addr] = name
         return name
 
