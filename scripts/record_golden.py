@@ -10,8 +10,12 @@ import json
 import time
 from pathlib import Path
 
-from tracer import classify, decode, jsonout, kernel, lab, loader
-from tracer.filters import Filters
+from tracer.explain import classify
+from tracer.kernel import decode, loader
+from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel, reasons_from_format
+from tracer.kernel.filters import Filters
+from tracer.lab import node as lab
+from tracer.sinks import jsonout
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
 CASES = ("mtu", "forward-drop", "udp-closed", "udp6-closed", "tcp-closed", "no-route")
@@ -19,8 +23,8 @@ WANT = {"ip_forward", "nft_do_chain", "__udp4_lib_rcv", "__udp6_lib_rcv", "tcp_v
 
 
 def main() -> None:
-    tracefs = kernel.find_tracefs()
-    facts = kernel.probe_kernel(tracefs)
+    tracefs = find_tracefs()
+    facts = probe_kernel(tracefs)
     node = lab.SimNode.create("ndgolden", with_api=False)
     try:
         inodes = frozenset(node.netns_inodes().values())
@@ -31,9 +35,9 @@ def main() -> None:
             raws = tracer.poll(100)
     finally:
         node.destroy()
-    ks = kernel.Kallsyms.load()
+    ks = Kallsyms.load()
     fmt = (tracefs / "events" / "skb" / "kfree_skb" / "format").read_text()
-    dec = decode.Decoder(kernel.reasons_from_format(fmt), ks, mono_to_wall=0.0)
+    dec = decode.Decoder(reasons_from_format(fmt), ks, mono_to_wall=0.0)
     lines, syms = [], set()
     for raw, _packet in raws:
         loc = ks.lookup(raw.location_raw)

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tracer import lab  # noqa: E402
+from tracer.lab import node as lab  # noqa: E402
 
 NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
 SAMPLE_SECONDS = 10.0

@@ -22,11 +22,11 @@ from .errors import UserError
 from .textsafe import printable
 
 if TYPE_CHECKING:
-    from .attribute import Attribution
-    from .filters import Filters
-    from .kernel import KernelFacts
-    from .loader import Stats
-    from .pods import PodSource
+    from .kernel.facts import KernelFacts
+    from .kernel.filters import Filters
+    from .kernel.loader import Stats
+    from .pods.attribute import Attribution
+    from .pods.source import PodSource
     from .watch import Sink
 
     OnTick = Callable[[Stats, float, float | None], None]
@@ -236,19 +236,19 @@ SIGNALS = Signals()
 
 def kernel_facts(args: argparse.Namespace) -> KernelFacts:
     """What the machine must offer, checked before anything else is looked at."""
-    from . import kernel
+    from .kernel import facts
 
     try:
-        tracefs = kernel.find_tracefs()
+        tracefs = facts.find_tracefs()
     except UserError:
         if not args.mount_tracefs:
             raise
-        tracefs = kernel.mount_tracefs()
-    return kernel.probe_kernel(tracefs)
+        tracefs = facts.mount_tracefs()
+    return facts.probe_kernel(tracefs)
 
 
 def make_filters(args: argparse.Namespace) -> Filters:
-    from .filters import Filters, parse_ip, parse_port, resolve_netns
+    from .kernel.filters import Filters, parse_ip, parse_port, resolve_netns
 
     return Filters(
         netns=frozenset(resolve_netns(s) for s in args.netns),
@@ -259,9 +259,9 @@ def make_filters(args: argparse.Namespace) -> Filters:
 
 def pod_source(args: argparse.Namespace) -> Pending[PodSource]:
     """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
-    from .kube import Selection, parse_selector
-    from .nodeview import HOST_NETNS
-    from .pods import PodSource
+    from .pods.kube import Selection, parse_selector
+    from .pods.nodeview import HOST_NETNS
+    from .pods.source import PodSource
 
     sel = Selection(name=args.pod, namespace=args.namespace, selector=args.selector,
                     all_namespaces=args.all_namespaces)
@@ -332,11 +332,12 @@ class Session:
     def __init__(self, args: argparse.Namespace, facts: KernelFacts, filters: Filters,
                  pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
                  note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
-        from . import console, kernel
-        from .decode import Decoder
-        from .filters import known_netns_inodes
         from .groups import Groups
-        from .loader import Tracer
+        from .kernel.decode import Decoder
+        from .kernel.facts import Kallsyms
+        from .kernel.filters import known_netns_inodes
+        from .kernel.loader import Tracer
+        from .sinks import console
 
         rate = getattr(args, "max_event_rate", None)
         if rate is not None and rate < 0:
@@ -353,11 +354,11 @@ class Session:
         if pods is not None:
             pods.apply(self.tracer)
             pods.start()
-        kallsyms = kernel.Kallsyms.load()
+        kallsyms = Kallsyms.load()
         if not kallsyms.usable:
             warn("/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")
         self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
-        from .attribute import NO_POD
+        from .pods.attribute import NO_POD
 
         source = pods
 
@@ -369,7 +370,7 @@ class Session:
         names = known_netns_inodes()
         self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names), netns_names=names,
                                  title=title, note=note, pods=pods.describe() if pods is not None else None)
-        from .netfilter import Explainer
+        from .explain.netfilter import Explainer
 
         node_netns = pods.scanner.node_inode if pods is not None else os.stat("/proc/self/ns/net").st_ino
         self.explainer = Explainer(node_netns=node_netns, warn=warn)
@@ -388,7 +389,7 @@ class Session:
             info(f"pods: {self.view.pods}")
 
     def refresh_view(self, stats: Stats, elapsed: float, remaining: float | None) -> None:
-        from .filters import known_netns_inodes
+        from .kernel.filters import known_netns_inodes
 
         v = self.view
         v.stats, v.elapsed, v.remaining = stats, elapsed, remaining
@@ -418,7 +419,7 @@ class Session:
         from rich.console import Console
         from rich.live import Live
 
-        from . import console
+        from .sinks import console
 
         screen = Console()
         self.view.width = screen.width
@@ -434,8 +435,8 @@ class Session:
         return [f"netns {names.get(ns, ns)}: {text}" for ns, text in sorted(self.explainer.notices.items())]
 
     def report(self, stats: Stats, groups_too: bool = False) -> None:
-        from . import console
-        from .filters import known_netns_inodes
+        from .kernel.filters import known_netns_inodes
+        from .sinks import console
 
         info(f"{stats.matched:,} drops counted, {stats.events:,} events delivered, "
              f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out")
@@ -456,7 +457,7 @@ class Session:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .jsonout import JsonLines
+    from .sinks.jsonout import JsonLines
 
     require_root()
     facts = kernel_facts(args)
@@ -471,21 +472,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import lab
-    from .filters import Filters
-    from .kube import Selection
-    from .pods import PodSource
+    from .kernel.filters import Filters
+    from .lab.node import Player, SimNode, check_prefix, select_cases
+    from .pods.kube import Selection
+    from .pods.source import PodSource
 
-    lab.check_prefix(args.prefix)       # a bad prefix fails at once, root or not
+    check_prefix(args.prefix)       # a bad prefix fails at once, root or not
     require_root()
     facts = kernel_facts(args)
-    cases = lab.select_cases(args.cases)
+    cases = select_cases(args.cases)
     # The build starts the process holding the cache pod's namespace: it must
     # end with `node` known, or nothing would remove it. A signal during the
     # build is acted on right after it, inside the try: the lab is destroyed.
     with SIGNALS.deferred():
-        node = lab.SimNode.create(prefix=args.prefix)
-    player = lab.Player(node, cases)
+        node = SimNode.create(prefix=args.prefix)
+    player = Player(node, cases)
     try:
         SIGNALS.check()
         filters = Filters(netns=frozenset(node.netns_inodes().values()))
@@ -502,7 +503,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from . import capture, summary
+    from .sinks import capture, summary
 
     require_root()
     outdir = capture.prepare_output(args.output)      # before anything is loaded
@@ -557,9 +558,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from . import doctor
-    from .kube import KubeUnavailable, Selection
-    from .nodeview import HOST_NETNS, NETNS_RUN_DIR, NodeScanner
-    from .pods import PodSource
+    from .pods.kube import KubeUnavailable, Selection
+    from .pods.nodeview import HOST_NETNS, NETNS_RUN_DIR, NodeScanner
+    from .pods.source import PodSource
 
     require_root()
     spec = args.netns or HOST_NETNS
@@ -605,7 +606,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args) -> int:
-    from . import capture, summary
+    from .sinks import capture, summary
 
     # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
     # types, deep nesting) with one line; render() escapes for the format's reader.

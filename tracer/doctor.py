@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import kernel
-from .netfilter import ct_stats, drop_points, read_in_netns
+from .explain.netfilter import ct_stats, drop_points, read_in_netns
+from .kernel import facts
 
 SEVERITIES = ("error", "warning", "info", "ok", "unchecked")
 # Encapsulation overhead of overlay and tunnel devices (outer headers), bytes.
@@ -104,22 +104,22 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
 
 # ------------------------------------------------------------------ checks
 
-def check_kernel(tracefs_candidates=kernel.TRACEFS_CANDIDATES, cache_dir: Path | None = None) -> list[Finding]:
+def check_kernel(tracefs_candidates=facts.TRACEFS_CANDIDATES, cache_dir: Path | None = None) -> list[Finding]:
     out = []
-    btf = kernel.BTF_VMLINUX.exists()
+    btf = facts.BTF_VMLINUX.exists()
     out.append(Finding("kernel: BTF", "ok" if btf else "error",
                        "kernel types available from BTF" if btf else "no BTF: netdrop needs /sys/kernel/btf/vmlinux "
-                       "or headers of this kernel", [str(kernel.BTF_VMLINUX)],
+                       "or headers of this kernel", [str(facts.BTF_VMLINUX)],
                        None if btf else "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     try:
-        tracefs = kernel.find_tracefs(tracefs_candidates)
+        tracefs = facts.find_tracefs(tracefs_candidates)
     except Exception:
         out.append(Finding("kernel: tracefs", "warning", "tracefs is not mounted", [],
                            "mount -t tracefs tracefs /sys/kernel/tracing"))
         tracefs = None
     if tracefs is not None:
-        fmt = kernel.tracepoint_format(tracefs, *kernel.KFREE_SKB)
-        reason = fmt is not None and "reason" in kernel.format_fields(fmt)
+        fmt = facts.tracepoint_format(tracefs, *facts.KFREE_SKB)
+        reason = fmt is not None and "reason" in facts.format_fields(fmt)
         out.append(Finding("kernel: drop reasons", "ok" if reason else "warning",
                            "skb:kfree_skb carries drop reasons" if reason else
                            "skb:kfree_skb has no drop reason (kernel before 5.17): drops are classified by "

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from .attribute import NO_POD, Attribution
-from .classify import Verdict, category_of
-from .decode import Drop
+from .explain.classify import Verdict, category_of
+from .kernel.decode import Drop
+from .pods.attribute import NO_POD, Attribution
 
 GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
 

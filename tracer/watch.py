@@ -11,15 +11,15 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from .attribute import NO_POD, Attribution
-from .classify import Verdict, classify
-from .decode import Decoder, Drop
+from .explain.classify import Verdict, classify
 from .groups import Groups
-from .event import NdEvent
-from .loader import Stats, Tracer, release_free_memory
+from .kernel.decode import Decoder, Drop
+from .kernel.event import NdEvent
+from .kernel.loader import Stats, Tracer, release_free_memory
+from .pods.attribute import NO_POD, Attribution
 
 if TYPE_CHECKING:
-    from .netfilter import Context, Explainer
+    from .explain.netfilter import Context, Explainer
 
 TICK_SECONDS = 0.5
 # Events taken per pass of the loop (~20-50 ms of Python) before it looks at

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import lab
+from tracer.lab import node as lab
 
 NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
 if not Path(NETDROP[0]).exists():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tracer import lab
+from tracer.lab import node as lab
 
 from .conftest import NETDROP
 from .test_counts import nstat
@@ -93,7 +93,7 @@ def test_snaplen_records_payload_on_request(node, tmp_path):
 def test_killed_capture_leaves_valid_events(node, tmp_path):
     db = node.pods["db"]
     proc = start_capture(node, tmp_path, "--pod", db.name)
-    storm = subprocess.Popen([*lab.in_netns(node.client), sys.executable, "-m", "tracer.traffic", "udp",
+    storm = subprocess.Popen([*lab.in_netns(node.client), sys.executable, "-m", "tracer.lab.traffic", "udp",
                               "--dst", db.ipv4, "--port", "9999", "--count", "200000", "--seconds", "10"],
                              stdout=subprocess.DEVNULL)
     try:

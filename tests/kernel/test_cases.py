@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tracer import lab
+from tracer.lab import node as lab
 
 N = 5
 

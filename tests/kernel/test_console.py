@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from tracer import lab
+from tracer.lab import node as lab
 
 from .conftest import NETDROP
 

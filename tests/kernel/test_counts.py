@@ -3,8 +3,9 @@
 import subprocess
 import time
 
-from tracer import kernel, loader
-from tracer.filters import Filters
+from tracer.kernel import loader
+from tracer.kernel.facts import find_tracefs, probe_kernel
+from tracer.kernel.filters import Filters
 
 
 def nstat(ns: str, counter: str) -> int:
@@ -19,7 +20,7 @@ def nstat(ns: str, counter: str) -> int:
 
 def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
     db = node.pods["db"]
-    facts = kernel.probe_kernel(kernel.find_tracefs())
+    facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
     no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
     before = nstat(db.netns, "UdpNoPorts")
@@ -41,7 +42,7 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
 
 def test_event_rate_limit_samples_events_not_counts(node):
     db = node.pods["db"]
-    facts = kernel.probe_kernel(kernel.find_tracefs())
+    facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
     before = nstat(db.netns, "UdpNoPorts")
     with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=1000) as tracer:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tracer import lab
-from tracer.netfilter import ct_stats
+from tracer.explain.netfilter import ct_stats
+from tracer.lab import node as lab
 
 from .conftest import NETDROP
 

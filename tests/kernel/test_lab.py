@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer import cli, lab
+from tracer import cli
+from tracer.lab import node as lab
 
 PREFIX = f"ndl{os.getpid()}"
 

@@ -4,11 +4,11 @@ import ctypes
 
 import pytest
 
-from tracer import kernel
-from tracer.attribute import KernelPods
 from tracer.errors import UserError
-from tracer.filters import Filters
-from tracer.loader import Tracer
+from tracer.kernel.facts import find_tracefs, probe_kernel
+from tracer.kernel.filters import Filters
+from tracer.kernel.loader import Tracer
+from tracer.pods.attribute import KernelPods
 
 
 def pods(inodes) -> KernelPods:
@@ -21,7 +21,7 @@ def in_map(tracer: Tracer) -> set[int]:
 
 
 def test_a_full_pod_map_is_told_once_and_filled_when_room_frees():
-    facts = kernel.probe_kernel(kernel.find_tracefs())
+    facts = probe_kernel(find_tracefs())
     said: list[str] = []
     with Tracer(facts, warn=said.append, map_entries=4) as tracer:
         tracer.set_pods(pods(range(100, 106)))
@@ -36,6 +36,6 @@ def test_a_full_pod_map_is_told_once_and_filled_when_room_frees():
 
 
 def test_more_filter_values_than_the_map_holds_is_one_clear_error():
-    facts = kernel.probe_kernel(kernel.find_tracefs())
+    facts = probe_kernel(find_tracefs())
     with pytest.raises(UserError, match="at most 4 values per filter kind"):
         Tracer(facts, Filters(ports=frozenset(range(1, 6))), map_entries=4)

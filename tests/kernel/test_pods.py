@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tracer import lab
+from tracer.lab import node as lab
 
 from .conftest import NETDROP
 

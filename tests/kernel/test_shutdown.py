@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import lab
+from tracer.lab import node as lab
 
 from .conftest import NETDROP, Netdrop
 
@@ -51,7 +51,7 @@ def storm(node: lab.SimNode, seconds: float = 12, senders: int = 2) -> Iterator[
     """UDP to a closed port in db's namespace as fast as Python sends it, for at
     most `seconds` (and stopped on leaving the block)."""
     db = node.pods["db"]
-    procs = [subprocess.Popen([*lab.in_netns(db.netns), sys.executable, "-m", "tracer.traffic", "udp",
+    procs = [subprocess.Popen([*lab.in_netns(db.netns), sys.executable, "-m", "tracer.lab.traffic", "udp",
                                "--dst", "127.0.0.1", "--port", "9999", "--count", "50000000",
                                "--seconds", str(seconds)],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,12 +5,15 @@ location and by the ICMP error the kernel sent."""
 import dataclasses
 import time
 
-from tracer import classify, decode, kernel, lab, loader
-from tracer.filters import Filters
+from tracer.explain import classify
+from tracer.kernel import decode, loader
+from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel
+from tracer.kernel.filters import Filters
+from tracer.lab import node as lab
 
 
 def test_classification_by_location_and_icmp(node):
-    facts = kernel.probe_kernel(kernel.find_tracefs())
+    facts = probe_kernel(find_tracefs())
     old = dataclasses.replace(facts, has_reason=False, reasons={})
     inodes = node.netns_inodes()
     watched = frozenset({inodes[node.node1], inodes[node.pods["db"].netns]})
@@ -20,7 +23,7 @@ def test_classification_by_location_and_icmp(node):
         time.sleep(0.3)
         raws = tracer.poll(100)
         counts = tracer.counts()
-    dec = decode.Decoder({}, kernel.Kallsyms.load(), has_reason=False)
+    dec = decode.Decoder({}, Kallsyms.load(), has_reason=False)
     drops = [dec.decode(r) for r, _packet in raws]
     assert all(d.reason is None and d.reason_raw == 0 for d in drops)
     mtu = [d for d in drops if d.dst == node.pods["api"].ipv4]

@@ -3,11 +3,11 @@ and what a kernel tag or a hostNetwork port means."""
 
 from datetime import datetime, timezone
 
-from tracer.attribute import PodIds, PodIndex
-from tracer.decode import Drop
-from tracer.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_TO_POD
-from tracer.kube import PodInfo, Selection
-from tracer.nodeview import HostVeth, NetnsInfo, NodeSnapshot
+from tracer.kernel.decode import Drop
+from tracer.kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_TO_POD
+from tracer.pods.attribute import PodIds, PodIndex
+from tracer.pods.kube import PodInfo, Selection
+from tracer.pods.nodeview import HostVeth, NetnsInfo, NodeSnapshot
 
 NODE = 4026531840
 

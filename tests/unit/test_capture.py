@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tracer import capture, pcapng, summary
-from tracer.attribute import NO_POD, Attribution, PodRef
-from tracer.classify import classify
-from tracer.loader import Hook, Stats
+from tracer.explain.classify import classify
+from tracer.kernel.loader import Hook, Stats
+from tracer.pods.attribute import NO_POD, Attribution, PodRef
+from tracer.sinks import capture, pcapng, summary
 
 from .test_console import golden_groups
 

@@ -2,8 +2,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tracer.classify import CATEGORIES, category_of, classify
-from tracer.decode import Drop
+from tracer.explain.classify import CATEGORIES, category_of, classify
+from tracer.kernel.decode import Drop
 
 
 def drop(**kw) -> Drop:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tracer import cli, kernel
+from tracer import cli
+from tracer.kernel import facts
 
 
 def one_line_error(capsys) -> str:
@@ -21,7 +22,7 @@ def test_not_root(monkeypatch, capsys):
 
 def test_unknown_netns_fails_before_loading(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
-    import tracer.filters as f
+    import tracer.kernel.filters as f
     monkeypatch.setattr(f, "NETNS_RUN_DIR", tmp_path)
     monkeypatch.setattr(f.resolve_netns, "__defaults__", (tmp_path,))
     assert cli.main(["watch", "--netns", "no-such-ns"]) == 2
@@ -30,8 +31,8 @@ def test_unknown_netns_fails_before_loading(monkeypatch, capsys, tmp_path):
 
 def test_tracefs_missing(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(kernel, "TRACEFS_CANDIDATES", (tmp_path,))
-    monkeypatch.setattr(kernel.find_tracefs, "__defaults__", ((tmp_path,),))
+    monkeypatch.setattr(facts, "TRACEFS_CANDIDATES", (tmp_path,))
+    monkeypatch.setattr(facts.find_tracefs, "__defaults__", ((tmp_path,),))
     assert cli.main(["watch"]) == 2
     assert "tracefs is not mounted" in one_line_error(capsys)
 

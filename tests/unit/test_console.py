@@ -6,16 +6,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tracer import classify, console, decode, event, kernel
+from tracer.explain import classify
 from tracer.groups import Groups
-from tracer.loader import Hook, Stats
+from tracer.kernel import decode, event, facts
+from tracer.kernel.loader import Hook, Stats
+from tracer.sinks import console
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
 def golden_groups() -> Groups:
-    reasons = kernel.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
-    dec = decode.Decoder(reasons, kernel.Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
+    reasons = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
+    dec = decode.Decoder(reasons, facts.Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
     groups = Groups(dec)
     counts = {}
     for n, line in enumerate((GOLDEN / "events.jsonl").read_text().splitlines()):
@@ -60,8 +62,8 @@ def test_console_shows_groups_counts_rates_and_evidence():
 
 
 def test_group_without_events_says_so():
-    reasons = kernel.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
-    groups = Groups(decode.Decoder(reasons, kernel.Kallsyms.load(GOLDEN / "kallsyms")))
+    reasons = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
+    groups = Groups(decode.Decoder(reasons, facts.Kallsyms.load(GOLDEN / "kallsyms")))
     groups.update_counts({(7, 3, 0xffffffff82046290 + 0x10, 0): 5}, now=1.0)
     text = render_text(groups, console.View())
     assert "no event delivered for this group yet" in text
@@ -71,7 +73,7 @@ def test_group_without_events_says_so():
 
 def test_empty_console():
     reasons = {}
-    groups = Groups(decode.Decoder(reasons, kernel.Kallsyms([], [])))
+    groups = Groups(decode.Decoder(reasons, facts.Kallsyms([], [])))
     assert "no drops yet" in render_text(groups, console.View())
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer import classify, decode, event, jsonout, kernel
+from tracer.explain import classify
+from tracer.kernel import decode, event, facts
+from tracer.sinks import jsonout
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = [json.loads(line) for line in (GOLDEN / "events.jsonl").read_text().splitlines()]
@@ -14,8 +16,8 @@ CASES = [json.loads(line) for line in (GOLDEN / "events.jsonl").read_text().spli
 
 @pytest.fixture(scope="module")
 def decoder():
-    reasons = kernel.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
-    return decode.Decoder(reasons, kernel.Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
+    reasons = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
+    return decode.Decoder(reasons, facts.Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
 
 
 def raw(case) -> event.NdEvent:

@@ -3,7 +3,7 @@
 import ctypes
 import re
 
-from tracer import event
+from tracer.kernel import event
 
 C_TYPES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "char": 1}
 

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from tracer.errors import UserError
-from tracer.filters import Filters, ip_key_bytes, parse_ip, parse_port, resolve_netns
+from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip, parse_port, resolve_netns
 
 
 def test_netns_by_name_path_and_unknown(tmp_path):

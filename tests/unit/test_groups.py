@@ -1,9 +1,9 @@
-from tracer import decode, kernel
 from tracer.groups import Groups
+from tracer.kernel import decode, facts
 
 
 def groups() -> Groups:
-    return Groups(decode.Decoder({3: "NO_SOCKET"}, kernel.Kallsyms([0x1000], ["__udp4_lib_rcv"])))
+    return Groups(decode.Decoder({3: "NO_SOCKET"}, facts.Kallsyms([0x1000], ["__udp4_lib_rcv"])))
 
 
 def test_counts_are_the_kernels_and_rates_average_over_the_window():

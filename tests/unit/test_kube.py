@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import kube, labapi
 from tracer.errors import UserError
+from tracer.lab import api as labapi
+from tracer.pods import kube
 
 
 @pytest.fixture

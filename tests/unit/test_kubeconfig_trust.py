@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import kube
 from tracer.errors import UserError
+from tracer.pods import kube
 
 
 def config(users: list, contexts: list | None = None, current: object = "c") -> dict:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import lab
+from tracer.lab import node as lab
 
 PREFIX = "nd-demo"
 

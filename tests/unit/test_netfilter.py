@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer import netfilter as nf
-from tracer.classify import classify
+from tracer.explain import netfilter as nf
+from tracer.explain.classify import classify
 
 from .test_classify import drop
 
@@ -172,9 +172,9 @@ def test_hook_drop_without_a_matching_rule_is_conntrack_or_nat():
 
 
 def test_groups_keep_what_was_learnt():
-    from tracer.decode import Decoder
     from tracer.groups import Groups
-    from tracer.kernel import Kallsyms
+    from tracer.kernel.decode import Decoder
+    from tracer.kernel.facts import Kallsyms
 
     groups = Groups(Decoder({12: "NETFILTER_DROP"}, Kallsyms([], [])))
     d = drop(reason="NETFILTER_DROP", location="nft_do_chain", reason_raw=12, conntrack="new", dport=5353,

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import capture, console, jsonout, summary, textsafe
-from tracer.attribute import Attribution, PodRef
-from tracer.classify import Verdict
-from tracer.loader import Hook, Stats
+from tracer import textsafe
+from tracer.explain.classify import Verdict
+from tracer.kernel.loader import Hook, Stats
+from tracer.pods.attribute import Attribution, PodRef
+from tracer.sinks import capture, console, jsonout, summary
 
 from .test_console import golden_groups, render_text
 

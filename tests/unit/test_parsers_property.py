@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import kernel
-from tracer import netfilter as nf
+from tracer.explain import netfilter as nf
+from tracer.kernel import facts
 
 from .test_classify import drop
 
@@ -172,9 +172,9 @@ def test_conntrack_stats_survive_any_mutation(text: str) -> None:
 @FAST
 @given(mutated_lines(FORMAT))
 def test_tracepoint_format_survives_any_mutation(text: str) -> None:
-    kernel.format_fields(text)
-    assert all(isinstance(k, int) for k in kernel.reasons_from_format(text))
-    kernel.reasons_from_btf_dump("enum skb_drop_reason {" + text + "}")
+    facts.format_fields(text)
+    assert all(isinstance(k, int) for k in facts.reasons_from_format(text))
+    facts.reasons_from_btf_dump("enum skb_drop_reason {" + text + "}")
 
 
 @FAST
@@ -186,7 +186,7 @@ def test_kallsyms_survives_any_mutation(data: st.DataObject) -> None:
     try:
         os.write(fd, raw)
         os.close(fd)
-        ks = kernel.Kallsyms.load(name)
+        ks = facts.Kallsyms.load(name)
         ks.lookup(0xffffffff81ff7890)
     finally:
         os.unlink(name)
@@ -225,14 +225,14 @@ def test_kallsyms_junk_lines_are_skipped(tmp_path: Path) -> None:
     f = tmp_path / "kallsyms"
     f.write_bytes(b"zzzz T bad\n\xff\xfe binary\nffffffff81ff7890 T ip_forward\n" + b"1" * 40 + b" T long\n"
                   b"ffffffff81ff7990 tT odd\n")
-    ks = kernel.Kallsyms.load(f)
+    ks = facts.Kallsyms.load(f)
     assert ks.lookup(0xffffffff81ff7891) == "ip_forward" and ks.skipped == 4
-    assert not kernel.Kallsyms.load(tmp_path / "missing").usable
+    assert not facts.Kallsyms.load(tmp_path / "missing").usable
 
 
 def test_format_that_is_not_utf8(tmp_path: Path) -> None:
     d = tmp_path / "events" / "skb" / "kfree_skb"
     d.mkdir(parents=True)
     (d / "format").write_bytes(FORMAT.encode() + b"\n\xff\xfe\n")
-    text = kernel.tracepoint_format(tmp_path, "skb", "kfree_skb")
+    text = facts.tracepoint_format(tmp_path, "skb", "kfree_skb")
     assert text is not None and text.startswith(FORMAT) and "\ufffd" in text

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import capture, cli, summary
+from tracer import cli
 from tracer.errors import UserError
+from tracer.sinks import capture, summary
 
 from .test_capture import built_summary
 from .test_cli import one_line_error

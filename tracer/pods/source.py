@@ -1,4 +1,4 @@
-"""pods: keeps the pod index current in the background, and the kernel's maps with it.
+"""source: keeps the pod index current in the background, and the kernel's maps with it.
 
 Two background threads: one follows the API's pods of this node (list, then
 watch), one scans the node's namespaces twice a second and, when pods or
@@ -13,13 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import UserError
 from .attribute import PodIds, PodIndex
-from .errors import UserError
 from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
 from .nodeview import HOST_NETNS, NodeScanner, NodeSnapshot
 
 if TYPE_CHECKING:
-    from .loader import Tracer
+    from ..kernel.loader import Tracer
 
 SCAN_SECONDS = 0.5
 RECONNECT_SECONDS = 2.0     # between the end of one failed attempt and the next: one request at a time

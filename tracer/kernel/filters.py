@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 NETNS_RUN_DIR = Path("/run/netns")
 
@@ -57,7 +57,7 @@ def resolve_netns(spec: str, run_dir: Path = NETNS_RUN_DIR) -> int:
 def known_netns_inodes(run_dir: Path = NETNS_RUN_DIR) -> dict[int, str]:
     """Every network namespace we can see, inode -> a name to show: the
     /run/netns name, else 'pid N' of a process living in it."""
-    from .nodeview import discover_namespaces
+    from ..pods.nodeview import discover_namespaces
 
     return {ino: (found["names"] or [f"pid {found['pids'][0]}"])[0]
             for ino, found in discover_namespaces(run_dir).items()}

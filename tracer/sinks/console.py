@@ -19,10 +19,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .attribute import Attribution
-from .groups import Groups
-from .loader import Hook, Stats
-from .textsafe import printable
+from ..groups import Groups
+from ..kernel.loader import Hook, Stats
+from ..pods.attribute import Attribution
+from ..textsafe import printable
 
 CATEGORY_STYLE = {
     "mtu": "bold magenta", "netfilter": "bold red", "conntrack": "red", "no-socket": "yellow",

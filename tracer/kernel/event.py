@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-HEADER = Path(__file__).resolve().parent.parent / "bpf" / "netdrop.h"
+# bpf/ is at the repository's top: this file is tracer/kernel/event.py.
+HEADER = Path(__file__).resolve().parents[2] / "bpf" / "netdrop.h"
 BPF_SOURCE = HEADER.with_name("netdrop.c")
 
 ND_IFNAMSIZ = 16

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .attribute import Attribution
-from .classify import Verdict
-from .decode import Drop
-from .errors import UserError
-from .groups import Groups
+from ..errors import UserError
+from ..explain.classify import Verdict
+from ..groups import Groups
+from ..kernel.decode import Drop
+from ..pods.attribute import Attribution
+from ..topk import SpaceSaving
+from ..trust import trusted_owners, why_untrusted
 from .jsonout import drop_record
 from .pcapng import PcapngWriter
-from .topk import SpaceSaving
-from .trust import trusted_owners, why_untrusted
 
 DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
 PROGRESS_EVERY = 10.0          # seconds between progress lines when stderr is not a terminal

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from .errors import UserError
-from .nsexec import socket_in
+from ..errors import UserError
+from ..nsexec import socket_in
 
 NETNS_RUN_DIR = Path("/run/netns")
 # The node's namespace is the one netdrop runs in (on a node: the host's).

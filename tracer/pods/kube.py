@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import UserError
-from .trust import check_tree
+from ..errors import UserError
+from ..trust import check_tree
 
 # Where a node keeps credentials, after --kubeconfig, $KUBECONFIG and ~/.kube/config.
 NODE_KUBECONFIGS = (Path("/etc/kubernetes/kubelet.conf"), Path("/etc/kubernetes/admin.conf"))
@@ -199,7 +199,7 @@ def check_kubeconfig_trust(path: Path) -> Any:
     loads, so nobody can swap the file between the two. As root, a kubeconfig
     that someone else can change must not make root run its commands or send its
     files (UNTRUSTED_USER_KEYS): UserError says why."""
-    import yaml   # the kubernetes client's own dependency
+    import yaml  # the kubernetes client's own dependency
 
     untrusted = None
     if os.geteuid() == 0:

@@ -1,6 +1,6 @@
 """traffic: bounded test traffic, run inside a namespace by the simulated node.
 
-    ip netns exec NS python -m tracer.traffic udp --dst 10.244.1.11 --port 9999 --count 5
+    ip netns exec NS python -m tracer.lab.traffic udp --dst 10.244.1.11 --port 9999 --count 5
 
 Every loop here is bounded in count and in time. Prints how many packets it
 sent, so callers can compare with what netdrop counted.
@@ -158,7 +158,7 @@ def listen(port: int, seconds: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracer.traffic")
+    p = argparse.ArgumentParser(prog="python -m tracer.lab.traffic")
     p.add_argument("kind", choices=("udp", "tcp", "tcp-flags", "udp-race", "listen"))
     p.add_argument("--dst")
     p.add_argument("--port", type=int, required=True)

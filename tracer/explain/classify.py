@@ -12,10 +12,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
-from .decode import Drop
+from ..kernel.decode import Drop
 
 if TYPE_CHECKING:
     from .netfilter import Context

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from .attribute import NO_POD, Attribution
-from .classify import Verdict
-from .decode import Drop
+from ..explain.classify import Verdict
+from ..kernel.decode import Drop
+from ..pods.attribute import NO_POD, Attribution
 
 
 def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict[str, object]:

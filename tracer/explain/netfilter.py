@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generic, Iterable, Mapping, TypeVar
 
 if TYPE_CHECKING:
-    from .decode import Drop
+    from ..kernel.decode import Drop
 
 SAMPLE_SECONDS = 1.0
 ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
@@ -651,7 +651,7 @@ def namespace_paths() -> dict[int, str | None]:
     """Every namespace we can see -> a path nsenter takes (None for our own)."""
     import os
 
-    from .nodeview import discover_namespaces
+    from ..pods.nodeview import discover_namespaces
 
     own = os.stat("/proc/self/ns/net").st_ino
     return {ino: None if ino == own else found["path"] for ino, found in discover_namespaces().items()}

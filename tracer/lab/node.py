@@ -1,4 +1,4 @@
-"""lab: a simulated Kubernetes node built of network namespaces only.
+"""node: a simulated Kubernetes node built of network namespaces only.
 
     client ──ext0── node1 ──eth0 (underlay 192.168.100.0/24)── node2
                     │ cni0 10.244.1.1/24                        │ cni0 10.244.2.1/24
@@ -12,7 +12,7 @@ flannel misconfiguration. node1 has no route to 10.244.3.0/24 (a third node
 whose route is missing). Pods live in namespaces named like a CNI plugin
 names them, behind the lab's prefix (<prefix>-cni-<uuid>), on host veths named
 veth<hex>, except cache, whose namespace only a process holds (as Docker
-leaves them); a Kubernetes API for them is served on 127.0.0.1 by labapi.
+leaves them); a Kubernetes API for them is served on 127.0.0.1 by api.py.
 node-exporter is a hostNetwork pod on node1 declaring port 9100.
 
 Every command runs inside the lab's own namespaces (`ip -n`, `ip netns
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import labapi
-from .errors import UserError
-from .nsexec import socket_in
-from .trust import check_tree, why_untrusted, write_private
+from ..errors import UserError
+from ..nsexec import socket_in
+from ..trust import check_tree, why_untrusted, write_private
+from . import api as labapi
 
 NETNS_DIR = Path("/run/netns")
 STATE_DIR = Path("/run/netdrop")
@@ -623,9 +623,9 @@ class SimNode:
         return {entry: ident.inode for entry, ident in self.made.items()}
 
     def traffic(self, ns: str, *args: str, timeout: float = 40) -> int:
-        """Run tracer.traffic inside ns (a /run/netns name or a /proc/PID/ns/net
+        """Run tracer.lab.traffic inside ns (a /run/netns name or a /proc/PID/ns/net
         path, see in_netns); returns the number of packets it sent."""
-        out = run(sys.executable, "-m", "tracer.traffic", *args, ns=ns, timeout=timeout)
+        out = run(sys.executable, "-m", "tracer.lab.traffic", *args, ns=ns, timeout=timeout)
         return int(out.strip().splitlines()[-1])
 
     def destroy(self) -> None:
@@ -719,7 +719,7 @@ def _nat_bypass(node: SimNode, n: int) -> int:
     # bridge-nf-call-iptables=0: db's SYN-ACK goes back to web over the bridge
     # untranslated, from db's address; web never connected to that and resets.
     db = node.pods["db"]
-    listener = subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.traffic", "listen",
+    listener = subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.lab.traffic", "listen",
                                  "--port", "8080", "--seconds", str(5 + n)], stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout is not None

@@ -1,4 +1,4 @@
-"""labapi: a Kubernetes API server for the simulated node, on 127.0.0.1 only.
+"""api: a Kubernetes API server for the simulated node, on 127.0.0.1 only.
 
 No API server can be installed on our machines, so the simulated node comes
 with this small HTTP server that speaks the Kubernetes REST API for the calls
@@ -26,7 +26,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
-
 
 Obj = dict[str, Any]     # a Kubernetes object as JSON
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..errors import UserError
+from ..trust import private_dir, write_private
 from . import event as ev
-from . import kernel
-from .errors import UserError
+from .facts import KernelFacts, btf_include_tree, kernel_headers
 from .filters import Filters, ip_key_bytes
-from .trust import private_dir, write_private
 
 if TYPE_CHECKING:
-    from .attribute import KernelPods
+    from ..pods.attribute import KernelPods
 
 DEFAULT_CACHE = Path(os.environ.get("NETDROP_CACHE", "/var/cache/netdrop"))
 RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
@@ -157,7 +157,7 @@ _POD_MAPS = {
 class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
-    def __init__(self, facts: kernel.KernelFacts, filters: Filters = Filters(),
+    def __init__(self, facts: KernelFacts, filters: Filters = Filters(),
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
                  warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER):
@@ -215,14 +215,14 @@ class Tracer:
             raise
 
     @staticmethod
-    def _kernel_types(facts: kernel.KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
+    def _kernel_types(facts: KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
         """Headers of exactly this kernel if installed, else types from BTF."""
-        if kernel.kernel_headers(facts.release):
+        if kernel_headers(facts.release):
             return None, ["-DND_KERNEL_HEADERS"]
         # The cache holds the C headers compiled into the program root loads:
         # only a directory nobody else can change will do.
         private_dir(cache_dir, "cache directory (NETDROP_CACHE)")
-        return kernel.btf_include_tree(cache_dir, facts.release), []
+        return btf_include_tree(cache_dir, facts.release), []
 
     @staticmethod
     def _type_flags(include: Path | None) -> list[str]:

@@ -25,15 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
+from ..errors import UserError
+from ..explain.classify import CATEGORIES
+from ..groups import Groups
+from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
-from .classify import CATEGORIES
-from .errors import UserError
-from .groups import Groups
-from .textsafe import csv_cell, html_text, markdown_text, printable
 
 if TYPE_CHECKING:
-    from .decode import Drop
-    from .loader import Hook, Stats
+    from ..kernel.decode import Drop
+    from ..kernel.loader import Hook, Stats
 
 Summary = dict[str, Any]    # summary.json as parsed: checked by load() against SCHEMA
 

@@ -1,0 +1,10 @@
+"""pods: which pod a drop belongs to, from the Kubernetes API joined with what the node itself knows.
+
+The API names pods and their addresses, the node names namespaces and veths; joined by pod IP they
+become the index that tags each drop and the pod maps the kernel filters on. Modules:
+
+- kube: the pods and nodes of this node from the Kubernetes API, through the official client.
+- nodeview: the node's namespaces, addresses and host veths, read with pyroute2 (rtnetlink).
+- source: keeps the pod index current in the background, and the kernel's pod maps with it.
+- attribute: the pod index (API pods joined with the node's namespaces); a drop's pod tag -> pod and direction.
+"""
