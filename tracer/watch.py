@@ -59,7 +59,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
-    next_trim = start + TRIM_SECONDS
+    next_trim = start       # at once: start-up (compiling, kallsyms, the first scans) freed the most
 
     def deliver(raws: list[tuple[NdEvent, bytes]]) -> None:
         index = pods()
