@@ -9,8 +9,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI") == "true"
+
+# Tests assert behaviour, not timings: Hypothesis's default 200 ms deadline per example fails
+# a correct test on a loaded machine (kernel tests or other runs beside it). Loaded here, before
+# any test module, so every @settings there inherits it.
+settings.register_profile("netdrop", deadline=None)
+settings.load_profile("netdrop")
 
 
 def pytest_configure(config):

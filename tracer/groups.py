@@ -8,9 +8,9 @@ incomplete when the reader falls behind. Nothing here touches the kernel.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from .explain.classify import Verdict, category_of
 from .kernel.decode import Drop

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from .explain.classify import Verdict, classify
 from .groups import Groups
@@ -79,7 +80,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     def tick(now: float) -> Stats:
         maintain()
         counts = tracer.counts()
-        groups.update_counts(counts, now, datetime.now(timezone.utc))
+        groups.update_counts(counts, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
             groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)

@@ -87,7 +87,7 @@ def test_snaplen_records_payload_on_request(node, tmp_path):
     finish(proc)
     rows = subprocess.run(["tshark", "-r", str(tmp_path / "drops.pcapng"), "-T", "fields", "-e", "frame.cap_len",
                            "-e", "udp.dstport"], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert ["1500\t5000"] * 2 == [r for r in rows if r.endswith("\t5000")]
+    assert [r for r in rows if r.endswith("\t5000")] == ["1500\t5000"] * 2
 
 
 def test_killed_capture_leaves_valid_events(node, tmp_path):

@@ -1,7 +1,7 @@
 """Pod attribution on plain data: the join of API pods and node namespaces,
 and what a kernel tag or a hostNetwork port means."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tracer.kernel.decode import Drop
 from tracer.kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_TO_POD
@@ -39,7 +39,7 @@ PODS = [
 
 
 def drop(**kw) -> Drop:
-    base = dict(time=datetime(2026, 1, 1, tzinfo=timezone.utc), reason="NO_SOCKET", reason_raw=3,
+    base = dict(time=datetime(2026, 1, 1, tzinfo=UTC), reason="NO_SOCKET", reason_raw=3,
                 location="__udp4_lib_rcv", location_raw=1, netns=NODE, ifindex=2, ifname="eth0",
                 dev_mtu=1500, out_ifindex=None, out_ifname=None, mtu=None, family=4, proto="udp",
                 src="172.16.0.2", dst="192.168.1.5", sport=40000, dport=9100, len=100, df=False,

@@ -6,7 +6,7 @@ import io
 import json
 import re
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -70,7 +70,7 @@ def test_pcapng_blocks_comments_and_timestamps(tmp_path):
     packet = bytes.fromhex("4500001c0001400040110000") + bytes(16)
     buf = io.BytesIO()
     w = pcapng.PcapngWriter(buf, 128)
-    when = datetime(2026, 11, 21, 6, 38, 4, 45342, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 21, 6, 38, 4, 45342, tzinfo=UTC)
     w.write(when, packet, 1500, capture.packet_comment(d, classify(d), NO_POD))
     blocks = pcapng.read_blocks(buf.getvalue())
     assert [k for k, _ in blocks] == [pcapng.SHB, pcapng.IDB, pcapng.EPB]
@@ -92,9 +92,9 @@ def built_summary(tmp_path):
     rec = capture.Recorder(capture.prepare_output(str(tmp_path)), pcap_snaplen=128)
     for d in drops:
         rec.emit(d, classify(d), NO_POD)
-    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=timezone.utc))
+    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
-    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=timezone.utc),
+    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                          reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
                          hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=["netns node1"], pods=None,
                          node="node-a", names={4026532177: "node1"})
@@ -148,7 +148,7 @@ def test_a_storm_of_new_flows_keeps_flow_memory_bounded_and_says_top_flows_are_a
             rec.emit(heavy, classify(heavy), NO_POD)
     rec.close()
     assert len(rec.flows) == 50 and rec.delivered == 5500
-    s = summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=timezone.utc),
+    s = summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                       reason_ended="duration reached", stats=Stats(210, 5500, 0, 0, 0), hooks=[], filters=[],
                       pods=None, node="node-a", names={})
     top = s["top_flows"][0]

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -7,7 +7,7 @@ from tracer.kernel.decode import Drop
 
 
 def drop(**kw) -> Drop:
-    base = dict(time=datetime(2026, 1, 1, tzinfo=timezone.utc), reason="NOT_SPECIFIED", reason_raw=2,
+    base = dict(time=datetime(2026, 1, 1, tzinfo=UTC), reason="NOT_SPECIFIED", reason_raw=2,
                 location="somewhere", location_raw=1, netns=4026531840, ifindex=2, ifname="eth0",
                 dev_mtu=1500, out_ifindex=None, out_ifname=None, mtu=None, family=4, proto="udp",
                 src="10.0.0.1", dst="10.0.0.2", sport=1234, dport=53, len=100, df=False, fragment=False,

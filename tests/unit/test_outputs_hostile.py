@@ -7,7 +7,7 @@ import dataclasses
 import io
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import markdown_it
 import pytest
@@ -64,9 +64,9 @@ def hostile_summary(tmp_path):
     for grp in groups.groups.values():
         if grp.latest is not None:
             rec.emit(grp.latest, Verdict(grp.category, grp.hint or ""), grp.attribution or Attribution(None, None))
-    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=timezone.utc))
+    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
-    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=timezone.utc),
+    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                          reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
                          hooks=[Hook("tracepoint skb:kfree_skb", True, IFNAME)], filters=[f"netns {NETNS_NAME}"],
                          pods=POD.label, node="node\x1b[31m", names={g.netns: NETNS_NAME}, notices=[HINT])

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import event as ev
 
@@ -108,7 +108,7 @@ class Decoder:
         has_l4 = bool(flags & ev.ND_F_L4)
         has_route = bool(flags & ev.ND_F_HAS_ROUTE)
         return Drop(
-            time=datetime.fromtimestamp(raw.ts_ns_raw / 1e9 + self.mono_to_wall, tz=timezone.utc),
+            time=datetime.fromtimestamp(raw.ts_ns_raw / 1e9 + self.mono_to_wall, tz=UTC),
             reason=self.reason_name(raw.reason_raw),
             reason_raw=raw.reason_raw,
             location=self.location_name(raw.location_raw),

@@ -10,10 +10,11 @@ import ctypes
 import math
 import os
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..trust import private_dir, write_private
@@ -298,14 +299,14 @@ class Tracer:
             cfg.node_netns = self.pods.node_netns
         self.bpf[b"filter_cfg"][ctypes.c_int(0)] = cfg
 
-    def set_pods(self, pods: "KernelPods | None") -> None:
+    def set_pods(self, pods: KernelPods | None) -> None:
         """Make the pod maps hold exactly `pods` (None: no pod tagging). New
         entries go in before stale ones go out, so a pod that stays is never
         missing from the maps, not even for a moment."""
         if pods == self.pods:   # the pod index is rebuilt twice a second, mostly unchanged
             return
 
-        def entries(kp: "KernelPods | None") -> dict[str, dict]:
+        def entries(kp: KernelPods | None) -> dict[str, dict]:
             if kp is None:
                 return {name: {} for name in _POD_MAPS}
             return {"pod_netns": kp.netns, "pod_veth": kp.veth, "pod_ip": kp.ips,

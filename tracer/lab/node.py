@@ -43,9 +43,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UserError
 from ..nsexec import socket_in
@@ -293,7 +293,7 @@ class SimNode:
         check_prefix(self.prefix)     # before any name or path is made of it
 
     @classmethod
-    def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False) -> "SimNode":
+    def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False) -> SimNode:
         """healthy=True: pods at the overlay's MTU, hairpin on, a route to node3's pod CIDR: a node
         netdrop doctor finds nothing wrong with (the seed cases' misconfigurations are absent)."""
         prefix = prefix if prefix is not None else f"ndt{os.getpid()}"

@@ -151,7 +151,7 @@ def listen(port: int, seconds: float) -> int:
             conn, _ = s.accept()
             conn.close()
             accepted += 1
-        except socket.timeout:
+        except TimeoutError:
             continue
     s.close()
     return accepted

@@ -16,7 +16,7 @@ import errno
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import UserError
@@ -161,7 +161,7 @@ class Recorder:
     write_error: str | None = None
     flows: SpaceSaving[FlowKey, FlowStat] = field(default_factory=lambda: SpaceSaving(FLOW_CAPACITY))
     timeline: dict[int, collections.Counter] = field(default_factory=dict)   # unix second -> category counts
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self):
         try:

@@ -20,10 +20,11 @@ import os
 import platform
 import socket
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import UserError
 from ..explain.classify import CATEGORIES
@@ -94,7 +95,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
             where += f"; {len(places) - 3} more"
         verdicts.append({"category": cat, "drops": n, "verdict": VERDICTS[cat], "where": where,
                          "hint": places[0]["hint"] or "(no event delivered: counts only)"})
-    timeline = [{"second": _iso(datetime.fromtimestamp(sec, timezone.utc)), **dict(c)}
+    timeline = [{"second": _iso(datetime.fromtimestamp(sec, UTC)), **dict(c)}
                 for sec, c in sorted(recorder.timeline.items())]
     return {
         "netdrop": "capture",
