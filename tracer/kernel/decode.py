@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import event as ev
+from .facts import Kallsyms
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -69,16 +70,17 @@ class Drop:
         if self.src is None:
             return "(no IP header)"
 
-        def ep(addr, port):
-            host = f"[{addr}]" if self.family == 6 and port is not None else addr
+        def ep(addr: str | None, port: int | None) -> str:
+            # src and dst come from one IP header: dst is None only when src is, handled above
+            host = f"[{addr}]" if self.family == 6 and port is not None else f"{addr}"
             return f"{host}:{port}" if port is not None else host
 
         return f"{ep(self.src, self.sport)} -> {ep(self.dst, self.dport)} {self.proto or ''}".rstrip()
 
 
 class Decoder:
-    def __init__(self, reasons: dict[int, str], kallsyms, has_reason: bool = True,
-                 mono_to_wall: float | None = None):
+    def __init__(self, reasons: dict[int, str], kallsyms: Kallsyms, has_reason: bool = True,
+                 mono_to_wall: float | None = None) -> None:
         self.reasons = reasons
         self.kallsyms = kallsyms
         self.has_reason = has_reason

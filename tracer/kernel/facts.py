@@ -30,7 +30,7 @@ ICMP_SEND = ("icmp", "icmp_send")
 DROP_REASON_PREFIX = "SKB_DROP_REASON_"
 
 
-def find_tracefs(candidates=TRACEFS_CANDIDATES) -> Path:
+def find_tracefs(candidates: Sequence[Path] = TRACEFS_CANDIDATES) -> Path:
     """The mounted tracefs; bcc attaches tracepoints through it."""
     for path in candidates:
         if (path / "events").is_dir():

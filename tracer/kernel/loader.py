@@ -10,11 +10,12 @@ import ctypes
 import math
 import os
 import re
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import UserError
 from ..trust import private_dir, write_private
@@ -48,7 +49,7 @@ class Stats:
     counter_full: int = 0  # drops the counter map had no slot for
 
 
-def _import_bcc():
+def _import_bcc() -> ModuleType:
     try:
         import bcc  # noqa: PLC0415 - only this module may import bcc
     except ImportError:
@@ -56,11 +57,11 @@ def _import_bcc():
             "bcc is not importable: install Debian's python3-bpfcc and run netdrop from "
             "the environment scripts/setup makes (.venv, with system site-packages)"
         ) from None
-    return bcc
+    return cast(ModuleType, bcc)   # bcc has no type information: to mypy it is Any
 
 
 @contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> Iterator[None]:
     """libbcc prints load failures straight to fd 2; a refused probe is expected here."""
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -73,25 +74,24 @@ def _quiet_stderr():
         os.close(devnull)
 
 
-def _fentry_allowed(bcc, cache_dir: Path) -> tuple[bool, str]:
+def _fentry_allowed(bcc: ModuleType, cache_dir: Path) -> tuple[bool, str]:
     """Try to load an empty fentry program on ip_forward, once per boot: lockdown
     and kernel config do not change until reboot. The source is fixed text."""
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     memo = cache_dir / f"fentry-{boot_id}"
     if memo.exists():
-        ok, _, detail = memo.read_text().partition(" ")
-        return ok == "yes", detail
+        answer, _, detail = memo.read_text().partition(" ")
+        return answer == "yes", detail
     try:
         with _quiet_stderr():
             bcc.BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
         ok, detail = True, "available, not used by this version"
-    except Exception as exc:  # bcc raises bare Exception; it words EPERM as a privilege problem
+    # bcc raises bare Exception for any load failure; it words EPERM as a privilege problem
+    except Exception as exc:  # noqa: BLE001
         why = "program load not permitted" if "privilege" in str(exc) else str(exc)
         ok, detail = False, f"refused by the kernel: {why}"
-    try:
+    with suppress(OSError):   # no memo: the probe runs again next start, nothing else changes
         write_private(cache_dir, memo.name, f"{'yes' if ok else 'no'} {detail}")
-    except OSError:
-        pass
     return ok, detail
 
 
@@ -130,7 +130,7 @@ def release_compiler_memory(maps: Path = Path("/proc/self/maps")) -> None:
         libc.madvise(int(lo, 16), int(hi, 16) - int(lo, 16), _MADV_PAGEOUT)   # a hint: failure is harmless
 
 
-def function_hook_support(bcc, tracefs: Path, cache_dir: Path) -> list[Hook]:
+def function_hook_support(bcc: ModuleType, tracefs: Path, cache_dir: Path) -> list[Hook]:
     """Could kprobes or fentry add signal on ip_forward and the conntrack confirm
     path? Our kernels refuse both: we say so once and use the tracepoints."""
     if (tracefs / "kprobe_events").exists():
@@ -145,8 +145,10 @@ def _ip_key(addr: str) -> ev.NdIpKey:
     return ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(addr)))
 
 
-# The pod maps of bpf/netdrop.c and how a KernelPods key becomes a map key.
-_POD_MAPS = {
+# The pod maps of bpf/netdrop.c and how a KernelPods key becomes a map key. Each map has
+# its own key type (int, (netns, ifindex) or an address: see KernelPods), hence Any.
+PodKey = Any
+_POD_MAPS: dict[str, Callable[[PodKey], object]] = {
     "pod_netns": ctypes.c_uint32,
     "pod_veth": lambda v: ev.NdIfKey(*v),
     "pod_ip": _ip_key,
@@ -158,17 +160,18 @@ _POD_MAPS = {
 class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
-    def __init__(self, facts: KernelFacts, filters: Filters = Filters(),
+    def __init__(self, facts: KernelFacts, filters: Filters = Filters(),  # noqa: B008 - frozen, immutable
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
-                 warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER):
+                 warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER) -> None:
         """snaplen > 0: events carry up to snaplen bytes of their packet, from the
         IP header on; headers_only stops at the end of the TCP/UDP/ICMP header.
         warn tells the user, once, of a kernel map that is full; map_entries is
         the size of each filter and pod map."""
         self._warn = warn
         self.full_maps: set[str] = set()
-        self._unwritten: dict[str, set] = {}
+        self._unwritten: dict[str, set[PodKey]] = {}
+        self._batch: int | None = None
         self.map_entries = map_entries
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
@@ -196,11 +199,12 @@ class Tracer:
         ]
         try:
             self.bpf = bcc.BPF(src_file=str(ev.BPF_SOURCE).encode(), cflags=cflags)
-        except Exception as exc:  # bcc raises bare Exception with the compiler's output on stderr
+        # bcc raises bare Exception (the compiler's output went to stderr)
+        except Exception as exc:  # noqa: BLE001
             raise UserError(f"could not load the BPF program: {exc}") from None
         try:
             release_compiler_memory()
-            self._events: list[ev.NdEvent] = []
+            self._events: list[tuple[ev.NdEvent, bytes]] = []
             self.bpf[b"events"].open_ring_buffer(self._on_event)
             self.hooks = [Hook("tracepoint skb:kfree_skb", True,
                                "drop reason" if facts.has_reason else "no reason field: classify by location")]
@@ -208,7 +212,7 @@ class Tracer:
                                    "" if facts.has_icmp_tp else "not in this kernel"))
             self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
             self.filters = Filters()
-            self.pods = None
+            self.pods: KernelPods | None = None
             self._budget = self._events_per_window()
             self.set_filters(filters)
         except BaseException:   # a signal or a bad filter: nothing stays attached
@@ -269,18 +273,19 @@ class Tracer:
     def set_filters(self, filters: Filters) -> None:
         """Replace the filter maps' contents; takes effect for the next drop."""
         flags = 0
-        for name, values, kind, to_key in (
-            ("filter_netns", filters.netns, ev.ND_FILTER_NETNS, ctypes.c_uint32),
-            ("filter_ip", filters.ips, ev.ND_FILTER_IP, _ip_key),
-            ("filter_port", filters.ports, ev.ND_FILTER_PORT, ctypes.c_uint16),
+        keys: Sequence[object]   # each map's own key type
+        for name, keys, kind in (
+            ("filter_netns", [ctypes.c_uint32(v) for v in filters.netns], ev.ND_FILTER_NETNS),
+            ("filter_ip", [_ip_key(v) for v in filters.ips], ev.ND_FILTER_IP),
+            ("filter_port", [ctypes.c_uint16(v) for v in filters.ports], ev.ND_FILTER_PORT),
         ):
-            if len(values) > self.map_entries:
-                raise UserError(f"at most {self.map_entries} values per filter kind ({name}): {len(values)} given")
+            if len(keys) > self.map_entries:
+                raise UserError(f"at most {self.map_entries} values per filter kind ({name}): {len(keys)} given")
             table = self.bpf[name.encode()]
             table.clear()
-            for value in values:
-                table[to_key(value)] = ctypes.c_uint8(1)
-            if values:
+            for key in keys:
+                table[key] = ctypes.c_uint8(1)
+            if keys:
                 flags |= kind
         self.filters = filters
         self._flags = flags
@@ -306,7 +311,7 @@ class Tracer:
         if pods == self.pods:   # the pod index is rebuilt twice a second, mostly unchanged
             return
 
-        def entries(kp: KernelPods | None) -> dict[str, dict]:
+        def entries(kp: KernelPods | None) -> dict[str, dict[PodKey, tuple[int, bool]]]:
             if kp is None:
                 return {name: {} for name in _POD_MAPS}
             return {"pod_netns": kp.netns, "pod_veth": kp.veth, "pod_ip": kp.ips,
@@ -320,12 +325,10 @@ class Tracer:
             unwritten.clear()
             self._write_pod_entries(name, table, to_key, changed, new[name], unwritten)
             for key in old[name].keys() - new[name].keys():
-                try:
+                with suppress(KeyError):   # never written (its map was full): nothing to delete
                     del table[to_key(key)]
-                except KeyError:
-                    pass
             if unwritten:   # room freed by the deletions above
-                retry, unwritten_now = list(unwritten), set()
+                retry, unwritten_now = list(unwritten), set[PodKey]()
                 self._write_pod_entries(name, table, to_key, retry, new[name], unwritten_now)
                 self._unwritten[name] = unwritten_now
                 if unwritten_now and name not in self.full_maps:
@@ -337,13 +340,16 @@ class Tracer:
         self._write_cfg()
 
     @staticmethod
-    def _write_pod_entries(name: str, table, to_key, keys, values: dict, unwritten: set) -> None:
+    def _write_pod_entries(name: str, table: Any, to_key: Callable[[PodKey], object], keys: list[PodKey],
+                           values: dict[PodKey, tuple[int, bool]], unwritten: set[PodKey]) -> None:
+        """Write keys' entries into table (a bcc map); what does not fit goes into unwritten."""
         for key in keys:
             tag, selected = values[key]
             value = ctypes.c_uint8(1) if name == "node_ip" else ev.NdPodVal(tag, int(selected))
             try:
                 table[to_key(key)] = value
-            except Exception:   # bcc raises a bare Exception; E2BIG: the map is full
+            # bcc raises a bare Exception for a failed update; E2BIG: the map is full
+            except Exception:  # noqa: BLE001
                 unwritten.add(key)
 
     def _events_per_window(self) -> int:
@@ -356,12 +362,12 @@ class Tracer:
 
     def counts(self) -> dict[tuple[int, int, int, int], int]:
         """Exact drop counts: (netns, reason, location address, pod tag) -> drops since load."""
-        out = {}
+        out: dict[tuple[int, int, int, int], int] = {}
         for key, percpu in self.bpf[b"counts"].items():
             out[(key.netns, key.reason, key.location, key.pod)] = sum(percpu)
         return out
 
-    def stats(self, counts: dict | None = None) -> Stats:
+    def stats(self, counts: dict[tuple[int, int, int, int], int] | None = None) -> Stats:
         """Totals over all CPUs. matched is derived: every drop that passed the
         filters is in a counter, or in counter_full."""
         percpu = self.bpf[b"cpu_state"][ctypes.c_int(0)]
@@ -372,8 +378,8 @@ class Tracer:
     def close(self) -> None:
         self.bpf.cleanup()
 
-    def __enter__(self):
+    def __enter__(self) -> Tracer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
