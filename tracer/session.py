@@ -1,0 +1,553 @@
+"""session: the commands' bodies and the pipeline they wire.
+
+A command is a function (args, env) -> ExitStatus. Those that trace build a
+Session: the loaded BPF program with its decoder, groups, pod source,
+explainer and the screen's state. Everything the user sees goes through env
+(env.py): the streams, the terminal, the clock. Start-up checks run first
+and in an order that fails cheaply (root, arguments, the capture directory,
+tracefs) before anything is loaded. Stop signals (Signals) are handled from
+the first line of cli.main() to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import functools
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from .env import Environment
+from .errors import UserError
+from .textsafe import printable
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .kernel.facts import KernelFacts
+    from .kernel.filters import Filters
+    from .kernel.loader import Stats
+    from .pods.attribute import Attribution
+    from .pods.source import PodSource
+    from .watch import Sink
+
+    OnTick = Callable[[Stats, float, float | None], None]
+    # What signal.getsignal() gives back (None: a handler not installed from Python).
+    _Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+PROG = "netdrop"
+
+T = TypeVar("T")
+
+
+class ExitStatus(enum.IntEnum):
+    """What a command ends with (httpie's ExitStatus, and the shell's 128 + n
+    for a command ended by signal n)."""
+
+    OK = 0
+    PROBLEMS = 1        # doctor found a problem
+    ERROR = 2           # a UserError: one line on stderr (errors.UserError.exit_status)
+    STOPPED_BY_SIGHUP = 128 + signal.SIGHUP
+    STOPPED_BY_SIGINT = 128 + signal.SIGINT
+    STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
+
+    @classmethod
+    def stopped_by(cls, signum: int) -> ExitStatus:
+        """The status for a stop signal (one of STOP_SIGNALS) that ended start-up."""
+        return cls(128 + signum)
+
+
+def say(env: Environment, line: str) -> None:
+    """One line on stderr, every line netdrop prints there: names of interfaces,
+    pods and rules in it come from others, and must not drive the terminal."""
+    with suppress(OSError):   # the terminal is gone (SIGHUP, EIO): nobody to tell, the run still ends cleanly
+        print(printable(line), file=env.stderr, flush=True)
+
+
+def warn(env: Environment, msg: str) -> None:
+    say(env, f"{PROG}: warning: {msg}")
+
+
+def info(env: Environment, msg: str) -> None:
+    say(env, f"{PROG}: {msg}")
+
+
+def require_root(env: Environment) -> None:
+    if env.euid != 0:
+        raise UserError("netdrop needs root to load BPF programs: run it with sudo")
+
+
+# ---------------------------------------------------------------- signals
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+class Interrupted(BaseException):
+    """A stop signal before tracing began: the command ends at once with
+    128 + the signal's number. A BaseException, like KeyboardInterrupt, so
+    that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Signals:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) for the whole run, from
+    the first line of main(). Before tracing, the first one raises Interrupted
+    where Python is (right after the C call it interrupted returns, e.g. bcc's
+    compile), so start-up ends within moments and every `finally` on the way
+    cleans up. While tracing (and after), it only sets `stop`: the event loop
+    sees it within one pass and the run ends with its usual lines.
+
+    Signal handlers belong to the process, so there is one of these (SIGNALS)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signum: int | None = None
+        self._raise = True
+        self._deferred = 0
+        self._pid = os.getpid()
+        self.installed: dict[int, _Handler] = {}
+
+    def install(self) -> dict[int, _Handler]:
+        """The handlers, in place; returns the ones they replace. Call inside the
+        try that catches Interrupted: a signal may come before this returns."""
+        self.stop.clear()
+        self.signum, self._raise, self._deferred = None, True, 0
+        self._pid = os.getpid()
+        old: dict[int, _Handler] = {}
+        self.installed = old
+        for s in STOP_SIGNALS:
+            if signal.getsignal(s) == signal.SIG_IGN:
+                # Ignored by whoever started us (`nohup`, a shell's background job):
+                # they mean netdrop to outlive the terminal; it stays ignored.
+                continue
+            old[s] = signal.getsignal(s)
+            signal.signal(s, self._handler)
+        return old
+
+    @staticmethod
+    def restore(old: dict[int, _Handler]) -> None:
+        for s, h in old.items():
+            # None: a handler not installed from Python; the default is the closest.
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A forked helper (pyroute2 forks one to enter a namespace) inherits
+            # this handler: there the signal must do what it does by default,
+            # never unwind a copy of main() (which would run its cleanup twice).
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.stop.set()
+        if self.signum is not None:
+            return                # a second signal: the first one is being handled
+        self.signum = signum
+        if self._raise and not self._deferred:
+            self._raise = False   # raised once: the cleanup it starts is not interrupted
+            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise now what arrived while deferred (or do nothing)."""
+        if self.signum is not None and self._raise:
+            self._raise = False
+            raise Interrupted(self.signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Steps that must not be cut in half (the lab's build starts processes
+        it must know about to remove them): a signal only sets `stop` until the
+        caller's next check()."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+
+    def tracing(self) -> None:
+        """From here on a signal only sets `stop`: the run ends with its lines."""
+        self.check()
+        self._raise = False
+
+
+SIGNALS = Signals()
+
+
+# ---------------------------------------------------------------- start-up
+
+def kernel_facts(args: argparse.Namespace, env: Environment) -> KernelFacts:
+    """What the machine must offer, checked before anything else is looked at."""
+    from .kernel import facts
+
+    try:
+        tracefs = facts.find_tracefs(env.tracefs)
+    except UserError:
+        if not args.mount_tracefs:
+            raise
+        tracefs = facts.mount_tracefs(env.tracefs[0])
+    return facts.probe_kernel(tracefs)
+
+
+def make_filters(args: argparse.Namespace, env: Environment) -> Filters:
+    from .kernel.filters import Filters, parse_ip, parse_port, resolve_netns
+
+    return Filters(
+        netns=frozenset(resolve_netns(s, env.netns_dir) for s in args.netns),
+        ips=frozenset(parse_ip(s) for s in args.ip),
+        ports=frozenset(parse_port(s) for s in args.port),
+    )
+
+
+def pod_source(args: argparse.Namespace, env: Environment) -> Pending[PodSource]:
+    """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
+    from .pods.kube import Selection, parse_selector
+    from .pods.nodeview import HOST_NETNS
+    from .pods.source import PodSource
+
+    sel = Selection(name=args.pod, namespace=args.namespace, selector=args.selector,
+                    all_namespaces=args.all_namespaces)
+    if sel.selector:
+        parse_selector(sel.selector)
+    if sel.active and (args.netns or args.ip):
+        raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
+                        "they cannot be combined with --netns or --ip")
+
+    def build() -> PodSource:
+        source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
+                           warn=functools.partial(warn, env))
+        if source.kube is None and sel.active:
+            warn(env, source.describe())
+        return source
+
+    return Pending(build)
+
+
+class Pending(Generic[T]):
+    """A value built in a thread while the main thread does other start-up work:
+    the pod source asks the API (up to kube.START_SECONDS) while bcc compiles
+    (about a second, in C, without the GIL), so start-up takes the longer of
+    the two, not both. result() gives the value or raises what building raised."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(build,), name="netdrop-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, build: Callable[[], T]) -> None:
+        try:
+            self._value = build()
+        except BaseException as exc:  # handed to the main thread as it is  # noqa: BLE001
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value   # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the session
+
+class Session:
+    """A loaded BPF program with everything that turns its output into drops:
+    decoder, groups, pod source, explainer, and the screen's state. Used as a
+    context; if building it fails at any step, what was already made is closed
+    (the program detached, the pod source's and explainer's threads stopped)."""
+
+    def __init__(self, env: Environment, args: argparse.Namespace, facts: KernelFacts, filters: Filters,
+                 pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
+                 note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
+        from .explain.netfilter import Explainer
+        from .groups import Groups
+        from .kernel.decode import Decoder
+        from .kernel.facts import Kallsyms
+        from .kernel.filters import known_netns_inodes
+        from .kernel.loader import Tracer
+        from .pods.attribute import NO_POD
+        from .sinks import console
+
+        self.env = env
+        rate = getattr(args, "max_event_rate", None)
+        if rate is not None and rate < 0:
+            raise UserError("--max-event-rate must be 0 (no limit) or positive")
+        with ExitStack() as stack:
+            # Closed in reverse (explainer, pod source, program) unless all of
+            # this succeeds: then pop_all() hands them to close().
+            self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only,
+                                 **({} if rate is None else {"max_event_rate": rate}))
+            stack.callback(self.tracer.close)
+            self.loaded_at = env.now()      # the kernel counters count from here
+            source = pods.result() if isinstance(pods, Pending) else pods
+            if source is not None:
+                stack.callback(source.stop)     # stops what start() began; nothing before it
+                if not source.attributing:
+                    info(env, f"pods: {source.describe()}")
+                    source = None
+            self.pods = source
+            if source is not None:
+                source.apply(self.tracer)
+                source.start()
+            kallsyms = Kallsyms.load()
+            if not kallsyms.usable:
+                warn(env, "/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")
+            self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
+
+            def pod_of_tag(tag: int) -> Attribution:
+                index = source.current() if source is not None else None
+                return index.attribute_tag(tag) if index is not None else NO_POD
+
+            self.groups = Groups(self.decoder, pod_of_tag=pod_of_tag)
+            names = known_netns_inodes(env.netns_dir)
+            self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names),
+                                     netns_names=names, title=title, note=note,
+                                     pods=source.describe() if source is not None else None)
+            node_netns = source.scanner.node_inode if source is not None else os.stat("/proc/self/ns/net").st_ino
+            self.explainer = Explainer(node_netns=node_netns, warn=functools.partial(warn, env))
+            stack.callback(self.explainer.stop)
+            self.explainer.sample_now()     # the node's ruleset is known before the first drop arrives
+            self.explainer.start()
+            self.stop = SIGNALS.stop
+            self._names_at = env.monotonic()
+            self._close = stack.pop_all()
+
+    def close(self) -> None:
+        self._close.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def announce(self) -> None:
+        skipped = [f"{h.name}: {h.detail}" for h in self.tracer.hooks if not h.attached]
+        if skipped:
+            info(self.env, f"function hooks not used ({'; '.join(skipped)}): working with tracepoints")
+        info(self.env, f"tracing ({', '.join(h.name for h in self.tracer.hooks if h.attached)}); "
+                       f"filters: {'; '.join(self.view.filters) or 'none'}; Ctrl-C to stop")
+        if self.pods is not None:
+            info(self.env, f"pods: {self.view.pods}")
+
+    def refresh_view(self, stats: Stats, elapsed: float, remaining: float | None) -> None:
+        from .kernel.filters import known_netns_inodes
+
+        v = self.view
+        v.stats, v.elapsed, v.remaining = stats, elapsed, remaining
+        v.notices = self.notices()
+        if self.env.monotonic() - self._names_at > 2:
+            v.netns_names = known_netns_inodes(self.env.netns_dir)
+            if self.pods is not None:
+                v.pods = self.pods.describe()
+            self._names_at = self.env.monotonic()
+
+    def run(self, sinks: list[Sink], duration: float | None, on_tick: OnTick | None = None,
+            background: threading.Thread | None = None) -> Stats:
+        from . import watch
+
+        SIGNALS.tracing()
+        self.announce()
+        if background is not None:
+            background.start()
+        pods = self.pods
+        return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop,
+                         on_tick if on_tick is not None else (lambda *a: None),
+                         pods=pods.current if pods is not None else (lambda: None),
+                         maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
+                         explainer=self.explainer)
+
+    def run_live(self, duration: float | None, background: threading.Thread | None = None) -> Stats:
+        """The rich console on stdout, redrawn on every tick."""
+        from rich.live import Live
+
+        from .sinks import console
+
+        screen = self.env.console()
+        self.view.width = screen.width
+        with Live(console.render(self.groups, self.view), console=screen, refresh_per_second=4) as live:
+            def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
+                self.refresh_view(stats, elapsed, remaining)
+                self.view.width = screen.width
+                live.update(console.render(self.groups, self.view))
+            return self.run([], duration, on_tick, background)
+
+    def notices(self) -> list[str]:
+        names = self.view.netns_names
+        return [f"netns {names.get(ns, ns)}: {text}" for ns, text in sorted(self.explainer.notices.items())]
+
+    def report(self, stats: Stats, groups_too: bool = False) -> None:
+        from .kernel.filters import known_netns_inodes
+        from .sinks import console
+
+        info(self.env, f"{stats.matched:,} drops counted, {stats.events:,} events delivered, "
+                       f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out")
+        if groups_too:
+            for line in console.summary_lines(self.groups, known_netns_inodes(self.env.netns_dir)):
+                info(self.env, f"counted {line}")
+        for notice in self.notices():
+            info(self.env, f"notice: {notice}")
+
+
+# ---------------------------------------------------------------- the commands
+
+def cmd_watch(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from .sinks.jsonout import JsonLines
+
+    require_root(env)
+    facts = kernel_facts(args, env)
+    filters = make_filters(args, env)
+    with Session(env, args, facts, filters, pod_source(args, env)) as session:
+        stats = session.run([JsonLines(env.stdout)], args.duration) if args.json else session.run_live(args.duration)
+        session.report(stats, groups_too=args.json)
+    return ExitStatus.OK
+
+
+def cmd_demo(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from .kernel.filters import Filters
+    from .lab.node import Player, SimNode, check_prefix, select_cases
+    from .pods.kube import Selection
+    from .pods.source import PodSource
+
+    check_prefix(args.prefix)       # a bad prefix fails at once, root or not
+    require_root(env)
+    facts = kernel_facts(args, env)
+    cases = select_cases(args.cases)
+    # The build starts the process holding the cache pod's namespace: it must
+    # end with `node` known, or nothing would remove it. A signal during the
+    # build is acted on right after it, inside the try: the lab is destroyed.
+    with SIGNALS.deferred():
+        node = SimNode.create(prefix=args.prefix)
+    player = Player(node, cases)
+    try:
+        SIGNALS.check()
+        filters = Filters(netns=frozenset(node.netns_inodes().values()))
+        note = "demo: " + "; ".join(f"{c.name}: {c.description}" for c in cases)
+        pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1, warn=functools.partial(warn, env))
+        with Session(env, args, facts, filters, pods, title="netdrop demo: simulated node", note=note) as session:
+            stats = session.run_live(args.duration, threading.Thread(target=player.run, daemon=True))
+            session.report(stats)
+        return ExitStatus.OK
+    finally:
+        with SIGNALS.deferred():    # a signal now must not cut the removal short
+            player.stop()
+            node.destroy()
+
+
+def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from .sinks import capture, summary
+
+    require_root(env)
+    outdir = capture.prepare_output(args.output)      # before anything is loaded
+    if args.snaplen is not None and not args.pcap:
+        raise UserError("--snaplen sets what --pcap records: add --pcap")
+    if args.max_events is not None and args.max_events < 0:
+        raise UserError("--max-events must be 0 or more")
+    facts = kernel_facts(args, env)
+    filters = make_filters(args, env)
+    pods = pod_source(args, env)
+    snaplen = (args.snaplen or capture.DEFAULT_SNAPLEN) if args.pcap else 0
+    with Session(env, args, facts, filters, pods, title=f"netdrop capture -> {outdir.path}", snaplen=snaplen,
+                 headers_only=args.snaplen is None) as session:
+        recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
+                                    started=session.loaded_at)
+        # Progress (sinks/capture.py, untyped) makes its own Console on sys.stderr:
+        # it should take env.console(stderr=True) and env.stderr (asked of its owner).
+        progress = capture.Progress()   # type: ignore[no-untyped-call]
+
+        def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
+            session.refresh_view(stats, elapsed, remaining)
+            recorder.tick(session.groups, env.now())
+            # A closed terminal (SIGHUP) makes the progress line fail with EIO:
+            # the capture goes on to its summary all the same.
+            with suppress(OSError):
+                progress.update(session.groups, stats, recorder, elapsed, remaining)
+
+        try:
+            stats = session.run([recorder], args.duration, on_tick)
+        finally:
+            with suppress(OSError):
+                progress.close()
+            ended = env.now()
+            recorder.tick(session.groups, ended)
+            recorder.close()
+        stopped = "duration reached" if not session.stop.is_set() else "stopped early (signal)"
+        names = session.view.netns_names
+        node = session.pods.node_name if session.pods is not None else None
+        result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
+                               hooks=session.tracer.hooks, filters=session.view.filters,
+                               pods=session.view.pods, node=node, names=names, notices=session.notices())
+        capture.write_summary(outdir, result)
+        session.report(stats)
+        files = [capture.EVENTS_FILE, capture.SUMMARY_FILE] + ([capture.PCAP_FILE] if args.pcap else [])
+        info(env, f"wrote {', '.join(str(outdir.path / f) for f in files)} ({stopped}); "
+                  f"read it with: netdrop summary {outdir.path}")
+        if recorder.write_error:
+            warn(env, recorder.write_error)
+    return ExitStatus.OK
+
+
+def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from . import doctor
+    from .pods.kube import KubeUnavailable, Selection
+    from .pods.nodeview import HOST_NETNS, NodeScanner
+    from .pods.source import PodSource
+
+    require_root(env)
+    path = HOST_NETNS if args.netns is None else args.netns if "/" in args.netns else str(env.netns_dir / args.netns)
+    if not os.path.exists(path):
+        raise UserError(f"unknown network namespace {args.netns!r}: {path} does not exist")
+    snapshot = NodeScanner(path).scan()
+    pods = snapshot.pod_like()
+    names: dict[int, str] = {}
+    live = {ip for pod in pods for ip in pod.ips}
+    source: PodSource | None = None
+    if args.pod or args.kubeconfig:
+        source = PodSource(Selection(name=args.pod, namespace=args.namespace), args.kubeconfig, args.node, path,
+                           warn=functools.partial(warn, env))
+        idx = source.index
+        if idx is not None:
+            names = {inode: idx.ids.refs[pid].label for inode, pid in idx.by_netns.items()}
+            if args.pod:
+                if source.kube is None:
+                    raise UserError(f"--pod needs the Kubernetes API to find {args.pod}: {source.problem}")
+                pods = [snapshot.namespaces[i] for i, pid in idx.by_netns.items() if pid in idx.selected]
+                if not pods:
+                    raise UserError(f"pod {args.namespace}/{args.pod} has no sandbox on this node yet")
+    if names and not args.pod:      # the API says which sandboxes are pods
+        pods = [p for p in pods if p.inode in names]
+    node = doctor.Node(None if path == HOST_NETNS else path, args.netns or "this node", pods, names,
+                       Path(args.cni_dir))
+    findings = doctor.run_all(node, live)
+    cidrs, this_node = None, None
+    if source is not None and source.kube is not None:
+        with suppress(KubeUnavailable):
+            cidrs, this_node = source.kube.pod_cidrs(), source.node_name
+    findings += doctor.check_pod_routes(node, cidrs, this_node)
+    bad = doctor.problems(findings)
+    if args.json:
+        env.stdout.write(doctor.to_json(findings, node))
+    else:
+        env.console().print(doctor.render(findings, node, env.width))
+        info(env, f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
+    return ExitStatus.PROBLEMS if bad else ExitStatus.OK
+
+
+def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from .sinks import capture, summary
+
+    # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
+    # types, deep nesting) with one line; render() escapes for the format's reader.
+    data = summary.load(capture.summary_path(args.dir))
+    env.stdout.write(summary.render(data, args.format, env.width))
+    return ExitStatus.OK
+
+
+Command = Callable[[argparse.Namespace, Environment], ExitStatus]
+COMMANDS: dict[str, Command] = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture,
+                                "summary": cmd_summary, "doctor": cmd_doctor}
