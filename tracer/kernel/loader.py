@@ -160,7 +160,7 @@ _POD_MAPS: dict[str, Callable[[PodKey], object]] = {
 class Tracer:
     """The loaded BPF program: exact counters, an event ring buffer, filter maps."""
 
-    def __init__(self, facts: KernelFacts, filters: Filters = Filters(),  # noqa: B008 - frozen, immutable
+    def __init__(self, facts: KernelFacts, filters: Filters = Filters(),
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
                  warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER) -> None:

@@ -266,7 +266,9 @@ class KubeClient:
                 _load_kubeconfig(config, Path(explicit), into)
             except UserError:
                 raise
-            except Exception as exc:  # ConfigException, YAML errors, odd shapes (AttributeError, ...)
+            # ConfigException, YAML errors, odd shapes (AttributeError, TypeError, ...): a
+            # kubeconfig is node text, and any of it must end in one line, not a traceback
+            except Exception as exc:  # noqa: BLE001
                 raise UserError(f"cannot use kubeconfig {explicit}: {_one_line(exc)}") from None
             return explicit
         candidates = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
@@ -277,13 +279,15 @@ class KubeClient:
                     _load_kubeconfig(config, path, into)
                 except UserError:
                     raise
-                except Exception as exc:  # the client raises ConfigException and others
+                # the client raises ConfigException, YAML errors, and on odd shapes anything
+                except Exception as exc:  # noqa: BLE001
                     raise KubeUnavailable(f"cannot use kubeconfig {path}: {_one_line(exc)}") from None
                 return str(path)
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:
                 config.load_incluster_config(client_configuration=into)
-            except Exception as exc:
+            # ConfigException, OSError on the token files, ... : the API is then unavailable
+            except Exception as exc:  # noqa: BLE001
                 raise KubeUnavailable(f"cannot use the in-cluster service account: {_one_line(exc)}") from None
             return "in-cluster service account"
         raise KubeUnavailable("no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config, "
@@ -320,7 +324,9 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise KubeUnavailable(f"the API server at {self.server} answered {exc.status} {exc.reason}") from None
-        except Exception as exc:  # urllib3 connection errors, timeouts (MaxRetryError wraps the cause)
+        # urllib3 connection errors, timeouts (MaxRetryError wraps the cause), the client's own
+        # errors on a strange answer: an API that misbehaves makes pods unknown, never a crash
+        except Exception as exc:  # noqa: BLE001
             reason = getattr(exc, "reason", None)
             cause = reason if isinstance(reason, BaseException) else exc
             if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
@@ -418,7 +424,8 @@ class KubeClient:
                 continue
             except KubeUnavailable as exc:
                 on_error(str(exc))
-            except Exception as exc:  # watch errors (410 Gone, resets): relist
+            # watch errors (410 Gone, resets, a broken stream): relist; this thread must not die
+            except Exception as exc:  # noqa: BLE001
                 on_error(f"pod watch interrupted ({type(exc).__name__}); relisting")
             stop.wait(backoff)
             backoff = min(backoff * 2, WATCH_BACKOFF[1])

@@ -16,10 +16,13 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import UserError
 from ..nsexec import socket_in
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute   # no type information: to mypy it is Any
 
 NETNS_RUN_DIR = Path("/run/netns")
 # The node's namespace is the one netdrop runs in (on a node: the host's).
@@ -65,9 +68,9 @@ class NodeSnapshot:
         return [n for n in self.namespaces.values() if n.host_veth is not None]
 
 
-def _global_ips(ipr) -> tuple[str, ...]:
+def _global_ips(ipr: IPRoute) -> tuple[str, ...]:
     """Addresses others can reach it by: all but loopback and link-local."""
-    ips = set()
+    ips: set[str] = set()
     for msg in ipr.get_addr():
         addr = msg.get_attr("IFA_ADDRESS")
         if addr:
@@ -77,9 +80,13 @@ def _global_ips(ipr) -> tuple[str, ...]:
     return tuple(sorted(ips))
 
 
-def _veths(ipr) -> dict[int, tuple[str, int, int | None]]:
+# veth ifindex -> (name, peer ifindex, peer's namespace id)
+Veths = dict[int, tuple[str, int, int | None]]
+
+
+def _veths(ipr: IPRoute) -> Veths:
     """veth ifindex -> (name, peer ifindex (IFLA_LINK), peer's namespace id (IFLA_LINK_NETNSID))."""
-    out = {}
+    out: Veths = {}
     for link in ipr.get_links():
         info = link.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info else None
@@ -207,7 +214,7 @@ class NodeScanner:
     (a pod's netns is set up once), re-read every RESCAN_EVERY scans, and
     read again while they lack an address or a veth (CNI still at work)."""
 
-    def __init__(self, node_netns: str = HOST_NETNS):
+    def __init__(self, node_netns: str = HOST_NETNS) -> None:
         path = node_netns if "/" in node_netns else str(NETNS_RUN_DIR / node_netns)
         try:
             self.node_inode = os.stat(path).st_ino
@@ -217,7 +224,7 @@ class NodeScanner:
         self._cache: dict[int, NetnsInfo] = {}
         self._scans = 0
 
-    def _ipr(self, path: str):
+    def _ipr(self, path: str) -> IPRoute:
         from pyroute2 import IPRoute
 
         # Our own namespace needs no helper process (IPRoute(netns=...) forks one);
@@ -246,7 +253,9 @@ class NodeScanner:
                     with self._ipr(found["path"]) as ipr:
                         ips = _global_ips(ipr)
                         veths = _veths(ipr)
-                except Exception:  # gone while we looked (pod deleted): skip it this time
+                # Gone while we looked (pod deleted): skip it this time. pyroute2 raises
+                # NetlinkError (a bare Exception subclass), OSError, or what its netns helper hit.
+                except Exception:  # noqa: BLE001
                     continue
                 host = self._host_veth(nsids, node_veths, veths, found["path"])
                 result[inode] = NetnsInfo(inode, tuple(found["names"]), tuple(found["pids"]), ips, host)
@@ -254,7 +263,7 @@ class NodeScanner:
         return NodeSnapshot(self.node_inode, node_ips, result)
 
     @staticmethod
-    def _host_veth(nsids: NsidQuery, node_veths, veths, path) -> HostVeth | None:
+    def _host_veth(nsids: NsidQuery, node_veths: Veths, veths: Veths, path: str) -> HostVeth | None:
         """The node-side end of this namespace's veth. Interface indexes repeat
         across namespaces (every pod has an eth0 numbered 2 or 3), so the pair
         must name each other and the node's end must point into this namespace."""

@@ -177,7 +177,9 @@ class PodSource:
                 break
             try:
                 snapshot = self.scanner.scan()
-            except Exception as exc:  # a namespace vanishing mid-scan, netlink hiccups: next round
+            # A namespace vanishing mid-scan, netlink hiccups: next round. This thread must
+            # outlive whatever pyroute2 raises, or pods would silently stop being followed.
+            except Exception as exc:  # noqa: BLE001
                 self.warn(f"pods: node scan failed ({type(exc).__name__}: {exc})")
                 continue
             with self._lock:
