@@ -26,6 +26,10 @@
 #define ND_FILTER_NETNS   0x01
 #define ND_FILTER_IP      0x04
 #define ND_FILTER_PORT    0x08
+/* Set by the loader once the filters and pod maps are written: bcc attaches
+ * the programs as it loads them, and until then they must neither count nor
+ * report, or every drop of the machine would pass for that moment. */
+#define ND_FILTER_READY   0x80
 
 /* nd_event.pod and nd_count_key.pod: pod id << 2 | direction, 0 = no pod */
 #define ND_DIR_IN_POD   1 /* dropped inside the pod's namespace */

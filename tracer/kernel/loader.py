@@ -292,7 +292,7 @@ class Tracer:
         self._write_cfg()
 
     def _write_cfg(self) -> None:
-        cfg = ev.NdFilterCfg(self._flags, self._budget)
+        cfg = ev.NdFilterCfg(self._flags | ev.ND_FILTER_READY, self._budget)
         cfg.snaplen, cfg.headers_only = self.snaplen, int(self.headers_only)
         netns = self.filters.netns
         if 0 < len(netns) <= ev.ND_NETNS_INLINE:
