@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .explain.classify import Verdict, category_of
-from .kernel.decode import Drop
+from .kernel.decode import Decoder, Drop
 from .pods.attribute import NO_POD, Attribution
 
 GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
@@ -29,7 +29,7 @@ class Group:
     rate: float = 0.0
     latest: Drop | None = None
     hint: str | None = None
-    detail: dict | None = None
+    detail: dict[str, object] | None = None
     pod_raw: int = 0
     attribution: Attribution | None = None
     events: int = 0                       # events delivered for this group
@@ -41,8 +41,8 @@ class Group:
 class Groups:
     RATE_WINDOW = 5.0  # seconds over which the /s column averages
 
-    def __init__(self, decoder, recent: int = 8,
-                 pod_of_tag: Callable[[int], Attribution] = lambda tag: NO_POD):
+    def __init__(self, decoder: Decoder, recent: int = 8,
+                 pod_of_tag: Callable[[int], Attribution] = lambda tag: NO_POD) -> None:
         """pod_of_tag names the pod behind a kernel pod tag, for groups no event has reached."""
         self.decoder = decoder
         self.pod_of_tag = pod_of_tag
@@ -106,7 +106,7 @@ class Groups:
 
     def rows(self) -> list[Group]:
         """Grouped by pod (pods first, by name), then by count."""
-        def order(g: Group):
+        def order(g: Group) -> tuple[bool, str, int, int, str]:
             pod = g.attribution.pod if g.attribution else None
             return (pod is None, pod.label if pod else "", -g.count, g.netns, g.category)
         return sorted(self.groups.values(), key=order)

@@ -18,16 +18,20 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..explain.classify import Verdict
-from ..groups import Groups
+from ..groups import GroupKey, Groups
 from ..kernel.decode import Drop
 from ..pods.attribute import Attribution
 from ..topk import SpaceSaving
 from ..trust import trusted_owners, why_untrusted
 from .jsonout import drop_record
 from .pcapng import PcapngWriter
+
+if TYPE_CHECKING:
+    from ..kernel.loader import Stats
 
 DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
 PROGRESS_EVERY = 10.0          # seconds between progress lines when stderr is not a terminal
@@ -114,7 +118,7 @@ def _exists(outdir: OutputDir, name: str) -> bool:
     return True
 
 
-def write_summary(outdir: OutputDir, summary: dict) -> None:
+def write_summary(outdir: OutputDir, summary: dict[str, object]) -> None:
     """summary.json, written once at the end, created like every capture file."""
     try:
         fd = outdir.create(SUMMARY_FILE)
@@ -160,10 +164,10 @@ class Recorder:
     delivered: int = 0                 # events seen (written or not)
     write_error: str | None = None
     flows: SpaceSaving[FlowKey, FlowStat] = field(default_factory=lambda: SpaceSaving(FLOW_CAPACITY))
-    timeline: dict[int, collections.Counter] = field(default_factory=dict)   # unix second -> category counts
+    timeline: dict[int, collections.Counter[str]] = field(default_factory=dict)   # unix second -> category counts
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             self._fd = self.outdir.create(EVENTS_FILE, os.O_APPEND)
             self._pcap_file = os.fdopen(self.outdir.create(PCAP_FILE), "wb") if self.pcap_snaplen else None
@@ -171,7 +175,7 @@ class Recorder:
             raise UserError(f"cannot create a capture file in {self.outdir.path}: {exc.strerror}") from None
         self._good = 0                  # size of events.jsonl up to its last whole line
         self.pcap = PcapngWriter(self._pcap_file, self.pcap_snaplen) if self._pcap_file else None
-        self._last_counts: dict[tuple, int] = {}
+        self._last_counts: dict[GroupKey, int] = {}
 
     # -- sink --
     def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:
@@ -236,7 +240,7 @@ class Progress:
     """Time left, drops so far by category, events written and lost: a live line
     on a terminal, a plain line every PROGRESS_EVERY seconds otherwise."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         import sys
 
         from rich.console import Console
@@ -251,8 +255,8 @@ class Progress:
         self._stderr = sys.stderr
 
     @staticmethod
-    def line(groups: Groups, stats, recorder: Recorder, elapsed: float, remaining: float | None) -> str:
-        by_cat = collections.Counter()
+    def line(groups: Groups, stats: Stats, recorder: Recorder, elapsed: float, remaining: float | None) -> str:
+        by_cat: collections.Counter[str] = collections.Counter()
         for g in groups.groups.values():
             by_cat[g.category] += g.count
         cats = ", ".join(f"{c} {n:,}" for c, n in by_cat.most_common() if n) or "none yet"
@@ -260,7 +264,7 @@ class Progress:
         return (f"capture: {left} · {stats.matched:,} drops ({cats}) · {recorder.written:,} events written · "
                 f"{stats.lost:,} lost · {stats.sampled_out:,} sampled out")
 
-    def update(self, groups, stats, recorder, elapsed, remaining) -> None:
+    def update(self, groups: Groups, stats: Stats, recorder: Recorder, elapsed: float, remaining: float | None) -> None:
         text = self.line(groups, stats, recorder, elapsed, remaining)
         if self.live:
             self.live.update(text)
