@@ -456,9 +456,9 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
                  headers_only=args.snaplen is None) as session:
         recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
                                     started=session.loaded_at)
-        # Progress (sinks/capture.py, untyped) makes its own Console on sys.stderr:
+        # Progress (sinks/capture.py) still makes its own Console on sys.stderr:
         # it should take env.console(stderr=True) and env.stderr (asked of its owner).
-        progress = capture.Progress()   # type: ignore[no-untyped-call]
+        progress = capture.Progress()
 
         def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
             session.refresh_view(stats, elapsed, remaining)

@@ -27,7 +27,7 @@ def bpf_fds() -> list[str]:
     return found
 
 
-def test_a_set_up_that_fails_after_loading_closes_the_program():
+def test_a_set_up_that_fails_after_loading_closes_the_program() -> None:
     # The pod source (built beside bcc's compile) finds no node namespace of
     # that name: the program is loaded and attached by then.
     before = bpf_fds()
@@ -41,7 +41,7 @@ def test_a_set_up_that_fails_after_loading_closes_the_program():
     assert bpf_fds() == before
 
 
-def test_the_live_console_draws_on_the_environments_stdout(node):
+def test_the_live_console_draws_on_the_environments_stdout(node: lab.SimNode) -> None:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, stdout_tty=True, width=160)
     done = threading.Event()

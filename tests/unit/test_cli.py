@@ -39,7 +39,7 @@ def a_tracefs(tmp_path: Path) -> Path:
 
 def a_capture(tmp_path: Path) -> Path:
     """A capture directory with its summary.json, as `netdrop capture` leaves it."""
-    result = built_summary(tmp_path)
+    result = built_summary(tmp_path)  # type: ignore[no-untyped-call]
     (tmp_path / "summary.json").write_text(json.dumps(result))
     return tmp_path
 
@@ -70,20 +70,20 @@ class Run:
         return only_line(self.err.getvalue())
 
 
-def test_not_root():
+def test_not_root() -> None:
     run = Run(["watch", "--json"], euid=1000)
-    assert run.status == cli.ExitStatus.ERROR == 2
+    assert run.status == 2 and int(cli.ExitStatus.ERROR) == 2
     assert run.error == "netdrop: error: netdrop needs root to load BPF programs: run it with sudo"
 
 
 @pytest.mark.parametrize("command", [["watch"], ["capture", "-o", "/nonexistent/x"], ["doctor"],
                                      ["demo", "--duration", "1s"]])
-def test_every_command_that_loads_or_reads_the_node_needs_root(command):
+def test_every_command_that_loads_or_reads_the_node_needs_root(command: list[str]) -> None:
     run = Run(command, euid=1000)
     assert run.status == 2 and "needs root" in run.error
 
 
-def test_unknown_netns_fails_before_loading(tmp_path):
+def test_unknown_netns_fails_before_loading(tmp_path: Path) -> None:
     (tmp_path / "pod-a").touch()
     run = Run(["watch", "--netns", "no-such-ns"], euid=0, netns_dir=tmp_path)
     assert run.status == 2
@@ -91,13 +91,13 @@ def test_unknown_netns_fails_before_loading(tmp_path):
                          "does not exist (known: pod-a)")
 
 
-def test_doctor_unknown_netns(tmp_path):
+def test_doctor_unknown_netns(tmp_path: Path) -> None:
     run = Run(["doctor", "--netns", "no-such-ns"], euid=0, netns_dir=tmp_path)
     assert run.status == 2
     assert run.error == f"netdrop: error: unknown network namespace 'no-such-ns': {tmp_path}/no-such-ns does not exist"
 
 
-def test_tracefs_missing(tmp_path):
+def test_tracefs_missing(tmp_path: Path) -> None:
     run = Run(["watch"], euid=0, tracefs=(tmp_path,))
     assert run.status == 2
     assert "tracefs is not mounted" in run.error
@@ -112,14 +112,14 @@ def test_tracefs_missing(tmp_path):
     (["summary", "x", "--format", "pdf"], "invalid choice: 'pdf'"),
     ([], "the following arguments are required: command"),
 ])
-def test_bad_arguments(argv, msg, tmp_path):
+def test_bad_arguments(argv: list[str], msg: str, tmp_path: Path) -> None:
     run = Run(argv, euid=0, tracefs=(a_tracefs(tmp_path),))
     assert run.status == 2
     assert run.error.startswith("netdrop: error: ") and msg in run.error
 
 
 @given(st.text())
-def test_any_duration_text_ends_in_one_line(text):
+def test_any_duration_text_ends_in_one_line(text: str) -> None:
     """Not a duration: 'not a duration' and exit 2; a duration: the next check
     (root) speaks. Either way one line, never a traceback."""
     run = Run(["watch", f"--duration={text}"], euid=1000)
@@ -129,7 +129,7 @@ def test_any_duration_text_ends_in_one_line(text):
     assert "\x1b" not in line
 
 
-def test_durations():
+def test_durations() -> None:
     assert cli.parse_duration("30s") == 30
     assert cli.parse_duration("2m") == 120
     assert cli.parse_duration("10") == 10
@@ -138,7 +138,7 @@ def test_durations():
 
 
 @given(st.text(max_size=30))
-def test_parse_duration_gives_a_positive_number_or_says_why(text):
+def test_parse_duration_gives_a_positive_number_or_says_why(text: str) -> None:
     try:
         value = cli.parse_duration(text)
     except Exception as exc:    # noqa: BLE001 (the only one it may raise is asserted)
@@ -147,7 +147,7 @@ def test_parse_duration_gives_a_positive_number_or_says_why(text):
         assert value > 0
 
 
-def test_summary_is_written_to_the_environments_stdout(tmp_path):
+def test_summary_is_written_to_the_environments_stdout(tmp_path: Path) -> None:
     a_capture(tmp_path)
     run = Run(["summary", str(tmp_path), "--format", "json"])
     assert run.status == cli.ExitStatus.OK and run.err.getvalue() == ""
@@ -163,7 +163,7 @@ class ReaderLeft(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-def test_a_reader_that_left_is_not_an_error(tmp_path):
+def test_a_reader_that_left_is_not_an_error(tmp_path: Path) -> None:
     a_capture(tmp_path)
     err = io.StringIO()
     status = cli.main(["summary", str(tmp_path)], Environment(stdout=ReaderLeft(), stderr=err))
@@ -181,7 +181,7 @@ def make_fifo_tracefs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path, sig):
+def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path: Path, sig: int) -> None:
     fifo = make_fifo_tracefs(tmp_path)
     kill = threading.Timer(0.3, os.kill, (os.getpid(), sig))
 
@@ -206,7 +206,7 @@ def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path, sig):
     assert signal.getsignal(sig) is before
 
 
-def test_a_signal_waits_for_a_deferred_step_then_ends_the_command():
+def test_a_signal_waits_for_a_deferred_step_then_ends_the_command() -> None:
     signals = session.Signals()
     old = signals.install()
     try:
@@ -222,7 +222,7 @@ def test_a_signal_waits_for_a_deferred_step_then_ends_the_command():
         signals.restore(old)
 
 
-def test_while_tracing_a_signal_only_asks_the_loop_to_stop():
+def test_while_tracing_a_signal_only_asks_the_loop_to_stop() -> None:
     signals = session.Signals()
     old = signals.install()
     try:
@@ -233,7 +233,7 @@ def test_while_tracing_a_signal_only_asks_the_loop_to_stop():
         signals.restore(old)
 
 
-def test_pending_hands_over_the_value_or_the_error():
+def test_pending_hands_over_the_value_or_the_error() -> None:
     assert session.Pending(lambda: 42).result() == 42
 
     def fails() -> int:
@@ -243,7 +243,7 @@ def test_pending_hands_over_the_value_or_the_error():
         session.Pending(fails).result()
 
 
-def test_a_signal_ignored_by_whoever_started_us_stays_ignored():
+def test_a_signal_ignored_by_whoever_started_us_stays_ignored() -> None:
     """`nohup netdrop capture ... &` must outlive its terminal."""
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -259,13 +259,13 @@ def test_a_signal_ignored_by_whoever_started_us_stays_ignored():
         signal.signal(signal.SIGHUP, before)
 
 
-def test_warnings_reach_the_environments_stderr_made_printable():
+def test_warnings_reach_the_environments_stderr_made_printable() -> None:
     err = io.StringIO()
     session.warn(Environment(stderr=err), "interface \x1b]0;owned\x07 gone")
     assert err.getvalue() == "netdrop: warning: interface \\x1b]0;owned\\x07 gone\n"
 
 
-def test_an_environment_refuses_names_it_does_not_know():
+def test_an_environment_refuses_names_it_does_not_know() -> None:
     with pytest.raises(TypeError):
         Environment(colour=False)   # type: ignore[call-arg]
     env = Environment(stdout=io.StringIO())
@@ -274,7 +274,7 @@ def test_an_environment_refuses_names_it_does_not_know():
     assert env.but(euid=1000).euid == 1000 and env.euid == os.geteuid()
 
 
-def test_terminal_flags_come_from_the_stream_unless_set():
+def test_terminal_flags_come_from_the_stream_unless_set() -> None:
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     assert not env.stdout_isatty and not env.console().is_terminal
     tty = env.but(stdout_tty=True, width=100)
