@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * netdrop: kernel side. Compiled by bcc at run time (tracer/loader.py).
+ * netdrop: kernel side. Compiled by bcc at run time (tracer/kernel/loader.py).
  *
  * skb:kfree_skb fires for every skb freed as a drop (kfree_skb_reason() in
  * net/core/skbuff.c; consumed skbs go to skb:consume_skb instead). For each
@@ -10,6 +10,13 @@
  *      send one nd_event with the flow, the devices and the route MTU.
  *      Otherwise only a per-CPU counter (sampled_out or lost) moves.
  * So counts stay exact however far the Python side falls behind.
+ *
+ * Both programs run for every such drop, so their hot paths hold only what
+ * the exact count needs: the namespace (three dependent kernel reads), the
+ * filters, one per-CPU hash update. Helper calls dominate what is left
+ * (each bpf_probe_read_kernel about 30 ns, bpf_ktime_get_ns about 100 ns on
+ * our Firecracker guests): everything else an event carries is read only
+ * once it is known that an event is sent.
  *
  * Macros set by the loader (numbers read from the running kernel, never text
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
@@ -52,8 +59,12 @@
 #define ND_SKB_DST_PTRMASK (~1UL)
 /* dst->_metrics: low bits are DST_METRICS_* flags (include/net/dst.h) */
 #define ND_DST_METRICS_PTRMASK (~3UL)
-/* An icmp_send() for the same skb counts only if it was this recent. */
-#define ND_ICMP_WINDOW_NS 10000000ULL
+/* An icmp_send() for the same skb counts only if it was in the same jiffy
+ * as the drop or the one before (1-2 ms at HZ=1000, 4-8 ms at HZ=250). */
+#define ND_ICMP_WINDOW_JIFFIES 1
+#define ND_ICMP_DEST_UNREACH 3 /* include/uapi/linux/icmp.h */
+/* Notes kept per CPU (a power of two), see struct nd_icmp_notes. */
+#define ND_ICMP_NOTES 4
 /* With the event budget spent, look at the clock every 64th drop only. */
 #define ND_WINDOW_CHECK_MASK 63
 
@@ -79,7 +90,7 @@ BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
 BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
 
-/* Pods of this node (tracer/attribute.py builds them): their namespaces,
+/* Pods of this node (tracer/pods/attribute.py builds them): their namespaces,
  * their host veths (in the node namespace) and their addresses. */
 BPF_HASH(pod_netns, u32, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_veth, struct nd_if_key, struct nd_pod_val, ND_MAX_FILTER);
@@ -89,12 +100,23 @@ BPF_HASH(pod_ip, struct nd_ip_key, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_hostport, u16, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(node_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 
-struct nd_icmp_note {
-	u64 ts_ns;
-	u8 type;
-	u8 code;
+/* The last ND_ICMP_NOTES icmp_send() calls of this CPU, a ring written at
+ * next++. Per CPU because every caller frees the skb on the CPU that sent the
+ * error, right after icmp_send() returns: __udp4_lib_rcv() (port
+ * unreachable), ip_forward() and ip_fragment() (fragmentation needed),
+ * ip_error() (net/host unreachable), nf_hook_slow() after a REJECT target.
+ * More than one note because __icmp_send() ends with local_bh_enable(): when
+ * it was called from process context, softirqs can run there and send errors
+ * of their own before the caller frees its skb. A per-CPU array slot costs a
+ * few stores; the shared LRU hash it replaces cost ~300 ns per ICMP error
+ * (bucket lock, eviction of a never-read entry under a storm). */
+struct nd_icmp_notes {
+	u64 skb[ND_ICMP_NOTES];
+	u64 jiffies[ND_ICMP_NOTES]; /* bpf_jiffies64(): a load, ktime would be ~100 ns */
+	u8 code[ND_ICMP_NOTES];
+	u32 next;
 };
-BPF_TABLE("lru_hash", u64, struct nd_icmp_note, icmp_sent, 4096);
+BPF_PERCPU_ARRAY(icmp_notes, struct nd_icmp_notes, 1);
 
 static __always_inline u32 net_inum(struct net *net)
 {
@@ -131,7 +153,7 @@ static __always_inline void read_ports(struct nd_event *e, unsigned char *l4)
 		e->dport = ND_NTOHS(ports[1]);
 		e->flags |= ND_F_L4;
 	}
-	/* A SYN-ACK that no socket takes is a reply that missed its NAT (classify.py). */
+	/* A SYN-ACK that no socket takes is a reply that missed its NAT (tracer/explain/classify.py). */
 	if (e->l4proto == ND_PROTO_TCP)
 		bpf_probe_read_kernel(&e->tcp_flags, 1, l4 + 13);
 }
@@ -211,50 +233,94 @@ static __always_inline void read_packet(struct sk_buff *skb, struct nd_event *e,
  * while skb->dev is still the ingress device; the egress device and MTU are
  * only known from the route attached to the skb (skb_dst(), include/net/dst.h,
  * and ip_dst_mtu_maybe_forward() in include/net/ip.h). */
-static __always_inline void read_route(struct sk_buff *skb, struct nd_event *e)
+struct nd_route {
+	struct dst_entry *dst;
+	struct net_device *odev; /* NULL: no egress (none, or local delivery) */
+};
+
+/* The route's egress device: its ifindex is a pod key (node_pod()), the rest
+ * (route_details()) only goes into events. */
+static __always_inline struct nd_route route_dev(struct sk_buff *skb, struct nd_event *e)
 {
+	struct nd_route r = {};
 	unsigned long refdst = 0;
 	bpf_probe_read_kernel(&refdst, sizeof(refdst), &skb->_skb_refdst);
 	struct dst_entry *dst = (struct dst_entry *)(refdst & ND_SKB_DST_PTRMASK);
 	if (!dst)
-		return;
+		return r;
 	struct net_device *odev = NULL;
 	bpf_probe_read_kernel(&odev, sizeof(odev), &dst->dev);
 	if (!odev)
-		return;
-	u32 ifindex = 0, dev_mtu = 0, metric_mtu = 0;
+		return r;
+	u32 ifindex = 0;
 	unsigned int dev_flags = 0;
 	bpf_probe_read_kernel(&ifindex, sizeof(ifindex), &odev->ifindex);
 	bpf_probe_read_kernel(&dev_flags, sizeof(dev_flags), &odev->flags);
 	/* Local delivery and error routes (ip_error, ip6_pkt_discard) point at the
 	 * loopback device: no egress, no MTU to report. */
 	if (ifindex == 0 || (dev_flags & ND_IFF_LOOPBACK))
+		return r;
+	e->out_ifindex = ifindex;
+	e->flags |= ND_F_HAS_ROUTE;
+	r.dst = dst;
+	r.odev = odev;
+	return r;
+}
+
+static __always_inline void route_details(struct nd_event *e, struct nd_route r)
+{
+	if (!r.odev)
 		return;
-	bpf_probe_read_kernel(&dev_mtu, sizeof(dev_mtu), &odev->mtu);
+	u32 dev_mtu = 0, metric_mtu = 0;
+	bpf_probe_read_kernel(&dev_mtu, sizeof(dev_mtu), &r.odev->mtu);
 	unsigned long metrics = 0;
-	bpf_probe_read_kernel(&metrics, sizeof(metrics), &dst->_metrics);
+	bpf_probe_read_kernel(&metrics, sizeof(metrics), &r.dst->_metrics);
 	u32 *m = (u32 *)(metrics & ND_DST_METRICS_PTRMASK);
 	if (m)
 		bpf_probe_read_kernel(&metric_mtu, sizeof(metric_mtu), &m[RTAX_MTU - 1]);
-	e->out_ifindex = ifindex;
 	e->mtu = metric_mtu ? metric_mtu : dev_mtu;
-	bpf_probe_read_kernel_str(e->out_ifname, sizeof(e->out_ifname), odev->name);
-	e->flags |= ND_F_HAS_ROUTE;
+	bpf_probe_read_kernel_str(e->out_ifname, sizeof(e->out_ifname), r.odev->name);
 }
 
-static __always_inline void fill_event(struct nd_event *e, struct sk_buff *skb,
-				       struct net_device *dev, u16 proto)
+/* What pod tagging and the IP/port filters look at: the packet's addresses
+ * and ports, the ifindex of the device and of the route's device. */
+static __always_inline struct nd_route fill_keys(struct nd_event *e, struct sk_buff *skb,
+						  struct net_device *dev, u16 proto)
 {
 	__builtin_memset(e, 0, sizeof(*e));
-	bpf_probe_read_kernel(&e->len, sizeof(e->len), &skb->len);
-	if (dev) {
+	if (dev)
 		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
+	read_packet(skb, e, proto);
+	return route_dev(skb, e);
+}
+
+/* The rest of an event, read only when one is sent: names, MTUs, conntrack. */
+static __always_inline void fill_details(struct nd_event *e, struct sk_buff *skb,
+					 struct net_device *dev, struct nd_route r)
+{
+	/* read_packet() set the IP length with l3proto; skb->len is the fallback. */
+	if (!e->l3proto)
+		bpf_probe_read_kernel(&e->len, sizeof(e->len), &skb->len);
+	if (dev) {
 		bpf_probe_read_kernel(&e->dev_mtu, sizeof(e->dev_mtu), &dev->mtu);
 		bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), dev->name);
 	}
-	read_packet(skb, e, proto);
-	read_route(skb, e);
+	route_details(e, r);
 	read_conntrack(skb, e);
+}
+
+/* A whole event: from the keys read for pod tagging or filters (scr, route),
+ * else from scratch. */
+static __always_inline void fill_event(struct nd_event *e, struct sk_buff *skb, struct net_device *dev,
+				       u16 proto, struct nd_event *scr, struct nd_route route, u32 netns)
+{
+	if (scr) {
+		__builtin_memcpy(e, scr, sizeof(*e));
+	} else {
+		route = fill_keys(e, skb, dev, proto);
+		e->netns = netns;
+	}
+	fill_details(e, skb, dev, route);
 }
 
 static __always_inline int v4mapped_key(struct nd_ip_key *k, struct nd_event *e, u8 *addr)
@@ -391,15 +457,26 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 	e->pod = pod;
 	e->caplen = 0;
 #if ND_HAVE_ICMP_TP
+	int zero = 0;
+	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
+	if (!n)
+		return;
 	u64 skbaddr = (u64)skb;
-	struct nd_icmp_note *note = icmp_sent.lookup(&skbaddr);
-	if (note) {
-		if (now - note->ts_ns < ND_ICMP_WINDOW_NS) {
+	u64 j = bpf_jiffies64();
+	u32 last = n->next;
+	/* Newest first: the last icmp_send() for this skb is the one reported.
+	 * Every note for it is used up (its skb is being freed). */
+#pragma unroll
+	for (int i = 1; i <= ND_ICMP_NOTES; i++) {
+		u32 slot = (last - i) & (ND_ICMP_NOTES - 1);
+		if (n->skb[slot] != skbaddr)
+			continue;
+		if (!(e->flags & ND_F_ICMP_SENT) && j - n->jiffies[slot] <= ND_ICMP_WINDOW_JIFFIES) {
 			e->flags |= ND_F_ICMP_SENT;
-			e->icmp_type = note->type;
-			e->icmp_code = note->code;
+			e->icmp_type = ND_ICMP_DEST_UNREACH;
+			e->icmp_code = n->code[slot];
 		}
-		icmp_sent.delete(&skbaddr);
+		n->skb[slot] = 0;
 	}
 #endif
 }
@@ -448,19 +525,14 @@ static __always_inline u32 capture_len(struct sk_buff *skb, struct nd_event *e, 
 
 static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
 					     struct sk_buff *skb, struct net_device *dev, u16 proto,
-					     struct nd_event *scr, u32 netns, u64 now, u64 location,
-					     u32 reason, u32 pod)
+					     struct nd_event *scr, struct nd_route route, u32 netns, u64 now,
+					     u64 location, u32 reason, u32 pod)
 {
 	int zero = 0;
 	struct nd_pkt *pk = pktbuf.lookup(&zero);
 	if (!pk)
 		return;
-	if (scr) {
-		__builtin_memcpy(&pk->ev, scr, sizeof(pk->ev));
-	} else {
-		fill_event(&pk->ev, skb, dev, proto);
-		pk->ev.netns = netns;
-	}
+	fill_event(&pk->ev, skb, dev, proto, scr, route, netns);
 	finish_event(&pk->ev, skb, now, location, reason, pod);
 	unsigned char *from = NULL;
 	/* capture_len() is at most snaplen, which the loader keeps <= ND_MAX_SNAPLEN. */
@@ -500,7 +572,9 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		return 0;
 
 	u16 proto = ND_NTOHS(args->protocol);
+	/* Filled only when pod tagging or a filter needs the packet (fill_keys). */
 	struct nd_event *scr = NULL;
+	struct nd_route route = {};
 	u32 pod = 0;
 	if (cfg->pod_flags & ND_POD_TAG) {
 		u32 selected = 0;
@@ -512,7 +586,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 			scr = scratch.lookup(&zero);
 			if (!scr)
 				return 0;
-			fill_event(scr, skb, dev, proto);
+			route = fill_keys(scr, skb, dev, proto);
 			scr->netns = netns;
 			pod = node_pod(scr, cfg->pod_flags & ND_POD_FILTER, &selected);
 		}
@@ -524,7 +598,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 			scr = scratch.lookup(&zero);
 			if (!scr)
 				return 0;
-			fill_event(scr, skb, dev, proto);
+			route = fill_keys(scr, skb, dev, proto);
 			scr->netns = netns;
 		}
 		if (!packet_matches(flags, scr))
@@ -556,7 +630,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		st->window_events++;
 	}
 	if (cfg->snaplen) {
-		send_with_packet(cfg, st, skb, dev, proto, scr, netns, now, location, reason, pod);
+		send_with_packet(cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod);
 		return 0;
 	}
 	/* Ring full: count the loss without paying for the packet reads. */
@@ -565,12 +639,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 		st->lost++;
 		return 0;
 	}
-	if (scr) {
-		__builtin_memcpy(e, scr, sizeof(*e));
-	} else {
-		fill_event(e, skb, dev, proto);
-		e->netns = netns;
-	}
+	fill_event(e, skb, dev, proto, scr, route, netns);
 	finish_event(e, skb, now, location, reason, pod);
 	events.ringbuf_submit(e, 0);
 	st->events++;
@@ -580,12 +649,26 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 #if ND_HAVE_ICMP_TP
 /* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
  * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
- * unreachable" (3/3) the no-listener evidence, on kernels without reasons too. */
+ * unreachable" (3/3) the no-listener evidence, on kernels without reasons too.
+ * This runs for every ICMP error the node sends, so it only leaves a note for
+ * finish_event(). Only "destination unreachable" is noted: every code of it
+ * is evidence (net/host unreachable, or whatever a REJECT rule answers with),
+ * no other type is used (tracer/explain/classify.py). Checked first because it is free (the
+ * tracepoint record). The namespace filter is not checked here: it takes
+ * three kernel reads, more than the note costs; the event rate limit is not
+ * either: it cannot know what the kfree_skb program will decide. */
 TRACEPOINT_PROBE(icmp, icmp_send)
 {
-	u64 skbaddr = (u64)args->skbaddr;
-	struct nd_icmp_note note = {.ts_ns = bpf_ktime_get_ns(), .type = args->type, .code = args->code};
-	icmp_sent.update(&skbaddr, &note);
+	if (args->type != ND_ICMP_DEST_UNREACH)
+		return 0;
+	int zero = 0;
+	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
+	if (!n)
+		return 0;
+	u32 slot = n->next++ & (ND_ICMP_NOTES - 1);
+	n->skb[slot] = (u64)args->skbaddr;
+	n->jiffies[slot] = bpf_jiffies64();
+	n->code[slot] = args->code;
 	return 0;
 }
 #endif
