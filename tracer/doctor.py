@@ -14,11 +14,19 @@ import os
 import re
 import stat
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .explain.netfilter import ct_stats, drop_points, read_in_netns
+from .explain.explainer import ct_stats, drop_points
 from .kernel import facts
+from .errors import UserError
+from .nsexec import read_in_netns
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .pods.nodeview import NetnsInfo
 
 SEVERITIES = ("error", "warning", "info", "ok", "unchecked")
 # Encapsulation overhead of overlay and tunnel devices (outer headers), bytes.
@@ -41,11 +49,12 @@ class Node:
 
     path: str | None
     label: str
-    pods: list = field(default_factory=list)   # nodeview.NetnsInfo of pod sandboxes (a veth to the node)
+    pods: list[NetnsInfo] = field(default_factory=list)   # pod sandboxes (a veth to the node)
     pod_names: dict[int, str] = field(default_factory=dict)  # inode -> pod name, when known
     cni_dir: Path = Path("/var/lib/cni/networks")
 
-    def ip_json(self, *args: str, path: str | None | bool = False) -> list[dict[str, Any]]:
+    # path: where to look; False (the default): the node's namespace, None: ours
+    def ip_json(self, *args: str, path: str | None | Literal[False] = False) -> list[dict[str, Any]]:
         """`ip -j ...` objects; what is not a list of objects reads as nothing
         (interface names and neighbour entries are set by pods: never trusted)."""
         out = read_in_netns(self.path if path is False else path, "ip", "-j", *args)
@@ -55,12 +64,12 @@ class Node:
             return []
         return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
-    def sysctl(self, name: str, path: str | None | bool = False) -> str | None:
+    def sysctl(self, name: str, path: str | None | Literal[False] = False) -> str | None:
         out = read_in_netns(self.path if path is False else path, "cat", "/proc/sys/" + name.replace(".", "/"))
         return out.strip() if out is not None else None
 
 
-def _pod_label(node: Node, info) -> str:
+def _pod_label(node: Node, info: NetnsInfo) -> str:
     return node.pod_names.get(info.inode) or f"sandbox {info.label}"
 
 
@@ -104,7 +113,8 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
 
 # ------------------------------------------------------------------ checks
 
-def check_kernel(tracefs_candidates=facts.TRACEFS_CANDIDATES, cache_dir: Path | None = None) -> list[Finding]:
+def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
+                 cache_dir: Path | None = None) -> list[Finding]:
     out = []
     btf = facts.BTF_VMLINUX.exists()
     out.append(Finding("kernel: BTF", "ok" if btf else "error",
@@ -112,8 +122,8 @@ def check_kernel(tracefs_candidates=facts.TRACEFS_CANDIDATES, cache_dir: Path | 
                        "or headers of this kernel", [str(facts.BTF_VMLINUX)],
                        None if btf else "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     try:
-        tracefs = facts.find_tracefs(tracefs_candidates)
-    except Exception:
+        tracefs: Path | None = facts.find_tracefs(tracefs_candidates)
+    except UserError:   # not mounted: what find_tracefs raises
         out.append(Finding("kernel: tracefs", "warning", "tracefs is not mounted", [],
                            "mount -t tracefs tracefs /sys/kernel/tracing"))
         tracefs = None
@@ -215,7 +225,7 @@ def check_forward(node: Node) -> list[Finding]:
     return out if points else out + [Finding("forward", "ok", "no FORWARD policy or rule drops")]
 
 
-def _links(node: Node, path: str | None | bool = False) -> dict[str, dict[str, Any]]:
+def _links(node: Node, path: str | None | Literal[False] = False) -> dict[str, dict[str, Any]]:
     """Interfaces by name, those with a name and an MTU only."""
     return {name: link for link in node.ip_json("-d", "link", "show", path=path)
             if (name := _str(link, "ifname")) and isinstance(mtu := link.get("mtu"), int)
@@ -240,10 +250,11 @@ def check_mtu(node: Node) -> list[Finding]:
             if t["mtu"] > room:
                 out.append(Finding("mtu", "error", f"{name} ({kind}) MTU {t['mtu']} does not fit its underlay: "
                                    f"{lower} MTU {links[lower]['mtu']} - {TUNNEL_OVERHEAD[kind]} bytes of "
-                                   f"encapsulation = {room}", [f"{name} mtu {t['mtu']}", f"{lower} mtu {links[lower]['mtu']}"],
+                                   f"encapsulation = {room}",
+                                   [f"{name} mtu {t['mtu']}", f"{lower} mtu {links[lower]['mtu']}"],
                                    f"ip link set {name} mtu {room}"))
     smallest = min(tunnels.values(), key=lambda t: t["mtu"]) if tunnels else None
-    too_big: dict[tuple, list[str]] = {}
+    too_big: dict[tuple[int, int, str], list[str]] = {}   # (pod MTU, path MTU, narrowest hop) -> pods
     fine = []
     for info in node.pods:
         pod_links = _links(node, path=info.path)
@@ -329,7 +340,8 @@ def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
                                f"{len(stale)} of {len(reserved)} IPAM reservations in network {net.name} belong to "
                                "no live pod (dead sandboxes): new pods fail with 'no IP addresses available' once "
                                "the range runs out", evidence,
-                               "after checking the containers are gone: rm " + " ".join(str(net / ip) for ip in stale[:5])))
+                               "after checking the containers are gone: rm "
+                               + " ".join(str(net / ip) for ip in stale[:5])))
         else:
             out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", evidence))
     return out or [Finding("ipam", "unchecked", f"no network directories in {node.cni_dir}")]
@@ -391,13 +403,14 @@ def check_addresses(node: Node) -> list[Finding]:
             dynamic = [a for a in v4 if a.get("dynamic")]
             static = [a for a in v4 if not a.get("dynamic")]
             both = bool(dynamic and static)
+            drop_this = (dynamic or v4)[-1]     # the (last) DHCP address if there is one
             out.append(Finding("node addresses", "warning",
                                f"{name} has {len(v4)} IPv4 addresses" + (" from static and DHCP configuration"
                                                                         if both else "") +
                                ": the kubelet's node IP, certificates and routes may pick the wrong one",
                                [f"{a['local']}/{a['prefixlen']}" + (" (dynamic, DHCP)" if a.get("dynamic") else
                                                                     " (static)") for a in v4],
-                               f"keep one: ip addr del {(dynamic or v4)[-1]['local']}/{(dynamic or v4)[-1]['prefixlen']} "
+                               f"keep one: ip addr del {drop_this['local']}/{drop_this['prefixlen']} "
                                f"dev {name}, and fix the network configuration"))
     return out or [Finding("node addresses", "ok", "one IPv4 address per node interface")]
 
@@ -410,14 +423,15 @@ def check_neighbours(node: Node) -> list[Finding]:
     if failed:
         out.append(Finding("neighbours", "warning", f"{len(failed)} neighbour entries never resolved (ARP/ND "
                            "failed): traffic to them is dropped (NEIGH_FAILED)",
-                           [f"{e['dst']} dev {e['dev']} {','.join(x for x in e['state'] if isinstance(x, str))}" for e in failed[:5]],
+                           [f"{e['dst']} dev {e['dev']} {','.join(x for x in e['state'] if isinstance(x, str))}"
+                            for e in failed[:5]],
                            f"check that {failed[0]['dst']} is up on the segment of {failed[0]['dev']}; "
                            f"ip neigh del {failed[0]['dst']} dev {failed[0]['dev']}"))
-    by_mac: dict[tuple, list] = {}
+    by_mac: dict[tuple[str, str], list[str]] = {}   # (dev, MAC) -> IPv4 addresses
     for e in entries:
         if _str(e, "lladdr") and _ipv4(e["dst"]) is not None:
             by_mac.setdefault((e["dev"], e["lladdr"]), []).append(e["dst"])
-    shared = {k: sorted(v, key=_ipv4) for k, v in by_mac.items() if len(v) > 1}
+    shared = {k: sorted(v, key=ipaddress.IPv4Address) for k, v in by_mac.items() if len(v) > 1}   # all IPv4 (above)
     for (dev, mac), ips in shared.items():
         out.append(Finding("neighbours", "warning", f"{dev}: one MAC {mac} answers for {', '.join(ips)}: a wrong or "
                            "stale ARP entry sends one host's traffic to another (ARP flux: check arp_ignore/"
@@ -468,7 +482,9 @@ def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
                   check_addresses, check_neighbours):
         try:
             findings += check(node)
-        except Exception as exc:      # a check that cannot look says so: the others still run
+        # A check that cannot look says so and the others still run: doctor is run during
+        # incidents, on node text nothing vouches for, and one surprise must not cost every answer.
+        except Exception as exc:  # noqa: BLE001
             findings.append(Finding(check.__name__.removeprefix("check_"), "unchecked",
                                     f"could not check: {type(exc).__name__}: {exc}"))
     findings += check_ipam(node, live_ips)
@@ -484,7 +500,7 @@ def to_json(findings: list[Finding], node: Node) -> str:
                        "problems": len(problems(findings))}, indent=2) + "\n"
 
 
-def render(findings: list[Finding], node: Node, width: int | None = None):
+def render(findings: list[Finding], node: Node, width: int | None = None) -> Table:
     from rich.table import Table
     from rich.text import Text
 

@@ -1,18 +1,25 @@
-"""nsexec: doing one thing inside another network namespace, without a helper process.
+"""nsexec: doing one thing inside another network namespace: making a socket, reading a command's output or a file.
 
-A thread's network namespace is its own (setns(2) with CLONE_NEWNET changes
-only the calling thread), and a socket belongs for life to the namespace it
-was made in. So a short-lived thread enters the namespace, makes the socket,
-and ends: the rest of the process never leaves its own namespace, and there is
-nothing to switch back.
+A socket without a helper process: a thread's network namespace is its own
+(setns(2) with CLONE_NEWNET changes only the calling thread), and a socket
+belongs for life to the namespace it was made in. So a short-lived thread
+enters the namespace, makes the socket, and ends: the rest of the process
+never leaves its own namespace, and there is nothing to switch back.
+
+A command (iptables-save, nft, ip, cat) runs under `nsenter --net=PATH`: only
+the network namespace is entered, never the mount namespace, so the host's
+own binaries run, not ones a pod could put in their place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
+import subprocess
 import threading
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -32,10 +39,8 @@ def socket_in(path: str, family: int, kind: int, proto: int = 0) -> socket.socke
         # name whose bind mount `ip netns add` never made.
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             return
-        try:
+        with contextlib.suppress(OSError):     # no socket: the caller gets None
             made.append(socket.socket(family, kind | socket.SOCK_CLOEXEC, proto))
-        except OSError:
-            pass
 
     try:
         worker = threading.Thread(target=make, name="netdrop-setns")
@@ -44,3 +49,25 @@ def socket_in(path: str, family: int, kind: int, proto: int = 0) -> socket.socke
     finally:
         os.close(fd)
     return made[0] if made else None
+
+
+def read_in_netns(path: str | None, *cmd: str, timeout: float = 5) -> str | None:
+    """stdout of a read-only command run in the namespace at path (None: ours),
+    or None if it failed or is missing. Bytes that are not UTF-8 (a rule's
+    comment) are replaced."""
+    full = (["nsenter", f"--net={path}"] if path else []) + list(cmd)
+    try:
+        res = subprocess.run(full, capture_output=True, text=True, errors="replace", timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def read_file_in_netns(path: str | None, name: str) -> str | None:
+    """A /proc file as a namespace sees it; our own namespace's without a process."""
+    if path is None:
+        try:
+            return Path(name).read_text(errors="replace")
+        except OSError:
+            return None
+    return read_in_netns(path, "cat", name)

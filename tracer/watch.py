@@ -10,17 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from .explain.classify import Verdict, classify
+from .explain.classify import classify
+from .explain.explainer import Context, Explainer
+from .explain.netfilter_verdict import NETFILTER_CATEGORIES
+from .explain.verdict import Verdict
 from .groups import Groups
 from .kernel.decode import Decoder, Drop
 from .kernel.event import NdEvent
 from .kernel.loader import Stats, Tracer, release_free_memory
 from .pods.attribute import NO_POD, Attribution
-
-if TYPE_CHECKING:
-    from .explain.netfilter import Context, Explainer
 
 TICK_SECONDS = 0.5
 # Events taken per pass of the loop (~20-50 ms of Python) before it looks at
@@ -29,7 +29,6 @@ TICK_SECONDS = 0.5
 BATCH_EVENTS = 2048
 DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
 TRIM_SECONDS = 10.0     # how often freed memory goes back to the kernel (loader.release_free_memory)
-NETFILTER_CATEGORIES = ("netfilter", "conntrack")
 
 
 class Sink(Protocol):
@@ -52,7 +51,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     pods() gives the current pod index (swapped in whole by a background
     thread: the event path only reads it); maintain() runs on every tick in
     this thread, e.g. to bring the kernel's pod maps up to date. explainer
-    (netfilter.Explainer) knows the rule counters and conntrack statistics
+    (explain.explainer.Explainer) knows the rule counters and conntrack statistics
     that tell NETFILTER_DROP apart; it samples in its own thread."""
     def context(netns: int) -> Context | None:
         return explainer.context(netns) if explainer is not None else None

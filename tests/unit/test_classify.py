@@ -2,7 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracer.explain.classify import CATEGORIES, category_of, classify
+from tracer.explain.categories import CATEGORIES, category_of
+from tracer.explain.classify import classify
 from tracer.kernel.decode import Drop
 
 

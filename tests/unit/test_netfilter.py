@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tracer.explain import netfilter as nf
 from tracer.explain.classify import classify
+from tracer.explain.explainer import (ACTIVE_SECONDS, IDLE_SECONDS, MAX_WANTED, MEMO_FLOWS, Context, Explainer,
+                                      NetnsView, Ruleset)
+from tracer.explain.rules import DropPoint, Parsed, parse_ct_stats, parse_iptables_save, parse_nft_json
 
 from .test_classify import drop
 
@@ -13,7 +15,7 @@ G = Path(__file__).resolve().parent.parent / "golden" / "netfilter"
 
 
 def nft_save():
-    parsed = nf.parse_iptables_save((G / "iptables-nft-save.txt").read_text(), "iptables-nft", "ipv4")
+    parsed = parse_iptables_save((G / "iptables-nft-save.txt").read_text(), "iptables-nft", "ipv4")
     assert parsed.skipped == 0
     return list(parsed.value)
 
@@ -29,13 +31,13 @@ def test_iptables_save_drop_points_with_counters():
     assert next(p for p in points if p.drops_invalid).chain == "KUBE-FORWARD"
     # DNAT and jumps are not drop points.
     assert not [p for p in points if p.table == "nat"]
-    legacy = nf.parse_iptables_save((G / "iptables-legacy-save.txt").read_text(), "iptables-legacy", "ipv4").value
+    legacy = parse_iptables_save((G / "iptables-legacy-save.txt").read_text(), "iptables-legacy", "ipv4").value
     assert [(p.chain, p.target, p.backend) for p in legacy] == [("INPUT", "REJECT", "iptables-legacy")]
 
 
 def test_native_nftables_points_skip_iptables_nft_tables():
     text = (G / "nft-ruleset.json").read_text()
-    parsed = nf.parse_nft_json(text, skip_tables={("ip", "filter"), ("ip", "nat")})
+    parsed = parse_nft_json(text, skip_tables={("ip", "filter"), ("ip", "nat")})
     points = parsed.value
     assert parsed.skipped == 0
     assert {(p.table, p.chain, p.kind, p.target) for p in points} == {
@@ -48,10 +50,11 @@ def test_native_nftables_points_skip_iptables_nft_tables():
 
 
 def test_conntrack_stats_sum_cpus_but_not_entries():
-    stats = nf.parse_ct_stats((G / "nf_conntrack.stat").read_text()).value
+    stats = parse_ct_stats((G / "nf_conntrack.stat").read_text()).value
     assert stats["entries"] == 6 and "clash_resolve" in stats and stats["insert_failed"] == 0
-    two_cpus = "entries clashres found invalid insert_failed drop\n00000002 00000003 0 0000000a 1 0\n00000002 00000004 0 00000001 0 0\n"
-    s = nf.parse_ct_stats(two_cpus).value
+    two_cpus = ("entries clashres found invalid insert_failed drop\n"
+                "00000002 00000003 0 0000000a 1 0\n00000002 00000004 0 00000001 0 0\n")
+    s = parse_ct_stats(two_cpus).value
     assert (s["entries"], s["clash_resolve"], s["invalid"], s["insert_failed"]) == (2, 7, 11, 1)
 
 
@@ -70,11 +73,11 @@ def test_rules_are_matched_against_the_packet():
 
 
 def view(points, grown=(), ct=None, growth=None):
-    return nf.NetnsView(list(grown), [p for p in points if p.packets], points, ct, {}, growth or {})
+    return NetnsView(list(grown), [p for p in points if p.packets], points, ct, {}, growth or {})
 
 
 def ctx(points, **kw):
-    return nf.Context(view(points, **kw))
+    return Context(view(points, **kw))
 
 
 @pytest.mark.parametrize("packet,by,expected", [
@@ -120,7 +123,7 @@ def test_conntrack_refusals_from_statistics(growth, state):
 
 def test_reply_that_bypassed_nat():
     v = classify(drop(reason="NO_SOCKET", location="tcp_v4_rcv", proto="tcp", src="10.244.1.11", sport=8080,
-                      tcp_flags=0x12), nf.Context(None, "0"))
+                      tcp_flags=0x12), Context(None, "0"))
     assert v.category == "conntrack" and v.detail["by"] == "nat-bypass"
     assert "bridge-nf-call-iptables=0" in v.hint and "10.244.1.11:8080" in v.hint
     plain_syn = classify(drop(reason="NO_SOCKET", location="tcp_v4_rcv", proto="tcp", tcp_flags=0x02))
@@ -130,16 +133,16 @@ def test_reply_that_bypassed_nat():
 def test_explainer_diffs_counters_between_samples():
     points = nft_save()
     samples = iter([(points, {"entries": 1, "clash_resolve": 5}),
-                    ([nf.DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 4}) if p.kind == "policy" else p
+                    ([DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 4}) if p.kind == "policy" else p
                       for p in points], {"entries": 1, "clash_resolve": 9})])
     asked = []
 
     def sample(path, rules):
         asked.append(rules)
         points, ct = next(samples)
-        return (nf.Ruleset(tuple(points)) if rules else None), nf.Parsed(ct)
+        return (Ruleset(tuple(points)) if rules else None), Parsed(ct)
 
-    ex = nf.Explainer(paths={7: "/x"}, node_netns=7, sample=sample)
+    ex = Explainer(paths={7: "/x"}, node_netns=7, sample=sample)
     ex.sample_now()
     assert ex.view(7).grown == [] and 7 not in ex.notices
     ex.want(7)                       # a netfilter drop there: rules are read again
@@ -148,11 +151,11 @@ def test_explainer_diffs_counters_between_samples():
     grown = ex.view(7).grown
     assert [(p.chain, p.kind, n) for p, n in grown] == [("FORWARD", "policy", 4)]
     assert "clash_resolve +4" in ex.notices[7]
-    ex._last_want[7] -= nf.ACTIVE_SECONDS  # quiet for a while: statistics only
+    ex._last_want[7] -= ACTIVE_SECONDS  # quiet for a while: statistics only
     samples = iter([(points, {"entries": 1, "clash_resolve": 9})])
     ex.sample_now()
     assert asked[-1] is False and ex.view(7).grown == []
-    ex.views[7].rules_at -= nf.IDLE_SECONDS  # but the ruleset is read again now and then
+    ex.views[7].rules_at -= IDLE_SECONDS  # but the ruleset is read again now and then
     samples = iter([(points, {"entries": 1, "clash_resolve": 9})])
     ex.sample_now()
     assert asked[-1] is True
@@ -200,15 +203,15 @@ def sampler(by_path):
         if isinstance(got, Exception):
             raise got
         points, ct = got
-        return (points if isinstance(points, nf.Ruleset) else nf.Ruleset(tuple(points))) if rules else None, \
-            nf.Parsed(ct)
+        return (points if isinstance(points, Ruleset) else Ruleset(tuple(points))) if rules else None, \
+            Parsed(ct)
     return sample
 
 
 def test_a_namespace_that_cannot_be_read_stops_no_other_and_warns_once():
     warnings = []
     by_path = {"/run/netns/bad": RuntimeError("nsenter vanished"), "/run/netns/good": (nft_save(), {"entries": 1})}
-    ex = nf.Explainer(paths={1: "/run/netns/bad", 2: "/run/netns/good"}, sample=sampler(by_path),
+    ex = Explainer(paths={1: "/run/netns/bad", 2: "/run/netns/good"}, sample=sampler(by_path),
                       warn=warnings.append)
     ex.want(1)
     ex.want(2)
@@ -221,8 +224,8 @@ def test_a_namespace_that_cannot_be_read_stops_no_other_and_warns_once():
 
 def test_unreadable_ruleset_entries_warned_once_per_namespace():
     warnings = []
-    rules = nf.Ruleset(tuple(nft_save()), (("nft -j list ruleset", 3),))
-    ex = nf.Explainer(paths={5: "/run/netns/cni-1", 6: "/proc/42/ns/net"},
+    rules = Ruleset(tuple(nft_save()), (("nft -j list ruleset", 3),))
+    ex = Explainer(paths={5: "/run/netns/cni-1", 6: "/proc/42/ns/net"},
                       sample=sampler({"/run/netns/cni-1": (rules, {}), "/proc/42/ns/net": (rules, {})}),
                       warn=warnings.append)
     for _ in range(3):
@@ -236,12 +239,12 @@ def test_unreadable_ruleset_entries_warned_once_per_namespace():
 
 def test_a_namespace_gone_is_forgotten_and_a_reused_inode_starts_fresh():
     points = nft_save()
-    more = [nf.DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 5}) for p in points]
+    more = [DropPoint(**{**p.__dict__, "packets": (p.packets or 0) + 5}) for p in points]
     seen = {9: "/run/netns/cni-a"}
     data = {"/run/netns/cni-a": (points, {"entries": 1, "clash_resolve": 1}),
             "/run/netns/cni-b": (more, {"entries": 1, "clash_resolve": 0})}
     warnings = []
-    ex = nf.Explainer(sample=sampler(data), discover=lambda: dict(seen), warn=warnings.append)
+    ex = Explainer(sample=sampler(data), discover=lambda: dict(seen), warn=warnings.append)
     ex.want(9)
     ex.sample_now()
     data["/run/netns/cni-a"] = (points, {"entries": 1, "clash_resolve": 4})
@@ -266,19 +269,19 @@ def test_discovery_that_fails_is_a_warning():
 
     def discover():
         raise PermissionError("/proc")
-    ex = nf.Explainer(node_netns=3, sample=sampler({}), discover=discover, warn=warnings.append)
+    ex = Explainer(node_netns=3, sample=sampler({}), discover=discover, warn=warnings.append)
     ex.sample_now()
     ex.sample_now()
     assert len(warnings) == 1 and "namespaces could not be listed" in warnings[0]
 
 
 def test_wants_are_bounded():
-    ex = nf.Explainer(paths={}, sample=sampler({}))
-    for netns in range(nf.MAX_WANTED * 3):
+    ex = Explainer(paths={}, sample=sampler({}))
+    for netns in range(MAX_WANTED * 3):
         ex.want(netns)
-    assert len(ex._wanted) == len(ex._last_want) == nf.MAX_WANTED
+    assert len(ex._wanted) == len(ex._last_want) == MAX_WANTED
     for netns in list(ex._last_want):
-        ex._last_want[netns] -= nf.ACTIVE_SECONDS     # quiet, and never discovered: forgotten
+        ex._last_want[netns] -= ACTIVE_SECONDS     # quiet, and never discovered: forgotten
     ex.sample_now()
     assert ex._wanted == set() and ex._last_want == {}
 
@@ -292,9 +295,9 @@ def test_flow_memo_is_bounded_and_a_source_port_storm_hits_it():
                                     out_ifname="ext0")) == [rule]
     assert len(v._memo) == 1
     # Where a rule tests the source port, it is part of the key, and the memo stays bounded.
-    by_sport = nf.parse_iptables_save("*filter\n[0:0] -A INPUT -p udp --sport 1000:1999 -j DROP\n",
+    by_sport = parse_iptables_save("*filter\n[0:0] -A INPUT -p udp --sport 1000:1999 -j DROP\n",
                                       "iptables-nft", "ipv4").value
     v = view(list(by_sport))
     answers = [v.likely_points(drop(sport=sport)) for sport in range(0, 30_000, 3)]
-    assert len(v._memo) <= nf.MEMO_FLOWS
+    assert len(v._memo) <= MEMO_FLOWS
     assert [bool(a) for a in answers] == [1000 <= s <= 1999 for s in range(0, 30_000, 3)]

@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.explain import netfilter as nf
+from tracer.explain import rules as nf
+from tracer.explain.explainer import NetnsView
 from tracer.kernel import facts
 
 from .test_classify import drop
@@ -130,7 +131,7 @@ DROPS = [drop(), drop(proto="tcp", dport=5355, src="10.244.1.10", out_ifname="ex
 
 def _explain(points: tuple[nf.DropPoint, ...]) -> None:
     """What the parsed points are used for must not raise either."""
-    view = nf.NetnsView([(p, 1) for p in points[:2]], [p for p in points if p.packets], list(points))
+    view = NetnsView([(p, 1) for p in points[:2]], [p for p in points if p.packets], list(points))
     for d in DROPS:
         for p in view.likely_points(d):
             p.describe()

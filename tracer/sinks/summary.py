@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import UserError
-from ..explain.classify import CATEGORIES
+from ..explain.categories import CATEGORIES
 from ..groups import Groups
 from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
