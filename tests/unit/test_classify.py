@@ -1,8 +1,13 @@
 from datetime import UTC, datetime
 
-import pytest
+import re
 
-from tracer.explain.categories import CATEGORIES, category_of
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.style import Style
+
+from tracer.explain.categories import CATEGORIES, OTHER, REGISTRY, category_of, entry
 from tracer.explain.classify import classify
 from tracer.kernel.decode import Drop
 
@@ -74,3 +79,48 @@ def test_hints_name_the_evidence():
 
     v = classify(drop(reason="IP_INNOROUTES", location="ip_error", dst="10.244.3.10", ifname="cni0"))
     assert "no route to 10.244.3.10 on cni0" in v.hint
+
+
+def _example(pattern: str) -> str:
+    """A name that the pattern matches."""
+    return pattern.replace("*", "X")
+
+
+@pytest.mark.parametrize("category", REGISTRY, ids=CATEGORIES)
+def test_each_entrys_own_names_give_that_entry(category):
+    # A new entry that repeats an exact reason name of an earlier one, or a pattern
+    # that takes another's reasons, shows here.
+    at = _example(category.locations[0]) if category.locations else "somewhere"
+    for name in category.reasons:
+        assert category_of(_example(name), at) == category.name, name
+    for location in category.locations:
+        assert category_of(None, _example(location)) == category.name, location
+    for icmp in category.icmp:
+        assert category_of(None, "somewhere", icmp) == category.name, icmp
+
+
+def test_every_category_is_shown_and_summarised():
+    for c in REGISTRY:
+        Style.parse(c.style)                  # a bad style would fail the live console at its first drop
+        assert re.fullmatch(r"#[0-9a-f]{6}", c.colour) and c.verdict
+    # A summary.json is anyone's file: its category picks an entry, it never becomes a colour itself.
+    assert entry('mtu" onmouseover="x') is OTHER and entry("mtu").colour == "#8e44ad"
+    assert [c.name for c in sorted(REGISTRY, key=lambda c: c.rank)][-1] == "other"
+
+
+names = st.none() | st.sampled_from(("NETFILTER_DROP", "TCP_CSUM", "PKT_TOO_BIG", "FRAG_TOO_FAR", "NO_SOCKET",
+                                     "nft_do_chain", "__nf_conntrack_confirm", "tcp_v4_rcv", "NOT_SPECIFIED")) | \
+    st.text(max_size=20)
+maybe_text = st.none() | st.text(max_size=20)
+maybe_int = st.none() | st.integers(0, 2**32)
+
+
+@settings(max_examples=300)
+@given(reason=names, location=names, icmp=st.none() | st.tuples(st.integers(0, 255), st.integers(0, 255)),
+       ifname=maybe_text, out_ifname=maybe_text, src=maybe_text, dst=maybe_text, proto=maybe_text,
+       dport=maybe_int, mtu=maybe_int, tcp_flags=maybe_int, conntrack=maybe_text)
+def test_any_drop_gets_a_category_and_a_hint(reason, location, icmp, ifname, out_ifname, src, dst, proto, dport,
+                                             mtu, tcp_flags, conntrack):
+    v = classify(drop(reason=reason, location=location, icmp_sent=icmp, ifname=ifname, out_ifname=out_ifname,
+                      src=src, dst=dst, proto=proto, dport=dport, mtu=mtu, tcp_flags=tcp_flags, conntrack=conntrack))
+    assert v.category in CATEGORIES and v.hint

@@ -19,17 +19,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..explain.categories import entry
 from ..groups import Groups
 from ..kernel.loader import Hook, Stats
 from ..pods.attribute import Attribution
 from ..textsafe import printable
-
-CATEGORY_STYLE = {
-    "mtu": "bold magenta", "netfilter": "bold red", "conntrack": "red", "no-socket": "yellow",
-    "no-route": "bold yellow", "neighbor": "cyan", "rp-filter": "blue", "tcp": "green",
-    "socket-buffer": "bright_magenta", "qdisc": "bright_blue", "malformed": "bright_red", "other": "white",
-}
-
 
 @dataclass
 class View:
@@ -108,7 +102,7 @@ def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
             flow.append(printable(g.hint or ""), style="dim")
         else:
             flow.append("(no event delivered for this group yet)", style="dim")
-        category = text(g.category, style=CATEGORY_STYLE.get(g.category, ""))
+        category = text(g.category, style=entry(g.category).style)
         reason = Text.assemble(text(g.reason or "-"), "\n", text(g.location or "?", "dim"))
         rate = f"{g.rate:,.0f}" if g.rate else ""
         if compact:
@@ -137,7 +131,7 @@ def recent_table(groups: Groups, view: View) -> Table:
         pod = text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")
         table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], pod, netns_label(d.netns, view.netns_names, False),
                       text(d.ifname or "-"), text(d.flow), str(d.len), text(d.reason or "-"),
-                      text(v.category, style=CATEGORY_STYLE.get(v.category, "")))
+                      text(v.category, style=entry(v.category).style))
     return table
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import UserError
-from ..explain.categories import CATEGORIES
+from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
 from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
@@ -39,22 +39,6 @@ if TYPE_CHECKING:
 Summary = dict[str, Any]    # summary.json as parsed: checked by load() against SCHEMA
 
 FORMATS = ("table", "markdown", "json", "csv", "html")
-
-VERDICTS = {
-    "mtu": "packets larger than the path MTU were dropped",
-    "netfilter": "a firewall rule or chain policy dropped packets",
-    "conntrack": "connection tracking refused packets",
-    "no-socket": "packets reached a port nobody listens on",
-    "no-route": "packets had no route",
-    "neighbor": "the next hop did not answer ARP/ND",
-    "rp-filter": "packets failed the reverse-path / source check",
-    "tcp": "TCP discarded segments",
-    "socket-buffer": "receiving sockets were full",
-    "qdisc": "queues or traffic control dropped packets",
-    "malformed": "malformed packets were dropped",
-    "other": "other drops",
-}
-
 
 def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: str, stats: Stats,
           hooks: Iterable[Hook], filters: list[str], pods: str | None, node: str | None, names: dict[int, str],
@@ -85,15 +69,15 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
         label = x["pod_label"] or "(no pod)"
         by_pod[label] = by_pod.get(label, 0) + x["count"]
     verdicts: list[dict[str, Any]] = []
-    # Most drops first, but "other" (unspecific, often the node's own noise) last.
-    for cat, n in sorted(by_category.items(), key=lambda kv: (kv[0] == "other", -kv[1])):
+    # By the category's rank ("other", unspecific and often the node's own noise, last), then most drops first.
+    for cat, n in sorted(by_category.items(), key=lambda kv: (entry(kv[0]).rank, -kv[1])):
         places = [x for x in group_list if x["category"] == cat]
         where = "; ".join(f"{x['reason'] or '-'} at {x['location'] or '?'}"
                           + (f", {x['pod_label']} {x['direction']}" if x["pod_label"] else "")
                           + (f" ({_n(x['count'])})" if len(places) > 1 else "") for x in places[:3])
         if len(places) > 3:
             where += f"; {len(places) - 3} more"
-        verdicts.append({"category": cat, "drops": n, "verdict": VERDICTS[cat], "where": where,
+        verdicts.append({"category": cat, "drops": n, "verdict": entry(cat).verdict, "where": where,
                          "hint": places[0]["hint"] or "(no event delivered: counts only)"})
     timeline = [{"second": _iso(datetime.fromtimestamp(sec, UTC)), **dict(c)}
                 for sec, c in sorted(recorder.timeline.items())]
@@ -279,13 +263,6 @@ def to_table(s: Summary, width: int | None = None) -> str:
     return out
 
 
-CATEGORY_COLORS = {
-    "mtu": "#8e44ad", "netfilter": "#c0392b", "conntrack": "#e74c3c", "no-socket": "#f39c12",
-    "no-route": "#d35400", "neighbor": "#16a085", "rp-filter": "#2980b9", "tcp": "#27ae60",
-    "socket-buffer": "#e84393", "qdisc": "#0984e3", "malformed": "#b71540", "other": "#7f8c8d",
-}
-
-
 def timeline_svg(s: Summary, width: int = 900, height: int = 260) -> str:
     """Drops per second by category, stacked bars, as inline SVG."""
     e = html_text
@@ -312,14 +289,14 @@ def timeline_svg(s: Summary, width: int = 900, height: int = 260) -> str:
             y -= h
             out.append(f'<rect class="bar" data-category="{c}" data-second="{e(p["second"])}" '
                        f'x="{pad_l + i * bar:.1f}" y="{y:.1f}" width="{max(bar - 1, 1):.1f}" height="{h:.1f}" '
-                       f'fill="{CATEGORY_COLORS[c]}"><title>{e(p["second"])}: {_n(v)} {c}</title></rect>')
+                       f'fill="{entry(c).colour}"><title>{e(p["second"])}: {_n(v)} {c}</title></rect>')
     if points:
         out.append(f'<text x="{pad_l}" y="{height - 8}" font-size="11">{e(points[0]["second"])}</text>')
         out.append(f'<text x="{pad_l + plot_w}" y="{height - 8}" font-size="11" text-anchor="end">'
                    f'{e(points[-1]["second"])}</text>')
     for j, c in enumerate(cats):
         y = pad_t + 14 + j * 18
-        out.append(f'<rect x="{width - 150}" y="{y - 10}" width="12" height="12" fill="{CATEGORY_COLORS[c]}"/>'
+        out.append(f'<rect x="{width - 150}" y="{y - 10}" width="12" height="12" fill="{entry(c).colour}"/>'
                    f'<text x="{width - 132}" y="{y}" font-size="12">{c}</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -335,7 +312,7 @@ def to_html(s: Summary) -> str:
 
     # The colour comes from our own table, never from the file: a category is only text.
     verdicts = "".join(
-        f'<li><b style="color:{CATEGORY_COLORS.get(v["category"], CATEGORY_COLORS["other"])}">{e(v["category"])}</b>'
+        f'<li><b style="color:{entry(v["category"]).colour}">{e(v["category"])}</b>'
         f'{e(_verdict_text(v))}</li>'
         for v in s["verdicts"]) or "<li>no drops in the window</li>"
     verdicts += "".join(f"<li><b>notice</b>: {e(n)}</li>" for n in s.get("notices", []))
