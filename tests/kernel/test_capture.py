@@ -75,7 +75,7 @@ def test_capture_files_counts_and_pcap(node, tmp_path):
     assert len(tshark) == s["totals"]["pcap_packets"] == len([e for e in events if e["src"]])
     mtu = [line.split("|") for line in tshark if line.startswith(node.pods["api"].ipv4 + "|")]
     assert len(mtu) == N
-    for dst, caplen, length, comment in mtu:
+    for _dst, caplen, length, comment in mtu:
         assert (int(caplen), int(length)) == (28, 1500)          # IP + UDP header: no payload
         assert comment == (f"netdrop: PKT_TOO_BIG at ip_forward (mtu); pod default/{web.name} from-pod; "
                            f"netns {node.netns_inodes()[node.node1]} on cni0")

@@ -17,7 +17,7 @@ def pods(inodes) -> KernelPods:
 
 
 def in_map(tracer: Tracer) -> set[int]:
-    return {k.value for k in tracer.bpf[b"pod_netns"].keys()}
+    return {k.value for k in tracer.bpf[b"pod_netns"]}   # a bcc table iterates over its keys
 
 
 def test_a_full_pod_map_is_told_once_and_filled_when_room_frees():

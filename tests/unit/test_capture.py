@@ -84,7 +84,8 @@ def test_pcapng_blocks_comments_and_timestamps(tmp_path):
     code, length = struct.unpack_from("<HH", body, 20 + len(packet))
     comment = body[24 + len(packet): 24 + len(packet) + length].decode()
     assert code == pcapng.OPT_COMMENT
-    assert comment == f"netdrop: {d.reason} at {d.location} ({classify(d).category}); no pod; netns {d.netns} on {d.ifname}"
+    assert comment == (f"netdrop: {d.reason} at {d.location} ({classify(d).category}); no pod; "
+                       f"netns {d.netns} on {d.ifname}")
 
 
 def built_summary(tmp_path):

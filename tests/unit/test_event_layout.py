@@ -15,7 +15,8 @@ def parse_structs(text: str) -> dict[str, list[tuple[str, int, int]]]:
         fields, offset, max_align = [], 0, 1
         for ctype, fname, count in re.findall(r"^\s*(\w+)\s+(\w+)(?:\[(\w+)\])?;", body, re.M):
             size = C_TYPES[ctype]
-            n = int(count) if count.isdigit() else (int(re.search(rf"#define {count} (\d+)", text).group(1)) if count else 1)
+            n = (int(count) if count.isdigit()
+                 else int(re.search(rf"#define {count} (\d+)", text).group(1)) if count else 1)
             offset = (offset + size - 1) // size * size
             fields.append((fname, offset, size * n))
             offset += size * n

@@ -20,14 +20,17 @@ def test_reasons_come_from_the_tracepoint_format():
 def test_format_fields_tell_whether_reason_exists():
     fields = facts.format_fields((GOLDEN / "kfree_skb.format").read_text())
     assert fields["reason"] == "enum skb_drop_reason"
-    old = "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n"
+    old = ("\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n"
+           "\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n")
     assert "reason" not in facts.format_fields(old)
     assert facts.reasons_from_format(old) == {}
 
 
 def test_reasons_from_btf_dump():
-    dump = "enum skb_drop_reason {\n\tSKB_NOT_DROPPED_YET = 0,\n\tSKB_CONSUMED = 1,\n\tSKB_DROP_REASON_NOT_SPECIFIED = 2,\n\tSKB_DROP_REASON_NO_SOCKET = 3,\n};"
-    assert facts.reasons_from_btf_dump(dump) == {0: "NOT_DROPPED_YET", 1: "CONSUMED", 2: "NOT_SPECIFIED", 3: "NO_SOCKET"}
+    dump = ("enum skb_drop_reason {\n\tSKB_NOT_DROPPED_YET = 0,\n\tSKB_CONSUMED = 1,\n"
+            "\tSKB_DROP_REASON_NOT_SPECIFIED = 2,\n\tSKB_DROP_REASON_NO_SOCKET = 3,\n};")
+    assert facts.reasons_from_btf_dump(dump) == {0: "NOT_DROPPED_YET", 1: "CONSUMED", 2: "NOT_SPECIFIED",
+                                                 3: "NO_SOCKET"}
 
 
 def test_kallsyms_names_the_function_containing_an_address(tmp_path):

@@ -94,7 +94,8 @@ def mutated_nft(draw: st.DrawFn) -> str:
     """nft -j output with values replaced by JSON of another type, keys deleted,
     and the shapes a pod's ruleset can have (named counters, raw payloads)."""
     tree = json.loads(TEXT_FILES["nft-ruleset.json"])
-    tree["nftables"] += json.loads(json.dumps(draw(st.lists(st.sampled_from(SHAPES), max_size=3))))   # a copy: mutated below
+    # a copy: mutated below
+    tree["nftables"] += json.loads(json.dumps(draw(st.lists(st.sampled_from(SHAPES), max_size=3))))
     for _ in range(draw(st.integers(1, 5))):
         path = draw(st.sampled_from(_paths(tree)))
         if not path:

@@ -527,7 +527,7 @@ class SimNode:
         self._addr(ns, "flannel.1", f"10.244.{i}.0/32")
 
     def _overlay_routes(self) -> None:
-        for here, there, j in ((self.node1, self.node2, 2), (self.node2, self.node1, 1)):
+        for here, _there, j in ((self.node1, self.node2, 2), (self.node2, self.node1, 1)):
             run("ip", "-n", here, "route", "add", f"10.244.{j}.0/24", "via", f"10.244.{j}.0",
                 "dev", "flannel.1", "onlink")
             run("ip", "-n", here, "neigh", "add", f"10.244.{j}.0", "lladdr", self._vtep_mac(j),
