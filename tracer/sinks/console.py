@@ -167,7 +167,8 @@ def summary_lines(groups: Groups, names: dict[int, str], limit: int = 20) -> lis
     lines: list[str] = []
     rows = sorted(groups.rows(), key=lambda g: -g.count)
     for g in rows[:limit]:
-        who = g.attribution.pod.label + f" {g.attribution.direction}" if g.attribution and g.attribution.pod else "no pod"
+        who = (g.attribution.pod.label + f" {g.attribution.direction}"
+               if g.attribution and g.attribution.pod else "no pod")
         netns = f"{g.netns} ({names[g.netns]})" if g.netns in names else str(g.netns)
         line = f"{g.count:,} {g.category} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {who}"
         lines.append(printable(line))

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import UserError
 from ..explain.categories import CATEGORIES, entry
@@ -381,7 +381,7 @@ class MapOf:
 
 # A type (str, int, float meaning any number, bool, object meaning anything), Opt,
 # MapOf, [item schema] or {key: schema} (a key ending in "?" may be absent).
-Schema = Union[type, Opt, MapOf, list["Schema"], dict[str, "Schema"]]
+Schema: TypeAlias = type | Opt | MapOf | list["Schema"] | dict[str, "Schema"]
 
 _POD: Schema = {"namespace?": Opt(str), "name?": Opt(str), "uid?": Opt(str), "node?": Opt(str),
                 "hostNetwork?": bool}
