@@ -264,7 +264,7 @@ class Session:
     def __init__(self, env: Environment, args: argparse.Namespace, facts: KernelFacts, filters: Filters,
                  pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
                  note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
-        from .explain.netfilter import Explainer
+        from .explain.explainer import Explainer
         from .groups import Groups
         from .kernel.decode import Decoder
         from .kernel.facts import Kallsyms
