@@ -1,10 +1,10 @@
-"""Old import path, kept only while cli.py (Explainer) and tests/kernel (ct_stats) still use it.
+"""Old import path, kept only while tests/kernel/test_netfilter.py and test_doctor.py import ct_stats from it.
 
 Its parts moved: rules (parsing and matching), explainer (the background
-sampler), netfilter_verdict (which rule or policy), nsexec (reading in a
-namespace). Delete this module once those imports name the new homes.
+sampler, ct_stats), netfilter_verdict (which rule or policy), nsexec (reading
+in a namespace). Delete this module once those imports name explain.explainer.
 """
 
-from .explainer import Explainer, ct_stats
+from .explainer import ct_stats
 
-__all__ = ["Explainer", "ct_stats"]
+__all__ = ["ct_stats"]
