@@ -568,6 +568,8 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	if (!cfg || !st)
 		return 0;
 	u32 flags = cfg->flags;
+	if (!(flags & ND_FILTER_READY))     /* attached by bcc before the loader wrote the filters */
+		return 0;
 	if ((flags & ND_FILTER_NETNS) && !netns_matches(cfg, netns))
 		return 0;
 
