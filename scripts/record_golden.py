@@ -48,8 +48,9 @@ def main() -> None:
             del rec["hint"], rec["pod"], rec["direction"], rec["detail"]
             lines.append(json.dumps({"raw_hex": bytes(raw).hex(), "expected": rec}))
     assert syms == WANT, f"cases did not produce drops at {WANT - syms}"
-    kallsyms = open("/proc/kallsyms").read().splitlines()
-    keep = [f"{a}\n{b}" for a, b in zip(kallsyms, kallsyms[1:]) if a.split()[2] in syms and a.split()[1] in "tT"]
+    kallsyms = Path("/proc/kallsyms").read_text().splitlines()
+    keep = [f"{a}\n{b}" for a, b in zip(kallsyms, kallsyms[1:], strict=False)   # each symbol and the next
+            if a.split()[2] in syms and a.split()[1] in "tT"]
     (GOLDEN / "events.jsonl").write_text("\n".join(lines) + "\n")
     (GOLDEN / "kallsyms").write_text("\n".join(keep) + "\n")
     (GOLDEN / "kfree_skb.format").write_text(fmt)
