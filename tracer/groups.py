@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from .explain.classify import Verdict, category_of
+from .explain.categories import category_of
+from .explain.verdict import Verdict
 from .kernel.decode import Decoder, Drop
 from .pods.attribute import NO_POD, Attribution
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tracer.explain.netfilter import ct_stats
+from tracer.explain.explainer import ct_stats
 from tracer.lab import node as lab
 
 from .conftest import NETDROP

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tracer.explain.netfilter import ct_stats
+from tracer.explain.explainer import ct_stats
 from tracer.lab import node as lab
 
 from .test_pods import pod_args

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracer import textsafe
-from tracer.explain.classify import Verdict
+from tracer.explain.verdict import Verdict
 from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import Attribution, PodRef
 from tracer.sinks import capture, console, jsonout, summary

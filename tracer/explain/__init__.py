@@ -9,5 +9,4 @@ the namespace of the drop) to a Verdict: one category and a one-line hint. Modul
 - explainer: samples rule counters and conntrack statistics per namespace in the background (Context).
 - netfilter_verdict: which rule, policy or conntrack decision dropped a netfilter drop.
 - classify: the Verdict of one drop: its category, and the hint of its entry or of netfilter_verdict.
-- netfilter: the old import path of ct_stats, until its last users (two kernel tests) move.
 """

@@ -16,10 +16,6 @@ from .explainer import Context
 from .netfilter_verdict import NETFILTER_CATEGORIES, nat_bypass, netfilter_verdict
 from .verdict import TCP_ACK, TCP_SYN, Verdict
 
-# Verdict and category_of are imported from here by groups, watch and the sinks
-# (classify's result and the counters' category); their homes are verdict and categories.
-__all__ = ["Verdict", "category_of", "classify"]
-
 
 def classify(drop: Drop, ctx: Context | None = None) -> Verdict:
     """The category and hint; ctx (the namespace's rule counters and

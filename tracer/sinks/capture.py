@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..explain.classify import Verdict
+from ..explain.verdict import Verdict
 from ..groups import GroupKey, Groups
 from ..kernel.decode import Drop
 from ..pods.attribute import Attribution

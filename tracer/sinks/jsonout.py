@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from ..explain.classify import Verdict
+from ..explain.verdict import Verdict
 from ..kernel.decode import Drop
 from ..pods.attribute import NO_POD, Attribution
 
