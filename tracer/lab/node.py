@@ -376,6 +376,10 @@ class SimNode:
             raise LabError(f"network namespace {name} vanished as it was made")
         self._record(name, ident)
         run("ip", "-n", name, "link", "set", "lo", "up")
+        # One ICMP error per dropped packet, as tests count them: the per-host
+        # limit (icmp_ratelimit, per namespace; icmpv4_xrlim_allow()) would hold
+        # back errors after a burst of six, and which ones depends on earlier tests.
+        run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0", ns=name)
 
     def _record(self, entry: str, ident: NetnsId) -> None:
         self.made[entry] = ident
