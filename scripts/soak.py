@@ -184,6 +184,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("scripts/soak: run as root", file=sys.stderr)
         return 1
+    # SIGTERM (timeout(1), an operator) unwinds like Ctrl-C: the simulated node is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     r = soak(a.minutes, storm_on=not a.no_storm, churn_on=not a.no_churn)
     print(markdown(r) if a.markdown else json.dumps(r, indent=2))
     return 0 if r["exact"] else 1
