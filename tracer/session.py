@@ -280,10 +280,12 @@ class Session:
         with ExitStack() as stack:
             # Closed in reverse (explainer, pod source, program) unless all of
             # this succeeds: then pop_all() hands them to close().
-            self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only,
+            # Held until the pod maps are written: with --pod, a drop counted before
+            # would be any pod's (the API may take seconds to answer).
+            self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only, hold=True,
+                                 warn=functools.partial(warn, env),
                                  **({} if rate is None else {"max_event_rate": rate}))
             stack.callback(self.tracer.close)
-            self.loaded_at = env.now()      # the kernel counters count from here
             source = pods.result() if isinstance(pods, Pending) else pods
             if source is not None:
                 stack.callback(source.stop)     # stops what start() began; nothing before it
@@ -294,6 +296,8 @@ class Session:
             if source is not None:
                 source.apply(self.tracer)
                 source.start()
+            self.tracer.start_counting()
+            self.loaded_at = env.now()      # the kernel counters count from here
             kallsyms = Kallsyms.load()
             if not kallsyms.usable:
                 warn(env, "/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")

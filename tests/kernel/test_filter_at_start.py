@@ -40,3 +40,24 @@ def test_a_storm_elsewhere_never_reaches_a_netns_filtered_watch():
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert {r["netns"] for r in records} <= {inode}, {r["netns"] for r in records}
     assert "netdrop: 0 drops counted" in res.stderr, res.stderr
+
+
+def test_a_storm_in_another_pod_never_reaches_a_pod_filtered_watch(node):
+    """--pod filters through the pod maps, written once the API has answered (which
+    may take seconds): until then the program counts nothing at all."""
+    web, db = node.pods["web"], node.pods["db"]
+    storm = subprocess.Popen([*in_netns(web.netns), sys.executable, "-m", "tracer.lab.traffic", "udp", "--dst",
+                              "127.0.0.1", "--port", "9", "--count", "5000000", "--seconds", "25"],
+                             stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        res = subprocess.run([*NETDROP, "watch", "--json", "--pod", db.name, "--kubeconfig", str(node.kubeconfig),
+                              "--node-netns", node.node1, "--duration", "2"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        storm.kill()
+        storm.wait()
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert all((r["pod"] or {}).get("name") == db.name for r in records), {r["netns"] for r in records}
+    assert "netdrop: 0 drops counted" in res.stderr, res.stderr

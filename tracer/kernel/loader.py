@@ -163,12 +163,15 @@ class Tracer:
     def __init__(self, facts: KernelFacts, filters: Filters = Filters(),
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
-                 warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER) -> None:
+                 warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER,
+                 hold: bool = False) -> None:
         """snaplen > 0: events carry up to snaplen bytes of their packet, from the
         IP header on; headers_only stops at the end of the TCP/UDP/ICMP header.
         warn tells the user, once, of a kernel map that is full; map_entries is
-        the size of each filter and pod map."""
+        the size of each filter and pod map. hold: count nothing until
+        start_counting() (the pod maps that filter by pod are written first)."""
         self._warn = warn
+        self._ready = 0 if hold else ev.ND_FILTER_READY
         self.full_maps: set[str] = set()
         self._unwritten: dict[str, set[PodKey]] = {}
         self._batch: int | None = None
@@ -270,6 +273,11 @@ class Tracer:
         out, self._events = self._events, []
         return out
 
+    def start_counting(self) -> None:
+        """From the next drop on, count and report what passes the filters."""
+        self._ready = ev.ND_FILTER_READY
+        self._write_cfg()
+
     def set_filters(self, filters: Filters) -> None:
         """Replace the filter maps' contents; takes effect for the next drop."""
         flags = 0
@@ -292,7 +300,7 @@ class Tracer:
         self._write_cfg()
 
     def _write_cfg(self) -> None:
-        cfg = ev.NdFilterCfg(self._flags | ev.ND_FILTER_READY, self._budget)
+        cfg = ev.NdFilterCfg(self._flags | self._ready, self._budget)
         cfg.snaplen, cfg.headers_only = self.snaplen, int(self.headers_only)
         netns = self.filters.netns
         if 0 < len(netns) <= ev.ND_NETNS_INLINE:
