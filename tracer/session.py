@@ -460,9 +460,7 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
                  headers_only=args.snaplen is None) as session:
         recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
                                     started=session.loaded_at)
-        # Progress (sinks/capture.py) still makes its own Console on sys.stderr:
-        # it should take env.console(stderr=True) and env.stderr (asked of its owner).
-        progress = capture.Progress()
+        progress = capture.Progress(env.console(stderr=True), env.stderr)
 
         def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
             session.refresh_view(stats, elapsed, remaining)

@@ -67,3 +67,12 @@ def test_the_live_console_draws_on_the_environments_stdout(node: lab.SimNode) ->
     lines = err.getvalue().splitlines()
     assert any(line.startswith("netdrop: tracing (tracepoint skb:kfree_skb") for line in lines)
     assert any(line.startswith("netdrop: ") and "drops counted" in line for line in lines)
+
+
+def test_a_captures_progress_line_goes_to_the_environments_stderr(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err, stderr_tty=True, width=160)
+    status = cli.main(["capture", "--duration", "2", "--output", str(tmp_path / "cap")], env)
+    assert status == 0, err.getvalue()
+    assert "capture: " in err.getvalue() and "events written" in err.getvalue()   # the live progress line
+    assert (tmp_path / "cap" / "summary.json").is_file()

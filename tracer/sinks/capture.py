@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import UserError
 from ..explain.verdict import Verdict
@@ -31,6 +31,8 @@ from .jsonout import drop_record
 from .pcapng import PcapngWriter
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..kernel.loader import Stats
 
 DEFAULT_SNAPLEN = 128          # bytes of a packet in drops.pcapng, and never past its headers
@@ -240,19 +242,18 @@ class Progress:
     """Time left, drops so far by category, events written and lost: a live line
     on a terminal, a plain line every PROGRESS_EVERY seconds otherwise."""
 
-    def __init__(self) -> None:
-        import sys
-
-        from rich.console import Console
+    def __init__(self, console: Console, stream: TextIO) -> None:
+        """console: where the live line goes on a terminal; stream: the plain lines otherwise
+        (both the run's stderr, from its Environment)."""
         from rich.live import Live
 
-        self.console = Console(stderr=True)
+        self.console = console
         self.live = Live("", console=self.console, transient=True, refresh_per_second=4) \
             if self.console.is_terminal else None
         if self.live:
             self.live.start()
         self._printed = 0.0
-        self._stderr = sys.stderr
+        self._stderr = stream
 
     @staticmethod
     def line(groups: Groups, stats: Stats, recorder: Recorder, elapsed: float, remaining: float | None) -> str:
