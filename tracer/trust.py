@@ -84,3 +84,13 @@ def write_private(directory: Path, name: str, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# Created, never opened: O_EXCL refuses a file (or a link) already there, so
+# nothing planted in advance is written into or truncated; O_NOFOLLOW a link.
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_new(path: str | Path, mode: int = 0o600, dir_fd: int | None = None, extra_flags: int = 0) -> int:
+    """A new file's descriptor, mode 0600 by default; OSError (EEXIST, ELOOP, ...) otherwise."""
+    return os.open(path, _CREATE_NEW | extra_flags, mode, dir_fd=dir_fd)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from ..trust import create_new
+
 Obj = dict[str, Any]     # a Kubernetes object as JSON
 
 
@@ -100,8 +102,6 @@ def _fields_match(obj: Obj, selector: str) -> bool:
 
 LISTEN_ADDRESS = "127.0.0.1"
 POLL_INTERVAL = 0.05     # how often serve_forever() looks for shutdown(): stop() waits up to this long
-# Created, never opened: O_EXCL refuses a file (or link) already there, O_NOFOLLOW a link.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Server(ThreadingHTTPServer):
@@ -260,7 +260,7 @@ class KubeAPI:
             "users": [{"name": "netdrop", "user": {"token": self.token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
         })
-        with os.fdopen(os.open(path, _CREATE, 0o600), "w") as f:
+        with os.fdopen(create_new(path), "w") as f:
             f.write(text)
         return path
 

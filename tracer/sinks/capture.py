@@ -26,7 +26,7 @@ from ..groups import GroupKey, Groups
 from ..kernel.decode import Drop
 from ..pods.attribute import Attribution
 from ..topk import SpaceSaving
-from ..trust import trusted_owners, why_untrusted
+from ..trust import create_new, trusted_owners, why_untrusted
 from .jsonout import drop_record
 from .pcapng import PcapngWriter
 
@@ -42,11 +42,10 @@ PCAP_FILE = "drops.pcapng"
 SUMMARY_FILE = "summary.json"
 
 
-# Files are created, never opened: O_EXCL refuses one that exists (an earlier
-# capture, or a name planted in advance), O_NOFOLLOW a symbolic link, and every
-# open is relative to the directory's own descriptor, so that renaming the
-# directory or a path component after the checks changes nothing.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Files are created, never opened (trust.create_new: an earlier capture or a
+# name planted in advance is refused, a link never followed), and every open
+# is relative to the directory's own descriptor, so that renaming the directory
+# or a path component after the checks changes nothing.
 FILE_MODE = 0o600      # drops name pods, addresses and rules of the node: root's to read
 DIR_MODE = 0o700
 
@@ -60,7 +59,7 @@ class OutputDir:
 
     def create(self, name: str, extra_flags: int = 0) -> int:
         """A new file in the directory, mode 0600; raises OSError (EEXIST, ELOOP, ...)."""
-        return os.open(name, _CREATE | extra_flags, FILE_MODE, dir_fd=self.fd)
+        return create_new(name, FILE_MODE, dir_fd=self.fd, extra_flags=extra_flags)
 
     def close(self) -> None:
         os.close(self.fd)
