@@ -60,4 +60,6 @@ def test_a_storm_in_another_pod_never_reaches_a_pod_filtered_watch(node):
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert all((r["pod"] or {}).get("name") == db.name for r in records), {r["netns"] for r in records}
-    assert "netdrop: 0 drops counted" in res.stderr, res.stderr
+    # db may drop a packet of its own meanwhile (IPv6 multicast nobody joined): counted, and db's.
+    counted = [line for line in res.stderr.splitlines() if line.startswith("netdrop: counted ")]
+    assert all(f"{db.namespace}/{db.name}" in line for line in counted), res.stderr
