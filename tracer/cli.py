@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="what a capture found, for a person or a ticket")
     summ.add_argument("dir", metavar="DIR", help="a capture's directory (or its summary.json)")
     summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
+    summ.add_argument("--all", action="store_true", dest="show_benign",
+                      help="list benign drops among the verdicts too (they are always counted)")
 
     demo = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
                                        "drop cases and watch them live")
@@ -122,6 +124,10 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", dest="show_benign",
+                   help="show benign drops too (those every healthy node makes); they are always counted")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the hooks, filters and pod source in full above the drops")
     p.add_argument("--mount-tracefs", action="store_true",
                    help="mount tracefs on /sys/kernel/tracing if it is not mounted")
 

@@ -27,6 +27,9 @@ class Verdict:
     category: str
     hint: str
     detail: dict[str, object] | None = None    # what told a netfilter or conntrack drop apart (JSON "detail")
+    # Expected on every healthy node (explain/benign.py says which and why):
+    # counted always, set aside by the console and the summaries unless --all.
+    benign: bool = False
 
 
 def name_matches(name: str | None, patterns: Iterable[str]) -> bool:

@@ -58,6 +58,10 @@ class PodRef:
 class Attribution:
     pod: PodRef | None
     direction: str | None
+    # The pod at the other end of the packet (by its address), when that is a
+    # pod too: "web -> db". None when the other end is no pod the index knows.
+    peer: PodRef | None = None
+    peer_direction: str | None = None
 
 
 NO_POD = Attribution(None, None)
