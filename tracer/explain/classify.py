@@ -11,6 +11,7 @@ socket takes, are told apart further by netfilter_verdict.
 from __future__ import annotations
 
 from ..kernel.decode import Drop
+from .benign import is_benign
 from .categories import category_of, entry
 from .explainer import Context
 from .netfilter_verdict import NETFILTER_CATEGORIES, nat_bypass, netfilter_verdict
@@ -28,4 +29,4 @@ def classify(drop: Drop, ctx: Context | None = None) -> Verdict:
     if category == "no-socket" and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK):
         return nat_bypass(drop, ctx)
-    return Verdict(category, entry(category).hint(drop))
+    return Verdict(category, entry(category).hint(drop), benign=is_benign(drop))
