@@ -3,6 +3,9 @@ and what a kernel tag or a hostNetwork port means."""
 
 from datetime import UTC, datetime
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tracer.kernel.decode import Drop
 from tracer.kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_TO_POD
 from tracer.pods.attribute import PodIds, PodIndex
@@ -113,3 +116,102 @@ def test_without_api_sandboxes_are_unknown_pods():
     who = idx.attribute(drop(pod_raw=idx.by_netns[103] << 2 | ND_DIR_IN_POD, netns=103))
     assert who.pod.to_json() is None and who.direction == "in-pod"
     assert who.pod.label == "unknown pod (pid 4242, 10.244.1.12)"
+
+
+def tag(idx, inode, direction):
+    return idx.by_netns[inode] << 2 | direction
+
+
+def test_peer_is_the_pod_at_the_other_end_on_the_node():
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds())
+    # web -> db dropped in the node's FORWARD: the kernel tags the source, web.
+    who = idx.attribute(drop(pod_raw=tag(idx, 101, ND_DIR_FROM_POD), src="10.244.1.10", dst="10.244.1.11",
+                             reason="NETFILTER_DROP", location="nft_do_chain"))
+    assert (who.pod.name, who.direction) == ("web", "from-pod")
+    assert (who.peer.name, who.peer.namespace, who.peer_direction) == ("db", "data", "to-pod")
+    # A reply db -> web tagged to-pod (say by the veth it was going out on): peer is the source.
+    back = idx.attribute(drop(pod_raw=tag(idx, 101, ND_DIR_TO_POD), src="10.244.1.11", dst="10.244.1.10"))
+    assert (back.pod.name, back.peer.name, back.peer_direction) == ("web", "db", "from-pod")
+    # IPv6 ends too, and a pod in a namespace only a process holds.
+    v6 = idx.attribute(drop(pod_raw=tag(idx, 103, ND_DIR_TO_POD), family=6, src="fd00::a", dst="10.244.1.12"))
+    assert (v6.pod.name, v6.peer.name) == ("cache", "web")
+
+
+def test_peer_inside_the_receiving_pod_by_which_end_is_its_own():
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds())
+    # web -> db:9999, nobody listens: dropped in db's namespace.
+    got = idx.attribute(drop(pod_raw=tag(idx, 102, ND_DIR_IN_POD), netns=102, src="10.244.1.10",
+                             dst="10.244.1.11", dport=9999))
+    assert (got.pod.name, got.direction, got.peer.name, got.peer_direction) == ("db", "in-pod", "web", "from-pod")
+    # A packet db sends, dropped in db's own namespace: web is where it was going.
+    out = idx.attribute(drop(pod_raw=tag(idx, 102, ND_DIR_IN_POD), netns=102, src="10.244.1.11",
+                             dst="10.244.1.10"))
+    assert (out.peer.name, out.peer_direction) == ("web", "to-pod")
+    # Neither end is db's address (a DNAT'd destination seen before translation): no guess.
+    odd = idx.attribute(drop(pod_raw=tag(idx, 102, ND_DIR_IN_POD), netns=102, src="10.244.1.10",
+                             dst="10.96.0.10"))
+    assert odd.pod.name == "db" and odd.peer is None and odd.peer_direction is None
+
+
+def test_no_peer_when_the_other_end_is_no_pod_or_ambiguous():
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds())
+    web = tag(idx, 101, ND_DIR_FROM_POD)
+    for dst in ("172.16.0.2",        # outside the node
+                "10.244.1.13",       # twin's address, claimed by two sandboxes
+                "192.168.1.5",       # a node address: hostNetwork pods share it
+                "10.244.1.10",       # web itself (a Service hairpin)
+                "10.244.1.99"):      # pending: no sandbox yet
+        who = idx.attribute(drop(pod_raw=web, src="10.244.1.10", dst=dst))
+        assert who.pod.name == "web" and who.peer is None and who.peer_direction is None, dst
+    # A hostNetwork pod's drop names a pod peer by the pod's address, never by a node address.
+    exp = idx.hostports[9100]
+    hn = idx.attribute(drop(pod_raw=exp << 2 | ND_DIR_TO_POD, src="10.244.1.11", dst="192.168.1.5"))
+    assert (hn.pod.name, hn.peer.name, hn.peer_direction) == ("exporter", "db", "from-pod")
+    # No pod, no peer; a drop without addresses has none either.
+    assert idx.attribute(drop(src="10.244.1.10", dst="10.244.1.11")).peer is None
+    assert idx.attribute(drop(pod_raw=web, src=None, dst=None, family=0, proto=None)).peer is None
+
+
+def test_pod_filter_keeps_the_filtered_pod_as_pod():
+    # --pod db: the kernel tags db (to-pod) for web -> db; a tag from maps of an
+    # older index that names web is turned round in Python: db stays `pod`.
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds(), Selection(name="db", namespace="data"))
+    packet = dict(src="10.244.1.10", dst="10.244.1.11")
+    right = idx.attribute(drop(pod_raw=tag(idx, 102, ND_DIR_TO_POD), **packet))
+    swapped = idx.attribute(drop(pod_raw=tag(idx, 101, ND_DIR_FROM_POD), **packet))
+    for who in (right, swapped):
+        assert (who.pod.name, who.direction, who.peer.name, who.peer_direction) == ("db", "to-pod", "web", "from-pod")
+
+
+def test_without_api_peers_are_unknown_sandboxes():
+    idx = PodIndex(snapshot(), None, "node-a", PodIds())
+    who = idx.attribute(drop(pod_raw=tag(idx, 101, ND_DIR_FROM_POD), src="10.244.1.10", dst="10.244.1.12"))
+    assert who.peer is not None and not who.peer.known and who.peer.label == "unknown pod (pid 4242, 10.244.1.12)"
+    # The twins' address names neither of them.
+    assert idx.attribute(drop(pod_raw=tag(idx, 101, ND_DIR_FROM_POD), src="10.244.1.10",
+                              dst="10.244.1.13")).peer is None
+
+
+ADDRS = ["10.244.1.10", "fd00::a", "10.244.1.11", "10.244.1.12", "10.244.1.13", "192.168.1.5", "10.244.1.1",
+         "172.16.0.2", "10.96.0.10"]
+
+
+@given(st.sampled_from([101, 102, 103]), st.sampled_from([ND_DIR_IN_POD, ND_DIR_FROM_POD, ND_DIR_TO_POD]),
+       st.sampled_from(ADDRS), st.sampled_from(ADDRS), st.sampled_from([None, "web", "db", "cache"]))
+def test_peer_is_another_pod_named_by_one_address(inode, direction, src, dst, selected):
+    sel = Selection(name=selected, all_namespaces=True) if selected else Selection()
+    idx = PodIndex(snapshot(), PODS, "node-a", PodIds(), sel)
+    who = idx.attribute(drop(pod_raw=tag(idx, inode, direction), src=src, dst=dst))
+    assert who.pod is not None
+    if who.peer is None:
+        assert who.peer_direction is None
+        return
+    assert who.peer != who.pod and who.peer.name in ("web", "db", "cache")
+    assert {who.direction, who.peer_direction} <= {"from-pod", "to-pod", "in-pod"}
+    if selected and who.peer.name == selected:
+        assert who.pod.name == selected
+    named = who.peer if who.pod == idx.ids.refs[idx.by_netns[inode]] else who.pod   # turned round for --pod
+    # The end named by address is the one its direction says, an address of its own sandbox, never a node's.
+    direction_of_named = who.peer_direction if named is who.peer else who.direction
+    end = src if direction_of_named == "from-pod" else dst
+    assert end in named.ips and end not in ("192.168.1.5", "10.244.1.1", "10.244.1.13")

@@ -60,6 +60,9 @@ class Attribution:
     direction: str | None
     # The pod at the other end of the packet (by its address), when that is a
     # pod too: "web -> db". None when the other end is no pod the index knows.
+    # peer_direction says which end the peer is, in the words of `direction`:
+    # "from-pod" when the packet came from the peer (it is the source),
+    # "to-pod" when it was going to the peer (it is the destination).
     peer: PodRef | None = None
     peer_direction: str | None = None
 
@@ -120,6 +123,7 @@ class PodIndex:
             self._unknown_sandboxes()
         else:
             self._join(pods)
+        self.by_ip = self._peer_ips()             # pod address -> id, for the other end of a drop
 
     def _join(self, pods: list[PodInfo]) -> None:
         by_ip: dict[str, list[NetnsInfo]] = {}
@@ -174,6 +178,22 @@ class PodIndex:
             self.veths[pid] = (info.host_veth.ifindex, info)
             self.selected.add(pid)   # the user's pod is one of them; we cannot say which
 
+    def _peer_ips(self) -> dict[str, int]:
+        """The addresses that name exactly one pod of this index: those of its pod
+        sandboxes, less any address two sandboxes claim (a stale twin) and the
+        node's own (hostNetwork pods share them: no pod is named by one)."""
+        claims: dict[str, int] = {}
+        for info in self.snapshot.pod_like():
+            for ip in info.ips:
+                claims[ip] = claims.get(ip, 0) + 1
+        node_ips = set(self.snapshot.node_ips)
+        out: dict[str, int] = {}
+        for pid in self.by_netns.values():
+            for ip in self.veths[pid][1].ips:
+                if claims.get(ip) == 1 and ip not in node_ips:
+                    out[ip] = pid
+        return out
+
     def kernel_pods(self) -> KernelPods:
         netns, veth, ips = {}, {}, {}
         for inode, pid in self.by_netns.items():
@@ -197,4 +217,40 @@ class PodIndex:
         return Attribution(ref, DIRECTIONS.get(tag & ND_DIR_MASK)) if ref is not None else NO_POD
 
     def attribute(self, drop: Drop) -> Attribution:
-        return self.attribute_tag(drop.pod_raw)
+        """The drop's pod and direction from its kernel tag, and the pod at the
+        other end of the packet (peer) from its addresses."""
+        who = self.attribute_tag(drop.pod_raw)
+        if who.pod is None or drop.src is None or drop.dst is None:
+            return who
+        pid = drop.pod_raw >> 2
+        if who.direction == "from-pod":
+            mine_is_src: bool | None = True
+        elif who.direction == "to-pod":
+            mine_is_src = False
+        else:
+            # In the pod's own namespace the tag says nothing of the ends: the
+            # pod's end is the one with its address (a packet it sent, or one
+            # it received).
+            mine_is_src = self._own_end(pid, who.pod, drop.src, drop.dst)
+        if mine_is_src is None:
+            return who
+        mine, theirs = (drop.src, drop.dst) if mine_is_src else (drop.dst, drop.src)
+        other = self.by_ip.get(theirs)
+        if other is None or other == pid or self.by_ip.get(mine, pid) != pid:
+            # No pod there, the pod itself, or the pod's own end carries another
+            # pod's address (tagged by its veth, a spoofed source): no guess.
+            return who
+        peer, peer_dir = self.ids.refs[other], "to-pod" if mine_is_src else "from-pod"
+        if self.selection.active and pid not in self.selected and other in self.selected:
+            # The kernel tags the selected end when a filter is on (node_pod() in
+            # bpf/netdrop.c passes over unselected candidates); a tag from maps
+            # one index older may still name the other: the user's pod is `pod`.
+            return Attribution(peer, peer_dir, who.pod, "from-pod" if mine_is_src else "to-pod")
+        return Attribution(who.pod, who.direction, peer, peer_dir)
+
+    def _own_end(self, pid: int, ref: PodRef, src: str, dst: str) -> bool | None:
+        """True if src is the pod's address, False if dst is, None if both or neither are."""
+        mine = set(ref.ips)
+        src_mine = self.by_ip.get(src) == pid or src in mine
+        dst_mine = self.by_ip.get(dst) == pid or dst in mine
+        return src_mine if src_mine != dst_mine else None
