@@ -32,7 +32,17 @@ class Category:
     colour: str                   # HTML summary (CSS colour)
     hint: Callable[[Drop], str]   # one line: the likely cause, with the event's evidence
     benign: bool = False          # expected on a healthy node, nothing to fix
-    rank: int = 0                 # verdicts are listed by rank, then by drops: lower is checked first
+    rank: int = 0                 # "what to check first": by rank (RANK_*), then by drops; lower comes first
+
+
+# How much a category's drops hurt, for "what to check first" (issue 9: a
+# thousand NO_SOCKET drops must not bury one MTU drop). Benign drops
+# (explain/benign.py) come after every rank, whatever their category.
+RANK_BREAKS = 0       # the path itself refuses packets: every retry fails the same way
+RANK_LOAD = 1         # packets lost under load: queues and socket buffers overflowing
+RANK_MALFORMED = 2    # bad packets: the sender's or a NIC's fault, rarely the node's
+RANK_ENDPOINT = 3     # the path works, an endpoint said no: nothing listening, TCP state
+RANK_OTHER = 4        # unspecific, often the node's own noise
 
 
 def _why(d: Drop) -> str:
@@ -112,41 +122,41 @@ def _other(d: Drop) -> str:
 # In the order categories are shown (the console, a summary's counts and timeline).
 REGISTRY: tuple[Category, ...] = (
     Category("mtu", ("PKT_TOO_BIG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "DUP_FRAG"), (), (ICMP_FRAG_NEEDED,),
-             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu),
+             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu, rank=RANK_BREAKS),
     # nft_do_chain frees the packet itself (nftables, iptables-nft); legacy
     # xtables and other hooks return NF_DROP and nf_hook_slow frees it.
     Category("netfilter", ("NETFILTER_DROP",),
              ("nft_do_chain*", "ipt_do_table", "ip6t_do_table", "arpt_do_table", "ebt_do_table", "nf_hook_slow",
               "br_nf_*"), (),
-             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter),
+             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter, rank=RANK_BREAKS),
     # Conntrack's refusals reach kfree_skb as NETFILTER_DROP too: where it was freed tells them apart.
     Category("conntrack", ("NETFILTER_DROP",),
              ("nf_conntrack_*", "__nf_conntrack_*", "nf_ct_*", "__nf_ct_*", "nf_nat_*", "nf_confirm*"), (),
-             "connection tracking refused packets", "red", "#e74c3c", _conntrack),
+             "connection tracking refused packets", "red", "#e74c3c", _conntrack, rank=RANK_BREAKS),
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO"), (), (ICMP_PORT_UNREACH,),
-             "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket),
+             "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT),
     Category("no-route", ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IP_INVALID_DEST"),
              ("ip_error", "ip_route_input*", "ip6_pkt_drop", "ip6_pkt_discard*", "ip_rt_bug"), ICMP_NET_HOST_UNREACH,
-             "packets had no route", "bold yellow", "#d35400", _no_route),
+             "packets had no route", "bold yellow", "#d35400", _no_route, rank=RANK_BREAKS),
     Category("neighbor", ("NEIGH_*", "ARP_*"), ("neigh_*", "arp_*", "__neigh_*", "ndisc_*"), (),
-             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor),
+             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS),
     Category("rp-filter", ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE"), (), (),
-             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter),
+             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter, rank=RANK_BREAKS),
     # TCP_CSUM is tcp (TCP_* comes before malformed's *_CSUM), as it always was.
     Category("tcp", ("TCP_*",), ("tcp_*",), (),
-             "TCP discarded segments", "green", "#27ae60", _tcp),
+             "TCP discarded segments", "green", "#27ae60", _tcp, rank=RANK_ENDPOINT),
     # Exact names beat tcp's TCP_* (category_of).
     Category("socket-buffer", ("TCP_LISTEN_OVERFLOW", "TCP_ZEROWINDOW", "TCP_OFO_QUEUE_PRUNE", "SOCKET_RCVBUFF",
                                "SOCKET_BACKLOG", "PROTO_MEM"), (), (),
-             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer),
+             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer, rank=RANK_LOAD),
     Category("qdisc", ("QDISC_*", "CAKE_FLOOD", "FQ_*", "CPU_BACKLOG", "FULL_RING", "TC_*", "DUALPI2_*"),
              ("sch_*", "*qdisc*", "__dev_queue_xmit", "enqueue_to_backlog", "pfifo_*"), (),
-             "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc),
+             "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc, rank=RANK_LOAD),
     Category("malformed", ("*_CSUM", "PKT_TOO_SMALL", "IP_INHDR", "HDR_TRUNC", "INVALID_PROTO", "DEV_HDR",
                            "IPV6_BAD_EXTHDR", "VXLAN_INVALID_HDR", "MAC_INVALID_SOURCE", "IPV6_NDISC_*"), (), (),
-             "malformed packets were dropped", "bright_red", "#b71540", _malformed),
+             "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED),
     # Unspecific, often the node's own noise: listed last.
-    Category("other", (), (), (), "other drops", "white", "#7f8c8d", _other, rank=1),
+    Category("other", (), (), (), "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER),
 )
 
 CATEGORIES: tuple[str, ...] = tuple(c.name for c in REGISTRY)
