@@ -3,6 +3,10 @@
 import ctypes
 import re
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tracer.kernel import event
 
 C_TYPES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "char": 1}
@@ -47,3 +51,34 @@ def test_layout_parser_sees_padding():
     # The parser itself must notice a misaligned field, or the test above proves nothing.
     s = parse_structs("struct t {\n\tu8 a;\n\tu32 b;\n};")["t"]
     assert s == [("a", 0, 1), ("b", 4, 4), ("<sizeof>", 8, 0)]
+
+
+@given(st.binary(min_size=ctypes.sizeof(event.NdEvent), max_size=ctypes.sizeof(event.NdEvent)))
+def test_one_struct_step_reads_what_the_ctypes_mirror_reads(data):
+    # decode.py unpacks records with event.EVENT (derived from the mirror): any
+    # bytes must give every field the value the ctypes mirror gives it.
+    mirror = event.NdEvent.from_buffer_copy(data)
+    values = dict(zip(event.EVENT_FIELDS, event.EVENT.unpack(data), strict=True))
+    for name, ctype in event.NdEvent._fields_:
+        want = getattr(mirror, name)
+        if issubclass(ctype, ctypes.Array):
+            want = bytes(want) if ctype._type_ is ctypes.c_uint8 else data[getattr(event.NdEvent, name).offset:][
+                :ctypes.sizeof(ctype)]
+        assert values[name] == want, name
+
+
+def test_record_struct_follows_every_mirror_and_its_padding():
+    for mirror in event.MIRRORS.values():
+        if any(issubclass(t, ctypes.Array) and t._type_ not in (ctypes.c_uint8, ctypes.c_char)
+               for _, t in mirror._fields_):
+            with pytest.raises(TypeError):      # said, not misread
+                event.record_struct(mirror)
+            continue
+        s = event.record_struct(mirror)
+        assert s.size == ctypes.sizeof(mirror)
+        scalars = [f for f, t in mirror._fields_ if not issubclass(t, ctypes.Array)]
+        m = mirror()
+        for i, name in enumerate(scalars):
+            setattr(m, name, i + 1)
+        got = dict(zip([f for f, _ in mirror._fields_], s.unpack(bytes(m)), strict=True))
+        assert [got[name] for name in scalars] == [i + 1 for i in range(len(scalars))], mirror.__name__

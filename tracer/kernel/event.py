@@ -10,6 +10,7 @@ the test compares names with the suffix removed.
 from __future__ import annotations
 
 import ctypes
+import struct
 from pathlib import Path
 
 # bpf/ is at the repository's top: this file is tracer/kernel/event.py.
@@ -144,3 +145,39 @@ MIRRORS = {
     "nd_cpu_state": NdCpuState,
     "nd_pod_val": NdPodVal,
 }
+
+
+# ctypes scalar types -> struct format characters (standard sizes, no alignment:
+# the padding comes from the mirror's own offsets, see record_struct).
+_STRUCT_CODES: dict[type, str] = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I",
+                                  ctypes.c_uint64: "Q"}
+
+
+def record_struct(mirror: type[ctypes.Structure]) -> struct.Struct:
+    """One struct.Struct that unpacks a whole record in one step, derived from
+    the ctypes mirror (so bpf/netdrop.h stays the one description of the
+    bytes): each field at the mirror's offset, padding as 'x', byte arrays and
+    char arrays as bytes. Native byte order: the kernel wrote the record on
+    this machine. Unpacking gives the fields in _fields_ order."""
+    fmt, at = "=", 0
+    for spec in mirror._fields_:
+        name, ctype = spec[0], spec[1]
+        f = getattr(mirror, name)
+        if f.offset > at:
+            fmt += f"{f.offset - at}x"
+        elem = getattr(ctype, "_type_", None)
+        if issubclass(ctype, ctypes.Array):
+            if elem not in (ctypes.c_uint8, ctypes.c_char):
+                raise TypeError(f"{mirror.__name__}.{name}: only byte arrays unpack as bytes")
+            fmt += f"{f.size}s"
+        else:
+            fmt += _STRUCT_CODES[ctype]
+        at = f.offset + f.size
+    size = ctypes.sizeof(mirror)
+    if size > at:
+        fmt += f"{size - at}x"
+    return struct.Struct(fmt)
+
+
+EVENT = record_struct(NdEvent)
+EVENT_FIELDS: tuple[str, ...] = tuple(spec[0] for spec in NdEvent._fields_)
