@@ -1,6 +1,7 @@
 """env: what one run of netdrop is given from outside, in one object.
 
-The standard streams and whether they are terminals, colour and the
+The standard streams and whether they are terminals (stdin: keys for the
+live console), colour and the
 terminal's width, the clocks, who runs it, and where the machine keeps
 tracefs and the named network namespaces. cli.main(argv, env) hands it to
 the command (session.py): a test makes one with StringIO streams and its own
@@ -47,6 +48,7 @@ class Environment:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     # None: whatever the stream's isatty() says; True/False decide it (a test
     # renders the live console as a terminal would, into a StringIO).
+    stdin_tty: bool | None = None     # a terminal on stdin makes the live console interactive (keys)
     stdout_tty: bool | None = None
     stderr_tty: bool | None = None
     # https://no-color.org: colour unless NO_COLOR is set (to anything).
@@ -57,6 +59,10 @@ class Environment:
     euid: int = field(default_factory=os.geteuid)       # root loads BPF programs; anyone else is told so
     tracefs: tuple[Path, ...] = TRACEFS_CANDIDATES      # where tracefs may be mounted, in order
     netns_dir: Path = NETNS_RUN_DIR                     # named network namespaces (`ip netns`)
+
+    @property
+    def stdin_isatty(self) -> bool:
+        return self.stdin_tty if self.stdin_tty is not None else _isatty(self.stdin)
 
     @property
     def stdout_isatty(self) -> bool:

@@ -3,21 +3,28 @@
 Exact counts come from the kernel's counters keyed (netns, reason, location);
 the latest flow and the hint of each group come from the events, which may be
 incomplete when the reader falls behind. Nothing here touches the kernel.
+
+Views rank the groups with ranked() (by recent rate, then count, or another
+of SORTS) and may take a snapshot() to show from another thread: copies the
+event loop does not change under them.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
-from dataclasses import dataclass
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from .explain.benign import benign_why
 from .explain.categories import category_of
 from .explain.verdict import Verdict
 from .kernel.decode import Decoder, Drop
 from .pods.attribute import NO_POD, Attribution
 
 GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
+FLOWS_KEPT = 8      # the latest events of each group, for the console's details (bounded memory per group)
 
 
 @dataclass
@@ -37,6 +44,42 @@ class Group:
     first_seen: datetime | None = None    # from events; from the counter ticks (±0.5 s)
     last_seen: datetime | None = None     # for drops no event was delivered for
     _events_at_tick: int = 0
+    key: GroupKey = (0, 0, 0, 0)
+    # Expected on a healthy node (explain/benign.py): from the events' verdict,
+    # else from the counter key's reason and location alone.
+    benign: bool = False
+    latest_drops: collections.deque[Drop] = field(default_factory=lambda: collections.deque(maxlen=FLOWS_KEPT))
+
+    @property
+    def pod_label(self) -> str:
+        pod = self.attribution.pod if self.attribution else None
+        return pod.label if pod else ""
+
+
+def _by_rate(g: Group) -> tuple[float, int, int, str]:
+    return (-g.rate, -g.count, g.netns, g.category)
+
+
+def _by_count(g: Group) -> tuple[int, float, int, str]:
+    return (-g.count, -g.rate, g.netns, g.category)
+
+
+def _by_newest(g: Group) -> tuple[float, int, int, str]:
+    return (-(g.last_seen.timestamp() if g.last_seen else 0.0), -g.count, g.netns, g.category)
+
+
+def _by_pod(g: Group) -> tuple[bool, str, int, int, str]:
+    return (g.attribution is None or g.attribution.pod is None, g.pod_label, -g.count, g.netns, g.category)
+
+
+# What a view may rank by; the first is the default: what is dropping now comes first.
+SORTS: dict[str, Callable[[Group], tuple[object, ...]]] = {
+    "rate": _by_rate, "count": _by_count, "newest": _by_newest, "pod": _by_pod}
+
+
+def ranked(groups: Iterable[Group], sort: str = "rate") -> list[Group]:
+    """Groups in the order a view lists them (sort: one of SORTS)."""
+    return sorted(groups, key=SORTS[sort])
 
 
 class Groups:
@@ -59,7 +102,8 @@ class Groups:
             rname = self.decoder.reason_name(reason)
             lname = self.decoder.location_name(addr)
             g = Group(netns, rname, lname, category_of(rname, lname), pod_raw=pod,
-                      attribution=self.pod_of_tag(pod) if pod else None)
+                      attribution=self.pod_of_tag(pod) if pod else None, key=key,
+                      benign=benign_why(rname, lname) is not None)
             self.groups[key] = g
         return g
 
@@ -71,6 +115,8 @@ class Groups:
         g.hint = verdict.hint
         g.detail = verdict.detail
         g.attribution = who
+        g.benign = verdict.benign
+        g.latest_drops.append(drop)
         g.events += 1
         g.first_seen = min(g.first_seen, drop.time) if g.first_seen else drop.time
         g.last_seen = max(g.last_seen, drop.time) if g.last_seen else drop.time
@@ -103,14 +149,21 @@ class Groups:
                 v = verdict_of(g.latest)
                 if v.detail is None and g.detail is not None:
                     continue    # what was learnt stays: a policy set back since does not unexplain its drops
-                g.category, g.hint, g.detail = v.category, v.hint, v.detail
+                g.category, g.hint, g.detail, g.benign = v.category, v.hint, v.detail, v.benign
 
-    def rows(self) -> list[Group]:
-        """Grouped by pod (pods first, by name), then by count."""
-        def order(g: Group) -> tuple[bool, str, int, int, str]:
-            pod = g.attribution.pod if g.attribution else None
-            return (pod is None, pod.label if pod else "", -g.count, g.netns, g.category)
-        return sorted(self.groups.values(), key=order)
+    def rows(self, sort: str = "rate") -> list[Group]:
+        """Ranked by recent rate, then count (or by another of SORTS)."""
+        return ranked(self.groups.values(), sort)
+
+    def snapshot(self) -> list[Group]:
+        """Copies of the groups, their latest drops too: a view in another thread
+        reads them while the event loop goes on changing the originals."""
+        out = []
+        for g in list(self.groups.values()):
+            c = copy.copy(g)
+            c.latest_drops = collections.deque(g.latest_drops, maxlen=FLOWS_KEPT)
+            out.append(c)
+        return out
 
     @property
     def total(self) -> int:

@@ -311,7 +311,9 @@ class Session:
             names = known_netns_inodes(env.netns_dir)
             self.view = console.View(hooks=self.tracer.hooks, filters=filters.describe(names),
                                      netns_names=names, title=title, note=note,
-                                     pods=source.describe() if source is not None else None)
+                                     pods=source.describe() if source is not None else None,
+                                     verbose=bool(getattr(args, "verbose", False)))
+            self.show_benign = bool(getattr(args, "show_benign", False))    # --all: benign drops listed too
             node_netns = source.scanner.node_inode if source is not None else os.stat("/proc/self/ns/net").st_ino
             self.explainer = Explainer(node_netns=node_netns, warn=functools.partial(warn, env))
             stack.callback(self.explainer.stop)
@@ -367,18 +369,16 @@ class Session:
                          explainer=self.explainer)
 
     def run_live(self, duration: float | None, background: threading.Thread | None = None) -> Stats:
-        """The rich console on stdout, redrawn on every tick."""
-        from rich.live import Live
+        """The live console on stdout, redrawn on every tick; interactive (keys)
+        when stdin is a terminal too. `q` ends the run as the duration or a
+        signal would: through self.stop, with the usual report."""
+        from .sinks import tui
 
-        from .sinks import console
-
-        screen = self.env.console()
-        self.view.width = screen.width
-        with Live(console.render(self.groups, self.view), console=screen, refresh_per_second=4) as live:
+        with tui.LiveConsole(self.env, self.view, self.groups, show_benign=self.show_benign,
+                             on_quit=self.stop.set) as live:
             def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
                 self.refresh_view(stats, elapsed, remaining)
-                self.view.width = screen.width
-                live.update(console.render(self.groups, self.view))
+                live.tick(self.groups)
             return self.run([], duration, on_tick, background)
 
     def notices(self) -> list[str]:
@@ -391,6 +391,10 @@ class Session:
 
         info(self.env, f"{stats.matched:,} drops counted, {stats.events:,} events delivered, "
                        f"{stats.lost:,} events lost, {stats.sampled_out:,} sampled out")
+        benign = [g for g in self.groups.groups.values() if g.benign and g.count]
+        if benign:
+            info(self.env, f"{sum(g.count for g in benign):,} of them benign, expected on a healthy node "
+                           f"({', '.join(sorted({console.where(g) for g in benign}))}); --all lists them")
         if groups_too:
             for line in console.summary_lines(self.groups, known_netns_inodes(self.env.netns_dir)):
                 info(self.env, f"counted {line}")

@@ -1,7 +1,18 @@
-"""console: the live view of `netdrop watch`, built with rich.
+"""console: the live view of `watch` and `demo`, built with rich.
 
-render() turns plain state into a rich renderable, so tests print it into a
-string with rich.console.Console(record=True) and read it like a user would.
+One screen: a header of at most 3 lines (counts, events lost, time left; one
+short line for hooks, filters and pods; a notice or the keys), then one line
+per group, ranked by recent rate, then count, as many as the terminal holds,
+then one line saying what is not shown (benign drops set aside, more groups).
+A group opens into its details (the full hint and its evidence, the rule or
+the MTU path, the latest flows, the pods at both ends, first and last seen);
+`h` shows the full hooks, filters and pods, as --verbose does in the header.
+
+render() turns plain state into a rich renderable (Screen) that lays itself
+out in the width and height rich gives it, so tests print it into a string
+with rich.console.Console(record=True, width=..., height=...) and read it
+like a user would. The keys that change the state are in keys.py, the
+terminal and the loop in tui.py.
 
 Everything shown that came from the node or the cluster (interface, pod and
 namespace names, hints quoting rule comments) goes through text(): a rich Text,
@@ -12,18 +23,37 @@ passes ESC through to the terminal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from rich.console import Group as RichGroup
-from rich.console import RenderableType
-from rich.panel import Panel
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from ..explain.benign import benign_why
 from ..explain.categories import entry
-from ..groups import Groups
+from ..explain.verdict import Verdict
+from ..groups import Group, Groups, ranked
+from ..kernel.decode import Drop
 from ..kernel.loader import Hook, Stats
-from ..pods.attribute import Attribution
+from ..pods.attribute import Attribution, PodRef
 from ..textsafe import printable
+from .keys import UiState
+
+PLAIN_ROWS = 50         # groups listed when the output is no terminal (a file, a pipe): no height to fill
+HEADER_LINES = 3        # the header's most, whatever the width (unless --verbose)
+KEYS_LINE = "↑↓ select  ⏎ details  p pause  s sort  b benign  h help  q quit"
+KEYS_HELP = (
+    ("↑ ↓ (k j), PgUp PgDn, Home End", "select a group"),
+    ("Enter or →", "open its details: the full why with its evidence, latest flows, pods at both ends"),
+    ("← or Esc", "back to the list"),
+    ("p", "pause the display (counting goes on)"),
+    ("s", "sort by: recent rate, count, newest, pod"),
+    ("b", "show or hide benign drops (those every healthy node makes; always counted)"),
+    ("h or ?", "this help: hooks, filters and pods in full"),
+    ("q", "quit (Ctrl-C too), with the end-of-run report"),
+)
+
 
 @dataclass
 class View:
@@ -38,8 +68,22 @@ class View:
     title: str = "netdrop watch"
     note: str | None = None
     pods: str | None = None       # the pod selection and the state of the pod source
-    width: int | None = None      # the terminal's columns, if known: narrow ones get a compact table
     notices: list[str] = field(default_factory=list)   # latent risks seen (conntrack clash_resolve ...)
+    verbose: bool = False         # --verbose: hooks, filters, pods and notices in full in the header
+    interactive: bool = False     # keys are read: the screen says which
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The groups as one tick saw them: copies, so that a key handled in
+    another thread renders them while the event loop goes on."""
+
+    groups: tuple[Group, ...]
+    recent: tuple[tuple[Drop, Verdict, Attribution], ...] = ()
+
+    @classmethod
+    def of(cls, groups: Groups) -> Frame:
+        return cls(tuple(groups.snapshot()), tuple(groups.recent))
 
 
 def text(plain: str, style: str = "") -> Text:
@@ -47,139 +91,349 @@ def text(plain: str, style: str = "") -> Text:
     return Text(printable(plain), style=style)
 
 
-def netns_label(inode: int, names: dict[int, str], inode_too: bool = True) -> Text:
-    name = names.get(inode)
-    if not name:
-        return Text(str(inode))
-    label = text(name)
-    if inode_too:
-        label.append(f"\n{inode}", style="dim")
-    return label
-
-
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds + 0.5))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def pod_cell(who: Attribution | None) -> Text:
-    if who is None or who.pod is None:
-        return Text("-", style="dim")
-    cell = text(who.pod.label, style="bold" if who.pod.known else "italic")
-    if who.direction:
-        cell.append(f"\n{who.direction}", style="dim")
-    return cell
+def _count(n: int) -> str:
+    """At most 7 characters: the drops column stays narrow."""
+    if n < 1_000_000:
+        return f"{n:,}"
+    return f"{n / 1e6:.1f}M" if n < 1_000_000_000 else f"{n / 1e9:.1f}G"
 
 
-COMPACT_BELOW = 110   # terminal columns: narrower screens get the compact table
+def _rate(r: float) -> str:
+    if r <= 0:
+        return ""
+    if r < 10:
+        return f"{r:.1f}"
+    return f"{r:.0f}" if r < 10_000 else f"{r / 1e3:.0f}k"
 
 
-def groups_table(groups: Groups, view: View, limit: int = 20) -> Table:
-    compact = view.width is not None and view.width < COMPACT_BELOW
-    table = Table(expand=True, show_lines=True,
-                  title="Drops by pod, namespace, category, reason and location", title_justify="left")
-    # Bounded identity columns, so that the flow and the why keep most of the width.
-    if compact:
-        table.add_column("pod · netns", max_width=22, overflow="fold")
-        table.add_column("why · where", min_width=14, max_width=16, overflow="fold")
-        table.add_column("drops", justify="right", no_wrap=True)
-    else:
-        table.add_column("pod", max_width=30, overflow="fold")
-        table.add_column("netns", max_width=20, no_wrap=True, overflow="ellipsis")
-        table.add_column("category", min_width=9, no_wrap=True)
-        table.add_column("reason / location", min_width=14, max_width=24, overflow="fold")
-        table.add_column("drops", justify="right", no_wrap=True)
-        table.add_column("/s", justify="right", no_wrap=True)
-    table.add_column("latest flow · why", ratio=1, min_width=24)
-    rows = groups.rows()
-    for g in rows[:limit]:
-        flow = Text()
-        if g.latest is not None:
-            d = g.latest
-            where = f" on {d.ifname}" if d.ifname else ""
-            mtu = f" mtu {d.mtu}" if d.mtu else ""
-            flow.append(printable(f"{d.flow} len {d.len}{mtu}{where}") + "\n")
-            flow.append(printable(g.hint or ""), style="dim")
-        else:
-            flow.append("(no event delivered for this group yet)", style="dim")
-        category = text(g.category, style=entry(g.category).style)
-        reason = Text.assemble(text(g.reason or "-"), "\n", text(g.location or "?", "dim"))
-        rate = f"{g.rate:,.0f}" if g.rate else ""
-        if compact:
-            who = pod_cell(g.attribution)
-            who.append("\n")
-            who.append_text(netns_label(g.netns, view.netns_names))
-            table.add_row(who, Text.assemble(category, "\n", reason), f"{g.count:,}" + (f"\n{rate}/s" if rate else ""),
-                          flow)
-        else:
-            table.add_row(pod_cell(g.attribution), netns_label(g.netns, view.netns_names), category, reason,
-                          f"{g.count:,}", rate, flow)
-    if len(rows) > limit:
-        table.caption = f"{len(rows) - limit} more groups not shown"
+def _time(t: datetime | None) -> str:
+    return t.strftime("%H:%M:%S UTC") if t else "-"
+
+
+def netns_name(inode: int, names: dict[int, str]) -> str:
+    name = names.get(inode)
+    return f"{name} ({inode})" if name else str(inode)
+
+
+def who(a: Attribution | None) -> str:
+    """The pod and its direction, or both ends: "default/web -> default/db"."""
+    if a is None or a.pod is None:
+        return "-"
+    if a.peer is not None:
+        # The arrow follows the packet: the peer sent it when our pod receives it.
+        if a.direction == "to-pod" or a.peer_direction == "from-pod":
+            return f"{a.peer.label} -> {a.pod.label}"
+        return f"{a.pod.label} -> {a.peer.label}"
+    return f"{a.pod.label} {a.direction}" if a.direction else a.pod.label
+
+
+def why(g: Group) -> str:
+    if g.hint:
+        return g.hint
+    if g.benign:
+        return benign_why(g.reason, g.location) or "benign"
+    return "(no event delivered for this group yet)"
+
+
+def where(g: Group) -> str:
+    return f"{g.reason or '-'} at {g.location or '?'}"
+
+
+def shown_rows(groups: tuple[Group, ...] | list[Group], state: UiState) -> tuple[list[Group], list[Group]]:
+    """The groups listed, in order, and the benign ones set aside."""
+    rows = ranked(groups, state.sort)
+    if state.show_benign:
+        return rows, []
+    return [g for g in rows if not g.benign], [g for g in rows if g.benign]
+
+
+# ---------------------------------------------------------------- header
+
+def _hooks_short(hooks: list[Hook]) -> str:
+    used = [h for h in hooks if h.attached]
+    out = f"hooks {len(used)}/{len(hooks)}"
+    missing = [h.name for h in hooks if not h.attached]
+    return out + (f" (not: {', '.join(missing)})" if missing else "")
+
+
+def _list_short(items: list[str], limit: int = 40) -> str:
+    if not items:
+        return ""
+    first = items[0] if len(items[0]) <= limit else items[0][:limit - 1] + "…"
+    return first + (f" +{len(items) - 1}" if len(items) > 1 else "")
+
+
+def header(view: View, state: UiState) -> list[Text]:
+    """At most HEADER_LINES lines (cut to the width by the caller), unless --verbose."""
+    s = view.stats
+    first = Text(printable(view.title), style="bold")
+    first.append(f" · {s.matched:,} drops", style="bold")
+    first.append(" · ")
+    first.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
+    if s.counter_full:
+        first.append(f" · {s.counter_full:,} not grouped (counter map full)", style="bold red")
+    if view.remaining is not None:
+        first.append(f" · {_duration(view.remaining)} left", style="bold")
+    first.append(f" · {_duration(view.elapsed)} elapsed · {s.events:,} events")
+    if s.sampled_out:
+        first.append(f" · {s.sampled_out:,} sampled out (counts stay exact)")
+    if view.verbose:
+        return [first, *full_context(view)]
+    second = Text(_hooks_short(view.hooks), style="dim")
+    second.append(" · filters: " + printable(_list_short(view.filters) or "none"), style="dim")
+    if view.pods:
+        second.append(" · pods: " + printable(_list_short([view.pods])), style="dim")
+    lines = [first, second]
+    if view.notices:
+        third = text("notice: " + view.notices[0], style="yellow")
+        if len(view.notices) > 1:
+            third.append(f" (+{len(view.notices) - 1} more: h)", style="yellow")
+        lines.append(third)
+    elif view.interactive:
+        lines.append(Text(KEYS_LINE + f"   sort: {state.sort}", style="dim"))
+    return lines[:HEADER_LINES]
+
+
+def full_context(view: View) -> list[Text]:
+    """Hooks, filters, pods, notices and the note in full (--verbose, the `h` key)."""
+    lines = [Text("hooks: ") + text("; ".join(
+        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks))]
+    lines.append(text("filters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)")))
+    if view.pods:
+        lines.append(text("pods: " + view.pods))
+    lines += [text("notice: " + n, style="yellow") for n in view.notices]
+    if view.note:
+        lines.append(text(view.note, style="italic"))
+    return lines
+
+
+# ---------------------------------------------------------------- the list
+
+def _widths(width: int) -> tuple[int, int, int]:
+    """Columns for pod, category, and reason at location: bounded, so the why keeps the rest."""
+    if width < 100:
+        return 15, 9, 20
+    if width < 160:
+        return 28, 13, 30
+    return 44, 13, 44
+
+
+def groups_table(rows: list[Group], width: int, selected: object | None = None) -> Table:
+    pod_w, cat_w, where_w = _widths(width)
+    table = Table(box=None, expand=True, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                  header_style="bold dim", show_edge=False)
+    table.add_column("pod", width=pod_w, no_wrap=True, overflow="ellipsis")
+    table.add_column("category", width=cat_w, no_wrap=True, overflow="ellipsis")
+    table.add_column("reason at location", width=where_w, no_wrap=True, overflow="ellipsis")
+    table.add_column("drops", width=7, justify="right", no_wrap=True, overflow="ellipsis")
+    table.add_column("/s", width=5, justify="right", no_wrap=True, overflow="ellipsis")
+    table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
+    for g in rows:
+        style = "reverse" if g.key == selected else "dim" if g.benign else ""
+        table.add_row(text(who(g.attribution), "" if g.attribution and g.attribution.pod else "dim"),
+                      text(g.category, entry(g.category).style), text(where(g)), _count(g.count), _rate(g.rate),
+                      text(why(g), "dim" if not g.hint else ""), style=style)
     if not rows:
-        table.add_row(*([""] * (len(table.columns) - 1)), Text("no drops yet", style="dim"))
+        table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
     return table
 
 
-def recent_table(groups: Groups, view: View) -> Table:
-    table = Table(expand=True, title="Recent drops", title_justify="left", box=None)
+def recent_table(recent: tuple[tuple[Drop, Verdict, Attribution], ...], names: dict[int, str]) -> Table:
+    table = Table(expand=True, title="Recent drops", title_justify="left", box=None, padding=(0, 1),
+                  collapse_padding=True, pad_edge=False, header_style="bold dim")
     for col in ("time", "pod", "netns", "dev", "flow", "len", "reason", "category"):
         table.add_column(col, no_wrap=True, overflow="ellipsis",
                          max_width={"pod": 30, "netns": 20}.get(col), ratio=1 if col == "flow" else None)
-    for d, v, who in reversed(groups.recent):
+    for d, v, at in reversed(recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
-        pod = text(who.pod.label if who.pod else "-", style="" if who.pod else "dim")
-        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], pod, netns_label(d.netns, view.netns_names, False),
-                      text(d.ifname or "-"), text(d.flow), str(d.len), text(d.reason or "-"),
-                      text(v.category, style=entry(v.category).style))
+        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], text(at.pod.label if at.pod else "-"),
+                      text(names.get(d.netns) or str(d.netns)), text(d.ifname or "-"), text(d.flow), str(d.len),
+                      text(d.reason or "-"), text(v.category, style=entry(v.category).style))
     return table
 
 
-def status_line(view: View) -> Text:
-    s = view.stats
-    line = Text()
-    line.append(f"{s.matched:,} drops counted", style="bold")
-    line.append(f" · {s.events:,} events delivered · ")
-    line.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
-    if s.sampled_out:
-        line.append(f" · {s.sampled_out:,} sampled out (over the event rate limit; counts stay exact)")
-    if s.counter_full:
-        line.append(f" · {s.counter_full:,} drops not grouped (counter map full)", style="bold red")
-    line.append(f" · elapsed {_duration(view.elapsed)}")
-    if view.remaining is not None:
-        line.append(f" · time left {_duration(view.remaining)}", style="bold")
-    # Hook details, filters (namespace names), pods and notices (rule comments) are node text.
-    line.append("\nhooks: ")
-    line.append(printable("; ".join(
-        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks)))
-    line.append("\nfilters: " + printable("; ".join(view.filters) if view.filters else "none (all namespaces)"))
-    if view.pods:
-        line.append("\npods: " + printable(view.pods))
-    for notice in view.notices:
-        line.append("\nnotice: " + printable(notice), style="yellow")
-    if view.note:
-        line.append("\n" + printable(view.note), style="italic")
-    return line
+def footer(shown: int, listed: int, hidden: list[Group], view: View, state: UiState) -> Text:
+    parts: list[Text] = []
+    if state.paused:
+        parts.append(Text("paused, counting goes on: p to resume", style="bold yellow"))
+    if listed < shown:
+        parts.append(Text(f"{shown - listed} more groups" + (": ↓ PgDn" if view.interactive else "")))
+    if hidden:
+        n = sum(g.count for g in hidden)
+        parts.append(Text(f"{n:,} benign drops hidden ({len(hidden)} group{'s' if len(hidden) != 1 else ''}): "
+                          + ("b to show" if view.interactive else "--all to show"), style="dim"))
+    elif state.show_benign and view.interactive:
+        parts.append(Text("benign drops shown (dim): b to hide", style="dim"))
+    return Text(" · ").join(parts)
+
+
+# ---------------------------------------------------------------- details and help
+
+def _evidence(detail: dict[str, object] | None) -> list[str]:
+    """Verdict.detail as lines, "key: value", a list of candidates one per line."""
+    if not detail:
+        return []
+    lines: list[str] = []
+    for k, v in detail.items():
+        if isinstance(v, list):
+            lines.append(f"{k}:")
+            lines += ["  " + (", ".join(f"{a}: {b}" for a, b in c.items() if b not in (None, ""))
+                              if isinstance(c, dict) else str(c)) for c in v]
+        elif v not in (None, ""):
+            lines.append(f"{k}: {v}")
+    return lines
+
+
+def _path(d: Drop) -> str | None:
+    """Where the packet was and where its route led: the MTU path of an MTU drop."""
+    parts = []
+    if d.ifname:
+        parts.append(f"on {d.ifname}" + (f" (mtu {d.dev_mtu})" if d.dev_mtu else ""))
+    if d.out_ifname or d.mtu:
+        parts.append(f"route out {d.out_ifname or '?'}" + (f" mtu {d.mtu}" if d.mtu else ""))
+    if not parts:
+        return None
+    flags = ", DF" if d.df else ""
+    return f"{d.len}-byte packet{flags} " + " -> ".join(parts)
+
+
+def _pod_line(label: str, pod: PodRef | None, direction: str | None) -> Text:
+    line = Text(f"{label}: ", style="bold")
+    if pod is None:
+        return line + Text("none known", style="dim")
+    return line + text(pod.label + (f" ({direction})" if direction else ""))
+
+
+def details(g: Group, view: View) -> list[Text]:
+    """Everything known of one group; node text through text()."""
+    head = text(who(g.attribution), style="bold")
+    head.append("  ")
+    head.append_text(text(g.category, entry(g.category).style))
+    head.append("  ")
+    head.append_text(text(where(g)))
+    lines = [head,
+             Text(f"drops: {g.count:,} ({_rate(g.rate) or '0'}/s) · events delivered: {g.events:,} · "
+                  f"first seen {_time(g.first_seen)} · last seen {_time(g.last_seen)}"),
+             text(f"netns: {netns_name(g.netns, view.netns_names)}")]
+    a = g.attribution
+    lines.append(_pod_line("pod", a.pod if a else None, a.direction if a else None))
+    if a is not None and a.peer is not None:
+        lines.append(_pod_line("other end", a.peer, a.peer_direction))
+    lines.append(Text(""))
+    lines.append(Text("why: ", style="bold") + text(why(g)))
+    if g.benign:
+        lines.append(Text("benign: ", style="bold") + text(benign_why(g.reason, g.location) or "set aside as benign"))
+    evidence = _evidence(g.detail)
+    if evidence:
+        lines.append(Text("evidence:", style="bold"))
+        lines += [text("  " + e) for e in evidence]
+    # The MTU path: the device it was on and its route's egress (classify's MTU hint cites the same).
+    path = _path(g.latest) if g.latest is not None and (g.category == "mtu" or g.latest.mtu) else None
+    if path:
+        lines.append(Text("path: ", style="bold") + text(path))
+    if g.latest_drops:
+        lines.append(Text(""))
+        lines.append(Text(f"latest flows (of the last {len(g.latest_drops)} events):", style="bold"))
+        seen: dict[str, tuple[Drop, int]] = {}
+        for d in reversed(g.latest_drops):
+            flow = d.flow
+            seen[flow] = (seen[flow][0], seen[flow][1] + 1) if flow in seen else (d, 1)
+        for flow, (d, n) in seen.items():
+            extra = [f"len {d.len}", f"on {d.ifname}" if d.ifname else "",
+                     f"ct {d.conntrack}" if d.conntrack else "",
+                     f"flags {d.tcp_flag_names}" if d.tcp_flags else "", f"×{n}" if n > 1 else ""]
+            lines.append(text(f"  {d.time.strftime('%H:%M:%S.%f')[:-3]}  {flow}  "
+                              + "  ".join(e for e in extra if e)))
+    lines.append(Text(""))
+    lines.append(Text("← or Esc: back · ↑ ↓: the previous or next group · q: quit", style="dim"))
+    return lines
+
+
+def help_lines(view: View) -> list[Text]:
+    lines = [Text("Keys", style="bold")]
+    lines += [Text.assemble((f"  {k:<32}", "bold"), v) for k, v in KEYS_HELP]
+    lines.append(Text(""))
+    return lines + full_context(view) + [Text(""), Text("← or Esc: back", style="dim")]
+
+
+# ---------------------------------------------------------------- the screen
+
+def _lines(console: Console, options: ConsoleOptions, renderable: RenderableType) -> list[list[Segment]]:
+    return console.render_lines(renderable, options.update(height=None), pad=False, new_lines=False)
+
+
+class Screen:
+    """The whole screen, laid out in the width and height rich gives it.
+    fill: as many groups as the height holds (a terminal); else up to
+    PLAIN_ROWS, with the recent drops (a file or a pipe gets the last frame).
+    spare: lines kept free below (an inline Live must not scroll)."""
+
+    def __init__(self, frame: Frame, view: View, state: UiState | None = None, fill: bool = False,
+                 spare: int = 0) -> None:
+        self.frame, self.view, self.state, self.fill, self.spare = frame, view, state or UiState(), fill, spare
+
+    def layout(self, height: int | None) -> tuple[list[Group], int, list[Group]]:
+        """The rows to list (scrolled so the selected one shows), how many there are, the hidden benign."""
+        rows, hidden = shown_rows(self.frame.groups, self.state)
+        room = PLAIN_ROWS if height is None else max(1, height)
+        start = 0
+        keys = [g.key for g in rows]
+        if self.state.selected in keys:
+            start = max(0, keys.index(self.state.selected) - room + 1)
+        return rows[start:start + room], len(rows), hidden
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        height = options.size.height - self.spare if self.fill else None
+        out: list[list[Segment]] = []
+        for line in header(self.view, self.state):
+            if not self.view.verbose:      # one line each, cut: the header stays within HEADER_LINES
+                line.no_wrap, line.overflow = True, "ellipsis"
+            out += _lines(console, options, line)
+        body = None if height is None else max(3, height - len(out))
+        groups = {g.key: g for g in self.frame.groups}
+        if self.state.help or (self.state.details and self.state.selected in groups):
+            lines = (help_lines(self.view) if self.state.help
+                     else details(groups[self.state.selected], self.view))   # type: ignore[index]
+            rendered = [seg for t in lines for seg in _lines(console, options, t)]
+            out += rendered[:body] if body is not None else rendered
+        else:
+            # header row of the table, then the groups, then one line of what is not listed
+            rows, shown, hidden = self.layout(None if body is None else body - 2)
+            out += _lines(console, options, groups_table(rows, width, self.state.selected))
+            foot = footer(shown, len(rows), hidden, self.view, self.state)
+            if foot.plain:
+                foot.no_wrap, foot.overflow = True, "ellipsis"
+                out += _lines(console, options, foot)[:1]
+            left = None if height is None else height - len(out)
+            if self.frame.recent and (left is None or left >= 5):
+                recent = self.frame.recent if left is None else self.frame.recent[-(left - 3):]
+                out += [[]] + _lines(console, options, recent_table(recent, self.view.netns_names))
+        for segments in out:
+            yield from segments
+            yield Segment.line()
+
+
+def render(groups: Groups | Frame, view: View, state: UiState | None = None, fill: bool = False) -> Screen:
+    return Screen(groups if isinstance(groups, Frame) else Frame.of(groups), view, state, fill)
 
 
 def summary_lines(groups: Groups, names: dict[int, str], limit: int = 20) -> list[str]:
     """The exact counts per group in plain text, for the end of `watch --json` (stderr)."""
     lines: list[str] = []
-    rows = sorted(groups.rows(), key=lambda g: -g.count)
+    rows = ranked(groups.groups.values(), "count")
     for g in rows[:limit]:
-        who = (g.attribution.pod.label + f" {g.attribution.direction}"
-               if g.attribution and g.attribution.pod else "no pod")
+        at = (g.attribution.pod.label + f" {g.attribution.direction}"
+              if g.attribution and g.attribution.pod else "no pod")
         netns = f"{g.netns} ({names[g.netns]})" if g.netns in names else str(g.netns)
-        line = f"{g.count:,} {g.category} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {who}"
+        benign = " (benign)" if g.benign else ""
+        line = f"{g.count:,} {g.category}{benign} {g.reason or '-'} at {g.location or '?'}, netns {netns}, {at}"
         lines.append(printable(line))
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more groups")
     return lines
-
-
-def render(groups: Groups, view: View) -> RenderableType:
-    return RichGroup(
-        Panel(status_line(view), title=view.title, title_align="left"),
-        groups_table(groups, view),
-        recent_table(groups, view),
-    )
