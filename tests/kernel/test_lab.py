@@ -6,6 +6,7 @@ party on the node would, and removed at the end."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -108,12 +109,21 @@ def test_files_are_roots_alone(built: lab.SimNode) -> None:
     st = os.lstat(lab.STATE_DIR)
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
     assert built.kubeconfig is not None
-    files = [lab.STATE_DIR / f"lab-{PREFIX}.json", built.kubeconfig,
-             *(built.ipam_dir / "cbr0").iterdir()]
-    assert len(files) == 6
-    for path in files:
+    ours = [lab.STATE_DIR / f"lab-{PREFIX}.json", built.kubeconfig]
+    ipam = sorted((built.ipam_dir / "cbr0").iterdir())
+    for path in ours + ([] if built.cni_dir else ipam):
         st = os.lstat(path)
         assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600, path
+    if built.cni_dir is None:
+        # By hand: one reservation per IPv4 address of node1's three pods, and the last one reserved.
+        assert len(ipam) == 4
+    else:
+        # host-local's own files (mode as it makes them: 0644, its lock 0750), for both families;
+        # nobody else may change them, nor even reach them: every directory above is 0700.
+        assert len(ipam) == 3 * 2 + 3
+        for path in ipam:
+            st = os.lstat(path)
+            assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022, path
     for d in (built.ipam_dir.parent.parent, built.ipam_dir.parent, built.ipam_dir, built.ipam_dir / "cbr0"):
         assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700, d
 
@@ -248,3 +258,105 @@ def test_cli_demo_refuses_a_bad_prefix_as_a_user_runs_it() -> None:
     res = subprocess.run([*NETDROP, "demo", "--prefix", "../../etc/x"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "invalid prefix" in res.stderr
+
+
+def fake_plugins(where: Path, mode: int = 0o755, owner: int = 0) -> Path:
+    """bridge and host-local that would leave a mark if they were ever run."""
+    where.mkdir(mode=0o755)
+    mark = where / "ran"
+    for name in lab.CNI_PLUGINS:
+        plugin = where / name
+        plugin.write_text(f"#!/bin/sh\ntouch {mark}\n")
+        plugin.chmod(mode)
+        os.chown(plugin, owner, owner)
+    return mark
+
+
+@pytest.mark.parametrize("problem", ["others-write", "other-owner", "link-of-another"])
+def test_cni_plugins_others_can_change_are_never_run(problem: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = tmp_path / "cni"
+    if problem == "link-of-another":
+        mark = fake_plugins(tmp_path / "real")
+        plugins.mkdir(mode=0o755)
+        for name in lab.CNI_PLUGINS:
+            (plugins / name).symlink_to(tmp_path / "real" / name)
+            os.chown(plugins / name, 65534, 65534, follow_symlinks=False)
+    else:
+        mark = fake_plugins(plugins, *((0o757, 0) if problem == "others-write" else (0o755, 65534)))
+    monkeypatch.setattr(lab, "CNI_DIR", plugins)
+    monkeypatch.delenv(lab.CNI_ENV, raising=False)
+    prefix = f"ndc{os.getpid()}"
+    for choice in (None, True):
+        with pytest.raises(lab.LabError, match="the CNI plugin") as exc:
+            lab.SimNode.create(prefix=prefix, cni=choice)
+        assert "\n" not in str(exc.value)
+    assert not mark.exists() and names_of(prefix) == [] and lab_files(prefix) == []
+
+
+def test_plugins_used_when_installed_unless_told_not_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(lab.CNI_ENV, raising=False)
+    monkeypatch.setattr(lab, "CNI_DIR", tmp_path / "none")
+    assert lab.cni_wanted(None) is None
+    with pytest.raises(lab.LabError, match="not installed"):
+        lab.cni_wanted(True)
+    fake_plugins(tmp_path / "cni")
+    monkeypatch.setattr(lab, "CNI_DIR", tmp_path / "cni")
+    assert lab.cni_wanted(None) == tmp_path / "cni"
+    monkeypatch.setenv(lab.CNI_ENV, "0")
+    assert lab.cni_wanted(None) is None and lab.cni_wanted(False) is None
+
+
+def lease(net: Path, ip: str) -> list[str]:
+    """host-local's reservation of ip: [container id, interface], [] when there is none."""
+    try:
+        return (net / ip).read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def test_pods_are_made_by_the_cni_plugins_and_deleted_by_them() -> None:
+    if lab.cni_plugins() is None:
+        pytest.skip("containernetworking-plugins are not installed (scripts/setup installs them)")
+    prefix = f"ndk{os.getpid()}"
+    host_leases = {p.name for p in Path("/var/lib/cni/networks/cbr0").glob("*")}
+    sim = lab.SimNode.create(prefix=prefix, cni=True)
+    try:
+        assert sim.cni_dir == lab.CNI_DIR
+        net = sim.ipam_dir / lab.CNI_NETWORK
+        pods = [p for p in sim.pods.values() if p.node == sim.node1 and not p.host_network]
+        assert len(pods) == 3
+        for pod in pods:
+            # host-local's reservations in the lab's own dataDir, both families, for this sandbox.
+            assert pod.ipv6 is not None and pod.container_id is not None
+            for ip in (pod.ipv4, pod.ipv6):
+                assert lease(net, ip) == [pod.container_id, "eth0"], ip
+            # The bridge plugin's veth: a port of cni0 at the pods' MTU, the pod's eth0 behind it.
+            link = json.loads(lab.run("ip", "-n", sim.node1, "-j", "-d", "link", "show", "dev", pod.host_veth))[0]
+            assert link["master"] == "cni0" and link["mtu"] == lab.POD_MTU
+            eth0 = json.loads(lab.run("ip", "-j", "addr", "show", "dev", "eth0", ns=pod.netns))[0]
+            assert {a["local"] for a in eth0["addr_info"]} >= {pod.ipv4, pod.ipv6}
+            assert "default via 10.244.1.1" in lab.run("ip", "route", ns=pod.netns)
+        # cni0 is the plugin's (gateway addresses on it), with the lab's fixed MAC.
+        br = json.loads(lab.run("ip", "-n", sim.node1, "-j", "-d", "addr", "show", "dev", "cni0"))[0]
+        assert br["linkinfo"]["info_kind"] == "bridge" and br["address"] == "0e:00:00:00:01:02"
+        assert {"10.244.1.1", "fd00:10:244:1::1"} <= {a["local"] for a in br["addr_info"]}
+        api = sim.pods["api"]
+        assert lease(sim._ipam_dir_of(2) / lab.CNI_NETWORK, api.ipv4) == [api.container_id, "eth0"]
+        # A restarted pod: DEL frees the old sandbox's addresses and veth, ADD reserves the new ones.
+        old = sim.pods["web"]
+        new = sim.recreate_pod("web", host=12)
+        assert lease(net, old.ipv4) == [] and lease(net, new.ipv4) == [new.container_id, "eth0"]
+        assert lab.run("ip", "-n", sim.node1, "link", "show", "dev", str(old.host_veth), check=False) == ""
+        # destroy() deletes each pod through the plugins before its namespace goes (its files kept
+        # here to look: destroy() removes the lab's directory only once it has checked it).
+        sim._files_checked = False
+        sim.destroy()
+        assert [ip for ip in (new.ipv4, "10.244.1.11", "10.244.1.13") if lease(net, ip)] == []
+        assert names_of(prefix) == []
+    finally:
+        sim.destroy()
+        sim.cleanup_leftovers()
+    assert lab_files(prefix) == []
+    # Nothing of the lab's in the host's own CNI state.
+    assert {p.name for p in Path("/var/lib/cni/networks/cbr0").glob("*")} == host_leases

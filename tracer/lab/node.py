@@ -18,6 +18,13 @@ node-exporter is a hostNetwork pod on node1 declaring port 9100.
 Every command runs inside the lab's own namespaces (`ip -n`, `ip netns
 exec`): the host's namespace is never touched.
 
+When Debian's containernetworking-plugins are installed (/usr/lib/cni), the
+pods are made as flannel makes them on a real node: the `bridge` plugin with
+`host-local` IPAM (ADD when a pod starts, DEL when it goes), run inside the
+simulated node's namespace, with host-local's state in the lab's private
+directory (never the host's /var/lib/cni). Without them, or with
+NETDROP_LAB_CNI=0, the lab does by hand what they do.
+
 The lab runs as root on nodes whose other namespaces (real pod sandboxes,
 `cni-<uuid>`) are not its own, so it removes only what it made: each namespace
 it makes is recorded with its identity (inode and netns cookie) in a state file
@@ -29,6 +36,7 @@ the same prefix records, never anything found by name alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +79,15 @@ MAX_STATE_BYTES = 1 << 20
 
 SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h
 
+# Debian's containernetworking-plugins. The network is flannel's: "cbr0", on
+# bridge cni0, host-local IPAM (flannel's CNI plugin delegates to these two).
+CNI_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local")
+CNI_NETWORK = "cbr0"
+CNI_IFNAME = "eth0"
+CNI_ENV = "NETDROP_LAB_CNI"            # "0": pods by hand even when the plugins are installed
+CNI_DEL_BUDGET = 0.5                   # seconds destroy() spends on DELs (signals end a run within 2 s)
+
 
 class LabError(UserError):
     pass
@@ -88,6 +105,41 @@ def in_netns(ns: str) -> list[str]:
     """The command prefix that enters ns: a /run/netns name, or a path such as
     /proc/PID/ns/net for a namespace that only a process holds."""
     return ["nsenter", f"--net={ns}"] if ns.startswith("/") else ["ip", "netns", "exec", ns]
+
+
+def cni_plugins(cni_dir: Path | None = None) -> Path | None:
+    """cni_dir when the bridge and host-local plugins are installed there, None when
+    not. Root runs them: each must be a regular file that only root can change,
+    in directories only root can change, else LabError (never run, never skipped
+    in silence)."""
+    cni_dir = CNI_DIR if cni_dir is None else cni_dir
+    if not all(os.path.lexists(cni_dir / p) for p in CNI_PLUGINS):
+        return None
+    for name in CNI_PLUGINS:
+        path = cni_dir / name
+        try:
+            check_tree(path, "the CNI plugin", owners={0})
+        except UserError as exc:
+            raise LabError(f"{exc} (remove it, or run the demo with {CNI_ENV}=0)") from None
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise LabError(f"cannot use the CNI plugin {path}: it is not a regular file")
+    return cni_dir
+
+
+def cni_wanted(choice: bool | None) -> Path | None:
+    """The plugins' directory when the lab is to use them: choice=None lets
+    NETDROP_LAB_CNI=0 or their absence decide; True requires them."""
+    if choice is None:
+        if os.environ.get(CNI_ENV, "").strip() == "0":
+            return None
+        return cni_plugins()
+    if not choice:
+        return None
+    found = cni_plugins()
+    if found is None:
+        raise LabError(f"the CNI plugins {', '.join(CNI_PLUGINS)} are not installed in {CNI_DIR} "
+                       f"(run scripts/setup)")
+    return found
 
 
 def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> str:
@@ -252,6 +304,7 @@ class Pod:
     ipv6: str | None
     host_veth: str | None  # the veth's name in the node namespace
     host_network: bool = False
+    container_id: str | None = None   # the sandbox's id, as CNI_CONTAINERID and in its IPAM reservations
 
 
 # role -> (Kubernetes name, namespace, node index, host part of the IPs, labels)
@@ -278,6 +331,7 @@ class SimNode:
     api: labapi.KubeAPI | None = None
     kubeconfig: Path | None = None
     _files_checked: bool = field(default=False, init=False, repr=False)   # STATE_DIR found private
+    _bridges: set[int] = field(default_factory=set, init=False, repr=False)  # nodes whose cni0 is pinned
 
     CLIENT_V4 = "172.16.200.2"
     CLIENT_V6 = "fd00:200::2"
@@ -288,17 +342,22 @@ class SimNode:
     pod_mtu: int = POD_MTU
     hairpin: bool = False
     healthy: bool = False
+    cni_dir: Path | None = None      # the CNI plugins make the pods; None: by hand
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)     # before any name or path is made of it
 
     @classmethod
-    def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False) -> SimNode:
+    def create(cls, prefix: str | None = None, with_api: bool = True, healthy: bool = False,
+               cni: bool | None = None) -> SimNode:
         """healthy=True: pods at the overlay's MTU, hairpin on, a route to node3's pod CIDR: a node
-        netdrop doctor finds nothing wrong with (the seed cases' misconfigurations are absent)."""
+        netdrop doctor finds nothing wrong with (the seed cases' misconfigurations are absent).
+        cni: pods made by the CNI plugins (True), by hand (False), or by the plugins when they are
+        installed and NETDROP_LAB_CNI is not 0 (None)."""
         prefix = prefix if prefix is not None else f"ndt{os.getpid()}"
         node = cls(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client",
-                   pod_mtu=OVERLAY_MTU if healthy else POD_MTU, hairpin=healthy, healthy=healthy)
+                   pod_mtu=OVERLAY_MTU if healthy else POD_MTU, hairpin=healthy, healthy=healthy,
+                   cni_dir=cni_wanted(cni))
         node.cleanup_leftovers()
         try:
             node._build()
@@ -379,7 +438,11 @@ class SimNode:
         # One ICMP error per dropped packet, as tests count them: the per-host
         # limit (icmp_ratelimit, per namespace; icmpv4_xrlim_allow()) would hold
         # back errors after a burst of six, and which ones depends on earlier tests.
-        run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0", ns=name)
+        # No duplicate address detection: the lab's addresses are unique by construction, and an
+        # address in DAD is tentative for a second (addrconf_dad_begin(), net/ipv6/addrconf.c),
+        # which the bridge plugin waits out for each pod's address and for the bridge's.
+        run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0",
+            "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0", ns=name)
 
     def _record(self, entry: str, ident: NetnsId) -> None:
         self.made[entry] = ident
@@ -415,11 +478,9 @@ class SimNode:
         for i, ns in ((1, self.node1), (2, self.node2)):
             for key, val in (("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")):
                 run("sysctl", "-qw", f"{key}={val}", ns=ns)
-            # A fixed address, as CNI's bridge plugin sets one: a bridge otherwise takes
-            # its lowest port's MAC, which changes when a pod goes, and the other
-            # pods' cached gateway address goes stale.
-            run("ip", "-n", ns, "link", "add", "cni0", "address", f"0e:00:00:00:{i:02x}:02", "type", "bridge")
-            self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
+            if self.cni_dir is None:     # else the bridge plugin makes it with the node's first pod
+                run("ip", "-n", ns, "link", "add", "cni0", "address", self._bridge_mac(i), "type", "bridge")
+                self._addr(ns, "cni0", f"10.244.{i}.1/24", f"fd00:10:244:{i}::1/64")
             self._vxlan(ns, i)
         self._overlay_routes()
         if self.healthy:    # node3 is only in the API; its route is what matters here
@@ -520,6 +581,13 @@ class SimNode:
         run("ip", "-n", ns, "link", "set", dev, "up")
 
     @staticmethod
+    def _bridge_mac(i: int) -> str:
+        # A fixed address, as newer bridge plugins set one: a bridge otherwise takes
+        # its lowest port's MAC (br_stp_recalculate_bridge_id(), net/bridge/br_stp_if.c),
+        # which changes when a pod goes, and the other pods' cached gateway address goes stale.
+        return f"0e:00:00:00:{i:02x}:02"
+
+    @staticmethod
     def _vtep_mac(i: int) -> str:
         return f"0e:00:00:00:{i:02x}:01"
 
@@ -541,41 +609,120 @@ class SimNode:
 
     def add_pod(self, role: str, host: int | None = None) -> Pod:
         """A pod sandbox as a CNI plugin makes it, behind the lab's prefix: netns
-        <prefix>-cni-<uuid>, veth<hex> on cni0."""
+        <prefix>-cni-<uuid>, veth<hex> on cni0; made by the plugins themselves
+        when the lab has them (cni_dir), else by hand."""
         name, namespace, i, default_host, _labels = POD_SPECS[role]
         host = host or default_host
         node = self._node_of(i)
         ns = f"{self.prefix}-cni-{uuid.uuid4()}"
+        container_id = secrets.token_hex(32)      # as containerd names a sandbox
         self._netns(ns)
+        v4, v6 = f"10.244.{i}.{host}", f"fd00:10:244:{i}::{host:x}"
+        if self.cni_dir is not None:
+            veth = self._cni_add(i, ns, container_id, v4, v6)
+        else:
+            veth = self._add_by_hand(i, ns, v4, v6)
+            if node == self.node1:
+                self._ipam_reserve(v4, container_id)
+        if role in UNNAMED_PODS:
+            ns = self._unname(ns)
+        pod = Pod(name, namespace, ns, node, v4, v6, veth, container_id=container_id)
+        self.pods[role] = pod
+        return pod
+
+    def _add_by_hand(self, i: int, ns: str, v4: str, v6: str) -> str:
+        """What the bridge plugin does for a pod (see _cni_add); returns the host veth's name."""
+        node = self._node_of(i)
         veth = "veth" + secrets.token_hex(4)
-        run("ip", "-n", node, "link", "add", veth, "mtu", str(self.pod_mtu), "type", "veth", "peer", "name", "eth0",
-            "netns", ns)
+        run("ip", "-n", node, "link", "add", veth, "mtu", str(self.pod_mtu), "type", "veth", "peer", "name",
+            CNI_IFNAME, "netns", ns)
         run("ip", "-n", node, "link", "set", veth, "master", "cni0", "up")
         if self.hairpin:
             run("ip", "-n", node, "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
-        v4, v6 = f"10.244.{i}.{host}", f"fd00:10:244:{i}::{host:x}"
-        run("ip", "-n", ns, "link", "set", "eth0", "mtu", str(self.pod_mtu))
-        self._addr(ns, "eth0", f"{v4}/24", f"{v6}/64")
+        run("ip", "-n", ns, "link", "set", CNI_IFNAME, "mtu", str(self.pod_mtu))
+        self._addr(ns, CNI_IFNAME, f"{v4}/24", f"{v6}/64")
         run("ip", "-n", ns, "route", "add", "default", "via", f"10.244.{i}.1")
         run("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd00:10:244:{i}::1")
-        if role in UNNAMED_PODS:
-            ns = self._unname(ns)
-        pod = Pod(name, namespace, ns, node, v4, v6, veth)
-        self.pods[role] = pod
-        if node == self.node1:
-            self._ipam_reserve(v4, ns)
-        return pod
+        return veth
+
+    def cni_netconf(self, i: int, ips: tuple[str, ...] = ()) -> dict[str, object]:
+        """node i's network configuration, as flannel hands it to the bridge plugin
+        (flannel's delegate: bridge cni0, the pods' MTU, host-local over the node's
+        pod CIDRs), host-local's state in the lab's directory; `ips` asks host-local
+        for those addresses (CNI's "ips" argument), as the lab's pods have fixed ones."""
+        conf: dict[str, object] = {
+            "cniVersion": "0.4.0", "name": CNI_NETWORK, "type": "bridge", "bridge": "cni0",
+            "isGateway": True, "isDefaultGateway": True, "ipMasq": False, "hairpinMode": self.hairpin,
+            "mtu": self.pod_mtu,
+            "ipam": {"type": "host-local", "dataDir": str(self._ipam_dir_of(i)),
+                     "ranges": [[{"subnet": f"10.244.{i}.0/24"}], [{"subnet": f"fd00:10:244:{i}::/64"}]],
+                     "routes": [{"dst": "10.244.0.0/16"}]},
+        }
+        if ips:
+            conf["args"] = {"cni": {"ips": list(ips)}}
+        return conf
+
+    def _cni(self, command: str, i: int, netns: str, container_id: str, ips: tuple[str, ...] = (),
+             timeout: float = 30) -> dict[str, object]:
+        """Run the bridge plugin (which runs host-local) inside node i's namespace, as
+        the container runtime does on a real node: the CNI_* variables, the network's
+        configuration on stdin, its result (or error) on stdout."""
+        assert self.cni_dir is not None
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
+               "CNI_NETNS": netns if netns.startswith("/") else str(NETNS_DIR / netns),
+               "CNI_IFNAME": CNI_IFNAME, "CNI_PATH": str(self.cni_dir)}
+        full = [*in_netns(self._node_of(i)), str(self.cni_dir / "bridge")]
+        res = subprocess.run(full, input=json.dumps(self.cni_netconf(i, ips)), env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        try:
+            out = json.loads(res.stdout) if res.stdout.strip() else {}
+        except ValueError:
+            out = {}
+        if not isinstance(out, dict):
+            out = {}
+        if res.returncode != 0:
+            why = out.get("msg") or res.stderr.strip() or res.stdout.strip() or f"exit status {res.returncode}"
+            raise LabError(f"CNI {command} of {netns} on {self._node_of(i)} failed: {why}")
+        return out
+
+    def _cni_add(self, i: int, ns: str, container_id: str, v4: str, v6: str) -> str:
+        """CNI ADD of sandbox ns; returns the host veth the bridge plugin made."""
+        self._ipam_dir_of(i, make=True)
+        result = self._cni("ADD", i, ns, container_id, (v4, v6))
+        if i not in self._bridges:      # the plugin has just made cni0, with the node's first pod
+            run("ip", "-n", self._node_of(i), "link", "set", "cni0", "address", self._bridge_mac(i))
+            self._bridges.add(i)
+        ifaces = result.get("interfaces")
+        hosts = [f.get("name") for f in ifaces if isinstance(f, dict) and not f.get("sandbox")
+                 and f.get("name") != "cni0"] if isinstance(ifaces, list) else []
+        if len(hosts) != 1 or not isinstance(hosts[0], str):
+            raise LabError(f"CNI ADD of {ns}: no host veth in the bridge plugin's result")
+        return hosts[0]
+
+    def _cni_del(self, pod: Pod, timeout: float = 30) -> None:
+        """CNI DEL of a pod the plugins made: its veth goes, host-local frees its addresses."""
+        if self.cni_dir is None or pod.container_id is None or pod.host_network:
+            return
+        self._cni("DEL", 1 if pod.node == self.node1 else 2, pod.netns, pod.container_id, timeout=timeout)
 
     @property
     def ipam_dir(self) -> Path:
         """host-local IPAM state of node1's network, as /var/lib/cni/networks holds it."""
         return self._lab_dir / "cni" / "networks"
 
-    def _ipam_reserve(self, ip: str, sandbox: str) -> None:
-        net = self.ipam_dir / "cbr0"
-        for d in (*reversed(net.parents[:3]), net):     # lab-<prefix>/cni/networks/cbr0, each root's only
-            d.mkdir(mode=0o700, exist_ok=True)
-        write_private(net, ip, f"{uuid.uuid5(uuid.NAMESPACE_OID, sandbox).hex}\neth0")
+    def _ipam_dir_of(self, i: int, make: bool = False) -> Path:
+        """host-local's dataDir for node i: node1's is ipam_dir (what `doctor --cni-dir` reads);
+        made root's only (0700) down to the network's directory, which host-local then uses as is."""
+        base = self.ipam_dir if i == 1 else self._lab_dir / "cni" / f"networks-node{i}"
+        if make:
+            for d in (self._lab_dir, self._lab_dir / "cni", base, base / CNI_NETWORK):
+                d.mkdir(mode=0o700, exist_ok=True)
+        return base
+
+    def _ipam_reserve(self, ip: str, container_id: str) -> None:
+        """By hand, what host-local writes for a pod's address: the container's id and interface."""
+        net = self._ipam_dir_of(1, make=True) / CNI_NETWORK
+        write_private(net, ip, f"{container_id}\r\n{CNI_IFNAME}")
         write_private(net, "last_reserved_ip.0", ip)
 
     def _unname(self, name: str) -> str:
@@ -615,9 +762,11 @@ class SimNode:
         old = self.pods[role]
         if self.api:
             self.api.delete_pod(old.namespace, old.name)
+        self._cni_del(old)
         self._remove(old.netns, self.made.pop(old.netns))
         self._save_state()
-        (self.ipam_dir / "cbr0" / old.ipv4).unlink(missing_ok=True)   # a CNI DEL frees it
+        if self.cni_dir is None:
+            (self.ipam_dir / CNI_NETWORK / old.ipv4).unlink(missing_ok=True)   # what a CNI DEL frees
         pod = self.add_pod(role, host)
         if self.api:
             self.api.put_pod(self.pod_object(pod))
@@ -632,6 +781,18 @@ class SimNode:
         out = run(sys.executable, "-m", "tracer.lab.traffic", *args, ns=ns, timeout=timeout)
         return int(out.strip().splitlines()[-1])
 
+    def serve(self, role: str, *args: str) -> subprocess.Popen[str]:
+        """Start a server of tracer.lab.traffic (listen, dns-server) in a pod, once it
+        is listening; bounded by its --seconds, and the caller kills it when done."""
+        server = subprocess.Popen([*in_netns(self.pods[role].netns), sys.executable, "-m", "tracer.lab.traffic",
+                                   *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "listening":
+            server.kill()
+            server.wait()
+            raise LabError(f"the {args[0]} server in pod {role} did not start")
+        return server
+
     def destroy(self) -> None:
         """Remove everything the lab made, and nothing else: its namespaces and the
         processes holding them, its API server and its files. Safe to call again,
@@ -639,6 +800,7 @@ class SimNode:
         if self.api:
             self.api.stop()
             self.api = None
+        self._cni_del_all()
         for entry, ident in reversed(list(self.made.items())):
             self._remove(entry, ident)
         self.made.clear()
@@ -647,6 +809,20 @@ class SimNode:
         if self._files_checked:
             self._remove_files()
         self.kubeconfig = None
+
+    def _cni_del_all(self) -> None:
+        """CNI DEL of each pod, as a node deletes its sandboxes, within CNI_DEL_BUDGET:
+        what is left then goes with the namespaces (its veth) and the lab's
+        directory (host-local's reservations), so a stop is never held up."""
+        deadline = time.monotonic() + CNI_DEL_BUDGET
+        for pod in list(self.pods.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if pod.netns in self.made or pod.netns in self.holders:
+                # On failure, the namespace's removal below takes the veth all the same.
+                with contextlib.suppress(LabError, subprocess.TimeoutExpired):
+                    self._cni_del(pod, timeout=left)
 
     def _release(self, path: str) -> None:
         # Our own child: its pid cannot go to another process before we reap it.
@@ -722,12 +898,8 @@ def _nat_bypass(node: SimNode, n: int) -> int:
     # The seed case: a Service whose endpoint is on the same bridge, with
     # bridge-nf-call-iptables=0: db's SYN-ACK goes back to web over the bridge
     # untranslated, from db's address; web never connected to that and resets.
-    db = node.pods["db"]
-    listener = subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.lab.traffic", "listen",
-                                 "--port", "8080", "--seconds", str(5 + n)], stdout=subprocess.PIPE, text=True)
+    listener = node.serve("db", "listen", "--port", "8080", "--seconds", str(5 + n))
     try:
-        assert listener.stdout is not None
-        listener.stdout.readline()                    # "listening"
         run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", ns=node.node1)
         ip, port = node.SVC_DB
         return node.traffic(node.pods["web"].netns, "tcp", "--dst", ip, "--port", str(port), "--count", str(n))
@@ -737,10 +909,24 @@ def _nat_bypass(node: SimNode, n: int) -> int:
         listener.wait()
 
 
+DNS_RACE_SECONDS = 20
+
+
 def _dns_race(node: SimNode, n: int) -> int:
+    # The Service's endpoints, db and cache, answer as a cluster DNS does (a
+    # bounded responder, traffic.dns_server), and web waits for both answers
+    # before it closes the socket, as a resolver does: only the race shows, not
+    # a flood of queries nobody answers (NO_SOCKET).
     ip, port = node.SVC_DNS
-    return node.traffic(node.pods["web"].netns, "udp-race", "--dst", ip, "--port", str(port),
-                        "--count", str(n * 100), "--seconds", "20")
+    servers = [node.serve(role, "dns-server", "--port", str(port), "--answer", node.pods["db"].ipv4,
+                          "--seconds", str(DNS_RACE_SECONDS + 5)) for role in ("db", "cache")]
+    try:
+        return node.traffic(node.pods["web"].netns, "udp-race", "--dst", ip, "--port", str(port),
+                            "--count", str(n * 100), "--seconds", str(DNS_RACE_SECONDS), "--wait", "0.2")
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
 
 
 def _no_route(node: SimNode, n: int) -> int:
