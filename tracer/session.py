@@ -550,7 +550,9 @@ def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
     # types, deep nesting) with one line; render() escapes for the format's reader.
     data = summary.load(capture.summary_path(args.dir))
-    env.stdout.write(summary.render(data, args.format, env.width))
+    # Benign drops (explain/benign.py) are counted in every format; the views for
+    # people list them only with --all, saying in one line how many they set aside.
+    env.stdout.write(summary.render(data, args.format, env.width, show_benign=args.show_benign))
     return ExitStatus.OK
 
 

@@ -17,8 +17,9 @@ from tracer.sinks import capture, pcapng, summary
 
 from .test_console import golden_groups
 
-WATCH_KEYS = ["time", "reason", "category", "hint", "location", "netns", "ifname", "ifindex", "proto", "src",
-              "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction", "conntrack", "detail"]
+WATCH_KEYS = ["time", "reason", "category", "benign", "hint", "location", "netns", "ifname", "ifindex", "proto",
+              "src", "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction", "peer", "conntrack",
+              "detail"]
 
 
 def golden_drops():
@@ -106,7 +107,8 @@ def test_summary_counts_verdicts_and_timeline(tmp_path):
     assert s["totals"]["drops"] == 210 and s["totals"]["events_sampled_out"] == 204
     assert sum(g["count"] for g in s["groups"]) == 210          # the kernel counters, not the events
     assert s["by_category"] == {"mtu": 10, "netfilter": 20, "no-socket": 120, "no-route": 60}
-    assert [v["category"] for v in s["verdicts"]] == ["no-socket", "no-route", "netfilter", "mtu"]
+    # By impact: the path's refusals (most drops first) before 120 drops at a port nobody listens on.
+    assert [v["category"] for v in s["verdicts"]] == ["no-route", "netfilter", "mtu", "no-socket"]
     mtu = next(v for v in s["verdicts"] if v["category"] == "mtu")
     assert "MTU 1450 of flannel.1" in mtu["hint"] and mtu["where"] == "PKT_TOO_BIG at ip_forward"
     assert s["timeline"] == [{"second": "2026-11-21T06:38:05.000Z", "mtu": 10, "netfilter": 20,

@@ -135,10 +135,14 @@ def summary_path(path: str) -> Path:
 
 
 def packet_comment(drop: Drop, verdict: Verdict, who: Attribution) -> str:
+    """What Wireshark shows beside the packet: why, where, whose (and the pod at
+    the other end), and "benign" for a drop every healthy node makes."""
     pod = f"pod {who.pod.label} {who.direction}" if who.pod else "no pod"
+    peer = f"; peer {who.peer.label} {who.peer_direction}" if who.peer else ""
     dev = f" on {drop.ifname}" if drop.ifname else ""
-    return (f"netdrop: {drop.reason or 'dropped'} at {drop.location or '?'} ({verdict.category}); {pod}; "
-            f"netns {drop.netns}{dev}")
+    benign = ", benign" if verdict.benign else ""
+    return (f"netdrop: {drop.reason or 'dropped'} at {drop.location or '?'} ({verdict.category}{benign}); "
+            f"{pod}{peer}; netns {drop.netns}{dev}")
 
 
 FlowKey = tuple[str | None, str | None, int | None, str | None, int | None]   # proto, src, sport, dst, dport

@@ -13,12 +13,23 @@ from ..kernel.decode import Drop
 from ..pods.attribute import NO_POD, Attribution
 
 
+def peer_record(who: Attribution) -> dict[str, object] | None:
+    """The pod at the other end ({namespace, name, direction}), or None: no pod
+    there, or one the API did not name (as `pod` is null for it)."""
+    peer = who.peer
+    if peer is None or not peer.known:
+        return None
+    return {"namespace": peer.namespace, "name": peer.name, "direction": who.peer_direction}
+
+
 def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict[str, object]:
     """The documented keys of a drop, in a stable order."""
     return {
         "time": drop.time.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "reason": drop.reason,
         "category": verdict.category,
+        # Expected on every healthy node (explain/benign.py): counted, set aside by the views.
+        "benign": verdict.benign,
         "hint": verdict.hint,
         "location": drop.location,
         "netns": drop.netns,
@@ -34,6 +45,7 @@ def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict
         "out_ifname": drop.out_ifname,
         "pod": who.pod.to_json() if who.pod else None,
         "direction": who.direction,
+        "peer": peer_record(who),
         "conntrack": drop.conntrack,
         "detail": verdict.detail,
     }

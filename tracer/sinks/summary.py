@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import socket
@@ -27,10 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import UserError
+from ..explain.benign import benign_why
 from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
 from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
+from .jsonout import peer_record
 
 if TYPE_CHECKING:
     from ..kernel.decode import Drop
@@ -54,8 +57,14 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
             "pod": who.pod.to_json() if who and who.pod else None,
             "pod_label": who.pod.label if who and who.pod else None,
             "direction": who.direction if who else None,
+            "peer": peer_record(who) if who else None,
+            "peer_label": who.peer.label if who and who.peer else None,
             "netns": g.netns, "netns_name": names.get(g.netns),
-            "category": g.category, "reason": g.reason, "location": g.location,
+            "category": g.category,
+            # From the counter key (reason, location), as the console decides it: the
+            # same answer for a group whether or not events reached it.
+            "benign": benign_why(g.reason, g.location) is not None,
+            "reason": g.reason, "location": g.location,
             "count": g.count, "rate_per_s": round(g.count / seconds, 3),
             "first_seen": _iso(g.first_seen), "last_seen": _iso(g.last_seen),
             "events": g.events,
@@ -68,17 +77,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
     for x in group_list:
         label = x["pod_label"] or "(no pod)"
         by_pod[label] = by_pod.get(label, 0) + x["count"]
-    verdicts: list[dict[str, Any]] = []
-    # By the category's rank ("other", unspecific and often the node's own noise, last), then most drops first.
-    for cat, n in sorted(by_category.items(), key=lambda kv: (entry(kv[0]).rank, -kv[1])):
-        places = [x for x in group_list if x["category"] == cat]
-        where = "; ".join(f"{x['reason'] or '-'} at {x['location'] or '?'}"
-                          + (f", {x['pod_label']} {x['direction']}" if x["pod_label"] else "")
-                          + (f" ({_n(x['count'])})" if len(places) > 1 else "") for x in places[:3])
-        if len(places) > 3:
-            where += f"; {len(places) - 3} more"
-        verdicts.append({"category": cat, "drops": n, "verdict": entry(cat).verdict, "where": where,
-                         "hint": places[0]["hint"] or "(no event delivered: counts only)"})
+    verdicts = _verdicts(group_list)
     timeline = [{"second": _iso(datetime.fromtimestamp(sec, UTC)), **dict(c)}
                 for sec, c in sorted(recorder.timeline.items())]
     return {
@@ -93,7 +92,8 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
                    "events_lost": stats.lost, "events_sampled_out": stats.sampled_out,
                    "drops_not_grouped": stats.counter_full, "max_events": recorder.max_events,
                    "events_file_error": recorder.write_error,
-                   "pcap_packets": recorder.pcap.packets if recorder.pcap else None},
+                   "pcap_packets": recorder.pcap.packets if recorder.pcap else None,
+                   "benign_drops": sum(x["count"] for x in group_list if x["benign"])},
         "by_category": by_category,
         "by_pod": dict(sorted(by_pod.items(), key=lambda kv: -kv[1])),
         "verdicts": verdicts,
@@ -106,6 +106,40 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
         "top_flows_capacity": recorder.flows.capacity,
         "timeline": timeline,
     }
+
+
+BENIGN_VERDICT = "drops every healthy node makes, nothing to fix (docs/benign.md)"
+
+
+def _verdicts(group_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One verdict per category, benign drops apart in their own: by impact (the
+    category's rank in the registry: a path that refuses packets before a port
+    nobody listens on), then most drops first; benign ones after all others."""
+    buckets: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for x in group_list:                      # most drops first already
+        buckets.setdefault((x["category"], x["benign"]), []).append(x)
+    verdicts: list[dict[str, Any]] = []
+    for (cat, benign), places in buckets.items():
+        where = "; ".join(f"{x['reason'] or '-'} at {x['location'] or '?'}"
+                          + (f", {_ends(x)}" if x["pod_label"] else "")
+                          + (f" ({_n(x['count'])})" if len(places) > 1 else "") for x in places[:3])
+        if len(places) > 3:
+            where += f"; {len(places) - 3} more"
+        first = places[0]
+        if benign:
+            hint = benign_why(first["reason"], first["location"]) or ""
+        else:
+            hint = first["hint"] or "(no event delivered: counts only)"
+        verdicts.append({"category": cat, "benign": benign, "drops": sum(x["count"] for x in places),
+                         "verdict": BENIGN_VERDICT if benign else entry(cat).verdict, "where": where,
+                         "hint": hint})
+    verdicts.sort(key=lambda v: (v["benign"], entry(v["category"]).rank, -v["drops"]))
+    return verdicts
+
+
+def _ends(g: dict[str, Any]) -> str:
+    """A group's pods and its direction: "default/web -> default/db from-pod"."""
+    return f"{_pods(g)} {g['direction']}" if g.get("direction") else _pods(g)
 
 
 def _latest(d: Drop | None) -> dict[str, Any] | None:
@@ -129,10 +163,26 @@ def _clock(iso: str | None) -> str:
     return (time or iso).rstrip("Z")
 
 
-def _group_rows(s: Summary) -> list[list[str]]:
-    return [[g["pod_label"] or "-", g["direction"] or "-", g["netns_name"] or str(g["netns"]), g["category"],
+def _pods(g: dict[str, Any]) -> str:
+    """The pod column: "default/web -> default/db" where the other end is a pod too."""
+    pod: str = g["pod_label"] or "-"
+    peer, peer_dir = g.get("peer_label"), (g.get("peer") or {}).get("direction")
+    if not peer:
+        return pod
+    # peer_direction (pods/attribute.py): "from-pod" when the packet came from the peer.
+    return f"{peer} -> {pod}" if peer_dir == "from-pod" else f"{pod} -> {peer}"
+
+
+def _shown(items: list[dict[str, Any]], show_benign: bool) -> list[dict[str, Any]]:
+    """Verdicts or groups a view lists: benign ones only when asked (--all)."""
+    return items if show_benign else [x for x in items if not x.get("benign")]
+
+
+def _group_rows(s: Summary, show_benign: bool = True) -> list[list[str]]:
+    return [[_pods(g), g["direction"] or "-", g["netns_name"] or str(g["netns"]),
+             g["category"] + (" (benign)" if g.get("benign") else ""),
              g["reason"] or "-", g["location"] or "?", _n(g["count"]), f"{g['rate_per_s']:g}",
-             _clock(g["first_seen"]), _clock(g["last_seen"])] for g in s["groups"]]
+             _clock(g["first_seen"]), _clock(g["last_seen"])] for g in _shown(s["groups"], show_benign)]
 
 
 GROUP_HEADER = ["pod", "direction", "netns", "category", "reason", "location", "drops", "per s", "first seen",
@@ -170,13 +220,35 @@ def _node(s: Summary) -> str:
 def _headline(s: Summary) -> str:
     w, t = s["window"], s["totals"]
     cats = ", ".join(f"{c} {_n(n)}" for c, n in s["by_category"].items()) or "none"
+    benign = f" ({_n(t['benign_drops'])} of them benign)" if t.get("benign_drops") else ""
     return (f"{_n(t['drops'])} drops in {w['seconds']:g} s ({w['start']} to {w['end']}, {w['ended']}) on "
-            f"{_node(s)}, kernel {s['node']['kernel']}: {cats}")
+            f"{_node(s)}, kernel {s['node']['kernel']}: {cats}{benign}")
 
 
-def _verdict_text(v: dict[str, Any]) -> str:
-    """A verdict after its category."""
-    return f" ({_n(v['drops'])} drops, {v['where']}): {v['verdict']}. {v['hint']}"
+def _verdict_lines(v: dict[str, Any]) -> tuple[str, str, str]:
+    """A verdict in three lines, after its category: drops and what they mean,
+    where, and the hint. Views that cut lines cut these; nothing wraps."""
+    return (f": {_n(v['drops'])} drops: {v['verdict']}", f"where: {v['where']}", str(v["hint"]))
+
+
+def _verdict_label(v: dict[str, Any]) -> str:
+    label: str = v["category"]
+    return label + (", benign" if v.get("benign") else "")
+
+
+def _set_aside(s: Summary, show_benign: bool) -> str | None:
+    """The one line that says benign drops were counted but are not listed."""
+    if show_benign:
+        return None
+    n = sum(v["drops"] for v in s["verdicts"] if v.get("benign"))
+    return f"{_n(n)} benign drops not listed (--all to list them)" if n else None
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
+
+
+MARKDOWN_LINE = 160     # a verdict's line in Markdown, cut beyond: a ticket is read in a browser's column
 
 
 def _losses(s: Summary) -> str:
@@ -192,7 +264,7 @@ def _footer(s: Summary) -> str:
     return f"Filters: {'; '.join(s['filters']) or 'none'}. Pods: {s['pods'] or 'not attributed'}. {_losses(s)}."
 
 
-def to_markdown(s: Summary) -> str:
+def to_markdown(s: Summary, show_benign: bool = False) -> str:
     md = markdown_text
 
     def table(header: list[str], rows: list[list[str]]) -> str:
@@ -200,13 +272,19 @@ def to_markdown(s: Summary) -> str:
         out += ["| " + " | ".join(md(c) for c in r) + " |" for r in rows]
         return "\n".join(out)
     parts = [f"## netdrop capture: {md(_node(s))}", "", md(_headline(s)), "", "### What to check first", ""]
-    for v in s["verdicts"]:
-        parts.append(f"- **{md(v['category'])}**{md(_verdict_text(v))}")
+    for v in _shown(s["verdicts"], show_benign):
+        first, where, hint = _verdict_lines(v)
+        # Three source lines, joined by hard line breaks (two trailing spaces): one bullet.
+        parts += [f"- **{md(_verdict_label(v))}**{md(_cut(first, MARKDOWN_LINE))}  ",
+                  f"  {md(_cut(where, MARKDOWN_LINE))}  ", f"  {md(_cut(hint, MARKDOWN_LINE))}"]
     if not s["verdicts"]:
         parts.append("- no drops in the window")
+    if aside := _set_aside(s, show_benign):
+        parts.append(f"- {md(aside)}")
     for n in s.get("notices", []):
         parts.append(f"- notice: {md(n)}")
-    parts += ["", "### Drops by pod, category, reason and location", "", table(GROUP_HEADER, _group_rows(s))]
+    parts += ["", "### Drops by pod, category, reason and location", "",
+              table(GROUP_HEADER, _group_rows(s, show_benign))]
     if s["top_flows"]:
         parts += ["", "### Top flows (from delivered events)", "", table(FLOW_HEADER, _flow_rows(s))]
         if note := _flows_note(s):
@@ -222,16 +300,19 @@ def to_csv(s: Summary) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["pod_namespace", "pod_name", "direction", "netns", "netns_name", "category", "reason",
-                "location", "drops", "rate_per_s", "first_seen", "last_seen", "events", "hint"])
+                "location", "drops", "rate_per_s", "first_seen", "last_seen", "events", "hint", "benign",
+                "peer_namespace", "peer_name", "peer_direction"])
     for g in s["groups"]:
-        pod = g["pod"] or {}
+        pod, peer = g["pod"] or {}, g.get("peer") or {}
         w.writerow([cell(pod.get("namespace")), cell(pod.get("name")), cell(g["direction"]), g["netns"],
                     cell(g["netns_name"]), cell(g["category"]), cell(g["reason"]), cell(g["location"]), g["count"],
-                    g["rate_per_s"], cell(g["first_seen"]), cell(g["last_seen"]), g["events"], cell(g["hint"])])
+                    g["rate_per_s"], cell(g["first_seen"]), cell(g["last_seen"]), g["events"], cell(g["hint"]),
+                    "true" if g.get("benign") else "false", cell(peer.get("namespace")), cell(peer.get("name")),
+                    cell(peer.get("direction"))])
     return buf.getvalue()
 
 
-def to_table(s: Summary, width: int | None = None) -> str:
+def to_table(s: Summary, width: int | None = None, show_benign: bool = False) -> str:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -244,11 +325,19 @@ def to_table(s: Summary, width: int | None = None) -> str:
     con = Console(record=True, width=width or 140, file=io.StringIO())
     con.print(Text.assemble(text("netdrop capture", "bold"), ": ", text(_headline(s))))
     con.print(Text("\nWhat to check first", style="bold"))
-    for v in s["verdicts"]:
-        con.print(Text.assemble("• ", text(v["category"], "bold"), text(_verdict_text(v))))
+    for v in _shown(s["verdicts"], show_benign):
+        first, where, hint = _verdict_lines(v)
+        # At most three lines each, cut with an ellipsis at the width: the full
+        # hint is in summary.json, the Markdown and the HTML page.
+        for line in (Text.assemble("• ", text(_verdict_label(v), "bold"), text(first)),
+                     text("    " + where), text("    " + hint, "dim")):
+            con.print(line, no_wrap=True, overflow="ellipsis")
+    if aside := _set_aside(s, show_benign):
+        con.print(Text.assemble("• ", text(aside, "italic")), no_wrap=True, overflow="ellipsis")
     for n in s.get("notices", []):
         con.print(Text.assemble("• ", ("notice", "bold yellow"), ": ", text(n)))
-    for title, header, rows in (("Drops by pod, category, reason and location", GROUP_HEADER, _group_rows(s)),
+    for title, header, rows in (("Drops by pod, category, reason and location", GROUP_HEADER,
+                                 _group_rows(s, show_benign)),
                                 ("Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s))):
         t = Table(title=title, title_justify="left")
         for h in header:
@@ -302,7 +391,44 @@ def timeline_svg(s: Summary, width: int = 900, height: int = 260) -> str:
     return "\n".join(out)
 
 
-def to_html(s: Summary) -> str:
+def heatmap(s: Summary, show_benign: bool = False) -> str:
+    """Drops per pod (rows) and category (columns), each cell's background as dark
+    as its count (on a log scale, so one group of thousands does not make the
+    rest white): where the trouble sits, at a glance. Colours from our own
+    table and numbers; pod names only as escaped text."""
+    e = html_text
+    groups = _shown(s["groups"], show_benign)
+    counts: dict[tuple[str, str], int] = {}
+    totals: dict[str, int] = {}
+    for g in groups:
+        pod = _pods(g) if g["pod_label"] else "(no pod)"
+        counts[pod, g["category"]] = counts.get((pod, g["category"]), 0) + g["count"]
+        totals[pod] = totals.get(pod, 0) + g["count"]
+    if not counts:
+        return '<p class="meta" id="heatmap">no drops to map</p>'
+    cats = [c for c in CATEGORIES if any(c == cat for _, cat in counts)]
+    cats += sorted({cat for _, cat in counts} - set(cats))      # a file may name others: they are text
+    pods = sorted(totals, key=lambda p: (-totals[p], p))
+    peak = math.log1p(max(counts.values()))
+    head = "".join(f"<th>{e(c)}</th>" for c in cats)
+    rows = []
+    for pod in pods:
+        cells = []
+        for c in cats:
+            n = counts.get((pod, c), 0)
+            if not n:
+                cells.append('<td class="heat" data-count="0"></td>')
+                continue
+            alpha = 0.15 + 0.85 * math.log1p(n) / peak if peak else 1.0
+            ink = "#fff" if alpha > 0.6 else "#222"
+            cells.append(f'<td class="heat" data-count="{n}" style="background:rgba(192,57,43,{alpha:.2f});'
+                         f'color:{ink}">{_n(n)}</td>')
+        rows.append(f"<tr><th>{e(pod)}</th>{''.join(cells)}</tr>")
+    return (f'<table id="heatmap"><thead><tr><th>pod</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def to_html(s: Summary, show_benign: bool = False) -> str:
     e = html_text
 
     def table(tid: str, header: list[str], rows: list[list[str]]) -> str:
@@ -312,9 +438,11 @@ def to_html(s: Summary) -> str:
 
     # The colour comes from our own table, never from the file: a category is only text.
     verdicts = "".join(
-        f'<li><b style="color:{entry(v["category"]).colour}">{e(v["category"])}</b>'
-        f'{e(_verdict_text(v))}</li>'
-        for v in s["verdicts"]) or "<li>no drops in the window</li>"
+        f'<li><b style="color:{entry(v["category"]).colour}">{e(_verdict_label(v))}</b>'
+        + "<br>".join(e(line) for line in _verdict_lines(v)) + "</li>"
+        for v in _shown(s["verdicts"], show_benign)) or "<li>no drops in the window</li>"
+    if aside := _set_aside(s, show_benign):
+        verdicts += f'<li id="benign-aside">{e(aside)}</li>'
     verdicts += "".join(f"<li><b>notice</b>: {e(n)}</li>" for n in s.get("notices", []))
     title = f"netdrop capture: {_node(s)}"
     note = _flows_note(s)
@@ -332,12 +460,14 @@ th {{ background: #f3f3f3; }}
 <body>
 <h1>{e(title)}</h1>
 <p id="headline">{e(_headline(s))}</p>
+<h2>Drops by pod and category</h2>
+{heatmap(s, show_benign)}
 <h2>What to check first</h2>
 <ul id="verdicts">{verdicts}</ul>
 <h2>Drops per second by category</h2>
 {timeline_svg(s)}
 <h2>Drops by pod, category, reason and location</h2>
-{table("groups", GROUP_HEADER, _group_rows(s))}
+{table("groups", GROUP_HEADER, _group_rows(s, show_benign))}
 <h2>Top flows (from delivered events)</h2>
 {table("flows", FLOW_HEADER, _flow_rows(s))}
 {flows_note}
@@ -346,17 +476,19 @@ th {{ background: #f3f3f3; }}
 """
 
 
-def render(s: Summary, fmt: str, width: int | None = None) -> str:
+def render(s: Summary, fmt: str, width: int | None = None, show_benign: bool = False) -> str:
+    """s in a format; show_benign (--all) lists benign verdicts and groups in the
+    views for people (json and csv always hold everything, marked)."""
     if fmt == "json":
         # ensure_ascii (the default): control characters and all non-ASCII as \u escapes.
         return json.dumps(s, indent=2) + "\n"
     if fmt == "markdown":
-        return to_markdown(s)
+        return to_markdown(s, show_benign)
     if fmt == "csv":
         return to_csv(s)
     if fmt == "html":
-        return to_html(s)
-    return to_table(s, width)
+        return to_html(s, show_benign)
+    return to_table(s, width, show_benign)
 
 
 # ---------------------------------------------------------------- reading summary.json back
@@ -385,9 +517,11 @@ Schema: TypeAlias = type | Opt | MapOf | list["Schema"] | dict[str, "Schema"]
 
 _POD: Schema = {"namespace?": Opt(str), "name?": Opt(str), "uid?": Opt(str), "node?": Opt(str),
                 "hostNetwork?": bool}
+_PEER: Schema = {"namespace?": Opt(str), "name?": Opt(str), "direction?": Opt(str)}
 _GROUP: Schema = {
-    "pod": Opt(_POD), "pod_label": Opt(str), "direction": Opt(str), "netns": int, "netns_name": Opt(str),
-    "category": str, "reason": Opt(str), "location": Opt(str), "count": int, "rate_per_s": float,
+    "pod": Opt(_POD), "pod_label": Opt(str), "direction": Opt(str), "peer?": Opt(_PEER), "peer_label?": Opt(str),
+    "netns": int, "netns_name": Opt(str), "category": str, "benign?": bool, "reason": Opt(str),
+    "location": Opt(str), "count": int, "rate_per_s": float,
     "first_seen": Opt(str), "last_seen": Opt(str), "events": int, "latest?": object, "hint": Opt(str),
     "detail?": object}
 _FLOW: Schema = {
@@ -404,10 +538,11 @@ SCHEMA: Schema = {
     "pods": Opt(str),
     "totals": {"drops": int, "events_delivered": int, "events_written": int, "events_lost": int,
                "events_sampled_out": int, "drops_not_grouped?": int, "max_events?": Opt(int),
-               "events_file_error?": Opt(str), "pcap_packets?": Opt(int)},
+               "events_file_error?": Opt(str), "pcap_packets?": Opt(int), "benign_drops?": int},
     "by_category": MapOf(int),
     "by_pod?": MapOf(int),
-    "verdicts": [{"category": str, "drops": int, "verdict": str, "where": str, "hint": str}],
+    "verdicts": [{"category": str, "benign?": bool, "drops": int, "verdict": str, "where": str,
+                  "hint": str}],
     "notices?": [str],
     "groups": [_GROUP],
     "top_flows": [_FLOW],
