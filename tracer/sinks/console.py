@@ -243,17 +243,25 @@ def groups_table(rows: list[Group], width: int, selected: object | None = None) 
     return table
 
 
-def recent_table(recent: tuple[tuple[Drop, Verdict, Attribution], ...], names: dict[int, str]) -> Table:
+def recent_table(recent: tuple[tuple[Drop, Verdict, Attribution], ...], names: dict[int, str],
+                 width: int) -> Table:
     table = Table(expand=True, title="Recent drops", title_justify="left", box=None, padding=(0, 1),
                   collapse_padding=True, pad_edge=False, header_style="bold dim")
-    for col in ("time", "pod", "netns", "dev", "flow", "len", "reason", "category"):
+    wide = width >= 120     # narrower: the flow keeps the room, netns, length and category go
+    cols = ("time", "pod", "netns", "dev", "flow", "len", "reason", "category") if wide else (
+        "time", "pod", "dev", "flow", "reason")
+    for col in cols:
         table.add_column(col, no_wrap=True, overflow="ellipsis",
-                         max_width={"pod": 30, "netns": 20}.get(col), ratio=1 if col == "flow" else None)
+                         max_width={"pod": 30 if wide else 14, "netns": 20, "dev": None if wide else 10,
+                                    "reason": 16}.get(col),
+                         min_width=24 if col == "flow" else None, ratio=1 if col == "flow" else None)
     for d, v, at in reversed(recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
-        table.add_row(d.time.strftime("%H:%M:%S.%f")[:-3], text(at.pod.label if at.pod else "-"),
-                      text(names.get(d.netns) or str(d.netns)), text(d.ifname or "-"), text(d.flow), str(d.len),
-                      text(d.reason or "-"), text(v.category, style=entry(v.category).style))
+        cells: dict[str, str | Text] = {"time": d.time.strftime("%H:%M:%S.%f")[:-3 if wide else -7],
+                 "pod": text(at.pod.label if at.pod else "-"), "netns": text(names.get(d.netns) or str(d.netns)),
+                 "dev": text(d.ifname or "-"), "flow": text(d.flow), "len": str(d.len),
+                 "reason": text(d.reason or "-"), "category": text(v.category, style=entry(v.category).style)}
+        table.add_row(*(cells[c] for c in cols))
     return table
 
 
@@ -411,9 +419,10 @@ class Screen:
                 foot.no_wrap, foot.overflow = True, "ellipsis"
                 out += _lines(console, options, foot)[:1]
             left = None if height is None else height - len(out)
-            if self.frame.recent and (left is None or left >= 5):
-                recent = self.frame.recent if left is None else self.frame.recent[-(left - 3):]
-                out += [[]] + _lines(console, options, recent_table(recent, self.view.netns_names))
+            recent = tuple(r for r in self.frame.recent if self.state.show_benign or not r[1].benign)
+            if recent and (left is None or left >= 5):
+                recent = recent if left is None else recent[-(left - 3):]
+                out += [[]] + _lines(console, options, recent_table(recent, self.view.netns_names, width))
         for segments in out:
             yield from segments
             yield Segment.line()

@@ -47,10 +47,13 @@ def parse(data: str) -> tuple[list[str], str]:
             continue
         # Parameters (digits, ';') up to a final byte in 0x40-0x7e (ECMA-48 5.4).
         j = i + 2
-        while j < n and j - i < MAX_SEQUENCE and (data[j].isdigit() or data[j] == ";"):
+        while j < n and (data[j].isdigit() or data[j] == ";"):
             j += 1
+        if j - i >= MAX_SEQUENCE:       # noise: passed over whole, with its final byte
+            i = j + 1
+            continue
         if j == n:
-            return [k for k in keys if k], data[i:] if j - i < MAX_SEQUENCE else ""
+            return [k for k in keys if k], data[i:]
         final = data[j]
         params = data[i + 2:j].split(";")[0]
         keys.append(_SEQUENCES.get(params + final if final == "~" else final, ""))

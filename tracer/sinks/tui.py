@@ -68,17 +68,19 @@ class LiveConsole:
         self.view.interactive = self.interactive
         self.state = UiState(show_benign=show_benign)
         self.frame = console.Frame.of(groups)
-        self._fd = env.stdin.fileno() if self.interactive else -1
+        self._stdin = env.stdin
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._stack = ExitStack()
         self._reader: threading.Thread | None = None
+        self._fd = -1
         self.live = Live(console=self.console, screen=self.interactive, auto_refresh=False, transient=False,
                          redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
 
     def __enter__(self) -> LiveConsole:
         with ExitStack() as stack:
             if self.interactive:
+                self._fd = self._stdin.fileno()
                 term = CbreakTerminal(self._fd)
                 stack.callback(term.restore)       # last out: the terminal as it was
                 term.enter()
