@@ -93,6 +93,43 @@ def namespace_paths() -> dict[int, str | None]:
     return {ino: None if ino == own else found["path"] for ino, found in discover_namespaces().items()}
 
 
+WALK_SECONDS = 5.0      # /proc is walked for a wanted namespace not found yet at most this often
+
+
+class WantedPaths:
+    """The paths of the namespaces the Explainer wants, found without walking
+    /proc every round (issue 13: on a node of 250 pods that walk, every second,
+    was most of netdrop's idle cost). A path found once is checked each round
+    with one stat (still that inode: kept; else it is gone or reused, and
+    dropped); /proc and /run/netns are walked only while a wanted namespace has
+    no path yet, and then at most every WALK_SECONDS."""
+
+    def __init__(self, wanted: Callable[[], set[int]], walk: Callable[[], Mapping[int, str | None]] = namespace_paths,
+                 clock: Callable[[], float] = time.monotonic):
+        self._wanted = wanted
+        self._walk = walk
+        self._clock = clock
+        self._known: dict[int, str | None] = {}
+        self._walked = float("-inf")
+
+    @staticmethod
+    def _still(ino: int, path: str | None) -> bool:
+        try:
+            return os.stat(path or "/proc/self/ns/net").st_ino == ino
+        except OSError:
+            return False
+
+    def __call__(self) -> dict[int, str | None]:
+        self._known = {ino: p for ino, p in self._known.items() if self._still(ino, p)}
+        missing = self._wanted() - self._known.keys()
+        now = self._clock()
+        if missing and now - self._walked >= WALK_SECONDS:
+            self._walked = now
+            found = self._walk()
+            self._known.update({ino: found[ino] for ino in missing if ino in found})
+        return dict(self._known)
+
+
 def sample_netns(path: str | None, rules: bool) -> tuple[Ruleset | None, Parsed[dict[str, int]] | None]:
     """The Explainer's reading of one namespace: its ruleset (when asked) and conntrack statistics."""
     out = read_file_in_netns(path, "/proc/net/stat/nf_conntrack")
@@ -202,7 +239,7 @@ class Explainer:
         # inode -> path (None: our own); discovered again every round
         if discover is None:
             fixed = dict(paths) if paths is not None else None
-            discover = (lambda: fixed) if fixed is not None else namespace_paths
+            discover = (lambda: fixed) if fixed is not None else WantedPaths(lambda: set(self._wanted))
         self._discover = discover
         self.paths: dict[int, str | None] = dict(paths) if paths is not None else {}
         self.node_netns = node_netns

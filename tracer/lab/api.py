@@ -3,8 +3,14 @@
 No API server can be installed on our machines, so the simulated node comes
 with this small HTTP server that speaks the Kubernetes REST API for the calls
 netdrop makes through the official client: list and watch pods (field and
-label selectors, resourceVersion, timeoutSeconds), read and list pods of a
-namespace, read and list nodes. Objects are realistic Pod and Node objects.
+label selectors, resourceVersion, timeoutSeconds, allowWatchBookmarks), read
+and list pods of a namespace, read and list nodes. Watches behave as the real
+API server's: from resourceVersion "" or "0" they begin with every matching
+pod as ADDED; from one older than the event log keeps (MAX_LOG) they get an
+ERROR event with code 410 (Gone) and the client lists again; with bookmarks
+allowed, a BOOKMARK carries the current resourceVersion every
+BOOKMARK_SECONDS and as the watch ends, so that a client whose pods did not
+change resumes from a recent version. Objects are realistic Pod and Node objects.
 It writes a kubeconfig pointing at itself with a bearer token it checks.
 
 It listens on 127.0.0.1 only: the token is the only thing between its pod list
@@ -14,6 +20,7 @@ nothing of it but through root's kubeconfig, which is created mode 0600.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import os
@@ -101,6 +108,8 @@ def _fields_match(obj: Obj, selector: str) -> bool:
 
 
 LISTEN_ADDRESS = "127.0.0.1"
+MAX_LOG = 10_000          # watch events kept: a watch from before them gets 410 Gone
+BOOKMARK_SECONDS = 10.0
 POLL_INTERVAL = 0.05     # how often serve_forever() looks for shutdown(): stop() waits up to this long
 
 
@@ -127,7 +136,16 @@ class KubeAPI:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.log.append((self.rv, kind, copy.deepcopy(obj)))
+        if len(self.log) > MAX_LOG:
+            del self.log[:len(self.log) - MAX_LOG]
         self.cond.notify_all()
+
+    def events_since(self, since: int) -> list[tuple[int, str, Obj]] | None:
+        """Log entries after resourceVersion `since`; None if some of them are no
+        longer kept (the client must list again). Called with cond held."""
+        if self.log and since < self.log[0][0] - 1:
+            return None
+        return self.log[bisect.bisect_right(self.log, since, key=lambda e: e[0]):]
 
     def add_node(self, node: Obj) -> None:
         with self.cond:
@@ -204,26 +222,57 @@ class KubeAPI:
 
             def _watch(self, q: dict[str, str], namespace: str | None) -> None:
                 fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
-                since = int(q.get("resourceVersion") or 0)
-                deadline = time.monotonic() + min(float(q.get("timeoutSeconds", 60)), 300)
+                rv_text = q.get("resourceVersion") or "0"
+                if not rv_text.isdigit():
+                    return self._status(400, "BadRequest", f"invalid resourceVersion {rv_text!r}")
+                since = int(rv_text)
+                bookmarks = q.get("allowWatchBookmarks") in ("true", "True", "1")
+                try:
+                    timeout = float(q.get("timeoutSeconds", 60))
+                except ValueError:
+                    return self._status(400, "BadRequest", "invalid timeoutSeconds")
+                deadline = time.monotonic() + min(max(timeout, 0.0), 300)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 try:
+                    if since == 0:      # the real server's "any version": the current state first
+                        with api.cond:
+                            items = copy.deepcopy(self._matching(q, namespace))
+                            since = api.rv
+                        for obj in items:
+                            self._event("ADDED", obj)
+                    next_mark = time.monotonic() + BOOKMARK_SECONDS
                     while time.monotonic() < deadline:
                         with api.cond:
-                            new = [(rv, t, o) for rv, t, o in api.log if rv > since]
+                            new = api.events_since(since)
+                            if new is None:
+                                self._event("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                                      "status": "Failure", "reason": "Expired", "code": 410,
+                                                      "message": f"too old resource version: {since} "
+                                                                 f"({api.log[0][0] - 1})"})
+                                break
                             if not new:
                                 api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-                                continue
+                                current = api.rv
+                            else:
+                                current = new[-1][0]
                         for rv, kind, obj in new:
                             since = rv
                             if _fields_match(obj, fs) and _labels_match(obj["metadata"].get("labels", {}), ls):
-                                self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
+                                self._event(kind, obj)
+                        if bookmarks and (time.monotonic() >= next_mark or time.monotonic() >= deadline):
+                            since = max(since, current) if not new else since
+                            self._event("BOOKMARK", {"kind": "Pod", "apiVersion": "v1",
+                                                     "metadata": {"resourceVersion": str(since)}})
+                            next_mark = time.monotonic() + BOOKMARK_SECONDS
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _event(self, kind: str, obj: Obj) -> None:
+                self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
 
             def _chunk(self, text: str) -> None:
                 data = text.encode()

@@ -1,10 +1,16 @@
 """source: keeps the pod index current in the background, and the kernel's maps with it.
 
-Two background threads: one follows the API's pods of this node (list, then
-watch), one scans the node's namespaces twice a second and, when pods or
-namespaces changed, builds a new attribute.PodIndex and swaps it in. The
-event loop reads current() and calls apply(tracer) on its ticks, which
-writes only what changed into the pod maps. Nothing here runs per event.
+Event-driven (issue 13): one thread follows the API's pods of this node (list,
+then watch, resumed from its resourceVersion), one waits on the node's own
+notifications (nodeview.NodeEvents: veths, addresses and namespace ids in the
+node's namespace, /run/netns by inotify). After a change, that thread lets
+more gather for SETTLE_SECONDS, looks up only what changed
+(NodeScanner.refresh), and when pods or namespaces changed builds a new
+attribute.PodIndex and swaps it in. Nothing is polled while the node is quiet
+but namespaces CNI is still wiring (PENDING_POLL) and a full scan every
+RESCAN_SECONDS as the safety net. The event loop reads current() and calls
+apply(tracer) on its ticks, which writes only what changed into the pod maps.
+Nothing here runs per event.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError
 from .attribute import PodIds, PodIndex
 from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
-from .nodeview import HOST_NETNS, NodeScanner, NodeSnapshot
+from .nodeview import HOST_NETNS, Changes, NodeEvents, NodeScanner, NodeSnapshot
 
 if TYPE_CHECKING:
     from ..kernel.loader import Tracer
 
-SCAN_SECONDS = 0.5
+RESCAN_SECONDS = 30.0     # the full scan, a safety net behind the events
+SETTLE_SECONDS = 0.2      # after a notification, more are gathered this long: one round per burst
+PENDING_POLL = 0.25       # namespaces CNI is still wiring are read again this often (nothing notifies)
+FALLBACK_SECONDS = 1.0    # without notifications (no netlink socket in the node's namespace): full scans
 RECONNECT_SECONDS = 2.0     # between the end of one failed attempt and the next: one request at a time
 STOP_SECONDS = 0.5          # stop() waits this long in all for the threads (daemons: a call stuck in
                             # a read ends with the process)
@@ -42,6 +51,8 @@ class PodSource:
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._events: NodeEvents | None = None
+        self.rounds = 0           # rounds of the node thread that looked at something (tests, benchmark)
         self._applied: PodIndex | None = None
         pods: list[PodInfo] | None = None
         self._pods: list[PodInfo] | None = None
@@ -163,6 +174,9 @@ class PodSource:
         with self._lock:
             self._pods = pods
         self._changed.set()
+        events = self._events
+        if events is not None:
+            events.wake()
 
     def _on_api_error(self, message: str | None) -> None:
         if message and message != self.problem:
@@ -170,21 +184,60 @@ class PodSource:
         self.problem = message
 
     def _scan_loop(self) -> None:
+        try:
+            events: NodeEvents | None = NodeEvents(self.scanner.node_path, self.scanner.run_dir)
+        except OSError as exc:
+            self.warn(f"pods: no notifications from the node's namespace ({exc}): scanning it every "
+                      f"{FALLBACK_SECONDS:g} s instead")
+            events = None
+        self._events = events
+        try:
+            self._follow(events)
+        finally:
+            self._events = None
+            if events is not None:
+                events.close()
+
+    def _follow(self, events: NodeEvents | None) -> None:
+        last_full = float("-inf")      # the first round scans all: what changed before events were heard
         while not self._stop.is_set():
-            self._changed.wait(SCAN_SECONDS)
-            self._changed.clear()
+            now = time.monotonic()
+            if events is None:
+                self._changed.wait(FALLBACK_SECONDS)
+                changes, full = Changes(), True
+            else:
+                due = max(0.0, last_full + RESCAN_SECONDS - now)
+                timeout = 0.0 if self._changed.is_set() else min(due, PENDING_POLL) if self.scanner.has_pending() \
+                    else due
+                if events.wait(timeout):
+                    self._stop.wait(SETTLE_SECONDS)     # the rest of the burst
+                changes = events.drain()
+                full = changes.overflow or time.monotonic() >= last_full + RESCAN_SECONDS
             if self._stop.is_set():
                 break
+            pods_changed = self._changed.is_set()
+            self._changed.clear()
             try:
-                snapshot = self.scanner.scan()
+                if full:
+                    snapshot = self.scanner.scan()
+                    last_full = time.monotonic()
+                    if events is not None:
+                        events.watch_names()        # /run/netns made since
+                elif changes or self.scanner.has_pending():
+                    snapshot = self.scanner.refresh(changes)
+                else:
+                    snapshot = self.scanner.table.snapshot()
             # A namespace vanishing mid-scan, netlink hiccups: next round. This thread must
             # outlive whatever pyroute2 raises, or pods would silently stop being followed.
             except Exception as exc:  # noqa: BLE001
                 self.warn(f"pods: node scan failed ({type(exc).__name__}: {exc})")
+                last_full = time.monotonic() - RESCAN_SECONDS + FALLBACK_SECONDS   # a full scan soon
                 continue
-            with self._lock:
-                index = self._build(snapshot)
-            self.index = index   # one reference swap: readers see the old or the new index whole
+            self.rounds += 1
+            if pods_changed or self.index is None or snapshot is not self.index.snapshot:
+                with self._lock:
+                    index = self._build(snapshot)
+                self.index = index   # one reference swap: readers see the old or the new index whole
 
     def current(self) -> PodIndex | None:
         return self.index
@@ -200,6 +253,11 @@ class PodSource:
     def stop(self) -> None:
         self._stop.set()
         self._changed.set()
+        events = self._events
+        if events is not None:
+            events.wake()
+        if self.kube is not None:
+            self.kube.stop_watch()
         deadline = time.monotonic() + STOP_SECONDS
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
