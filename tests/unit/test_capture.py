@@ -1,6 +1,7 @@
 """Capture files on plain data: events.jsonl, drops.pcapng, summary.json and its renderings."""
 
 import csv
+import dataclasses
 import errno
 import io
 import json
@@ -11,9 +12,11 @@ from datetime import UTC, datetime
 import pytest
 
 from tracer.explain.classify import classify
+from tracer.groups import Group
 from tracer.kernel.loader import Hook, Stats
+from tracer import textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
-from tracer.sinks import capture, pcapng, summary
+from tracer.sinks import capture, jsonout, pcapng, summary
 
 from .test_console import golden_groups
 
@@ -170,3 +173,146 @@ def test_few_flows_are_exact_and_say_nothing(tmp_path):
     assert s["top_flows_exact"] is True and all(f["events_error"] == 0 for f in s["top_flows"])
     for fmt in ("table", "markdown", "html"):
         assert "approximate" not in summary.render(s, fmt)
+
+
+# ---------------------------------------------------------------- benign drops, ranks, peers, views
+
+WEB = PodRef("default", "web-0", "uid-web", "node-a")
+DB = PodRef("default", "db-0", "uid-db", "node-a")
+LONG_HINT = "the hint of a group that goes on and on " * 40
+
+
+def summary_with_benign(tmp_path, peer_direction="to-pod"):
+    """The golden groups, the MTU group from web to db with a very long hint, plus two benign
+    groups no event reached (counts only): 300 queue purges and 12 IPv6 multicast drops."""
+    groups, drops = golden_drops()
+    mtu = next(g for g in groups.groups.values() if g.category == "mtu")
+    mtu.attribution = Attribution(WEB, "from-pod", DB, peer_direction)
+    mtu.hint = LONG_HINT
+    groups.groups[(4026532177, 104, 1, 0)] = Group(4026532177, "QUEUE_PURGE", "skb_queue_purge_reason", "other",
+                                                   count=300)
+    groups.groups[(4026532177, 2, 2, 0)] = Group(4026532177, "NOT_SPECIFIED", "ip6_mc_input", "other", count=12)
+    rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
+    for d in drops:
+        rec.emit(d, classify(d), NO_POD)
+    rec.close()
+    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
+                         reason_ended="duration reached", stats=Stats(522, 6, 0, 0, 0), hooks=[], filters=[],
+                         pods=None, node="node-a", names={})
+
+
+def verdict_block(out: str, start: str, end: str) -> list[str]:
+    return out.split(start, 1)[1].split(end, 1)[0].strip("\n").splitlines()
+
+
+def test_benign_groups_are_counted_marked_and_ranked_last(tmp_path):
+    s = summary_with_benign(tmp_path)
+    assert s["totals"]["benign_drops"] == 312 and s["by_category"]["other"] == 312
+    assert sum(g["count"] for g in s["groups"]) == 522                   # counts stay exact
+    assert {(g["reason"], g["location"]) for g in s["groups"] if g["benign"]} == {
+        ("QUEUE_PURGE", "skb_queue_purge_reason"), ("NOT_SPECIFIED", "ip6_mc_input")}
+    # Impact first: the path's refusals, then the port nobody listens on (120 drops), benign last.
+    assert [(v["category"], v["benign"]) for v in s["verdicts"]] == [
+        ("no-route", False), ("netfilter", False), ("mtu", False), ("no-socket", False), ("other", True)]
+    benign = s["verdicts"][-1]
+    assert benign["drops"] == 312 and "teardown" in benign["hint"]
+    assert benign["where"] == ("QUEUE_PURGE at skb_queue_purge_reason (300); "
+                               "NOT_SPECIFIED at ip6_mc_input (12)")
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_views_set_benign_aside_in_one_line_and_list_them_with_all(tmp_path, fmt):
+    s = summary_with_benign(tmp_path)
+    hidden = summary.render(s, fmt, 200)
+    assert hidden.count("312 benign drops not listed (--all to list them)") == 1
+    assert "QUEUE_PURGE" not in hidden and "ip6_mc_input" not in hidden     # neither verdicts nor groups
+    assert "PKT_TOO_BIG" in hidden
+    shown = summary.render(s, fmt, 200, show_benign=True)
+    assert "benign drops not listed" not in shown
+    assert "QUEUE_PURGE" in shown and "other, benign" in shown and "other (benign)" in shown
+    # Listed last among the verdicts.
+    assert shown.index("other, benign") > shown.index("no-socket")
+
+
+def test_json_and_csv_always_hold_benign_drops(tmp_path):
+    s = summary_with_benign(tmp_path)
+    assert json.loads(summary.render(s, "json"))["totals"]["benign_drops"] == 312
+    rows = list(csv.DictReader(io.StringIO(summary.render(s, "csv"))))
+    assert {r["reason"]: r["benign"] for r in rows}["QUEUE_PURGE"] == "true"
+    assert {r["reason"]: r["benign"] for r in rows}["PKT_TOO_BIG"] == "false"
+
+
+def test_a_verdict_takes_at_most_three_lines_in_table_and_markdown(tmp_path):
+    s = summary_with_benign(tmp_path)
+    for width in (80, 140):
+        out = summary.render(s, "table", width, show_benign=True)
+        lines = verdict_block(out, "What to check first", "Drops by pod")
+        assert all(len(line) <= width for line in lines)
+        starts = [i for i, line in enumerate(lines) if line.startswith("•")]
+        assert len(starts) == len(s["verdicts"])
+        assert all(b - a <= 3 for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
+        mtu = next(line for line in lines if line.startswith("    the hint of a group"))
+        assert mtu.endswith("…")                                         # cut, not wrapped
+    md = summary.render(s, "markdown", show_benign=True)
+    lines = verdict_block(md, "### What to check first", "###")
+    starts = [i for i, line in enumerate(lines) if line.startswith("- **")]
+    assert len(starts) == len(s["verdicts"])
+    assert all(b - a <= 3 for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
+    assert all(len(line) <= summary.MARKDOWN_LINE + 40 for line in lines)     # a few escapes over, no more
+    # The full hint is kept where nothing is cut.
+    assert LONG_HINT.strip() in json.dumps(s) and LONG_HINT.strip() in summary.render(s, "html")
+
+
+@pytest.mark.parametrize("peer_direction,arrow", [("to-pod", "default/web-0 -> default/db-0"),
+                                                  ("from-pod", "default/db-0 -> default/web-0")])
+def test_both_ends_are_named_where_the_peer_is_known(tmp_path, peer_direction, arrow):
+    s = summary_with_benign(tmp_path, peer_direction)
+    group = next(g for g in s["groups"] if g["category"] == "mtu")
+    assert group["peer"] == {"namespace": "default", "name": "db-0", "direction": peer_direction}
+    assert group["peer_label"] == "default/db-0"
+    mtu = next(v for v in s["verdicts"] if v["category"] == "mtu")
+    assert mtu["where"] == f"PKT_TOO_BIG at ip_forward, {arrow} from-pod"
+    for fmt, shown in (("table", arrow), ("markdown", textsafe.markdown_text(arrow)),
+                       ("html", textsafe.html_text(arrow))):
+        assert summary.render(s, fmt, 200).count(shown) >= 2, fmt         # the verdict and the group row
+    assert all(g["peer"] is None for g in s["groups"] if g["category"] != "mtu")
+
+
+def test_html_heat_map_of_pods_by_category_above_the_text(tmp_path):
+    s = summary_with_benign(tmp_path)
+    out = summary.render(s, "html")
+    assert out.index('id="heatmap"') < out.index('id="verdicts"') < out.index('id="groups"')
+    table = out.split('<table id="heatmap">', 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>([^<]*)</th>", table.split("</thead>")[0])
+    assert head == ["pod", "mtu", "netfilter", "no-socket", "no-route"]   # benign's "other" set aside
+    rows = re.findall(r"<tr><th>([^<]*)</th>(.*?)</tr>", table.split("<tbody>")[1])
+    # Most drops first: the pod-less groups (200), then web -> db (10).
+    assert [name for name, _ in rows] == ["(no pod)", "default/web-0 -&gt; default/db-0"]
+    cells = {int(n): float(a) for n, a in re.findall(r'data-count="(\d+)" style="background:rgba\([\d,]+,([\d.]+)\)',
+                                                     table)}
+    assert set(cells) == {10, 20, 120, 60}
+    assert cells[120] == max(cells.values()) == 1.0 and cells[10] == min(cells.values())
+    with_all = summary.render(s, "html", show_benign=True).split('<table id="heatmap">', 1)[1].split("</table>")[0]
+    assert "<th>other</th>" in with_all and 'data-count="312"' in with_all
+
+
+def test_json_lines_say_benign_and_name_the_peer():
+    _, drops = golden_drops()
+    d = dataclasses.replace(drops[0], reason="NOT_SPECIFIED", location="ip6_mc_input")
+    record = jsonout.drop_record(d, classify(d), Attribution(WEB, "from-pod", DB, "to-pod"))
+    assert record["benign"] is True
+    assert record["peer"] == {"namespace": "default", "name": "db-0", "direction": "to-pod"}
+    assert list(record).index("peer") == list(record).index("direction") + 1
+    plain = jsonout.drop_record(drops[0], classify(drops[0]), Attribution(WEB, "from-pod"))
+    assert plain["benign"] is False and plain["peer"] is None
+    # A peer the API did not name is no peer in JSON, as such a pod is no pod.
+    unknown = PodRef(None, None, None, None, known=False, sandbox="cni-1", ips=("10.244.1.99",))
+    assert jsonout.drop_record(d, classify(d), Attribution(WEB, "from-pod", unknown, "to-pod"))["peer"] is None
+
+
+def test_pcapng_comment_says_benign_and_names_the_peer():
+    _, drops = golden_drops()
+    d = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason")
+    comment = capture.packet_comment(d, classify(d), Attribution(WEB, "from-pod", DB, "to-pod"))
+    assert comment == (f"netdrop: QUEUE_PURGE at skb_queue_purge_reason ({classify(d).category}, benign); "
+                       f"pod default/web-0 from-pod; peer default/db-0 to-pod; netns {d.netns} on {d.ifname}")
