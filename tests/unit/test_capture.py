@@ -195,10 +195,12 @@ def summary_with_benign(tmp_path, peer_direction="to-pod"):
     rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
     for d in drops:
         rec.emit(d, classify(d), NO_POD)
+    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
     return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
-                         reason_ended="duration reached", stats=Stats(522, 6, 0, 0, 0), hooks=[], filters=[],
-                         pods=None, node="node-a", names={})
+                         reason_ended="duration reached", stats=Stats(522, 6, 0, 0, 0),
+                         hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=[], pods=None, node="node-a",
+                         names={})
 
 
 def verdict_block(out: str, start: str, end: str) -> list[str]:

@@ -15,13 +15,14 @@ from tracer import cli
 from tracer.errors import UserError
 from tracer.sinks import capture, summary
 
-from .test_capture import built_summary
-from .test_cli import one_line_error
+from .test_capture import summary_with_benign
+from .test_cli import Run, one_line_error
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> dict:
-    return built_summary(tmp_path_factory.mktemp("cap"))
+    """With benign groups and a pod at both ends: every key a summary.json may have."""
+    return summary_with_benign(tmp_path_factory.mktemp("cap"))
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -48,6 +49,30 @@ def test_a_summary_from_before_top_flows_exact_still_loads(tmp_path, good):
     for f in old["top_flows"]:
         del f["events_error"]
     assert "approximate" not in summary.render(summary.load(write(tmp_path, old)), "table")
+
+
+def test_a_summary_from_before_benign_and_peer_lists_everything(tmp_path, good):
+    old = copy.deepcopy(good)
+    del old["totals"]["benign_drops"]
+    for item in old["groups"] + old["verdicts"]:
+        del item["benign"]
+    for g in old["groups"]:
+        del g["peer"], g["peer_label"]
+    out = summary.render(summary.load(write(tmp_path, old)), "table", 200)
+    assert "QUEUE_PURGE" in out and "not listed" not in out and "(benign)" not in out
+
+
+def test_summary_hides_benign_drops_and_all_lists_them(tmp_path, good):
+    write(tmp_path, good)
+    default = Run(["summary", str(tmp_path)], width=160)
+    assert default.status == 0 and default.err.getvalue() == ""
+    assert "312 benign drops not listed (--all to list them)" in default.out.getvalue()
+    assert "QUEUE_PURGE" not in default.out.getvalue()
+    listed = Run(["summary", str(tmp_path), "--all"], width=160)
+    assert listed.status == 0 and "QUEUE_PURGE" in listed.out.getvalue()
+    assert "benign drops not listed" not in listed.out.getvalue()
+    md = Run(["summary", str(tmp_path), "--format", "markdown", "--all"])
+    assert "**other, benign**" in md.out.getvalue()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -88,6 +113,11 @@ def set_path(s: dict, where: tuple, value: object) -> None:
     (("notices",), "x", "notices is a string, expected a list"),
     (("groups", 3, "count"), "60", "groups[3].count is a string, expected an integer"),
     (("groups", 0, "pod"), "default/web", "groups[0].pod is a string, expected an object or null"),
+    (("groups", 0, "benign"), "yes", "groups[0].benign is a string, expected a boolean"),
+    (("groups", 0, "peer"), "default/db", "groups[0].peer is a string, expected an object or null"),
+    (("groups", 0, "peer_label"), 1, "groups[0].peer_label is a number, expected a string or null"),
+    (("verdicts", 0, "benign"), 0, "verdicts[0].benign is a number, expected a boolean"),
+    (("totals", "benign_drops"), "312", "totals.benign_drops is a string, expected an integer"),
     (("top_flows", 0, "sport"), "53", "top_flows[0].sport is a string, expected an integer or null"),
     (("top_flows_exact",), "no", "top_flows_exact is a string, expected a boolean"),
     (("timeline", 0, "mtu"), {"n": 1}, "timeline[0].mtu is an object, expected an integer"),
@@ -184,3 +214,4 @@ def test_any_change_to_a_summary_loads_and_renders_or_is_refused(tmp_path, good,
         return
     for fmt in summary.FORMATS:
         summary.render(loaded, fmt)
+        summary.render(loaded, fmt, show_benign=True)

@@ -401,6 +401,8 @@ def heatmap(s: Summary, show_benign: bool = False) -> str:
     counts: dict[tuple[str, str], int] = {}
     totals: dict[str, int] = {}
     for g in groups:
+        if g["count"] <= 0:           # anyone's file: a count below one is nothing to map
+            continue
         pod = _pods(g) if g["pod_label"] else "(no pod)"
         counts[pod, g["category"]] = counts.get((pod, g["category"]), 0) + g["count"]
         totals[pod] = totals.get(pod, 0) + g["count"]
