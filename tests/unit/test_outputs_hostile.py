@@ -26,6 +26,7 @@ IFNAME = "\x1b]0;pwned\x07eth0"
 HINT = ("rule comment \x1b[2J\x9b31m [bold]x[/bold] <script>alert(1)</script> a|b "
         "![i](http://evil.example/i.png) [click](http://evil.example) \u202eevil \udcff")
 POD = PodRef("@SUM(1+1)*cmd|' /C calc'!A0", "=HYPERLINK(\"http://evil.example\")|x", "uid", "node\x1b[31m")
+PEER = PodRef("<b>ns</b>|x", "[peer](http://evil.example)\x1b[31m\u202e", "uid-2", "node")
 NETNS_NAME = "-2+3\x1b[1A"
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")       # all but TAB and newline, which layouts use
 
@@ -60,6 +61,7 @@ def test_console_escapes_hostile_names_and_hints():
 @pytest.fixture
 def hostile_summary(tmp_path):
     groups, g = hostile_groups()
+    g.attribution = Attribution(POD, "from-pod", PEER, "to-pod")      # both ends hostile
     rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
     for grp in groups.groups.values():
         if grp.latest is not None:
@@ -86,6 +88,8 @@ def test_summary_table_escapes(hostile_summary):
     assert not CONTROL.search(out)
     assert "\\x1b[2J" in out and "[bold]x[/bold]" in out
     assert "-2+3\\x1b[1A" in out and "node\\x1b[31m" in out          # namespace and node names
+    wide = summary.render(hostile_summary, "table", 400)
+    assert not CONTROL.search(wide) and "[peer](http://evil.example)\\x1b[31m" in wide    # the peer, as text
 
 
 def test_markdown_renders_no_link_image_or_html_and_keeps_its_tables(hostile_summary):
@@ -152,8 +156,9 @@ def test_json_lines_keep_hostile_names_escaped_by_json():
     groups, g = hostile_groups()
     assert g.latest is not None
     buf = io.StringIO()
-    jsonout.JsonLines(buf).emit(g.latest, Verdict(g.category, HINT), Attribution(POD, "from-pod"))
+    jsonout.JsonLines(buf).emit(g.latest, Verdict(g.category, HINT), Attribution(POD, "from-pod", PEER, "to-pod"))
     line = buf.getvalue()
     assert line.endswith("}\n") and line.count("\n") == 1 and not CONTROL.search(line) and "\u202e" not in line
     record = json.loads(line)
     assert (record["ifname"], record["hint"], record["pod"]["name"]) == (IFNAME, HINT, POD.name)
+    assert (record["peer"]["namespace"], record["peer"]["name"]) == (PEER.namespace, PEER.name)
