@@ -1,0 +1,163 @@
+"""The interactive console in a real terminal: tmux at 80x24, keys sent as a user types
+them, the screen read back; drops made on the simulated node (namespaces this run creates).
+
+Each test runs its own tmux server (-L, a socket named for this process), removed at the end."""
+
+import itertools
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tracer.lab import node as lab
+
+from .conftest import NETDROP
+
+pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True).returncode != 0
+                                and os.environ.get("CI") != "true", reason="tmux not installed")
+
+
+SERVERS = itertools.count()
+
+
+class Tmux:
+    def __init__(self, tmp_path, command: list[str] | str, width: int = 80, height: int = 24):
+        self.sock = f"ndt-console-{os.getpid()}-{next(SERVERS)}"
+        self.files = {k: tmp_path / k for k in ("stderr", "rc", "stty")}
+        # After netdrop: its exit status and the terminal's settings, read from the same terminal.
+        command = command if isinstance(command, str) else shlex.join(command)
+        script = (f"{command} 2>{self.files['stderr']}; echo $? >{self.files['rc']}; "
+                  f"stty -a >{self.files['stty']}; sleep 60")
+        self.tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), script)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], check=True, capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def screen(self) -> list[str]:
+        return self.tmux("capture-pane", "-p", "-t", "t").rstrip("\n").split("\n")
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.screen()
+            if re.search(pattern, "\n".join(lines)):
+                return lines
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} never shown; screen:\n" + "\n".join(self.screen())
+                             + "\nstderr:\n" + (self.files["stderr"].read_text() if self.files["stderr"].exists()
+                                                else ""))
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "t", *keys)
+
+    def alternate_screen(self) -> bool:
+        return self.tmux("display-message", "-p", "-t", "t", "#{alternate_on}").strip() == "1"
+
+    def netdrop_pid(self) -> int:
+        shell = self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip()
+        return int(subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()[0])
+
+    def exit_status(self, timeout: float = 15) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.files["rc"].exists() and self.files["rc"].read_text().strip():
+                time.sleep(0.3)      # stty runs right after
+                return int(self.files["rc"].read_text())
+            time.sleep(0.1)
+        raise AssertionError("netdrop did not end; screen:\n" + "\n".join(self.screen()))
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def terminal(tmp_path, node):
+    started: list[Tmux] = []
+
+    def start(*args: str) -> Tmux:
+        t = Tmux(tmp_path, [*NETDROP, *args])
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.close()       # a netdrop still running gets SIGHUP (its terminal closed) and ends by itself
+
+
+def watch_args(node):
+    return ("watch", "--netns", node.node1, "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1,
+            "--duration", "120")
+
+
+def group_rows(lines: list[str]) -> list[str]:
+    head = next(i for i, line in enumerate(lines) if line.startswith("pod "))
+    return [line for line in lines[head + 1:] if "@" in line]
+
+
+def restored(stty: str) -> bool:
+    flags = stty.split()
+    return "icanon" in flags and "echo" in flags
+
+
+def test_interactive_console_in_tmux(terminal, node):
+    t = terminal(*watch_args(node))
+    t.wait_for(r"drops · \d+ events lost")
+    assert t.alternate_screen()
+    lab.CASES["mtu"].play(node, 3)
+    lab.CASES["no-route"].play(node, 2)
+    t.wait_for(r"PKT_TOO_BIG@ip_forward")
+    t.wait_for(r"IP_INNOROUTES@ip_")
+    t.keys("p")                              # the rows hold still while we pick one
+    lines = t.wait_for(r"paused, counting goes on")
+    assert all(len(line) <= 80 for line in lines) and len(lines) <= 24
+    assert next(i for i, line in enumerate(lines) if line.startswith("pod ")) <= 3
+    rows = group_rows(lines)
+    assert sum("PKT_TOO_BIG@ip_forward" in r for r in rows) == 1       # one line per group
+    mtu = next(i for i, r in enumerate(rows) if "PKT_TOO_BIG" in r)
+    assert "default/web" in rows[mtu] and "mtu" in rows[mtu]
+    # Down to it, Enter: its details.
+    t.keys(*["Down"] * (mtu + 1), "Enter")
+    details = " ".join(" ".join(t.wait_for(r"latest flows")).split())
+    assert "larger than the MTU 1450 of flannel.1" in details
+    assert "route out flannel.1 mtu 1450" in details and "pod: default/web" in details
+    assert re.search(r"first seen \d\d:\d\d:\d\d UTC", details)
+    t.keys("Left")
+    t.wait_for(r"pod +category +reason@location")
+    t.keys("q")
+    assert t.exit_status() == 0
+    err = t.files["stderr"].read_text()
+    assert "drops counted" in err and "Traceback" not in err
+    assert restored(t.files["stty"].read_text())
+    assert not t.alternate_screen()
+    # What the screen showed last stays on the terminal.
+    assert any("PKT_TOO_BIG@ip_forward" in line for line in t.screen())
+
+
+def test_sigterm_ends_the_interactive_console_and_restores_the_terminal(terminal, node):
+    t = terminal(*watch_args(node))
+    t.wait_for(r"drops · \d+ events lost")
+    t.keys("Down", "Enter")                  # in the middle of something
+    pid = t.netdrop_pid()
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    assert t.exit_status() == 0 and time.monotonic() - started < 3
+    assert restored(t.files["stty"].read_text()) and not t.alternate_screen()
+    assert "Traceback" not in t.files["stderr"].read_text()
+
+
+def test_without_a_terminal_on_stdin_no_keys_are_read(node, tmp_path):
+    (tmp_path / "keys").write_text("q")
+    args = [*NETDROP, *watch_args(node)][:-1] + ["8"]       # --duration 8
+    t = Tmux(tmp_path, f"{shlex.join(args)} <{tmp_path / 'keys'}")
+    try:
+        t.wait_for(r"drops · \d+ events lost")
+        assert not t.alternate_screen()
+        assert "↑↓ select" not in "\n".join(t.screen())
+        assert t.exit_status(timeout=30) == 0        # the duration ended it, not the "q" in the file
+    finally:
+        t.close()
