@@ -140,8 +140,9 @@ def why(g: Group) -> str:
     return "(no event delivered for this group yet)"
 
 
-def where(g: Group) -> str:
-    return f"{g.reason or '-'} at {g.location or '?'}"
+def where(g: Group, compact: bool = False) -> str:
+    """"PKT_TOO_BIG at ip_forward"; compact (narrow terminals): "PKT_TOO_BIG@ip_forward"."""
+    return f"{g.reason or '-'}{'@' if compact else ' at '}{g.location or '?'}"
 
 
 def shown_rows(groups: tuple[Group, ...] | list[Group], state: UiState) -> tuple[list[Group], list[Group]]:
@@ -217,7 +218,7 @@ def full_context(view: View) -> list[Text]:
 def _widths(width: int) -> tuple[int, int, int]:
     """Columns for pod, category, and reason at location: bounded, so the why keeps the rest."""
     if width < 100:
-        return 15, 9, 20
+        return 15, 9, 22
     if width < 160:
         return 28, 13, 30
     return 44, 13, 44
@@ -229,14 +230,16 @@ def groups_table(rows: list[Group], width: int, selected: object | None = None) 
                   header_style="bold dim", show_edge=False)
     table.add_column("pod", width=pod_w, no_wrap=True, overflow="ellipsis")
     table.add_column("category", width=cat_w, no_wrap=True, overflow="ellipsis")
-    table.add_column("reason at location", width=where_w, no_wrap=True, overflow="ellipsis")
+    compact = width < 100
+    table.add_column("reason@location" if compact else "reason at location", width=where_w, no_wrap=True,
+                     overflow="ellipsis")
     table.add_column("drops", width=7, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("/s", width=5, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
     for g in rows:
         style = "reverse" if g.key == selected else "dim" if g.benign else ""
         table.add_row(text(who(g.attribution), "" if g.attribution and g.attribution.pod else "dim"),
-                      text(g.category, entry(g.category).style), text(where(g)), _count(g.count), _rate(g.rate),
+                      text(g.category, entry(g.category).style), text(where(g, compact)), _count(g.count), _rate(g.rate),
                       text(why(g), "dim" if not g.hint else ""), style=style)
     if not rows:
         table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
