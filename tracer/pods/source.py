@@ -195,6 +195,7 @@ class PodSource:
             self._follow(events)
         finally:
             self._events = None
+            self.scanner.close()
             if events is not None:
                 events.close()
 
