@@ -120,16 +120,23 @@ def netns_name(inode: int, names: dict[int, str]) -> str:
     return f"{name} ({inode})" if name else str(inode)
 
 
-def who(a: Attribution | None) -> str:
-    """The pod and its direction, or both ends: "default/web -> default/db"."""
+def _pod_name(p: PodRef, compact: bool) -> str:
+    return p.name if compact and p.known and p.name else p.label
+
+
+def who(a: Attribution | None, compact: bool = False) -> str:
+    """The pod and its direction, or both ends: "default/web -> default/db".
+    compact (narrow terminals): names without their namespace (the details have it)."""
     if a is None or a.pod is None:
         return "-"
+    pod = _pod_name(a.pod, compact)
     if a.peer is not None:
+        peer = _pod_name(a.peer, compact)
         # The arrow follows the packet: the peer sent it when our pod receives it.
         if a.direction == "to-pod" or a.peer_direction == "from-pod":
-            return f"{a.peer.label} -> {a.pod.label}"
-        return f"{a.pod.label} -> {a.peer.label}"
-    return f"{a.pod.label} {a.direction}" if a.direction else a.pod.label
+            return f"{peer} -> {pod}"
+        return f"{pod} -> {peer}"
+    return f"{pod} {a.direction}" if a.direction else pod
 
 
 def why(g: Group) -> str:
@@ -238,7 +245,7 @@ def groups_table(rows: list[Group], width: int, selected: object | None = None) 
     table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
     for g in rows:
         style = "reverse" if g.key == selected else "dim" if g.benign else ""
-        table.add_row(text(who(g.attribution), "" if g.attribution and g.attribution.pod else "dim"),
+        table.add_row(text(who(g.attribution, compact), "" if g.attribution and g.attribution.pod else "dim"),
                       text(g.category, entry(g.category).style), text(where(g, compact)), _count(g.count), _rate(g.rate),
                       text(why(g), "dim" if not g.hint else ""), style=style)
     if not rows:
@@ -322,7 +329,8 @@ def _pod_line(label: str, pod: PodRef | None, direction: str | None) -> Text:
 
 def details(g: Group, view: View) -> list[Text]:
     """Everything known of one group; node text through text()."""
-    head = text(who(g.attribution), style="bold")
+    a = g.attribution
+    head = text(who(a) if a is not None and a.pod is not None else "no pod", style="bold")
     head.append("  ")
     head.append_text(text(g.category, entry(g.category).style))
     head.append("  ")
@@ -331,7 +339,6 @@ def details(g: Group, view: View) -> list[Text]:
              Text(f"drops: {g.count:,} ({_rate(g.rate) or '0'}/s) · events delivered: {g.events:,} · "
                   f"first seen {_time(g.first_seen)} · last seen {_time(g.last_seen)}"),
              text(f"netns: {netns_name(g.netns, view.netns_names)}")]
-    a = g.attribution
     lines.append(_pod_line("pod", a.pod if a else None, a.direction if a else None))
     if a is not None and a.peer is not None:
         lines.append(_pod_line("other end", a.peer, a.peer_direction))
@@ -344,7 +351,7 @@ def details(g: Group, view: View) -> list[Text]:
         lines.append(Text("evidence:", style="bold"))
         lines += [text("  " + e) for e in evidence]
     # The MTU path: the device it was on and its route's egress (classify's MTU hint cites the same).
-    path = _path(g.latest) if g.latest is not None and (g.category == "mtu" or g.latest.mtu) else None
+    path = _path(g.latest) if g.latest is not None and g.category == "mtu" else None
     if path:
         lines.append(Text("path: ", style="bold") + text(path))
     if g.latest_drops:
