@@ -193,7 +193,8 @@ def summary_with_benign(tmp_path, peer_direction="to-pod"):
                                                    count=300)
     groups.groups[(4026532177, 2, 2, 0)] = Group(4026532177, "NOT_SPECIFIED", "ip6_mc_input", "other", count=12)
     rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
-    for d in drops:
+    purge = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason", sport=1)
+    for d in [*drops, purge]:                       # the purge's event makes a benign top flow
         rec.emit(d, classify(d), NO_POD)
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
@@ -216,6 +217,8 @@ def test_benign_groups_are_counted_marked_and_ranked_last(tmp_path):
     # Impact first: the path's refusals, then the port nobody listens on (120 drops), benign last.
     assert [(v["category"], v["benign"]) for v in s["verdicts"]] == [
         ("no-route", False), ("netfilter", False), ("mtu", False), ("no-socket", False), ("other", True)]
+    assert [f["benign"] for f in s["top_flows"] if f["reason"] == "QUEUE_PURGE"] == [True]
+    assert not any(f["benign"] for f in s["top_flows"] if f["reason"] != "QUEUE_PURGE")
     benign = s["verdicts"][-1]
     assert benign["drops"] == 312 and "teardown" in benign["hint"]
     assert benign["where"] == ("QUEUE_PURGE at skb_queue_purge_reason (300); "

@@ -156,6 +156,7 @@ class FlowStat:
     category: str = ""
     reason: str | None = None
     pod: str | None = None
+    benign: bool = False
     first: datetime | None = None     # since the flow got its counter (it may have lost one before)
     last: datetime | None = None
 
@@ -191,7 +192,8 @@ class Recorder:
             self.pcap.write(drop.time, drop.packet, drop.len, packet_comment(drop, verdict, who))
         key: FlowKey = (drop.proto, drop.src, drop.sport, drop.dst, drop.dport)
         f = self.flows.add(key, lambda: FlowStat(category=verdict.category, reason=drop.reason,
-                                                 pod=who.pod.label if who.pod else None, first=drop.time))
+                                                 pod=who.pod.label if who.pod else None, benign=verdict.benign,
+                                                 first=drop.time))
         f.last = drop.time
 
     def _write_line(self, line: str) -> None:
@@ -228,7 +230,8 @@ class Recorder:
         may exceed the truth by at most events_error (Space-Saving, tracer/topk.py)."""
         return [{"proto": h.key[0], "src": h.key[1], "sport": h.key[2], "dst": h.key[3], "dport": h.key[4],
                  "events": h.count, "events_error": h.error,
-                 "category": h.value.category, "reason": h.value.reason, "pod": h.value.pod,
+                 "category": h.value.category, "benign": h.value.benign, "reason": h.value.reason,
+                 "pod": h.value.pod,
                  "first_seen": _iso(h.value.first), "last_seen": _iso(h.value.last)} for h in self.flows.top(n)]
 
     def close(self) -> None:

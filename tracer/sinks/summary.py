@@ -196,12 +196,13 @@ def _endpoint(addr: str | None, port: int | None) -> str:
     return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
 
 
-def _flow_rows(s: Summary) -> list[list[str]]:
+def _flow_rows(s: Summary, show_benign: bool = True) -> list[list[str]]:
     def events(f: dict[str, Any]) -> str:
         error = f.get("events_error") or 0
         return _n(f["events"]) + (f" (±{_n(error)})" if error else "")
     return [[f"{_endpoint(f['src'], f['sport'])} -> {_endpoint(f['dst'], f['dport'])}", f["proto"] or "-",
-             events(f), f["category"], f["reason"] or "-", f["pod"] or "-"] for f in s["top_flows"]]
+             events(f), f["category"] + (" (benign)" if f.get("benign") else ""), f["reason"] or "-",
+             f["pod"] or "-"] for f in _shown(s["top_flows"], show_benign)]
 
 
 def _flows_note(s: Summary) -> str | None:
@@ -285,8 +286,8 @@ def to_markdown(s: Summary, show_benign: bool = False) -> str:
         parts.append(f"- notice: {md(n)}")
     parts += ["", "### Drops by pod, category, reason and location", "",
               table(GROUP_HEADER, _group_rows(s, show_benign))]
-    if s["top_flows"]:
-        parts += ["", "### Top flows (from delivered events)", "", table(FLOW_HEADER, _flow_rows(s))]
+    if flows := _flow_rows(s, show_benign):
+        parts += ["", "### Top flows (from delivered events)", "", table(FLOW_HEADER, flows)]
         if note := _flows_note(s):
             parts += ["", md(note)]
     parts += ["", md(_footer(s)), ""]
@@ -338,7 +339,7 @@ def to_table(s: Summary, width: int | None = None, show_benign: bool = False) ->
         con.print(Text.assemble("• ", ("notice", "bold yellow"), ": ", text(n)))
     for title, header, rows in (("Drops by pod, category, reason and location", GROUP_HEADER,
                                  _group_rows(s, show_benign)),
-                                ("Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s))):
+                                ("Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s, show_benign))):
         t = Table(title=title, title_justify="left")
         for h in header:
             t.add_column(h, overflow="fold")
@@ -471,7 +472,7 @@ th {{ background: #f3f3f3; }}
 <h2>Drops by pod, category, reason and location</h2>
 {table("groups", GROUP_HEADER, _group_rows(s, show_benign))}
 <h2>Top flows (from delivered events)</h2>
-{table("flows", FLOW_HEADER, _flow_rows(s))}
+{table("flows", FLOW_HEADER, _flow_rows(s, show_benign))}
 {flows_note}
 <p class="meta">{e(_footer(s))} Hooks: {e(hooks)}.</p>
 </body></html>
@@ -528,8 +529,8 @@ _GROUP: Schema = {
     "detail?": object}
 _FLOW: Schema = {
     "proto": Opt(str), "src": Opt(str), "sport": Opt(int), "dst": Opt(str), "dport": Opt(int), "events": int,
-    "events_error?": int, "category": str, "reason": Opt(str), "pod": Opt(str), "first_seen?": Opt(str),
-    "last_seen?": Opt(str)}
+    "events_error?": int, "category": str, "benign?": bool, "reason": Opt(str), "pod": Opt(str),
+    "first_seen?": Opt(str), "last_seen?": Opt(str)}
 # What the renderings read, with the types build() writes.
 SCHEMA: Schema = {
     "netdrop": str,

@@ -1,0 +1,176 @@
+"""Benign drops on the real kernel: a capture of a namespace pair this test makes, where real
+benign drops (IPv6 multicast nobody joined, a neighbour solicitation for another host, a packet
+socket's queue purged on close) happen beside a real problem (UDP to a port nobody listens on).
+events.jsonl and summary.json mark them, and `netdrop summary` sets them aside unless --all."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracer import cli
+from tracer.env import Environment
+from tracer.explain.benign import BENIGN
+from tracer.kernel import facts
+from tracer.lab import node as lab
+
+from .test_counts import nstat
+
+N = 5
+SENDER = f"""
+import socket, time
+idx = socket.if_nametoindex("{{dev}}")
+m = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range({N}):
+    m.sendto(b"benign", ("ff02::1234", 5003, 0, idx))     # a group nobody on the other side joined
+    u.sendto(b"real", ("192.0.2.2", 9999))                 # a port nobody listens on
+    time.sleep(0.05)
+"""
+# A packet socket (as tcpdump's) closed with the frames it was sent unread: packet_release()
+# purges its receive queue (QUEUE_PURGE at skb_queue_purge_reason).
+PURGE = """
+import socket, time
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+p.bind(("lo", 0))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 7000))
+for _ in range(3):
+    u.sendto(b"q", ("127.0.0.1", 7000))
+time.sleep(0.1)
+p.close()
+"""
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[str, str, str]]:
+    """(sender, receiver, sender's device): two namespaces of this test, on one veth pair;
+    the receiver has fd00::2, the sender fd00::1 and an on-link route to fd01::/64."""
+    tag = f"ndb{os.getpid() % 100000}"
+    a, b, dev = f"{tag}a", f"{tag}b", f"{tag}v"
+    made: list[str] = []
+    try:
+        for ns in (a, b):
+            ip("netns", "add", ns)
+            made.append(ns)
+        ip("link", "add", dev, "netns", a, "type", "veth", "peer", "name", f"{tag}w", "netns", b)
+        ip("-n", a, "addr", "add", "192.0.2.1/24", "dev", dev)
+        ip("-n", b, "addr", "add", "192.0.2.2/24", "dev", f"{tag}w")
+        ip("-n", a, "addr", "add", "fd00::1/64", "dev", dev, "nodad")
+        ip("-n", b, "addr", "add", "fd00::2/64", "dev", f"{tag}w", "nodad")
+        for ns, link in ((a, dev), (b, f"{tag}w"), (a, "lo"), (b, "lo")):
+            ip("-n", ns, "link", "set", link, "up")
+        ip("-n", a, "route", "add", "fd01::/64", "dev", dev)
+        yield a, b, dev
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def play(sender: str, receiver: str, dev: str) -> None:
+    subprocess.run([*lab.in_netns(sender), sys.executable, "-c", SENDER.replace("{dev}", dev)],
+                   check=True, timeout=30)
+    # fd01::2 ends in the same 24 bits as fd00::2: the receiver gets the solicitations for it.
+    subprocess.run([*lab.in_netns(sender), "ping", "-6", "-c", "1", "-W", "3", "fd01::2"],
+                   capture_output=True, timeout=30)
+    subprocess.run([*lab.in_netns(receiver), sys.executable, "-c", PURGE], check=True, timeout=30)
+
+
+def capture(receiver: str, out_dir: Path, sender: str, dev: str) -> str:
+    """netdrop capture of the receiver's namespace, in this process, while the traffic plays."""
+    out, err = io.StringIO(), io.StringIO()
+    done = threading.Event()
+
+    def player() -> None:
+        while "netdrop: tracing" not in err.getvalue():
+            if done.wait(0.1):
+                return
+        play(sender, receiver, dev)
+
+    thread = threading.Thread(target=player)
+    thread.start()
+    try:
+        status = cli.main(["capture", "--netns", receiver, "--duration", "8", "--output", str(out_dir)],
+                          Environment(stdout=out, stderr=err))
+    finally:
+        done.set()
+        thread.join()
+    assert status == 0, err.getvalue()
+    return err.getvalue()
+
+
+def summary_of(out_dir: Path, *extra: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["summary", str(out_dir), *extra], Environment(stdout=out, stderr=err, width=200)) == 0
+    assert err.getvalue() == ""
+    return out.getvalue()
+
+
+def test_real_benign_drops_are_marked_in_the_capture_and_set_aside_by_summary(pair, tmp_path):
+    sender, receiver, dev = pair
+    no_ports = nstat(receiver, "UdpNoPorts")
+    capture(receiver, tmp_path / "cap", sender, dev)
+    no_ports = nstat(receiver, "UdpNoPorts") - no_ports
+    events = [json.loads(x) for x in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
+    s = json.loads((tmp_path / "cap" / "summary.json").read_text())
+
+    def groups(reason: str, location: str) -> list[dict]:
+        return [g for g in s["groups"] if (g["reason"], g["location"]) == (reason, location)]
+
+    # The real problem: exact, as the kernel counts it, and not benign.
+    real = groups("NO_SOCKET", "__udp4_lib_rcv")
+    assert sum(g["count"] for g in real) == no_ports == N and not any(g["benign"] for g in real)
+    # Real benign drops: marked, counted.
+    multicast = groups("NOT_SPECIFIED", "ip6_mc_input")
+    assert sum(g["count"] for g in multicast) >= N and all(g["benign"] for g in multicast)
+    purge = groups("QUEUE_PURGE", "skb_queue_purge_reason")
+    assert sum(g["count"] for g in purge) >= 3 and all(g["benign"] for g in purge)
+    solicit = groups("IPV6_NDISC_NS_OTHERHOST", "icmpv6_rcv")
+    assert solicit and all(g["benign"] for g in solicit)
+    assert s["totals"]["benign_drops"] == sum(g["count"] for g in s["groups"] if g["benign"])
+    assert s["totals"]["benign_drops"] >= N + 3 + 1
+    assert s["totals"]["drops"] == sum(g["count"] for g in s["groups"])       # counts stay exact
+    # events.jsonl: each delivered event says whether it is benign.
+    by_kind = {(e["reason"], e["location"], e["benign"]) for e in events}
+    assert ("NO_SOCKET", "__udp4_lib_rcv", False) in by_kind
+    assert ("NOT_SPECIFIED", "ip6_mc_input", True) in by_kind
+    assert ("QUEUE_PURGE", "skb_queue_purge_reason", True) in by_kind
+    assert not any(e["benign"] for e in events if e["reason"] == "NO_SOCKET")
+    # Verdicts: the real problem first, benign drops in one verdict of their own, last.
+    assert s["verdicts"][-1]["benign"] is True and s["verdicts"][0]["benign"] is False
+    assert [v["category"] for v in s["verdicts"] if not v["benign"]][0] == "no-socket"
+
+    hidden = summary_of(tmp_path / "cap")
+    assert f"{s['totals']['benign_drops']:,} benign drops not listed (--all to list them)" in hidden
+    assert "NO_SOCKET" in hidden
+    for name in ("ip6_mc_input", "QUEUE_PURGE", "IPV6_NDISC_NS_OTHERHOST"):
+        assert name not in hidden, name
+    listed = summary_of(tmp_path / "cap", "--all")
+    assert "benign drops not listed" not in listed
+    for name in ("ip6_mc_input", "QUEUE_PURGE", "IPV6_NDISC_NS_OTHERHOST", "NO_SOCKET"):
+        assert name in listed, name
+
+
+def test_every_benign_entry_names_what_the_running_kernel_has():
+    """The list is matched by name: a reason or function our kernel does not have would never match."""
+    tracefs = facts.find_tracefs()
+    reasons = set(facts.reasons_from_format((tracefs / "events/skb/kfree_skb/format").read_text()).values())
+    symbols = {line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines()}
+    for entry in BENIGN:
+        assert set(entry.reasons) <= reasons, entry
+        exact = [name for name in entry.locations if "*" not in name]
+        # Each entry has a function of this kernel; others are for kernels that do not inline them.
+        assert any(name in symbols for name in exact), entry
