@@ -20,7 +20,7 @@ def test_console_shows_the_cases(netdrop, node):
     nd.stop(settle=1.0)
     assert nd.proc.returncode == 0, nd.stderr
     out = nd.stdout
-    for text in ("PKT_TOO_BIG at ip_forward", "larger than the MTU 1450 of flannel.1", "IP_INNOROUTES", "no-route",
+    for text in ("PKT_TOO_BIG at ip_forward", "1500-byte packet with DF set is larger", "IP_INNOROUTES", "no-route",
                  "Recent drops", "events lost", "hooks 2/", node.node1):
         assert text in out, text
     # One line per group, whatever the width: the MTU group's line has its count and the why.

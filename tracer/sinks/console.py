@@ -228,7 +228,7 @@ def _widths(width: int) -> tuple[int, int, int]:
         return 15, 9, 22
     if width < 160:
         return 28, 13, 30
-    return 44, 13, 44
+    return 34, 13, 40
 
 
 def groups_table(rows: list[Group], width: int, selected: object | None = None) -> Table:
