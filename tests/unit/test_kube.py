@@ -1,5 +1,6 @@
 """The real kubernetes client against the lab's API server on 127.0.0.1."""
 
+import json
 import threading
 import time
 
@@ -93,6 +94,90 @@ def test_watch_follows_changes_without_relisting(api):
         assert errors == []     # every change came through the watch: no interruption, no relist
     finally:
         stop.set()
+
+
+def run_watch(k, seen, errors, stop):
+    t = threading.Thread(target=k.watch_pods, args=("node-a", None, lambda ps: seen.append(sorted(p.name for p in ps)),
+                                                    stop, lambda msg: msg and errors.append(msg)), daemon=True)
+    t.start()
+    return t
+
+
+def pod_lists(api):
+    return sum(1 for r in api.requests if r.startswith("/api/v1/pods?") and "watch=" not in r)
+
+
+def test_an_ended_watch_resumes_from_its_resource_version_without_listing_again(api, monkeypatch):
+    """As client-go's reflector: the server ends each watch (timeoutSeconds); the next one
+    starts from the last version seen, bookmarks included, and nothing is listed again."""
+    monkeypatch.setattr(kube, "WATCH_SECONDS", 1)
+    monkeypatch.setattr(labapi, "BOOKMARK_SECONDS", 0.2)
+    k = kube.KubeClient(str(api.kubeconfig))
+    seen, errors, stop = [], [], threading.Event()
+    t = run_watch(k, seen, errors, stop)
+    try:
+        assert wait_for(lambda: bool(seen))
+        # other nodes' changes move the version on without an event for us: bookmarks carry it
+        api.put_pod(labapi.pod_object("elsewhere", "default", "node-b", ["10.244.2.20"], "192.168.1.6"))
+        assert wait_for(lambda: sum("watch=" in r for r in api.requests) >= 3)    # two watches ended
+        watches = [r for r in api.requests if "watch=" in r]
+        assert "allowWatchBookmarks=true" in watches[-1]
+        assert f"resourceVersion={api.rv}" in watches[-1]       # the bookmark's version, not the list's
+        api.put_pod(labapi.pod_object("new-1", "default", "node-a", ["10.244.1.20"], "192.168.1.5"))
+        assert wait_for(lambda: "new-1" in seen[-1])
+        assert pod_lists(api) == 1 and errors == []
+    finally:
+        stop.set()
+        k.stop_watch()
+        t.join(5)
+    assert not t.is_alive()
+
+
+def test_a_version_too_old_lists_again(api, monkeypatch):
+    """410 Gone (the server no longer keeps events that old): list, then watch from there."""
+    monkeypatch.setattr(labapi, "MAX_LOG", 2)
+    for i in range(3):
+        api.put_pod(labapi.pod_object(f"late-{i}", "default", "node-a", [f"10.244.1.3{i}"], "192.168.1.5"))
+    k = kube.KubeClient(str(api.kubeconfig))
+    assert k._watch_once("node-a", None, "1", {}, lambda ps: None, threading.Event()) is None
+    real_list, lists = k.list_pods, []
+
+    def list_pods(node, selector=None):      # the first list answers with a version since trimmed
+        pods, rv = real_list(node, selector)
+        lists.append(rv)
+        return pods, "1" if len(lists) == 1 else rv
+    monkeypatch.setattr(k, "list_pods", list_pods)
+    seen, errors, stop = [], [], threading.Event()
+    t = run_watch(k, seen, errors, stop)
+    try:
+        assert wait_for(lambda: len(lists) == 2)
+        api.put_pod(labapi.pod_object("after", "default", "node-a", ["10.244.1.40"], "192.168.1.5"))
+        assert wait_for(lambda: "after" in seen[-1] and "late-2" in seen[-1])
+        assert errors == [] and len(lists) == 2
+    finally:
+        stop.set()
+        k.stop_watch()
+        t.join(5)
+
+
+def test_the_lab_api_answers_a_watch_from_version_0_with_every_pod_then_changes(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    resp = k.v1.list_pod_for_all_namespaces(watch=True, resource_version="0", timeout_seconds=1,
+                                            field_selector="spec.nodeName=node-a", _preload_content=False)
+    names = [json.loads(line)["object"]["metadata"]["name"] for line in resp.data.decode().splitlines() if line]
+    assert sorted(names) == ["exporter", "web-7d9f8c6b5-x2k4q"]
+
+
+def test_stop_ends_a_quiet_watch_at_once(api):
+    k = kube.KubeClient(str(api.kubeconfig))
+    seen, errors, stop = [], [], threading.Event()
+    t = run_watch(k, seen, errors, stop)
+    assert wait_for(lambda: bool(seen) and k._stream is not None)
+    started = time.monotonic()
+    stop.set()
+    k.stop_watch()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - started < 2 and errors == []
 
 
 def test_unreachable_api_is_unavailable_not_a_crash(api, tmp_path):

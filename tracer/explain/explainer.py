@@ -126,7 +126,7 @@ class WantedPaths:
         if missing and now - self._walked >= WALK_SECONDS:
             self._walked = now
             found = self._walk()
-            self._known.update({ino: found[ino] for ino in missing if ino in found})
+            self._known.update({ino: found[ino] for ino in missing if ino in found and self._still(ino, found[ino])})
         return dict(self._known)
 
 
