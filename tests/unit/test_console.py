@@ -268,3 +268,11 @@ def test_times_in_details_are_the_groups_first_and_last():
     g.last_seen = g.first_seen + timedelta(minutes=2)
     text = render_text(groups, console.View(), 200, 60, UiState(selected=g.key, details=True))
     assert "first seen 06:00:01 UTC" in text and "last seen 06:02:01 UTC" in text
+
+
+def test_paused_says_so_in_the_header():
+    groups, _ = thirty()
+    lines = render_text(groups, console.View(interactive=True, notices=["clash"]), 80, 24,
+                        UiState(paused=True)).split("\n")
+    assert lines[2].startswith("paused, counting goes on: p to resume")
+    assert lines[3].startswith("pod ")

@@ -197,7 +197,10 @@ def header(view: View, state: UiState) -> list[Text]:
     if view.pods:
         second.append(" · pods: " + printable(_list_short([view.pods])), style="dim")
     lines = [first, second]
-    if view.notices:
+    if state.paused:
+        lines.append(Text("paused, counting goes on: p to resume", style="bold yellow")
+                     + Text("   " + KEYS_LINE, style="dim"))
+    elif view.notices:
         third = text("notice: " + view.notices[0], style="yellow")
         if len(view.notices) > 1:
             third.append(f" (+{len(view.notices) - 1} more: h)", style="yellow")
@@ -277,8 +280,6 @@ def recent_table(recent: tuple[tuple[Drop, Verdict, Attribution], ...], names: d
 
 def footer(shown: int, listed: int, hidden: list[Group], view: View, state: UiState) -> Text:
     parts: list[Text] = []
-    if state.paused:
-        parts.append(Text("paused, counting goes on: p to resume", style="bold yellow"))
     if listed < shown:
         parts.append(Text(f"{shown - listed} more groups" + (": ↓ PgDn" if view.interactive else "")))
     if hidden:
