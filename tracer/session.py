@@ -550,9 +550,13 @@ def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
     # types, deep nesting) with one line; render() escapes for the format's reader.
     data = summary.load(capture.summary_path(args.dir))
+    # On a terminal, its width: the table cuts each verdict to three lines of it,
+    # which a wider rendering would let the terminal wrap. Into a file or a pipe,
+    # the rendering's own width (a ticket is read wider than 80 columns).
+    width = env.width or (env.console().width if env.stdout_isatty else None)
     # Benign drops (explain/benign.py) are counted in every format; the views for
     # people list them only with --all, saying in one line how many they set aside.
-    env.stdout.write(summary.render(data, args.format, env.width, show_benign=args.show_benign))
+    env.stdout.write(summary.render(data, args.format, width, show_benign=args.show_benign))
     return ExitStatus.OK
 
 

@@ -148,7 +148,8 @@ def test_summary_formats_and_html_in_chromium(node, tmp_path):
     assert "What to check first" in out["table"] and "PKT_TOO_BIG" in out["table"]
     assert "| default/web-7d9f8c6b5-x2k4q | from-pod |" in out["markdown"]
     assert json.loads(out["json"])["by_category"]["mtu"] == 3
-    assert any(r["reason"] == "NETFILTER_DROP" for r in csv.DictReader(io.StringIO(out["csv"])))
+    rows = list(csv.DictReader(io.StringIO(out["csv"])))
+    assert any(r["reason"] == "NETFILTER_DROP" for r in rows), [(r["reason"], r["location"], r["drops"]) for r in rows]
     page = tmp_path / "summary.html"
     page.write_text(out["html"])
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

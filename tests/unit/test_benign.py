@@ -71,6 +71,13 @@ def test_near_misses_are_not_benign(reason, location):
     assert classify(drop(reason=reason, location=location or "")).benign is False
 
 
+@pytest.mark.parametrize("reason,category", [("IPV6_NDISC_NS_OTHERHOST", "other"),
+                                             ("IPV6_NDISC_BAD_OPTIONS", "malformed"),
+                                             ("IPV6_NDISC_HOP_LIMIT", "malformed")])
+def test_a_solicitation_for_another_host_is_not_called_malformed(reason, category):
+    assert classify(drop(reason=reason, location="icmpv6_rcv", proto="icmpv6")).category == category
+
+
 def test_every_listed_reason_is_one_our_kernel_has():
     """Names from the tracepoint format recorded on our kernel: a typo would never match."""
     for entry in benign.BENIGN:

@@ -215,3 +215,15 @@ def test_any_change_to_a_summary_loads_and_renders_or_is_refused(tmp_path, good,
     for fmt in summary.FORMATS:
         summary.render(loaded, fmt)
         summary.render(loaded, fmt, show_benign=True)
+
+
+def test_on_a_terminal_the_table_takes_its_width(tmp_path, good, monkeypatch):
+    """Verdicts are cut to the terminal's columns, not to a wider rendering the terminal would wrap."""
+    monkeypatch.setenv("COLUMNS", "80")
+    write(tmp_path, good)
+    run = Run(["summary", str(tmp_path), "--all"], stdout_tty=True, color=False)
+    assert run.status == 0
+    lines = run.out.getvalue().split("What to check first", 1)[1].split("Drops by pod", 1)[0].splitlines()
+    assert len(lines) > 10 and all(len(line) <= 80 for line in lines)
+    piped = Run(["summary", str(tmp_path), "--all"], stdout_tty=False)
+    assert max(len(line) for line in piped.out.getvalue().splitlines()) > 80      # a file keeps the long lines

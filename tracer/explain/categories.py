@@ -153,7 +153,10 @@ REGISTRY: tuple[Category, ...] = (
              ("sch_*", "*qdisc*", "__dev_queue_xmit", "enqueue_to_backlog", "pfifo_*"), (),
              "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc, rank=RANK_LOAD),
     Category("malformed", ("*_CSUM", "PKT_TOO_SMALL", "IP_INHDR", "HDR_TRUNC", "INVALID_PROTO", "DEV_HDR",
-                           "IPV6_BAD_EXTHDR", "VXLAN_INVALID_HDR", "MAC_INVALID_SOURCE", "IPV6_NDISC_*"), (), (),
+                           "IPV6_BAD_EXTHDR", "VXLAN_INVALID_HDR", "MAC_INVALID_SOURCE",
+                           # Not IPV6_NDISC_*: NS_OTHERHOST is a good solicitation for another host (benign).
+                           "IPV6_NDISC_FRAG", "IPV6_NDISC_HOP_LIMIT", "IPV6_NDISC_BAD_CODE",
+                           "IPV6_NDISC_BAD_OPTIONS"), (), (),
              "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED),
     # Unspecific, often the node's own noise: listed last.
     Category("other", (), (), (), "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER),

@@ -108,7 +108,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
     }
 
 
-BENIGN_VERDICT = "drops every healthy node makes, nothing to fix (docs/benign.md)"
+BENIGN_VERDICT = "expected on a healthy node, nothing to fix (docs/benign.md)"
 
 
 def _verdicts(group_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
