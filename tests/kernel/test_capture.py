@@ -4,6 +4,7 @@ kernel's own counters, tshark reading the pcapng, Chromium opening the HTML."""
 import csv
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -160,6 +161,9 @@ def test_summary_formats_and_html_in_chromium(node, tmp_path):
     assert '<svg id="timeline"' in dom and dom.count('class="bar"') >= 3
     assert 'data-category="mtu"' in dom and 'data-category="netfilter"' in dom
     assert dom.count("<tr>") >= 4 and "PKT_TOO_BIG" in dom
+    # The heat map of pods by category, above the verdicts: web's MTU drops counted in it.
+    assert dom.index('id="heatmap"') < dom.index('id="verdicts"')
+    assert re.search(r'<tr><th>default/web-7d9f8c6b5-x2k4q[^<]*</th>.*?data-count="3"', dom)
     shot = tmp_path / "summary.png"
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1000", page.as_uri()],
                    capture_output=True, timeout=120)
