@@ -126,8 +126,8 @@ def _verdicts(group_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(places) > 3:
             where += f"; {len(places) - 3} more"
         first = places[0]
-        if benign:
-            hint = benign_why(first["reason"], first["location"]) or ""
+        if benign:      # each kind's why, as the where lists them
+            hint = "; ".join(dict.fromkeys(benign_why(x["reason"], x["location"]) or "" for x in places[:3]))
         else:
             hint = first["hint"] or "(no event delivered: counts only)"
         verdicts.append({"category": cat, "benign": benign, "drops": sum(x["count"] for x in places),
