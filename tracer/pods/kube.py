@@ -49,6 +49,9 @@ class PodInfo:
     ports: tuple[int, ...]            # declared containerPort/hostPort numbers
     labels: tuple[tuple[str, str], ...]
     phase: str | None
+    # The controller owning the pod (metadata.ownerReferences with controller:
+    # true), as (kind, name): e.g. ("ReplicaSet", "web-7d4b9c"). None: no controller.
+    owner: tuple[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -103,7 +106,17 @@ def pod_info(obj: Any) -> PodInfo:
         host_network=api_field(spec, "hostNetwork") is True, ports=tuple(sorted(ports)),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
         phase=_text(api_field(status, "phase")),
+        owner=_controller(meta),
     )
+
+
+def _controller(meta: Any) -> tuple[str, str] | None:
+    """The ownerReference marked controller (at most one per object, by the API's rules)."""
+    for ref in _items(meta, "ownerReferences"):
+        kind, name = _text(api_field(ref, "kind")), _text(api_field(ref, "name"))
+        if api_field(ref, "controller") is True and kind and name:
+            return kind, name
+    return None
 
 
 def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
