@@ -119,7 +119,7 @@ def test_interactive_console_in_tmux(terminal, node):
     rows = group_rows(lines)
     assert sum("PKT_TOO_BIG@ip_forward" in r for r in rows) == 1       # one line per group
     mtu = next(i for i, r in enumerate(rows) if "PKT_TOO_BIG" in r)
-    assert "default/web" in rows[mtu] and "mtu" in rows[mtu]
+    assert rows[mtu].startswith("web-") and "mtu" in rows[mtu]         # narrow: pod names without namespace
     # Down to it, Enter: its details.
     t.keys(*["Down"] * (mtu + 1), "Enter")
     details = " ".join(" ".join(t.wait_for(r"latest flows")).split())
