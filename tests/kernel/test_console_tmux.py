@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,19 @@ def test_without_a_terminal_on_stdin_no_keys_are_read(node, tmp_path):
         assert t.exit_status(timeout=30) == 0        # the duration ended it, not the "q" in the file
     finally:
         t.close()
+
+
+def test_closing_the_terminal_ends_the_interactive_console(node, tmp_path):
+    t = Tmux(tmp_path, [*NETDROP, *watch_args(node)])
+    try:
+        t.wait_for(r"drops · \d+ events lost")
+        t.keys("h")
+        pid = t.netdrop_pid()
+    finally:
+        t.close()                            # the pane's terminal goes away: SIGHUP
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    assert time.monotonic() - started < 2.5
+    assert "Traceback" not in t.files["stderr"].read_text()
