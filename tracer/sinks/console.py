@@ -248,9 +248,9 @@ def groups_table(rows: list[Group], width: int, selected: object | None = None) 
     table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
     for g in rows:
         style = "reverse" if g.key == selected else "dim" if g.benign else ""
-        table.add_row(text(who(g.attribution, compact), "" if g.attribution and g.attribution.pod else "dim"),
-                      text(g.category, entry(g.category).style), text(where(g, compact)), _count(g.count), _rate(g.rate),
-                      text(why(g), "dim" if not g.hint else ""), style=style)
+        pod = text(who(g.attribution, compact), "" if g.attribution and g.attribution.pod else "dim")
+        table.add_row(pod, text(g.category, entry(g.category).style), text(where(g, compact)), _count(g.count),
+                      _rate(g.rate), text(why(g), "dim" if not g.hint else ""), style=style)
     if not rows:
         table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
     return table
