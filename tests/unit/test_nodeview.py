@@ -98,16 +98,31 @@ def test_a_namespace_that_loses_its_name_but_has_a_process_is_entered_through_it
     assert t.snapshot().namespaces[101].names == () and t.snapshot().namespaces[101].path == "/proc/42/ns/net"
 
 
-def test_pending_are_recent_namespaces_wired_but_without_address_or_never_read():
+def test_pending_are_recent_namespaces_wired_but_without_address():
     t = NodeTable(NODE)
     t.add_found({101: where("cni-a"), 102: where("cni-b"), 103: where("other")}, now=0.0)
     t.link(9, ("vethaaa", 2, 5))
     t.read(101, (), {2: ("eth0", 9, 0)}, nsid=5)     # wired, no address yet: CNI still at work
     t.read(103, ("10.0.0.1",), {}, nsid=None)        # no veth: waits for a link event, not polled
-    assert t.pending(now=1.0) == {101, 102}            # 102 never read
+    assert t.pending(now=1.0) == {101}                 # 102 never read: nothing leads into it
     assert t.pending(now=nv.PENDING_SECONDS + 1) == set()
     t.read(101, ("10.244.1.10",), {2: ("eth0", 9, 0)}, nsid=None)
     assert 101 not in t.pending(now=1.0) and t.complete(101)
+
+
+def test_only_namespaces_a_node_veth_leads_into_are_wired():
+    t = NodeTable(NODE)
+    t.add_found({101: where("cni-a"), 102: where("other-lab"), 103: where("cni-b")}, now=0.0)
+    t.set_nsid(101, 5)
+    t.set_nsid(102, 6)          # the node has an id for it, but no veth of the node leads there
+    t.set_node_veths({9: ("vethaaa", 2, 5), 10: ("vethbbb", 2, 7)})
+    assert t.wired() == {101}
+    assert t.lacking_nsid() == [103] and t.lacking_nsid(now=PENDING_LATER) == []
+    t.set_nsid(103, 7)
+    assert t.wired() == {101, 103}
+
+
+PENDING_LATER = nv.PENDING_SECONDS + 1
 
 
 def test_set_node_veths_reports_the_namespaces_whose_host_side_changed():
@@ -134,8 +149,9 @@ def nlmsg(kind: int, body: bytes, seq: int = 1) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
-def link_body(index: int, name: str, kind: str | None, peer: int | None, nsid: int | None) -> bytes:
-    body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + rtattr(nv.IFLA_IFNAME, name.encode() + b"\0")
+def link_body(index: int, name: str, kind: str | None, peer: int | None, nsid: int | None,
+              family: int = 0) -> bytes:
+    body = struct.pack("=BxHiII", family, 1, index, 0, 0) + rtattr(nv.IFLA_IFNAME, name.encode() + b"\0")
     if kind:
         body += rtattr(nv.IFLA_LINKINFO, rtattr(nv.IFLA_INFO_KIND, kind.encode() + b"\0"))
     if peer is not None:
@@ -173,6 +189,16 @@ def test_notifications_fold_into_changes():
                     + nlmsg(nv.RTM_NEWNSID, b"\0" * 4), changes)
     assert changes.links == {9: ("veth1", 2, 5), 8: None} and changes.nsids and not changes.addrs
     assert changes and not Changes()
+
+
+def test_bridge_and_ipv6_link_messages_are_not_news_of_the_veth():
+    """The bridge's port-state RTM_NEWLINK (AF_BRIDGE) and IPv6's (AF_INET6) carry no
+    IFLA_LINKINFO: taken for the link's own, they made a pod's veth look gone."""
+    changes = Changes()
+    nv.parse_events(nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_BRIDGE))
+                    + nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_INET6)),
+                    changes)
+    assert changes.links == {} and not changes
 
 
 def test_a_link_message_too_short_is_lost_notifications():

@@ -47,7 +47,7 @@ class Pods:
         self.pods: dict[int, BulkPod] = {}      # host -> pod
         self._made = 0
 
-    def add(self, host: int | None = None) -> BulkPod:
+    def add(self, host: int | None = None, name: str | None = None) -> BulkPod:
         """A new pod: its sandbox first, then its Pod object (as kubelet reports it running)."""
         free = [h for h in free_hosts() if h not in self.pods]
         if host is None:
@@ -63,7 +63,7 @@ class Pods:
             if seed is not None:       # add_pod records the sandbox as the role's pod: the seed stays that
                 self.node.pods[ROLE] = seed
         self._made += 1
-        pod = BulkPod(f"bulk-{self._made:04d}-{secrets.token_hex(3)}", host, sandbox)
+        pod = BulkPod(name or f"bulk-{self._made:04d}-{secrets.token_hex(3)}", host, sandbox)
         self.pods[host] = pod
         if self.node.api is not None:
             self.node.api.put_pod(self.pod_object(pod))
@@ -87,6 +87,12 @@ class Pods:
             node._remove(pod.sandbox.netns, ident)
             node._save_state()
         del self.pods[pod.host]
+
+    def recreate(self, pod: BulkPod) -> BulkPod:
+        """Deleted and made again with the same name and address (a StatefulSet's pod):
+        a new uid, a new namespace, a new veth."""
+        self.remove(pod)
+        return self.add(pod.host, pod.name)
 
     def replace(self, pod: BulkPod) -> BulkPod:
         """Deleted and made again at its address under a new name, as a Deployment replaces a pod."""

@@ -517,15 +517,21 @@ class NodeTable:
 
     def pending(self, now: float) -> set[int]:
         """Namespaces lately found, wired to the node by a veth but without an
-        address yet (or never read): CNI is still at work inside, and nothing
-        there notifies us. One without a veth waits for the node's link event."""
-        out = set()
-        for ino in self.found:
-            info = self.spaces.get(ino)
-            if (info is None or (info.host_veth is not None and not info.ips)) \
-                    and now - self.first_seen.get(ino, now) < PENDING_SECONDS:
-                out.add(ino)
-        return out
+        address yet: CNI is still at work inside, and nothing there notifies us.
+        One without a veth waits for the node's link event."""
+        return {ino for ino, info in self.spaces.items() if info.host_veth is not None and not info.ips
+                and now - self.first_seen.get(ino, now) < PENDING_SECONDS}
+
+    def wired(self) -> set[int]:
+        """Namespaces a node veth leads into (by namespace id): the only ones a pod can be in.
+        Others (another lab's, a VPN's) are never read."""
+        owner = {n: i for i, n in self.nsids.items()}
+        return {owner[v[2]] for v in self.node_veths.values() if v[2] is not None and v[2] in owner}
+
+    def lacking_nsid(self, now: float | None = None) -> list[int]:
+        """Namespaces the node has no id for (yet); with now, only those found lately."""
+        return [i for i in self.found if i not in self.nsids
+                and (now is None or now - self.first_seen.get(i, now) < PENDING_SECONDS)]
 
     def set_nsid(self, inode: int, nsid: int | None) -> None:
         if nsid is not None and inode in self.found:
@@ -598,7 +604,8 @@ class NodeScanner:
     # -- full --
     def scan(self) -> NodeSnapshot:
         """Everything: /run/netns and /proc walked, the node's links and
-        addresses dumped; namespaces new or incomplete read, and every
+        addresses dumped, the node's id for each namespace asked; the namespaces
+        a node veth leads into read when new or incomplete, and every
         RESCAN_EVERY scans all of them."""
         self._scans += 1
         now = time.monotonic()
@@ -613,16 +620,19 @@ class NodeScanner:
             t.add_found(spaces, now)
             if refresh_all:
                 t.nsids.clear()
-            self._read(node, [i for i in spaces if i in t.found and (refresh_all or not t.complete(i))])
+            self._ask_nsids(node, t.lacking_nsid())
+            self._read(node, [i for i in t.wired() if refresh_all or not t.complete(i)])
+            for ino in set(t.spaces) - t.wired():      # its veth went: no pod's any more
+                t.read(ino, t.spaces[ino].ips, {}, None)
         return t.snapshot()
 
     # -- incremental --
     def refresh(self, changes: Changes) -> NodeSnapshot:
-        """Only what changes says changed: /run/netns listed again (new
-        namespaces read, those gone forgotten), each node veth that came or went
-        (the namespace of its peer read again, found by namespace id), the node's
-        addresses; then namespaces CNI is still wiring. /proc is walked only for
-        a veth whose namespace is nowhere else to be found."""
+        """Only what changes says changed: /run/netns listed again (those gone
+        forgotten), each node veth that came or went (the namespace of its peer
+        read, found by namespace id), the node's addresses; then namespaces CNI
+        is still wiring. /proc is walked only for a veth whose namespace is
+        nowhere else to be found."""
         t = self.table
         now = time.monotonic()
         to_read: set[int] = set()
@@ -630,9 +640,8 @@ class NodeScanner:
         with self._node_rtnl() as node:
             if changes.addrs:
                 t.set_node_ips(global_ips(node.dump(RTM_GETADDR)))
-            if changes.names:
-                new, lost = t.named_listing(named_namespaces(self.run_dir), now)
-                to_read |= new
+            if changes.names:       # new ones are read once a veth leads into them
+                _new, lost = t.named_listing(named_namespaces(self.run_dir), now)
                 for ino in lost:
                     if not self._alive(ino):
                         t.forget(ino)
@@ -640,8 +649,11 @@ class NodeScanner:
                 owners, nsids = t.link(ifindex, veth)
                 to_read |= owners
                 unknown |= nsids
-            if unknown:     # ids the kernel gave since we asked: ask those that had none
-                self._ask_nsids(node, [i for i in t.found if i not in t.nsids])
+            # Ids the kernel gave since we asked: ask the namespaces found lately, then all.
+            for lately in (now, None):
+                if not unknown:
+                    break
+                self._ask_nsids(node, t.lacking_nsid(lately))
                 to_read |= {o for n in unknown if (o := t.owner_of_nsid(n)) is not None}
                 unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
             for ino in list(to_read):
@@ -655,7 +667,7 @@ class NodeScanner:
             if unknown:
                 new = t.add_found(discover_namespaces(self.run_dir), now)
                 self._ask_nsids(node, new)
-                self._read(node, new)
+                self._read(node, new & t.wired())
         return t.snapshot()
 
     def _ask_nsids(self, node: Rtnl, inodes: Iterable[int]) -> None:
@@ -689,6 +701,11 @@ def parse_events(data: bytes, changes: Changes) -> None:
     link message that cannot be read counts as lost notifications (overflow)."""
     for msg in parse_messages(data):
         if msg.kind in (RTM_NEWLINK, RTM_DELLINK):
+            # Only the link's own messages (ifi_family AF_UNSPEC, rtnl_fill_ifinfo with its
+            # IFLA_LINKINFO): the bridge (AF_BRIDGE, port state) and IPv6 (AF_INET6, inet6_ifinfo_notify)
+            # send RTM_NEWLINK of their own without it, and are not news of the veth.
+            if msg.body[:1] not in (b"", b"\0"):
+                continue
             got = parse_link(msg.body)
             if got is None:
                 changes.overflow = True
