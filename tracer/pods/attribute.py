@@ -250,7 +250,6 @@ class PodIndex:
 
     def _own_end(self, pid: int, ref: PodRef, src: str, dst: str) -> bool | None:
         """True if src is the pod's address, False if dst is, None if both or neither are."""
-        mine = set(ref.ips)
-        src_mine = self.by_ip.get(src) == pid or src in mine
-        dst_mine = self.by_ip.get(dst) == pid or dst in mine
+        src_mine = self.by_ip.get(src) == pid or src in ref.ips
+        dst_mine = self.by_ip.get(dst) == pid or dst in ref.ips
         return src_mine if src_mine != dst_mine else None
