@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 IP_MTU_DISCOVER = 10     # include/uapi/linux/in.h
 IP_PMTUDISC_PROBE = 3    # DF set, and the route's learnt PMTU ignored: every packet goes out at full size
@@ -162,25 +163,40 @@ def dns_answer(query: bytes, address: str) -> bytes | None:
 
 def dns_server(port: int, seconds: float, address: str) -> int:
     """A DNS server for a while: answers every query it can parse (see
-    dns_answer), ignores anything else. Prints "listening" once bound."""
+    dns_answer), ignores anything else."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
+
+    def answer() -> bool:
+        msg, peer = s.recvfrom(MAX_DNS + 1)
+        reply = dns_answer(msg, address)
+        if reply is None:
+            return False
+        try:
+            s.sendto(reply, peer)
+        except OSError:
+            return False
+        return True
+    return _serve(s, seconds, answer)
+
+
+def _serve(s: socket.socket, seconds: float, once: Callable[[], bool]) -> int:
+    """A bound server socket, served for `seconds` by once() (which may time out:
+    s is polled every 0.2 s), then closed; prints "listening" when it begins, and
+    returns how many times once() did its work."""
     s.settimeout(0.2)
     print("listening", flush=True)
     deadline = time.monotonic() + seconds
-    answered = 0
-    while time.monotonic() < deadline:
-        try:
-            msg, peer = s.recvfrom(MAX_DNS + 1)
-        except TimeoutError:
-            continue
-        reply = dns_answer(msg, address)
-        if reply is not None:
-            with contextlib.suppress(OSError):
-                s.sendto(reply, peer)
-                answered += 1
-    s.close()
-    return answered
+    done = 0
+    try:
+        while time.monotonic() < deadline:
+            try:
+                done += once()
+            except TimeoutError:
+                continue
+    finally:
+        s.close()
+    return done
 
 
 def udp_race(dst: str, port: int, count: int, seconds: float, wait: float = 0.0) -> int:
@@ -240,19 +256,12 @@ def listen(port: int, seconds: float) -> int:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))
     s.listen(64)
-    s.settimeout(0.2)
-    print("listening", flush=True)
-    deadline = time.monotonic() + seconds
-    accepted = 0
-    while time.monotonic() < deadline:
-        try:
-            conn, _ = s.accept()
-            conn.close()
-            accepted += 1
-        except TimeoutError:
-            continue
-    s.close()
-    return accepted
+
+    def accept() -> bool:
+        conn, _ = s.accept()
+        conn.close()
+        return True
+    return _serve(s, seconds, accept)
 
 
 def main(argv: list[str] | None = None) -> int:
