@@ -762,15 +762,23 @@ class SimNode:
         old = self.pods[role]
         if self.api:
             self.api.delete_pod(old.namespace, old.name)
-        self._cni_del(old)
-        self._remove(old.netns, self.made.pop(old.netns))
-        self._save_state()
-        if self.cni_dir is None:
-            (self.ipam_dir / CNI_NETWORK / old.ipv4).unlink(missing_ok=True)   # what a CNI DEL frees
+        self.remove_sandbox(old)
         pod = self.add_pod(role, host)
         if self.api:
             self.api.put_pod(self.pod_object(pod))
         return pod
+
+    def remove_sandbox(self, pod: Pod) -> None:
+        """Tear down a sandbox add_pod made, as kubelet does: CNI DEL (its veth and
+        its addresses' reservations go), then its namespace. Its Pod object is the
+        caller's to delete first."""
+        self._cni_del(pod)
+        ident = self.made.pop(pod.netns, None)
+        if ident is not None:
+            self._remove(pod.netns, ident)
+            self._save_state()
+        if self.cni_dir is None and pod.node == self.node1:
+            (self.ipam_dir / CNI_NETWORK / pod.ipv4).unlink(missing_ok=True)   # what a CNI DEL frees
 
     def netns_inodes(self) -> dict[str, int]:
         return {entry: ident.inode for entry, ident in self.made.items()}
