@@ -229,7 +229,7 @@ class PodSource:
                 else:
                     snapshot = self.scanner.table.snapshot()
             # A namespace vanishing mid-scan, netlink hiccups: next round. This thread must
-            # outlive whatever pyroute2 raises, or pods would silently stop being followed.
+            # outlive whatever a netlink read raises, or pods would silently stop being followed.
             except Exception as exc:  # noqa: BLE001
                 self.warn(f"pods: node scan failed ({type(exc).__name__}: {exc})")
                 last_full = time.monotonic() - RESCAN_SECONDS + FALLBACK_SECONDS   # a full scan soon
