@@ -288,6 +288,163 @@ def report(r: Result, markdown: bool) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+# ------------------------------------------------------------------ replay: the Python side alone
+
+GOLDEN = ROOT / "tests" / "golden"
+REPLAY_NETNS = 4026532999     # the replay's pod sandbox
+NODE_NETNS = 4026532177       # the namespace of the recorded netfilter drop
+SERVICES_NET = "10.96"
+
+
+def kube_proxy_rules(n: int) -> str:
+    """iptables-save -c text of a node with n Services without endpoints, as
+    kube-proxy writes them (one REJECT per Service port in filter/KUBE-SERVICES),
+    plus its INVALID rule and a FORWARD policy DROP."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":KUBE-FORWARD - [0:0]", ":KUBE-SERVICES - [0:0]",
+             "[0:0] -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+             "[0:0] -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"]
+    for i in range(n):
+        lines.append(f"[0:0] -A KUBE-SERVICES -d {service_ip(i)}/32 -p tcp -m tcp --dport {service_port(i)} "
+                     f"-m comment --comment \"ns{i % 50}/svc-{i}:http has no endpoints\" "
+                     f"-j REJECT --reject-with icmp-port-unreachable")
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def service_ip(i: int) -> str:
+    return f"{SERVICES_NET}.{i // 250}.{i % 250 + 1}"
+
+
+def service_port(i: int) -> int:
+    return 8000 + i % 100
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    scenario: str
+    events: int
+    seconds: float          # best of the repeats, for all events
+
+    @property
+    def us_per_event(self) -> float:
+        return self.seconds * 1e6 / self.events
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds
+
+
+def replay_records(scenario: str, events: int) -> list[bytes]:
+    """Raw ring buffer records (struct nd_event bytes) recorded from the real
+    kernel (tests/golden/events.jsonl), varied as the scenario says, each with
+    its own timestamp and the pod tag of pod 1 (in-pod), as a storm delivers them:
+      one-flow   UDP to a closed port from one socket (scripts/bench's storm)
+      new-ports  the same from a new source port each time
+      mixed      the six recorded drops in turn (MTU, netfilter, UDP/UDP6/TCP no socket, no route), new ports
+      rules      NETFILTER_DROP of TCP to another Service each time (see kube_proxy_rules)"""
+    from tracer.kernel import event as ev
+    cases = [json.loads(line) for line in (GOLDEN / "events.jsonl").read_text().splitlines()]
+    golden = {c["expected"]["location"]: bytes.fromhex(c["raw_hex"]) for c in cases}
+    base = golden["nft_do_chain"] if scenario == "rules" else golden["__udp4_lib_rcv"]
+    rotate = list(golden.values())
+    out = []
+    for i in range(events):
+        raw = ev.NdEvent.from_buffer_copy(rotate[i % len(rotate)] if scenario == "mixed" else base)
+        raw.ts_ns_raw += i * 1000
+        raw.pod_raw = 1 << 2 | ev.ND_DIR_IN_POD
+        if scenario != "one-flow":
+            raw.sport = 1024 + i % 64000
+        if scenario == "rules":
+            j = i % 5000
+            raw.daddr_raw[0:4] = tuple(int(x) for x in service_ip(j).split("."))
+            raw.dport, raw.l4proto_raw = service_port(j), 6
+        out.append(bytes(raw))
+    return out
+
+
+def replay_pipeline(scenario: str, rules: int) -> Any:
+    """The real pipeline (tracer.watch.Pipeline: decode, classify, attribute,
+    groups; no sink), with the golden kernel's reason names and symbols, a pod
+    index that names pod 1, and for `rules` an explainer whose view of the
+    namespace holds the kube-proxy ruleset."""
+    from tracer.explain.explainer import Explainer, Ruleset
+    from tracer.explain.rules import parse_iptables_save
+    from tracer.groups import Groups
+    from tracer.kernel.decode import Decoder
+    from tracer.kernel.facts import Kallsyms, reasons_from_format
+    from tracer.pods.attribute import PodIds, PodIndex
+    from tracer.pods.nodeview import HostVeth, NetnsInfo, NodeSnapshot
+    from tracer.watch import Pipeline
+
+    decoder = Decoder(reasons_from_format((GOLDEN / "kfree_skb.format").read_text()),
+                      Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
+    snapshot = NodeSnapshot(1, ("192.168.1.5",), {
+        REPLAY_NETNS: NetnsInfo(REPLAY_NETNS, ("cni-bench",), (), ("10.244.1.11",), HostVeth(7, "vethbench"))})
+    index = PodIndex(snapshot, None, "bench-node", PodIds())
+    explainer = None
+    if scenario == "rules":
+        points = parse_iptables_save(kube_proxy_rules(rules), "iptables-nft", "ipv4").value
+        explainer = Explainer({NODE_NETNS: "/bench"}, NODE_NETNS, sample=lambda path, read: (Ruleset(points), None))
+        explainer.sample_now()      # its view, as the background thread would have it; no thread runs
+    return Pipeline(decoder, Groups(decoder), [], lambda: index, explainer)
+
+
+def replay(scenario: str, events: int, repeats: int, rules: int = 5000) -> ReplayResult:
+    """Records through a fresh pipeline, BATCH_EVENTS at a time as the event
+    loop takes them; the best of `repeats` runs (the machine is shared)."""
+    from tracer.watch import BATCH_EVENTS
+    records = replay_records(scenario, events)
+    batches = [records[i:i + BATCH_EVENTS] for i in range(0, len(records), BATCH_EVENTS)]
+    best = float("inf")
+    for _ in range(repeats):
+        pipeline = replay_pipeline(scenario, rules)
+        t0 = time.perf_counter()
+        for batch in batches:
+            pipeline.deliver(batch)
+        best = min(best, time.perf_counter() - t0)
+        if pipeline.groups.events != events:
+            raise RuntimeError(f"replay: {pipeline.groups.events} of {events} events reached the groups")
+    return ReplayResult(scenario, events, best)
+
+
+def new_flow_match(rules: int, flows: int, repeats: int) -> tuple[float, float]:
+    """The first drop of a new flow against the ruleset: microseconds of
+    likely_points (rule matching, no memo hit) per flow, median and max of the
+    best run."""
+    from tracer.kernel.decode import Decoder  # noqa: F401 - import cost outside the timing
+    pipeline = replay_pipeline("rules", rules)
+    view = pipeline.explainer.view(NODE_NETNS)
+    drops = [pipeline.decoder.decode_record(r) for r in replay_records("rules", flows)]
+    best: list[float] = []
+    for _ in range(repeats):
+        times = []
+        for d in drops:
+            view._memo.clear()
+            t0 = time.perf_counter()
+            view.likely_points(d)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        if not best or times[len(times) // 2] < best[len(best) // 2]:
+            best = times
+    return best[len(best) // 2] * 1e6, best[-1] * 1e6
+
+
+def replay_report(events: int, repeats: int, rules: int, rules_events: int) -> str:
+    rows = [("scenario", "events", "µs per event", "events/s (one core)")]
+    for scenario in ("one-flow", "new-ports", "mixed", "rules"):
+        n = events if scenario != "rules" else min(events, rules_events)
+        r = replay(scenario, n, repeats, rules)
+        rows.append((scenario, f"{r.events:,}", f"{r.us_per_event:.2f}", f"{r.per_second:,.0f}"))
+    median, worst = new_flow_match(rules, 200, repeats)
+    load = os.getloadavg()
+    out = "| " + " | ".join(rows[0]) + " |\n|" + " --- |" * len(rows[0]) + "\n"
+    out += "\n".join("| " + " | ".join(r) + " |" for r in rows[1:])
+    out += (f"\n\nfirst drop of a new flow against {rules:,} rules (likely_points): median {median:.0f} µs, "
+            f"max {worst:.0f} µs\nbest of {repeats}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+            f"on {os.cpu_count()} CPUs")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--drops", type=int, default=2_000_000)
@@ -296,7 +453,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-event-rate", type=int, default=None, help="passed to netdrop watch (0: no limit)")
     p.add_argument("--pods", action="store_true", help="storm inside a simulated pod, watched with -A")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--replay", type=int, metavar="EVENTS", default=None,
+                   help="no kernel: replay EVENTS recorded raw events per scenario through the pipeline in-process")
+    p.add_argument("--repeats", type=int, default=5, help="with --replay: runs per scenario, the best is shown")
+    p.add_argument("--rules", type=int, default=5000, help="with --replay: kube-proxy-style rules for 'rules'")
+    p.add_argument("--rules-events", type=int, default=20_000, help="with --replay: events of the 'rules' scenario")
     a = p.parse_args(argv)
+    if a.replay is not None:
+        sys.path.insert(0, str(ROOT))
+        print(replay_report(a.replay, a.repeats, a.rules, a.rules_events))
+        return 0
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2

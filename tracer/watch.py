@@ -1,4 +1,4 @@
-"""watch: the event loop. kernel event -> decode -> classify -> sinks; counters on a tick.
+"""watch: the event loop. kernel event -> decode -> classify -> attribute -> groups -> sinks; counters on a tick.
 
 Independent of how the results are shown: sinks get (drop, verdict) pairs,
 on_tick gets the exact counters and stats about twice a second.
@@ -12,13 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .explain.classify import classify
+from .explain.classify import Classifier, classify
 from .explain.explainer import Context, Explainer
 from .explain.netfilter_verdict import NETFILTER_CATEGORIES
 from .explain.verdict import Verdict
 from .groups import Groups
 from .kernel.decode import Decoder, Drop
-from .kernel.event import NdEvent
 from .kernel.loader import Stats, Tracer, release_free_memory
 from .pods.attribute import NO_POD, Attribution
 
@@ -41,6 +40,44 @@ class Attributor(Protocol):
     def attribute(self, drop: Drop) -> Attribution: ...
 
 
+class Pipeline:
+    """One batch of raw records through decode -> classify -> attribute ->
+    groups -> sinks. Each event is decoded once (one struct step) and
+    classified once (plain verdicts remembered by what they were made from:
+    explain.classify.Classifier). scripts/bench replays records through it."""
+
+    def __init__(self, decoder: Decoder, groups: Groups, sinks: list[Sink],
+                 pods: Callable[[], Attributor | None] = lambda: None, explainer: Explainer | None = None) -> None:
+        self.decoder = decoder
+        self.groups = groups
+        self.sinks = sinks
+        self.pods = pods
+        self.explainer = explainer
+        self.classify = Classifier(self.context)
+
+    def context(self, netns: int) -> Context | None:
+        return self.explainer.context(netns) if self.explainer is not None else None
+
+    def deliver(self, records: list[bytes]) -> None:
+        # Names bound once per batch: this loop is netdrop's per-event cost.
+        index = self.pods()
+        decode, verdict_of, add = self.decoder.decode_record, self.classify, self.groups.add_event
+        emits = [sink.emit for sink in self.sinks]
+        explainer = self.explainer
+        for rec in records:
+            drop = decode(rec)
+            verdict = verdict_of(drop)
+            if explainer is not None and verdict.category in NETFILTER_CATEGORIES:
+                explainer.want(drop.netns)
+            who = index.attribute(drop) if index is not None else NO_POD
+            add(drop, verdict, who)
+            for emit in emits:
+                emit(drop, verdict, who)
+        if records:
+            for sink in self.sinks:
+                sink.flush()
+
+
 def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         duration: float | None, stop: threading.Event,
         on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None,
@@ -53,28 +90,14 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     this thread, e.g. to bring the kernel's pod maps up to date. explainer
     (explain.explainer.Explainer) knows the rule counters and conntrack statistics
     that tell NETFILTER_DROP apart; it samples in its own thread."""
-    def context(netns: int) -> Context | None:
-        return explainer.context(netns) if explainer is not None else None
-
+    pipeline = Pipeline(decoder, groups, sinks, pods, explainer)
+    context = pipeline.context
     start = time.monotonic()
     deadline = start + duration if duration else None
     next_tick = start
     next_trim = start       # at once: start-up (compiling, kallsyms, the first scans) freed the most
 
-    def deliver(raws: list[tuple[NdEvent, bytes]]) -> None:
-        index = pods()
-        for raw, packet in raws:
-            drop = decoder.decode(raw, packet)
-            verdict = classify(drop, context(drop.netns))
-            if explainer is not None and verdict.category in NETFILTER_CATEGORIES:
-                explainer.want(drop.netns)
-            who = index.attribute(drop) if index is not None else NO_POD
-            groups.add_event(drop, verdict, who)
-            for sink in sinks:
-                sink.emit(drop, verdict, who)
-        if raws:
-            for sink in sinks:
-                sink.flush()
+    deliver = pipeline.deliver
 
     def tick(now: float) -> Stats:
         maintain()
@@ -91,7 +114,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         if deadline is not None and now >= deadline:
             break
         timeout = TICK_SECONDS if deadline is None else min(TICK_SECONDS, deadline - now)
-        deliver(tracer.poll(max(1, int(timeout * 1000)), BATCH_EVENTS))
+        deliver(tracer.poll_records(max(1, int(timeout * 1000)), BATCH_EVENTS))
         now = time.monotonic()
         if now >= next_tick:
             tick(now)
@@ -104,8 +127,8 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     # counts are read below whatever is left undelivered).
     drain_until = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < drain_until:
-        raws = tracer.poll(0, BATCH_EVENTS)
-        if not raws:
+        records = tracer.poll_records(0, BATCH_EVENTS)
+        if not records:
             break
-        deliver(raws)
+        deliver(records)
     return tick(time.monotonic())

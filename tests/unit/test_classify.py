@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from rich.style import Style
 
 from tracer.explain.categories import CATEGORIES, OTHER, REGISTRY, category_of, entry
-from tracer.explain.classify import classify
+from tracer.explain.classify import Classifier, classify
 from tracer.kernel.decode import Drop
 
 
@@ -124,3 +124,67 @@ def test_any_drop_gets_a_category_and_a_hint(reason, location, icmp, ifname, out
     v = classify(drop(reason=reason, location=location, icmp_sent=icmp, ifname=ifname, out_ifname=out_ifname,
                       src=src, dst=dst, proto=proto, dport=dport, mtu=mtu, tcp_flags=tcp_flags, conntrack=conntrack))
     assert v.category in CATEGORIES and v.hint
+
+
+# A stream of drops that share most fields, as a storm does: values from small pools.
+small_drops = st.builds(
+    lambda reason, location, icmp, src, dst, sport, dport, proto, mtu, length, df, tcp_flags, ifname: drop(
+        reason=reason, location=location, icmp_sent=icmp, src=src, dst=dst, sport=sport, dport=dport, proto=proto,
+        mtu=mtu, out_ifname="flannel.1" if mtu else None, len=length, df=df, tcp_flags=tcp_flags, ifname=ifname),
+    st.sampled_from(("PKT_TOO_BIG", "FRAG_REASM_TIMEOUT", "NO_SOCKET", "TCP_INVALID_SEQUENCE", "IP_INNOROUTES",
+                     "SOCKET_RCVBUFF", "QUEUE_PURGE", "NOT_SPECIFIED", None)),
+    st.sampled_from(("ip_forward", "__udp4_lib_rcv", "tcp_v4_rcv", "ip_error", "ip6_mc_input",
+                     "skb_queue_purge_reason")),
+    st.sampled_from((None, (3, 3), (3, 4))),
+    st.sampled_from(("10.0.0.1", "10.0.0.2", None)), st.sampled_from(("10.0.0.3", "fd00::3")),
+    st.sampled_from((1234, 1235, None)), st.sampled_from((53, 80, None)), st.sampled_from(("udp", "tcp", None)),
+    st.sampled_from((None, 1450)), st.sampled_from((100, 1500)), st.booleans(), st.sampled_from((None, 0x12, 0x10)),
+    st.sampled_from(("eth0", "cni0", None)))
+
+
+@settings(max_examples=200)
+@given(st.lists(small_drops, min_size=1, max_size=40), st.integers(1, 8))
+def test_the_remembering_classifier_answers_as_classify_does(drops, max_answers):
+    # Whatever came before (and however small its memory), each drop gets
+    # exactly what classify gives it: no hint of one flow shown for another.
+    remember = Classifier(max_answers=max_answers)
+    for d in drops:
+        assert remember(d) == classify(d)
+    for d in reversed(drops):
+        assert remember(d) == classify(d)
+
+
+def test_a_storm_of_new_source_ports_to_one_closed_port_is_classified_once():
+    remember = Classifier()
+    first = remember(drop(reason="NO_SOCKET", location="__udp4_lib_rcv", sport=1000, dport=9))
+    again = [remember(drop(reason="NO_SOCKET", location="__udp4_lib_rcv", sport=1001 + i, dport=9)) for i in range(50)]
+    assert all(v is first for v in again) and "UDP 10.0.0.2:9" in first.hint
+    # Another destination: its own hint, never the first one's.
+    other = remember(drop(reason="NO_SOCKET", location="__udp4_lib_rcv", dst="10.0.0.9", dport=9))
+    assert "10.0.0.9:9" in other.hint and other is not first
+
+
+def test_a_hint_that_quotes_the_flow_quotes_each_events_own():
+    remember = Classifier()
+    for sport in (1000, 1001, 1002):
+        v = remember(drop(reason="TCP_INVALID_SEQUENCE", location="tcp_v4_rcv", proto="tcp", sport=sport, dport=80))
+        assert f"10.0.0.1:{sport} -> 10.0.0.2:80 tcp" in v.hint
+
+
+def test_remembered_answers_are_bounded():
+    remember = Classifier(max_answers=16)
+    for sport in range(1000):
+        remember(drop(reason="TCP_INVALID_SEQUENCE", location="tcp_v4_rcv", proto="tcp", sport=sport))
+    assert remember._answers <= 16
+    assert sum(len(p[2]) for plans in remember._plans.values() for p in plans) <= 16
+
+
+def test_a_syn_ack_nobody_takes_asks_the_namespace_context_each_time():
+    asked = []
+    remember = Classifier(context=lambda netns: asked.append(netns))
+    for _ in range(3):
+        v = remember(drop(reason="NO_SOCKET", location="tcp_v4_rcv", proto="tcp", tcp_flags=0x12))
+        assert v.category == "conntrack" and v.detail["by"] == "nat-bypass"
+    assert asked == [4026531840] * 3
+    remember(drop(reason="NO_SOCKET", location="__udp4_lib_rcv"))
+    assert len(asked) == 3      # a plain verdict needs no context

@@ -156,5 +156,5 @@ def test_decoder_memory_is_bounded_under_a_storm_of_new_addresses(decoder):
         drop = decoder.decode(base)
         seen.add(drop.src)
         assert drop.src == f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-        assert len(decoder._addrs) <= decode.MEMO_ENTRIES
+        assert len(decoder._addrs) <= decode.MEMO_ENTRIES and len(decoder._names) <= decode.MEMO_ENTRIES
     assert len(seen) == decode.MEMO_ENTRIES + 5000

@@ -6,9 +6,15 @@ without reasons (< 5.17) the location and the ICMP error the kernel sent just
 before); the hint from the category's entry, naming the likely cause with the
 evidence the event carries. Netfilter and conntrack drops, and a SYN-ACK no
 socket takes, are told apart further by netfilter_verdict.
+
+Classifier does the same once per distinct answer: the event loop's storm of
+one flow, or of ever-new source ports to one closed port, is classified once.
 """
 
 from __future__ import annotations
+
+import operator
+from collections.abc import Callable
 
 from ..kernel.decode import Drop
 from .benign import is_benign
@@ -17,16 +23,114 @@ from .explainer import Context
 from .netfilter_verdict import NETFILTER_CATEGORIES, nat_bypass, netfilter_verdict
 from .verdict import TCP_ACK, TCP_SYN, Verdict
 
+# Distinct plain answers a Classifier keeps, at most (then it starts afresh):
+# a storm of new flows whose hints quote the flow must not grow it.
+MEMO_ANSWERS = 4096
+
 
 def classify(drop: Drop, ctx: Context | None = None) -> Verdict:
     """The category and hint; ctx (the namespace's rule counters and
     conntrack statistics, from the explainer) tells NETFILTER_DROP apart."""
     category = category_of(drop.reason, drop.location, drop.icmp_sent)
+    return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop)
+
+
+def _no_context(_netns: int) -> Context | None:
+    return None
+
+
+def _refined(category: str, drop: Drop, context: Callable[[int], Context | None]) -> Verdict | None:
+    """What the drop's namespace (its context, asked only when needed) tells
+    beyond the drop itself, or None."""
     if category in NETFILTER_CATEGORIES:
-        refined = netfilter_verdict(drop, ctx)
+        refined = netfilter_verdict(drop, context(drop.netns))
         if refined is not None:
             return refined
     if category == "no-socket" and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK):
-        return nat_bypass(drop, ctx)
+        return nat_bypass(drop, context(drop.netns))
+    return None
+
+
+def plain_verdict(category: str, drop: Drop) -> Verdict:
+    """The category's own hint: a function of the drop alone."""
     return Verdict(category, entry(category).hint(drop), benign=is_benign(drop))
+
+
+class _Reads:
+    """Stands for a drop while its plain verdict is made, and notes which of
+    its fields were read. A Drop property (flow) runs on the stand-in, so the
+    fields behind it are noted too."""
+
+    __slots__ = ("_drop", "names")
+
+    def __init__(self, drop: Drop) -> None:
+        self._drop = drop
+        self.names: dict[str, None] = {}    # in the order read, once each
+
+    def __getattr__(self, name: str) -> object:
+        prop = getattr(Drop, name, None)
+        if isinstance(prop, property) and prop.fget is not None:
+            return prop.fget(self)
+        self.names[name] = None
+        return getattr(self._drop, name)
+
+
+# Per (reason, location, ICMP error sent): the field sets its verdicts read, each
+# with a getter of those fields and the verdicts made so far by their values.
+_Plan = tuple[tuple[str, ...], Callable[[Drop], object], dict[object, Verdict]]
+
+
+class Classifier:
+    """classify() for the event path, with the plain verdicts remembered.
+
+    A plain verdict (categories' hint, benign) is a function of the drop's
+    fields that making it read: those are noted on the first drop (_Reads)
+    and the verdict is remembered by their values. A later drop gets it only
+    when every field it was made from is equal, so a hint that quotes a flow
+    or an address is only ever shown for drops of that flow or address; a
+    hint that names only the destination is made once for a storm of new
+    source ports. What depends on the namespace's rules and counters
+    (netfilter_verdict, nat_bypass) is made anew each time, as classify does."""
+
+    def __init__(self, context: Callable[[int], Context | None] = _no_context,
+                 max_answers: int = MEMO_ANSWERS) -> None:
+        """context(netns): what the explainer knows of a namespace, asked only
+        for the drops whose verdict depends on it."""
+        self.context = context
+        self.max_answers = max_answers
+        self._plans: dict[tuple[str | None, str | None, tuple[int, int] | None], list[_Plan]] = {}
+        self._answers = 0
+
+    def __call__(self, drop: Drop) -> Verdict:
+        group = (drop.reason, drop.location, drop.icmp_sent)
+        category = category_of(*group)
+        refined = _refined(category, drop, self.context)
+        if refined is not None:
+            return refined
+        plans = self._plans.get(group)
+        if plans is not None:
+            for _names, fields_of, answers in plans:
+                found = answers.get(fields_of(drop))
+                if found is not None:
+                    return found
+        return self._remember(group, category, drop)
+
+    def _remember(self, group: tuple[str | None, str | None, tuple[int, int] | None], category: str,
+                  drop: Drop) -> Verdict:
+        reads = _Reads(drop)
+        verdict = plain_verdict(category, reads)   # type: ignore[arg-type]  # reads like a Drop
+        names = tuple(reads.names)
+        if not names:                               # read nothing: the same for every drop of the group
+            names = ("reason",)
+        if self._answers >= self.max_answers:
+            self._plans.clear()
+            self._answers = 0
+        plans = self._plans.setdefault(group, [])
+        plan = next((p for p in plans if p[0] == names), None)
+        if plan is None:
+            plan = (names, operator.attrgetter(*names), {})
+            plans.append(plan)
+        plan[2][plan[1](drop)] = verdict
+        self._answers += 1
+        return verdict

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, fields, make_dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from . import event as ev
 from .facts import Kallsyms
@@ -119,9 +119,10 @@ class Decoder:
         self.has_reason = has_reason
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> Unix time, fixed once at start.
         self.mono_to_wall = time.time() - time.monotonic() if mono_to_wall is None else mono_to_wall
-        # Per-event work done once per distinct value (a storm repeats them).
-        self._addrs: dict[bytes, str] = {}
-        self._names: dict[bytes, str | None] = {}
+        # Per-event work done once per distinct value (a storm repeats them):
+        # (reason, location, device, egress device) and (family, protocol, source, destination).
+        self._names: dict[tuple[int, int, bytes, bytes], tuple[str | None, str | None, str | None, str | None]] = {}
+        self._addrs: dict[tuple[int, int, bytes, bytes], _Addresses] = {}
 
     def reason_name(self, code: int) -> str | None:
         if not self.has_reason:
@@ -143,32 +144,35 @@ class Decoder:
          ifname, out_ifname) = _UNPACK(rec)
         if packet is None:
             packet = rec[_HEAD:_HEAD + caplen] if caplen else b""
-        family = _FAMILY.get(l3proto)
-        src: str | None = None
-        dst: str | None = None
-        proto: str | None = None
-        if family:
-            src, dst = self._addr(family, saddr), self._addr(family, daddr)
-            proto = _L4_NAMES.get(l4proto) or str(l4proto)
         has_l4 = flags & _F_L4
         has_route = flags & _F_HAS_ROUTE
-        d = _DropBuilder(
+        # What a storm repeats, translated once per distinct value (bounded memos).
+        names_key = (reason_raw, location_raw, ifname, out_ifname)
+        names = self._names.get(names_key)
+        if names is None:
+            names = self._memo(self._names, names_key, (self.reason_name(reason_raw), self.location_name(location_raw),
+                                                        _device(ifname), _device(out_ifname)))
+        addrs_key = (l3proto, l4proto, saddr, daddr)
+        addrs = self._addrs.get(addrs_key)
+        if addrs is None:
+            addrs = self._memo(self._addrs, addrs_key, _addresses(l3proto, l4proto, saddr, daddr))
+        d: Drop = _DropBuilder(     # a _DropBuilder until its class is set below
             datetime.fromtimestamp(ts / 1e9 + self.mono_to_wall, tz=UTC),
-            self.reason_name(reason_raw),
+            names[0],
             reason_raw,
-            self.location_name(location_raw),
+            names[1],
             location_raw,
             netns,
             ifindex or None,
-            self._name(ifname),
+            names[2],
             dev_mtu or None,
             out_ifindex if has_route else None,
-            self._name(out_ifname) if has_route else None,
+            names[3] if has_route else None,
             mtu if has_route and mtu else None,
-            family,
-            proto,
-            src,
-            dst,
+            addrs[0],
+            addrs[1],
+            addrs[2],
+            addrs[3],
             sport if has_l4 else None,
             dport if has_l4 else None,
             length,
@@ -182,22 +186,7 @@ class Decoder:
             tcp_flags if l4proto == 6 and has_l4 else None,
         )
         d.__class__ = Drop
-        return cast(Drop, d)
-
-    def _addr(self, family: int, raw: bytes) -> str:
-        key = raw[:4] if family == 4 else raw
-        text = self._addrs.get(key)
-        if text is None:
-            text = socket.inet_ntop(socket.AF_INET, key) if family == 4 else str(ipaddress.IPv6Address(key))
-            self._memo(self._addrs, key, text)
-        return text
-
-    def _name(self, raw: bytes) -> str | None:
-        name = self._names.get(raw, _MISSING)
-        if name is _MISSING:
-            # The kernel's name is NUL-terminated in its IFNAMSIZ buffer.
-            name = self._memo(self._names, raw, raw.split(b"\0", 1)[0].decode(errors="replace") or None)
-        return cast("str | None", name)
+        return d
 
     @staticmethod
     def _memo(memo: dict[Any, Any], key: object, value: T) -> T:
@@ -207,7 +196,23 @@ class Decoder:
         return value
 
 
-_MISSING: Any = object()
+_Addresses = tuple[int | None, str | None, str | None, str | None]    # family, proto, src, dst
+
+
+def _addresses(l3proto: int, l4proto: int, saddr: bytes, daddr: bytes) -> _Addresses:
+    family = _FAMILY.get(l3proto)
+    if family == 4:
+        return 4, _L4_NAMES.get(l4proto) or str(l4proto), socket.inet_ntop(socket.AF_INET, saddr[:4]), \
+            socket.inet_ntop(socket.AF_INET, daddr[:4])
+    if family == 6:
+        return 6, _L4_NAMES.get(l4proto) or str(l4proto), str(ipaddress.IPv6Address(saddr)), \
+            str(ipaddress.IPv6Address(daddr))
+    return None, None, None, None
+
+
+def _device(raw: bytes) -> str | None:
+    """The kernel's name is NUL-terminated in its IFNAMSIZ buffer."""
+    return raw.split(b"\0", 1)[0].decode(errors="replace") or None
 
 
 def _conntrack(flags: int, ctinfo: int) -> str:

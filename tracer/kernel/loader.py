@@ -1,7 +1,8 @@
 """loader: compiles bpf/netdrop.c with bcc, attaches it, and reads it back.
 
-The only module that imports bcc. It hands out raw records (event.NdEvent
-copies) and raw counter keys; decoding happens elsewhere.
+The only module that imports bcc. It hands out raw records (the bytes of
+each ring buffer sample: struct nd_event, then its packet) and raw counter
+keys; decoding happens elsewhere (decode.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
 MAX_COUNTERS = 16384          # distinct (netns, reason, location) groups
 MAX_FILTER = 4096             # entries per filter map
 MAX_EVENT_RATE = 10000        # events/s sent to Python by default; counts are exact regardless
+
+_string_at = ctypes.string_at
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ class Tracer:
             raise UserError(f"could not load the BPF program: {exc}") from None
         try:
             release_compiler_memory()
-            self._events: list[tuple[ev.NdEvent, bytes]] = []
+            self._events: list[bytes] = []
             self.bpf[b"events"].open_ring_buffer(self._on_event)
             self.hooks = [Hook("tracepoint skb:kfree_skb", True,
                                "drop reason" if facts.has_reason else "no reason field: classify by location")]
@@ -254,23 +257,32 @@ class Tracer:
         # passes our int through) and this sample is read first next time.
         # Without this the poll consumes until the ring is empty, which under
         # a drop storm is never: the event loop would starve.
+        # One copy, nothing parsed: the callback runs once per event, and
+        # decode.py unpacks the bytes in one step later.
         if self._batch is not None and len(self._events) >= self._batch:
             return -1
-        buf = ctypes.string_at(data, size)
-        raw = ev.NdEvent.from_buffer_copy(buf)
-        head = ctypes.sizeof(ev.NdEvent)
-        self._events.append((raw, buf[head:head + raw.caplen]))
+        self._events.append(_string_at(data, size))
         return 0
 
-    def poll(self, timeout_ms: int = 100, max_events: int | None = None) -> list[tuple[ev.NdEvent, bytes]]:
+    def poll_records(self, timeout_ms: int = 100, max_events: int | None = None) -> list[bytes]:
         """Events delivered since the last call (waits up to timeout_ms for the
-        first), each with the packet bytes it carries (none unless snaplen).
+        first), each as the bytes of its ring buffer sample: struct nd_event,
+        then the packet bytes it carries (caplen of them; none unless snaplen).
         max_events: at most that many; what is left stays in the ring buffer for
         the next call, and what no longer fits there the kernel counts as lost.
         None: until the ring is empty, which under a drop storm is never."""
         self._batch = None if max_events is None else max(1, max_events)
         self.bpf.ring_buffer_poll(timeout_ms)
         out, self._events = self._events, []
+        return out
+
+    def poll(self, timeout_ms: int = 100, max_events: int | None = None) -> list[tuple[ev.NdEvent, bytes]]:
+        """poll_records, each event as a ctypes copy and its packet bytes."""
+        head = ctypes.sizeof(ev.NdEvent)
+        out = []
+        for rec in self.poll_records(timeout_ms, max_events):
+            raw = ev.NdEvent.from_buffer_copy(rec)
+            out.append((raw, rec[head:head + raw.caplen]))
         return out
 
     def start_counting(self) -> None:
