@@ -1,13 +1,17 @@
 """NETFILTER_DROP told apart, on rulesets and statistics recorded from the lab's node."""
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracer.explain.classify import classify
 from tracer.explain.explainer import (ACTIVE_SECONDS, IDLE_SECONDS, MAX_WANTED, MEMO_FLOWS, Context, Explainer,
                                       NetnsView, Ruleset)
-from tracer.explain.rules import DropPoint, Parsed, parse_ct_stats, parse_iptables_save, parse_nft_json
+from tracer.explain.rules import (DropPoint, Packet, Parsed, RuleIndex, parse_ct_stats, parse_iptables_save,
+                                  parse_nft_json)
 
 from .test_classify import drop
 
@@ -301,3 +305,58 @@ def test_flow_memo_is_bounded_and_a_source_port_storm_hits_it():
     answers = [v.likely_points(drop(sport=sport)) for sport in range(0, 30_000, 3)]
     assert len(v._memo) <= MEMO_FLOWS
     assert [bool(a) for a in answers] == [1000 <= s <= 1999 for s in range(0, 30_000, 3)]
+
+
+# ------------------------------------------------------------------ the rule index
+
+ADDRS = ("10.96.0.1", "10.96.0.2", "10.96.1.0", "fd00::1")
+ipt_rule = st.builds(
+    lambda chain, neg_d, addr, plen, proto, neg_p, ports, target:
+        f"[0:0] -A {chain}" + (f" {neg_d}-d {addr}{plen}" if addr else "")
+        + (f" -p {proto} -m {proto}" if proto else "") + (f" {neg_p}--dport {ports}" if ports else "")
+        + f" -j {target}",
+    st.sampled_from(("FORWARD", "INPUT", "KUBE-SERVICES")), st.sampled_from(("", "! ")),
+    st.sampled_from((None, *ADDRS)), st.sampled_from(("", "/32", "/24", "/128")), st.sampled_from((None, "tcp", "udp")),
+    st.sampled_from(("", "! ")), st.sampled_from((None, "80", "80:82", "90:80", "53,80", "1:65535", "0:100,200:1")),
+    st.sampled_from(("DROP", "REJECT")))
+nft_value = st.sampled_from((80, 81, [80, 81], 80.0, "http", True, list(range(60, 130))))
+nft_rule = st.builds(
+    lambda i, op_a, addr, op_p, proto, port: {"rule": {
+        "family": "inet", "table": "t", "chain": "c", "handle": i, "expr": [
+            *([{"match": {"op": op_a, "left": {"payload": {"protocol": "ip6" if ":" in addr else "ip",
+                                                           "field": "daddr"}}, "right": addr}}] if addr else []),
+            *([{"match": {"op": op_p, "left": {"payload": {"protocol": proto, "field": "dport"}},
+                          "right": {"set": port} if isinstance(port, list) else port}}] if proto else []),
+            {"drop": None}]}},
+    st.integers(1, 1000), st.sampled_from(("==", "!=", "in")), st.sampled_from((None, *ADDRS, "10.96.0.0/24", "x")),
+    st.sampled_from(("==", "!=", "in", "<")), st.sampled_from((None, "tcp", "udp", "th")), nft_value)
+packets = st.builds(
+    lambda dst, dport, proto, fwd: drop(dst=dst, dport=dport, proto=proto, out_ifname="ext0" if fwd else None),
+    st.sampled_from((None, "garbage", *ADDRS, "10.96.0.9")), st.sampled_from((None, 53, 80, 81, 82, 100, 9999)),
+    st.sampled_from(("tcp", "udp", None)), st.booleans())
+
+
+@settings(max_examples=300)
+@given(st.lists(ipt_rule, max_size=20), st.lists(nft_rule, max_size=10), st.lists(packets, min_size=1, max_size=10))
+def test_the_rule_index_answers_as_trying_every_rule(ipt_lines, nft_rules, pkts):
+    points = [*parse_iptables_save("*filter\n:FORWARD DROP [0:0]\n" + "\n".join(ipt_lines) + "\n",
+                                   "iptables-nft", "ipv4").value,
+              *parse_nft_json(json.dumps({"nftables": nft_rules})).value, *nft_save()]
+    index = RuleIndex(points)
+    for d in pkts:
+        pkt = Packet.of(d)
+        every = [(p, v) for p in points if (v := p.matches_packet(pkt)) is not False]
+        assert index.verdicts(pkt) == every
+
+
+def test_the_rule_index_tries_a_packet_on_its_services_rules_only():
+    text = "*filter\n:FORWARD DROP [0:0]\n[0:0] -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n" + "".join(
+        f"[0:0] -A KUBE-SERVICES -d 10.96.{i // 250}.{i % 250 + 1}/32 -p tcp -m tcp --dport {8000 + i % 100} "
+        f"-m comment --comment \"ns/svc-{i}:http has no endpoints\" -j REJECT\n" for i in range(5000))
+    points = parse_iptables_save(text, "iptables-nft", "ipv4").value
+    index = RuleIndex(points)
+    pkt = Packet.of(drop(dst="10.96.3.8", dport=8057, proto="tcp", out_ifname="ext0"))
+    assert len(index.candidates(pkt)) == 3           # the policy, the INVALID rule, the Service's rule
+    assert [p.no_endpoints_service for p, v in index.verdicts(pkt) if v] == ["ns/svc-757"]
+    # No destination port read: no rule can be ruled out by it.
+    assert len(index.candidates(Packet.of(drop(dst="10.96.3.8", dport=None)))) == len(points)

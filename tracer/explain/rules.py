@@ -472,6 +472,110 @@ class Packet:
                    None if drop.conntrack is None else _CT_NAMES.get(drop.conntrack))
 
 
+# A rule is indexed by one port only if it names this few (a range of
+# thousands stays unindexed: it is tried on every packet).
+INDEX_PORTS = 64
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RuleIndex:
+    """A ruleset's drop points by what they match, so that a packet is tried
+    only on the points that could match it: kube-proxy writes one rule per
+    Service port (`-d 10.96.0.30/32 -p tcp --dport 80 -j REJECT`), and a
+    node's thousands of them are a few candidates for any one packet.
+
+    Each rule goes under one key it cannot match without: its destination
+    address (a condition `-d A/32` or `ip daddr A`, not negated), else its
+    destination ports (`--dport`, `th dport`: a few ports, not negated); the
+    rest (policies, rules with neither) are tried on every packet. A packet
+    with no destination address or port is tried on every point: conditions
+    on them cannot be evaluated there, so no point is ruled out."""
+
+    def __init__(self, points: Iterable[DropPoint]) -> None:
+        self.points = tuple(points)
+        self._ids = frozenset(id(p) for p in self.points)
+        self._by_dst: dict[_Address, list[int]] = {}
+        self._by_dport: dict[int, list[int]] = {}
+        self._rest: list[int] = []
+        for i, p in enumerate(self.points):
+            addr, ports = _index_keys(p)
+            if addr is not None:
+                self._by_dst.setdefault(addr, []).append(i)
+            elif ports:
+                for port in ports:
+                    self._by_dport.setdefault(port, []).append(i)
+            else:
+                self._rest.append(i)
+
+    def holds(self, point: DropPoint) -> bool:
+        """Is this very point (not an equal one from another sample) in the index?"""
+        return id(point) in self._ids
+
+    def candidates(self, pkt: Packet) -> list[DropPoint]:
+        """The points that may match the packet, in ruleset order; every point
+        left out would answer False to matches_packet."""
+        port = pkt.drop.dport
+        if pkt.dst is None or port is None:
+            return list(self.points)
+        found = self._rest + self._by_dst.get(pkt.dst, []) + self._by_dport.get(port, [])
+        # A rule of several ports is listed under each: once is enough.
+        return [self.points[i] for i in sorted(set(found))]
+
+    def verdicts(self, pkt: Packet) -> list[tuple[DropPoint, bool | None]]:
+        """(point, True) where every condition we can read matches, (point,
+        None) where it depends on what we cannot evaluate: matches_packet of
+        every point not False, in ruleset order."""
+        out: list[tuple[DropPoint, bool | None]] = []
+        for p in self.candidates(pkt):
+            v = p.matches_packet(pkt)
+            if v is not False:
+                out.append((p, v))
+        return out
+
+
+def _index_keys(p: DropPoint) -> tuple[_Address | None, tuple[int, ...]]:
+    """The destination address a rule cannot match without, else its destination ports; (None, ()) for neither."""
+    if p.kind != "rule":
+        return None, ()
+    ports: tuple[int, ...] = ()
+    for what, neg_or_op, arg in p.conds:
+        if p.backend == "nftables":
+            if neg_or_op not in ("==", "in"):
+                continue
+            proto, _, field_ = what.partition(" ")
+            if field_ == "daddr" and proto in ("ip", "ip6") and isinstance(arg, str):
+                addr = _host(arg)
+                if addr is not None:
+                    return addr, ()
+            elif field_ == "dport" and proto in ("udp", "tcp", "th") and not ports:
+                ports = _ports(arg if isinstance(arg, tuple) else (arg,))
+        elif neg_or_op is False:
+            if what == "-d" and isinstance(arg, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
+                    and arg.prefixlen == arg.max_prefixlen:
+                return arg.network_address, ()
+            if what == "--dport" and isinstance(arg, tuple) and not ports \
+                    and sum(max(0, hi - lo + 1) for lo, hi in arg) <= INDEX_PORTS:
+                ports = tuple(port for lo, hi in arg for port in range(lo, hi + 1))
+    return None, ports
+
+
+def _host(text: str) -> _Address | None:
+    """The one address a network of text holds (as _in_cidr reads it), else None."""
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return net.network_address if net.prefixlen == net.max_prefixlen else None
+
+
+def _ports(values: tuple[object, ...]) -> tuple[int, ...]:
+    """nft's port values, if all are plain ints and few: only an int equals a
+    port here (a float 80.0 would too, so anything else leaves the rule unindexed)."""
+    if len(values) > INDEX_PORTS or not all(type(v) is int for v in values):
+        return ()
+    return tuple(v for v in values if isinstance(v, int))
+
+
 def _all(results: Iterable[bool | None]) -> bool | None:
     """Three-valued AND of a rule's conditions: False as soon as one fails,
     None if one could not be evaluated, else True."""
