@@ -411,10 +411,10 @@ def new_flow_match(rules: int, flows: int, repeats: int) -> tuple[float, float]:
     """The first drop of a new flow against the ruleset: microseconds of
     likely_points (rule matching, no memo hit) per flow, median and max of the
     best run."""
-    from tracer.kernel.decode import Decoder  # noqa: F401 - import cost outside the timing
+    from tracer.kernel.event import NdEvent
     pipeline = replay_pipeline("rules", rules)
     view = pipeline.explainer.view(NODE_NETNS)
-    drops = [pipeline.decoder.decode_record(r) for r in replay_records("rules", flows)]
+    drops = [pipeline.decoder.decode(NdEvent.from_buffer_copy(r)) for r in replay_records("rules", flows)]
     best: list[float] = []
     for _ in range(repeats):
         times = []
