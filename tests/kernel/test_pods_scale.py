@@ -41,18 +41,23 @@ def sender(pod):
     return sock
 
 
-def named(nd, pod):
-    """Records of nd so far that name pod."""
+def uid_of(node, pod):
+    return node.api.pods[("bulk", pod.name)]["metadata"]["uid"]
+
+
+def named(nd, uid):
+    """Records of nd so far that name the pod with this uid."""
     records = (json.loads(line) for line in list(nd.out_lines))
-    return [r for r in records if r["pod"] and r["pod"]["name"] == pod.name]
+    return [r for r in records if r["pod"] and r["pod"]["uid"] == uid]
 
 
-def drop_until_named(nd, pod, bound: float = 15.0):
+def drop_until_named(nd, node, pod, bound: float = 15.0):
     """Datagrams to a closed port of the pod's own address, from inside it, until a
-    drop carries its name; then SENT more. The bound only ends a broken test."""
+    drop carries its uid; then SENT more. The bound only ends a broken test."""
+    uid = uid_of(node, pod)
     with sender(pod) as sock:
         deadline = time.monotonic() + bound
-        while not named(nd, pod):
+        while not [r for r in named(nd, uid) if r["dport"] == 9]:
             assert time.monotonic() < deadline, f"{pod.name} never named: {''.join(nd.err_lines)}"
             sock.sendto(b"x", (pod.ipv4, 9))
             time.sleep(0.05)
@@ -61,7 +66,7 @@ def drop_until_named(nd, pod, bound: float = 15.0):
 
 
 def check(records, node, pod):
-    uid = node.api.pods[("bulk", pod.name)]["metadata"]["uid"]
+    uid = uid_of(node, pod)
     inode = os.stat(lab.NETNS_DIR / pod.sandbox.netns).st_ino
     mine = [r for r in records if r["pod"] and r["pod"]["uid"] == uid]
     assert len([r for r in mine if r["reason"] == "NO_SOCKET" and r["dport"] == 9]) >= SENT + 1
@@ -75,13 +80,13 @@ def test_the_last_pod_one_made_while_watching_and_one_made_again_are_named(netdr
     last = list(bulk.pods.values())[-1]
     nd = netdrop("watch", "--json", "--duration", "120", "--kubeconfig", str(node.kubeconfig),
                  "--node-netns", node.node1, "-A").wait_ready()
-    drop_until_named(nd, last)
+    drop_until_named(nd, node, last)
     new = bulk.add()                       # made while watching
-    drop_until_named(nd, new)
+    drop_until_named(nd, node, new)
     first = list(bulk.pods.values())[0]
-    old_uid = node.api.pods[("bulk", first.name)]["metadata"]["uid"]
+    old_uid = uid_of(node, first)
     again = bulk.recreate(first)           # same name: a new uid, namespace and veth
-    drop_until_named(nd, again)
+    drop_until_named(nd, node, again)
     nd.stop()
     assert nd.proc.returncode == 0, nd.stderr
     records = nd.records()
