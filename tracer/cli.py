@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from .env import Environment
 from .errors import UserError
+from .serve import DEFAULT_LISTEN
 from .session import COMMANDS, PROG, SIGNALS, ExitStatus, Interrupted, say
 
 __all__ = ["ExitStatus", "build_parser", "entry", "main", "parse_duration"]
@@ -95,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="prefix of the namespaces the demo creates: 1-15 of a-z, 0-9 and '-', a letter "
                            "first (default: nd-demo)")
     _common(demo)
+
+    serve = sub.add_parser("serve", help="the node agent: exact drop metrics for Prometheus on /metrics, "
+                                         "and /healthz, until stopped")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+                       help=f"address and port to serve on (default: {DEFAULT_LISTEN}; [::]:PORT for IPv6)")
+    serve.add_argument("--kubeconfig", metavar="PATH",
+                       help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
+    serve.add_argument("--node", metavar="NAME", help="this node's name, the node label (default: the hostname, "
+                                                      "or the Node with this machine's addresses)")
+    serve.add_argument("--node-netns", metavar="NAME|PATH", default=None,
+                       help="the namespace that plays the node (default: the host's; a simulated node's)")
+    serve.add_argument("--max-series", type=int, default=10000, metavar="N",
+                       help="drop series of their own at most; past that new ones fold into pod=\"_other\" "
+                            "(default: 10000)")
+    serve.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
+                       help="remove a series this long after its pods are gone (default: 5m)")
+    serve.add_argument("--mount-tracefs", action="store_true",
+                       help="mount tracefs on /sys/kernel/tracing if it is not mounted")
     return parser
 
 

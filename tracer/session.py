@@ -563,3 +563,13 @@ def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
 Command = Callable[[argparse.Namespace, Environment], ExitStatus]
 COMMANDS: dict[str, Command] = {"watch": cmd_watch, "demo": cmd_demo, "capture": cmd_capture,
                                 "summary": cmd_summary, "doctor": cmd_doctor}
+
+
+def cmd_serve(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    """The node agent: /metrics for Prometheus and /healthz, until a stop signal (serve.py)."""
+    from . import serve
+
+    return ExitStatus(serve.run(args, env))
+
+
+COMMANDS["serve"] = cmd_serve

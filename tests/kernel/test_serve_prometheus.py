@@ -1,0 +1,206 @@
+"""netdrop serve scraped by a real Prometheus: two agents serve the two nodes of
+the simulated cluster (--node-netns), drops are made in pods of both, and
+PromQL through Prometheus's HTTP API gives per node, pod and category exactly
+what the kernel itself counted (UdpNoPorts in each pod's namespace, FragFails
+in node1's). promtool accepts /metrics; every dashboard panel's query runs on
+that Prometheus and returns series. Prometheus (Debian's) runs on 127.0.0.1
+with its own configuration and TSDB in a temporary directory, removed after.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tracer.lab import node as lab
+
+from .conftest import NETDROP, Netdrop
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "deploy" / "grafana-dashboard.json"
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif((PROMETHEUS is None or PROMTOOL is None) and os.environ.get("CI") != "true",
+                                reason="Debian's prometheus is not installed (scripts/setup installs it)")
+
+
+class Agent(Netdrop):
+    READY = "netdrop: serving"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def snmp(ns: str, table: str, field: str) -> int:
+    """A counter of /proc/net/snmp as the namespace sees it: the kernel's own count."""
+    text = subprocess.run([*lab.in_netns(ns), "cat", "/proc/net/snmp"], capture_output=True, text=True,
+                          check=True).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith(f"{table}:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))[field])
+
+
+class Prometheus:
+    def __init__(self, tmp: Path, targets: list[str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = tmp / "prometheus.yml"
+        config.write_text(json.dumps({      # YAML is a superset of JSON
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "netdrop", "static_configs": [{"targets": targets}]}],
+        }))
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if get(f"{self.url}/-/ready", 1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            time.sleep(0.2)
+        raise AssertionError("prometheus not ready within 30 s")
+
+    def query(self, promql: str) -> list[dict]:
+        status, body = get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        data = json.loads(body)
+        assert status == 200 and data["status"] == "success", (promql, body)
+        return data["data"]["result"]
+
+    def values(self, promql: str, *by: str) -> dict[tuple[str, ...], float]:
+        return {tuple(r["metric"].get(k, "") for k in by): float(r["value"][1]) for r in self.query(promql)}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def cluster(node, tmp_path):
+    """Two agents, one per simulated node, and Prometheus scraping both."""
+    agents = {}
+    try:
+        for netns in (node.node1, node.node2):
+            port = free_port()
+            agents[netns] = (Agent("serve", "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(node.kubeconfig),
+                                   "--node-netns", netns), port)
+        for agent, _ in agents.values():
+            agent.wait_ready()
+        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}" for _, port in agents.values()])
+        try:
+            yield prom, agents
+        finally:
+            prom.stop()
+    finally:
+        for agent, _ in agents.values():
+            agent.kill()
+
+
+def settle(prom: Prometheus, promql: str, by: tuple[str, ...], want: dict, seconds: float = 30) -> dict:
+    """Prometheus's answer once it has scraped what the kernel counted (or the last one)."""
+    deadline = time.monotonic() + seconds
+    got: dict = {}
+    while time.monotonic() < deadline:
+        got = prom.values(promql, *by)
+        if got == want:
+            break
+        time.sleep(0.5)
+    return got
+
+
+def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, cluster):
+    prom, agents = cluster
+    db, api, web = node.pods["db"], node.pods["api"], node.pods["web"]
+    before = {"db": snmp(db.netns, "Udp", "NoPorts"), "api": snmp(api.netns, "Udp", "NoPorts"),
+              "frag": snmp(node.node1, "Ip", "FragFails")}
+    node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", "17")
+    node.traffic(node.client, "udp", "--dst", api.ipv4, "--port", "9999", "--count", "9")
+    lab._mtu(node, 6)       # web -> api, 1500-byte DF packets over node1's 1450 overlay
+    kernel = {("sim-node1", "default", "db-0", "db-0", "no-socket"): snmp(db.netns, "Udp", "NoPorts") - before["db"],
+              ("sim-node2", "shop", api.name, "api-5c6d7b9f4", "no-socket"):
+                  snmp(api.netns, "Udp", "NoPorts") - before["api"]}
+    assert kernel[("sim-node1", "default", "db-0", "db-0", "no-socket")] == 17
+    by = ("node", "namespace", "pod", "workload", "category")
+    got = settle(prom, 'sum by (node, namespace, pod, workload, category) '
+                       '(netdrop_drops_total{reason="NO_SOCKET", direction="in-pod"})', by, kernel)
+    assert got == kernel
+    frag = snmp(node.node1, "Ip", "FragFails") - before["frag"]
+    assert frag >= 6
+    mtu = {("sim-node1", "web", "from-pod"): float(frag)}
+    got = settle(prom, 'sum by (node, workload, direction) (netdrop_drops_total{category="mtu"})',
+                 ("node", "workload", "direction"), mtu)
+    assert got == mtu
+    # Each agent counts its own node only: node2's agent never saw node1's pods.
+    assert not prom.query('netdrop_drops_total{node="sim-node2", namespace="default"}')
+    # Both agents healthy, as Prometheus sees them and on /healthz.
+    assert prom.values("up", "instance") == {(f"127.0.0.1:{p}",): 1.0 for _, p in agents.values()}
+    for _, port in agents.values():
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok: programs attached, counters readable\n")
+        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert status == 200 and check.returncode == 0, check.stdout + check.stderr
+
+    # Every panel of the dashboard runs on this Prometheus and returns series.
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+    assert len(exprs) >= 6
+    for title, expr in exprs:
+        promql = expr.replace("$__rate_interval", "1m").replace("$node", ".*").replace("$namespace", ".*")
+        assert prom.query(promql), f"panel {title!r}: {promql} returned no series"
+
+
+def test_sigterm_ends_serve_within_2s_with_its_port_closed(node, netdrop):
+    port = free_port()
+    agent = Agent("serve", "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(node.kubeconfig),
+                  "--node-netns", node.node1)
+    try:
+        agent.wait_ready()
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        t0 = time.monotonic()
+        agent.stop(settle=0, sig=signal.SIGTERM)
+        took = time.monotonic() - t0
+    finally:
+        agent.kill()
+    assert took < 2.0, f"SIGTERM took {took:.1f} s"
+    assert agent.proc.returncode == 0 and "Traceback" not in agent.stderr, agent.stderr
+    assert "netdrop: stopped:" in agent.stderr
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_port_in_use_fails_at_once_with_one_line(node):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run(NETDROP + ["serve", "--listen", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"netdrop: error: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -1,0 +1,373 @@
+"""serve: netdrop serve, the node agent Prometheus scrapes (a DaemonSet pod on every node).
+
+The BPF program counts every drop in the kernel; the agent never looks at a
+drop in Python. /metrics reads the counter map when scraped (sinks/metrics.py's
+DropCollector), /healthz says whether the programs are attached and the
+counters readable. The main thread only keeps the kernel's pod maps current
+(pods/source.py) and drains the few events the program still sends (one per
+CPU per 100 ms at most, max_event_rate=1: nothing here uses them, and an
+undrained ring buffer would count them as lost).
+
+Lifecycle: the address is bound first (a port in use fails before anything is
+loaded), then the program is compiled while the pod source asks the API; a
+stop signal (SIGINT, SIGTERM, SIGHUP) ends the loop within TICK_SECONDS and the
+HTTP server is shut, then the pod source and the program: within 2 s, nothing left.
+
+With --node-netns (a simulated node sharing this kernel with others) the
+agent counts only that node's drops: its namespace and its pods' (filter maps
+kept current with the pods); on a real node everything is the node's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from .env import Environment
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .kernel.loader import Tracer
+    from .pods.attribute import Attribution
+    from .pods.kube import PodInfo
+    from .pods.source import PodSource
+    from .sinks.metrics import DropCollector
+
+# Prometheus's list of default exporter ports has no room left in 9100-9999;
+# new exporters are given ports above 10000. Kubernetes itself uses 10248-10259
+# on every node (kubelet, kube-proxy, scheduler, controller manager).
+DEFAULT_PORT = 10303
+DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
+TICK_SECONDS = 0.5          # pod maps brought up to date, stop looked at
+STALL_SECONDS = 10.0        # /healthz fails when the main loop has not ticked for this long
+TRIM_SECONDS = 10.0
+MAX_CLIENTS = 8             # requests served at once; more are closed at once (memory bounded)
+REQUEST_SECONDS = 10.0      # a client must send its request within this
+CLOSE_WAIT_SECONDS = 1.0    # at the end, a scrape in flight gets this long before the program goes
+SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(text: str) -> Listen:
+    """ADDR:PORT, [V6ADDR]:PORT or :PORT (every address); addresses only, never a name to resolve."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise UserError(f"--listen {text!r}: expected ADDR:PORT, e.g. 0.0.0.0:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise UserError(f"--listen {text!r}: brackets are for IPv6 addresses")
+    elif ":" in host:
+        raise UserError(f"--listen {text!r}: an IPv6 address goes in brackets, e.g. [::1]:{DEFAULT_PORT}")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UserError(f"--listen {text!r}: {host!r} is not an IP address") from None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UserError(f"--listen {text!r}: the port must be a number from 1 to 65535")
+    return Listen(host, int(port_text))
+
+
+# ---------------------------------------------------------------- HTTP
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True           # a stuck client never holds the exit
+    request_queue_size = 16
+
+    def __init__(self, listen: Listen, agent: Agent) -> None:
+        self.address_family = listen.family
+        self.agent = agent
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__((listen.host, listen.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)      # too many at once: closed, nothing kept for it
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = REQUEST_SECONDS
+    server_version = "netdrop"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        agent = self.server.agent
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            try:
+                body, ctype = agent.scrape(self.headers.get("Accept"))
+            # A failed read of the kernel's maps (the program going away at the end):
+            # one line to the scraper, the agent goes on.
+            except Exception as exc:  # noqa: BLE001
+                self._reply(500, f"netdrop: cannot read the counters: {exc}\n".encode())
+                return
+            self._reply(200, body, ctype)
+        elif path == "/healthz":
+            ok, why = agent.health()
+            self._reply(200 if ok else 503, f"{why}\n".encode())
+        elif path == "/":
+            self._reply(200, b"netdrop serve: /metrics (Prometheus), /healthz\n")
+        else:
+            self._reply(404, b"not found: /metrics or /healthz\n")
+
+    def _reply(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with suppress(OSError):     # the scraper left
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        """No line per request: a scrape every 15 s would fill the log."""
+
+
+# ---------------------------------------------------------------- the agent
+
+class Agent:
+    """What the HTTP threads ask: the metrics and the health, from the loaded program."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector: DropCollector | None = None
+        self.tracer: Tracer | None = None
+        self.state = "starting: loading the BPF program"
+        self.beat = time.monotonic()
+
+    def scrape(self, accept: str | None) -> tuple[bytes, str]:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, ctype = choose_encoder(accept or "")
+        return encoder(self.registry), ctype
+
+    def health(self) -> tuple[bool, str]:
+        tracer = self.tracer
+        if tracer is None or self.collector is None:
+            return False, self.state
+        if not any(h.attached and h.name.startswith("tracepoint skb:kfree_skb") for h in tracer.hooks):
+            return False, "the skb:kfree_skb tracepoint is not attached"
+        try:
+            with self.collector.lock:
+                if self.tracer is None:
+                    return False, self.state
+                tracer.stats({})       # the per-CPU state map: a cheap read of the program's maps
+        # bcc raises bare Exception for a failed map read
+        except Exception as exc:  # noqa: BLE001
+            return False, f"the counters cannot be read: {exc}"
+        stalled = time.monotonic() - self.beat
+        if stalled > STALL_SECONDS:
+            return False, f"the agent's loop has not run for {stalled:.0f} s: pod maps are not kept current"
+        return True, "ok: programs attached, counters readable"
+
+    def detach(self, close: Callable[[], None]) -> None:
+        """Close the program once no scrape reads it (a scrape in flight gets CLOSE_WAIT_SECONDS)."""
+        collector = self.collector
+        got = collector.lock.acquire(timeout=CLOSE_WAIT_SECONDS) if collector is not None else False
+        try:
+            self.state = "stopping"
+            self.tracer = None
+            close()
+        finally:
+            if got and collector is not None:
+                collector.lock.release()
+
+
+class Workloads:
+    """The workload label of a pod, from the pod source's current API pods (by uid)."""
+
+    def __init__(self, pods: Callable[[], list[PodInfo] | None]) -> None:
+        self._pods = pods
+        self._list: list[PodInfo] | None = None
+        self._by_uid: dict[str, PodInfo] = {}
+
+    def __call__(self, who: Attribution) -> str:
+        from .pods.workload import workload_of
+
+        pod = who.pod
+        if pod is None or pod.name is None:
+            return ""
+        pods = self._pods()
+        if pods is not self._list:      # the source swaps in a new list on every change
+            self._list = pods
+            self._by_uid = {p.uid: p for p in pods or ()}
+        info = self._by_uid.get(pod.uid or "")
+        return workload_of(info).name if info is not None else pod.name
+
+
+def _api_pods(source: PodSource) -> list[PodInfo] | None:
+    # The API's pods of this node as the source last received them (the list
+    # PodIndex was built from). TODO(source.py): a public accessor.
+    return source._pods
+
+
+def live_pods(source: PodSource) -> set[int] | None:
+    """Ids of the pods the node has now; None when the API does not answer (then nothing expires)."""
+    index = source.current()
+    if index is None or source.kube is None:
+        return None
+    return set(index.by_netns.values()) | set(index.hostports.values())
+
+
+def node_scope(source: PodSource) -> frozenset[int] | None:
+    """The namespaces whose drops are this node's: None on a real node (all of
+    them); with --node-netns, the node's namespace and its pods' sandboxes."""
+    node = source.scanner.node_inode
+    if node == os.stat("/proc/self/ns/net").st_ino:
+        return None
+    index = source.current()
+    pods = {info.inode for info in index.snapshot.pod_like()} if index is not None else set()
+    return frozenset({node} | pods)
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    from .explain.explainer import ct_stats
+    from .kernel.decode import Decoder
+    from .kernel.facts import Kallsyms
+    from .kernel.filters import Filters
+    from .kernel.loader import Tracer, release_free_memory
+    from .pods.kube import Selection
+    from .pods.nodeview import HOST_NETNS
+    from .pods.source import PodSource
+    from .session import SIGNALS, ExitStatus, Pending, info, kernel_facts, require_root, warn
+    from .sinks.metrics import AgentState, DropCollector, Series
+
+    listen = parse_listen(args.listen)
+    if args.max_series < 1:
+        raise UserError("--max-series must be 1 or more")
+    require_root(env)
+    facts = kernel_facts(args, env)
+    agent = Agent()
+    try:
+        server = _Server(listen, agent)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    served = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="netdrop-http", daemon=True)
+    say = functools.partial(warn, env)
+
+    def stop_serving() -> None:
+        if served.is_alive():
+            server.shutdown()
+        server.server_close()
+
+    with ExitStack() as stack:
+        stack.callback(stop_serving)
+        served.start()
+        pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
+                                         warn=say))
+        tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say)
+        stack.callback(agent.detach, tracer.close)
+        source = pods.result()
+        stack.callback(source.stop)
+        if not source.attributing:
+            info(env, f"pods: {source.describe()}")
+        source.apply(tracer)
+        scope = node_scope(source)
+        if scope is not None:
+            tracer.set_filters(Filters(netns=scope))
+        source.start()
+        tracer.start_counting()
+        node = args.node or source.node_name or socket.gethostname()
+        decoder = Decoder(facts.reasons, Kallsyms.load(), has_reason=facts.has_reason)
+        node_path = None if scope is None else source.scanner.node_path
+        ct_cache: list[Any] = [float("-inf"), None]
+
+        def conntrack() -> dict[str, int] | None:
+            # /proc/net/stat/nf_conntrack of the node's namespace; inside another
+            # namespace that is a process (nsenter cat): at most once a second.
+            now = time.monotonic()
+            if now - ct_cache[0] >= 1.0:
+                ct_cache[:] = [now, ct_stats(node_path)]
+            got: dict[str, int] | None = ct_cache[1]
+            return got
+
+        def state(counts: Any) -> AgentState:
+            stats = tracer.stats(counts)
+            return AgentState(events_lost=stats.lost, ungrouped=stats.counter_full,
+                              hooks=tuple((h.name, h.attached) for h in tracer.hooks), conntrack=conntrack())
+
+        def attribute(tag: int) -> Attribution:
+            from .pods.attribute import NO_POD
+
+            index = source.current()
+            return index.attribute_tag(tag) if index is not None else NO_POD
+
+        series = Series(decoder, attribute, Workloads(lambda: _api_pods(source)), args.max_series, args.series_ttl)
+        collector = DropCollector(node, series, tracer.counts, state, lambda: live_pods(source),
+                                  version=_version(), kernel=facts.release)
+        agent.registry.register(collector)
+        _process_metrics(agent.registry)
+        agent.collector, agent.tracer = collector, tracer
+        agent.beat = time.monotonic()
+        SIGNALS.tracing()
+        info(env, f"serving http://{listen}/metrics and /healthz for node {node}; "
+                  f"pods: {source.describe()}; Ctrl-C to stop")
+        next_trim = time.monotonic()
+        while not SIGNALS.stop.is_set():
+            tracer.poll(int(TICK_SECONDS * 1000), 256)      # sampled events, unused: drained
+            now = time.monotonic()
+            source.apply(tracer)
+            new_scope = node_scope(source) if scope is not None else None
+            if new_scope is not None and new_scope != scope:
+                scope = new_scope
+                tracer.set_filters(Filters(netns=scope))
+            agent.beat = now
+            if now >= next_trim:
+                release_free_memory()
+                next_trim = now + TRIM_SECONDS
+        info(env, f"stopped: {collector.scrapes} scrapes served, {len(series)} series")
+    return ExitStatus.OK
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("netdrop")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _process_metrics(registry: Any) -> None:
+    """process_cpu_seconds_total, process_resident_memory_bytes, ...: the agent's own cost."""
+    from prometheus_client import ProcessCollector
+
+    ProcessCollector(registry=registry)
