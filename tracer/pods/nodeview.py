@@ -551,14 +551,16 @@ class NodeScanner:
         self.node_path = path
         self.run_dir = run_dir
         self.table = NodeTable(self.node_inode)
-        self._node: Rtnl | None = None     # kept open between rounds; close() closes it
+        self._node: Rtnl | None = None     # with keep_open, kept between rounds until close()
+        self.keep_open = False
         self._scans = 0
         self.reads = 0          # namespaces read inside, for the benchmark and tests
 
     # -- I/O helpers --
     @contextlib.contextmanager
     def _node_rtnl(self) -> Iterator[Rtnl]:
-        """The node's netlink socket, opened once; closed on any error (the next round opens a new one)."""
+        """The node's netlink socket: with keep_open (a PodSource following the node) opened
+        once, else for this call only (doctor's one scan); closed on any error."""
         if self._node is None:
             self._node = Rtnl(self.node_path)
         try:
@@ -566,6 +568,8 @@ class NodeScanner:
         except BaseException:
             self.close()
             raise
+        if not self.keep_open:
+            self.close()
 
     def close(self) -> None:
         if self._node is not None:

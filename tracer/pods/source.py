@@ -191,6 +191,7 @@ class PodSource:
                       f"{FALLBACK_SECONDS:g} s instead")
             events = None
         self._events = events
+        self.scanner.keep_open = True      # one node socket for every round; closed below
         try:
             self._follow(events)
         finally:
