@@ -86,7 +86,7 @@ def parse_listen(text: str) -> Listen:
         ipaddress.ip_address(host)
     except ValueError:
         raise UserError(f"--listen {text!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not 0 < int(port_text) < 65536:
         raise UserError(f"--listen {text!r}: the port must be a number from 1 to 65535")
     return Listen(host, int(port_text))
 
@@ -253,7 +253,10 @@ def node_scope(source: PodSource) -> frozenset[int] | None:
     if node == os.stat("/proc/self/ns/net").st_ino:
         return None
     index = source.current()
-    pods = {info.inode for info in index.snapshot.pod_like()} if index is not None else set()
+    # The pods' sandboxes as the index joined them with the API's pods: not
+    # every namespace with a veth into the node (another simulated node's
+    # underlay link is one too).
+    pods = set(index.by_netns) if index is not None else set()
     return frozenset({node} | pods)
 
 
