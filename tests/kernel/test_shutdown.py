@@ -137,7 +137,9 @@ def test_capture_stopped_during_a_storm_writes_its_summary(netdrop, node, tmp_pa
     assert "stopped early" in json.dumps(summary)
     assert "wrote " in nd.stderr and "Traceback" not in nd.stderr
     lines = (out / "events.jsonl").read_text().splitlines()
-    assert lines and all(json.loads(line)["dport"] == 9999 for line in lines)
+    # The storm's drops; db's own benign ones (router solicitations nobody joined) may come too.
+    storm_events = [e for e in map(json.loads, lines) if not e["benign"]]
+    assert storm_events and all(e["dport"] == 9999 for e in storm_events)
 
 
 def _holders(prefix: str) -> list[int]:
