@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +37,8 @@ from .env import Environment
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from .kernel.loader import Tracer
     from .pods.attribute import Attribution
     from .pods.kube import PodInfo
@@ -164,19 +166,28 @@ class Agent:
     """What the HTTP threads ask: the metrics and the health, from the loaded program."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import ProcessCollector
 
-        self.registry = CollectorRegistry(auto_describe=False)
+        # process_cpu_seconds_total, process_resident_memory_bytes, ...: the agent's own cost.
+        self.process = ProcessCollector(registry=None)
         self.collector: DropCollector | None = None
         self.tracer: Tracer | None = None
         self.state = "starting: loading the BPF program"
         self.beat = time.monotonic()
 
     def scrape(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition in the format the scraper asked for (Prometheus asks for
+        OpenMetrics first, text 0.0.4 otherwise)."""
         from prometheus_client.exposition import choose_encoder
 
         encoder, ctype = choose_encoder(accept or "")
-        return encoder(self.registry), ctype
+        families = list(self.process.collect())
+        drops = b""
+        collector = self.collector
+        if collector is not None:
+            drops, others = collector.render(openmetrics=ctype.startswith("application/openmetrics"))
+            families = others + families
+        return drops + encoder(_Families(families)), ctype
 
     def health(self) -> tuple[bool, str]:
         tracer = self.tracer
@@ -208,6 +219,16 @@ class Agent:
         finally:
             if got and collector is not None:
                 collector.lock.release()
+
+
+class _Families:
+    """Metric families already read, in the shape prometheus_client's encoders take (a registry)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
 class Workloads:
@@ -336,8 +357,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         series = Series(decoder, attribute, Workloads(lambda: _api_pods(source)), args.max_series, args.series_ttl)
         collector = DropCollector(node, series, tracer.counts, state, lambda: live_pods(source),
                                   version=_version(), kernel=facts.release)
-        agent.registry.register(collector)
-        _process_metrics(agent.registry)
         agent.collector, agent.tracer = collector, tracer
         agent.beat = time.monotonic()
         SIGNALS.tracing()
@@ -367,10 +386,3 @@ def _version() -> str:
         return version("netdrop")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _process_metrics(registry: Any) -> None:
-    """process_cpu_seconds_total, process_resident_memory_bytes, ...: the agent's own cost."""
-    from prometheus_client import ProcessCollector
-
-    ProcessCollector(registry=registry)

@@ -210,3 +210,40 @@ def test_exposition_of_hostile_pod_names_stays_one_line_each():
     fams = list(text_string_to_metric_families(text))
     pods = [s.labels["pod"] for f in fams if f.name == "netdrop_drops" for s in f.samples]
     assert pods == ['evil"}\nnetdrop_drops_total{pod="x']
+
+
+def test_the_fast_rendering_says_what_prometheus_client_would_in_both_formats():
+    """render() writes the drop series itself (speed): parsed back, the same
+    families and samples as prometheus_client's own encoders give, hostile
+    names included; the OpenMetrics text ends with its # EOF."""
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+
+    from tracer.serve import Agent
+
+    PODS[9] = PodRef("default", 'evil"}\\\nx', "u9", "n1")
+    try:
+        counts = {key(2, 0x10, tag(9, IN_POD)): 1, key(4, 0x30): 7, key(2, 0x10, tag(1, FROM_POD)): 3}
+        s = series()
+        c = DropCollector("node-a", s, lambda: counts,
+                          lambda k: AgentState(0, 0, (("tracepoint skb:kfree_skb", True),), None), lambda: None,
+                          "0.1.0", "6.18")
+        agent = Agent()
+        agent.collector = c
+        for accept, parse in (("text/plain", text_string_to_metric_families),
+                              ("application/openmetrics-text;version=1.0.0", om_families)):
+            body, ctype = agent.scrape(accept)
+            encoder, _ = choose_encoder(accept)
+            reg = CollectorRegistry(auto_describe=False)
+            reg.register(c)
+            reference = encoder(reg).decode()
+
+            def samples(text, parse=parse):
+                return sorted((smp.name, tuple(sorted(smp.labels.items())), smp.value)
+                              for f in parse(text) if f.name.startswith("netdrop") for smp in f.samples)
+            assert samples(body.decode()) == samples(reference)
+            assert len([x for x in samples(body.decode()) if x[0] == "netdrop_drops_total"]) == 3
+            if "openmetrics" in accept:
+                assert body.decode().endswith("# EOF\n") and body.decode().count("# EOF") == 1
+    finally:
+        del PODS[9]

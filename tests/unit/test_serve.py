@@ -84,7 +84,6 @@ def load(a):
     collector = DropCollector("node-a", Series(Names(), lambda tag: NO_POD, lambda who: ""), tracer.counts,
                               lambda counts: AgentState(0, 0, (("tracepoint skb:kfree_skb", True),), None),
                               lambda: None, "0.1.0", "6.18")
-    a.registry.register(collector)
     a.collector, a.tracer = collector, tracer
     return tracer
 
@@ -118,8 +117,9 @@ def test_metrics_are_read_when_scraped(agent):
     load(agent)
     status, body = get(agent.url + "/metrics")
     assert status == 200
-    assert ('netdrop_drops_total{benign="false",category="no-socket",direction="",namespace="",node="node-a",'
-            'pod="",reason="NO_SOCKET",workload=""} 42.0') in body
+    assert ('netdrop_drops_total{node="node-a",namespace="",pod="",workload="",direction="",category="no-socket",'
+            'reason="NO_SOCKET",benign="false"} 42\n') in body
+    assert "process_resident_memory_bytes" in body
     assert agent.collector.scrapes == 1
     assert get(agent.url + "/nothing")[0] == 404
 
