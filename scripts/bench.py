@@ -156,6 +156,7 @@ class Result:
     bare: Prog
     generators: int
     pods: bool
+    json_sink: bool = True
 
     @property
     def drops(self) -> int:
@@ -172,10 +173,12 @@ class Result:
 
 
 def run(drops: int, generators: int, seconds: float, max_event_rate: int | None = None,
-        pods: bool = False) -> Result:
+        pods: bool = False, json_sink: bool = True) -> Result:
     """One storm. pods=False: in a namespace of its own, `watch --netns` it.
     pods=True: inside pod db of a simulated node with its API, `watch -A`, so
-    every drop is looked up in the pod maps and attributed."""
+    every drop is looked up in the pod maps and attributed. json_sink=False:
+    the console view (to /dev/null, redrawn on its tick) instead of a JSON
+    line per event: the pipeline's own cost per event, without a sink's."""
     cleanup: Callable[[], object]
     if pods:
         from tracer.lab import node as lab
@@ -198,7 +201,8 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         wait_line(bare.stdout, "bpftrace", "Attaching")
         bare_ids = held_progs(bare.pid)
         rate = [] if max_event_rate is None else ["--max-event-rate", str(max_event_rate)]
-        nd = subprocess.Popen(NETDROP + ["watch", "--json", *watch_args, *rate], stdout=subprocess.DEVNULL,
+        nd = subprocess.Popen(NETDROP + ["watch", *(["--json"] if json_sink else []), *watch_args, *rate],
+                              stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         procs.append(nd)
         wait_line(nd.stderr, "netdrop", "netdrop: tracing")
@@ -236,7 +240,8 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
     counted, delivered, lost, sampled = (int(x.replace(",", "")) for x in m.groups())
     # The storm's own group (other drops may share the namespace: IPv6 router solicitations ...).
     storm = re.search(r"counted ([\d,]+) no-socket NO_SOCKET at __udp4_lib_rcv", nd_out)
-    storm_count = int(storm.group(1).replace(",", "")) if storm else 0
+    # Without --json netdrop prints no group lines: then every drop it counted stands for the storm's.
+    storm_count = int(storm.group(1).replace(",", "")) if storm else 0 if json_sink else counted
     bare_m = re.search(r"@: (\d+)", bare_out)
     nd_delta, bare_delta = delta(n0, n1), delta(b0, b1)
     return Result(
@@ -248,7 +253,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         netdrop_progs=tuple(Prog(labels[i], d.time_ns, d.runs) for i, d in sorted(nd_delta.items())),
         bare=Prog("bpftrace kfree_skb", sum(d.time_ns for d in bare_delta.values()),
                   sum(d.runs for d in bare_delta.values())),
-        generators=generators, pods=pods,
+        generators=generators, pods=pods, json_sink=json_sink,
     )
 
 
@@ -260,6 +265,7 @@ def report(r: Result, markdown: bool) -> str:
     rate = r.sent / r.seconds
     rows = [
         ("attribution", "pods looked up and named (watch -A)" if r.pods else "off (watch --netns)"),
+        ("sink", "JSON lines to /dev/null (--json)" if r.json_sink else "console to /dev/null: no per-event sink"),
         ("drops generated", f"{r.sent:,} in {r.seconds:.2f} s = {rate:,.0f}/s ({r.generators} sender(s))"),
         ("kernel counter (UdpNoPorts)", f"{r.kernel_drops:,}"),
         ("netdrop counted, NO_SOCKET at __udp4_lib_rcv", f"{r.storm_counted:,} "
@@ -453,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-event-rate", type=int, default=None, help="passed to netdrop watch (0: no limit)")
     p.add_argument("--pods", action="store_true", help="storm inside a simulated pod, watched with -A")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--no-json", action="store_true", help="watch's console instead of --json: no per-event sink")
     p.add_argument("--replay", type=int, metavar="EVENTS", default=None,
                    help="no kernel: replay EVENTS recorded raw events per scenario through the pipeline in-process")
     p.add_argument("--repeats", type=int, default=5, help="with --replay: runs per scenario, the best is shown")
@@ -466,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2
-    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods)
+    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json)
     print(report(r, a.markdown))
     return 0 if r.storm_counted == r.kernel_drops else 1
 

@@ -273,6 +273,10 @@ class Tracer:
         None: until the ring is empty, which under a drop storm is never."""
         self._batch = None if max_events is None else max(1, max_events)
         self.bpf.ring_buffer_poll(timeout_ms)
+        if not self._events:
+            # The program wakes the reader for one event in 64 (bpf/netdrop.c,
+            # wakeup_flags): the others are in the ring, unannounced.
+            self.bpf.ring_buffer_consume()
         out, self._events = self._events, []
         return out
 
