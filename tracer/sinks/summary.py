@@ -108,6 +108,83 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
     }
 
 
+# ---------------------------------------------------------------- several nodes
+
+def merge(parts: list[Summary]) -> Summary:
+    """Captures of several nodes as one summary: overall (every group, flow and
+    verdict of all nodes, each group with its node; totals added up; the
+    timeline added second by second) with each node's own summary in "nodes".
+    render() shows both: overall first, then each node."""
+    if len(parts) == 1:
+        return parts[0]
+    nodes = [_node(p) for p in parts]
+    groups = [{**g, "node": node, "netns_name": f"{node}: {g['netns_name'] or g['netns']}"}
+              for node, p in zip(nodes, parts, strict=True) for g in p["groups"]]
+    groups.sort(key=lambda g: -g["count"])
+    flows = [{**f, "node": node} for node, p in zip(nodes, parts, strict=True) for f in p["top_flows"]]
+    flows.sort(key=lambda f: -f["events"])
+    by_category: dict[str, int] = {}
+    by_pod: dict[str, int] = {}
+    for p in parts:
+        for c, n in p["by_category"].items():
+            by_category[c] = by_category.get(c, 0) + n
+        for label, n in p["by_pod"].items():
+            by_pod[label] = by_pod.get(label, 0) + n
+    seconds: dict[str, dict[str, int]] = {}
+    for p in parts:
+        for row in p["timeline"]:
+            acc = seconds.setdefault(row["second"], {})
+            for c, n in row.items():
+                if c != "second" and isinstance(n, int):
+                    acc[c] = acc.get(c, 0) + n
+    starts = [p["window"]["start"] for p in parts]
+    ends = [p["window"]["end"] for p in parts]
+    start, end = min(starts), max(ends)
+    t0, t1 = _parse_time(start), _parse_time(end)
+    span = (t1 - t0).total_seconds() if t0 is not None and t1 is not None else 0.0
+    seconds_longest = max(p["window"]["seconds"] for p in parts)
+    totals: dict[str, Any] = {}
+    for key in parts[0]["totals"]:
+        values = [p["totals"].get(key) for p in parts]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            totals[key] = sum(values)
+        elif key == "events_file_error":
+            totals[key] = "; ".join(f"{n}: {v}" for n, v in zip(nodes, values, strict=True) if v) or None
+        else:
+            totals[key] = None
+    return {
+        "netdrop": "capture",
+        "window": {"start": start, "end": end, "seconds": round(max(span, seconds_longest), 3),
+                   "ended": "; ".join(dict.fromkeys(p["window"]["ended"] for p in parts))},
+        "node": {"hostname": ", ".join(dict.fromkeys(p["node"]["hostname"] for p in parts)),
+                 "kubernetes_node": f"{len(parts)} nodes ({', '.join(nodes)})",
+                 "kernel": ", ".join(dict.fromkeys(p["node"]["kernel"] for p in parts))},
+        # A hook counts as attached overall only where it was on every node.
+        "hooks": [{**h, "attached": all(any(o["name"] == h["name"] and o["attached"] for o in p["hooks"])
+                                        for p in parts)} for h in parts[0]["hooks"]],
+        "filters": [f"{n}: {f}" for n, p in zip(nodes, parts, strict=True) for f in p["filters"]],
+        "pods": "; ".join(f"{n}: {p['pods']}" for n, p in zip(nodes, parts, strict=True) if p["pods"]) or None,
+        "totals": totals,
+        "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1])),
+        "by_pod": dict(sorted(by_pod.items(), key=lambda kv: -kv[1])),
+        "verdicts": _verdicts(groups),
+        "notices": [f"{n}: {x}" for n, p in zip(nodes, parts, strict=True) for x in p.get("notices", [])],
+        "groups": groups,
+        "top_flows": flows,
+        "top_flows_exact": all(p.get("top_flows_exact", True) for p in parts),
+        "top_flows_capacity": sum(p.get("top_flows_capacity") or 0 for p in parts),
+        "timeline": [{"second": sec, **c} for sec, c in sorted(seconds.items())],
+        "nodes": parts,
+    }
+
+
+def _parse_time(iso: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+
+
 BENIGN_VERDICT = "expected on a healthy node, nothing to fix (docs/benign.md)"
 
 
@@ -300,12 +377,14 @@ def to_csv(s: Summary) -> str:
         return csv_cell(text or "")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["pod_namespace", "pod_name", "direction", "netns", "netns_name", "category", "reason",
-                "location", "drops", "rate_per_s", "first_seen", "last_seen", "events", "hint", "benign",
-                "peer_namespace", "peer_name", "peer_direction"])
+    several = "nodes" in s      # merge(): each row says its node
+    w.writerow([*(["node"] if several else []), "pod_namespace", "pod_name", "direction", "netns", "netns_name",
+                "category", "reason", "location", "drops", "rate_per_s", "first_seen", "last_seen", "events", "hint",
+                "benign", "peer_namespace", "peer_name", "peer_direction"])
     for g in s["groups"]:
         pod, peer = g["pod"] or {}, g.get("peer") or {}
-        w.writerow([cell(pod.get("namespace")), cell(pod.get("name")), cell(g["direction"]), g["netns"],
+        w.writerow([*([cell(g.get("node"))] if several else []), cell(pod.get("namespace")), cell(pod.get("name")),
+                    cell(g["direction"]), g["netns"],
                     cell(g["netns_name"]), cell(g["category"]), cell(g["reason"]), cell(g["location"]), g["count"],
                     g["rate_per_s"], cell(g["first_seen"]), cell(g["last_seen"]), g["events"], cell(g["hint"]),
                     "true" if g.get("benign") else "false", cell(peer.get("namespace")), cell(peer.get("name")),
@@ -475,8 +554,20 @@ th {{ background: #f3f3f3; }}
 {table("flows", FLOW_HEADER, _flow_rows(s, show_benign))}
 {flows_note}
 <p class="meta">{e(_footer(s))} Hooks: {e(hooks)}.</p>
+{"".join(_html_node(p, i, show_benign) for i, p in enumerate(s.get("nodes", [])))}
 </body></html>
 """
+
+
+def _html_node(s: Summary, i: int, show_benign: bool) -> str:
+    """One node's part of a page of several (merge()): its headline, verdicts and groups."""
+    e = html_text
+    verdicts = "".join(f"<li><b>{e(_verdict_label(v))}</b>" + "<br>".join(e(line) for line in _verdict_lines(v))
+                       + "</li>" for v in _shown(s["verdicts"], show_benign)) or "<li>no drops in the window</li>"
+    head = "".join(f"<th>{e(h)}</th>" for h in GROUP_HEADER)
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _group_rows(s, show_benign))
+    return (f'<section id="node-{i}"><h2>Node {e(_node(s))}</h2><p class="headline">{e(_headline(s))}</p>'
+            f"<ul>{verdicts}</ul><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></section>")
 
 
 def render(s: Summary, fmt: str, width: int | None = None, show_benign: bool = False) -> str:
@@ -485,13 +576,15 @@ def render(s: Summary, fmt: str, width: int | None = None, show_benign: bool = F
     if fmt == "json":
         # ensure_ascii (the default): control characters and all non-ASCII as \u escapes.
         return json.dumps(s, indent=2) + "\n"
-    if fmt == "markdown":
-        return to_markdown(s, show_benign)
     if fmt == "csv":
-        return to_csv(s)
+        return to_csv(s)    # several nodes: a node column
     if fmt == "html":
         return to_html(s, show_benign)
-    return to_table(s, width, show_benign)
+    # Several nodes (merge()): overall first, then each node on its own.
+    parts = [s, *s.get("nodes", [])]
+    if fmt == "markdown":
+        return "\n".join(to_markdown(p, show_benign) for p in parts)
+    return "\n".join(to_table(p, width, show_benign) for p in parts)
 
 
 # ---------------------------------------------------------------- reading summary.json back
