@@ -319,7 +319,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                                          warn=say))
         tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say)
         stack.callback(agent.detach, tracer.close)
-        source = pods.result()
+        try:
+            source = pods.result()
+        except OSError as exc:    # the node's namespace unreadable (no CAP_SYS_ADMIN for setns, ...)
+            raise UserError(f"cannot read the node's network namespace: {exc}") from None
         stack.callback(source.stop)
         if not source.attributing:
             info(env, f"pods: {source.describe()}")
@@ -330,7 +333,11 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         source.start()
         tracer.start_counting()
         node = args.node or source.node_name or socket.gethostname()
-        decoder = Decoder(facts.reasons, Kallsyms.load(), has_reason=facts.has_reason)
+        kallsyms = Kallsyms.load()
+        if not kallsyms.usable:
+            say("/proc/kallsyms hides addresses (kptr_restrict, or no CAP_SYSLOG): drop locations cannot be named, "
+                "and categories that depend on them are not told apart")
+        decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
         node_path = None if scope is None else source.scanner.node_path
         ct_cache: list[Any] = [float("-inf"), None]
 
