@@ -131,6 +131,36 @@ def test_set_node_veths_reports_the_namespaces_whose_host_side_changed():
     assert t.set_node_veths({}) == {101}
 
 
+def test_dropped_names_leave_namespaces_without_a_name_lost_unless_a_process_holds_them():
+    t = NodeTable(NODE)
+    t.add_found({101: where("cni-a"), 102: {"path": "/run/netns/cni-b", "names": ["cni-b", "alias"], "pids": []},
+                 103: {"path": "/run/netns/cni-c", "names": ["cni-c"], "pids": [42]}}, now=0.0)
+    assert t.drop_names({"cni-a", "cni-b", "cni-c"}, now=1.0) == {101, 103}
+    assert t.found[102]["names"] == ["alias"] and t.found[103]["path"] == "/proc/42/ns/net"
+
+
+def inotify_event(mask: int, name: str) -> bytes:
+    raw = name.encode() + b"\0"
+    raw += bytes(-len(raw) % 16)
+    return struct.pack("=iIII", 1, mask, 0, len(raw)) + raw
+
+
+def test_inotify_events_give_the_names_made_and_removed():
+    changes = Changes()
+    nv.parse_inotify(inotify_event(nv.IN_CREATE, "cni-a") + inotify_event(nv.IN_DELETE, "cni-b")
+                     + inotify_event(nv.IN_MOVED_TO, "cni-c"), changes)
+    assert changes.created == {"cni-a", "cni-c"} and changes.deleted == {"cni-b"} and not changes.names
+    nv.parse_inotify(struct.pack("=iIII", -1, nv.IN_Q_OVERFLOW, 0, 0), changes)
+    assert changes.names
+
+
+@given(st.binary(max_size=256))
+def test_inotify_parser_survives_any_input(data):
+    changes = Changes()
+    nv.parse_inotify(data, changes)
+    assert all(isinstance(n, str) for n in changes.created | changes.deleted)
+
+
 def test_node_namespace_is_never_one_of_the_pods():
     t = NodeTable(NODE)
     assert t.add_found({NODE: where("node")}, now=0.0) == set()
@@ -199,6 +229,14 @@ def test_bridge_and_ipv6_link_messages_are_not_news_of_the_veth():
                     + nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_INET6)),
                     changes)
     assert changes.links == {} and not changes
+
+
+def test_a_new_veths_link_local_address_is_no_news_of_the_nodes_addresses():
+    changes = Changes()
+    nv.parse_events(nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1c2d:3eff:fe4f:5a6b")), changes)
+    assert not changes.addrs
+    nv.parse_events(nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET, "192.168.1.7")), changes)
+    assert changes.addrs
 
 
 def test_a_link_message_too_short_is_lost_notifications():

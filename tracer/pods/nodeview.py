@@ -57,7 +57,8 @@ EVENT_RCVBUF = 4 << 20              # a burst of pod churn must not overflow (EN
 NETLINK_TIMEOUT = 1.0   # seconds: the kernel answers at once; a lost answer must not stall a scan
 NSID_TIMEOUT = NETLINK_TIMEOUT
 # inotify (include/uapi/linux/inotify.h)
-IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO = 0x100, 0x200, 0x40, 0x80
+IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW = 0x100, 0x200, 0x40, 0x80, 0x4000
+MAX_FRESH_NAMES = 4096   # /run/netns names created lately, remembered at most
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -178,31 +179,30 @@ def parse_link(body: bytes) -> tuple[int, Veth | None] | None:
 
 
 def parse_addr(body: bytes) -> str | None:
-    """IFA_ADDRESS of an RTM_NEWADDR body, as text; None if absent or malformed."""
+    """IFA_ADDRESS of an RTM_NEWADDR body, as text, if others can reach it by it:
+    None for loopback and link-local (every host veth has an fe80:: address: a
+    node's dump holds hundreds, and each new pod notifies one), absent or malformed.
+    Those are told from the raw bytes, before any text is made."""
     if len(body) < IFADDRMSG:
         return None
     family = body[0]
     raw = attrs(body, IFADDRMSG).get(IFA_ADDRESS)
-    try:
-        if family == socket.AF_INET and raw is not None and len(raw) == 4:
-            return socket.inet_ntop(socket.AF_INET, raw)
-        if family == socket.AF_INET6 and raw is not None and len(raw) == 16:
-            return socket.inet_ntop(socket.AF_INET6, raw)
-    except (OSError, ValueError):
+    if raw is None:
         return None
+    if family == socket.AF_INET and len(raw) == 4:
+        if raw[0] == 127 or raw[:2] == b"\xa9\xfe":                  # 127/8, 169.254/16
+            return None
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if family == socket.AF_INET6 and len(raw) == 16:
+        if raw == bytes(15) + b"\x01" or (raw[0] == 0xFE and raw[1] & 0xC0 == 0x80):     # ::1, fe80::/10
+            return None
+        return str(ipaddress.ip_address(raw))      # the same text as Python's everywhere else (RFC 5952)
     return None
 
 
 def global_ips(addr_msgs: Iterable[NlMsg]) -> tuple[str, ...]:
     """Addresses others can reach it by: all but loopback and link-local."""
-    ips: set[str] = set()
-    for msg in addr_msgs:
-        addr = parse_addr(msg.body)
-        if addr:
-            ip = ipaddress.ip_address(addr)
-            if not (ip.is_loopback or ip.is_link_local):
-                ips.add(str(ip))
-    return tuple(sorted(ips))
+    return tuple(sorted({a for msg in addr_msgs if (a := parse_addr(msg.body))}))
 
 
 def veths_of(link_msgs: Iterable[NlMsg]) -> Veths:
@@ -491,6 +491,21 @@ class NodeTable:
                                   "names": [], "pids": pids}}, now)
         return self.add_found(named, now), lost
 
+    def drop_names(self, names: set[str], now: float) -> set[int]:
+        """/run/netns names deleted: the namespaces left without any (gone, unless a
+        process holds them)."""
+        lost = set()
+        for ino, where in list(self.found.items()):
+            if not any(n in names for n in where["names"]):
+                continue
+            left = [n for n in where["names"] if n not in names]
+            pids = where["pids"]
+            path = where["path"] if left else f"/proc/{pids[0]}/ns/net" if pids else where["path"]
+            self.add_found({ino: {"path": path, "names": left, "pids": pids}}, now)
+            if not left:
+                lost.add(ino)
+        return lost
+
     def read(self, inode: int, ips: tuple[str, ...], veths: Veths, nsid: int | None) -> None:
         """What was read inside a namespace (its addresses, its veths) and the node's id for it."""
         where = self.found.get(inode)
@@ -553,6 +568,7 @@ class NodeScanner:
         self.table = NodeTable(self.node_inode)
         self._node: Rtnl | None = None     # with keep_open, kept between rounds until close()
         self.keep_open = False
+        self._fresh: dict[str, float] = {}      # /run/netns names created lately, not namespaces yet
         self._scans = 0
         self.reads = 0          # namespaces read inside, for the benchmark and tests
 
@@ -632,11 +648,11 @@ class NodeScanner:
 
     # -- incremental --
     def refresh(self, changes: Changes) -> NodeSnapshot:
-        """Only what changes says changed: /run/netns listed again (those gone
-        forgotten), each node veth that came or went (the namespace of its peer
-        read, found by namespace id), the node's addresses; then namespaces CNI
-        is still wiring. /proc is walked only for a veth whose namespace is
-        nowhere else to be found."""
+        """Only what changes says changed: each node veth that came or went (the
+        namespace of its peer read, found by namespace id), the /run/netns names
+        removed (their namespaces forgotten), the node's addresses; then
+        namespaces CNI is still wiring. /proc is walked only for a veth whose
+        namespace is nowhere else to be found."""
         t = self.table
         now = time.monotonic()
         to_read: set[int] = set()
@@ -644,15 +660,33 @@ class NodeScanner:
         with self._node_rtnl() as node:
             if changes.addrs:
                 t.set_node_ips(global_ips(node.dump(RTM_GETADDR)))
-            if changes.names:       # new ones are read once a veth leads into them
-                _new, lost = t.named_listing(named_namespaces(self.run_dir), now)
-                for ino in lost:
-                    if not self._alive(ino):
-                        t.forget(ino)
-            for ifindex, veth in changes.links.items():
+            for ifindex, veth in changes.links.items():     # before names: a pod's veth goes first
                 owners, nsids = t.link(ifindex, veth)
                 to_read |= owners
                 unknown |= nsids
+            for ino in list(to_read):
+                if ino in t.spaces and not self._alive(ino):
+                    t.forget(ino)
+                    to_read.discard(ino)
+            # A pod replaced within one round: the new veth's id may be the old namespace's
+            # (ids and nsfs inodes are both reused), which was just forgotten.
+            unknown |= {v[2] for v in changes.links.values()
+                        if v is not None and v[2] is not None and t.owner_of_nsid(v[2]) is None}
+            # New names wait until a veth leads into them (see _fresh_namespaces); namespaces
+            # left without a name are forgotten unless a process still holds them (a sandbox
+            # unnamed, as Docker leaves one: /proc is walked for those of a pod).
+            for name in changes.created:
+                if len(self._fresh) < MAX_FRESH_NAMES:
+                    self._fresh[name] = now
+            lost = t.drop_names(changes.deleted, now)
+            if changes.names:       # the kernel's inotify queue overflowed: list them all
+                lost |= t.named_listing(named_namespaces(self.run_dir), now)[1]
+            held = {ino for ino in lost if ino in t.spaces and t.spaces[ino].host_veth is not None}
+            if held and not all(self._alive(i) for i in held):
+                t.add_found({i: w for i, w in discover_namespaces(self.run_dir).items() if i in held}, now)
+            for ino in lost:
+                if not self._alive(ino):
+                    t.forget(ino)
             # Ids the kernel gave since we asked: ask the namespaces found lately, then all.
             for lately in (now, None):
                 if not unknown:
@@ -660,19 +694,37 @@ class NodeScanner:
                 self._ask_nsids(node, t.lacking_nsid(lately))
                 to_read |= {o for n in unknown if (o := t.owner_of_nsid(n)) is not None}
                 unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
-            for ino in list(to_read):
-                if ino in t.spaces and not self._alive(ino):
-                    t.forget(ino)
-                    to_read.discard(ino)
             to_read |= t.pending(now)
             self._read(node, to_read)
-            # A veth into a namespace not seen yet: held by a process only, or named
-            # before its bind mount was made. Look for it (the /proc walk: only now).
-            if unknown:
-                new = t.add_found(discover_namespaces(self.run_dir), now)
+            # A veth into a namespace not found yet: named after its inotify event (`ip netns add`
+            # makes the file, then bind-mounts the namespace on it), else held by a process only:
+            # the names made lately, then all of /run/netns, and only then /proc walked.
+            for lister in (self._fresh_namespaces, named_namespaces, discover_namespaces):
+                if not unknown:
+                    break
+                new = t.add_found(lister(self.run_dir), now)
                 self._ask_nsids(node, new)
                 self._read(node, new & t.wired())
+                unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
         return t.snapshot()
+
+    def _fresh_namespaces(self, run_dir: Path) -> dict[int, FoundNetns]:
+        """The namespaces under the /run/netns names created lately (one stat each)."""
+        nsfs, found = _nsfs_dev(), dict[int, FoundNetns]()
+        now = time.monotonic()
+        for name, made in list(self._fresh.items()):
+            if now - made > PENDING_SECONDS:
+                del self._fresh[name]
+                continue
+            entry = os.path.join(str(run_dir), name)
+            try:
+                st = os.stat(entry)
+            except OSError:
+                continue
+            if nsfs is None or st.st_dev == nsfs:
+                found.setdefault(st.st_ino, {"path": entry, "names": [], "pids": []})["names"].append(name)
+                del self._fresh[name]
+        return found
 
     def _ask_nsids(self, node: Rtnl, inodes: Iterable[int]) -> None:
         for ino in inodes:
@@ -692,12 +744,15 @@ class Changes:
 
     links: dict[int, Veth | None] = field(default_factory=dict)   # node ifindex -> veth now (None: gone/not one)
     addrs: bool = False      # the node's own addresses
-    names: bool = False      # /run/netns changed
+    names: bool = False      # /run/netns changes were lost (inotify queue overflow): list it again
+    created: set[str] = field(default_factory=set)     # /run/netns names made
+    deleted: set[str] = field(default_factory=set)     # and removed
     nsids: bool = False      # namespace ids assigned or freed
     overflow: bool = False   # notifications lost: a full scan is due
 
     def __bool__(self) -> bool:
-        return bool(self.links or self.addrs or self.names or self.nsids or self.overflow)
+        return bool(self.links or self.addrs or self.names or self.created or self.deleted or self.nsids
+                    or self.overflow)
 
 
 def parse_events(data: bytes, changes: Changes) -> None:
@@ -716,9 +771,30 @@ def parse_events(data: bytes, changes: Changes) -> None:
             else:
                 changes.links[got[0]] = got[1] if msg.kind == RTM_NEWLINK else None
         elif msg.kind in (RTM_NEWADDR, RTM_DELADDR):
-            changes.addrs = True
+            changes.addrs = changes.addrs or parse_addr(msg.body) is not None   # a veth's fe80:: is no news
         elif msg.kind in (RTM_NEWNSID, RTM_DELNSID):
             changes.nsids = True
+
+
+def parse_inotify(data: bytes, changes: Changes) -> None:
+    """Fold struct inotify_event records (include/uapi/linux/inotify.h) into changes.
+    Any input: a record that does not fit ends them, and /run/netns is listed again."""
+    off = 0
+    while off + 16 <= len(data):
+        _wd, mask, _cookie, length = struct.unpack_from("=iIII", data, off)
+        if off + 16 + length > len(data):
+            break
+        name = data[off + 16:off + 16 + length].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        off += 16 + length
+        if mask & IN_Q_OVERFLOW:
+            changes.names = True
+        elif name and mask & (IN_CREATE | IN_MOVED_TO):
+            changes.created.add(name)
+            changes.deleted.discard(name)
+        elif name and mask & (IN_DELETE | IN_MOVED_FROM):
+            changes.deleted.add(name)
+    if off != len(data):
+        changes.names = True
 
 
 class NodeEvents:
@@ -794,11 +870,12 @@ class NodeEvents:
         if self.inotify >= 0:
             while True:
                 try:
-                    if not os.read(self.inotify, 1 << 14):
-                        break
-                except OSError:     # EAGAIN: drained (the names are relisted, not parsed)
+                    data = os.read(self.inotify, 1 << 16)
+                except OSError:     # EAGAIN: drained
                     break
-                changes.names = True
+                if not data:
+                    break
+                parse_inotify(data, changes)
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 256):
                 pass
