@@ -80,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="host-local IPAM state (default: /var/lib/cni/networks)")
     doc.add_argument("--json", action="store_true", help="findings as JSON on stdout")
 
-    summ = sub.add_parser("summary", help="what a capture found, for a person or a ticket")
-    summ.add_argument("dir", metavar="DIR", help="a capture's directory (or its summary.json)")
+    summ = sub.add_parser("summary", help="what a capture found (or captures of several nodes), for a person "
+                                           "or a ticket")
+    summ.add_argument("dir", metavar="DIR", nargs="+",
+                      help="a capture's directory (or its summary.json); several (one per node) are merged into "
+                           "one report, overall and per node")
     summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
     summ.add_argument("--all", action="store_true", dest="show_benign",
                       help="list benign drops among the verdicts too (they are always counted)")

@@ -549,7 +549,8 @@ def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
     # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
     # types, deep nesting) with one line; render() escapes for the format's reader.
-    data = summary.load(capture.summary_path(args.dir))
+    parts = [summary.load(capture.summary_path(d)) for d in args.dir]
+    data = parts[0] if len(parts) == 1 else summary.merge(parts)
     # On a terminal, its width: the table cuts each verdict to three lines of it,
     # which a wider rendering would let the terminal wrap. Into a file or a pipe,
     # the rendering's own width (a ticket is read wider than 80 columns).

@@ -59,3 +59,26 @@ def test_one_capture_renders_as_before(tmp_path):
     a = summary_with_benign(tmp_path)
     assert "node" not in next(iter(csv.DictReader(io.StringIO(summary.render(a, "csv")))))
     assert "2 nodes" not in summary.render(a, "table", 200)
+
+
+def test_summary_of_several_capture_directories_merges_them(tmp_path):
+    """`netdrop summary DIR DIR`: one report, overall then per node."""
+    from tracer import cli
+    from tracer.env import Environment
+
+    a, b = two_nodes(tmp_path)
+    dirs = []
+    for name, part in (("na", a), ("nb", b)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps(part))
+        dirs.append(str(d))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["summary", *dirs, "--format", "json"], Environment(stdout=out, stderr=err)) == 0, err.getvalue()
+    data = json.loads(out.getvalue())
+    assert [summary._node(n) for n in data["nodes"]] == [summary._node(a), "node-b"]
+    assert data["totals"]["drops"] == a["totals"]["drops"] + b["totals"]["drops"]
+    missing = tmp_path / "nowhere"
+    err = io.StringIO()
+    assert cli.main(["summary", dirs[0], str(missing)], Environment(stdout=io.StringIO(), stderr=err)) == 2
+    assert err.getvalue().count("\n") == 1 and "Traceback" not in err.getvalue()
