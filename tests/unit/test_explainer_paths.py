@@ -34,10 +34,13 @@ def test_walks_only_while_a_wanted_namespace_has_no_path_and_at_most_every_few_s
     paths()
     clock.t += 1
     paths()
-    assert len(walks) == 2                                 # one walk, then none before WALK_SECONDS
-    clock.t += ex.WALK_SECONDS
+    assert len(walks) == 2                                 # looked for at once, then not before WALK_SECONDS
+    wanted.add(777)                                        # another one: at once, whatever the last walk
     paths()
     assert len(walks) == 3
+    clock.t += ex.WALK_SECONDS
+    paths()
+    assert len(walks) == 4
 
 
 def test_a_path_that_no_longer_opens_that_namespace_is_dropped():

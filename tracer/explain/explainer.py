@@ -101,8 +101,8 @@ class WantedPaths:
     /proc every round (issue 13: on a node of 250 pods that walk, every second,
     was most of netdrop's idle cost). A path found once is checked each round
     with one stat (still that inode: kept; else it is gone or reused, and
-    dropped); /proc and /run/netns are walked only while a wanted namespace has
-    no path yet, and then at most every WALK_SECONDS."""
+    dropped); /proc and /run/netns are walked when a namespace is wanted for
+    the first time, and while one has no path yet at most every WALK_SECONDS."""
 
     def __init__(self, wanted: Callable[[], set[int]], walk: Callable[[], Mapping[int, str | None]] = namespace_paths,
                  clock: Callable[[], float] = time.monotonic):
@@ -111,6 +111,7 @@ class WantedPaths:
         self._clock = clock
         self._known: dict[int, str | None] = {}
         self._walked = float("-inf")
+        self._looked: set[int] = set()      # wanted namespaces already looked for
 
     @staticmethod
     def _still(ino: int, path: str | None) -> bool:
@@ -121,10 +122,15 @@ class WantedPaths:
 
     def __call__(self) -> dict[int, str | None]:
         self._known = {ino: p for ino, p in self._known.items() if self._still(ino, p)}
-        missing = self._wanted() - self._known.keys()
+        wanted = self._wanted()
+        missing = wanted - self._known.keys()
+        self._looked &= wanted
         now = self._clock()
-        if missing and now - self._walked >= WALK_SECONDS:
+        # A namespace wanted for the first time is looked for at once (its drops are being
+        # explained now); one not found then, again at most every WALK_SECONDS.
+        if missing - self._looked or (missing and now - self._walked >= WALK_SECONDS):
             self._walked = now
+            self._looked |= missing
             found = self._walk()
             self._known.update({ino: found[ino] for ino in missing if ino in found and self._still(ino, found[ino])})
         return dict(self._known)
