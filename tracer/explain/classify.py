@@ -19,6 +19,7 @@ from collections.abc import Callable
 from ..kernel.decode import Drop
 from .benign import is_benign
 from .categories import category_of, entry
+from .evidence import Evidence
 from .explainer import Context
 from .netfilter_verdict import NETFILTER_CATEGORIES, nat_bypass, netfilter_verdict
 from .verdict import TCP_ACK, TCP_SYN, Verdict
@@ -28,11 +29,13 @@ from .verdict import TCP_ACK, TCP_SYN, Verdict
 MEMO_ANSWERS = 4096
 
 
-def classify(drop: Drop, ctx: Context | None = None) -> Verdict:
+def classify(drop: Drop, ctx: Context | None = None, evidence: Evidence | None = None) -> Verdict:
     """The category and hint; ctx (the namespace's rule counters and
-    conntrack statistics, from the explainer) tells NETFILTER_DROP apart."""
+    conntrack statistics, from the explainer) tells NETFILTER_DROP apart;
+    evidence (the node's state: explain/evidence.py) tells the categories
+    whose cause is a standing state of the node."""
     category = category_of(drop.reason, drop.location, drop.icmp_sent)
-    return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop)
+    return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop, evidence)
 
 
 def _no_context(_netns: int) -> Context | None:
@@ -52,9 +55,14 @@ def _refined(category: str, drop: Drop, context: Callable[[int], Context | None]
     return None
 
 
-def plain_verdict(category: str, drop: Drop) -> Verdict:
-    """The category's own hint: a function of the drop alone."""
-    return Verdict(category, entry(category).hint(drop), benign=is_benign(drop))
+def _no_evidence(_drop: Drop) -> Evidence | None:
+    return None
+
+
+def plain_verdict(category: str, drop: Drop, evidence: Evidence | None = None) -> Verdict:
+    """The category's own hint: a function of the drop and, for the
+    categories that read it, of the node's evidence."""
+    return Verdict(category, entry(category).hint(drop, evidence), benign=is_benign(drop))
 
 
 class _Reads:
@@ -94,32 +102,38 @@ class Classifier:
     (netfilter_verdict, nat_bypass) is made anew each time, as classify does."""
 
     def __init__(self, context: Callable[[int], Context | None] = _no_context,
-                 max_answers: int = MEMO_ANSWERS) -> None:
+                 max_answers: int = MEMO_ANSWERS,
+                 evidence: Callable[[Drop], Evidence | None] = _no_evidence) -> None:
         """context(netns): what the explainer knows of a namespace, asked only
-        for the drops whose verdict depends on it."""
+        for the drops whose verdict depends on it. evidence(drop): the node's
+        state for it (evidence.EvidenceCache), asked only for the categories
+        whose hint reads it; their verdicts are remembered per evidence read
+        (Evidence compares by identity: a refresh is a new one), so a hint is
+        never reused once the evidence changed."""
         self.context = context
+        self.evidence = evidence
         self.max_answers = max_answers
-        self._plans: dict[tuple[str | None, str | None, tuple[int, int] | None], list[_Plan]] = {}
+        self._plans: dict[tuple[object, ...], list[_Plan]] = {}
         self._answers = 0
 
     def __call__(self, drop: Drop) -> Verdict:
-        group = (drop.reason, drop.location, drop.icmp_sent)
-        category = category_of(*group)
+        category = category_of(drop.reason, drop.location, drop.icmp_sent)
         refined = _refined(category, drop, self.context)
         if refined is not None:
             return refined
+        ev = self.evidence(drop) if entry(category).evidence else None
+        group = (drop.reason, drop.location, drop.icmp_sent, ev)
         plans = self._plans.get(group)
         if plans is not None:
             for _names, fields_of, answers in plans:
                 found = answers.get(fields_of(drop))
                 if found is not None:
                     return found
-        return self._remember(group, category, drop)
+        return self._remember(group, category, drop, ev)
 
-    def _remember(self, group: tuple[str | None, str | None, tuple[int, int] | None], category: str,
-                  drop: Drop) -> Verdict:
+    def _remember(self, group: tuple[object, ...], category: str, drop: Drop, ev: Evidence | None) -> Verdict:
         reads = _Reads(drop)
-        verdict = plain_verdict(category, reads)   # type: ignore[arg-type]  # reads like a Drop
+        verdict = plain_verdict(category, reads, ev)   # type: ignore[arg-type]  # reads like a Drop
         names = tuple(reads.names)
         if not names:                               # read nothing: the same for every drop of the group
             names = ("reason",)
