@@ -5,7 +5,8 @@
  * skb:kfree_skb fires for every skb freed as a drop (kfree_skb_reason() in
  * net/core/skbuff.c; consumed skbs go to skb:consume_skb instead). For each
  * drop that passes the filters we
- *   1. add one to an exact per-CPU counter keyed by (netns, reason, location),
+ *   1. add the packet and its length to an exact per-CPU counter keyed by
+ *      (netns, reason, location, pod),
  *   2. and, within the event rate limit and if the ring buffer has room,
  *      send one nd_event with the flow, the devices and the route MTU.
  *      Otherwise only a per-CPU counter (sampled_out or lost) moves.
@@ -68,7 +69,7 @@
 /* With the event budget spent, look at the clock every 64th drop only. */
 #define ND_WINDOW_CHECK_MASK 63
 
-BPF_PERCPU_HASH(counts, struct nd_count_key, u64, ND_MAX_COUNTERS);
+BPF_PERCPU_HASH(counts, struct nd_count_key, struct nd_count_val, ND_MAX_COUNTERS);
 BPF_PERCPU_ARRAY(cpu_state, struct nd_cpu_state, 1);
 BPF_RINGBUF_OUTPUT(events, ND_RINGBUF_PAGES);
 /* An nd_event is too big for comfort on the 512-byte BPF stack. */
@@ -428,23 +429,73 @@ static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
 	return 0;
 }
 
+/* What the counting path needs of the sk_buff (the device, and the packet's
+ * length from its IP header to the end of its data) in ONE read: each
+ * bpf_probe_read_kernel() costs ~30 ns whatever its size (a few hundred
+ * bytes copy in a few ns), so copying the ~200 bytes from skb->dev to
+ * skb->data is cheaper than reading dev, len, network_header, head and data
+ * apart. The fields keep their order in include/linux/skbuff.h: dev in the
+ * first union, len, the "headers" group ending with network_header, then
+ * tail, end, head, data. */
+#define ND_SPAN_FROM __builtin_offsetof(struct sk_buff, dev)
+#define ND_SPAN_LEN (__builtin_offsetof(struct sk_buff, data) + sizeof(void *) - ND_SPAN_FROM)
+#define ND_SPAN_MAX 256
+_Static_assert(ND_SPAN_LEN <= ND_SPAN_MAX, "sk_buff: dev .. data no longer fits the read span");
+#define ND_SPAN_GET(span, field, out) \
+	__builtin_memcpy(&(out), (span) + __builtin_offsetof(struct sk_buff, field) - ND_SPAN_FROM, sizeof(out))
+
+struct nd_skb_head {
+	struct net_device *dev;
+	u32 len;            /* bytes from the IP header to the end of the data (bytes counter) */
+};
+
+/* len: the bytes the skb holds from its IP header on, (data + len) - (head +
+ * network_header): skb->len counts from skb->data, wherever the layers have
+ * pulled it to (past the UDP header in __udp4_lib_rcv, at the MAC header on
+ * output), so this is the IP packet's length whatever layer drops it. It is the
+ * IP header's length (nd_event.len) wherever ip_rcv_core()/ipv6_rcv() have
+ * trimmed the skb to it (every drop past IP receive, and every locally sent
+ * or forwarded packet); before that it includes an Ethernet frame's padding.
+ * Without a network header: skb->len. */
+static __always_inline struct nd_skb_head skb_head(struct sk_buff *skb)
+{
+	struct nd_skb_head h = {};
+	u8 span[ND_SPAN_MAX];
+	if (bpf_probe_read_kernel(span, ND_SPAN_LEN, (u8 *)skb + ND_SPAN_FROM))
+		return h;
+	unsigned char *head = NULL, *data = NULL;
+	u16 nh = 0;
+	ND_SPAN_GET(span, dev, h.dev);
+	ND_SPAN_GET(span, len, h.len);
+	ND_SPAN_GET(span, network_header, nh);
+	ND_SPAN_GET(span, head, head);
+	ND_SPAN_GET(span, data, data);
+	if (head && nh != (u16)~0U) {
+		unsigned char *l3 = head + nh, *end = data + h.len;
+		h.len = end > l3 ? (u32)(end - l3) : 0;
+	}
+	return h;
+}
+
 /* Returns 0 when the counter map is full and the drop could not be counted per key. */
-static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod)
+static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u32 len)
 {
 	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason, .pod = pod};
-	u64 *v = counts.lookup(&key);
+	struct nd_count_val *v = counts.lookup(&key);
 	if (v) {
-		(*v)++;
+		v->packets++;
+		v->bytes += len;
 		return 1;
 	}
-	u64 one = 1;
-	if (counts.insert(&key, &one) == 0)
+	struct nd_count_val first = {.packets = 1, .bytes = len};
+	if (counts.insert(&key, &first) == 0)
 		return 1;
 	/* Another CPU may have created the key first: our own slot is then 0. */
 	v = counts.lookup(&key);
 	if (!v)
 		return 0;
-	(*v)++;
+	v->packets++;
+	v->bytes += len;
 	return 1;
 }
 
@@ -571,8 +622,8 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	u32 reason = 0;
 #endif
 	u64 location = (u64)args->location;
-	struct net_device *dev = NULL;
-	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	struct nd_skb_head sh = skb_head(skb);
+	struct net_device *dev = sh.dev;
 	u32 netns = netns_of(skb, dev);
 
 	int zero = 0;
@@ -620,7 +671,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 			return 0;
 	}
 
-	if (!count(netns, reason, location, pod))
+	if (!count(netns, reason, location, pod, sh.len))
 		st->counter_full++;
 
 	/* The exact count is done. An event costs many more reads, so in a

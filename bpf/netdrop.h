@@ -82,6 +82,14 @@ struct nd_count_key {
 	u32 pad;
 };
 
+/* Value of the exact per-group counters (per CPU: plain adds, summed by the
+ * reader). bytes adds each packet's length as nd_event.len gives it: the IP
+ * length from its header, else skb->len. */
+struct nd_count_val {
+	u64 packets;
+	u64 bytes;
+};
+
 /* Value of the pod maps (pod_netns, pod_veth, pod_ip). */
 struct nd_pod_val {
 	u32 tag;            /* pod id << 2 */

@@ -371,7 +371,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                   f"pods: {source.describe()}; Ctrl-C to stop")
         next_trim = time.monotonic()
         while not SIGNALS.stop.is_set():
-            tracer.poll(int(TICK_SECONDS * 1000), 256)      # sampled events, unused: drained
+            tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events, unused: drained as bytes
             now = time.monotonic()
             source.apply(tracer)
             new_scope = node_scope(source) if scope is not None else None

@@ -102,7 +102,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     def tick(now: float) -> Stats:
         maintain()
         counts = tracer.counts()
-        groups.update_counts(counts, now, datetime.now(UTC))
+        groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
             groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)

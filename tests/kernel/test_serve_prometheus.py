@@ -140,8 +140,8 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
     db, api = node.pods["db"], node.pods["api"]
     before = {"db": snmp(db.netns, "Udp", "NoPorts"), "api": snmp(api.netns, "Udp", "NoPorts"),
               "frag": snmp(node.node1, "Ip", "FragFails")}
-    node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", "17")
-    node.traffic(node.client, "udp", "--dst", api.ipv4, "--port", "9999", "--count", "9")
+    node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", "17", "--size", "100")
+    node.traffic(node.client, "udp", "--dst", api.ipv4, "--port", "9999", "--count", "9", "--size", "300")
     lab._mtu(node, 6)       # web -> api, 1500-byte DF packets over node1's 1450 overlay
     kernel = {("sim-node1", "default", "db-0", "db-0", "no-socket"): snmp(db.netns, "Udp", "NoPorts") - before["db"],
               ("sim-node2", "shop", api.name, "api-5c6d7b9f4", "no-socket"):
@@ -157,6 +157,16 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
     got = settle(prom, 'sum by (node, workload, direction) (netdrop_drops_total{category="mtu"})',
                  ("node", "workload", "direction"), mtu)
     assert got == mtu
+    # Bytes, counted in the kernel: each packet's IP length (UDP: 20 + 8 + payload; the MTU case's 1500).
+    by_bytes = {("sim-node1", "db-0", "no-socket"): 17 * 128.0, ("sim-node2", api.name, "no-socket"): 9 * 328.0}
+    got = settle(prom, 'sum by (node, pod, category) '
+                       '(netdrop_drop_bytes_total{reason="NO_SOCKET", direction="in-pod"})',
+                 ("node", "pod", "category"), by_bytes)
+    assert got == by_bytes
+    mtu_bytes = {("sim-node1", "web", "from-pod"): frag * 1500.0}
+    got = settle(prom, 'sum by (node, workload, direction) (netdrop_drop_bytes_total{category="mtu"})',
+                 ("node", "workload", "direction"), mtu_bytes)
+    assert got == mtu_bytes
     # Each agent counts its own node only: node2's agent never saw node1's pods.
     assert not prom.query('netdrop_drops_total{node="sim-node2", namespace="default"}')
     # Both agents healthy, as Prometheus sees them and on /healthz.

@@ -247,3 +247,30 @@ def test_the_fast_rendering_says_what_prometheus_client_would_in_both_formats():
                 assert body.decode().endswith("# EOF\n") and body.decode().count("# EOF") == 1
     finally:
         del PODS[9]
+
+
+def test_the_loaders_counts_export_drop_bytes_in_both_renderings():
+    """Tracer.counts() gives loader.Count (packets, bytes): both renderings then
+    export netdrop_drop_bytes_total with the bytes of each series, added up
+    over the keys of one label set."""
+    from prometheus_client.exposition import choose_encoder
+
+    from tracer.kernel.loader import Count
+    from tracer.serve import Agent
+
+    counts = {key(netns=1): Count(2, 3000), key(netns=2): Count(1, 40), key(2, 0x10, tag(1, IN_POD)): Count(5, 640)}
+    c = DropCollector("node-a", series(), lambda: counts,
+                      lambda k: AgentState(0, 0, (("tracepoint skb:kfree_skb", True),), None), lambda: None,
+                      "0.1.0", "6.18")
+    agent = Agent()
+    agent.collector = c
+    body, _ = agent.scrape("text/plain")
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(c)
+    reference = choose_encoder("text/plain")[0](reg).decode()
+    for text in (body.decode(), reference):
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        got = {(smp.labels["pod"], smp.labels["reason"]): smp.value for smp in fams["netdrop_drop_bytes"].samples}
+        assert got == {("", "NO_SOCKET"): 3040, ("web-7d9f8c6b5-x2k4q", "NO_SOCKET"): 640}
+        drops = {(smp.labels["pod"], smp.labels["reason"]): smp.value for smp in fams["netdrop_drops"].samples}
+        assert drops == {("", "NO_SOCKET"): 3, ("web-7d9f8c6b5-x2k4q", "NO_SOCKET"): 5}

@@ -90,6 +90,12 @@ class NdCountKey(ctypes.Structure):
     ]
 
 
+class NdCountVal(ctypes.Structure):
+    """struct nd_count_val"""
+
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
 class NdPodVal(ctypes.Structure):
     """struct nd_pod_val"""
 
@@ -139,6 +145,7 @@ class NdCpuState(ctypes.Structure):
 MIRRORS = {
     "nd_event": NdEvent,
     "nd_count_key": NdCountKey,
+    "nd_count_val": NdCountVal,
     "nd_if_key": NdIfKey,
     "nd_ip_key": NdIpKey,
     "nd_filter_cfg": NdFilterCfg,

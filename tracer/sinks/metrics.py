@@ -60,15 +60,15 @@ class Tally(NamedTuple):
 
 
 def tally(value: object) -> Tally:
-    """A counter value as Tracer.counts() gives it: an int (packets; the
-    kernel counts no bytes), or anything with packets and bytes (attributes or
-    a pair), for when bpf/netdrop.c counts {packets, bytes} per key."""
-    if isinstance(value, int):
-        return Tally(value)
+    """A counter value as Tracer.counts() gives it: anything with packets and
+    bytes (kernel.loader.Count: the kernel counts both), a (packets, bytes)
+    pair, or a plain int (packets alone: no bytes counted)."""
     packets = getattr(value, "packets", None)
     nbytes = getattr(value, "bytes", None)
     if isinstance(packets, int) and isinstance(nbytes, int):
         return Tally(packets, nbytes)
+    if isinstance(value, int):
+        return Tally(value)
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return Tally(value[0], value[1])
     raise TypeError(f"not a counter value: {value!r}")
