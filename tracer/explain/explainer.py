@@ -25,8 +25,8 @@ from pathlib import Path
 from ..kernel.decode import Drop
 from ..nsexec import read_file_in_netns, read_in_netns
 from ..pods.nodeview import discover_namespaces
-from .rules import MAX_DROP_POINTS, DropPoint, Packet, Parsed, parse_ct_stats, parse_iptables_save, parse_nft_json, \
-    path_chain
+from .rules import MAX_DROP_POINTS, DropPoint, Packet, Parsed, RuleIndex, parse_ct_stats, parse_iptables_save, \
+    parse_nft_json, path_chain
 
 SAMPLE_SECONDS = 1.0
 ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
@@ -167,6 +167,7 @@ class NetnsView:
     _memo: dict[tuple[object, ...] | None, list[DropPoint]] = field(default_factory=dict, repr=False,
                                                                     compare=False)
     _fields: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    _index: RuleIndex | None = field(default=None, repr=False, compare=False)
 
     @property
     def conntrack_active(self) -> bool:
@@ -200,14 +201,24 @@ class NetnsView:
 
     def _likely(self, drop: Drop | None) -> list[DropPoint]:
         pkt = Packet.of(drop) if drop is not None else None
-        verdict = {} if pkt is None else {id(p): p.matches_packet(pkt) for p in self.points}
+        if self._index is None:
+            self._index = RuleIndex(self.points)
+        index = self._index
+        # Only the points that could match are tried (rules.RuleIndex): a node's thousands
+        # of kube-proxy rules are a few candidates for one packet. Absent: False.
+        found = [] if pkt is None else index.verdicts(pkt)
+        verdict = {id(p): v for p, v in found}
 
         def fits(p: DropPoint) -> bool:
-            return pkt is None or verdict.get(id(p), p.matches_packet(pkt)) is not False
+            if pkt is None:
+                return True
+            if index.holds(p):
+                return id(p) in verdict
+            return p.matches_packet(pkt) is not False
         grown = [p for p, _ in self.grown if fits(p)]
         if grown:
             return grown
-        certain = [p for p in self.points if verdict.get(id(p)) is True]
+        certain = [p for p, v in found if v is True]
         if certain:
             return certain
         return [p for p in self.nonzero if fits(p)]
