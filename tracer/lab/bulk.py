@@ -78,14 +78,7 @@ class Pods:
         """Its Pod object deleted, then its sandbox, as kubelet tears one down."""
         if self.node.api is not None:
             self.node.api.delete_pod(NAMESPACE, pod.name)
-        node = self.node
-        cni_del = getattr(node, "_cni_del", None)       # the CNI plugins' DEL, where the lab uses them
-        if cni_del is not None:
-            cni_del(pod.sandbox)
-        ident = node.made.pop(pod.sandbox.netns, None)
-        if ident is not None:
-            node._remove(pod.sandbox.netns, ident)
-            node._save_state()
+        self.node.remove_sandbox(pod.sandbox)
         del self.pods[pod.host]
 
     def recreate(self, pod: BulkPod) -> BulkPod:
