@@ -21,7 +21,9 @@
  *
  * Macros set by the loader (numbers read from the running kernel, never text
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
- * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE.
+ * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE; for bpf/funchooks.c
+ * ND_FUNC_FENTRY, ND_CT_MAX_ADDR, ND_MAX_CAUSE_COUNTERS. The loader compiles this
+ * file and funchooks.c as one text: bcc takes programs from its main file only.
  */
 #ifdef ND_KERNEL_HEADERS
 #include <linux/skbuff.h>
@@ -118,6 +120,26 @@ struct nd_icmp_notes {
 	u32 next;
 };
 BPF_PERCPU_ARRAY(icmp_notes, struct nd_icmp_notes, 1);
+
+/* A hook's note joins the kfree_skb of its packet on the same CPU within
+ * this many jiffies (as the icmp_send notes). */
+#define ND_FN_WINDOW_JIFFIES 1
+#define ND_FN_NOTES 4
+/* Notes of the function hooks (bpf/funchooks.c) for finish_event(), a ring
+ * per CPU as nd_icmp_notes: what a hook saw of a packet the kfree_skb event
+ * that follows may carry (nd_event.cause). skb 0: the
+ * conntrack allocation failure, which sees no skb, matched by ports and
+ * protocol instead. */
+struct nd_fn_notes {
+	u64 skb[ND_FN_NOTES];
+	u64 jiffies[ND_FN_NOTES];
+	u32 value[ND_FN_NOTES];  /* table full: nf_conntrack_max; too big: the route's MTU */
+	u32 ports[ND_FN_NOTES];  /* sport << 16 | dport, host order (skb 0 only) */
+	u8 cause[ND_FN_NOTES];   /* ND_CAUSE_* */
+	u8 l4proto[ND_FN_NOTES];
+	u32 next;
+};
+BPF_PERCPU_ARRAY(fn_notes, struct nd_fn_notes, 1);
 
 static __always_inline u32 net_inum(struct net *net)
 {
@@ -429,6 +451,50 @@ static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
 	return 0;
 }
 
+/* Whether a drop passes the filters, and its pod tag (*pod). *scr and *route
+ * are filled when pod tagging or the address and port filters needed the
+ * packet (fill_keys), for the event to reuse. The kfree_skb program and the
+ * conntrack confirm hook (bpf/funchooks.c) decide alike. */
+static __always_inline int drop_passes(struct nd_filter_cfg *cfg, struct sk_buff *skb, struct net_device *dev,
+				       u16 proto, u32 netns, struct nd_event **scr, struct nd_route *route, u32 *pod)
+{
+	int zero = 0;
+	u32 flags = cfg->flags;
+	if (!(flags & ND_FILTER_READY))     /* attached by bcc before the loader wrote the filters */
+		return 0;
+	if ((flags & ND_FILTER_NETNS) && !netns_matches(cfg, netns))
+		return 0;
+	if (cfg->pod_flags & ND_POD_TAG) {
+		u32 selected = 0;
+		struct nd_pod_val *pv = pod_netns.lookup(&netns);
+		if (pv) {
+			*pod = pv->tag | ND_DIR_IN_POD;
+			selected = pv->selected;
+		} else if (netns == cfg->node_netns) {
+			*scr = scratch.lookup(&zero);
+			if (!*scr)
+				return 0;
+			*route = fill_keys(*scr, skb, dev, proto);
+			(*scr)->netns = netns;
+			*pod = node_pod(*scr, cfg->pod_flags & ND_POD_FILTER, &selected);
+		}
+		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
+			return 0;
+	}
+	if (flags & (ND_FILTER_IP | ND_FILTER_PORT)) {
+		if (!*scr) {
+			*scr = scratch.lookup(&zero);
+			if (!*scr)
+				return 0;
+			*route = fill_keys(*scr, skb, dev, proto);
+			(*scr)->netns = netns;
+		}
+		if (!packet_matches(flags, *scr))
+			return 0;
+	}
+	return 1;
+}
+
 /* What the counting path needs of the sk_buff (the device, and the packet's
  * length from its IP header to the end of its data) in ONE read: each
  * bpf_probe_read_kernel() costs ~30 ns whatever its size (a few hundred
@@ -499,6 +565,38 @@ static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u
 	return 1;
 }
 
+/* What a function hook noted of this packet (bpf/funchooks.c): by its skb, or
+ * for the conntrack allocation failure by its ports and protocol. Only the
+ * event path pays for this: counts never depend on it. */
+static __always_inline void fn_join(struct nd_event *e, struct sk_buff *skb)
+{
+	int zero = 0;
+	struct nd_fn_notes *n = fn_notes.lookup(&zero);
+	if (!n)
+		return;
+	u64 skbaddr = (u64)skb;
+	u64 j = bpf_jiffies64();
+	u32 last = n->next;
+	u32 ports = (u32)e->sport << 16 | e->dport;
+#pragma unroll
+	for (int i = 1; i <= ND_FN_NOTES; i++) {
+		u32 slot = (last - i) & (ND_FN_NOTES - 1);
+		u8 cause = n->cause[slot];
+		if (!cause || j - n->jiffies[slot] > ND_FN_WINDOW_JIFFIES)
+			continue;
+		if (n->skb[slot] ? n->skb[slot] != skbaddr
+				 : !(e->flags & ND_F_L4) || n->ports[slot] != ports || n->l4proto[slot] != e->l4proto)
+			continue;
+		if (!e->cause) {
+			e->cause = cause;
+			/* Table full: the packet has no entry (no ND_F_CT), so ct_status is free for nf_conntrack_max. */
+			if (cause == ND_CAUSE_CT_TABLE_FULL && !(e->flags & ND_F_CT))
+				e->ct_status = n->value[slot];
+		}
+		n->cause[slot] = 0;     /* used up: its packet is being freed */
+	}
+}
+
 static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb, u64 now, u64 location,
 					 u32 reason, u32 pod)
 {
@@ -507,6 +605,7 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 	e->reason = reason;
 	e->pod = pod;
 	e->caplen = 0;
+	e->cause = 0;
 #if ND_HAVE_ICMP_TP
 	int zero = 0;
 	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
@@ -530,6 +629,7 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 		n->skb[slot] = 0;
 	}
 #endif
+	fn_join(e, skb);
 }
 
 /* How many bytes of the packet, from its IP header, to copy: at most snaplen,
@@ -631,45 +731,13 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	struct nd_cpu_state *st = cpu_state.lookup(&zero);
 	if (!cfg || !st)
 		return 0;
-	u32 flags = cfg->flags;
-	if (!(flags & ND_FILTER_READY))     /* attached by bcc before the loader wrote the filters */
-		return 0;
-	if ((flags & ND_FILTER_NETNS) && !netns_matches(cfg, netns))
-		return 0;
-
 	u16 proto = ND_NTOHS(args->protocol);
 	/* Filled only when pod tagging or a filter needs the packet (fill_keys). */
 	struct nd_event *scr = NULL;
 	struct nd_route route = {};
 	u32 pod = 0;
-	if (cfg->pod_flags & ND_POD_TAG) {
-		u32 selected = 0;
-		struct nd_pod_val *pv = pod_netns.lookup(&netns);
-		if (pv) {
-			pod = pv->tag | ND_DIR_IN_POD;
-			selected = pv->selected;
-		} else if (netns == cfg->node_netns) {
-			scr = scratch.lookup(&zero);
-			if (!scr)
-				return 0;
-			route = fill_keys(scr, skb, dev, proto);
-			scr->netns = netns;
-			pod = node_pod(scr, cfg->pod_flags & ND_POD_FILTER, &selected);
-		}
-		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
-			return 0;
-	}
-	if (flags & (ND_FILTER_IP | ND_FILTER_PORT)) {
-		if (!scr) {
-			scr = scratch.lookup(&zero);
-			if (!scr)
-				return 0;
-			route = fill_keys(scr, skb, dev, proto);
-			scr->netns = netns;
-		}
-		if (!packet_matches(flags, scr))
-			return 0;
-	}
+	if (!drop_passes(cfg, skb, dev, proto, netns, &scr, &route, &pod))
+		return 0;
 
 	if (!count(netns, reason, location, pod, sh.len))
 		st->counter_full++;

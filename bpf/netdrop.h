@@ -41,6 +41,11 @@
 #define ND_POD_TAG    0x01 /* look drops up in the pod maps and tag them */
 #define ND_POD_FILTER 0x02 /* and keep only drops of selected pods */
 
+/* nd_event.cause, and the location of cause_counts keys (bpf/funchooks.c) */
+#define ND_CAUSE_CT_INSERT_FAILED 1 /* __nf_conntrack_confirm() returned NF_DROP: insert race lost */
+#define ND_CAUSE_CT_TABLE_FULL    2 /* __nf_conntrack_alloc() failed: table full */
+#define ND_CAUSE_FWD_TOO_BIG      3 /* ip_forward(): DF packet longer than its route's MTU */
+
 /* Events are sampled in windows of this length (per CPU), see nd_filter_cfg. */
 #define ND_EVENT_WINDOW_NS 100000000
 
@@ -63,10 +68,12 @@ struct nd_event {
 	u8 icmp_type;       /* last icmp_send() type for this skb (valid with ND_F_ICMP_SENT) */
 	u8 icmp_code;
 	u16 caplen;         /* bytes of the packet (from its IP header) that follow this record */
-	u32 ct_status;      /* the conntrack entry's status bits (IPS_*), with ND_F_CT */
+	u32 ct_status;      /* the conntrack entry's status bits (IPS_*), with ND_F_CT; with
+	                     * cause ND_CAUSE_CT_TABLE_FULL (no entry): nf_conntrack_max, 0 if unknown */
 	u8 ctinfo;          /* enum ip_conntrack_info: skb->_nfct & 7 (NEW, ESTABLISHED, ..., UNTRACKED) */
 	u8 tcp_flags;       /* TCP header flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 ...) */
-	u16 pad;
+	u8 cause;           /* ND_CAUSE_*: what a function hook saw of this packet, 0 if none */
+	u8 pad;
 	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
 	u8 daddr[16];
 	char ifname[ND_IFNAMSIZ];

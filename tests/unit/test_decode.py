@@ -109,7 +109,10 @@ def reference_decode(dec, raw: event.NdEvent, packet: bytes) -> decode.Drop:
         df=bool(flags & event.ND_F_DF), fragment=bool(flags & event.ND_F_FRAGMENT),
         icmp_sent=(raw.icmp_type, raw.icmp_code) if flags & event.ND_F_ICMP_SENT else None,
         pod_raw=raw.pod_raw, packet=packet, conntrack=conntrack, nat=nat,
-        tcp_flags=raw.tcp_flags_raw if raw.l4proto_raw == 6 and has_l4 else None)
+        tcp_flags=raw.tcp_flags_raw if raw.l4proto_raw == 6 and has_l4 else None,
+        cause=decode.CAUSES.get(raw.cause_raw),
+        ct_max=(raw.ct_status_raw or None) if raw.cause_raw == event.ND_CAUSE_CT_TABLE_FULL
+        and not flags & event.ND_F_CT else None)
 
 
 HEAD = ctypes.sizeof(event.NdEvent)

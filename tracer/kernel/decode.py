@@ -26,6 +26,10 @@ CT_INFO = {0: "established", 1: "related", 2: "new", 3: "established-reply", 4: 
 IPS_SRC_NAT, IPS_DST_NAT = 0x10, 0x20
 TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"))
 
+# nd_event.cause (bpf/netdrop.h ND_CAUSE_*) by name.
+CAUSES = {ev.ND_CAUSE_CT_INSERT_FAILED: "ct-insert-failed", ev.ND_CAUSE_CT_TABLE_FULL: "ct-table-full",
+          ev.ND_CAUSE_FWD_TOO_BIG: "fwd-too-big"}
+
 T = TypeVar("T")
 
 _L4_NAMES = {0: "hopopt", 1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
@@ -62,6 +66,10 @@ class Drop:
     conntrack: str | None = None  # "new", "established", ..., "untracked", "none" (no entry); None: unknown
     nat: str | None = None    # "dnat", "snat", "snat+dnat": what the connection's NAT did
     tcp_flags: int | None = None
+    # What a function hook (bpf/funchooks.c) saw of this packet just before it
+    # was dropped: one of CAUSES' values, None if no hook saw it (or none is attached).
+    cause: str | None = None
+    ct_max: int | None = None  # with cause "ct-table-full": nf_conntrack_max, where the kernel shows it
 
     @property
     def tcp_flag_names(self) -> str:
@@ -98,8 +106,8 @@ if tuple(f.name for f in fields(_DropBuilder)) != Drop.__slots__:    # pragma: n
 # fields: a change of the header must be a change here too.
 _EXPECTED_FIELDS = ("ts_ns_raw", "location_raw", "reason_raw", "netns", "ifindex", "dev_mtu", "out_ifindex", "mtu",
                     "len", "pod_raw", "l3proto_raw", "sport", "dport", "l4proto_raw", "flags_raw", "icmp_type",
-                    "icmp_code", "caplen", "ct_status_raw", "ctinfo_raw", "tcp_flags_raw", "pad", "saddr_raw",
-                    "daddr_raw", "ifname_raw", "out_ifname_raw")
+                    "icmp_code", "caplen", "ct_status_raw", "ctinfo_raw", "tcp_flags_raw", "cause_raw", "pad",
+                    "saddr_raw", "daddr_raw", "ifname_raw", "out_ifname_raw")
 if ev.EVENT_FIELDS != _EXPECTED_FIELDS:    # pragma: no cover - import-time check
     raise ImportError("bpf/netdrop.h's nd_event changed: update decode.decode_record's unpacking")
 
@@ -140,8 +148,8 @@ class Decoder:
         """A record as the ring buffer holds it: struct nd_event, then caplen
         bytes of the packet (packet=None: taken from rec), in one unpack."""
         (ts, location_raw, reason_raw, netns, ifindex, dev_mtu, out_ifindex, mtu, length, pod_raw, l3proto, sport,
-         dport, l4proto, flags, icmp_type, icmp_code, caplen, ct_status, ctinfo, tcp_flags, _pad, saddr, daddr,
-         ifname, out_ifname) = _UNPACK(rec)
+         dport, l4proto, flags, icmp_type, icmp_code, caplen, ct_status, ctinfo, tcp_flags, cause, _pad, saddr,
+         daddr, ifname, out_ifname) = _UNPACK(rec)
         if packet is None:
             packet = rec[_HEAD:_HEAD + caplen] if caplen else b""
         has_l4 = flags & _F_L4
@@ -184,6 +192,8 @@ class Decoder:
             _conntrack(flags, ctinfo) if flags & _F_NFCT_READ else None,
             _NAT[ct_status & _IPS_NAT] if flags & _F_CT else None,
             tcp_flags if l4proto == 6 and has_l4 else None,
+            CAUSES.get(cause) if cause else None,
+            ct_status if cause == ev.ND_CAUSE_CT_TABLE_FULL and not flags & _F_CT and ct_status else None,
         )
         d.__class__ = Drop
         return d

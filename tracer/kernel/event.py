@@ -16,6 +16,7 @@ from pathlib import Path
 # bpf/ is at the repository's top: this file is tracer/kernel/event.py.
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "netdrop.h"
 BPF_SOURCE = HEADER.with_name("netdrop.c")
+FUNCHOOKS_SOURCE = HEADER.with_name("funchooks.c")   # the function hooks: compiled as netdrop.c's continuation
 
 ND_IFNAMSIZ = 16
 
@@ -39,6 +40,10 @@ ND_DIR_MASK = 3
 
 ND_POD_TAG = 0x01
 ND_POD_FILTER = 0x02
+
+ND_CAUSE_CT_INSERT_FAILED = 1
+ND_CAUSE_CT_TABLE_FULL = 2
+ND_CAUSE_FWD_TOO_BIG = 3
 
 ND_EVENT_WINDOW_NS = 100000000
 ND_MAX_SNAPLEN = 2048
@@ -70,7 +75,8 @@ class NdEvent(ctypes.Structure):
         ("ct_status_raw", ctypes.c_uint32),
         ("ctinfo_raw", ctypes.c_uint8),
         ("tcp_flags_raw", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
+        ("cause_raw", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
         ("saddr_raw", ctypes.c_uint8 * 16),
         ("daddr_raw", ctypes.c_uint8 * 16),
         ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),

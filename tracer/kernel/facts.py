@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +165,30 @@ class Kallsyms:
             name = self._blob[start:self._ends[i]].decode()
         self._cache[addr] = name
         return name
+
+
+def kernel_symbols(names: Iterable[str], path: str | os.PathLike[str] = "/proc/kallsyms") -> dict[str, int]:
+    """Addresses of the named symbols, text or data, of the kernel or a module
+    (`ADDRESS TYPE NAME [MODULE]` lines; any other line is passed over). A
+    name missing from the answer is not in the kernel (or the module is not
+    loaded), or data symbols are not listed (no CONFIG_KALLSYMS_ALL); one
+    whose address reads as zero (kptr_restrict) is left out too. Unreadable:
+    none. The loader asks for the functions it would hook and for
+    nf_conntrack_max."""
+    wanted = {n.encode() for n in names}
+    found: dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3 or parts[2] not in wanted or not _KSYM_ADDR.fullmatch(parts[0]):
+                    continue
+                addr = int(parts[0], 16)
+                if addr:
+                    found.setdefault(parts[2].decode(), addr)
+    except OSError:
+        return {}
+    return found
 
 
 _KSYM_ADDR = re.compile(rb"[0-9a-fA-F]{1,16}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from ..errors import UserError
 from ..trust import private_dir, write_private
 from . import event as ev
-from .facts import KernelFacts, btf_include_tree, kernel_headers
+from .facts import KernelFacts, btf_include_tree, kernel_headers, kernel_symbols
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -99,6 +99,12 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+def _load_refusal(exc: BaseException) -> str:
+    """bcc's words for a refused load, in one line; it words EPERM as a privilege problem."""
+    text = str(exc)
+    return "program load not permitted" if "privilege" in text else " ".join(text.split())
+
+
 def _fentry_allowed(bcc: ModuleType, cache_dir: Path) -> tuple[bool, str]:
     """Try to load an empty fentry program on ip_forward, once per boot: lockdown
     and kernel config do not change until reboot. The source is fixed text."""
@@ -110,11 +116,10 @@ def _fentry_allowed(bcc: ModuleType, cache_dir: Path) -> tuple[bool, str]:
     try:
         with _quiet_stderr():
             bcc.BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
-        ok, detail = True, "available, not used by this version"
+        ok, detail = True, "available"
     # bcc raises bare Exception for any load failure; it words EPERM as a privilege problem
     except Exception as exc:  # noqa: BLE001
-        why = "program load not permitted" if "privilege" in str(exc) else str(exc)
-        ok, detail = False, f"refused by the kernel: {why}"
+        ok, detail = False, f"refused by the kernel: {_load_refusal(exc)}"
     with suppress(OSError):   # no memo: the probe runs again next start, nothing else changes
         write_private(cache_dir, memo.name, f"{'yes' if ok else 'no'} {detail}")
     return ok, detail
@@ -155,15 +160,94 @@ def release_compiler_memory(maps: Path = Path("/proc/self/maps")) -> None:
         libc.madvise(int(lo, 16), int(hi, 16) - int(lo, 16), _MADV_PAGEOUT)   # a hint: failure is harmless
 
 
-def function_hook_support(bcc: ModuleType, tracefs: Path, cache_dir: Path) -> list[Hook]:
-    """Could kprobes or fentry add signal on ip_forward and the conntrack confirm
-    path? Our kernels refuse both: we say so once and use the tracepoints."""
-    if (tracefs / "kprobe_events").exists():
-        kprobe = Hook("kprobe ip_forward", False, "available, not used by this version")
+@dataclass(frozen=True)
+class FunctionHook:
+    """A kernel function bpf/funchooks.c hooks, and the names of its programs."""
+
+    func: str
+    entry: str                  # kprobe form, at entry (keeps the arguments for ret)
+    ret: str | None             # kretprobe form at return; None: entry only
+    btf_form: str               # "fexit" or "fentry": the form compiled with ND_FUNC_FENTRY
+    gives: str                  # what it adds, said when attached
+    only_without_reason: bool = False   # wanted only where kfree_skb has no drop reason (< 5.17)
+
+
+FUNCTION_HOOKS = (
+    FunctionHook("__nf_conntrack_confirm", "nd_ct_confirm_entry", "nd_ct_confirm_return", "fexit",
+                 "which flow lost a conntrack insert race"),
+    FunctionHook("__nf_conntrack_alloc", "nd_ct_alloc_entry", "nd_ct_alloc_return", "fexit",
+                 "which packet met a full conntrack table"),
+    FunctionHook("ip_forward", "nd_ip_forward", None, "fentry",
+                 "the MTU of forwarded packets' routes, for drops without a reason", only_without_reason=True),
+)
+# Every kprobe-form program: what tests/kernel/test_funchooks.py loads through the verifier.
+KPROBE_PROGRAMS = tuple(name for h in FUNCTION_HOOKS for name in (h.entry, h.ret) if name)
+MAX_CAUSE_COUNTERS = 4096       # distinct (netns, cause, pod) of the conntrack causes
+# Return probes in flight per CPU at once: a softirq may nest one call in another.
+KRETPROBE_MAXACTIVE = 16
+
+
+def wanted_hooks(facts: KernelFacts) -> tuple[FunctionHook, ...]:
+    """The function hooks this kernel could use: ip_forward only without drop reasons."""
+    return tuple(h for h in FUNCTION_HOOKS if not (h.only_without_reason and facts.has_reason))
+
+
+def _kprobe_refusal(tracefs: Path, exc: BaseException | None, fentry: str) -> str:
+    """Why a kprobe did not attach, in one line, with why fentry was not used."""
+    if not (tracefs / "kprobe_events").exists():
+        why = "unavailable: kernel built without CONFIG_KPROBES"
     else:
-        kprobe = Hook("kprobe ip_forward", False, "unavailable: kernel built without CONFIG_KPROBES")
-    ok, detail = _fentry_allowed(bcc, cache_dir)
-    return [kprobe, Hook("fentry ip_forward", False, detail)]
+        why = f"refused by the kernel: {exc}" if exc is not None else "refused by the kernel"
+    return f"{why}; fentry {fentry}"
+
+
+def attach_kprobe_hooks(bpf: Any, hooks: Sequence[FunctionHook], tracefs: Path, fentry: str) -> list[Hook]:
+    """Attach each hook's kprobe (and kretprobe) programs; one that fails has
+    nothing left attached and says why (fentry: why fentry was not used).
+    The only place netdrop asks the kernel to attach a function hook
+    (tests/kernel/test_funchooks.py fakes its answer here)."""
+    out = []
+    for h in hooks:
+        name = f"{'kretprobe' if h.ret else 'kprobe'} {h.func}"
+        entry_attached = False
+        try:
+            bpf.attach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
+            entry_attached = True
+            if h.ret:
+                bpf.attach_kretprobe(event=h.func.encode(), fn_name=h.ret.encode(), maxactive=KRETPROBE_MAXACTIVE)
+            out.append(Hook(name, True, h.gives))
+        # bcc raises bare Exception for a failed attach
+        except Exception as exc:  # noqa: BLE001
+            if entry_attached:
+                with suppress(Exception):
+                    bpf.detach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
+            out.append(Hook(name, False, _kprobe_refusal(tracefs, exc, fentry)))
+    return out
+
+
+def hook_support(facts: KernelFacts, cache_dir: Path = DEFAULT_CACHE) -> list[Hook]:
+    """Which function hooks this node allows, without loading netdrop (for
+    `netdrop doctor`): per wanted hook, attached=True when fentry/fexit loads
+    here (probed once per boot) or kprobes exist, and the function is in the
+    kernel (kallsyms); the detail says which form or why not."""
+    bcc = _import_bcc()
+    fentry_ok, fentry = _fentry_allowed(bcc, cache_dir)
+    kprobes = (facts.tracefs / "kprobe_events").exists()
+    hooks = wanted_hooks(facts)
+    present = kernel_symbols(h.func for h in hooks)
+    out = []
+    for h in hooks:
+        if h.func not in present:
+            out.append(Hook(f"{h.btf_form} {h.func}", False, "not in this kernel (or its module is not loaded)"))
+        elif fentry_ok:
+            out.append(Hook(f"{h.btf_form} {h.func}", True, f"allowed: {h.gives}"))
+        elif kprobes:
+            out.append(Hook(f"{'kretprobe' if h.ret else 'kprobe'} {h.func}", True,
+                            f"allowed: {h.gives} (fentry {fentry})"))
+        else:
+            out.append(Hook(f"{'kretprobe' if h.ret else 'kprobe'} {h.func}", False,
+                            _kprobe_refusal(facts.tracefs, None, fentry)))
+    return out
 
 
 def _ip_key(addr: str) -> ev.NdIpKey:
@@ -226,11 +310,30 @@ class Tracer:
             f"-DND_MAX_FILTER={int(map_entries)}",
             f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
         ]
+        # Function hooks: fentry/fexit where the kernel loads BTF function hooks
+        # (probed before, as libbpf-tools do), compiled in and attached by bcc as
+        # it loads them; else kprobes, attached below by name.
+        hooks = wanted_hooks(facts)
+        fentry_ok, fentry = _fentry_allowed(bcc, cache_dir) if hooks else (False, "")
+        ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks else 0
+        cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
+        self.fentry = fentry_ok
         try:
-            self.bpf = bcc.BPF(src_file=str(ev.BPF_SOURCE).encode(), cflags=cflags)
+            if fentry_ok:
+                with _quiet_stderr():   # a refusal is said in the hooks' lines, not as libbcc's dump
+                    self.bpf = self._compile(bcc, cflags, True)
+            else:
+                self.bpf = self._compile(bcc, cflags, False)
         # bcc raises bare Exception (the compiler's output went to stderr)
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"could not load the BPF program: {exc}") from None
+            if not fentry_ok:
+                raise UserError(f"could not load the BPF program: {exc}") from None
+            # A function the probe did not try (a module's, one without BTF): kprobes then.
+            self.fentry, fentry = False, f"refused at load: {_load_refusal(exc)}"
+            try:
+                self.bpf = self._compile(bcc, cflags, False)
+            except Exception as exc2:  # noqa: BLE001
+                raise UserError(f"could not load the BPF program: {exc2}") from None
         try:
             release_compiler_memory()
             self._events: list[bytes] = []
@@ -239,7 +342,11 @@ class Tracer:
                                "drop reason" if facts.has_reason else "no reason field: classify by location")]
             self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
                                    "" if facts.has_icmp_tp else "not in this kernel"))
-            self.hooks += function_hook_support(bcc, facts.tracefs, cache_dir)
+            if self.fentry:
+                self.hooks += [Hook(f"{h.btf_form} {h.func}", True, h.gives) for h in hooks]
+            else:
+                with _quiet_stderr():   # libbcc prints each refused attach; the hook's line says it once
+                    self.hooks += attach_kprobe_hooks(self.bpf, hooks, facts.tracefs, fentry)
             self.filters = Filters()
             self.pods: KernelPods | None = None
             self._budget = self._events_per_window()
@@ -247,6 +354,15 @@ class Tracer:
         except BaseException:   # a signal or a bad filter: nothing stays attached
             self.bpf.cleanup()
             raise
+
+    @staticmethod
+    def _compile(bcc: ModuleType, cflags: list[str], fentry: bool) -> Any:
+        """netdrop.c and funchooks.c as one text: bcc makes programs only of the
+        main file's functions. #line keeps the compiler's messages pointing at
+        the right file and line. Both are fixed files of netdrop's, never user text."""
+        text = (f'#line 1 "{ev.BPF_SOURCE}"\n{ev.BPF_SOURCE.read_text()}\n'
+                f'#line 1 "{ev.FUNCHOOKS_SOURCE}"\n{ev.FUNCHOOKS_SOURCE.read_text()}')
+        return bcc.BPF(text=text.encode(), cflags=[*cflags, f"-DND_FUNC_FENTRY={int(fentry)}"])
 
     @staticmethod
     def _kernel_types(facts: KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
@@ -420,6 +536,15 @@ class Tracer:
             except Exception:  # noqa: BLE001
                 self._batch_reads = False
         return _sum_counts(table.items())
+
+    def cause_counts(self) -> dict[tuple[int, int, int], Count]:
+        """Exact counts of what the function hooks saw: (netns, cause, pod tag)
+        -> packets and bytes, cause an ND_CAUSE_* (a conntrack insert race lost,
+        a full table). Empty where no hook is attached."""
+        out: dict[tuple[int, int, int], Count] = {}
+        for (netns, _reason, cause, pod), c in _sum_counts(self.bpf[b"cause_counts"].items()).items():
+            out[(netns, cause, pod)] = c
+        return out
 
     def stats(self, counts: dict[CounterKey, Count] | None = None) -> Stats:
         """Totals over all CPUs. matched is derived: every drop that passed the

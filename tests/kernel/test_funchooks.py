@@ -1,0 +1,104 @@
+"""The function-hook programs (bpf/funchooks.c) on the real kernel.
+
+Ours refuses to attach them (no CONFIG_KPROBES; fentry programs may not even
+load), but its verifier checks every kprobe-form program: each is loaded here
+and must be accepted. The fentry/fexit forms call the same bodies
+(ct_confirm_done, ct_alloc_done, fwd_entry) and cannot be loaded here (EPERM):
+what is not verified is only their wrappers' argument access. The attach step
+is tested by faking the kernel's answer where bcc asks it (lib.bpf_attach_kprobe,
+and its undoing at close), nothing else.
+"""
+
+import os
+import re
+
+import bcc
+import pytest
+
+from tracer.kernel import event, loader
+from tracer.kernel.facts import find_tracefs, probe_kernel
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return probe_kernel(find_tracefs())
+
+
+def test_every_function_hook_program_passes_the_verifier(facts):
+    source = (event.HEADER.parent / "funchooks.c").read_text()
+    in_source = re.findall(r"^int (nd_\w+)\(struct pt_regs \*ctx", source, re.M)
+    assert sorted(in_source) == sorted(loader.KPROBE_PROGRAMS)
+    with loader.Tracer(facts) as tracer:
+        for name in loader.KPROBE_PROGRAMS:
+            fn = tracer.bpf.load_func(name.encode(), bcc.BPF.KPROBE)   # raises if the verifier rejects it
+            assert fn.fd > 0, name
+
+
+def test_where_the_kernel_refuses_hooks_one_line_each_says_why_and_counting_goes_on(facts, node):
+    with loader.Tracer(facts) as tracer:
+        hooks = {h.name: h for h in tracer.hooks}
+        for h in loader.wanted_hooks(facts):
+            hook = hooks[f"{'kretprobe' if h.ret else 'kprobe'} {h.func}"]
+            assert not hook.attached and "\n" not in hook.detail
+            if not (facts.tracefs / "kprobe_events").exists():
+                assert hook.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry ")
+        assert hooks["tracepoint skb:kfree_skb"].attached
+        assert tracer.cause_counts() == {}
+
+
+@pytest.fixture
+def kernel_says(monkeypatch):
+    """Fake the kernel's answer to bcc's kprobe attach (an fd, or -1 for the
+    events named in `refuse`), and to its undoing at close."""
+    calls = {"attach": [], "refuse": set()}
+
+    def attach(prog_fd, is_return, ev_name, fn_name, offset, maxactive):
+        calls["attach"].append((bool(is_return), fn_name.decode(), prog_fd))
+        if (bool(is_return), fn_name.decode()) in calls["refuse"]:
+            return -1
+        return os.open(os.devnull, os.O_RDONLY)
+
+    def close(fd):
+        os.close(fd)
+        return 0
+
+    monkeypatch.setattr(bcc.lib, "bpf_attach_kprobe", attach)
+    monkeypatch.setattr(bcc.lib, "bpf_close_perf_event_fd", close)
+    monkeypatch.setattr(bcc.lib, "bpf_detach_kprobe", lambda ev_name: 0)
+    monkeypatch.setattr(loader, "_fentry_allowed", lambda *a: (False, "refused by the kernel: faked"))
+    return calls
+
+
+def test_hooks_the_kernel_accepts_are_attached_as_kprobes_with_their_programs(facts, kernel_says):
+    with loader.Tracer(facts) as tracer:
+        hooks = {h.name: h for h in tracer.hooks}
+        attached = kernel_says["attach"]
+    # Entry and return probe of each conntrack function, each a program the verifier loaded.
+    assert [(r, f) for r, f, _fd in attached] == [(False, "__nf_conntrack_confirm"), (True, "__nf_conntrack_confirm"),
+                                                   (False, "__nf_conntrack_alloc"), (True, "__nf_conntrack_alloc")]
+    assert all(fd > 0 for *_, fd in attached)
+    assert hooks["kretprobe __nf_conntrack_confirm"].attached
+    assert hooks["kretprobe __nf_conntrack_confirm"].detail == "which flow lost a conntrack insert race"
+    assert hooks["kretprobe __nf_conntrack_alloc"].attached
+
+
+def test_a_return_probe_refused_leaves_its_entry_probe_detached(facts, kernel_says):
+    kernel_says["refuse"].add((True, "__nf_conntrack_alloc"))
+    with loader.Tracer(facts) as tracer:
+        hooks = {h.name: h for h in tracer.hooks}
+        left = {ev for ev, fns in tracer.bpf.kprobe_fds.items() if fns}
+    assert hooks["kretprobe __nf_conntrack_confirm"].attached
+    alloc = hooks["kretprobe __nf_conntrack_alloc"]
+    assert not alloc.attached and "\n" not in alloc.detail and "; fentry refused by the kernel: faked" in alloc.detail
+    assert left == {b"p___nf_conntrack_confirm", b"r___nf_conntrack_confirm"}
+
+
+def test_fentry_probed_allowed_but_refused_at_load_falls_back_to_kprobes(facts, monkeypatch):
+    # The probe (an empty fentry program on ip_forward) said yes; loading the real
+    # fexit programs is refused (as on this kernel): the program loads without them.
+    monkeypatch.setattr(loader, "_fentry_allowed", lambda *a: (True, "available"))
+    with loader.Tracer(facts) as tracer:
+        hooks = {h.name: h for h in tracer.hooks}
+        assert not tracer.fentry
+    conf = hooks["kretprobe __nf_conntrack_confirm"]
+    assert not conf.attached and "; fentry refused at load: " in conf.detail and "\n" not in conf.detail

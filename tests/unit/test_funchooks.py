@@ -1,0 +1,174 @@
+"""Function hooks on plain data: events whose cause a hook noted (bpf/funchooks.c)
+classified, the symbols the loader asks kallsyms for, and the attach step's
+answers (its kernel side is tests/kernel/test_funchooks.py)."""
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracer.explain.classify import classify
+from tracer.explain.functionhooks import hook_verdict
+from tracer.kernel import decode, event, loader
+from tracer.kernel.facts import Kallsyms, KernelFacts, kernel_symbols, reasons_from_format
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+CASES = {(c["expected"]["reason"], c["expected"]["location"]): c
+         for c in map(json.loads, (GOLDEN / "events.jsonl").read_text().splitlines())}
+KALLSYMS = Kallsyms.load(GOLDEN / "kallsyms")
+REASONS = reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
+
+
+def raw_event(base=("NETFILTER_DROP", "nft_do_chain"), **fields) -> event.NdEvent:
+    raw = event.NdEvent.from_buffer_copy(bytes.fromhex(CASES[base]["raw_hex"]))
+    for name, value in fields.items():
+        setattr(raw, name, value)
+    return raw
+
+
+def decoded(raw: event.NdEvent, has_reason=True) -> decode.Drop:
+    return decode.Decoder(REASONS, KALLSYMS, has_reason=has_reason, mono_to_wall=0).decode(raw)
+
+
+def a_dns_query_to_the_service() -> event.NdEvent:
+    """web's AAAA query to the DNS Service, as the kfree_skb event after
+    __nf_conntrack_confirm returned NF_DROP: a NETFILTER_DROP in nf_hook_slow."""
+    raw = raw_event(cause_raw=event.ND_CAUSE_CT_INSERT_FAILED, sport=41234, dport=53)
+    raw.saddr_raw[:4] = socket.inet_aton("10.244.1.10")
+    raw.daddr_raw[:4] = socket.inet_aton("10.96.0.10")
+    return raw
+
+
+def test_an_insert_race_lost_names_the_flow_that_lost_it():
+    drop = decoded(a_dns_query_to_the_service())
+    assert drop.cause == "ct-insert-failed"
+    v = hook_verdict(drop)
+    assert v is not None and v.category == "conntrack" and not v.benign
+    assert v.hint.startswith("conntrack insert race lost for 10.244.1.10:41234 -> 10.96.0.10:53 udp (two packets")
+    assert "A and AAAA" in v.hint
+    assert v.detail == {"by": "conntrack", "state": "insert_failed", "hook": "__nf_conntrack_confirm"}
+
+
+def test_a_full_table_says_count_and_max_when_the_kernel_shows_max():
+    raw = raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=262144,
+                    flags_raw=raw_event().flags_raw & ~event.ND_F_CT)
+    drop = decoded(raw)
+    assert (drop.cause, drop.ct_max) == ("ct-table-full", 262144)
+    v = hook_verdict(drop)
+    assert v is not None and v.category == "conntrack"
+    assert v.hint.startswith(f"conntrack table full (count = max = 262144): packet {drop.flow} dropped")
+    assert v.detail == {"by": "conntrack", "state": "table_full", "hook": "__nf_conntrack_alloc", "max": 262144}
+    # nf_conntrack_max not readable (no data symbols in kallsyms): no number made up.
+    drop = decoded(raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=0, flags_raw=0))
+    assert drop.ct_max is None
+    assert hook_verdict(drop).hint.startswith("conntrack table full (count reached nf_conntrack_max): packet")
+
+
+def test_ct_status_is_the_entrys_status_whenever_the_packet_had_an_entry():
+    raw = raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=0x1a8,
+                    flags_raw=event.ND_F_CT | event.ND_F_NFCT_READ)
+    drop = decoded(raw)
+    assert drop.ct_max is None and drop.cause == "ct-table-full"
+
+
+def test_a_forwarded_packet_over_its_routes_mtu_is_mtu_on_a_kernel_without_reasons():
+    # Kernel without reasons nor icmp:icmp_send: the location alone says little;
+    # the ip_forward hook's note makes it an MTU drop with the route's numbers.
+    raw = raw_event(("PKT_TOO_BIG", "ip_forward"), reason_raw=0, cause_raw=event.ND_CAUSE_FWD_TOO_BIG,
+                    flags_raw=raw_event(("PKT_TOO_BIG", "ip_forward")).flags_raw & ~event.ND_F_ICMP_SENT)
+    drop = decoded(raw, has_reason=False)
+    assert drop.reason is None and drop.icmp_sent is None and drop.cause == "fwd-too-big"
+    v = hook_verdict(drop)
+    assert v is not None and v.category == "mtu"
+    assert v.hint.startswith("1500-byte packet with DF set is larger than the MTU 1450 of flannel.1")
+
+
+def test_no_cause_no_hook_verdict_and_classification_as_before():
+    for case in CASES.values():
+        drop = decoded(event.NdEvent.from_buffer_copy(bytes.fromhex(case["raw_hex"])))
+        assert drop.cause is None and drop.ct_max is None
+        assert hook_verdict(drop) is None
+        assert classify(drop).category == case["expected"]["category"]
+
+
+@given(st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 255))
+def test_any_cause_byte_decodes_to_a_known_cause_or_none(cause, ct_status, flags):
+    drop = decoded(raw_event(cause_raw=cause, ct_status_raw=ct_status, flags_raw=flags))
+    assert drop.cause in (None, *decode.CAUSES.values())
+    assert (drop.cause is None) == (cause not in decode.CAUSES)
+    v = hook_verdict(drop)
+    assert (v is None) == (drop.cause is None)
+
+
+def test_kernel_symbols_finds_text_and_data_and_skips_the_rest(tmp_path):
+    f = tmp_path / "kallsyms"
+    f.write_text("ffffffff81ff7890 T ip_forward\n"
+                 "0000000000000000 T __nf_conntrack_alloc\n"          # kptr_restrict: no address
+                 "ffffffff83a1b2c0 D nf_conntrack_max\tnf_conntrack\n"
+                 "zzzz T __nf_conntrack_confirm\n"
+                 "ffffffff81f35260\n")
+    got = kernel_symbols(["ip_forward", "__nf_conntrack_alloc", "nf_conntrack_max", "__nf_conntrack_confirm"], f)
+    assert got == {"ip_forward": 0xffffffff81ff7890, "nf_conntrack_max": 0xffffffff83a1b2c0}
+    assert kernel_symbols(["ip_forward"], tmp_path / "missing") == {}
+
+
+@given(st.binary(max_size=2000))
+def test_kernel_symbols_survives_any_file(tmp_path_factory, data):
+    f = tmp_path_factory.mktemp("ks") / "kallsyms"
+    f.write_bytes(b"ffffffff81ff7890 T ip_forward\n" + data)
+    got = kernel_symbols(["ip_forward", "nf_conntrack_max"], f)
+    assert set(got) <= {"ip_forward", "nf_conntrack_max"} and all(v > 0 for v in got.values())
+
+
+FACTS = KernelFacts("6.18", Path("/nonexistent-tracefs"), True, True, {})
+
+
+def test_ip_forward_is_hooked_only_on_kernels_without_reasons():
+    assert [h.func for h in loader.wanted_hooks(FACTS)] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
+    old = dataclasses.replace(FACTS, has_reason=False)
+    assert [h.func for h in loader.wanted_hooks(old)][-1] == "ip_forward"
+    assert set(loader.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
+                                           "nd_ct_alloc_return", "nd_ip_forward"}
+
+
+class AttachAnswers:
+    """Stands for bcc.BPF at the attach calls: refuses the functions in `refuse`."""
+
+    def __init__(self, refuse=()):
+        self.refuse, self.attached, self.detached = set(refuse), [], []
+
+    def attach_kprobe(self, event, fn_name):
+        self._answer("kprobe", event, fn_name)
+
+    def attach_kretprobe(self, event, fn_name, maxactive):
+        self._answer("kretprobe", event, fn_name)
+
+    def _answer(self, kind, event, fn_name):
+        if (kind, event.decode()) in self.refuse:
+            raise Exception(f"Failed to attach BPF program {fn_name} to {kind} {event}")
+        self.attached.append((kind, event.decode()))
+
+    def detach_kprobe(self, event, fn_name):
+        self.detached.append(event.decode())
+
+
+def test_a_hook_half_attached_is_detached_and_says_why_in_one_line(tmp_path):
+    (tmp_path / "kprobe_events").write_text("")
+    bpf = AttachAnswers(refuse={("kretprobe", "__nf_conntrack_alloc")})
+    hooks = loader.attach_kprobe_hooks(bpf, loader.wanted_hooks(FACTS), tmp_path, "refused by the kernel: no")
+    assert [(h.name, h.attached) for h in hooks] == [("kretprobe __nf_conntrack_confirm", True),
+                                                    ("kretprobe __nf_conntrack_alloc", False)]
+    assert bpf.detached == ["__nf_conntrack_alloc"]
+    assert hooks[1].detail.startswith("refused by the kernel: Failed to attach") and "\n" not in hooks[1].detail
+    assert hooks[1].detail.endswith("; fentry refused by the kernel: no")
+
+
+def test_without_config_kprobes_every_hook_says_so(tmp_path):
+    bpf = AttachAnswers(refuse={("kprobe", "__nf_conntrack_confirm"), ("kprobe", "__nf_conntrack_alloc")})
+    hooks = loader.attach_kprobe_hooks(bpf, loader.wanted_hooks(FACTS), tmp_path, "refused by the kernel: EPERM")
+    assert all(not h.attached and h.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry")
+               for h in hooks)
+    assert bpf.detached == []
