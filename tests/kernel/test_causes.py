@@ -182,7 +182,7 @@ def test_ipsec_policy_without_its_state(kernel, pair):
     ip("xfrm", "policy", "add", "src", A_IP, "dst", B_IP, "dir", "out", *tmpl, ns=pair.a)
     found = traced(kernel, pair, lambda: ping(pair.a, B_IP))
     for d, v in only(found, "NOT_SPECIFIED", "dst_discard_out"):
-        assert d.dst == B_IP and v.category == "no-route" and "1 outbound IPsec policies and no IPsec state" in v.hint
+        assert d.dst == B_IP and v.category == "no-route" and "1 outbound IPsec policy and no IPsec state" in v.hint
 
 
 def vxlan(ns: str, vni: int, port: int, local: str, remote: str, dev: str, addr: str) -> None:

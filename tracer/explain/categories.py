@@ -308,9 +308,10 @@ def _no_route(d: Drop, ev: Evidence | None = None) -> str:
     if name_matches(d.location, ("dst_discard*",)):
         x = ev.xfrm if ev is not None else None
         if x is not None and x.count("out") and x.states == 0:
-            return (f"{d.flow} met a blackhole: this namespace has {x.count('out')} outbound IPsec policies and no "
-                    f"IPsec state: a policy without its state (SA) discards what it matches (xfrm_larval_drop); "
-                    f"the IPsec agent has not installed its keys")
+            n = x.count("out")
+            return (f"{d.flow} met a blackhole: this namespace has {n} outbound IPsec "
+                    f"{'policy' if n == 1 else 'policies'} and no IPsec state: a policy without its state (SA) "
+                    f"discards what it matches (xfrm_larval_drop); the IPsec agent has not installed its keys")
         return f"{d.flow}: {cause(d)}: check 'ip route get {d.dst or 'DST'}' and 'ip xfrm policy'"
     return (f"no route to {d.dst or 'the destination'}{on_device(d)} ({_why(d)}): add the route for its "
             f"network, e.g. the missing pod CIDR route to another node, or a default route")

@@ -77,6 +77,7 @@ class Device:
     disable_ipv6: bool | None = None
     route_localnet: bool | None = None
     vxlan: Vxlan | None = None
+    stp: bool | None = None         # a bridge: STP on (its ports listen and learn before they forward)
 
     @property
     def state(self) -> str:
@@ -199,7 +200,10 @@ def parse_links(text: str | None) -> list[Device]:
         kind = _name(info.get("info_kind"))
         port_state = _name(_dict(info.get("info_slave_data")).get("state")) \
             if info.get("info_slave_kind") == "bridge" else None
-        vxlan = None
+        vxlan, stp = None, None
+        if kind == "bridge":
+            state = _dict(info.get("info_data")).get("stp_state")
+            stp = bool(state) if isinstance(state, int) else None
         if kind == "vxlan":
             data = _dict(info.get("info_data"))
             vxlan = Vxlan(_int(data.get("id")), _int(data.get("port")), _name(data.get("local")),
@@ -209,7 +213,7 @@ def parse_links(text: str | None) -> list[Device]:
             oper=_name(link.get("operstate")), mtu=_int(link.get("mtu")), master=_name(link.get("master")),
             port_state=port_state,
             peer_ifindex=_int(link.get("link_index")) if kind == "veth" else None,
-            vxlan=vxlan))
+            vxlan=vxlan, stp=stp))
     return out
 
 
@@ -394,7 +398,7 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
         full.append(Device(
             d.ifindex, d.name, d.kind, d.up, d.carrier, d.oper, d.mtu, d.master, d.port_state, d.peer_ifindex,
             nsids.get(nsid) if nsid is not None else None,
-            sysctls.get((d.name, "disable_ipv6")), sysctls.get((d.name, "route_localnet")), vx))
+            sysctls.get((d.name, "disable_ipv6")), sysctls.get((d.name, "route_localnet")), vx, d.stp))
     xfrm = parse_xfrm(_run(path, "ip", "xfrm", "policy", "count"), _run(path, "ip", "xfrm", "state", "count"))
     programs = parse_bpftool_net(_run(path, "bpftool", "-j", "net", "show"))
     return Evidence(netns, tuple(full), xfrm, tuple(programs) if programs is not None else None, node, now)
