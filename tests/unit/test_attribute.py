@@ -215,3 +215,84 @@ def test_peer_is_another_pod_named_by_one_address(inode, direction, src, dst, se
     direction_of_named = who.peer_direction if named is who.peer else who.direction
     end = src if direction_of_named == "from-pod" else dst
     assert end in named.ips and end not in ("192.168.1.5", "10.244.1.1", "10.244.1.13")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sandbox(i: int) -> tuple[NetnsInfo, PodInfo]:
+    ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+    return (NetnsInfo(10_000 + i, (f"cni-{i}",), (), (ip,), HostVeth(100 + i, f"veth{i}")),
+            pod(f"p{i}", [ip]))
+
+
+def test_churn_of_100000_pods_keeps_ids_bounded_recent_gone_named_and_never_reuses_an_id():
+    clock = Clock()
+    ids = PodIds(gone_seconds=600, gone_max=1000, clock=clock)
+    live = 10
+    tags: dict[int, int] = {}        # pod number -> its tag (in-pod), as a counter key would keep it
+    idx = None
+    for first in range(0, 100_000 - live + 1, live):   # ten pods at a time replaced by ten new ones
+        clock.now += 1.0
+        pairs = [sandbox(i) for i in range(first, first + live)]
+        snap = NodeSnapshot(NODE, ("192.168.1.5",), {n.inode: n for n, _ in pairs})
+        idx = PodIndex(snap, [p for _, p in pairs], "node-a", ids)
+        for n, _ in pairs:
+            tags[int(n.names[0][4:])] = idx.by_netns[n.inode] << 2 | ND_DIR_IN_POD
+        assert len(ids.refs) <= live + 1000
+    assert len(set(tags.values())) == 100_000           # every pod its own id: none reused
+    assert ids.gone == 1000 and len(ids.refs) == live + 1000
+    # The latest gone pods are still named by their tags; the oldest are forgotten.
+    assert idx.attribute(drop(pod_raw=tags[99_989], netns=10_000 + 99_989)).pod.name == "p99989"
+    assert idx.attribute(drop(pod_raw=tags[98_990])).pod.name == "p98990"
+    assert idx.attribute(drop(pod_raw=tags[98_989])).pod is None
+    assert idx.attribute(drop(pod_raw=tags[0])).pod is None
+
+
+def test_a_gone_pod_is_named_for_gone_seconds_and_gets_its_id_back_if_it_returns_meanwhile():
+    clock = Clock()
+    ids = PodIds(gone_seconds=600, clock=clock)
+    first = PodIndex(snapshot(), PODS, "node-a", ids)
+    web = first.by_netns[101]
+    without_web = [p for p in PODS if p.name != "web"]
+    clock.now = 100.0
+    gone = PodIndex(snapshot(), without_web, "node-a", ids)
+    clock.now = 699.0
+    gone = PodIndex(snapshot(), without_web, "node-a", ids)
+    assert gone.attribute(drop(pod_raw=web << 2 | ND_DIR_IN_POD)).pod.name == "web"
+    back = PodIndex(snapshot(), PODS, "node-a", ids)             # back (same uid) while remembered
+    assert back.by_netns[101] == web and ids.gone == 0
+    clock.now = 800.0
+    PodIndex(snapshot(), without_web, "node-a", ids)
+    clock.now = 1401.0                                           # gone for 601 s: forgotten
+    later = PodIndex(snapshot(), without_web, "node-a", ids)
+    assert later.attribute(drop(pod_raw=web << 2 | ND_DIR_IN_POD)).pod is None
+    again = PodIndex(snapshot(), PODS, "node-a", ids)            # back after: a new id, the old one never again
+    assert again.by_netns[101] not in (web, *first.by_netns.values())
+    assert again.attribute(drop(pod_raw=again.by_netns[101] << 2 | ND_DIR_IN_POD)).pod.name == "web"
+
+
+def test_attributions_remembered_per_index_and_bounded():
+    from tracer.pods import attribute
+
+    ids = PodIds()
+    idx = PodIndex(snapshot(), PODS, "node-a", ids)
+    packet = dict(pod_raw=tag(idx, 101, ND_DIR_FROM_POD), src="10.244.1.10", dst="10.244.1.11")
+    first = idx.attribute(drop(**packet))
+    assert (first.pod.name, first.peer.name) == ("web", "db")
+    assert idx.attribute(drop(**packet, sport=1, dport=2)) is first     # ports do not matter: the same answer
+    # db is gone: the next index names no peer for the same packet (nothing remembered across indexes).
+    later = PodIndex(snapshot(), [p for p in PODS if p.name != "db"], "node-a", ids)
+    assert later.attribute(drop(**packet)).peer is None
+    assert later.attribute(drop(**packet)).pod.name == "web"
+    for i in range(3 * attribute.MEMO_MAX):      # a storm of distinct flows stays bounded
+        other = f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}"
+        got = idx.attribute(drop(pod_raw=packet["pod_raw"], src="10.244.1.10", dst=other))
+        assert got.pod.name == "web"
+        assert len(idx._memo) <= attribute.MEMO_MAX
+    assert idx.attribute(drop(**packet)) == first

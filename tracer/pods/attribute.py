@@ -13,6 +13,8 @@ declares, on a node address.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,12 @@ from .nodeview import NetnsInfo, NodeSnapshot
 
 DIRECTIONS = {ND_DIR_IN_POD: "in-pod", ND_DIR_FROM_POD: "from-pod", ND_DIR_TO_POD: "to-pod"}
 MAX_POD_ID = (1 << 30) - 1
+# A gone pod's ref is kept this long (an event or counter key carrying its tag
+# is read within a tick or a scrape: seconds), and for at most this many gone
+# pods (4,096 refs: about 2 MiB), see PodIds.
+GONE_SECONDS = 600.0
+GONE_MAX = 4096
+MEMO_MAX = 8192     # PodIndex.attribute's remembered answers (about 2 MiB at most)
 
 
 @dataclass(frozen=True)
@@ -84,22 +92,74 @@ class KernelPods:
 
 
 class PodIds:
-    """Stable small ids for pods, for the whole run: a tag in flight still names
-    its pod after the pod is gone. Unknown sandboxes are keyed by netns inode."""
+    """Small ids for pods, part of the kernel's pod tag and so of its counter keys.
 
-    def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
+    An id is never handed out twice in a run. The kernel's counter map never
+    deletes a key while netdrop runs (loader.Tracer only ever reads it;
+    sinks/metrics.py relies on that too), so any id once used may sit in a
+    counter key until the end: a reused id would add one pod's drops to
+    another's group and series. Ids count up instead; the 2**30 of the tag
+    (bpf/netdrop.h: id << 2 | direction in a u32) last 3.4 years of ten new
+    pods a second, every second.
+
+    A gone pod's PodRef is kept a while, so a tag in flight (an event in the
+    ring buffer, a counter key first read on the next tick or scrape) still
+    names its pod: at least GONE_SECONDS after the pod left the index, unless
+    more than GONE_MAX pods went meanwhile (then the oldest gone are forgotten
+    first). Then its key and ref are dropped: memory is bounded by the pods
+    the node has plus GONE_MAX, whatever the churn. A pod that comes back
+    while still remembered (same uid; an unknown sandbox: same namespace inode)
+    gets its id back; forgotten, it gets a new one. Readers on the event path
+    use refs.get() (one dict operation, atomic under the GIL) while the
+    background thread adds and forgets."""
+
+    def __init__(self, gone_seconds: float = GONE_SECONDS, gone_max: int = GONE_MAX,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ids: dict[str, int] = {}                  # pod key -> id, pods live and remembered
+        self._keys: dict[int, str] = {}                 # id -> pod key
         self.refs: dict[int, PodRef] = {}
+        self._gone: dict[int, float] = {}               # id -> since when gone, oldest first
+        self._live: set[int] = set()                    # ids of the last index settled
+        self._building: set[int] = set()                # ids handed out since
+        self._next = 1
+        self.gone_seconds, self.gone_max, self._clock = gone_seconds, gone_max, clock
 
     def id_for(self, key: str, ref: PodRef) -> int:
         pid = self._ids.get(key)
         if pid is None:
-            pid = len(self._ids) + 1
+            pid = self._next
             if pid > MAX_POD_ID:
-                raise OverflowError("too many pods for the tag space")
+                raise OverflowError("pod ids exhausted: over 2**30 pods in one run; restart netdrop")
+            self._next += 1
             self._ids[key] = pid
+            self._keys[pid] = key
         self.refs[pid] = ref
+        self._building.add(pid)
         return pid
+
+    def settle(self) -> None:
+        """After an index is built (one builder at a time): the ids id_for() gave
+        since the last settle are the live ones; the others are gone from now on
+        (if not already), and those gone too long, or beyond GONE_MAX, forgotten."""
+        live, self._building = self._building, set()
+        now = self._clock()
+        for pid in live - self._live:       # new, or back while remembered
+            self._gone.pop(pid, None)
+        for pid in self._live - live:       # left just now
+            self._gone[pid] = now
+        self._live = live
+        while self._gone:
+            pid, since = next(iter(self._gone.items()))
+            if now - since < self.gone_seconds and len(self._gone) <= self.gone_max:
+                break
+            del self._gone[pid]
+            del self._ids[self._keys.pop(pid)]
+            del self.refs[pid]
+
+    @property
+    def gone(self) -> int:
+        """Gone pods still remembered."""
+        return len(self._gone)
 
 
 class PodIndex:
@@ -123,7 +183,12 @@ class PodIndex:
             self._unknown_sandboxes()
         else:
             self._join(pods)
+        ids.settle()
         self.by_ip = self._peer_ips()             # pod address -> id, for the other end of a drop
+        # attribute()'s answers by (tag, src, dst): what it reads (this index, the
+        # ids' refs of its pods) is fixed for the index's life, and a storm is a
+        # few flows repeated. Emptied when full: bounded, and a new index starts afresh.
+        self._memo: dict[tuple[int, str | None, str | None], Attribution] = {}
 
     def _join(self, pods: list[PodInfo]) -> None:
         by_ip: dict[str, list[NetnsInfo]] = {}
@@ -209,7 +274,8 @@ class PodIndex:
                           filter=self.selection.active)
 
     def selected_refs(self) -> list[PodRef]:
-        return [self.ids.refs[p] for p in sorted(self.selected)]
+        refs = self.ids.refs
+        return [r for p in sorted(self.selected) if (r := refs.get(p)) is not None]
 
     def attribute_tag(self, tag: int) -> Attribution:
         """The pod and direction a kernel tag (id << 2 | direction) stands for."""
@@ -218,11 +284,24 @@ class PodIndex:
 
     def attribute(self, drop: Drop) -> Attribution:
         """The drop's pod and direction from its kernel tag, and the pod at the
-        other end of the packet (peer) from its addresses."""
-        who = self.attribute_tag(drop.pod_raw)
-        if who.pod is None or drop.src is None or drop.dst is None:
+        other end of the packet (peer) from its addresses. Runs per event."""
+        tag = drop.pod_raw
+        if not tag:
+            return NO_POD
+        key = (tag, drop.src, drop.dst)
+        got = self._memo.get(key)
+        if got is None:
+            got = self._attribute(tag, drop.src, drop.dst)
+            if len(self._memo) >= MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = got
+        return got
+
+    def _attribute(self, tag: int, src: str | None, dst: str | None) -> Attribution:
+        who = self.attribute_tag(tag)
+        if who.pod is None or src is None or dst is None:
             return who
-        pid = drop.pod_raw >> 2
+        pid = tag >> 2
         if who.direction == "from-pod":
             mine_is_src: bool | None = True
         elif who.direction == "to-pod":
@@ -231,16 +310,18 @@ class PodIndex:
             # In the pod's own namespace the tag says nothing of the ends: the
             # pod's end is the one with its address (a packet it sent, or one
             # it received).
-            mine_is_src = self._own_end(pid, who.pod, drop.src, drop.dst)
+            mine_is_src = self._own_end(pid, who.pod, src, dst)
         if mine_is_src is None:
             return who
-        mine, theirs = (drop.src, drop.dst) if mine_is_src else (drop.dst, drop.src)
+        mine, theirs = (src, dst) if mine_is_src else (dst, src)
         other = self.by_ip.get(theirs)
         if other is None or other == pid or self.by_ip.get(mine, pid) != pid:
             # No pod there, the pod itself, or the pod's own end carries another
             # pod's address (tagged by its veth, a spoofed source): no guess.
             return who
-        peer, peer_dir = self.ids.refs[other], "to-pod" if mine_is_src else "from-pod"
+        peer, peer_dir = self.ids.refs.get(other), "to-pod" if mine_is_src else "from-pod"
+        if peer is None:    # gone and forgotten since this index was built (PodIds)
+            return who
         if self.selection.active and pid not in self.selected and other in self.selected:
             # The kernel tags the selected end when a filter is on (node_pod() in
             # bpf/netdrop.c passes over unselected candidates); a tag from maps
