@@ -182,3 +182,32 @@ def test_recreated_pod_is_followed_within_two_seconds(netdrop):
         assert all(r["pod"]["name"] == web.name for r in records)
     finally:
         sim.destroy()
+
+
+def test_a_node_namespace_that_cannot_be_entered_is_one_line(node, tmp_path):
+    # --node-netns naming a file that is no network namespace (as one removed
+    # meanwhile, its name reused): the pod source cannot make its netlink socket
+    # there. One line and exit status 2, no traceback.
+    not_a_netns = tmp_path / "node1"
+    not_a_netns.write_text("")
+    res = subprocess.run([*NETDROP, "watch", "--json", "--duration", "1", "--kubeconfig", str(node.kubeconfig),
+                          "--node-netns", str(not_a_netns), "-A"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    assert res.stderr.splitlines() == [
+        f"netdrop: error: cannot read the node's network namespace {str(not_a_netns)!r}: "
+        f"cannot open a netlink socket in {not_a_netns}"]
+
+
+def test_pod_source_gives_the_apis_pods_of_the_node(node):
+    from tracer.pods.kube import Selection
+    from tracer.pods.source import PodSource
+
+    source = PodSource(Selection(), str(node.kubeconfig), "sim-node1", node.node1)
+    try:
+        pods = source.pods()
+        assert pods is not None and source.pods() is pods      # the same list until the API's pods change
+        names = {p.name for p in pods}
+        assert {node.pods[role].name for role in ("web", "db", "cache")} <= names
+        assert all(p.node == "sim-node1" for p in pods)
+    finally:
+        source.stop()

@@ -4,7 +4,10 @@ The API names pods and their addresses, the node names namespaces and veths; joi
 become the index that tags each drop and the pod maps the kernel filters on. Modules:
 
 - kube: the pods and nodes of this node from the Kubernetes API, through the official client.
-- nodeview: the node's namespaces, addresses and host veths, read with pyroute2 (rtnetlink).
+- nodeview: the node's namespaces, addresses and host veths, read through raw rtnetlink sockets
+  (a small parser of their messages; pyroute2 is not used) and followed by their notifications.
 - source: keeps the pod index current in the background, and the kernel's pod maps with it.
-- attribute: the pod index (API pods joined with the node's namespaces); a drop's pod tag -> pod and direction.
+- attribute: the pod index (API pods joined with the node's namespaces); a drop's pod tag -> pod and direction;
+  pod ids (stable while a tag may be in flight, forgotten a while after the pod went).
+- workload: a pod's workload (its Deployment, StatefulSet, ...) from its owners.
 """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UserError
 from .attribute import PodIds, PodIndex
@@ -27,6 +27,8 @@ from .nodeview import HOST_NETNS, Changes, NodeEvents, NodeScanner, NodeSnapshot
 
 if TYPE_CHECKING:
     from ..kernel.loader import Tracer
+
+T = TypeVar("T")
 
 RESCAN_SECONDS = 30.0     # the full scan, a safety net behind the events
 SETTLE_SECONDS = 0.2      # after a notification, more are gathered this long: one round per burst
@@ -37,13 +39,23 @@ STOP_SECONDS = 0.5          # stop() waits this long in all for the threads (dae
                             # a read ends with the process)
 
 
+def _entered(node_netns: str, read: Callable[[], T]) -> T:
+    """read() of the node's namespace, an OSError (removed meanwhile, not a
+    namespace, no CAP_SYS_ADMIN to enter it, ...) made one line for the user."""
+    try:
+        return read()
+    except OSError as exc:
+        raise UserError(f"cannot read the node's network namespace {node_netns!r}: "
+                        f"{exc.strerror or exc}") from None
+
+
 class PodSource:
     def __init__(self, selection: Selection, kubeconfig: str | None = None, node: str | None = None,
                  node_netns: str = HOST_NETNS, warn: Callable[[str], None] = lambda msg: None):
         started = time.monotonic()
         self.selection = selection
         self.warn = warn
-        self.scanner = NodeScanner(node_netns)
+        self.scanner = _entered(node_netns, lambda: NodeScanner(node_netns))
         self.ids = PodIds()
         self.problem: str | None = None     # why there is no API, if there is none
         self.node_name: str | None = node
@@ -67,7 +79,7 @@ class PodSource:
         if not self.attributing:      # no API, no pods asked for: nothing to attribute, nothing to scan
             self._pods, self.index = [], None
             return
-        snapshot = self.scanner.scan()
+        snapshot = _entered(node_netns, self.scanner.scan)
         if self.kube is not None:
             # START_SECONDS for every start-up call together: an API that does not
             # answer in time is asked again in the background (_reconnect).
@@ -243,6 +255,13 @@ class PodSource:
 
     def current(self) -> PodIndex | None:
         return self.index
+
+    def pods(self) -> list[PodInfo] | None:
+        """The API's pods of this node as last received (what the current index
+        was built from); None while the API has not answered. The same list
+        object until they change, so a caller may key a cache on its identity;
+        not to be modified."""
+        return self._pods
 
     def apply(self, tracer: Tracer) -> None:
         """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
