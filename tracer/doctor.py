@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .explain import evidence
 from .explain.explainer import ct_stats, drop_points
 from .kernel import facts
 from .errors import UserError
@@ -52,6 +53,14 @@ class Node:
     pods: list[NetnsInfo] = field(default_factory=list)   # pod sandboxes (a veth to the node)
     pod_names: dict[int, str] = field(default_factory=dict)  # inode -> pod name, when known
     cni_dir: Path = Path("/var/lib/cni/networks")
+    _facts: evidence.Evidence | None = field(default=None, repr=False)
+
+    def facts(self) -> evidence.Evidence:
+        """The node namespace's devices, sysctls, VXLAN, xfrm and BPF programs
+        (explain/evidence.py: what explains drops there), read once per run."""
+        if self._facts is None:
+            self._facts = evidence.read_namespace(0, self.path, None, 0.0)
+        return self._facts
 
     # path: where to look; False (the default): the node's namespace, None: ours
     def ip_json(self, *args: str, path: str | None | Literal[False] = False) -> list[dict[str, Any]]:
@@ -476,10 +485,154 @@ def check_pod_routes(node: Node, pod_cidrs: dict[str, list[str]] | None, this_no
     return [Finding("pod routes", "ok", f"routes to {len(fine)} other nodes' pod CIDRs", fine + unreadable)]
 
 
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+# -- Standing states that drop packets (issue 14): what explain/evidence.py reads for a
+# drop's hint, checked here before any drop. -----------------------------------------
+
+def check_bridges(node: Node) -> list[Finding]:
+    """Bridge ports up with carrier but not forwarding, and bridges with STP on."""
+    devices = node.facts().devices
+    bridges = {d.name: d for d in devices if d.kind == "bridge"}
+    if not bridges:
+        return [Finding("bridge ports", "ok", "no bridge in this namespace")]
+    out = []
+    # A port without carrier is "disabled" because its peer is down (br_port_carrier_check):
+    # no STP problem, and its drops are the veth's (device category).
+    stuck = [d for d in devices if d.master in bridges and d.port_state not in (None, evidence.FORWARDING)
+             and d.up and d.carrier]
+    if stuck:
+        out.append(Finding("bridge ports", "error", f"{_plural(len(stuck), 'bridge port')} up but not forwarding: "
+                           "every frame they receive is dropped (BRIDGE_INGRESS_STP_STATE at br_handle_frame)",
+                           [f"{d.name} of {d.master}: {d.port_state}" for d in stuck[:10]],
+                           f"a pod bridge needs no STP: ip link set {stuck[0].master} type bridge stp_state 0; "
+                           f"or bridge link set dev {stuck[0].name} state 3"))
+    stp = [b for b in bridges.values() if b.stp]
+    if stp:
+        out.append(Finding("bridge stp", "warning", f"STP is on for {', '.join(b.name for b in stp[:5])}: each new "
+                           "pod's port listens and learns (2 x forward_delay, 30 s by default) before it forwards, "
+                           "and STP may block ports", [f"{b.name} stp_state 1" for b in stp[:5]],
+                           f"ip link set {stp[0].name} type bridge stp_state 0"))
+    return out or [Finding("bridge ports", "ok", f"every port of {_plural(len(bridges), 'bridge')} forwards")]
+
+
+def flannel_vnis(nodes: object) -> dict[str, int]:
+    """Node objects (the API's JSON) -> the VXLAN VNI each node's flannel announces
+    (annotation flannel.alpha.coreos.com/backend-data: {"VNI": 1, "VtepMAC": ...}).
+    Node objects are anyone's text with node rights: any value reads as nothing."""
+    out: dict[str, int] = {}
+    for n in nodes if isinstance(nodes, list) else []:
+        meta = _sub(n, "metadata")
+        name, data = _str(meta, "name"), _sub(meta, "annotations").get("flannel.alpha.coreos.com/backend-data")
+        if name is None or not isinstance(data, str) or len(data) > 4096:
+            continue
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError):
+            continue
+        vni = _int(doc.get("VNI")) if isinstance(doc, dict) else None
+        if vni is not None:
+            out[name[:253]] = vni
+    return out
+
+
+def check_overlay(node: Node, announced: dict[str, int] | None = None) -> list[Finding]:
+    """The VXLAN devices: whether each can send anywhere, and (given what other
+    nodes announce) whether their VNI matches this node's."""
+    vx = [d for d in node.facts().devices if d.vxlan is not None]
+    if not vx:
+        return [Finding("overlay", "ok", "no VXLAN device in this namespace")]
+    lines = []
+    for d in vx:
+        v = d.vxlan
+        assert v is not None
+        fdb = "FDB unread" if v.fdb_entries is None else _plural(v.fdb_entries, "FDB entry", "FDB entries")
+        remotes = f" ({', '.join(v.fdb_remotes)})" if v.fdb_remotes else ""
+        lines.append(f"{d.name}: VNI {v.vni}, UDP port {v.port}, underlay {v.underlay or '-'}, "
+                     f"remote {v.remote or '-'}, {fdb}{remotes}")
+    out = []
+    nowhere = [d for d in vx if d.up and d.vxlan is not None and not d.vxlan.remote and d.vxlan.fdb_entries == 0]
+    if nowhere:
+        out.append(Finding("overlay", "error", f"{_plural(len(nowhere), 'VXLAN device')} with no remote and no FDB "
+                           "entry: packets routed to them go nowhere (NO_TX_TARGET at vxlan_xmit)",
+                           [x for x in lines if x.split(":")[0] in {d.name for d in nowhere}],
+                           "check the CNI agent on this node (flannel, Calico): it writes each other node's VTEP "
+                           f"into the FDB (bridge fdb show dev {nowhere[0].name})"))
+    if announced:
+        here = {d.vxlan.vni for d in vx if d.vxlan is not None}
+        other = {n: v for n, v in announced.items() if v not in here}
+        if other:
+            out.append(Finding("overlay", "error", f"{_plural(len(other), 'node')} announce a VNI that no VXLAN "
+                               f"device here has ({', '.join(str(v) for v in sorted(here, key=str))}): their "
+                               "overlay packets are dropped here (VXLAN_VNI_NOT_FOUND at vxlan_rcv)",
+                               [f"{n}: VNI {v}" for n, v in sorted(other.items())[:10]] + lines,
+                               "make the CNI's VNI equal on every node (flannel net-conf.json Backend.VNI, "
+                               "Calico FelixConfiguration vxlanVNI)"))
+    # Always listed: VNI and port are compared across nodes by whoever runs doctor on each.
+    return out + [Finding("overlay", "info", "VXLAN devices (their VNI and port must be the same on every node: a "
+                          "mismatch drops all overlay traffic, as VXLAN_VNI_NOT_FOUND or NO_SOCKET at the port)",
+                          lines)]
+
+
+def check_pod_ipv6(node: Node) -> list[Finding]:
+    """IPv6 disabled in pods of a dual-stack node: dual-stack Services and
+    peers send them IPv6 that they drop (IPV6DISABLED)."""
+    if not any(":" in ip for p in node.pods for ip in p.ips):
+        return [Finding("pod ipv6", "ok", "no pod has an IPv6 address: a single-stack node")]
+    off = []
+    for info in node.pods:
+        sysctls = evidence.parse_sysctls(read_in_netns(info.path, *evidence.SYSCTL_CMD))
+        devs = sorted(dev for (dev, name), on in sysctls.items()
+                      if name == "disable_ipv6" and on and dev not in ("lo", "all", "default"))
+        if devs:
+            off.append(f"{_pod_label(node, info)}: {', '.join(devs[:4])} disable_ipv6=1")
+    if off:
+        return [Finding("pod ipv6", "warning", f"IPv6 is disabled in {_plural(len(off), 'pod')} of a dual-stack "
+                        "node: IPv6 from dual-stack Services and peers is dropped there (IPV6DISABLED at "
+                        "ip6_rcv_core)", off[:10], "enable it in the pod (net.ipv6.conf.eth0.disable_ipv6=0: the "
+                        "image's or runtime's sysctls), or make the Services that reach it SingleStack")]
+    return [Finding("pod ipv6", "ok", f"IPv6 enabled in every pod ({_plural(len(node.pods), 'pod')})")]
+
+
+def check_ipsec(node: Node) -> list[Finding]:
+    x = node.facts().xfrm
+    if x is None:
+        return [Finding("ipsec", "unchecked", "could not read 'ip xfrm policy count' here")]
+    total = sum(n for _d, n in x.policies)
+    if total and x.states == 0:
+        return [Finding("ipsec", "error", f"{_plural(total, 'IPsec policy', 'IPsec policies')} and no "
+                        "IPsec state: traffic they match is dropped (XFRM_POLICY inbound; outbound a blackhole, "
+                        "dst_discard_out)", [f"{d}: {n}" for d, n in x.policies] + ["states: 0"],
+                        "check the IPsec agent (Cilium or Calico encryption, strongSwan): it installs the states; "
+                        "remove stale policies (ip xfrm policy)")]
+    if total:
+        return [Finding("ipsec", "ok", f"IPsec: {total} policies, {x.states} states")]
+    return [Finding("ipsec", "ok", "no IPsec policy")]
+
+
+def check_cgroup_programs(node: Node) -> list[Finding]:
+    """BPF programs filtering packets on cgroups (the whole node's, whatever --netns says)."""
+    progs = evidence.read_node().cgroup_programs
+    if progs is None:
+        return [Finding("cgroup bpf", "unchecked", "bpftool could not list cgroup programs (bpftool missing, or "
+                        "no cgroup2 mount)")]
+    skb = [p for p in progs if p.hook in ("cgroup_inet_ingress", "cgroup_inet_egress")]
+    if not skb:
+        return [Finding("cgroup bpf", "ok", "no BPF program filters packets on a cgroup")]
+    pods = [p for p in skb if "kubepods" in p.where]
+    return [Finding("cgroup bpf", "info", f"BPF programs filter packets on {_plural(len(skb), 'cgroup hook')} "
+                    f"({len(pods)} of pods): what they drop shows as BPF_CGROUP_EGRESS or SOCKET_FILTER, "
+                    "with the program named", [str(p) for p in skb[:10]],
+                    "bpftool cgroup tree; bpftool prog show id N (its holder: the CNI or security agent)")]
+
+
 def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
     findings = check_kernel()
     for check in (check_sysctls, check_forward, check_mtu, check_conntrack, check_kube_proxy, check_hairpin,
-                  check_addresses, check_neighbours):
+                  check_addresses, check_neighbours, check_bridges, check_overlay, check_pod_ipv6, check_ipsec,
+                  check_cgroup_programs):
         try:
             findings += check(node)
         # A check that cannot look says so and the others still run: doctor is run during

@@ -15,12 +15,10 @@ import os
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -32,6 +30,8 @@ from tracer.kernel.decode import Drop
 from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
 from tracer.nsexec import socket_in
+
+from . import bpftest
 
 PREFIX = f"ndc{os.getpid()}"
 A_IP, B_IP, A_IP6, B_IP6 = "10.77.0.1", "10.77.0.2", "fd77::1", "fd77::2"
@@ -239,10 +239,7 @@ def test_bridge_port_not_forwarding(kernel, pair):
         assert "bridge port p1 of br0 is listening, not forwarding" in v.hint
 
 
-# -- BPF programs: loaded with bcc directly (a test may; netdrop's code only in kernel/loader.py) --
-
-DROP_ALL = b"int drop_all(struct __sk_buff *skb) { return %d; }"
-
+# -- BPF programs, as a CNI's or a security agent's (tests/kernel/bpftest.py) --
 
 @contextlib.contextmanager
 def in_netns_thread(path: str, fn: Callable[[], None]) -> Iterator[None]:
@@ -272,10 +269,11 @@ def in_netns_thread(path: str, fn: Callable[[], None]) -> Iterator[None]:
 def test_tc_program_that_drops(kernel, pair):
     from bcc import BPF
     from pyroute2 import IPRoute
-    prog = BPF(text=DROP_ALL % 2)                          # TC_ACT_SHOT
+    prog = bpftest.program("drop_all", 2)                  # TC_ACT_SHOT
     fn = prog.load_func(b"drop_all", BPF.SCHED_CLS)
 
     def attach() -> None:
+        # The program stays attached until the pair's namespaces go (with b0).
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname="b0")[0]
             ipr.tc("add", "clsact", idx)
@@ -293,33 +291,15 @@ def test_tc_program_that_drops(kernel, pair):
 
 
 def test_cgroup_program_that_drops_egress(kernel, pair):
-    from bcc import BPF, BPFAttachType
-    mnt = Path(tempfile.mkdtemp(prefix="netdrop-cg2-"))
-    subprocess.run(["mount", "-t", "cgroup2", "none", str(mnt)], check=True, timeout=10)
-    cg = mnt / f"netdrop-test-{os.getpid()}"
-    prog = None
+    prog = bpftest.program("drop_all", 0)                  # 0: drop (cgroup skb programs)
     try:
-        cg.mkdir()
-        prog = BPF(text=DROP_ALL % 0)                      # 0: drop (cgroup skb programs)
-        fn = prog.load_func(b"drop_all", BPF.CGROUP_SKB)
-        fd = os.open(cg, os.O_RDONLY)
-        try:
-            BPF.attach_func(fn, fd, BPFAttachType.CGROUP_INET_EGRESS)
+        with bpftest.cgroup("netdrop-test") as cg, bpftest.attached_to_cgroup(prog, "drop_all", cg):
             # The sender joins the cgroup, then pings from the pair's namespace a.
             cmd = f"echo $$ > {cg}/cgroup.procs && exec ip netns exec {pair.a} ping -c 3 -i 0.2 -W 0.3 {B_IP}"
             found = traced(kernel, pair, lambda: subprocess.run(["sh", "-c", cmd], capture_output=True, timeout=20))
             node = read_node()
-        finally:
-            with contextlib.suppress(Exception):
-                BPF.detach_func(fn, fd, BPFAttachType.CGROUP_INET_EGRESS)
-            os.close(fd)
     finally:
-        if prog is not None:
-            prog.cleanup()
-        with contextlib.suppress(OSError):
-            cg.rmdir()
-        subprocess.run(["umount", str(mnt)], timeout=10)
-        mnt.rmdir()
+        prog.cleanup()
     assert node.cgroup_programs and any(p.name == "drop_all" for p in node.cgroup_programs)
     for d, v in only(found, "BPF_CGROUP_EGRESS"):
         assert v.category == "bpf-program" and d.dst == B_IP

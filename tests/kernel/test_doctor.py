@@ -10,6 +10,7 @@ import pytest
 from tracer.explain.explainer import ct_stats
 from tracer.lab import node as lab
 
+from . import bpftest
 from .conftest import NETDROP
 
 
@@ -221,3 +222,107 @@ def test_ipam_files_that_are_no_files_do_not_hang_doctor(healthy):
     assert rc == 1 and len(ipam) == 1
     assert "10.244.1.98 held by container ?" in ipam[0]["evidence"]
     assert "10.244.1.99 held by container ?" in ipam[0]["evidence"]
+
+
+# -- Standing states that drop packets (issue 14) --
+
+def test_bridge_port_not_forwarding_and_stp(healthy):
+    ns = healthy.node1
+
+    def stp_on():
+        # STP on cni0 and a new port: it listens (forward_delay) before it forwards, as a new pod's would.
+        lab.run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "1", "forward_delay", "2000", ns=ns)
+        lab.run("ip", "link", "add", "ndstp0", "type", "veth", "peer", "name", "ndstp1", ns=ns)
+        lab.run("ip", "link", "set", "ndstp0", "master", "cni0", ns=ns)
+        for dev in ("ndstp0", "ndstp1"):
+            lab.run("ip", "link", "set", dev, "up", ns=ns)
+        deadline = time.monotonic() + 5
+        while "state listening" not in lab.run("ip", "-d", "link", "show", "ndstp0", ns=ns):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    def stp_off():
+        lab.run("ip", "link", "del", "ndstp0", ns=ns, check=False)
+        lab.run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "0", ns=ns)
+    rc, findings = misconfigured(healthy, stp_on, stp_off)
+    ports, stp = problems(findings, "bridge ports"), problems(findings, "bridge stp")
+    assert rc == 1 and len(ports) == 1 and ports[0]["severity"] == "error"
+    assert ports[0]["evidence"] == ["ndstp0 of cni0: listening"] and "BRIDGE_INGRESS_STP_STATE" in ports[0]["summary"]
+    assert len(stp) == 1 and "cni0" in stp[0]["summary"] and stp[0]["fix"] == "ip link set cni0 type bridge stp_state 0"
+    # Healthy again: every port forwards.
+    rc, findings = doctor(healthy)
+    assert problems(findings, "bridge ports") == [] and problems(findings, "bridge stp") == []
+
+
+def test_ipsec_policy_without_its_state(healthy):
+    policy = ("src", "10.244.1.0/24", "dst", "10.244.9.0/24", "dir", "out")    # a network no traffic goes to
+    add = lambda: lab.run("ip", "xfrm", "policy", "add", *policy, "tmpl", "src", "192.168.100.1", "dst",  # noqa: E731
+                          "192.168.100.9", "proto", "esp", "mode", "tunnel", ns=healthy.node1)
+    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "xfrm", "policy", "delete", *policy,
+                                                               ns=healthy.node1))
+    found = problems(findings, "ipsec")
+    assert rc == 1 and len(found) == 1 and "1 IPsec policy and no IPsec state" in found[0]["summary"]
+    assert "out: 1" in found[0]["evidence"] and "states: 0" in found[0]["evidence"]
+
+
+def test_vxlan_device_that_sends_nowhere(healthy):
+    ns = healthy.node1
+    add = lambda: (lab.run("ip", "link", "add", "ndvx0", "type", "vxlan", "id", "77", "dstport", "4789",  # noqa: E731
+                           "nolearning", ns=ns), lab.run("ip", "link", "set", "ndvx0", "up", ns=ns))
+    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "link", "del", "ndvx0", ns=ns, check=False))
+    found = problems(findings, "overlay")
+    assert rc == 1 and len(found) == 1 and "NO_TX_TARGET" in found[0]["summary"]
+    assert found[0]["evidence"] == ["ndvx0: VNI 77, UDP port 4789, underlay -, remote -, 0 FDB entries"]
+    # The lab's own flannel.1 (VNI 1, port 8472, node2's VTEP in its FDB) is listed for comparison.
+    listed = next(f for f in findings if f["check"] == "overlay" and f["severity"] == "info")
+    assert listed["evidence"][0].startswith("flannel.1: VNI 1, UDP port 8472")
+
+
+def test_overlay_vni_other_nodes_announce(healthy):
+    from tracer import doctor as doc
+    node = doc.Node(str(lab.NETNS_DIR / healthy.node1), healthy.node1)
+    nodes = [{"metadata": {"name": "sim-node2", "annotations": {
+        "flannel.alpha.coreos.com/backend-data": '{"VNI":2,"VtepMAC":"0e:00:00:00:02:01"}'}}},
+        {"metadata": {"name": "sim-node3", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"0e:00:00:00:03:01"}'}}}]
+    found = doc.check_overlay(node, doc.flannel_vnis(nodes))
+    assert [f.severity for f in found] == ["error", "info"] and "VXLAN_VNI_NOT_FOUND" in found[0].summary
+    assert found[0].evidence[0] == "sim-node2: VNI 2"
+    assert [f.severity for f in doc.check_overlay(node, doc.flannel_vnis(nodes[1:]))] == ["info"]
+
+
+def test_bpf_program_on_a_cgroup_is_listed(healthy):
+    prog = bpftest.program("deny_egress", 1)        # attached, passes every packet
+    try:
+        with bpftest.cgroup("netdrop-doctor") as cg, bpftest.attached_to_cgroup(prog, "deny_egress", cg):
+            rc, findings = doctor(healthy)
+    finally:
+        prog.cleanup()
+    found = next(f for f in findings if f["check"] == "cgroup bpf")
+    assert found["severity"] == "info"
+    assert any("cgroup_inet_egress program 'deny_egress'" in e and f"netdrop-doctor-{os.getpid()}" in e
+               for e in found["evidence"])
+
+
+def test_ipv6_disabled_in_a_pod(healthy):
+    db = healthy.pods["db"]
+    saved_addrs = [a for a in json.loads(lab.run("ip", "-6", "-j", "addr", "show", "dev", "eth0", ns=db.netns))[0]
+                   ["addr_info"] if a.get("scope") == "global"]
+    saved_routes = lab.run("ip", "-6", "route", "show", ns=db.netns).splitlines()
+
+    def restore():
+        # disable_ipv6 took the pod's IPv6 addresses and routes with it: put them back.
+        lab.run("sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0", ns=db.netns)
+        for a in saved_addrs:
+            lab.run("ip", "addr", "replace", f"{a['local']}/{a['prefixlen']}", "dev", "eth0", "nodad", ns=db.netns)
+        for r in saved_routes:
+            lab.run("ip", "-6", "route", "replace", *r.split(), ns=db.netns, check=False)
+    rc, findings = misconfigured(healthy, sysctl_in(db.netns, "net.ipv6.conf.eth0.disable_ipv6=1"), restore)
+    found = problems(findings, "pod ipv6")
+    assert rc == 1 and len(found) == 1 and "IPV6DISABLED" in found[0]["summary"]
+    assert found[0]["evidence"] == [f"default/{db.name}: eth0 disable_ipv6=1"]
+    assert db.ipv6 in lab.run("ip", "-6", "addr", "show", "dev", "eth0", ns=db.netns)
+
+
+def sysctl_in(ns, setting):
+    return lambda: lab.run("sysctl", "-qw", setting, ns=ns)
