@@ -180,3 +180,20 @@ def test_the_cache_is_bounded():
         cache(drop(100 + ino))
     assert len(cache._known) == 3 and len(cache._wanted) == 3
     assert cache(drop(9)) is not None and cache(drop(0)) is None
+
+
+def test_flannel_vnis_from_node_objects():
+    from tracer.doctor import flannel_vnis
+    nodes = [{"metadata": {"name": "n1", "annotations": {"flannel.alpha.coreos.com/backend-data":
+                                                         '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}'}}},
+             {"metadata": {"name": "n2", "annotations": {"flannel.alpha.coreos.com/backend-data": "null"}}},
+             {"metadata": {"name": "n3"}}, "junk", None]
+    assert flannel_vnis(nodes) == {"n1": 1}
+
+
+@FAST
+@given(json_values, json_values)
+def test_flannel_vnis_survive_any_node_object(meta, data):
+    from tracer.doctor import flannel_vnis
+    flannel_vnis([{"metadata": meta}, {"metadata": {"name": "n", "annotations": {
+        "flannel.alpha.coreos.com/backend-data": json.dumps(data)}}}, meta])
