@@ -462,7 +462,8 @@ class EvidenceCache:
     def __call__(self, drop: Drop) -> Evidence | None:
         """The evidence of the drop's namespace, as known now (never waits)."""
         ev = self._known.get(drop.netns)
-        if ev is None or self._clock() - ev.read_at >= self.ttl:
+        # Asked once per refresh: a storm before the thread has read it takes no lock per event.
+        if (ev is None or self._clock() - ev.read_at >= self.ttl) and drop.netns not in self._wanted:
             self._want(drop.netns)
         return ev
 
