@@ -62,7 +62,7 @@ static __always_inline void fn_note(u64 skb, u8 cause, u32 value, u32 ports, u8 
 		return;
 	u32 slot = n->next++ & (ND_FN_NOTES - 1);
 	n->skb[slot] = skb;
-	n->jiffies[slot] = bpf_jiffies64();
+	n->jiffies[slot] = n->newest = bpf_jiffies64();
 	n->value[slot] = value;
 	n->ports[slot] = ports;
 	n->cause[slot] = cause;

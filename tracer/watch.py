@@ -14,6 +14,7 @@ from typing import Protocol
 
 from .explain.classify import Classifier, classify
 from .explain.explainer import Context, Explainer
+from .explain.functionhooks import hook_verdict
 from .explain.netfilter_verdict import NETFILTER_CATEGORIES
 from .explain.verdict import Verdict
 from .groups import Groups
@@ -66,7 +67,9 @@ class Pipeline:
         explainer = self.explainer
         for rec in records:
             drop = decode(rec)
-            verdict = verdict_of(drop)
+            # What a function hook saw of this packet comes first (and never from
+            # the Classifier's memory: its plain verdicts do not read drop.cause).
+            verdict = (drop.cause and hook_verdict(drop)) or verdict_of(drop)
             if explainer is not None and verdict.category in NETFILTER_CATEGORIES:
                 explainer.want(drop.netns)
             who = index.attribute(drop) if index is not None else NO_POD
@@ -104,7 +107,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         counts = tracer.counts()
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
-            groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
+            groups.reclassify(lambda d: hook_verdict(d) or classify(d, context(d.netns)), NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats

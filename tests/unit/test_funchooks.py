@@ -172,3 +172,29 @@ def test_without_config_kprobes_every_hook_says_so(tmp_path):
     assert all(not h.attached and h.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry")
                for h in hooks)
     assert bpf.detached == []
+
+
+class Collect:
+    def __init__(self):
+        self.got = []
+
+    def emit(self, drop, verdict, who):
+        self.got.append((drop.cause, verdict))
+
+    def flush(self):
+        pass
+
+
+def test_the_pipeline_takes_the_hooks_verdict_first_even_after_the_same_drop_without_one():
+    from tracer.groups import Groups
+    from tracer.watch import Pipeline
+
+    dec = decode.Decoder(REASONS, KALLSYMS, mono_to_wall=0)
+    sink = Collect()
+    pipeline = Pipeline(dec, Groups(dec), [sink])
+    plain = bytes(raw_event(sport=41234, dport=53))
+    raced = bytes(a_dns_query_to_the_service())
+    pipeline.deliver([plain, raced, plain])     # the plain verdict is remembered after the first
+    (c1, v1), (c2, v2), (c3, v3) = sink.got
+    assert (c1, c3) == (None, None) and v1 == v3 and "insert race" not in v1.hint
+    assert c2 == "ct-insert-failed" and v2.category == "conntrack" and v2.hint.startswith("conntrack insert race lost")
