@@ -265,6 +265,7 @@ class Session:
                  pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
                  note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
         from .explain.explainer import Explainer
+        from .explain.evidence import EvidenceCache
         from .groups import Groups
         from .kernel.decode import Decoder
         from .kernel.facts import Kallsyms
@@ -319,6 +320,11 @@ class Session:
             stack.callback(self.explainer.stop)
             self.explainer.sample_now()     # the node's ruleset is known before the first drop arrives
             self.explainer.start()
+            # The node's state behind device, overlay, IPsec, ... hints: read in its
+            # own thread when a drop in a namespace first asks, then every few seconds.
+            self.evidence = EvidenceCache()
+            stack.callback(self.evidence.close)
+            self.evidence.start()
             self.stop = SIGNALS.stop
             self._names_at = env.monotonic()
             self._close = stack.pop_all()
@@ -366,7 +372,7 @@ class Session:
                          on_tick if on_tick is not None else (lambda *a: None),
                          pods=pods.current if pods is not None else (lambda: None),
                          maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
-                         explainer=self.explainer)
+                         explainer=self.explainer, evidence=self.evidence)
 
     def run_live(self, duration: float | None, background: threading.Thread | None = None) -> Stats:
         """The live console on stdout, redrawn on every tick; interactive (keys)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from .explain.classify import Classifier, classify
+from .explain.evidence import Evidence
 from .explain.explainer import Context, Explainer
 from .explain.functionhooks import hook_verdict
 from .explain.netfilter_verdict import NETFILTER_CATEGORIES
@@ -48,13 +49,17 @@ class Pipeline:
     explain.classify.Classifier). scripts/bench replays records through it."""
 
     def __init__(self, decoder: Decoder, groups: Groups, sinks: list[Sink],
-                 pods: Callable[[], Attributor | None] = lambda: None, explainer: Explainer | None = None) -> None:
+                 pods: Callable[[], Attributor | None] = lambda: None, explainer: Explainer | None = None,
+                 evidence: Callable[[Drop], Evidence | None] | None = None) -> None:
         self.decoder = decoder
         self.groups = groups
         self.sinks = sinks
         self.pods = pods
         self.explainer = explainer
-        self.classify = Classifier(self.context)
+        # evidence (explain.evidence.EvidenceCache): the node's state behind the
+        # hints of device, overlay, ipsec, ... drops, read off the event path.
+        self.evidence = evidence
+        self.classify = Classifier(self.context) if evidence is None else Classifier(self.context, evidence=evidence)
 
     def context(self, netns: int) -> Context | None:
         return self.explainer.context(netns) if self.explainer is not None else None
@@ -85,7 +90,8 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         duration: float | None, stop: threading.Event,
         on_tick: Callable[[Stats, float, float | None], None] = lambda *a: None,
         pods: Callable[[], Attributor | None] = lambda: None,
-        maintain: Callable[[], None] = lambda: None, explainer: Explainer | None = None) -> Stats:
+        maintain: Callable[[], None] = lambda: None, explainer: Explainer | None = None,
+        evidence: Callable[[Drop], Evidence | None] | None = None) -> Stats:
     """Trace until duration runs out or stop is set; returns the final stats.
 
     pods() gives the current pod index (swapped in whole by a background
@@ -93,7 +99,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
     this thread, e.g. to bring the kernel's pod maps up to date. explainer
     (explain.explainer.Explainer) knows the rule counters and conntrack statistics
     that tell NETFILTER_DROP apart; it samples in its own thread."""
-    pipeline = Pipeline(decoder, groups, sinks, pods, explainer)
+    pipeline = Pipeline(decoder, groups, sinks, pods, explainer, evidence)
     context = pipeline.context
     start = time.monotonic()
     deadline = start + duration if duration else None
@@ -107,7 +113,9 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         counts = tracer.counts()
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
-            groups.reclassify(lambda d: hook_verdict(d) or classify(d, context(d.netns)), NETFILTER_CATEGORIES)
+            def again(d: Drop) -> Verdict:
+                return hook_verdict(d) or classify(d, context(d.netns), evidence(d) if evidence else None)
+            groups.reclassify(again, NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats

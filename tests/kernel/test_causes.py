@@ -304,3 +304,22 @@ def test_cgroup_program_that_drops_egress(kernel, pair):
     for d, v in only(found, "BPF_CGROUP_EGRESS"):
         assert v.category == "bpf-program" and d.dst == B_IP
         assert "cgroup_inet_egress program 'drop_all' id" in v.hint and f"netdrop-test-{os.getpid()}" in v.hint
+
+
+def test_watch_names_the_evidence(netdrop, pair):
+    """What a user of `netdrop watch` reads: the hint of a drop behind a downed
+    veth peer names the fact, once netdrop's evidence thread has read the
+    namespace (the first drops of a namespace may come before that)."""
+    ip("link", "set", "b0", "down", ns=pair.b)
+    nd = netdrop("watch", "--json", "--duration", "60", "--netns", pair.a, "--netns", pair.b).wait_ready()
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:      # bounded: at most ~8 s of pings, 3 at a time
+        ping(pair.a, B_IP, count=3)
+        if any("no carrier" in line for line in nd.out_lines):
+            break
+    nd.stop()
+    drops = [r for r in nd.records() if r["reason"] == "QDISC_DROP"]
+    assert drops, "".join(nd.err_lines)
+    named = [r for r in drops if "a0 is UP, no carrier" in r["hint"] and f"in {pair.b}" in r["hint"]]
+    assert named, [r["hint"] for r in drops][-3:]
+    assert "Traceback" not in "".join(nd.err_lines)
