@@ -540,6 +540,11 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if source is not None and source.kube is not None:
         with suppress(KubeUnavailable):
             cidrs, this_node = source.kube.pod_cidrs(), source.node_name
+            # The VNI other nodes' CNI announces against this node's VXLAN devices:
+            # a mismatch drops all overlay traffic between them (VXLAN_VNI_NOT_FOUND).
+            others = {n: v for n, v in doctor.flannel_vnis(source.kube.node_objects()).items() if n != this_node}
+            if others:
+                findings = [f for f in findings if f.check != "overlay"] + doctor.check_overlay(node, others)
     findings += doctor.check_pod_routes(node, cidrs, this_node)
     bad = doctor.problems(findings)
     if args.json:

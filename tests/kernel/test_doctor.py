@@ -326,3 +326,20 @@ def test_ipv6_disabled_in_a_pod(healthy):
 
 def sysctl_in(ns, setting):
     return lambda: lab.run("sysctl", "-qw", setting, ns=ns)
+
+
+def test_vni_mismatch_across_nodes(healthy):
+    """Another node's flannel announces VNI 2 (its annotation, read from the API):
+    node1's flannel.1 has VNI 1, so their overlay packets would be dropped here."""
+    api = healthy.api
+    before = dict(api.nodes["sim-node2"])
+    changed = json.loads(json.dumps(before))
+    changed["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"] = json.dumps(
+        {"VNI": 2, "VtepMAC": "02:00:00:00:00:02"})
+    rc, findings = misconfigured(healthy, lambda: api.add_node(changed), lambda: api.add_node(before))
+    found = [f for f in problems(findings, "overlay") if "announce a VNI" in f["summary"]]
+    assert rc == 1 and found, findings
+    assert "sim-node2: VNI 2" in found[0]["evidence"]
+    # The same VNI everywhere (the lab as made): no overlay problem.
+    rc, findings = doctor(healthy)
+    assert problems(findings, "overlay") == [] and rc == 0

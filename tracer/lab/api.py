@@ -66,11 +66,13 @@ def pod_object(name: str, namespace: str, node: str, ips: list[str], host_ip: st
     }
 
 
-def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24") -> Obj:
+def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24",
+                annotations: dict[str, str] | None = None) -> Obj:
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
-                     "labels": {"kubernetes.io/hostname": name}, "creationTimestamp": _now()},
+                     "labels": {"kubernetes.io/hostname": name}, "creationTimestamp": _now(),
+                     "annotations": dict(annotations or {})},
         "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
         "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]
                    + [{"type": "Hostname", "address": name}],

@@ -533,8 +533,11 @@ class SimNode:
     def _start_api(self) -> None:
         self.api = labapi.KubeAPI()
         self.api.start()
-        self.api.add_node(labapi.node_object(NODE_NAMES[1], ["192.168.100.1"], "10.244.1.0/24"))
-        self.api.add_node(labapi.node_object(NODE_NAMES[2], ["192.168.100.2"], "10.244.2.0/24"))
+        # As flannel's vxlan backend annotates each node: its VNI and VTEP MAC.
+        for i in (1, 2):
+            backend = json.dumps({"VNI": 1, "VtepMAC": self._vtep_mac(i)})
+            self.api.add_node(labapi.node_object(NODE_NAMES[i], [f"192.168.100.{i}"], f"10.244.{i}.0/24",
+                                                 {"flannel.alpha.coreos.com/backend-data": backend}))
         # A third node, whose pod CIDR node1 has no route to (the no-route case).
         self.api.add_node(labapi.node_object("sim-node3", ["192.168.100.3"], "10.244.3.0/24"))
         for pod in self.pods.values():

@@ -373,6 +373,11 @@ class KubeClient:
         raise UserError(f"cannot tell which Kubernetes node this is (hostname {host} is not a node name and "
                         "no node has this machine's addresses): pass --node NAME")
 
+    def node_objects(self) -> list[Any]:
+        """The cluster's Node objects as plain JSON (doctor compares what each
+        node's CNI announces in its annotations, e.g. flannel's VXLAN VNI)."""
+        return _items(self._json(self.v1.list_node), "items")
+
     def pod_cidrs(self) -> dict[str, list[str]]:
         """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes.
         A Node without spec (or without CIDRs) has none."""
