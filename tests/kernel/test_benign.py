@@ -174,3 +174,22 @@ def test_every_benign_entry_names_what_the_running_kernel_has():
         exact = [name for name in entry.locations if "*" not in name]
         # Each entry has a function of this kernel; others are for kernels that do not inline them.
         assert any(name in symbols for name in exact), entry
+
+
+def test_benign_on_the_simulated_node(netdrop, node):
+    """On the simulated node (pods made as a CNI makes them, watched with -A):
+    IPv6 multicast web sends to a group nobody joined reaches db over the bridge
+    and is dropped there benign, named as db's; web's UDP to db's closed port
+    beside it is not benign."""
+    web, db = node.pods["web"], node.pods["db"]
+    nd = netdrop("watch", "--json", "--duration", "60", "--kubeconfig", str(node.kubeconfig),
+                 "--node-netns", node.node1, "-A").wait_ready()
+    subprocess.run(["ip", "netns", "exec", web.netns, sys.executable, "-c",
+                    SENDER.replace("{dev}", "eth0").replace("192.0.2.2", db.ipv4)], check=True, timeout=30)
+    nd.stop()
+    assert nd.proc.returncode == 0 and "Traceback" not in nd.stderr, nd.stderr
+    in_db = [r for r in nd.records() if r["pod"] and r["pod"]["name"] == db.name]
+    multicast = [r for r in in_db if r["location"] == "ip6_mc_input" and r["dst"] == "ff02::1234"]
+    closed = [r for r in in_db if r["dport"] == 9999 and r["src"] == web.ipv4]
+    assert len(multicast) == N and all(r["benign"] for r in multicast), in_db
+    assert len(closed) == N and not any(r["benign"] for r in closed), in_db
