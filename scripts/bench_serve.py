@@ -43,7 +43,9 @@ def kernel_counts(n: int) -> Callable[[], dict[tuple[int, int, int, int], int]]:
     ncpus = len(table.Leaf())
     for i in range(1, n + 1):
         # A key no real drop makes (netns 1): the program counts nothing anyway (held).
-        table[table.Key(location=0x10, netns=1, reason=2, pod=i << 2 | 1)] = table.Leaf(*([i] * ncpus))
+        # Per CPU, {packets, bytes} (struct nd_count_val, bpf/netdrop.h).
+        table[table.Key(location=0x10, netns=1, reason=2, pod=i << 2 | 1)] = table.Leaf(
+            *[table.sLeaf(i, 100 * i) for _ in range(ncpus)])
     return tracer.counts
 
 

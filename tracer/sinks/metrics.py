@@ -63,6 +63,12 @@ def tally(value: object) -> Tally:
     """A counter value as Tracer.counts() gives it: anything with packets and
     bytes (kernel.loader.Count: the kernel counts both), a (packets, bytes)
     pair, or a plain int (packets alone: no bytes counted)."""
+    # The common case first (a scrape takes one per counter key): loader.Count,
+    # a (packets, bytes) named tuple of ints.
+    if isinstance(value, tuple) and len(value) == 2:
+        p, b = value
+        if type(p) is int and type(b) is int:
+            return Tally(p, b)
     packets = getattr(value, "packets", None)
     nbytes = getattr(value, "bytes", None)
     if isinstance(packets, int) and isinstance(nbytes, int):
@@ -317,12 +323,13 @@ class DropCollector(Collector):
                 continue
             name = family if openmetrics else f"{family}_total"
             out.append(f"# HELP {name} {_escape_help(doc)}\n# TYPE {name} counter\n")
+            prefix = f'{family}_total{{node="{node}",'
             for labels, v in values.items():
                 text = cache.get(labels)
                 if text is None:
                     text = cache[labels] = ",".join(f'{k}="{_escape(val)}"'
-                                                    for k, val in zip(LABELS[1:], labels, strict=True))
-                out.append(f'{family}_total{{node="{node}",{text}}} {v[index]}\n')
+                                                    for k, val in zip(LABELS[1:], labels, strict=True)) + "} "
+                out.append(f"{prefix}{text}{v[index]}\n")
         return "".join(out).encode(), list(self.metrics(values, state, drops=False))
 
     def describe(self) -> Iterator[Metric]:
