@@ -13,6 +13,10 @@ window while
 Every 10 s it samples netdrop's resident memory and CPU. At the end it stops
 the capture with SIGINT and compares summary.json with UdpNoPorts.
 
+With --serve the agent (`netdrop serve`) runs instead of the capture, scraped
+every 10 s as Prometheus would; its netdrop_drops_total for the pod's
+NO_SOCKET drops is compared with UdpNoPorts.
+
 Not a test: it takes minutes and prints figures for docs/performance.md.
 """
 
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,20 +91,38 @@ def churn(node: lab.SimNode, stop: threading.Event, done: list[int]) -> None:
         done.append(1)
 
 
-def soak(minutes: float, storm_on: bool = True, churn_on: bool = True) -> dict:
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def served_no_socket(text: str, pod: str) -> int:
+    """netdrop_drops_total of the pod's NO_SOCKET series, from the exposition text."""
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("netdrop_drops_total{") and f'pod="{pod}"' in line and 'reason="NO_SOCKET"' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def soak(minutes: float, storm_on: bool = True, churn_on: bool = True, serve: bool = False) -> dict:
     seconds = minutes * 60
     node = lab.SimNode.create(f"ndsoak{os.getpid() % 10000}")
     outdir = Path(tempfile.mkdtemp(prefix="netdrop-soak-")) / "capture"
     db = node.pods["db"]
+    port = 19500 + os.getpid() % 400
     try:
-        proc = subprocess.Popen([*NETDROP, "capture", "--duration", f"{seconds + 60:.0f}", "--output", str(outdir),
-                                 "-A", "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1],
+        if serve:
+            cmd = ["serve", "--listen", f"127.0.0.1:{port}"]
+        else:
+            cmd = ["capture", "--duration", f"{seconds + 60:.0f}", "--output", str(outdir), "-A"]
+        proc = subprocess.Popen([*NETDROP, *cmd, "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
-            if line.startswith("netdrop: tracing"):
+            if line.startswith("netdrop: tracing") or (serve and "serving" in line):
                 break
         else:
-            raise RuntimeError("netdrop capture did not start")
+            raise RuntimeError(f"netdrop {cmd[0]} did not start")
         threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()   # keep the pipe drained
         k0 = udp_no_ports(db.netns)
         count = 1_000_000_000 if storm_on else 0     # without the storm the sender only waits out the time
@@ -117,6 +140,8 @@ def soak(minutes: float, storm_on: bool = True, churn_on: bool = True) -> dict:
             time.sleep(SAMPLE_SECONDS - (time.monotonic() - t0) % SAMPLE_SECONDS)
             if sender.poll() is not None:
                 break
+            if serve:
+                scrape(port)        # as Prometheus does: what a scrape keeps is part of the memory
             rss, cpu = status(proc.pid)
             now = time.monotonic()
             samples.append({"t": round(now - t0), "rss_mib": round(rss, 1),
@@ -129,16 +154,23 @@ def soak(minutes: float, storm_on: bool = True, churn_on: bool = True) -> dict:
             churner.join()
         time.sleep(1.0)
         kernel = udp_no_ports(db.netns) - k0
+        served = served_no_socket(scrape(port), db.name) if serve else 0
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-        summary = json.loads((outdir / "summary.json").read_text())
+        summary = None if serve else json.loads((outdir / "summary.json").read_text())
     finally:
         node.destroy()
         shutil.rmtree(outdir.parent, ignore_errors=True)     # events.jsonl grows by gigabytes
-    counted = sum(g["count"] for g in summary["groups"]
-                  if g["reason"] == "NO_SOCKET" and (g["pod"] or {}).get("name") == db.name)
+    if summary is None:     # the agent: its counter since it started (the storm began after)
+        counted = served
+        summary = {"totals": {k: 0 for k in ("events_delivered", "events_lost", "events_sampled_out",
+                                             "events_written")}}
+    else:
+        counted = sum(g["count"] for g in summary["groups"]
+                      if g["reason"] == "NO_SOCKET" and (g["pod"] or {}).get("name") == db.name)
     at_minute = next((s["rss_mib"] for s in samples if s["t"] >= 60), samples[0]["rss_mib"] if samples else 0)
-    return {"minutes": minutes, "sent": sent, "kernel_udp_no_ports": kernel, "netdrop_counted": counted,
+    return {"mode": "serve" if serve else "capture", "minutes": minutes, "sent": sent,
+            "kernel_udp_no_ports": kernel, "netdrop_counted": counted,
             "exact": counted == kernel, "rate_per_s": round(sent / seconds), "pods_recreated": len(churned),
             "events_delivered": summary["totals"]["events_delivered"],
             "events_lost": summary["totals"]["events_lost"],
@@ -155,7 +187,7 @@ def soak(minutes: float, storm_on: bool = True, churn_on: bool = True) -> dict:
 def markdown(r: dict) -> str:
     growth = r["rss_end_mib"] / r["rss_at_1min_mib"] if r["rss_at_1min_mib"] else float("nan")
     return "\n".join([
-        f"| soak ({r['minutes']:g} min) | value |", "|---|---|",
+        f"| soak of {r['mode']} ({r['minutes']:g} min) | value |", "|---|---|",
         f"| datagrams sent (each a new flow) | {r['sent']:,} ({r['rate_per_s']:,}/s) |",
         f"| UdpNoPorts in the pod (kernel) | {r['kernel_udp_no_ports']:,} |",
         f"| counted by netdrop for the pod | {r['netdrop_counted']:,} ({'exact' if r['exact'] else 'NOT exact'}) |",
@@ -174,6 +206,8 @@ def main() -> int:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-storm", action="store_true", help="pod churn only (to tell where memory goes)")
     p.add_argument("--no-churn", action="store_true", help="the storm only")
+    p.add_argument("--serve", action="store_true", help="the agent (netdrop serve, scraped every 10 s) "
+                                                        "instead of a capture")
     p.add_argument("--storm", metavar="DST", help=argparse.SUPPRESS)   # the sender, inside the pod
     p.add_argument("--seconds", type=float, default=600.0, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=1_000_000_000, help=argparse.SUPPRESS)
@@ -186,7 +220,7 @@ def main() -> int:
         return 1
     # SIGTERM (timeout(1), an operator) unwinds like Ctrl-C: the simulated node is removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    r = soak(a.minutes, storm_on=not a.no_storm, churn_on=not a.no_churn)
+    r = soak(a.minutes, storm_on=not a.no_storm, churn_on=not a.no_churn, serve=a.serve)
     print(markdown(r) if a.markdown else json.dumps(r, indent=2))
     return 0 if r["exact"] else 1
 

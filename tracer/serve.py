@@ -253,12 +253,6 @@ class Workloads:
         return workload_of(info).name if info is not None else pod.name
 
 
-def _api_pods(source: PodSource) -> list[PodInfo] | None:
-    # The API's pods of this node as the source last received them (the list
-    # PodIndex was built from). TODO(source.py): a public accessor.
-    return source._pods
-
-
 def live_pods(source: PodSource) -> set[int] | None:
     """Ids of the pods the node has now; None when the API does not answer (then nothing expires)."""
     index = source.current()
@@ -361,7 +355,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             index = source.current()
             return index.attribute_tag(tag) if index is not None else NO_POD
 
-        series = Series(decoder, attribute, Workloads(lambda: _api_pods(source)), args.max_series, args.series_ttl)
+        series = Series(decoder, attribute, Workloads(source.pods), args.max_series, args.series_ttl)
         collector = DropCollector(node, series, tracer.counts, state, lambda: live_pods(source),
                                   version=_version(), kernel=facts.release)
         agent.collector, agent.tracer = collector, tracer
