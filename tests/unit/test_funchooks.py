@@ -198,3 +198,34 @@ def test_the_pipeline_takes_the_hooks_verdict_first_even_after_the_same_drop_wit
     (c1, v1), (c2, v2), (c3, v3) = sink.got
     assert (c1, c3) == (None, None) and v1 == v3 and "insert race" not in v1.hint
     assert c2 == "ct-insert-failed" and v2.category == "conntrack" and v2.hint.startswith("conntrack insert race lost")
+
+
+def test_hook_support_says_per_hook_what_the_node_allows(tmp_path):
+    """doctor's question, answered from tracefs, kallsyms and the once-per-boot
+    fentry probe (its remembered answer here: no compiling)."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    cache, tracefs = tmp_path / "cache", tmp_path / "tracefs"
+    cache.mkdir(mode=0o700)
+    tracefs.mkdir()
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text("ffffffff81f35260 T __nf_conntrack_confirm\nffffffff81ff7890 T ip_forward\n")
+    old = dataclasses.replace(FACTS, tracefs=tracefs, has_reason=False)
+
+    (cache / f"fentry-{boot_id}").write_text("no refused by the kernel: program load not permitted")
+    hooks = loader.hook_support(old, cache, kallsyms)
+    assert [(h.name, h.attached) for h in hooks] == [("kretprobe __nf_conntrack_confirm", False),
+                                                    ("fexit __nf_conntrack_alloc", False),
+                                                    ("kprobe ip_forward", False)]
+    assert hooks[0].detail == ("unavailable: kernel built without CONFIG_KPROBES; fentry refused by the kernel: "
+                               "program load not permitted")
+    assert hooks[1].detail.startswith("not in this kernel")
+
+    (tracefs / "kprobe_events").write_text("")
+    hooks = loader.hook_support(old, cache, kallsyms)
+    assert [(h.name, h.attached) for h in hooks][0] == ("kretprobe __nf_conntrack_confirm", True)
+    assert hooks[0].detail.startswith("allowed: which flow lost a conntrack insert race (fentry refused")
+
+    (cache / f"fentry-{boot_id}").write_text("yes available")
+    hooks = loader.hook_support(FACTS, cache, kallsyms)      # a kernel with drop reasons: no ip_forward
+    assert [(h.name, h.attached) for h in hooks] == [("fexit __nf_conntrack_confirm", True),
+                                                    ("fexit __nf_conntrack_alloc", False)]

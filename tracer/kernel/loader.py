@@ -105,9 +105,10 @@ def _load_refusal(exc: BaseException) -> str:
     return "program load not permitted" if "privilege" in text else " ".join(text.split())
 
 
-def _fentry_allowed(bcc: ModuleType, cache_dir: Path) -> tuple[bool, str]:
+def _fentry_allowed(cache_dir: Path) -> tuple[bool, str]:
     """Try to load an empty fentry program on ip_forward, once per boot: lockdown
-    and kernel config do not change until reboot. The source is fixed text."""
+    and kernel config do not change until reboot. The source is fixed text.
+    bcc is imported only when the answer is not remembered yet."""
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     memo = cache_dir / f"fentry-{boot_id}"
     if memo.exists():
@@ -115,7 +116,7 @@ def _fentry_allowed(bcc: ModuleType, cache_dir: Path) -> tuple[bool, str]:
         return answer == "yes", detail
     try:
         with _quiet_stderr():
-            bcc.BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
+            _import_bcc().BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
         ok, detail = True, "available"
     # bcc raises bare Exception for any load failure; it words EPERM as a privilege problem
     except Exception as exc:  # noqa: BLE001
@@ -225,16 +226,16 @@ def attach_kprobe_hooks(bpf: Any, hooks: Sequence[FunctionHook], tracefs: Path, 
     return out
 
 
-def hook_support(facts: KernelFacts, cache_dir: Path = DEFAULT_CACHE) -> list[Hook]:
+def hook_support(facts: KernelFacts, cache_dir: Path = DEFAULT_CACHE,
+                 kallsyms: Path = Path("/proc/kallsyms")) -> list[Hook]:
     """Which function hooks this node allows, without loading netdrop (for
     `netdrop doctor`): per wanted hook, attached=True when fentry/fexit loads
     here (probed once per boot) or kprobes exist, and the function is in the
     kernel (kallsyms); the detail says which form or why not."""
-    bcc = _import_bcc()
-    fentry_ok, fentry = _fentry_allowed(bcc, cache_dir)
+    fentry_ok, fentry = _fentry_allowed(cache_dir)
     kprobes = (facts.tracefs / "kprobe_events").exists()
     hooks = wanted_hooks(facts)
-    present = kernel_symbols(h.func for h in hooks)
+    present = kernel_symbols((h.func for h in hooks), kallsyms)
     out = []
     for h in hooks:
         if h.func not in present:
@@ -314,7 +315,7 @@ class Tracer:
         # (probed before, as libbpf-tools do), compiled in and attached by bcc as
         # it loads them; else kprobes, attached below by name.
         hooks = wanted_hooks(facts)
-        fentry_ok, fentry = _fentry_allowed(bcc, cache_dir) if hooks else (False, "")
+        fentry_ok, fentry = _fentry_allowed(cache_dir) if hooks else (False, "")
         ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks else 0
         cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
         self.fentry = fentry_ok
