@@ -316,7 +316,10 @@ class Tracer:
         # it loads them; else kprobes, attached below by name.
         hooks = wanted_hooks(facts)
         fentry_ok, fentry = _fentry_allowed(cache_dir) if hooks else (False, "")
-        ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks else 0
+        # nf_conntrack_max's address, for "table full (count = max = N)": only where a
+        # hook can attach at all (reading kallsyms takes ~45 ms).
+        can_attach = fentry_ok or (facts.tracefs / "kprobe_events").exists()
+        ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks and can_attach else 0
         cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
         self.fentry = fentry_ok
         try:
