@@ -9,6 +9,7 @@ is tested by faking the kernel's answer where bcc asks it (lib.bpf_attach_kprobe
 and its undoing at close), nothing else.
 """
 
+import dataclasses
 import os
 import re
 
@@ -93,12 +94,17 @@ def test_a_return_probe_refused_leaves_its_entry_probe_detached(facts, kernel_sa
     assert left == {b"p___nf_conntrack_confirm", b"r___nf_conntrack_confirm"}
 
 
-def test_fentry_probed_allowed_but_refused_at_load_falls_back_to_kprobes(facts, monkeypatch):
+@pytest.mark.parametrize("has_reason", [True, False], ids=["reasons", "no-reasons"])
+def test_fentry_probed_allowed_but_refused_at_load_falls_back_to_kprobes(facts, monkeypatch, has_reason):
     # The probe (an empty fentry program on ip_forward) said yes; loading the real
-    # fexit programs is refused (as on this kernel): the program loads without them.
+    # fexit/fentry programs is refused (as on this kernel): the program loads without
+    # them. Without reasons the ip_forward fentry form is compiled too: the compiler
+    # accepted every fentry wrapper once the load is what refuses.
     monkeypatch.setattr(loader, "_fentry_allowed", lambda *a: (True, "available"))
-    with loader.Tracer(facts) as tracer:
+    kernel = facts if has_reason else dataclasses.replace(facts, has_reason=False, reasons={})
+    with loader.Tracer(kernel) as tracer:
         hooks = {h.name: h for h in tracer.hooks}
         assert not tracer.fentry
     conf = hooks["kretprobe __nf_conntrack_confirm"]
-    assert not conf.attached and "; fentry refused at load: " in conf.detail and "\n" not in conf.detail
+    assert not conf.attached and conf.detail.endswith("; fentry refused at load: program load not permitted")
+    assert ("kprobe ip_forward" in hooks) == (not has_reason)
