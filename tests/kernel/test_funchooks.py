@@ -6,18 +6,23 @@ and must be accepted. The fentry/fexit forms call the same bodies
 (ct_confirm_done, ct_alloc_done, fwd_entry) and cannot be loaded here (EPERM):
 what is not verified is only their wrappers' argument access. The attach step
 is tested by faking the kernel's answer where bcc asks it (lib.bpf_attach_kprobe,
-and its undoing at close), nothing else.
+and its undoing at close), nothing else. The join of a hook's note to the drop's
+event is tested by writing the note a probe would leave.
 """
 
+import ctypes
 import dataclasses
 import os
 import re
+import socket
+from pathlib import Path
 
 import bcc
 import pytest
 
 from tracer.kernel import event, loader
 from tracer.kernel.facts import find_tracefs, probe_kernel
+from tracer.kernel.filters import Filters
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +113,49 @@ def test_fentry_probed_allowed_but_refused_at_load_falls_back_to_kprobes(facts, 
     conf = hooks["kretprobe __nf_conntrack_confirm"]
     assert not conf.attached and conf.detail.endswith("; fentry refused at load: program load not permitted")
     assert ("kprobe ip_forward" in hooks) == (not has_reason)
+
+
+def jiffies() -> int:
+    """The kernel's jiffies_64 (bpf_jiffies64() in the program), from /proc/timer_list."""
+    return int(re.search(r"^jiffies: (\d+)", Path("/proc/timer_list").read_text(), re.M).group(1))
+
+
+def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
+    # No hook can fire here, so the note __nf_conntrack_alloc's return probe leaves
+    # for a full table is written into the per-CPU notes map as that probe would
+    # (every CPU, stamped with the current jiffy), and a drop of that flow follows
+    # at once: its event must carry the cause and nf_conntrack_max, a drop of
+    # another port must not. The join allows a jiffy or two (4-8 ms at HZ=250),
+    # so a late attempt is retried, a bounded number of times.
+    from tracer.kernel.decode import Decoder
+    from tracer.kernel.facts import Kallsyms
+    from tracer.nsexec import socket_in
+
+    db = node.pods["db"]
+    ino = node.netns_inodes()[db.netns]
+    dec = Decoder(facts.reasons, Kallsyms.load())
+    sock = socket_in(f"/run/netns/{db.netns}", socket.AF_INET, socket.SOCK_DGRAM)
+    assert sock is not None
+    with sock, loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0) as tracer:
+        sock.bind(("127.0.0.1", 0))
+        sport = sock.getsockname()[1]
+        notes = tracer.bpf[b"fn_notes"]
+        joined, other = [], []
+        for _attempt in range(10):
+            leaf = notes.Leaf()
+            now = jiffies()
+            for n in leaf:
+                n.skb[0], n.jiffies[0], n.newest = 0, now, now
+                n.value[0], n.ports[0], n.l4proto[0] = 262144, sport << 16 | 9996, 17
+                n.cause[0], n.next = event.ND_CAUSE_CT_TABLE_FULL, 1
+            notes[ctypes.c_int(0)] = leaf
+            sock.sendto(b"x" * 10, ("127.0.0.1", 9996))
+            sock.sendto(b"x" * 10, ("127.0.0.1", 9995))
+            drops = [dec.decode_record(r) for r in tracer.poll_records(300)]
+            joined = [d for d in drops if d.dport == 9996 and d.cause is not None]
+            other += [d for d in drops if d.dport == 9995]
+            if joined:
+                break
+    assert joined, "no attempt's drop joined its note within the jiffy window"
+    assert (joined[0].cause, joined[0].ct_max, joined[0].sport) == ("ct-table-full", 262144, sport)
+    assert other and all(d.cause is None for d in other)
