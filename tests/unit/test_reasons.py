@@ -3,7 +3,6 @@ what it means, or why no node meets it), every unspecific location of a
 node's paths an explanation, and the hints built on the node's evidence name
 the fact that decided them."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,12 @@ from tracer.explain.verdict import name_matches
 from tracer.kernel import facts
 from tracer.kernel.decode import Drop
 
+from .test_classify import drop
+
 GOLDEN = Path(__file__).parent.parent / "golden"
 FORMATS = sorted(GOLDEN.glob("*.format"))
 REASONS = sorted({r for f in FORMATS for r in facts.reasons_from_format(f.read_text()).values()})
 
-
-def drop(**kw) -> Drop:
-    base = dict(time=datetime(2026, 1, 1, tzinfo=UTC), reason="NOT_SPECIFIED", reason_raw=2,
-                location="somewhere", location_raw=1, netns=4026531840, ifindex=2, ifname="eth0",
-                dev_mtu=1500, out_ifindex=None, out_ifname=None, mtu=None, family=4, proto="udp",
-                src="10.0.0.1", dst="10.0.0.2", sport=1234, dport=53, len=100, df=False, fragment=False,
-                icmp_sent=None)
-    base.update(kw)
-    return Drop(**base)
 
 
 def test_the_recorded_formats_are_read():
