@@ -138,7 +138,7 @@ static __always_inline int ct_alloc_done(struct net *net, struct nf_conntrack_tu
 	int zero = 0;
 	struct nd_filter_cfg *cfg = filter_cfg.lookup(&zero);
 	struct nd_event *e = scratch.lookup(&zero);
-	if (!cfg || !e || !(cfg->flags & ND_FILTER_READY))
+	if (!cfg || !e)
 		return 0;
 	struct nf_conntrack_tuple t = {};
 	if (bpf_probe_read_kernel(&t, sizeof(t), orig))
@@ -161,22 +161,9 @@ static __always_inline int ct_alloc_done(struct net *net, struct nf_conntrack_tu
 		e->dport = ND_NTOHS(t.dst.u.all);
 		e->flags |= ND_F_L4;
 	}
-	if ((cfg->flags & ND_FILTER_NETNS) && !netns_matches(cfg, netns))
-		return 0;
+	struct nd_route route = {};
 	u32 pod = 0;
-	if (cfg->pod_flags & ND_POD_TAG) {
-		u32 selected = 0;
-		struct nd_pod_val *pv = pod_netns.lookup(&netns);
-		if (pv) {
-			pod = pv->tag | ND_DIR_IN_POD;
-			selected = pv->selected;
-		} else if (netns == cfg->node_netns) {
-			pod = node_pod(e, cfg->pod_flags & ND_POD_FILTER, &selected);
-		}
-		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
-			return 0;
-	}
-	if ((cfg->flags & (ND_FILTER_IP | ND_FILTER_PORT)) && !packet_matches(cfg->flags, e))
+	if (!drop_passes(cfg, NULL, NULL, e->l3proto, netns, &e, &route, &pod))
 		return 0;
 	u32 max = 0;
 #if ND_CT_MAX_ADDR

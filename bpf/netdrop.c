@@ -454,8 +454,9 @@ static __always_inline int netns_matches(struct nd_filter_cfg *cfg, u32 netns)
 
 /* Whether a drop passes the filters, and its pod tag (*pod). *scr and *route
  * are filled when pod tagging or the address and port filters needed the
- * packet (fill_keys), for the event to reuse. The kfree_skb program and the
- * conntrack confirm hook (bpf/funchooks.c) decide alike. */
+ * packet (fill_keys), for the event to reuse; a caller that knows the packet's
+ * keys without an skb passes them in *scr. The kfree_skb program and the
+ * conntrack hooks (bpf/funchooks.c) decide alike. */
 static __always_inline int drop_passes(struct nd_filter_cfg *cfg, struct sk_buff *skb, struct net_device *dev,
 				       u16 proto, u32 netns, struct nd_event **scr, struct nd_route *route, u32 *pod)
 {
@@ -472,11 +473,13 @@ static __always_inline int drop_passes(struct nd_filter_cfg *cfg, struct sk_buff
 			*pod = pv->tag | ND_DIR_IN_POD;
 			selected = pv->selected;
 		} else if (netns == cfg->node_netns) {
-			*scr = scratch.lookup(&zero);
-			if (!*scr)
-				return 0;
-			*route = fill_keys(*scr, skb, dev, proto);
-			(*scr)->netns = netns;
+			if (!*scr) {
+				*scr = scratch.lookup(&zero);
+				if (!*scr)
+					return 0;
+				*route = fill_keys(*scr, skb, dev, proto);
+				(*scr)->netns = netns;
+			}
 			*pod = node_pod(*scr, cfg->pod_flags & ND_POD_FILTER, &selected);
 		}
 		if ((cfg->pod_flags & ND_POD_FILTER) && !selected)
