@@ -198,7 +198,7 @@ def _kprobe_refusal(tracefs: Path, exc: BaseException | None, fentry: str) -> st
     if not (tracefs / "kprobe_events").exists():
         why = "unavailable: kernel built without CONFIG_KPROBES"
     else:
-        why = f"refused by the kernel: {exc}" if exc is not None else "refused by the kernel"
+        why = f"refused by the kernel: {_load_refusal(exc)}" if exc is not None else "refused by the kernel"
     return f"{why}; fentry {fentry}"
 
 
