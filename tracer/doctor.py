@@ -166,6 +166,16 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
     return out
 
 
+def check_hooks(hooks: Sequence[tuple[str, bool, str]]) -> list[Finding]:
+    """Per function hook of netdrop (kernel.loader.hook_support: name, allowed,
+    detail): whether this node lets it attach, and what is lost where it does not."""
+    if not hooks:
+        return [Finding("kernel: function hooks", "info", "no function hook is wanted on this kernel")]
+    return [Finding(f"hook: {name}", "ok" if allowed else "info",
+                    f"{name}: {detail}" if allowed else f"{name} cannot attach here: {detail}")
+            for name, allowed, detail in hooks]
+
+
 def check_sysctls(node: Node) -> list[Finding]:
     out = []
     fwd = node.sysctl("net.ipv4.ip_forward")

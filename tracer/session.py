@@ -29,6 +29,7 @@ from .textsafe import printable
 if TYPE_CHECKING:
     from types import FrameType
 
+    from .doctor import Finding
     from .kernel.facts import KernelFacts
     from .kernel.filters import Filters
     from .kernel.loader import Stats
@@ -536,6 +537,7 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     node = doctor.Node(None if path == HOST_NETNS else path, args.netns or "this node", pods, names,
                        Path(args.cni_dir))
     findings = doctor.run_all(node, live)
+    findings += _hook_findings(env)
     cidrs, this_node = None, None
     if source is not None and source.kube is not None:
         with suppress(KubeUnavailable):
@@ -553,6 +555,19 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.console().print(doctor.render(findings, node, env.width))
         info(env, f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
     return ExitStatus.PROBLEMS if bad else ExitStatus.OK
+
+
+def _hook_findings(env: Environment) -> list[Finding]:
+    """Which function hooks (conntrack, ip_forward) this node allows, asked
+    of the loader without loading netdrop's program."""
+    from . import doctor
+    from .kernel import facts, loader
+
+    try:
+        hooks = loader.hook_support(facts.probe_kernel(facts.find_tracefs(env.tracefs)))
+    except (UserError, OSError) as exc:
+        return [doctor.Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
+    return doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])
 
 
 def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:

@@ -114,7 +114,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
             def again(d: Drop) -> Verdict:
-                return hook_verdict(d) or classify(d, context(d.netns), evidence(d) if evidence else None)
+                return classify(d, context(d.netns), evidence(d) if evidence else None)   # a hook's verdict first
             groups.reclassify(again, NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))

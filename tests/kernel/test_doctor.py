@@ -343,3 +343,14 @@ def test_vni_mismatch_across_nodes(healthy):
     # The same VNI everywhere (the lab as made): no overlay problem.
     rc, findings = doctor(healthy)
     assert problems(findings, "overlay") == [] and rc == 0
+
+
+def test_doctor_says_which_function_hooks_the_node_allows(healthy):
+    """Our kernel has no kprobes and refuses fentry: each conntrack hook is named
+    with why it cannot attach (the tracepoints still work: no problem counted)."""
+    rc, findings = doctor(healthy)
+    hooks = {f["check"]: f for f in findings if f["check"].startswith("hook: ")}
+    assert {"hook: kretprobe __nf_conntrack_confirm", "hook: kretprobe __nf_conntrack_alloc"} <= hooks.keys()
+    for f in hooks.values():
+        assert f["severity"] == "info" and "cannot attach here" in f["summary"] and "CONFIG_KPROBES" in f["summary"]
+    assert rc == 0

@@ -229,3 +229,14 @@ def test_hook_support_says_per_hook_what_the_node_allows(tmp_path):
     hooks = loader.hook_support(FACTS, cache, kallsyms)      # a kernel with drop reasons: no ip_forward
     assert [(h.name, h.attached) for h in hooks] == [("fexit __nf_conntrack_confirm", True),
                                                     ("fexit __nf_conntrack_alloc", False)]
+
+
+def test_doctor_reports_each_hook_allowed_or_why_not():
+    from tracer import doctor
+
+    found = doctor.check_hooks([("fexit __nf_conntrack_confirm", True, "allowed: insert races per flow"),
+                                ("kprobe ip_forward", False, "no kprobes")])
+    assert [(f.check, f.severity) for f in found] == [("hook: fexit __nf_conntrack_confirm", "ok"),
+                                                      ("hook: kprobe ip_forward", "info")]
+    assert "cannot attach here: no kprobes" in found[1].summary
+    assert doctor.check_hooks([])[0].severity == "info"

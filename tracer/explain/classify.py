@@ -21,6 +21,7 @@ from .benign import is_benign
 from .categories import category_of, entry
 from .evidence import Evidence
 from .explainer import Context
+from .functionhooks import hook_verdict
 from .netfilter_verdict import NETFILTER_CATEGORIES, nat_bypass, netfilter_verdict
 from .verdict import TCP_ACK, TCP_SYN, Verdict
 
@@ -34,6 +35,11 @@ def classify(drop: Drop, ctx: Context | None = None, evidence: Evidence | None =
     conntrack statistics, from the explainer) tells NETFILTER_DROP apart;
     evidence (the node's state: explain/evidence.py) tells the categories
     whose cause is a standing state of the node."""
+    # What a function hook saw of this packet (conntrack insert race, table full) comes first.
+    if drop.cause:
+        hooked = hook_verdict(drop)
+        if hooked is not None:
+            return hooked
     category = category_of(drop.reason, drop.location, drop.icmp_sent)
     return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop, evidence)
 
