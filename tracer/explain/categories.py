@@ -34,7 +34,14 @@ class Category:
     hint: Callable[[Drop, Evidence | None], str]   # one line: the likely cause, with the event's and node's evidence
     benign: bool = False          # expected on a healthy node, nothing to fix
     rank: int = 0                 # "what to check first": by rank (RANK_*), then by drops; lower comes first
-    evidence: bool = False        # its hint reads the node's state (explain/evidence.py), not the event alone
+    # Its hint reads the node's state (explain/evidence.py), not the event alone: for
+    # every drop (True) or for the drops a predicate picks. Reading a namespace's
+    # state runs a few commands, so a category asks only where the state can
+    # change the hint (a storm of NO_SOCKET in 250 pods must not read 250 pods).
+    evidence: bool | Callable[[Drop], bool] = False
+
+    def reads_evidence(self, d: Drop) -> bool:
+        return self.evidence(d) if callable(self.evidence) else self.evidence
 
 
 # How much a category's drops hurt, for "what to check first" (issue 9: a
@@ -485,14 +492,14 @@ REGISTRY: tuple[Category, ...] = (
     # SOCKET_CLOSE: tcp_close()/udp_destroy_sock() purge what the application never read.
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT,
-             evidence=True),
+             evidence=lambda d: d.proto == "udp" and d.dport in OVERLAY_PORTS),   # only an overlay port mismatch
     # dst_discard*: the input/output of a blackhole route (net/core/dst.c), also
     # what an IPsec policy without its state routes to (net/xfrm/xfrm_policy.c
     # make_blackhole, with xfrm_larval_drop).
     Category("no-route", ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IP_INVALID_DEST"),
              ("ip_error", "ip_route_input*", "ip6_pkt_drop", "ip6_pkt_discard*", "ip_rt_bug", "dst_discard*"),
              ICMP_NET_HOST_UNREACH, "packets had no route", "bold yellow", "#d35400", _no_route, rank=RANK_BREAKS,
-             evidence=True),
+             evidence=lambda d: name_matches(d.location, ("dst_discard*",))),   # only a blackhole (IPsec)
     Category("neighbor", ("NEIGH_*", "ARP_*"), ("neigh_*", "arp_*", "__neigh_*", "ndisc_*"), (),
              "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS),
     Category("rp-filter", ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE"), (), (),
@@ -530,7 +537,8 @@ REGISTRY: tuple[Category, ...] = (
     Category("qdisc", ("QDISC_*", "CAKE_FLOOD", "FQ_*", "CPU_BACKLOG", "FULL_RING", "TC_*", "DUALPI2_*"),
              ("sch_*", "*qdisc*", "__dev_queue_xmit", "enqueue_to_backlog", "pfifo_*"), (),
              "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc, rank=RANK_LOAD,
-             evidence=True),
+             # Only a device's own queue can be a carrier-less noop qdisc; a full CPU backlog never is.
+             evidence=lambda d: d.ifname is not None and d.reason in (None, "QDISC_DROP", "NOT_SPECIFIED")),
     Category("memory", ("NOMEM", "PFMEMALLOC"), (), (),
              "the kernel ran short of memory", "bold bright_red", "#8b0000", _memory, rank=RANK_LOAD, evidence=True),
     Category("malformed", ("*_CSUM", "PKT_TOO_SMALL", "IP_INHDR", "HDR_TRUNC", "INVALID_PROTO", "DEV_HDR",

@@ -127,7 +127,7 @@ class Classifier:
         refined = _refined(category, drop, self.context)
         if refined is not None:
             return refined
-        ev = self.evidence(drop) if entry(category).evidence else None
+        ev = self.evidence(drop) if entry(category).reads_evidence(drop) else None
         group = (drop.reason, drop.location, drop.icmp_sent, ev)
         plans = self._plans.get(group)
         if plans is not None:

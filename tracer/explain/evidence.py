@@ -42,6 +42,7 @@ MAX_PROGRAMS = 64          # BPF attachments kept per namespace, and node-wide o
 MAX_NAMES = 8              # remote addresses of an FDB, LSM names, owners of a program
 MAX_TEXT = 1 << 22         # node text longer than this is not parsed (4 MiB)
 NAME_MAX = 64              # any name kept is cut to this (IFNAMSIZ is 16; cgroup paths are longer)
+READ_GAP_SECONDS = 0.1     # between two namespaces' reads: at most ~10 namespaces a second
 COMMAND_TIMEOUT = 2.0      # each command, seconds: a hung `ip` never holds the thread long
 
 # Bridge port states (include/uapi/linux/if_bridge.h BR_STATE_*), as `ip -d -j` names them.
@@ -522,3 +523,7 @@ class EvidenceCache:
                     continue
                 with contextlib.suppress(OSError):   # a namespace gone meanwhile: asked again by its next drop
                     self.refresh(netns)
+                # Each read runs a few commands: a storm across many namespaces is read at
+                # a bounded pace (the hints of drops before their read say what the event shows).
+                if self._stop.wait(READ_GAP_SECONDS):
+                    return
