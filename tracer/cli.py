@@ -104,19 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "and /healthz, until stopped")
     serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                        help=f"address and port to serve on (default: {DEFAULT_LISTEN}; [::]:PORT for IPv6)")
-    serve.add_argument("--kubeconfig", metavar="PATH",
-                       help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
-    serve.add_argument("--node", metavar="NAME", help="this node's name, the node label (default: the hostname, "
-                                                      "or the Node with this machine's addresses)")
-    serve.add_argument("--node-netns", metavar="NAME|PATH", default=None,
-                       help="the namespace that plays the node (default: the host's; a simulated node's)")
+    _node_options(serve)
     serve.add_argument("--max-series", type=int, default=10000, metavar="N",
                        help="drop series of their own at most; past that new ones fold into pod=\"_other\" "
                             "(default: 10000)")
     serve.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
                        help="remove a series this long after its pods are gone (default: 5m)")
-    serve.add_argument("--mount-tracefs", action="store_true",
-                       help="mount tracefs on /sys/kernel/tracing if it is not mounted")
+    _tracefs_option(serve)
     return parser
 
 
@@ -137,12 +131,22 @@ def _selection(p: argparse.ArgumentParser) -> None:
     pods.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
     pods.add_argument("-l", "--selector", metavar="KEY=VALUE,...", help="only pods with these labels")
     pods.add_argument("-A", "--all-namespaces", action="store_true", help="pods of every namespace")
-    pods.add_argument("--kubeconfig", metavar="PATH",
-                      help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
-    pods.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
-                                                       "with this machine's addresses)")
-    pods.add_argument("--node-netns", metavar="NAME|PATH", default=None,
-                      help="the namespace that plays the node (default: the host's; a simulated node's)")
+    _node_options(pods)
+
+
+def _node_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where the pods come from and which node this is (watch, capture, serve)."""
+    p.add_argument("--kubeconfig", metavar="PATH",
+                   help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
+    p.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
+                                                    "with this machine's addresses)")
+    p.add_argument("--node-netns", metavar="NAME|PATH", default=None,
+                   help="the namespace that plays the node (default: the host's; a simulated node's)")
+
+
+def _tracefs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mount-tracefs", action="store_true",
+                   help="mount tracefs on /sys/kernel/tracing if it is not mounted")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -150,8 +154,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="show benign drops too (those every healthy node makes); they are always counted")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="show the hooks, filters and pod source in full above the drops")
-    p.add_argument("--mount-tracefs", action="store_true",
-                   help="mount tracefs on /sys/kernel/tracing if it is not mounted")
+    _tracefs_option(p)
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
