@@ -15,7 +15,6 @@ from typing import Protocol
 from .explain.classify import Classifier, classify
 from .explain.evidence import Evidence
 from .explain.explainer import Context, Explainer
-from .explain.functionhooks import hook_verdict
 from .explain.netfilter_verdict import NETFILTER_CATEGORIES
 from .explain.verdict import Verdict
 from .groups import Groups
@@ -58,7 +57,6 @@ class Pipeline:
         self.explainer = explainer
         # evidence (explain.evidence.EvidenceCache): the node's state behind the
         # hints of device, overlay, ipsec, ... drops, read off the event path.
-        self.evidence = evidence
         self.classify = Classifier(self.context) if evidence is None else Classifier(self.context, evidence=evidence)
 
     def context(self, netns: int) -> Context | None:
@@ -72,9 +70,7 @@ class Pipeline:
         explainer = self.explainer
         for rec in records:
             drop = decode(rec)
-            # What a function hook saw of this packet comes first (and never from
-            # the Classifier's memory: its plain verdicts do not read drop.cause).
-            verdict = (drop.cause and hook_verdict(drop)) or verdict_of(drop)
+            verdict = verdict_of(drop)      # a function hook's verdict first (Classifier)
             if explainer is not None and verdict.category in NETFILTER_CATEGORIES:
                 explainer.want(drop.netns)
             who = index.attribute(drop) if index is not None else NO_POD
@@ -113,9 +109,7 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
         counts = tracer.counts()
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
-            def again(d: Drop) -> Verdict:
-                return classify(d, context(d.netns), evidence(d) if evidence else None)   # a hook's verdict first
-            groups.reclassify(again, NETFILTER_CATEGORIES)
+            groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
         stats = tracer.stats(counts)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats

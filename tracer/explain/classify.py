@@ -123,6 +123,11 @@ class Classifier:
         self._answers = 0
 
     def __call__(self, drop: Drop) -> Verdict:
+        # A function hook's verdict first, never remembered: plain verdicts do not read drop.cause.
+        if drop.cause:
+            hooked = hook_verdict(drop)
+            if hooked is not None:
+                return hooked
         category = category_of(drop.reason, drop.location, drop.icmp_sent)
         refined = _refined(category, drop, self.context)
         if refined is not None:

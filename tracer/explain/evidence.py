@@ -34,6 +34,7 @@ from typing import Any
 
 from ..kernel.decode import Drop
 from ..nsexec import read_file_in_netns, read_in_netns
+from .explainer import WantedPaths
 
 TTL_SECONDS = 5.0          # a namespace's facts are read again when a drop asks and they are older
 MAX_NAMESPACES = 256       # namespaces whose facts are kept (least recently asked forgotten first)
@@ -427,10 +428,19 @@ def read_node(cgroup_roots: Iterable[str] = CGROUP2_ROOTS) -> NodeFacts:
                                   read_file_in_netns(None, "/proc/pressure/memory")))
 
 
-def _own_paths(wanted: set[int]) -> Mapping[int, str | None]:
-    from .explainer import namespace_paths      # imported late: the explainer imports the classifier's peers
-    found = namespace_paths()
-    return {ino: found[ino] for ino in wanted if ino in found}
+class _Paths:
+    """Where the namespaces asked for are: explainer.WantedPaths (a path found
+    once is checked with one stat; /proc and /run/netns are walked only for a
+    namespace not found yet), not a walk for every namespace read."""
+
+    def __init__(self) -> None:
+        self._asked: set[int] = set()
+        self._find = WantedPaths(lambda: self._asked)
+
+    def __call__(self, wanted: set[int]) -> Mapping[int, str | None]:
+        self._asked = wanted
+        known = self._find()
+        return {ino: known[ino] for ino in wanted if ino in known}
 
 
 class EvidenceCache:
@@ -441,11 +451,11 @@ class EvidenceCache:
     Bounded: at most max_namespaces are kept, the least recently asked
     forgotten first (by when they were read); the wanted set is bounded the same way."""
 
-    def __init__(self, paths: Callable[[set[int]], Mapping[int, str | None]] = _own_paths,
+    def __init__(self, paths: Callable[[set[int]], Mapping[int, str | None]] | None = None,
                  read: Callable[[int, str | None, NodeFacts | None, float], Evidence] = read_namespace,
                  node: Callable[[], NodeFacts] = read_node, ttl: float = TTL_SECONDS,
                  max_namespaces: int = MAX_NAMESPACES, clock: Callable[[], float] = time.monotonic) -> None:
-        self._paths = paths
+        self._paths = paths if paths is not None else _Paths()
         self._read = read
         self._node = node
         self.ttl = ttl

@@ -307,9 +307,6 @@ class Rtnl:
         self.close()
 
 
-# Kept for callers of the old name: the node-namespace socket that asks namespace ids.
-NsidQuery = Rtnl
-
 
 def parse_nsid_reply(reply: bytes) -> int | None:
     """NETNSA_NSID of an RTM_NEWNSID message; None if absent or not assigned (-1). Any input."""
