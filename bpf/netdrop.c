@@ -21,6 +21,7 @@
  *
  * Macros set by the loader (numbers read from the running kernel, never text
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
+ * ND_TP_BTF (1: the tp_btf entry points, else the classic tracepoints),
  * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE; for bpf/funchooks.c
  * ND_FUNC_FENTRY, ND_CT_MAX_ADDR, ND_MAX_CAUSE_COUNTERS. The loader compiles this
  * file and funchooks.c as one text: bcc takes programs from its main file only.
@@ -720,27 +721,18 @@ static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct n
 		st->events++;
 }
 
-TRACEPOINT_PROBE(skb, kfree_skb)
+/* The kfree_skb program's work, whichever way it is attached: sh and netns
+ * are what the entry point read of the skb (skb_head(), netns_of(), or their
+ * BTF forms). */
+static __always_inline int on_drop(struct sk_buff *skb, u64 location, u32 reason, u16 proto,
+				   struct nd_skb_head sh, u32 netns)
 {
-	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
-#if ND_HAVE_REASON
-	u32 reason = args->reason;
-	if (reason == ND_REASON_CONSUMED)
-		return 0;
-#else
-	u32 reason = 0;
-#endif
-	u64 location = (u64)args->location;
-	struct nd_skb_head sh = skb_head(skb);
 	struct net_device *dev = sh.dev;
-	u32 netns = netns_of(skb, dev);
-
 	int zero = 0;
 	struct nd_filter_cfg *cfg = filter_cfg.lookup(&zero);
 	struct nd_cpu_state *st = cpu_state.lookup(&zero);
 	if (!cfg || !st)
 		return 0;
-	u16 proto = ND_NTOHS(args->protocol);
 	/* Filled only when pod tagging or a filter needs the packet (fill_keys). */
 	struct nd_event *scr = NULL;
 	struct nd_route route = {};
@@ -789,6 +781,75 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	return 0;
 }
 
+#if ND_TP_BTF
+/* The BTF-typed tracepoint (tp_btf, BPF_TRACE_RAW_TP with the kernel's
+ * btf_trace_kfree_skb type; the loader loads and attaches these two programs
+ * itself: bcc compiles them but has no tp_btf attach). Its arguments are the
+ * tracepoint's TP_PROTO (include/trace/events/skb.h: skb, location, reason,
+ * rx_sk) as typed pointers, so the verifier lets the program follow
+ * skb->dev->nd_net.net->ns.inum with plain loads (PROBE_MEM: a fault reads 0)
+ * instead of a bpf_probe_read_kernel() call (~30 ns) per step; and the kernel
+ * calls it directly (__bpf_trace_kfree_skb), without filling the classic
+ * tracepoint's perf record first. Only pointers the kernel types as struct
+ * pointers can be followed so: what hides behind an integer (skb->head,
+ * _skb_refdst, _nfct) is still read with bpf_probe_read_kernel(). */
+static __always_inline struct nd_skb_head skb_head_btf(struct sk_buff *skb)
+{
+	struct nd_skb_head h = {.dev = skb->dev, .len = skb->len};
+	u16 nh = skb->network_header;
+	unsigned long head = (unsigned long)skb->head, data = (unsigned long)skb->data;
+	/* As skb_head(): the bytes from the IP header to the end of the data. */
+	if (head && nh != (u16)~0U) {
+		unsigned long l3 = head + nh, end = data + h.len;
+		h.len = end > l3 ? (u32)(end - l3) : 0;
+	}
+	return h;
+}
+
+static __always_inline u32 netns_of_btf(struct sk_buff *skb, struct net_device *dev)
+{
+	struct net *net = NULL;
+	if (dev) {
+		net = dev->nd_net.net;
+	} else {
+		struct sock *sk = skb->sk;
+		if (sk)
+			net = sk->__sk_common.skc_net.net;
+	}
+	return net ? net->ns.inum : 0;
+}
+
+int nd_kfree_skb(unsigned long long *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	if (!skb)
+		return 0;
+#if ND_HAVE_REASON
+	u32 reason = (u32)ctx[2];
+	if (reason == ND_REASON_CONSUMED)
+		return 0;
+#else
+	u32 reason = 0;
+#endif
+	struct nd_skb_head sh = skb_head_btf(skb);
+	return on_drop(skb, ctx[1], reason, ND_NTOHS(skb->protocol), sh, netns_of_btf(skb, sh.dev));
+}
+#else
+TRACEPOINT_PROBE(skb, kfree_skb)
+{
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+#if ND_HAVE_REASON
+	u32 reason = args->reason;
+	if (reason == ND_REASON_CONSUMED)
+		return 0;
+#else
+	u32 reason = 0;
+#endif
+	struct nd_skb_head sh = skb_head(skb);
+	return on_drop(skb, (u64)args->location, reason, ND_NTOHS(args->protocol), sh, netns_of(skb, sh.dev));
+}
+#endif
+
 #if ND_HAVE_ICMP_TP
 /* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
  * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
@@ -800,18 +861,32 @@ TRACEPOINT_PROBE(skb, kfree_skb)
  * tracepoint record). The namespace filter is not checked here: it takes
  * three kernel reads, more than the note costs; the event rate limit is not
  * either: it cannot know what the kfree_skb program will decide. */
-TRACEPOINT_PROBE(icmp, icmp_send)
+static __always_inline void on_icmp_send(u64 skbaddr, int type, int code)
 {
-	if (args->type != ND_ICMP_DEST_UNREACH)
-		return 0;
+	if (type != ND_ICMP_DEST_UNREACH)
+		return;
 	int zero = 0;
 	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
 	if (!n)
-		return 0;
+		return;
 	u32 slot = n->next++ & (ND_ICMP_NOTES - 1);
-	n->skb[slot] = (u64)args->skbaddr;
+	n->skb[slot] = skbaddr;
 	n->jiffies[slot] = bpf_jiffies64();
-	n->code[slot] = args->code;
+	n->code[slot] = code;
+}
+
+#if ND_TP_BTF
+/* tp_btf form (see nd_kfree_skb): TP_PROTO(skb, type, code), include/trace/events/icmp.h. */
+int nd_icmp_send(unsigned long long *ctx)
+{
+	on_icmp_send(ctx[0], (int)ctx[1], (int)ctx[2]);
 	return 0;
 }
+#else
+TRACEPOINT_PROBE(icmp, icmp_send)
+{
+	on_icmp_send((u64)args->skbaddr, args->type, args->code);
+	return 0;
+}
+#endif
 #endif

@@ -193,7 +193,7 @@ class Agent:
         tracer = self.tracer
         if tracer is None or self.collector is None:
             return False, self.state
-        if not any(h.attached and h.name.startswith("tracepoint skb:kfree_skb") for h in tracer.hooks):
+        if not any(h.attached and h.name.endswith(" skb:kfree_skb") for h in tracer.hooks):
             return False, "the skb:kfree_skb tracepoint is not attached"
         try:
             with self.collector.lock:

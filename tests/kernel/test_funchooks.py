@@ -48,7 +48,7 @@ def test_where_the_kernel_refuses_hooks_one_line_each_says_why_and_counting_goes
             assert not hook.attached and "\n" not in hook.detail
             if not (facts.tracefs / "kprobe_events").exists():
                 assert hook.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry ")
-        assert hooks["tracepoint skb:kfree_skb"].attached
+        assert hooks[f"{tracer.attach_form} skb:kfree_skb"].attached
         assert tracer.cause_counts() == {}
 
 

@@ -65,7 +65,7 @@ def test_the_live_console_draws_on_the_environments_stdout(node: lab.SimNode) ->
         assert text in screen, text
     assert "\x1b[" in screen            # drawn as on a terminal: the env said stdout is one
     lines = err.getvalue().splitlines()
-    assert any(line.startswith("netdrop: tracing (tracepoint skb:kfree_skb") for line in lines)
+    assert any(line.startswith("netdrop: tracing (tp_btf skb:kfree_skb") for line in lines)
     assert any(line.startswith("netdrop: ") and "drops counted" in line for line in lines)
 
 

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -227,6 +228,62 @@ def probe_kernel(tracefs: Path) -> KernelFacts:
         has_icmp_tp=tracepoint_format(tracefs, *ICMP_SEND) is not None,
         reasons=reasons,
     )
+
+
+# BTF (include/uapi/linux/btf.h): a header, then type records, then strings.
+# Each record is struct btf_type (name_off, info, size/type: 12 bytes) and a
+# tail whose length depends on its kind (info >> 24 & 0x1f) and vlen (info &
+# 0xffff): (fixed bytes, bytes per vlen item) by kind number.
+_BTF_MAGIC = 0xEB9F
+_BTF_KIND_TYPEDEF = 8
+_BTF_TAIL = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0), 8: (0, 0),
+             9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0), 15: (0, 12), 16: (0, 0),
+             17: (4, 0), 18: (0, 0), 19: (0, 12)}
+_BTF_TYPE = struct.Struct("<III")
+
+
+def btf_tracepoint_ids(events: Iterable[str], btf: Path = BTF_VMLINUX) -> dict[str, int]:
+    """The BTF type id of each tracepoint's `btf_trace_<event>` typedef: what a
+    BTF-typed tracepoint program (tp_btf) names as its attach_btf_id. Events the
+    kernel's BTF lacks, and everything when the file is unreadable or malformed,
+    are left out: the loader then attaches the classic tracepoint."""
+    try:
+        data = btf.read_bytes()
+    except OSError:
+        return {}
+    return _btf_typedef_ids(data, {f"btf_trace_{e}": e for e in events})
+
+
+def _btf_typedef_ids(data: bytes, wanted: dict[str, str]) -> dict[str, int]:
+    if len(data) < 24:
+        return {}
+    magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+    if magic != _BTF_MAGIC or hdr_len < 24 or hdr_len > len(data):
+        return {}
+    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+    types, strings = hdr_len + type_off, hdr_len + str_off
+    if types + type_len > len(data) or strings + str_len > len(data):
+        return {}
+    # The names' offsets first (one search each), then one walk over the records.
+    offsets: dict[int, str] = {}
+    table = data[strings:strings + str_len]
+    for name, event in wanted.items():
+        at = table.find(b"\0" + name.encode() + b"\0")
+        if at >= 0:
+            offsets[at + 1] = event
+    found: dict[str, int] = {}
+    pos, end, type_id = types, types + type_len, 1
+    while offsets and pos + _BTF_TYPE.size <= end:
+        name_off, info, _size = _BTF_TYPE.unpack_from(data, pos)
+        kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
+        tail = _BTF_TAIL.get(kind)
+        if tail is None:        # a kind this reader does not know: its length is unknown
+            break
+        if kind == _BTF_KIND_TYPEDEF and name_off in offsets:
+            found[offsets.pop(name_off)] = type_id
+        pos += _BTF_TYPE.size + tail[0] + tail[1] * vlen
+        type_id += 1
+    return found
 
 
 def btf_c_dump(btf: Path = BTF_VMLINUX) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import platform
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from ..errors import UserError
 from ..trust import private_dir, write_private
 from . import event as ev
-from .facts import KernelFacts, btf_include_tree, kernel_headers, kernel_symbols
+from .facts import KernelFacts, btf_include_tree, btf_tracepoint_ids, kernel_headers, kernel_symbols
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ MAX_FILTER = 4096             # entries per filter map
 MAX_EVENT_RATE = 10000        # events/s sent to Python by default; counts are exact regardless
 
 _string_at = ctypes.string_at
+_PROG_LOAD_HEAD = struct.Struct("=IIQQIIQII16sII")
+_U32 = struct.Struct("=I")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,58 @@ def _fentry_allowed(cache_dir: Path) -> tuple[bool, str]:
     with suppress(OSError):   # no memo: the probe runs again next start, nothing else changes
         write_private(cache_dir, memo.name, f"{'yes' if ok else 'no'} {detail}")
     return ok, detail
+
+
+# BPF-typed tracepoints (tp_btf): bcc compiles them but attaches only classic
+# tracepoints, raw ones and fentry/fexit; the loader loads the two tp_btf
+# programs with BPF_PROG_LOAD itself (include/uapi/linux/bpf.h) and attaches
+# them with bcc's bpf_attach_kfunc(), which is BPF_RAW_TRACEPOINT_OPEN without
+# a name: what a tp_btf program is attached with.
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+_BPF_PROG_LOAD = 5
+_BPF_PROG_TYPE_TRACING = 26
+_BPF_TRACE_RAW_TP = 23
+_PROG_LOAD_ATTR = 128     # bytes of union bpf_attr up to attach_btf_obj_fd, zero-padded
+_LICENSE = ctypes.create_string_buffer(b"GPL")
+# Tracepoint -> its tp_btf program in bpf/netdrop.c
+_TP_BTF_PROGRAMS = {"kfree_skb": "nd_kfree_skb", "icmp_send": "nd_icmp_send"}
+
+
+class _Refused(Exception):
+    """The kernel refused a tp_btf program: the classic tracepoints do instead."""
+
+
+def _syscall() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall
+
+
+def _load_tp_btf(bcc: ModuleType, bpf: Any, func: str, btf_id: int) -> int:
+    """Load one compiled function of bpf as a tp_btf program attached to the
+    tracepoint whose btf_trace_* typedef is btf_id; its fd. The instructions
+    are bcc's, map fds already in place. On refusal, the verifier's last line."""
+    name = func.encode()
+    start, size = bcc.lib.bpf_function_start(bpf.module, name), bcc.lib.bpf_function_size(bpf.module, name)
+    if not start or not size:
+        raise _Refused(f"{func} is not in the compiled program")
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = ctypes.create_string_buffer(_PROG_LOAD_ATTR)
+    for log_level in (0, 1):
+        # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf, kern_version,
+        # prog_flags, prog_name[16], prog_ifindex, expected_attach_type; attach_btf_id at 108.
+        struct_fields = (_BPF_PROG_TYPE_TRACING, size // 8, start, ctypes.addressof(_LICENSE), log_level,
+                         len(log) if log_level else 0, ctypes.addressof(log) if log_level else 0, 0, 0, name[:15],
+                         0, _BPF_TRACE_RAW_TP)
+        ctypes.memset(attr, 0, _PROG_LOAD_ATTR)
+        _PROG_LOAD_HEAD.pack_into(attr, 0, *struct_fields)
+        _U32.pack_into(attr, 108, btf_id)
+        fd = int(_syscall()(_SYS_BPF, _BPF_PROG_LOAD, attr, _PROG_LOAD_ATTR))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+    lines = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()]
+    raise _Refused(f"{os.strerror(err)}{': ' + lines[-1] if lines else ''}")
 
 
 _MADV_PAGEOUT = 21                           # include/uapi/asm-generic/mman-common.h, Linux 5.4+
@@ -274,12 +330,13 @@ class Tracer:
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
                  warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER,
-                 hold: bool = False) -> None:
+                 hold: bool = False, tp_btf: bool = True) -> None:
         """snaplen > 0: events carry up to snaplen bytes of their packet, from the
         IP header on; headers_only stops at the end of the TCP/UDP/ICMP header.
         warn tells the user, once, of a kernel map that is full; map_entries is
         the size of each filter and pod map. hold: count nothing until
-        start_counting() (the pod maps that filter by pod are written first)."""
+        start_counting() (the pod maps that filter by pod are written first).
+        tp_btf=False attaches the classic tracepoints even where tp_btf would load."""
         self._warn = warn
         self._ready = 0 if hold else ev.ND_FILTER_READY
         self.full_maps: set[str] = set()
@@ -321,30 +378,34 @@ class Tracer:
         can_attach = fentry_ok or (facts.tracefs / "kprobe_events").exists()
         ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks and can_attach else 0
         cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
-        self.fentry = fentry_ok
-        try:
-            if fentry_ok:
-                with _quiet_stderr():   # a refusal is said in the hooks' lines, not as libbcc's dump
-                    self.bpf = self._compile(bcc, cflags, True)
-            else:
-                self.bpf = self._compile(bcc, cflags, False)
-        # bcc raises bare Exception (the compiler's output went to stderr)
-        except Exception as exc:  # noqa: BLE001
-            if not fentry_ok:
-                raise UserError(f"could not load the BPF program: {exc}") from None
-            # A function the probe did not try (a module's, one without BTF): kprobes then.
-            self.fentry, fentry = False, f"refused at load: {_load_refusal(exc)}"
+        # The tracepoints as tp_btf where the kernel's BTF names them (plain loads
+        # instead of probe reads, no perf record: bpf/netdrop.c, nd_kfree_skb), else
+        # classic tracepoints, which bcc attaches as it loads them.
+        tp_ids = btf_tracepoint_ids(_TP_BTF_PROGRAMS) if _SYS_BPF and tp_btf else {}
+        use_btf = "kfree_skb" in tp_ids and (not facts.has_icmp_tp or "icmp_send" in tp_ids)
+        self._btf_fds: list[int] = []
+        btf_refusal = ""
+        self.bpf, self.fentry, fentry = self._build(bcc, [*cflags, f"-DND_TP_BTF={int(use_btf)}"], fentry_ok, fentry)
+        if use_btf:
             try:
-                self.bpf = self._compile(bcc, cflags, False)
-            except Exception as exc2:  # noqa: BLE001
-                raise UserError(f"could not load the BPF program: {exc2}") from None
+                self._attach_tp_btf(bcc, tp_ids, facts.has_icmp_tp)
+            except _Refused as exc:
+                self._close_btf()
+                self.bpf.cleanup()
+                use_btf, btf_refusal = False, f"; tp_btf refused: {exc}"
+                self.bpf, self.fentry, fentry = self._build(bcc, [*cflags, "-DND_TP_BTF=0"], fentry_ok, fentry)
+            except BaseException:
+                self.close()
+                raise
+        self.attach_form = "tp_btf" if use_btf else "tracepoint"
         try:
             release_compiler_memory()
             self._events: list[bytes] = []
             self.bpf[b"events"].open_ring_buffer(self._on_event)
-            self.hooks = [Hook("tracepoint skb:kfree_skb", True,
-                               "drop reason" if facts.has_reason else "no reason field: classify by location")]
-            self.hooks.append(Hook("tracepoint icmp:icmp_send", facts.has_icmp_tp,
+            form = self.attach_form
+            self.hooks = [Hook(f"{form} skb:kfree_skb", True, ("drop reason" if facts.has_reason else
+                                                              "no reason field: classify by location") + btf_refusal)]
+            self.hooks.append(Hook(f"{form} icmp:icmp_send", facts.has_icmp_tp,
                                    "" if facts.has_icmp_tp else "not in this kernel"))
             if self.fentry:
                 self.hooks += [Hook(f"{h.btf_form} {h.func}", True, h.gives) for h in hooks]
@@ -356,8 +417,49 @@ class Tracer:
             self._budget = self._events_per_window()
             self.set_filters(filters)
         except BaseException:   # a signal or a bad filter: nothing stays attached
-            self.bpf.cleanup()
+            self.close()
             raise
+
+    @classmethod
+    def _build(cls, bcc: ModuleType, cflags: list[str], fentry_ok: bool, fentry: str) -> tuple[Any, bool, str]:
+        """Compile and load: the function hooks as fentry/fexit where the probe
+        allowed them, else (or when the kernel refuses them at load) as kprobes.
+        The BPF module, whether fentry was kept, and the word on fentry."""
+        try:
+            if fentry_ok:
+                with _quiet_stderr():   # a refusal is said in the hooks' lines, not as libbcc's dump
+                    return cls._compile(bcc, cflags, True), True, fentry
+            return cls._compile(bcc, cflags, False), False, fentry
+        # bcc raises bare Exception (the compiler's output went to stderr)
+        except Exception as exc:  # noqa: BLE001
+            if not fentry_ok:
+                raise UserError(f"could not load the BPF program: {exc}") from None
+            # A function the probe did not try (a module's, one without BTF): kprobes then.
+            fentry = f"refused at load: {_load_refusal(exc)}"
+        try:
+            return cls._compile(bcc, cflags, False), False, fentry
+        except Exception as exc2:  # noqa: BLE001
+            raise UserError(f"could not load the BPF program: {exc2}") from None
+
+    def _attach_tp_btf(self, bcc: ModuleType, tp_ids: dict[str, int], icmp: bool) -> None:
+        """Load and attach the tp_btf programs; their fds are kept until close()."""
+        for tracepoint, func in _TP_BTF_PROGRAMS.items():
+            if tracepoint == "icmp_send" and not icmp:
+                continue
+            with _quiet_stderr():
+                fd = _load_tp_btf(bcc, self.bpf, func, tp_ids[tracepoint])
+            self._btf_fds.append(fd)
+            link = int(bcc.lib.bpf_attach_kfunc(fd))
+            if link < 0:
+                raise _Refused(f"attaching {func}: {os.strerror(ctypes.get_errno() or 1)}")
+            self._btf_fds.append(link)
+
+    def _close_btf(self) -> None:
+        """Detach the tp_btf programs (closing the link) and free them, links first."""
+        for fd in reversed(self._btf_fds):
+            with suppress(OSError):
+                os.close(fd)
+        self._btf_fds = []
 
     @staticmethod
     def _compile(bcc: ModuleType, cflags: list[str], fentry: bool) -> Any:
@@ -559,6 +661,7 @@ class Tracer:
         return Stats(matched=counted + total["counter_full"], **total)
 
     def close(self) -> None:
+        self._close_btf()
         self.bpf.cleanup()
 
     def __enter__(self) -> Tracer:

@@ -1,0 +1,63 @@
+"""The drop program attached as a BTF-typed tracepoint (tp_btf, where the
+kernel's BTF names the tracepoint) and as a classic tracepoint (the fallback)
+must count and report the same drops alike."""
+
+import pytest
+
+from tracer.kernel import decode, loader
+from tracer.kernel.facts import Kallsyms, btf_tracepoint_ids, find_tracefs, probe_kernel
+from tracer.kernel.filters import Filters
+
+from .test_counts import nstat
+
+SENT = 300
+
+
+def storm(node, tp_btf: bool):
+    db = node.pods["db"]
+    facts = probe_kernel(find_tracefs())
+    ino = node.netns_inodes()[db.netns]
+    before = nstat(db.netns, "UdpNoPorts")
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0, tp_btf=tp_btf) as tracer:
+        sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999", "--size", "100",
+                            "--count", str(SENT), "--seconds", "10")
+        counts = tracer.counts()
+        decoder = decode.Decoder(facts.reasons, Kallsyms.load())
+        events = [decoder.decode_record(r) for r in tracer.poll_records(300)]
+        form = tracer.attach_form
+        hooks = [h.name for h in tracer.hooks if h.attached]
+    assert sent == SENT == nstat(db.netns, "UdpNoPorts") - before
+    return ino, form, hooks, counts, events
+
+
+def test_tp_btf_and_classic_tracepoint_count_and_report_alike(node):
+    if "kfree_skb" not in btf_tracepoint_ids(["kfree_skb"]):
+        pytest.skip("this kernel's BTF has no btf_trace_kfree_skb: only the classic tracepoint exists")
+    seen = {}
+    for tp_btf in (True, False):
+        ino, form, hooks, counts, events = storm(node, tp_btf)
+        assert form == ("tp_btf" if tp_btf else "tracepoint")
+        assert f"{form} skb:kfree_skb" in hooks and f"{form} icmp:icmp_send" in hooks
+        ours = {k: c for k, c in counts.items() if k[0] == ino}
+        assert sum(c.packets for c in ours.values()) == SENT
+        assert sum(c.bytes for c in ours.values()) == SENT * 128      # IP length: 20 + 8 + 100
+        assert len(events) == SENT
+        # What a user reads of each drop: where, why, the flow, and the
+        # port-unreachable the kernel answered with (the icmp_send program's note).
+        seen[form] = {(e.netns, e.reason, e.location, e.proto, e.dst, e.dport, e.len, e.icmp_sent, e.ifname)
+                      for e in events}
+        assert len(seen[form]) == 1
+        assert next(iter(seen[form]))[3:] == ("udp", "127.0.0.1", 9999, 128, (3, 3), "lo")
+    assert seen["tp_btf"] == seen["tracepoint"]
+
+
+def test_a_tp_btf_program_the_kernel_refuses_says_why_in_one_line(node):
+    import bcc   # a test may; netdrop imports bcc only in its loader
+    facts = probe_kernel(find_tracefs())
+    with loader.Tracer(facts) as tracer:
+        if tracer.attach_form != "tp_btf":
+            pytest.skip("tp_btf is not used on this kernel")
+        # BTF type 1 is no btf_trace_* typedef: the kernel refuses the attach target.
+        with pytest.raises(loader._Refused) as refused:
+            loader._load_tp_btf(bcc, tracer.bpf, "nd_kfree_skb", 1)
+        assert "\n" not in str(refused.value) and str(refused.value)
