@@ -120,7 +120,7 @@ static __always_inline int ct_confirm_done(struct sk_buff *skb, int ret)
 	struct nd_event *scr = NULL;
 	struct nd_route route = {};
 	u32 pod = 0;
-	if (!drop_passes(cfg, skb, sh.dev, ND_NTOHS(protocol), netns, &scr, &route, &pod))
+	if (!drop_passes(cfg, skb, sh.dev, ND_NTOHS(protocol), netns, &scr, &route, &pod, 0))
 		return 0;
 	count_cause(netns, ND_CAUSE_CT_INSERT_FAILED, pod, sh.len);
 	fn_note((u64)skb, ND_CAUSE_CT_INSERT_FAILED, 0, 0, 0);
@@ -163,7 +163,7 @@ static __always_inline int ct_alloc_done(struct net *net, struct nf_conntrack_tu
 	}
 	struct nd_route route = {};
 	u32 pod = 0;
-	if (!drop_passes(cfg, NULL, NULL, e->l3proto, netns, &e, &route, &pod))
+	if (!drop_passes(cfg, NULL, NULL, e->l3proto, netns, &e, &route, &pod, 0))
 		return 0;
 	u32 max = 0;
 #if ND_CT_MAX_ADDR

@@ -97,6 +97,24 @@ struct nd_count_val {
 	u64 bytes;
 };
 
+/* A slot of count_slots (bpf/netdrop.c, count()): per CPU, the first key to
+ * land on a free slot holds its counts there for good, as nd_count_val does
+ * in the counts map. packets comes first and is written last when a key takes
+ * the slot: a reader that sees packets > 0 reads a whole key after it (and
+ * the loader reads twice, keeping a slot only if its key did not change). */
+struct nd_count_slot {
+	u64 packets;        /* 0: the slot is free */
+	u64 bytes;
+	u64 location;
+	u32 netns;
+	u32 reason;
+	u32 pod;
+	u32 pad;
+};
+
+/* Slots of count_slots per CPU (a power of two). */
+#define ND_COUNT_SLOTS 256
+
 /* Value of the pod maps (pod_netns, pod_veth, pod_ip). */
 struct nd_pod_val {
 	u32 tag;            /* pod id << 2 */
@@ -128,7 +146,21 @@ struct nd_filter_cfg {
 	u32 node_netns;        /* the node's namespace: drops there are matched by veth and IP */
 	u32 snaplen;           /* >0: each event carries up to this many packet bytes (capture --pcap) */
 	u32 headers_only;      /* and none past the TCP/UDP/ICMP header: no payload */
+	u32 pod_gen;           /* bumped by the loader after each change of the pod maps (pod_memo) */
 };
+
+/* What pod_netns said of a namespace, remembered per CPU (bpf/netdrop.c,
+ * pod_of_netns()) while nd_filter_cfg.pod_gen stays the same. */
+struct nd_pod_memo {
+	u32 netns;
+	u32 gen;               /* the pod_gen it was read under; 0: empty (pod_gen starts at 1) */
+	u32 found;             /* 0: not a pod's namespace */
+	u32 tag;
+	u32 selected;
+};
+
+/* Entries of pod_memo per CPU (a power of two). */
+#define ND_POD_MEMO 64
 
 /* Per-CPU bookkeeping: one map lookup per drop serves all of it. Every drop
  * that passes the filters ends in exactly one of events, lost, sampled_out. */

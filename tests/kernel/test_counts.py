@@ -53,8 +53,13 @@ def test_event_rate_limit_samples_events_not_counts(node):
                             "--count", "50000", "--seconds", "20")
         elapsed = time.monotonic() - t0
         stats = tracer.stats()
+        counts = tracer.counts()
         delivered = len(tracer.poll(0))
-    assert stats.matched == nstat(db.netns, "UdpNoPorts") - before == sent
+    no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
+    udp = sum(c.packets for (ns, reason, _loc, _pod), c in counts.items() if ns == ino and reason == no_socket)
+    assert udp == nstat(db.netns, "UdpNoPorts") - before == sent
+    # The pod's namespace may drop a packet of its own meanwhile (IPv6 multicast): seen once in 6 runs.
+    assert sent <= stats.matched <= sent + 5
     # 1000 events/s, budgeted per CPU per 100 ms window: at most one window's worth over.
     budget = 1000 * (elapsed + 0.1 * 2)
     assert 0 < stats.events <= budget and stats.lost == 0
@@ -102,8 +107,8 @@ def test_bytes_are_the_ip_length_of_each_packet_v4_and_v6(node):
         v4 = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9998", "--size", "100", "--count", "300")
         v6 = node.traffic(db.netns, "udp", "--dst", "::1", "--port", "9998", "--size", "50", "--count", "200")
         batch = tracer.counts()
-        table = tracer.bpf[b"counts"]
-        one_by_one = loader._sum_counts(table.items())
+        tracer._batch_reads = False      # the reader's own fallback: a lookup per key
+        one_by_one = tracer.counts()
     assert batch == one_by_one
     kallsyms = Kallsyms.load()
     by_location: dict[str, list[int]] = {}
@@ -135,3 +140,37 @@ def test_counts_read_key_by_key_when_the_kernel_refuses_batches(node, monkeypatc
     assert fallback == again == batch
     assert sum(c.packets for (ns, *_), c in fallback.items() if ns == ino) == sent == 50
     assert sum(c.bytes for (ns, *_), c in fallback.items() if ns == ino) == 50 * 38
+
+
+def test_counts_exact_in_the_per_cpu_slots_and_in_the_hash_when_every_slot_is_taken(node):
+    # A key is counted in its per-CPU slot (bpf/netdrop.c, count()) unless another
+    # key holds the slot: then in the counts hash. Both paths must count exactly,
+    # and the reader must add them. Here all slots of every CPU are first taken
+    # by a key no drop has (netns 1), so the second storm is counted in the hash only.
+    db = node.pods["db"]
+    facts = probe_kernel(find_tracefs())
+    ino = node.netns_inodes()[db.netns]
+
+    def ours(counts):
+        return [sum(c.packets for (ns, *_), c in counts.items() if ns == ino),
+                sum(c.bytes for (ns, *_), c in counts.items() if ns == ino)]
+
+    with loader.Tracer(facts, Filters(netns=frozenset({ino}))) as tracer:
+        sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9996", "--size", "100", "--count", "400")
+        in_slots = ours(tracer.counts())
+        in_hash = ours(loader._sum_counts(tracer.bpf[b"counts"].items()))
+    assert sent == 400 and in_slots == [400, 400 * 128] and in_hash == [0, 0]
+
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), hold=True) as tracer:
+        slots = tracer.bpf[b"count_slots"]
+        ncpus = len(slots.Leaf())
+        for i in range(event.ND_COUNT_SLOTS):
+            slots[slots.Key(i)] = slots.Leaf(*[slots.sLeaf(packets=7, bytes=70, location=0x10, netns=1, reason=2,
+                                                            pod=i) for _ in range(ncpus)])
+        tracer.start_counting()
+        sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9996", "--size", "100", "--count", "400")
+        counts = tracer.counts()
+        in_hash = ours(loader._sum_counts(tracer.bpf[b"counts"].items()))
+    assert sent == 400 and ours(counts) == in_hash == [400, 400 * 128]
+    # The slots' own keys are read back whole, each with its count from every CPU.
+    assert counts[(1, 2, 0x10, 5)] == loader.Count(7 * ncpus, 70 * ncpus)

@@ -48,6 +48,8 @@ ND_CAUSE_FWD_TOO_BIG = 3
 ND_EVENT_WINDOW_NS = 100000000
 ND_MAX_SNAPLEN = 2048
 ND_NETNS_INLINE = 4
+ND_COUNT_SLOTS = 256
+ND_POD_MEMO = 64
 
 
 class NdEvent(ctypes.Structure):
@@ -102,6 +104,20 @@ class NdCountVal(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
+class NdCountSlot(ctypes.Structure):
+    """struct nd_count_slot"""
+
+    _fields_ = [
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("location_raw", ctypes.c_uint64),
+        ("netns", ctypes.c_uint32),
+        ("reason_raw", ctypes.c_uint32),
+        ("pod_raw", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
 class NdPodVal(ctypes.Structure):
     """struct nd_pod_val"""
 
@@ -132,6 +148,19 @@ class NdFilterCfg(ctypes.Structure):
         ("node_netns", ctypes.c_uint32),
         ("snaplen", ctypes.c_uint32),
         ("headers_only", ctypes.c_uint32),
+        ("pod_gen", ctypes.c_uint32),
+    ]
+
+
+class NdPodMemo(ctypes.Structure):
+    """struct nd_pod_memo"""
+
+    _fields_ = [
+        ("netns", ctypes.c_uint32),
+        ("gen", ctypes.c_uint32),
+        ("found", ctypes.c_uint32),
+        ("tag", ctypes.c_uint32),
+        ("selected", ctypes.c_uint32),
     ]
 
 
@@ -152,11 +181,13 @@ MIRRORS = {
     "nd_event": NdEvent,
     "nd_count_key": NdCountKey,
     "nd_count_val": NdCountVal,
+    "nd_count_slot": NdCountSlot,
     "nd_if_key": NdIfKey,
     "nd_ip_key": NdIpKey,
     "nd_filter_cfg": NdFilterCfg,
     "nd_cpu_state": NdCpuState,
     "nd_pod_val": NdPodVal,
+    "nd_pod_memo": NdPodMemo,
 }
 
 

@@ -342,6 +342,7 @@ class Tracer:
         self.full_maps: set[str] = set()
         self._unwritten: dict[str, set[PodKey]] = {}
         self._batch: int | None = None
+        self._pod_gen = 1          # 0 marks an empty pod_memo entry
         self._batch_reads = True   # counts(): BPF_MAP_LOOKUP_BATCH until the kernel refuses it
         self.map_entries = map_entries
         if os.geteuid() != 0:
@@ -570,6 +571,9 @@ class Tracer:
         if self.pods is not None:
             cfg.pod_flags_raw = ev.ND_POD_TAG | (ev.ND_POD_FILTER if self.pods.filter else 0)
             cfg.node_netns = self.pods.node_netns
+        # Every write of the pod maps is followed by a new generation: the
+        # program's per-CPU pod_memo forgets what it read under the old one.
+        cfg.pod_gen = self._pod_gen
         self.bpf[b"filter_cfg"][ctypes.c_int(0)] = cfg
 
     def set_pods(self, pods: KernelPods | None) -> None:
@@ -605,6 +609,7 @@ class Tracer:
                                f"pod entries are not in it, so drops there are counted without their pod "
                                f"(counts stay exact); more pods than netdrop was built for")
         self.pods = pods
+        self._pod_gen += 1
         self._write_cfg()
 
     @staticmethod
@@ -630,18 +635,51 @@ class Tracer:
 
     def counts(self) -> dict[CounterKey, Count]:
         """Exact drop counts: (netns, reason, location address, pod tag) -> packets
-        and bytes since load. One BPF_MAP_LOOKUP_BATCH (kernel 5.6+) reads the
-        whole map: 9-10 ms for 10,000 keys, where a lookup per key (items())
-        took 55-63 ms. A kernel or map that refuses batches is read key by key,
-        and not asked again."""
-        table = self.bpf[b"counts"]
+        and bytes since load: the counts hash plus the per-CPU slots
+        (bpf/netdrop.c, count()), which hold disjoint parts of each key's count.
+        One BPF_MAP_LOOKUP_BATCH (kernel 5.6+) reads a whole map: 9-10 ms for
+        10,000 keys, where a lookup per key (items()) took 55-63 ms. A kernel or
+        map that refuses batches is read key by key, and not asked again."""
+        out = _sum_counts(self._items(self.bpf[b"counts"]))
+        for key, c in self._slot_counts().items():
+            had = out.get(key)
+            out[key] = c if had is None else Count(had.packets + c.packets, had.bytes + c.bytes)
+        return out
+
+    def _items(self, table: Any) -> list[tuple[Any, Any]]:
         if self._batch_reads:
             try:
-                return _sum_counts(table.items_lookup_batch())
+                return list(table.items_lookup_batch())
             # bcc raises bare Exception for a failed bpf() call (EINVAL, ENOTSUPP before 5.6)
             except Exception:  # noqa: BLE001
                 self._batch_reads = False
-        return _sum_counts(table.items())
+        return list(table.items())
+
+    def _slot_counts(self) -> dict[CounterKey, Count]:
+        """The per-CPU count slots, read twice: a slot counts only if it was taken
+        (packets > 0) and its key is the same in both reads. A key is written
+        once, when it takes a free slot, and a read that overlapped that write
+        may have copied a torn key (the kernel's copy of the map value keeps no
+        order); the second read, after, sees it whole. Such a slot's count waits
+        for the next call: it is new, so leaving it out never shows a count
+        going backwards."""
+        table = self.bpf[b"count_slots"]
+        first = self._items(table)
+        # bcc gives an array's index as an int (batch reads) or a ctypes int (items())
+        second = {int(getattr(index, "value", index)): percpu for index, percpu in self._items(table)}
+        out: dict[CounterKey, Count] = {}
+        for index, percpu in first:
+            again = second.get(int(getattr(index, "value", index)))
+            if again is None:
+                continue
+            for a, b in zip(percpu, again, strict=True):
+                key = (a.netns, a.reason, a.location, a.pod)
+                if not a.packets or key != (b.netns, b.reason, b.location, b.pod):
+                    continue
+                had = out.get(key)
+                out[key] = (Count(a.packets, a.bytes) if had is None
+                            else Count(had.packets + a.packets, had.bytes + a.bytes))
+        return out
 
     def cause_counts(self) -> dict[tuple[int, int, int], Count]:
         """Exact counts of what the function hooks saw: (netns, cause, pod tag)
