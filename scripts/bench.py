@@ -74,10 +74,17 @@ def held_progs(pid: int) -> set[int]:
 
 
 def prog_labels(pid: int, ids: set[int]) -> dict[int, str]:
-    """What each program is attached to (bpftool perf: tracepoints, kprobes), else its name."""
-    labels = {p["prog_id"]: f"{p.get('fd_type', '?')} {p.get('tracepoint') or p.get('func') or ''}".strip()
+    """What each program is attached to (bpftool perf: tracepoints, kprobes), else its name.
+    A BTF-typed tracepoint shows in bpftool perf as a raw_tracepoint of a program of type tracing."""
+    progs = {p["id"]: p for p in bpftool("prog", "show")}
+
+    def form(p: dict[str, Any]) -> str:
+        kind = p.get("fd_type", "?")
+        return "tp_btf" if kind == "raw_tracepoint" and progs.get(p["prog_id"], {}).get("type") == "tracing" else kind
+
+    labels = {p["prog_id"]: f"{form(p)} {p.get('tracepoint') or p.get('func') or ''}".strip()
               for p in bpftool("perf", "show") if p.get("pid") == pid and p.get("prog_id") in ids}
-    names = {p["id"]: p.get("name", "?") for p in bpftool("prog", "show")}
+    names = {i: p.get("name", "?") for i, p in progs.items()}
     return {i: labels.get(i, names.get(i, "?")) for i in ids}
 
 
@@ -173,12 +180,13 @@ class Result:
 
 
 def run(drops: int, generators: int, seconds: float, max_event_rate: int | None = None,
-        pods: bool = False, json_sink: bool = True) -> Result:
+        pods: bool = False, json_sink: bool = True, classic: bool = False) -> Result:
     """One storm. pods=False: in a namespace of its own, `watch --netns` it.
     pods=True: inside pod db of a simulated node with its API, `watch -A`, so
     every drop is looked up in the pod maps and attributed. json_sink=False:
     the console view (to /dev/null, redrawn on its tick) instead of a JSON
-    line per event: the pipeline's own cost per event, without a sink's."""
+    line per event: the pipeline's own cost per event, without a sink's.
+    classic=True: netdrop attaches the classic tracepoints, not tp_btf."""
     cleanup: Callable[[], object]
     if pods:
         from tracer.lab import node as lab
@@ -201,6 +209,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         wait_line(bare.stdout, "bpftrace", "Attaching")
         bare_ids = held_progs(bare.pid)
         rate = [] if max_event_rate is None else ["--max-event-rate", str(max_event_rate)]
+        rate += ["--classic-tracepoints"] if classic else []
         nd = subprocess.Popen(NETDROP + ["watch", *(["--json"] if json_sink else []), *watch_args, *rate],
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -458,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="upper bound for the storm")
     p.add_argument("--max-event-rate", type=int, default=None, help="passed to netdrop watch (0: no limit)")
     p.add_argument("--pods", action="store_true", help="storm inside a simulated pod, watched with -A")
+    p.add_argument("--classic", action="store_true",
+                   help="netdrop attaches the classic tracepoints (--classic-tracepoints), not tp_btf")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-json", action="store_true", help="watch's console instead of --json: no per-event sink")
     p.add_argument("--replay", type=int, metavar="EVENTS", default=None,
@@ -473,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2
-    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json)
+    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic)
     print(report(r, a.markdown))
     return 0 if r.storm_counted == r.kernel_drops else 1
 

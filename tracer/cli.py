@@ -147,6 +147,9 @@ def _node_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 def _tracefs_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mount-tracefs", action="store_true",
                    help="mount tracefs on /sys/kernel/tracing if it is not mounted")
+    p.add_argument("--classic-tracepoints", action="store_true",
+                   help="attach the classic tracepoints even where BTF-typed ones (tp_btf) load: they cost more "
+                        "per drop; for comparison, or a kernel whose tp_btf misbehaves")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -311,7 +311,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         served.start()
         pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
                                          warn=say))
-        tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say)
+        tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say,
+                        tp_btf=not args.classic_tracepoints)
         stack.callback(agent.detach, tracer.close)
         try:
             source = pods.result()

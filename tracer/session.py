@@ -286,6 +286,7 @@ class Session:
             # would be any pod's (the API may take seconds to answer).
             self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only, hold=True,
                                  warn=functools.partial(warn, env),
+                                 tp_btf=not getattr(args, "classic_tracepoints", False),
                                  **({} if rate is None else {"max_event_rate": rate}))
             stack.callback(self.tracer.close)
             source = pods.result() if isinstance(pods, Pending) else pods
