@@ -8,6 +8,7 @@ that fixes it. A check that cannot look says why instead of guessing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -23,10 +24,13 @@ from .explain.explainer import ct_stats, drop_points
 from .kernel import facts
 from .errors import UserError
 from .nsexec import read_in_netns
+from .pods.kube import DUAL_STACK_POLICIES
+from .textsafe import printable
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .pods.kube import PodInfo, ServiceInfo
     from .pods.nodeview import NetnsInfo
 
 SEVERITIES = ("error", "warning", "info", "ok", "unchecked")
@@ -586,24 +590,104 @@ def check_overlay(node: Node, announced: dict[str, int] | None = None) -> list[F
                           lines)]
 
 
-def check_pod_ipv6(node: Node) -> list[Finding]:
-    """IPv6 disabled in pods of a dual-stack node: dual-stack Services and
-    peers send them IPv6 that they drop (IPV6DISABLED)."""
-    if not any(":" in ip for p in node.pods for ip in p.ips):
-        return [Finding("pod ipv6", "ok", "no pod has an IPv6 address: a single-stack node")]
-    off = []
+@dataclass(frozen=True)
+class ApiFacts:
+    """What the Kubernetes API said, for the checks that compare it with the node."""
+
+    services: tuple[ServiceInfo, ...] | None = None     # None: not read; `unread` says why
+    pods: dict[int, PodInfo] = field(default_factory=dict)   # the API's pod of each sandbox (netns inode)
+    unread: str = "no Kubernetes API (--kubeconfig)"
+
+
+NO_API = ApiFacts()
+# A Kubernetes object name (DNS-1123 subdomain): only such a name goes into a command we print.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+SHOWN_SERVICES = 3      # per pod in the evidence, the rest counted
+
+
+def pods_ipv6_off(node: Node) -> dict[int, list[str]]:
+    """Per pod sandbox (netns inode): its devices other than lo with disable_ipv6=1.
+    ip6_rcv_core() drops IPv6 arriving on such a device (IPV6DISABLED)."""
+    off = {}
     for info in node.pods:
         sysctls = evidence.parse_sysctls(read_in_netns(info.path, *evidence.SYSCTL_CMD))
         devs = sorted(dev for (dev, name), on in sysctls.items()
                       if name == "disable_ipv6" and on and dev not in ("lo", "all", "default"))
         if devs:
-            off.append(f"{_pod_label(node, info)}: {', '.join(devs[:4])} disable_ipv6=1")
-    if off:
-        return [Finding("pod ipv6", "warning", f"IPv6 is disabled in {_plural(len(off), 'pod')} of a dual-stack "
-                        "node: IPv6 from dual-stack Services and peers is dropped there (IPV6DISABLED at "
-                        "ip6_rcv_core)", off[:10], "enable it in the pod (net.ipv6.conf.eth0.disable_ipv6=0: the "
-                        "image's or runtime's sysctls), or make the Services that reach it SingleStack")]
-    return [Finding("pod ipv6", "ok", f"IPv6 enabled in every pod ({_plural(len(node.pods), 'pod')})")]
+            off[info.inode] = devs
+    return off
+
+
+def check_pod_ipv6(node: Node, api: ApiFacts = NO_API) -> list[Finding]:
+    """IPv6 disabled in pods behind dual-stack Services (IPV6DISABLED)."""
+    return pod_ipv6_findings(node, pods_ipv6_off(node), api)
+
+
+def pod_ipv6_findings(node: Node, off: dict[int, list[str]], api: ApiFacts) -> list[Finding]:
+    """The IPv6 check from what was read: `off` (pods_ipv6_off) and the API's
+    Services and pods. A pod with IPv6 off is a problem where a Service sends it
+    IPv6: kube-proxy DNATs the Service's IPv6 clusterIP to the pod's IPv6 address,
+    and the pod's eth0 drops it. Without the Services, the node-level guess: some
+    pod here has an IPv6 address, so IPv6 is in use."""
+    labels = {info.inode: _pod_label(node, info) for info in node.pods}
+    lines = {inode: f"{labels.get(inode, inode)}: {', '.join(devs[:4])} disable_ipv6=1"
+             for inode, devs in sorted(off.items(), key=lambda kv: str(labels.get(kv[0], kv[0])))}
+    enable = "enable IPv6 in the pod (net.ipv6.conf.eth0.disable_ipv6=0: the pod's or the runtime's sysctls)"
+    if api.services is None:
+        unread = f"Services not read ({api.unread})"
+        if not any(":" in ip for p in node.pods for ip in p.ips):
+            return [Finding("pod ipv6", "ok", f"no pod has an IPv6 address: a single-stack node; {unread}")]
+        if lines:
+            return [Finding("pod ipv6", "warning", f"IPv6 is disabled in {_plural(len(lines), 'pod')} of a "
+                            "dual-stack node: IPv6 from dual-stack Services and peers is dropped there "
+                            f"(IPV6DISABLED at ip6_rcv_core); {unread}: which Services reach them is unknown",
+                            list(lines.values())[:10], f"{enable}, or make the Services that reach it SingleStack")]
+        return [Finding("pod ipv6", "ok", f"IPv6 enabled in every pod ({_plural(len(node.pods), 'pod')}); {unread}")]
+    v6 = [s for s in api.services if s.ipv6]
+    behind: dict[int, list[ServiceInfo]] = {}
+    unknown = []
+    for inode in lines:
+        pod = api.pods.get(inode)
+        if pod is None:
+            unknown.append(inode)
+        elif chosen := [s for s in v6 if s.selects(pod)]:
+            behind[inode] = chosen
+    counted = f"{_plural(len(api.services), 'Service')} read, {len(v6)} with IPv6"
+    if behind:
+        evidence_lines = [f"{lines[inode]}; behind {_services_phrase(svcs)}" for inode, svcs in behind.items()]
+        first = next(iter(behind.values()))[0]
+        if first.primary_family == "IPv6":    # SingleStack keeps the primary family: IPv6 alone
+            fix = f"{enable}: {first.key}'s primary family is IPv6, the pod must take IPv6"
+        elif _K8S_NAME.fullmatch(first.namespace) and _K8S_NAME.fullmatch(first.name):
+            fix = (f"{enable}; or, if the Service needs no IPv6, make it SingleStack (it keeps its IPv4 clusterIP): "
+                   f"kubectl -n {first.namespace} patch service {first.name} -p "
+                   """'{"spec":{"ipFamilyPolicy":"SingleStack"}}'""")
+        else:
+            fix = f"{enable}; or, if the Service needs no IPv6, set its spec.ipFamilyPolicy to SingleStack"
+        dual = all(s.ip_family_policy in DUAL_STACK_POLICIES for svcs in behind.values() for s in svcs)
+        return [Finding("pod ipv6", "warning", f"IPv6 is disabled in {_plural(len(behind), 'pod')} behind "
+                        f"{'dual-stack' if dual else 'IPv6'} Services: the IPv6 the Services send them is dropped "
+                        "there (IPV6DISABLED at ip6_rcv_core), "
+                        f"and clients of the Services' IPv6 address time out ({counted})",
+                        evidence_lines[:10], fix)]
+    if lines:
+        rest = [lines[i] + ("; not a pod the API names: its Services unknown" if i in unknown else
+                            "; no IPv6 Service selects it") for i in lines]
+        return [Finding("pod ipv6", "info", f"IPv6 is disabled in {_plural(len(lines), 'pod')}, but no dual-stack "
+                        f"Service selects {'it' if len(lines) == 1 else 'them'} ({counted}): only IPv6 sent to "
+                        "their addresses directly is dropped (IPV6DISABLED)", rest[:10],
+                        f"before making a Service that selects {'it' if len(lines) == 1 else 'them'} dual-stack: "
+                        f"{enable}")]
+    return [Finding("pod ipv6", "ok", f"IPv6 enabled in every pod ({_plural(len(node.pods), 'pod')}; {counted})")]
+
+
+def _services_phrase(services: list[ServiceInfo]) -> str:
+    """'dual-stack Service default/db-svc (RequireDualStack)', several named, the rest counted."""
+    dual = all(s.ip_family_policy in DUAL_STACK_POLICIES for s in services)
+    kind = "dual-stack Service" if dual else "IPv6 Service"
+    named = ", ".join(f"{s.key} ({s.ipv6})" for s in services[:SHOWN_SERVICES])
+    more = f" and {len(services) - SHOWN_SERVICES} more" if len(services) > SHOWN_SERVICES else ""
+    return f"{kind}{'s' if len(services) > 1 else ''} {named}{more}"
 
 
 def check_ipsec(node: Node) -> list[Finding]:
@@ -638,17 +722,20 @@ def check_cgroup_programs(node: Node) -> list[Finding]:
                     "bpftool cgroup tree; bpftool prog show id N (its holder: the CNI or security agent)")]
 
 
-def run_all(node: Node, live_ips: set[str]) -> list[Finding]:
+def run_all(node: Node, live_ips: set[str], *, api: ApiFacts = NO_API) -> list[Finding]:
+    """Every node check; `api`: what the Kubernetes API said (Services, the pods
+    of the sandboxes), for the checks that compare it with the node."""
     findings = check_kernel()
     for check in (check_sysctls, check_forward, check_mtu, check_conntrack, check_kube_proxy, check_hairpin,
-                  check_addresses, check_neighbours, check_bridges, check_overlay, check_pod_ipv6, check_ipsec,
-                  check_cgroup_programs):
+                  check_addresses, check_neighbours, check_bridges, check_overlay,
+                  functools.partial(check_pod_ipv6, api=api), check_ipsec, check_cgroup_programs):
         try:
             findings += check(node)
         # A check that cannot look says so and the others still run: doctor is run during
         # incidents, on node text nothing vouches for, and one surprise must not cost every answer.
         except Exception as exc:  # noqa: BLE001
-            findings.append(Finding(check.__name__.removeprefix("check_"), "unchecked",
+            name = str(getattr(getattr(check, "func", check), "__name__", "check"))
+            findings.append(Finding(name.removeprefix("check_"), "unchecked",
                                     f"could not check: {type(exc).__name__}: {exc}"))
     findings += check_ipam(node, live_ips)
     return findings
@@ -675,8 +762,11 @@ def render(findings: list[Finding], node: Node, width: int | None = None) -> Tab
     table.add_column("finding · evidence", ratio=3)
     table.add_column("fix", ratio=2)
     for f in sorted(findings, key=lambda f: order[f.severity]):
-        body = Text(f.summary)
+        # Findings quote node and API text (interface, pod and Service names): no
+        # control character of theirs reaches the terminal (textsafe.printable).
+        body = Text(printable(f.summary))
         if f.evidence:
-            body.append("\n" + "\n".join(f.evidence), style="dim")
-        table.add_row(Text(f.severity, style=style[f.severity]), f.check, body, Text(f.fix or ""))
+            body.append("\n" + "\n".join(printable(e) for e in f.evidence), style="dim")
+        table.add_row(Text(f.severity, style=style[f.severity]), Text(printable(f.check)), body,
+                      Text(printable(f.fix or "")))
     return table

@@ -537,7 +537,19 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
         pods = [p for p in pods if p.inode in names]
     node = doctor.Node(None if path == HOST_NETNS else path, args.netns or "this node", pods, names,
                        Path(args.cni_dir))
-    findings = doctor.run_all(node, live)
+    # The Services (which pods a dual-stack one sends IPv6) and the API's pod of
+    # each sandbox: without them the IPv6 check falls back to the node's view.
+    api = doctor.ApiFacts(unread=(source.problem or "no Kubernetes API") if source is not None
+                          else "no Kubernetes API: pass --kubeconfig")
+    if source is not None and source.kube is not None and source.index is not None:
+        idx, by_uid = source.index, {p.uid: p for p in source.pods() or []}
+        pod_infos = {inode: by_uid[ref.uid] for inode, pid in idx.by_netns.items()
+                     if (ref := idx.ids.refs.get(pid)) is not None and ref.uid in by_uid}
+        try:
+            api = doctor.ApiFacts(tuple(source.kube.list_services()), pod_infos)
+        except KubeUnavailable as exc:
+            api = doctor.ApiFacts(None, pod_infos, str(exc))
+    findings = doctor.run_all(node, live, api=api)
     findings += _hook_findings(env)
     cidrs, this_node = None, None
     if source is not None and source.kube is not None:

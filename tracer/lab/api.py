@@ -4,7 +4,7 @@ No API server can be installed on our machines, so the simulated node comes
 with this small HTTP server that speaks the Kubernetes REST API for the calls
 netdrop makes through the official client: list and watch pods (field and
 label selectors, resourceVersion, timeoutSeconds, allowWatchBookmarks), read
-and list pods of a namespace, read and list nodes. Watches behave as the real
+and list pods of a namespace, read and list nodes, list and read Services. Watches behave as the real
 API server's: from resourceVersion "" or "0" they begin with every matching
 pod as ADDED; from one older than the event log keeps (MAX_LOG) they get an
 ERROR event with code 410 (Gone) and the client lists again; with bookmarks
@@ -80,6 +80,24 @@ def node_object(name: str, addresses: list[str], pod_cidr: str = "10.244.0.0/24"
     }
 
 
+def service_object(name: str, namespace: str, selector: dict[str, str] | None, *,
+                   ip_family_policy: str = "SingleStack", ip_families: list[str] | None = None,
+                   cluster_ips: list[str] | None = None, ports: list[int] | None = None) -> Obj:
+    """A ClusterIP Service as the API returns it (selector None: a Service without
+    one, whose endpoints someone else writes)."""
+    ips = cluster_ips or ["10.96.0.99"]
+    families = ip_families or ["IPv6" if ":" in ip else "IPv4" for ip in ips]
+    spec: Obj = {"type": "ClusterIP", "clusterIP": ips[0], "clusterIPs": ips, "ipFamilyPolicy": ip_family_policy,
+                 "ipFamilies": families, "sessionAffinity": "None", "internalTrafficPolicy": "Cluster",
+                 "ports": [{"name": f"p{p}", "protocol": "TCP", "port": p, "targetPort": p} for p in (ports or [80])]}
+    if selector is not None:
+        spec["selector"] = dict(selector)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "resourceVersion": "1",
+                         "creationTimestamp": _now(), "labels": {}},
+            "spec": spec, "status": {"loadBalancer": {}}}
+
+
 def _labels_match(labels: dict[str, str], selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in term:
@@ -126,6 +144,7 @@ class KubeAPI:
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], Obj] = {}
         self.nodes: dict[str, Obj] = {}
+        self.services: dict[tuple[str, str], Obj] = {}
         self.rv = 1
         self.log: list[tuple[int, str, Obj]] = []   # (resourceVersion, type, object)
         self.cond = threading.Condition()
@@ -152,6 +171,17 @@ class KubeAPI:
     def add_node(self, node: Obj) -> None:
         with self.cond:
             self.nodes[node["metadata"]["name"]] = node
+
+    def put_service(self, service: Obj) -> None:
+        """Add or replace a Service (listed, not watched: netdrop only lists them)."""
+        with self.cond:
+            self.rv += 1
+            service["metadata"]["resourceVersion"] = str(self.rv)
+            self.services[(service["metadata"]["namespace"], service["metadata"]["name"])] = service
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        with self.cond:
+            self.services.pop((namespace, name), None)
 
     def put_pod(self, pod: Obj) -> None:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -197,6 +227,21 @@ class KubeAPI:
                     if pod is None:
                         return self._status(404, "NotFound", f'pods "{rest[3]}" not found')
                     return self._json(200, pod)
+                if rest == ["services"] or (len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "services"):
+                    ls = q.get("labelSelector", "")
+                    with api.cond:
+                        items = copy.deepcopy([s for (ns, _), s in sorted(api.services.items())
+                                               if (len(rest) == 1 or ns == rest[1])
+                                               and _labels_match(s["metadata"].get("labels", {}), ls)])
+                        rv = api.rv
+                    return self._json(200, {"kind": "ServiceList", "apiVersion": "v1",
+                                            "metadata": {"resourceVersion": str(rv)}, "items": items})
+                if len(rest) == 4 and rest[0] == "namespaces" and rest[2] == "services":
+                    with api.cond:
+                        svc = copy.deepcopy(api.services.get((rest[1], rest[3])))
+                    if svc is None:
+                        return self._status(404, "NotFound", f'services "{rest[3]}" not found')
+                    return self._json(200, svc)
                 if rest == ["nodes"]:
                     with api.cond:
                         items = list(api.nodes.values())

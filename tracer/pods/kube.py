@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import json
 import os
 import socket
@@ -108,6 +109,79 @@ def pod_info(obj: Any) -> PodInfo:
         phase=_text(api_field(status, "phase")),
         owner=_controller(meta),
     )
+
+
+# Service.spec.ipFamilyPolicy values that give a Service both families (the API's
+# IPFamilyPolicy; SingleStack is the default and the third value).
+DUAL_STACK_POLICIES = ("PreferDualStack", "RequireDualStack")
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A Service: which pods it selects and whether it sends them IPv6."""
+
+    namespace: str
+    name: str
+    selector: tuple[tuple[str, str], ...]     # spec.selector; () selects no pod by labels
+    ip_family_policy: str | None
+    ip_families: tuple[str, ...]              # spec.ipFamilies, primary first
+    cluster_ips: tuple[str, ...]              # spec.clusterIPs (else clusterIP); "None" when headless
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ipv6(self) -> str | None:
+        """Why it sends its pods IPv6 (kube-proxy DNATs its IPv6 clusterIP to the
+        pods' IPv6 endpoints), in a few words; None for an IPv4-only Service."""
+        if self.ip_family_policy in DUAL_STACK_POLICIES:
+            return self.ip_family_policy
+        if "IPv6" in self.ip_families:
+            return f"ipFamilies {','.join(self.ip_families)}"
+        v6 = next((ip for ip in self.cluster_ips if _is_ipv6(ip)), None)
+        return f"clusterIP {v6}" if v6 else None
+
+    @property
+    def primary_family(self) -> str | None:
+        """The family a SingleStack version of it keeps: ipFamilies[0], else its first clusterIP's."""
+        if self.ip_families:
+            return self.ip_families[0]
+        ips = [ip for ip in self.cluster_ips if ip != "None"]
+        return ("IPv6" if _is_ipv6(ips[0]) else "IPv4") if ips else None
+
+    def selects(self, pod: PodInfo) -> bool:
+        """The Service's endpoints include the pod (as the endpoint controller
+        decides): same namespace, every key=value of its selector among the pod's
+        labels. A Service without selector has endpoints someone else writes."""
+        if not self.selector or pod.namespace != self.namespace:
+            return False
+        labels = dict(pod.labels)
+        return all(labels.get(k) == v for k, v in self.selector)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+def service_info(obj: Any) -> ServiceInfo:
+    """From a V1Service or the same object as a dict. Never raises: what a
+    field does not say is absent. A selector with a value that is not text is
+    read as none (selecting nothing): dropping the odd term would select more."""
+    meta, spec = api_field(obj, "metadata"), api_field(obj, "spec")
+    raw = api_field(spec, "selector")
+    selector: tuple[tuple[str, str], ...] = ()
+    if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        selector = tuple(sorted(raw.items()))
+    ips = [ip for ip in _items(spec, "clusterIPs") if _text(ip)] or \
+        [ip for ip in [api_field(spec, "clusterIP")] if _text(ip)]
+    return ServiceInfo(
+        namespace=_text(api_field(meta, "namespace")) or "", name=_text(api_field(meta, "name")) or "",
+        selector=selector, ip_family_policy=_text(api_field(spec, "ipFamilyPolicy")),
+        ip_families=tuple(f for f in _items(spec, "ipFamilies") if _text(f)), cluster_ips=tuple(ips))
 
 
 def _controller(meta: Any) -> tuple[str, str] | None:
@@ -404,6 +478,10 @@ class KubeClient:
             return json.loads(resp.data)
         except (ValueError, TypeError):     # UnicodeDecodeError is a ValueError
             raise KubeUnavailable(f"the API server at {self.server} answered something that is not JSON") from None
+
+    def list_services(self) -> list[ServiceInfo]:
+        """Every Service of the cluster (all namespaces), read as plain JSON."""
+        return [service_info(s) for s in _items(self._json(self.v1.list_service_for_all_namespaces), "items")]
 
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
         kw = {"field_selector": f"spec.nodeName={node}"}
