@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tracer.explain.explainer import ct_stats
+from tracer.lab import api as labapi
 from tracer.lab import node as lab
 
 from . import bpftest
@@ -304,8 +305,11 @@ def test_bpf_program_on_a_cgroup_is_listed(healthy):
                for e in found["evidence"])
 
 
-def test_ipv6_disabled_in_a_pod(healthy):
-    db = healthy.pods["db"]
+def test_ipv6_disabled_in_a_pod_behind_a_dual_stack_service(healthy):
+    """db with disable_ipv6=1 on eth0: a dual-stack Service selecting it (read from the API)
+    is a warning naming the Service; a SingleStack one is not; without the API, the
+    node-level warning says the Services were not read."""
+    db, api = healthy.pods["db"], healthy.api
     saved_addrs = [a for a in json.loads(lab.run("ip", "-6", "-j", "addr", "show", "dev", "eth0", ns=db.netns))[0]
                    ["addr_info"] if a.get("scope") == "global"]
     saved_routes = lab.run("ip", "-6", "route", "show", ns=db.netns).splitlines()
@@ -317,11 +321,44 @@ def test_ipv6_disabled_in_a_pod(healthy):
             lab.run("ip", "addr", "replace", f"{a['local']}/{a['prefixlen']}", "dev", "eth0", "nodad", ns=db.netns)
         for r in saved_routes:
             lab.run("ip", "-6", "route", "replace", *r.split(), ns=db.netns, check=False)
-    rc, findings = misconfigured(healthy, sysctl_in(db.netns, "net.ipv6.conf.eth0.disable_ipv6=1"), restore)
-    found = problems(findings, "pod ipv6")
-    assert rc == 1 and len(found) == 1 and "IPV6DISABLED" in found[0]["summary"]
-    assert found[0]["evidence"] == [f"default/{db.name}: eth0 disable_ipv6=1"]
+        for name in ("db-dual", "db-single"):
+            api.delete_service("default", name)
+
+    def no_api():
+        res = subprocess.run([*NETDROP, "doctor", "--netns", healthy.node1, "--cni-dir", str(healthy.ipam_dir),
+                              "--json"], capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in res.stderr, res.stderr
+        return res.returncode, json.loads(res.stdout)["findings"]
+
+    sysctl_in(db.netns, "net.ipv6.conf.eth0.disable_ipv6=1")()
+    try:
+        api.put_service(labapi.service_object("db-single", "default", {"app": "db"}, cluster_ips=["10.96.0.20"]))
+        rc, findings = doctor(healthy)
+        # (db's IPv6 reservation is stale for the ipam check meanwhile: disable_ipv6 took the address)
+        assert problems(findings, "pod ipv6") == []
+        [info] = [f for f in findings if f["check"] == "pod ipv6"]
+        assert info["severity"] == "info" and info["evidence"] == [
+            f"default/{db.name}: eth0 disable_ipv6=1; no IPv6 Service selects it"]
+
+        api.put_service(labapi.service_object("db-dual", "default", {"app": "db"}, ip_family_policy="RequireDualStack",
+                                              cluster_ips=["10.96.0.21", "fd00:96::21"]))
+        rc, findings = doctor(healthy)
+        found = problems(findings, "pod ipv6")
+        assert rc == 1 and len(found) == 1 and "IPV6DISABLED" in found[0]["summary"]
+        assert found[0]["evidence"] == [f"default/{db.name}: eth0 disable_ipv6=1; behind dual-stack Service "
+                                        "default/db-dual (RequireDualStack)"]
+        assert found[0]["fix"].endswith("kubectl -n default patch service db-dual -p "
+                                        """'{"spec":{"ipFamilyPolicy":"SingleStack"}}'""")
+
+        rc, findings = no_api()
+        found = problems(findings, "pod ipv6")
+        assert rc == 1 and len(found) == 1 and "Services not read" in found[0]["summary"]
+        assert found[0]["evidence"] == [f"sandbox {db.netns}: eth0 disable_ipv6=1"]
+    finally:
+        restore()
     assert db.ipv6 in lab.run("ip", "-6", "addr", "show", "dev", "eth0", ns=db.netns)
+    rc, findings = doctor(healthy)
+    assert [f["severity"] for f in findings if f["check"] == "pod ipv6"] == ["ok"]
 
 
 def sysctl_in(ns, setting):
