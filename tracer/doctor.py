@@ -764,9 +764,10 @@ def render(findings: list[Finding], node: Node, width: int | None = None) -> Tab
     for f in sorted(findings, key=lambda f: order[f.severity]):
         # Findings quote node and API text (interface, pod and Service names): no
         # control character of theirs reaches the terminal (textsafe.printable).
-        body = Text(printable(f.summary))
+        body = Text(printable(f.summary), overflow="fold")
         if f.evidence:
             body.append("\n" + "\n".join(printable(e) for e in f.evidence), style="dim")
+        # fold: a command longer than its column is wrapped, not cut with an ellipsis
         table.add_row(Text(f.severity, style=style[f.severity]), Text(printable(f.check)), body,
-                      Text(printable(f.fix or "")))
+                      Text(printable(f.fix or ""), overflow="fold"))
     return table
