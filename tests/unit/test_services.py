@@ -3,13 +3,14 @@ client against the lab's API server) and doctor's IPv6 check on plain data."""
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 from rich.console import Console
 
 from tracer import doctor
 from tracer.lab import api as labapi
 from tracer.pods import kube
 from tracer.pods.nodeview import HostVeth, NetnsInfo
+
+from .strategies import json_values
 
 
 @pytest.fixture
@@ -80,15 +81,11 @@ def test_a_selector_with_a_value_that_is_no_text_selects_nothing():
     assert s.selector == () and not s.selects(pod("db-0", {"app": "db", "tier": "3"}))
 
 
-_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                           st.sampled_from(["metadata", "spec", "name", "namespace", "selector", "app",
-                                            "ipFamilyPolicy", "ipFamilies", "clusterIPs", "clusterIP"]),
-                           inner, max_size=6),
-                       max_leaves=40)
+_services = json_values(["metadata", "spec", "name", "namespace", "selector", "app", "ipFamilyPolicy",
+                         "ipFamilies", "clusterIPs", "clusterIP"])
 
 
-@given(_values)
+@given(_services)
 def test_any_service_object_is_read_without_raising(obj):
     s = kube.service_info(obj)
     assert isinstance(s.key, str) and all(isinstance(k, str) and isinstance(v, str) for k, v in s.selector)
