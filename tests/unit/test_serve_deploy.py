@@ -45,8 +45,10 @@ def test_manifests_follow_the_kubernetes_api_schema():
 
 def test_the_agent_asks_for_the_least_it_needs():
     docs = {d["kind"]: d for d in documents()}
+    # Services only read, for `netdrop doctor` run with the agent's account (dual-stack Services).
     assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"],
-                                              "verbs": ["get", "list", "watch"]}]
+                                              "verbs": ["get", "list", "watch"]},
+                                             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list"]}]
     pod = docs["DaemonSet"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     sc = c["securityContext"]

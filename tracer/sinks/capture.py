@@ -27,7 +27,7 @@ from ..kernel.decode import Drop
 from ..pods.attribute import Attribution
 from ..topk import SpaceSaving
 from ..trust import create_new, trusted_owners, why_untrusted
-from .jsonout import drop_record
+from .jsonout import LineEncoder
 from .pcapng import PcapngWriter
 
 if TYPE_CHECKING:
@@ -182,12 +182,13 @@ class Recorder:
         self._good = 0                  # size of events.jsonl up to its last whole line
         self.pcap = PcapngWriter(self._pcap_file, self.pcap_snaplen) if self._pcap_file else None
         self._last_counts: dict[GroupKey, int] = {}
+        self._line = LineEncoder().line     # events.jsonl: the lines of watch --json
 
     # -- sink --
     def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:
         self.delivered += 1
         if self.write_error is None and (self.max_events is None or self.written < self.max_events):
-            self._write_line(json.dumps(drop_record(drop, verdict, who), separators=(",", ":")) + "\n")
+            self._write_line(self._line(drop, verdict, who))
         if self.pcap is not None and drop.packet:
             self.pcap.write(drop.time, drop.packet, drop.len, packet_comment(drop, verdict, who))
         key: FlowKey = (drop.proto, drop.src, drop.sport, drop.dst, drop.dport)
