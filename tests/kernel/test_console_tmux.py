@@ -3,6 +3,7 @@ them, the screen read back; drops made on the simulated node (namespaces this ru
 
 Each test runs its own tmux server (-L, a socket named for this process), removed at the end."""
 
+import contextlib
 import itertools
 import os
 import re
@@ -178,3 +179,134 @@ def test_closing_the_terminal_ends_the_interactive_console(node, tmp_path):
     assert not Path(f"/proc/{pid}").exists()
     assert time.monotonic() - started < 2.5
     assert "Traceback" not in t.files["stderr"].read_text()
+
+
+# ---------------------------------------------------------------- Ctrl-Z and fg, as in a shell with job control
+
+class Shell(Tmux):
+    """An interactive shell in the pane (job control: Ctrl-Z, fg, kill %1 as a user types them)."""
+
+    PROMPT = "ndsh$ "
+
+    def __init__(self, tmp_path, shell: list[str]):
+        self.sock = f"ndt-console-{os.getpid()}-{next(SERVERS)}"
+        self.files = {k: tmp_path / k for k in ("stderr", "rc", "stty")}
+        self.pid: int | None = None
+        self.tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", shlex.join(shell))
+        self.type(f"PS1={shlex.quote(self.PROMPT)}")      # dash takes no PS1 from the environment as root
+        self.wait_for(re.escape(self.PROMPT.strip()) + r" *$", timeout=10)
+
+    def type(self, line: str) -> None:
+        self.keys("-l", line)
+        self.keys("Enter")
+
+    def start(self, args: list[str]) -> int:
+        self.type(f"{shlex.join(args)} 2>{self.files['stderr']}")
+        self.wait_for(r"drops · \d+ events lost")
+        self.pid = self.netdrop_pid()
+        return self.pid
+
+    def state(self) -> str:
+        """netdrop's state letter in /proc (T: stopped), or "" once it is gone."""
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return ""
+
+    def wait_state(self, *states: str, timeout: float = 5) -> float:
+        """Seconds until netdrop is in one of states ("" and "Z": it ended)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.state() in states:
+                return time.monotonic() - started
+            time.sleep(0.02)
+        raise AssertionError(f"netdrop's state {self.state()!r}, not {states}; screen:\n" + "\n".join(self.screen()))
+
+    def wait_file(self, name: str, timeout: float = 5) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.files[name].read_text() if self.files[name].exists() else ""
+            if text.endswith("\n"):
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{name} never written; screen:\n" + "\n".join(self.screen()))
+
+    def close(self) -> None:
+        if self.pid is not None and self.state() not in ("", "Z"):
+            # Ours, by pid: a netdrop left stopped ends on SIGTERM once continued.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGCONT)
+        super().close()
+
+
+@pytest.fixture
+def shell(tmp_path, node):
+    started: list[Shell] = []
+
+    def start(*cmd: str) -> Shell:
+        t = Shell(tmp_path, list(cmd))
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.close()
+
+
+def mtu_drops(lines: list[str]) -> int:
+    found = re.search(r"PKT_TOO_BIG@ip_forward +(\d+)", "\n".join(lines))
+    assert found, "\n".join(lines)
+    return int(found.group(1))
+
+
+def test_ctrl_z_gives_the_shell_back_and_fg_redraws_the_console(shell, node):
+    # dash keeps no terminal settings of its own for a stopped job: what `stty` shows is what netdrop left.
+    t = shell("dash", "-i")
+    t.start([*NETDROP, *watch_args(node)])
+    lab.CASES["mtu"].play(node, 3)
+    t.wait_for(r"PKT_TOO_BIG@ip_forward +3\b")
+    t.keys("C-z")
+    t.wait_state("T")
+    t.wait_for(r"Stopped")
+    assert not t.alternate_screen()
+    t.type(f"stty -a >{t.files['stty']}")           # typed into a cooked, echoing terminal
+    t.wait_for(r"stty -a >")
+    assert restored(t.wait_file("stty"))
+    t.files["stty"].unlink()
+    # While stopped the kernel goes on counting: after fg the count is exact.
+    lab.CASES["mtu"].play(node, 4)
+    assert t.state() == "T"
+    t.type("fg")
+    lines = t.wait_for(r"PKT_TOO_BIG@ip_forward +7\b", timeout=10)
+    assert t.alternate_screen() and t.state() in ("R", "S")
+    assert lines[0].startswith("netdrop watch") and any(line.startswith("pod ") for line in lines[:4])
+    assert not any(Shell.PROMPT.strip() in line for line in lines)      # the whole screen redrawn
+    assert mtu_drops(lines) == 7
+    t.keys("q")
+    t.wait_state("", "Z")
+    t.type(f"echo $? >{t.files['rc']}; stty -a >{t.files['stty']}")
+    assert int(t.wait_file("rc")) == 0
+    assert restored(t.wait_file("stty")) and not t.alternate_screen()
+    err = t.files["stderr"].read_text()
+    assert "drops counted" in err and "Traceback" not in err, err
+
+
+def test_a_stopped_console_ends_on_kill_from_the_shell(shell, node):
+    # bash's `kill %1` sends SIGTERM, then SIGCONT to the stopped job, as a user ends it.
+    t = shell("bash", "--norc", "--noprofile", "-i")
+    t.start([*NETDROP, *watch_args(node)])
+    t.keys("C-z")
+    t.wait_state("T")
+    t.wait_for(r"Stopped")
+    assert not t.alternate_screen()
+    t.type("kill %1")
+    took = t.wait_state("", "Z", timeout=10)
+    assert took < 2, f"took {took:.1f} s to end"
+    t.type("")
+    t.wait_for(r"\[1\]\+ +Done")                      # exit status 0, not "Exit 1" nor "Terminated"
+    assert not t.alternate_screen()
+    t.type(f"stty -a >{t.files['stty']}")
+    assert restored(t.wait_file("stty"))
+    err = t.files["stderr"].read_text()
+    assert "drops counted" in err and "Traceback" not in err, err

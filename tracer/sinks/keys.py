@@ -22,7 +22,10 @@ _SEQUENCES = {
     "A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end",
     "1~": "home", "4~": "end", "7~": "home", "8~": "end", "5~": "pgup", "6~": "pgdn",
 }
-_BYTES = {"\r": "enter", "\n": "enter", "\x7f": "backspace", "\x08": "backspace", " ": "space"}
+# Ctrl-Z arrives as a byte (SUB, 0x1a) only where the terminal makes no SIGTSTP of it
+# (ISIG off, or no VSUSP character): "suspend", which tui.py turns into that signal.
+_BYTES = {"\r": "enter", "\n": "enter", "\x7f": "backspace", "\x08": "backspace", " ": "space",
+          "\x1a": "suspend"}
 MAX_SEQUENCE = 16       # longer "sequences" are noise: dropped, never buffered without bound
 
 

@@ -11,18 +11,31 @@ a stop signal reaches too, since the event loop ends within one pass): the
 reader thread stops, Live leaves the alternate screen and shows the cursor,
 and the saved termios settings come back. A terminal that went away (SIGHUP,
 EIO) only makes these steps fail quietly.
+
+Ctrl-Z (SIGTSTP, or the 0x1a byte where the terminal sends no signal for it)
+gives the terminal back the same way and then stops the process as SIGTSTP's
+default action does, so the shell gets a usable terminal; continued (SIGCONT),
+the reader thread takes the terminal back, and redraws the whole screen, only
+once this process group is the terminal's foreground group again: a stopped
+job continued in the background (`bg`, or `kill %1`, which sends SIGTERM then
+SIGCONT) leaves the terminal to the shell, since a background group that
+changes its settings is stopped by SIGTTOU (drivers/tty/tty_jobctrl.c,
+tty_check_change). While stopped nothing is read, but the kernel's counters
+go on counting: the counts are exact after `fg`; the ring buffer may lose
+events meanwhile, which the header counts as lost.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import termios
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from rich.live import Live
 
@@ -33,6 +46,19 @@ from .keys import UiState, parse, step
 
 KEY_POLL_SECONDS = 0.1    # how long a lone ESC waits for the rest of a sequence; also the reader's stop check
 FINAL_SPARE = 4           # lines left under the last screen, printed after the live one, for the report
+LOCK_WAIT_SECONDS = 1.0   # how long Ctrl-Z waits for a draw in another thread (a stalled terminal holds it)
+
+# What signal.getsignal() gives back (None: a handler not installed from Python).
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+def in_foreground(fd: int) -> bool:
+    """Is this process's group the foreground group of the terminal on fd
+    (tcgetpgrp(3))? False when it is not our controlling terminal or is gone."""
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
 
 
 class CbreakTerminal:
@@ -74,22 +100,34 @@ class LiveConsole:
         self._stack = ExitStack()
         self._reader: threading.Thread | None = None
         self._fd = -1
-        self.live = Live(console=self.console, screen=self.interactive, auto_refresh=False, transient=False,
-                         redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
+        self._term: CbreakTerminal | None = None
+        self._pid = os.getpid()
+        self._holder: int | None = None    # the thread inside _locked(), if any
+        self._away = False                 # the terminal given back (Ctrl-Z, or continued in the background)
+        self._recheck = threading.Event()  # SIGCONT came: is the terminal ours again?
+        self._suspend_pending = False      # Ctrl-Z came in the middle of this thread's own drawing
+        self.is_foreground: Callable[[int], bool] = in_foreground
+        self.live = self._new_live()
+
+    def _new_live(self) -> Live:
+        return Live(console=self.console, screen=self.interactive, auto_refresh=False, transient=False,
+                    redirect_stdout=False, redirect_stderr=False, vertical_overflow="crop")
 
     def __enter__(self) -> LiveConsole:
         with ExitStack() as stack:
             if self.interactive:
                 self._fd = self._stdin.fileno()
-                term = CbreakTerminal(self._fd)
-                stack.callback(term.restore)       # last out: the terminal as it was
-                term.enter()
+                self._term = CbreakTerminal(self._fd)
+                stack.callback(self._restore_terminal)       # last out: the terminal as it was
+                self._term.enter()
             stack.callback(self._stop_live)
             self.live.start()
             if self.interactive:
                 stack.callback(self._stop_reader)
                 self._reader = threading.Thread(target=self._read_keys, name="netdrop-keys", daemon=True)
                 self._reader.start()
+                if threading.current_thread() is threading.main_thread():   # where Python takes signals
+                    stack.callback(self._restore_handlers, self._install_handlers())
             self.draw()
             self._stack = stack.pop_all()
         return self
@@ -97,7 +135,7 @@ class LiveConsole:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._stack.close()
-        if self.interactive:
+        if self.interactive and not self._away:     # away: the shell has the terminal, nothing is written over it
             # The alternate screen is gone: what it showed last stays on the terminal, above the report.
             self.view.interactive = False
             last = console.Screen(self.frame, self.view, replace(self.state, details=False, help=False,
@@ -107,8 +145,14 @@ class LiveConsole:
                 self.console.print(last)
 
     def _stop_live(self) -> None:
-        with self._lock, suppress(OSError):
-            self.live.stop()
+        with self._locked(), suppress(OSError):
+            self.live.stop()        # a no-op when stopped already (given back on Ctrl-Z)
+
+    def _restore_terminal(self) -> None:
+        # Away, the settings were given back already, and setting them from the
+        # background would stop the process (SIGTTOU) instead of letting it end.
+        if self._term is not None and not self._away:
+            self._term.restore()
 
     def _stop_reader(self) -> None:
         self._closed.set()
@@ -119,13 +163,13 @@ class LiveConsole:
         """A tick of the event loop (its thread): a new frame, unless paused (counting goes on)."""
         if not self.state.paused:
             frame = console.Frame.of(groups)
-            with self._lock:
+            with self._locked():
                 self.frame = frame
         self.draw()
 
     def draw(self) -> None:
-        with self._lock:
-            if self._closed.is_set():
+        with self._locked():
+            if self._closed.is_set() or self._away:
                 return
             fill = self.console.is_terminal
             # An inline Live keeps its last line free: a frame as tall as the terminal would scroll it.
@@ -137,9 +181,15 @@ class LiveConsole:
 
     def keys(self, names: list[str]) -> None:
         """Keys pressed (reader thread; tests call it directly)."""
+        if "suspend" in names:
+            # The terminal sent Ctrl-Z as a byte (no VSUSP character, or ISIG off): do what
+            # the terminal would have done, SIGTSTP to the foreground group, that is ours.
+            with suppress(OSError):
+                os.killpg(os.getpgrp(), signal.SIGTSTP)
+            names = [k for k in names if k != "suspend"]
         if not names:
             return
-        with self._lock:
+        with self._locked():
             for key in names:
                 order = [g.key for g in console.shown_rows(self.frame.groups, self.state)[0]]
                 self.state = step(self.state, key, order)
@@ -152,6 +202,12 @@ class LiveConsole:
     def _read_keys(self) -> None:
         pending = ""
         while not self._closed.is_set():
+            if self._away or self._recheck.is_set():
+                self._recheck.clear()
+                self._take_back()
+                if self._away:           # not ours (stopped, or in the background): look again soon
+                    self._closed.wait(KEY_POLL_SECONDS)
+                    continue
             try:
                 ready, _, _ = select.select([self._fd], [], [], KEY_POLL_SECONDS)
                 if not ready:
@@ -166,3 +222,100 @@ class LiveConsole:
                 return
             names, pending = parse(pending + data.decode("utf-8", "replace"))
             self.keys(names)
+
+    # ------------------------------------------------------------ Ctrl-Z and fg
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """self._lock, noting which thread is inside: a Ctrl-Z handled in that
+        thread (the main one, where Python runs signal handlers) must not give
+        the terminal back in the middle of its own write; it waits for the end."""
+        with self._lock:
+            before, self._holder = self._holder, threading.get_ident()
+            try:
+                yield
+            finally:
+                self._holder = before
+        if self._suspend_pending and self._holder != threading.get_ident() \
+                and threading.current_thread() is threading.main_thread():
+            self._suspend_pending = False
+            self._suspend()
+
+    def _install_handlers(self) -> dict[int, _Handler]:
+        old: dict[int, _Handler] = {}
+        for signum, handler in ((signal.SIGTSTP, self._on_tstp), (signal.SIGCONT, self._on_cont)):
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                continue        # ignored by whoever started us: they mean it to stay so
+            old[signum] = signal.signal(signum, handler)
+        return old
+
+    @staticmethod
+    def _restore_handlers(old: dict[int, _Handler]) -> None:
+        for signum, handler in old.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _on_tstp(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A forked helper inherits this handler: there SIGTSTP does what it does by default.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self._holder == threading.get_ident():
+            self._suspend_pending = True     # this thread was drawing: _locked() suspends at its end
+            return
+        self._suspend()
+
+    def _on_cont(self, signum: int, frame: FrameType | None) -> None:
+        # Continued (fg, bg, kill -CONT, or after a SIGSTOP we never saw): the reader
+        # thread looks whether the terminal is ours and takes it back if it is.
+        self._recheck.set()
+
+    def _suspend(self) -> None:
+        """Ctrl-Z (main thread): the terminal as the shell had it, then stop."""
+        got = self._lock.acquire(timeout=LOCK_WAIT_SECONDS)
+        try:
+            if got:
+                self._give_back()
+            # SIGTSTP's default action stops the whole process; we are back here once continued.
+            # In an orphaned process group the kernel discards it (kernel/signal.c, get_signal).
+            previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            try:
+                os.kill(os.getpid(), signal.SIGTSTP)
+            finally:
+                signal.signal(signal.SIGTSTP, previous)
+        finally:
+            if got:
+                self._lock.release()
+            self._recheck.set()
+
+    def _give_back(self, settings: bool = True) -> None:
+        """Leave the alternate screen, show the cursor and (settings) restore the
+        terminal's saved settings; nothing is drawn until _take_back()."""
+        with self._locked():
+            if self._away:
+                return
+            self._away = True
+            with suppress(OSError):
+                self.live.stop()
+            if settings and self._term is not None:
+                self._term.restore()
+
+    def _take_back(self) -> None:
+        """After SIGCONT (reader thread): in the foreground, cbreak again, the
+        alternate screen and the whole screen drawn in one write; in the
+        background, hands off the terminal."""
+        with self._locked():
+            if self._closed.is_set():
+                return
+            if not self.is_foreground(self._fd):
+                self._give_back(settings=False)     # from the background: SIGTTOU would stop us
+                return
+            if self._term is not None:
+                with suppress(termios.error, OSError):
+                    self._term.enter()
+            with suppress(OSError), self.console:   # one write: the alternate screen and the screen on it
+                if self._away:
+                    self.live = self._new_live()
+                    self.live.start()
+                    self._away = False
+                self.draw()
