@@ -52,6 +52,18 @@ LOCK_WAIT_SECONDS = 1.0   # how long Ctrl-Z waits for a draw in another thread (
 _Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
+def stop_as_sigtstp() -> None:
+    """Stop the process as SIGTSTP's default action does (main thread: it sets a
+    handler); returns once continued. In an orphaned process group (no shell
+    with job control to continue it) the kernel discards the signal
+    (kernel/signal.c, get_signal) and this returns at once."""
+    previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        os.kill(os.getpid(), signal.SIGTSTP)
+    finally:
+        signal.signal(signal.SIGTSTP, previous)
+
+
 def in_foreground(fd: int) -> bool:
     """Is this process's group the foreground group of the terminal on fd
     (tcgetpgrp(3))? False when it is not our controlling terminal or is gone."""
@@ -107,6 +119,7 @@ class LiveConsole:
         self._recheck = threading.Event()  # SIGCONT came: is the terminal ours again?
         self._suspend_pending = False      # Ctrl-Z came in the middle of this thread's own drawing
         self.is_foreground: Callable[[int], bool] = in_foreground
+        self.stop_process: Callable[[], None] = stop_as_sigtstp
         self.live = self._new_live()
 
     def _new_live(self) -> Live:
@@ -276,13 +289,7 @@ class LiveConsole:
         try:
             if got:
                 self._give_back()
-            # SIGTSTP's default action stops the whole process; we are back here once continued.
-            # In an orphaned process group the kernel discards it (kernel/signal.c, get_signal).
-            previous = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-            try:
-                os.kill(os.getpid(), signal.SIGTSTP)
-            finally:
-                signal.signal(signal.SIGTSTP, previous)
+            self.stop_process()
         finally:
             if got:
                 self._lock.release()
