@@ -21,8 +21,9 @@ job continued in the background (`bg`, or `kill %1`, which sends SIGTERM then
 SIGCONT) leaves the terminal to the shell, since a background group that
 changes its settings is stopped by SIGTTOU (drivers/tty/tty_jobctrl.c,
 tty_check_change). While stopped nothing is read, but the kernel's counters
-go on counting: the counts are exact after `fg`; the ring buffer may lose
-events meanwhile, which the header counts as lost.
+go on counting: the counts are exact after `fg`; events of that time may
+be missing (a full ring buffer, or the event rate limit), which the header
+counts as lost or sampled out.
 """
 
 from __future__ import annotations
