@@ -288,7 +288,7 @@ class LiveConsole:
         """Ctrl-Z (main thread): the terminal as the shell had it, then stop."""
         got = self._lock.acquire(timeout=LOCK_WAIT_SECONDS)
         try:
-            if got:
+            if got:     # else a draw is stuck on a terminal that takes no output: stop all the same
                 self._give_back()
             self.stop_process()
         finally:
@@ -316,7 +316,9 @@ class LiveConsole:
             if self._closed.is_set():
                 return
             if not self.is_foreground(self._fd):
-                self._give_back(settings=False)     # from the background: SIGTTOU would stop us
+                # Settings untouched from the background: SIGTTOU would stop us, or where it is
+                # ignored (tmux's panes inherit that) the shell's own settings would change.
+                self._give_back(settings=False)
                 return
             if self._term is not None:
                 with suppress(termios.error, OSError):
