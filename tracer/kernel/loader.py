@@ -15,6 +15,7 @@ import platform
 import re
 import select
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -197,6 +198,8 @@ _RB_HDR = 8
 # header, then its data): true of x86-64 (TSO). Elsewhere libbpf's reader (with
 # its acquire loads), through bcc, as before.
 DIRECT_RING = platform.machine() == "x86_64"
+_SMALL_BATCH = 64
+_GATHER_SECONDS = 0.002
 
 
 class _RingReader:
@@ -594,6 +597,14 @@ class Tracer:
             if not records:
                 self._ring.wait(timeout_ms)
                 records = self._ring.read(limit)
+            if timeout_ms and 0 < len(records) < _SMALL_BATCH and (limit is None or len(records) < limit):
+                # A few records: in a storm the reader has caught up with the
+                # producer and would take them a handful at a time, paying the
+                # event loop's per-batch cost for each handful (11 records a
+                # call, ~1 us each). A moment's wait gathers a real batch; a
+                # lone drop is late by as much.
+                time.sleep(_GATHER_SECONDS)
+                records += self._ring.read(None if limit is None else limit - len(records))
             return records
         self._batch = None if max_events is None else max(1, max_events)
         self.bpf.ring_buffer_poll(timeout_ms)
