@@ -118,8 +118,11 @@ class Groups:
         g.benign = verdict.benign
         g.latest_drops.append(drop)
         g.events += 1
-        g.first_seen = min(g.first_seen, drop.time) if g.first_seen else drop.time
-        g.last_seen = max(g.last_seen, drop.time) if g.last_seen else drop.time
+        t = drop.time      # events of several CPUs arrive in no strict order
+        if g.first_seen is None or t < g.first_seen:
+            g.first_seen = t
+        if g.last_seen is None or t > g.last_seen:
+            g.last_seen = t
         self.recent.append((drop, verdict, who))
         self.events += 1
 
