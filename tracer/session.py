@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from . import signals
 from .env import Environment
 from .errors import UserError
 from .textsafe import printable
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from .watch import Sink
 
     OnTick = Callable[[Stats, float, float | None], None]
-    # What signal.getsignal() gives back (None: a handler not installed from Python).
-    _Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 PROG = "netdrop"
 
@@ -113,38 +112,23 @@ class Signals:
         self._raise = True
         self._deferred = 0
         self._pid = os.getpid()
-        self.installed: dict[int, _Handler] = {}
+        self.installed: dict[int, signals.Handler] = {}
 
-    def install(self) -> dict[int, _Handler]:
+    def install(self) -> dict[int, signals.Handler]:
         """The handlers, in place; returns the ones they replace. Call inside the
         try that catches Interrupted: a signal may come before this returns."""
         self.stop.clear()
         self.signum, self._raise, self._deferred = None, True, 0
         self._pid = os.getpid()
-        old: dict[int, _Handler] = {}
-        self.installed = old
-        for s in STOP_SIGNALS:
-            if signal.getsignal(s) == signal.SIG_IGN:
-                # Ignored by whoever started us (`nohup`, a shell's background job):
-                # they mean netdrop to outlive the terminal; it stays ignored.
-                continue
-            old[s] = signal.getsignal(s)
-            signal.signal(s, self._handler)
-        return old
+        # A stop signal ignored by whoever started us (`nohup`) stays ignored:
+        # they mean netdrop to outlive the terminal.
+        self.installed = signals.take(STOP_SIGNALS, self._handler)
+        return self.installed
 
-    @staticmethod
-    def restore(old: dict[int, _Handler]) -> None:
-        for s, h in old.items():
-            # None: a handler not installed from Python; the default is the closest.
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
+    restore = staticmethod(signals.give_back)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self._pid:
-            # A forked helper (pyroute2 forks one to enter a namespace) inherits
-            # this handler: there the signal must do what it does by default,
-            # never unwind a copy of main() (which would run its cleanup twice).
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if signals.in_forked_child(self._pid, signum):
             return
         self.stop.set()
         if self.signum is not None:

@@ -42,15 +42,13 @@ from rich.live import Live
 
 from ..env import Environment
 from ..groups import Groups
+from .. import signals
 from . import console
 from .keys import UiState, parse, step
 
 KEY_POLL_SECONDS = 0.1    # how long a lone ESC waits for the rest of a sequence; also the reader's stop check
 FINAL_SPARE = 4           # lines left under the last screen, printed after the live one, for the report
 LOCK_WAIT_SECONDS = 1.0   # how long Ctrl-Z waits for a draw in another thread (a stalled terminal holds it)
-
-# What signal.getsignal() gives back (None: a handler not installed from Python).
-_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
 def stop_as_sigtstp() -> None:
@@ -141,7 +139,9 @@ class LiveConsole:
                 self._reader = threading.Thread(target=self._read_keys, name="netdrop-keys", daemon=True)
                 self._reader.start()
                 if threading.current_thread() is threading.main_thread():   # where Python takes signals
-                    stack.callback(self._restore_handlers, self._install_handlers())
+                    # Ctrl-Z and fg; ignored by whoever started us (no job control), they stay so.
+                    stack.callback(signals.give_back, {**signals.take([signal.SIGTSTP], self._on_tstp),
+                                                       **signals.take([signal.SIGCONT], self._on_cont)})
             self.draw()
             self._stack = stack.pop_all()
         return self
@@ -255,24 +255,8 @@ class LiveConsole:
             self._suspend_pending = False
             self._suspend()
 
-    def _install_handlers(self) -> dict[int, _Handler]:
-        old: dict[int, _Handler] = {}
-        for signum, handler in ((signal.SIGTSTP, self._on_tstp), (signal.SIGCONT, self._on_cont)):
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                continue        # ignored by whoever started us: they mean it to stay so
-            old[signum] = signal.signal(signum, handler)
-        return old
-
-    @staticmethod
-    def _restore_handlers(old: dict[int, _Handler]) -> None:
-        for signum, handler in old.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
     def _on_tstp(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self._pid:
-            # A forked helper inherits this handler: there SIGTSTP does what it does by default.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if signals.in_forked_child(self._pid, signum):
             return
         if self._holder == threading.get_ident():
             self._suspend_pending = True     # this thread was drawing: _locked() suspends at its end
