@@ -855,6 +855,15 @@ static __always_inline int on_drop(struct sk_buff *skb, u64 location, u32 reason
 	return 0;
 }
 
+/* The drop reason of the tracepoint's argument; 0 on a kernel whose kfree_skb
+ * has none (< 5.17), where the argument is not there to read (the macro drops
+ * its text). */
+#if ND_HAVE_REASON
+#define ND_REASON(arg) ((u32)(arg))
+#else
+#define ND_REASON(arg) 0U
+#endif
+
 #if ND_TP_BTF
 /* The BTF-typed tracepoint (tp_btf, BPF_TRACE_RAW_TP with the kernel's
  * btf_trace_kfree_skb type; the loader loads and attaches these two programs
@@ -898,13 +907,9 @@ int nd_kfree_skb(unsigned long long *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	if (!skb)
 		return 0;
-#if ND_HAVE_REASON
-	u32 reason = (u32)ctx[2];
-	if (reason == ND_REASON_CONSUMED)
+	u32 reason = ND_REASON(ctx[2]);
+	if (ND_HAVE_REASON && reason == ND_REASON_CONSUMED)
 		return 0;
-#else
-	u32 reason = 0;
-#endif
 	struct nd_skb_head sh = skb_head_btf(skb);
 	return on_drop(skb, ctx[1], reason, ND_NTOHS(skb->protocol), sh, netns_of_btf(skb, sh.dev));
 }
@@ -912,13 +917,9 @@ int nd_kfree_skb(unsigned long long *ctx)
 TRACEPOINT_PROBE(skb, kfree_skb)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
-#if ND_HAVE_REASON
-	u32 reason = args->reason;
-	if (reason == ND_REASON_CONSUMED)
+	u32 reason = ND_REASON(args->reason);
+	if (ND_HAVE_REASON && reason == ND_REASON_CONSUMED)
 		return 0;
-#else
-	u32 reason = 0;
-#endif
 	struct nd_skb_head sh = skb_head(skb);
 	return on_drop(skb, (u64)args->location, reason, ND_NTOHS(args->protocol), sh, netns_of(skb, sh.dev));
 }
