@@ -38,9 +38,12 @@ def test_tp_btf_and_classic_tracepoint_count_and_report_alike(node):
         ino, form, hooks, counts, events = storm(node, tp_btf)
         assert form == ("tp_btf" if tp_btf else "tracepoint")
         assert f"{form} skb:kfree_skb" in hooks and f"{form} icmp:icmp_send" in hooks
-        ours = {k: c for k, c in counts.items() if k[0] == ino}
+        # The pod's namespace may drop a packet of its own meanwhile (IPv6 multicast): the storm's key only.
+        no_socket = next(n for n, name in probe_kernel(find_tracefs()).reasons.items() if name == "NO_SOCKET")
+        ours = {k: c for k, c in counts.items() if k[0] == ino and k[1] == no_socket}
         assert sum(c.packets for c in ours.values()) == SENT
         assert sum(c.bytes for c in ours.values()) == SENT * 128      # IP length: 20 + 8 + 100
+        events = [e for e in events if e.dport == 9999]
         assert len(events) == SENT
         # What a user reads of each drop: where, why, the flow, and the
         # port-unreachable the kernel answered with (the icmp_send program's note).
@@ -82,8 +85,9 @@ def test_the_direct_ring_reader_and_libbpfs_deliver_the_same_records(node):
             while batch := tracer.poll_records(300, 64):
                 batches.append(batch)
         records = [r for b in batches for r in b]
-        assert sent == SENT == len(records) and max(len(b) for b in batches) == 64
-        drops = [decoder.decode_record(r) for r in records]
+        assert max(len(b) for b in batches) == 64
+        drops = [d for d in map(decoder.decode_record, records) if d.dport == 9995]   # the storm's: see above
+        assert sent == SENT == len(drops)
         # The IP and UDP headers (headers only: no payload), 28 bytes, behind every record.
         assert {len(d.packet) for d in drops} == {28}
         seen[direct] = [(d.dport, d.len, d.packet[9], d.packet[22:24]) for d in drops]

@@ -138,8 +138,11 @@ def test_counts_read_key_by_key_when_the_kernel_refuses_batches(node, monkeypatc
         fallback = tracer.counts()
         again = tracer.counts()
     assert fallback == again == batch
-    assert sum(c.packets for (ns, *_), c in fallback.items() if ns == ino) == sent == 50
-    assert sum(c.bytes for (ns, *_), c in fallback.items() if ns == ino) == 50 * 38
+    # The storm's key only: the pod's namespace may drop a packet of its own meanwhile (IPv6 multicast).
+    no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
+    ours = [c for (ns, reason, *_), c in fallback.items() if ns == ino and reason == no_socket]
+    assert sum(c.packets for c in ours) == sent == 50
+    assert sum(c.bytes for c in ours) == 50 * 38
 
 
 def test_counts_exact_in_the_per_cpu_slots_and_in_the_hash_when_every_slot_is_taken(node):
@@ -151,9 +154,12 @@ def test_counts_exact_in_the_per_cpu_slots_and_in_the_hash_when_every_slot_is_ta
     facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
 
+    no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
+
     def ours(counts):
-        return [sum(c.packets for (ns, *_), c in counts.items() if ns == ino),
-                sum(c.bytes for (ns, *_), c in counts.items() if ns == ino)]
+        """The storm's key only: the pod's namespace may drop a packet of its own (IPv6 multicast)."""
+        mine = [c for (ns, reason, *_), c in counts.items() if ns == ino and reason == no_socket]
+        return [sum(c.packets for c in mine), sum(c.bytes for c in mine)]
 
     with loader.Tracer(facts, Filters(netns=frozenset({ino}))) as tracer:
         sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9996", "--size", "100", "--count", "400")
