@@ -106,11 +106,12 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
 
     def tick(now: float) -> Stats:
         maintain()
+        totals = tracer.cpu_totals()        # before the counts: see Tracer.stats
         counts = tracer.counts()
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))
         if explainer is not None:   # what the counters learnt since may explain a group better
             groups.reclassify(lambda d: classify(d, context(d.netns)), NETFILTER_CATEGORIES)
-        stats = tracer.stats(counts)
+        stats = tracer.stats(counts, totals)
         on_tick(stats, now - start, None if deadline is None else max(0.0, deadline - now))
         return stats
 

@@ -780,11 +780,18 @@ class Tracer:
             out[(netns, cause, pod)] = c
         return out
 
-    def stats(self, counts: dict[CounterKey, Count] | None = None) -> Stats:
-        """Totals over all CPUs. matched is derived: every drop that passed the
-        filters is in a counter, or in counter_full."""
+    def cpu_totals(self) -> dict[str, int]:
+        """The per-CPU bookkeeping (struct nd_cpu_state) summed over CPUs."""
         percpu = self.bpf[b"cpu_state"][ctypes.c_int(0)]
-        total = {f: sum(getattr(c, f) for c in percpu) for f in ("events", "lost", "sampled_out", "counter_full")}
+        return {f: sum(getattr(c, f) for c in percpu) for f in ("events", "lost", "sampled_out", "counter_full")}
+
+    def stats(self, counts: dict[CounterKey, Count] | None = None, totals: dict[str, int] | None = None) -> Stats:
+        """Totals over all CPUs. matched is derived: every drop that passed the
+        filters is in a counter, or in counter_full. Read totals (cpu_totals())
+        before counts, as this does when given neither: the program counts a drop
+        before it sends (or loses, or samples out) its event, so read in that
+        order events + lost + sampled_out never exceed matched, even in a storm."""
+        total = totals if totals is not None else self.cpu_totals()
         counted = sum(c.packets for c in (counts if counts is not None else self.counts()).values())
         return Stats(matched=counted + total["counter_full"], **total)
 
