@@ -57,3 +57,15 @@ def test_no_btf_and_no_headers(tmp_path):
     res = in_mount_ns(f"mount -t tmpfs none /sys/kernel/btf && NETDROP_CACHE={tmp_path} "
                       f"exec {CMD} watch --json --duration 1")
     assert_one_line(res, "no kernel types: /sys/kernel/btf/vmlinux is missing")
+
+
+def test_kernel_without_ring_buffer(monkeypatch):
+    """Below netdrop's floor (Linux 5.8) the kernel answers a ring buffer map with
+    EINVAL, as it answers any map type it does not know: asked for such a type,
+    this kernel gives the same answer, and netdrop says what it needs in one line."""
+    from tracer.kernel import loader
+
+    assert loader.ringbuf_refusal() is None
+    monkeypatch.setattr(loader, "_BPF_MAP_TYPE_RINGBUF", 0x7FFF)
+    why = loader.ringbuf_refusal()
+    assert why is not None and "has no BPF ring buffer: netdrop needs Linux 5.8 or newer" in why

@@ -1,4 +1,6 @@
 from pathlib import Path
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pytest
 
@@ -62,3 +64,46 @@ def test_missing_btf_says_what_is_missing(tmp_path):
 def test_kernel_version_code():
     assert facts.kernel_version_code("6.18.44-fc-v595") == (6 << 16) + (18 << 8) + 44
     assert facts.kernel_version_code("5.4.300") == (5 << 16) + (4 << 8) + 255
+
+
+# The helper list as libbcc carries it (its copy of the UAPI bpf.h, Linux 6.2+ style),
+# amid the library's other bytes.
+BCC_MAPPER = (b"\x00\x7fELF junk\x00 * Return\n *\t\t0 on success.\n"
+              b"#define ___BPF_FUNC_MAPPER(FN, ctx...)\t\t\t\\\n"
+              b"\tFN(unspec, 0, ##ctx)\t\t\t\t\\\n"
+              b"\tFN(map_lookup_elem, 1, ##ctx)\t\t\t\\\n"
+              b"\tFN(cgrp_storage_get, 210, ##ctx)\t\t\\\n"
+              b"\tFN(cgrp_storage_delete, 211, ##ctx)\t\t\\\n"
+              b"/* backwards-compatibility macros */\n\x00more")
+# bcc before 0.26: ids by position in __BPF_FUNC_MAPPER.
+OLD_BCC_MAPPER = (b"#define __BPF_FUNC_MAPPER(FN)\t\t\\\n\tFN(unspec),\t\t\t\\\n"
+                  b"\tFN(map_lookup_elem),\t\t\\\n\tFN(get_attach_cookie),\t\t\\\n\n")
+
+
+def test_bcc_helper_ids_from_the_library():
+    assert facts.bcc_helper_ids(BCC_MAPPER) == {"unspec": 0, "map_lookup_elem": 1,
+                                                 "cgrp_storage_get": 210, "cgrp_storage_delete": 211}
+    assert facts.bcc_helper_ids(OLD_BCC_MAPPER) == {"unspec": 0, "map_lookup_elem": 1, "get_attach_cookie": 2}
+    assert facts.bcc_helper_ids(b"no mapper here") == {}
+
+
+def test_only_the_ids_the_kernel_lacks_are_declared():
+    """6.1's enum bpf_func_id ends before cgrp_storage_get (6.2): only those two are
+    added, with bcc's numbers, in an enum of their own."""
+    dump = "enum bpf_func_id {\n\tBPF_FUNC_unspec = 0,\n\tBPF_FUNC_map_lookup_elem = 1,\n\t__BPF_FUNC_MAX_ID = 2,\n};\n"
+    text = facts.missing_helper_ids(dump, facts.bcc_helper_ids(BCC_MAPPER))
+    assert "BPF_FUNC_cgrp_storage_get = 210," in text and "BPF_FUNC_cgrp_storage_delete = 211," in text
+    assert "map_lookup_elem" not in text and "unspec" not in text
+    assert text.startswith("enum netdrop_bcc_helper_ids {")
+    full = dump.replace("__BPF_FUNC_MAX_ID = 2",
+                        "BPF_FUNC_cgrp_storage_get = 210,\n\tBPF_FUNC_cgrp_storage_delete = 211")
+    assert "enum" not in facts.missing_helper_ids(full, facts.bcc_helper_ids(BCC_MAPPER))
+
+
+@given(st.binary(max_size=4096), st.integers(0, 4096))
+def test_bcc_helper_ids_survive_any_library(noise, at):
+    """A library of any content gives a dict of names and ids, never an exception."""
+    data = noise[:at] + BCC_MAPPER + noise[at:]
+    ids = facts.bcc_helper_ids(data)
+    assert all(isinstance(k, str) and isinstance(v, int) for k, v in ids.items())
+    facts.bcc_helper_ids(noise)

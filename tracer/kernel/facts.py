@@ -310,6 +310,8 @@ typedef __u64 __aligned_u64;
 #define CONFIG_BPF_SYSCALL 1
 /* vmlinux.h already holds the UAPI bpf enums: keep bcc's own copy out */
 #define _UAPI__LINUX_BPF_H__
+/* helper ids bcc's helpers.h names that this kernel's enum bpf_func_id lacks */
+#include "../bcc_helper_ids.h"
 """
 _EMPTY_HEADERS = (
     "linux/log2.h",
@@ -327,17 +329,65 @@ def kernel_version_code(release: str) -> int:
     return (a << 16) + (b << 8) + min(c, 255)
 
 
-def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BTF_VMLINUX) -> Path:
+# bcc's helpers.h declares every helper bcc knows as `(void *)BPF_FUNC_<name>`,
+# names that its own copy of the UAPI bpf.h defines. That copy is kept out (the
+# BTF dump holds the kernel's enum bpf_func_id), and a kernel older than bcc
+# lacks the newest ids: 6.1 has no BPF_FUNC_cgrp_storage_get (6.2), 5.10 none of
+# get_func_ip (5.15) and after. The ids are UAPI, fixed once given, so the
+# missing ones are declared with the numbers bcc's copy gives them; no helper a
+# kernel lacks is ever called (the verifier would refuse it).
+_HELPER_MAPPER = re.compile(rb"#define ___BPF_FUNC_MAPPER\(FN, ctx\.\.\.\)[^\n]*\n")
+_HELPER_ENTRY = re.compile(rb"\s*FN\((\w{1,64}), (\d{1,5}), ##ctx\)[\t ]*\\?\n")
+_OLD_HELPER_MAPPER = re.compile(rb"#define __BPF_FUNC_MAPPER\(FN\)[\t ]*\\\n")
+_OLD_HELPER_ENTRY = re.compile(rb"\s*FN\((\w{1,64})\),?[\t ]*\\?\n")
+
+
+def bcc_helper_ids(library: bytes) -> dict[str, int]:
+    """BPF helper name -> id as the copy of the UAPI bpf.h compiled into libbcc
+    lists them (its ___BPF_FUNC_MAPPER: `FN(name, id, ##ctx)`, or, before Linux
+    6.2's headers, __BPF_FUNC_MAPPER's `FN(name)` in id order). Empty when
+    neither is found."""
+    m, entry, numbered = _HELPER_MAPPER.search(library), _HELPER_ENTRY, True
+    if m is None:
+        m, entry, numbered = _OLD_HELPER_MAPPER.search(library), _OLD_HELPER_ENTRY, False
+        if m is None:
+            return {}
+    ids: dict[str, int] = {}
+    pos = m.end()
+    while (e := entry.match(library, pos)) is not None:
+        name = e.group(1).decode()
+        ids[name] = int(e.group(2)) if numbered else len(ids)
+        pos = e.end()
+    return ids
+
+
+def missing_helper_ids(c_dump: str, bcc_ids: dict[str, int]) -> str:
+    """C declaring each BPF_FUNC_<name> of bcc's that the kernel's BTF dump does
+    not define (an enum of its own: enumerators cannot be added to the kernel's)."""
+    have = set(re.findall(r"\bBPF_FUNC_(\w+) = \d", c_dump))
+    missing = [(name, num) for name, num in bcc_ids.items() if name not in have]
+    if not missing:
+        return "/* none: this kernel has every helper id bcc knows */\n"
+    body = "".join(f"\tBPF_FUNC_{name} = {num},\n" for name, num in missing)
+    return f"enum netdrop_bcc_helper_ids {{\n{body}}};\n"
+
+
+def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BTF_VMLINUX,
+                     helper_ids: dict[str, int] | None = None) -> Path:
     """A directory bcc accepts as BCC_KERNEL_SOURCE, built from the running
-    kernel's BTF. Cached by a hash of the BTF blob, so a new kernel gets its own."""
+    kernel's BTF and the helper ids of the bcc that compiles against it
+    (bcc_helper_ids). Cached by a hash of both, so a new kernel or a new bcc
+    gets its own."""
     if not btf.exists():
         raise UserError(
             f"no kernel types: {btf} is missing (kernel built without CONFIG_DEBUG_INFO_BTF) "
             f"and there are no headers in /lib/modules/{release or platform.release()}/build"
         )
     release = release or platform.release()
-    digest = hashlib.sha256(btf.read_bytes()).hexdigest()[:16]
-    root = cache_dir / f"kernel-{release}-{digest}"
+    helper_ids = helper_ids or {}
+    digest = hashlib.sha256(btf.read_bytes())
+    digest.update(repr(sorted(helper_ids.items())).encode())
+    root = cache_dir / f"kernel-{release}-{digest.hexdigest()[:16]}"
     complete = root / "include" / "linux" / "kconfig.h"     # written last
     if complete.exists():
         return root
@@ -346,7 +396,7 @@ def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BT
     # write into each other's.
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{root.name}."))
     try:
-        _write_include_tree(tmp, btf, release)
+        _write_include_tree(tmp, btf, release, helper_ids)
         if root.exists() and not complete.exists():     # left incomplete by an older version
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -357,10 +407,12 @@ def btf_include_tree(cache_dir: Path, release: str | None = None, btf: Path = BT
     return root
 
 
-def _write_include_tree(tmp: Path, btf: Path, release: str) -> None:
+def _write_include_tree(tmp: Path, btf: Path, release: str, helper_ids: dict[str, int]) -> None:
     inc = tmp / "include"
     (inc / "linux").mkdir(parents=True)
-    (inc / "vmlinux.h").write_text(btf_c_dump(btf))
+    dump = btf_c_dump(btf)
+    (inc / "vmlinux.h").write_text(dump)
+    (inc / "bcc_helper_ids.h").write_text(missing_helper_ids(dump, helper_ids))
     (inc / "linux" / "version.h").write_text(
         f"#define LINUX_VERSION_CODE {kernel_version_code(release)}\n"
         "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"

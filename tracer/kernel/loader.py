@@ -8,6 +8,7 @@ keys; decoding happens elsewhere (decode.py).
 from __future__ import annotations
 
 import ctypes
+import errno
 import math
 import mmap
 import os
@@ -26,7 +27,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 from ..errors import UserError
 from ..trust import private_dir, write_private
 from . import event as ev
-from .facts import KernelFacts, btf_include_tree, btf_tracepoint_ids, kernel_headers, kernel_symbols
+from .facts import (
+    KernelFacts,
+    bcc_helper_ids,
+    btf_include_tree,
+    btf_tracepoint_ids,
+    kernel_headers,
+    kernel_symbols,
+)
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -93,6 +101,17 @@ def _import_bcc() -> ModuleType:
     return cast(ModuleType, bcc)   # bcc has no type information: to mypy it is Any
 
 
+def _libbcc_text(maps: Path = Path("/proc/self/maps")) -> bytes:
+    """The bytes of the libbcc this process loaded (its helpers.h and copy of
+    the UAPI bpf.h are compiled into it: facts.bcc_helper_ids reads them)."""
+    _import_bcc()
+    for line in maps.read_text().splitlines():
+        path = line.split(maxsplit=5)[5:]
+        if path and "/libbcc.so" in path[0]:
+            return Path(path[0]).read_bytes()
+    return b""
+
+
 @contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """libbcc prints load failures straight to fd 2; a refused probe is expected here."""
@@ -147,6 +166,31 @@ _PROG_LOAD_ATTR = 128     # bytes of union bpf_attr up to attach_btf_obj_fd, zer
 _LICENSE = ctypes.create_string_buffer(b"GPL")
 # Tracepoint -> its tp_btf program in bpf/netdrop.c
 _TP_BTF_PROGRAMS = {"kfree_skb": "nd_kfree_skb", "icmp_send": "nd_icmp_send"}
+
+
+_BPF_MAP_CREATE = 0
+_BPF_MAP_TYPE_RINGBUF = 27    # Linux 5.8 (kernel/bpf/ringbuf.c)
+
+
+def ringbuf_refusal() -> str | None:
+    """Why this kernel cannot give netdrop its event ring buffer (None: it can).
+    The ring buffer map type came with Linux 5.8: netdrop's floor. Asked of the
+    kernel itself (a one-page map made and closed), not of its version string,
+    which distributions' backports make meaningless."""
+    if _SYS_BPF is None:
+        return None             # an architecture this check does not know: the load will tell
+    attr = ctypes.create_string_buffer(_PROG_LOAD_ATTR)
+    # map_type, key_size, value_size, max_entries: union bpf_attr's BPF_MAP_CREATE head
+    struct.pack_into("=IIII", attr, 0, _BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
+    fd = int(_syscall()(_SYS_BPF, _BPF_MAP_CREATE, attr, _PROG_LOAD_ATTR))
+    if fd >= 0:
+        os.close(fd)
+        return None
+    err = ctypes.get_errno()
+    if err == errno.EINVAL:
+        return (f"this kernel ({platform.release()}) has no BPF ring buffer: netdrop needs Linux 5.8 or "
+                f"newer (a kernel with BTF, CONFIG_DEBUG_INFO_BTF, for kernel types)")
+    return f"the kernel refused a BPF map: {os.strerror(err)}"
 
 
 class _Refused(Exception):
@@ -419,6 +463,8 @@ class Tracer:
         self.map_entries = map_entries
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
+        if (why := ringbuf_refusal()) is not None:
+            raise UserError(why)
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         bcc = _import_bcc()
@@ -555,7 +601,7 @@ class Tracer:
         # The cache holds the C headers compiled into the program root loads:
         # only a directory nobody else can change will do.
         private_dir(cache_dir, "cache directory (NETDROP_CACHE)")
-        return btf_include_tree(cache_dir, facts.release), []
+        return btf_include_tree(cache_dir, facts.release, helper_ids=bcc_helper_ids(_libbcc_text())), []
 
     @staticmethod
     def _type_flags(include: Path | None) -> list[str]:
