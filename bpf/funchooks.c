@@ -24,9 +24,9 @@
  * counted here, exactly, per namespace and pod (cause_counts), as drops are.
  *
  * Two forms of each program share one body: kprobe/kretprobe (nd_*: pt_regs,
- * an entry probe keeping the arguments for the return probe) and, compiled
- * only with ND_FUNC_FENTRY (the loader probed that the kernel loads BTF
- * function hooks), fentry/fexit, which see arguments and return value at once.
+ * an entry probe keeping the arguments for the return probe) and fentry/fexit
+ * (nd_*_fexit, nd_*_fentry), which see arguments and return value at once;
+ * tracer/kernel/hooks.py chooses per hook, the BTF form first.
  */
 #ifdef ND_KERNEL_HEADERS
 #include <net/netfilter/nf_conntrack.h>
@@ -239,23 +239,23 @@ int nd_ip_forward(struct pt_regs *ctx, struct sk_buff *skb)
 	return fwd_entry(skb);
 }
 
-#if ND_FUNC_FENTRY
-/* fentry/fexit form: bcc attaches these as it loads them (kfunc__/kretfunc__). */
-KRETFUNC_PROBE(__nf_conntrack_confirm, struct sk_buff *skb, int ret)
+/* fentry/fexit form: named plainly (BPF_PROG, not bcc's KFUNC_PROBE), so bcc
+ * neither loads nor attaches them as it compiles; the loader loads them itself
+ * against the function's BTF, vmlinux's or its module's (tracer/kernel/btfprog.py),
+ * and uses the kprobe form above where the kernel refuses them. Compiled on
+ * every kernel: the choice is made at attach time, without compiling again. */
+BPF_PROG(nd_ct_confirm_fexit, struct sk_buff *skb, int ret)
 {
 	return ct_confirm_done(skb, ret);
 }
 
-KRETFUNC_PROBE(__nf_conntrack_alloc, struct net *net, void *zone, struct nf_conntrack_tuple *orig,
-	       void *repl, unsigned int gfp, u32 hash, struct nf_conn *ret)
+BPF_PROG(nd_ct_alloc_fexit, struct net *net, void *zone, struct nf_conntrack_tuple *orig,
+	 void *repl, unsigned int gfp, u32 hash, struct nf_conn *ret)
 {
 	return ct_alloc_done(net, orig, (unsigned long)ret);
 }
 
-#if !ND_HAVE_REASON
-KFUNC_PROBE(ip_forward, struct sk_buff *skb)
+BPF_PROG(nd_ip_forward_fentry, struct sk_buff *skb)
 {
 	return fwd_entry(skb);
 }
-#endif
-#endif

@@ -24,7 +24,7 @@
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
  * ND_TP_BTF (1: the tp_btf entry points, else the classic tracepoints),
  * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE; for bpf/funchooks.c
- * ND_FUNC_FENTRY, ND_CT_MAX_ADDR, ND_MAX_CAUSE_COUNTERS. The loader compiles this
+ * ND_CT_MAX_ADDR, ND_MAX_CAUSE_COUNTERS. The loader compiles this
  * file and funchooks.c as one text: bcc takes programs from its main file only.
  */
 #ifdef ND_KERNEL_HEADERS

@@ -171,7 +171,7 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
 
 
 def check_hooks(hooks: Sequence[tuple[str, bool, str]]) -> list[Finding]:
-    """Per function hook of netdrop (kernel.loader.hook_support: name, allowed,
+    """Per function hook of netdrop (kernel.hooks.support: name, allowed,
     detail): whether this node lets it attach, and what is lost where it does not."""
     if not hooks:
         return [Finding("kernel: function hooks", "info", "no function hook is wanted on this kernel")]

@@ -369,6 +369,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events, unused: drained as bytes
             now = time.monotonic()
             source.apply(tracer)
+            tracer.maintain_hooks()         # a module's function hooks, as the module comes or goes
             new_scope = node_scope(source) if scope is not None else None
             if new_scope is not None and new_scope != scope:
                 scope = new_scope

@@ -325,7 +325,11 @@ class Session:
         self.close()
 
     def announce(self) -> None:
-        skipped = [f"{h.name}: {h.detail}" for h in self.tracer.hooks if not h.attached]
+        waiting = [h.name for h in self.tracer.hooks if not h.attached and h.detail.startswith("waiting")]
+        if waiting:
+            info(self.env, f"function hooks waiting for their module ({', '.join(waiting)}): attached when it loads")
+        skipped = [f"{h.name}: {h.detail}" for h in self.tracer.hooks
+                   if not h.attached and not h.detail.startswith("waiting")]
         if skipped:
             info(self.env, f"function hooks not used ({'; '.join(skipped)}): working with tracepoints")
         info(self.env, f"tracing ({', '.join(h.name for h in self.tracer.hooks if h.attached)}); "
@@ -555,13 +559,13 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def _hook_findings(env: Environment) -> list[Finding]:
-    """Which function hooks (conntrack, ip_forward) this node allows, asked
-    of the loader without loading netdrop's program."""
+    """Which function hooks (conntrack, ip_forward) this node allows and in which
+    form, as netdrop would attach them, without loading netdrop's program."""
     from . import doctor
-    from .kernel import facts, loader
+    from .kernel import facts, hooks as function_hooks
 
     try:
-        hooks = loader.hook_support(facts.probe_kernel(facts.find_tracefs(env.tracefs)))
+        hooks = function_hooks.support(facts.probe_kernel(facts.find_tracefs(env.tracefs)))
     except (UserError, OSError) as exc:
         return [doctor.Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
     return doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])

@@ -55,14 +55,15 @@ def test_tp_btf_and_classic_tracepoint_count_and_report_alike(node):
 
 
 def test_a_tp_btf_program_the_kernel_refuses_says_why_in_one_line(node):
-    import bcc   # a test may; netdrop imports bcc only in its loader
+    from tracer.kernel import btfprog
+
     facts = probe_kernel(find_tracefs())
     with loader.Tracer(facts) as tracer:
         if tracer.attach_form != "tp_btf":
             pytest.skip("tp_btf is not used on this kernel")
         # BTF type 1 is no btf_trace_* typedef: the kernel refuses the attach target.
-        with pytest.raises(loader._Refused) as refused:
-            loader._load_tp_btf(bcc, tracer.bpf, "nd_kfree_skb", 1)
+        with pytest.raises(btfprog.Refused) as refused:
+            btfprog.load_tracing(*tracer._program("nd_kfree_skb"), "nd_kfree_skb", "tp_btf", 1)
         assert "\n" not in str(refused.value) and str(refused.value)
 
 

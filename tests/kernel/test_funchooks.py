@@ -1,13 +1,13 @@
 """The function-hook programs (bpf/funchooks.c) on the real kernel.
 
-Ours refuses to attach them (no CONFIG_KPROBES; fentry programs may not even
-load), but its verifier checks every kprobe-form program: each is loaded here
-and must be accepted. The fentry/fexit forms call the same bodies
-(ct_confirm_done, ct_alloc_done, fwd_entry) and cannot be loaded here (EPERM):
-what is not verified is only their wrappers' argument access. The attach step
-is tested by faking the kernel's answer where bcc asks it (lib.bpf_attach_kprobe,
-and its undoing at close), nothing else. The join of a hook's note to the drop's
-event is tested by writing the note a probe would leave.
+Ours refuses to attach them (no CONFIG_KPROBES; fentry/fexit programs may not
+even load): its verifier checks every kprobe-form program, each loaded here and
+accepted. The fentry/fexit forms call the same bodies (ct_confirm_done,
+ct_alloc_done, fwd_entry) and are refused here (EPERM): they are compiled, and
+loaded for real in the QEMU guests of scripts/kernels (tests/kernel/test_portable.py).
+The attach step is tested by faking the kernel's answer where bcc asks it
+(lib.bpf_attach_kprobe, and its undoing at close), nothing else. The join of a
+hook's note to the drop's event is tested by writing the note a probe would leave.
 """
 
 import ctypes
@@ -21,6 +21,7 @@ import bcc
 import pytest
 
 from tracer.kernel import event, loader
+from tracer.kernel import hooks as function_hooks
 from tracer.kernel.facts import find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
 
@@ -33,21 +34,25 @@ def facts():
 def test_every_function_hook_program_passes_the_verifier(facts):
     source = (event.HEADER.parent / "funchooks.c").read_text()
     in_source = re.findall(r"^int (nd_\w+)\(struct pt_regs \*ctx", source, re.M)
-    assert sorted(in_source) == sorted(loader.KPROBE_PROGRAMS)
+    assert sorted(in_source) == sorted(function_hooks.KPROBE_PROGRAMS)
+    assert sorted(re.findall(r"^BPF_PROG\((nd_\w+),", source, re.M)) == sorted(function_hooks.BTF_PROGRAMS)
     with loader.Tracer(facts) as tracer:
-        for name in loader.KPROBE_PROGRAMS:
+        for name in function_hooks.KPROBE_PROGRAMS:
             fn = tracer.bpf.load_func(name.encode(), bcc.BPF.KPROBE)   # raises if the verifier rejects it
             assert fn.fd > 0, name
+        for name in function_hooks.BTF_PROGRAMS:     # compiled in every build, whatever the kernel allows
+            start, size = tracer._program(name)
+            assert start and size > 0, name
 
 
 def test_where_the_kernel_refuses_hooks_one_line_each_says_why_and_counting_goes_on(facts, node):
     with loader.Tracer(facts) as tracer:
         hooks = {h.name: h for h in tracer.hooks}
-        for h in loader.wanted_hooks(facts):
-            hook = hooks[f"{'kretprobe' if h.ret else 'kprobe'} {h.func}"]
+        for h in function_hooks.wanted_hooks(facts):
+            hook = hooks[f"{h.kprobe_form} {h.func}"]
             assert not hook.attached and "\n" not in hook.detail
             if not (facts.tracefs / "kprobe_events").exists():
-                assert hook.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry ")
+                assert hook.detail.startswith(f"unavailable: kernel built without CONFIG_KPROBES; {h.btf_form}")
         assert hooks[f"{tracer.attach_form} skb:kfree_skb"].attached
         assert tracer.cause_counts() == {}
 
@@ -71,7 +76,6 @@ def kernel_says(monkeypatch):
     monkeypatch.setattr(bcc.lib, "bpf_attach_kprobe", attach)
     monkeypatch.setattr(bcc.lib, "bpf_close_perf_event_fd", close)
     monkeypatch.setattr(bcc.lib, "bpf_detach_kprobe", lambda ev_name: 0)
-    monkeypatch.setattr(loader, "_fentry_allowed", lambda *a: (False, "refused by the kernel: faked"))
     return calls
 
 
@@ -84,7 +88,7 @@ def test_hooks_the_kernel_accepts_are_attached_as_kprobes_with_their_programs(fa
                                                    (False, "__nf_conntrack_alloc"), (True, "__nf_conntrack_alloc")]
     assert all(fd > 0 for *_, fd in attached)
     assert hooks["kretprobe __nf_conntrack_confirm"].attached
-    assert hooks["kretprobe __nf_conntrack_confirm"].detail == "which flow lost a conntrack insert race"
+    assert hooks["kretprobe __nf_conntrack_confirm"].detail.startswith("which flow lost a conntrack insert race (fexit")
     assert hooks["kretprobe __nf_conntrack_alloc"].attached
 
 
@@ -95,23 +99,22 @@ def test_a_return_probe_refused_leaves_its_entry_probe_detached(facts, kernel_sa
         left = {ev for ev, fns in tracer.bpf.kprobe_fds.items() if fns}
     assert hooks["kretprobe __nf_conntrack_confirm"].attached
     alloc = hooks["kretprobe __nf_conntrack_alloc"]
-    assert not alloc.attached and "\n" not in alloc.detail and "; fentry refused by the kernel: faked" in alloc.detail
+    assert not alloc.attached and "\n" not in alloc.detail and "; fexit " in alloc.detail
     assert left == {b"p___nf_conntrack_confirm", b"r___nf_conntrack_confirm"}
 
 
 @pytest.mark.parametrize("has_reason", [True, False], ids=["reasons", "no-reasons"])
-def test_fentry_probed_allowed_but_refused_at_load_falls_back_to_kprobes(facts, monkeypatch, has_reason):
-    # The probe (an empty fentry program on ip_forward) said yes; loading the real
-    # fexit/fentry programs is refused (as on this kernel): the program loads without
-    # them. Without reasons the ip_forward fentry form is compiled too: the compiler
-    # accepted every fentry wrapper once the load is what refuses.
-    monkeypatch.setattr(loader, "_fentry_allowed", lambda *a: (True, "available"))
+def test_btf_form_refused_at_load_falls_back_to_kprobes_and_says_why(facts, kernel_says, has_reason):
+    """This kernel refuses fentry/fexit loads (EPERM): each hook says so once, in its
+    kprobe form's line, and the kprobe form attaches (faked here) from the same
+    compiled program: nothing is compiled twice."""
     kernel = facts if has_reason else dataclasses.replace(facts, has_reason=False, reasons={})
     with loader.Tracer(kernel) as tracer:
         hooks = {h.name: h for h in tracer.hooks}
-        assert not tracer.fentry
     conf = hooks["kretprobe __nf_conntrack_confirm"]
-    assert not conf.attached and conf.detail.endswith("; fentry refused at load: program load not permitted")
+    assert conf.attached
+    assert conf.detail.endswith("(fexit refused by the kernel: Operation not permitted)") or \
+        "fexit: " in conf.detail, conf.detail
     assert ("kprobe ip_forward" in hooks) == (not has_reason)
 
 

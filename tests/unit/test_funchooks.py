@@ -5,6 +5,8 @@ answers (its kernel side is tests/kernel/test_funchooks.py)."""
 import dataclasses
 import json
 import socket
+
+import pytest
 from pathlib import Path
 
 from hypothesis import given
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 
 from tracer.explain.classify import classify
 from tracer.explain.functionhooks import hook_verdict
-from tracer.kernel import decode, event, loader
+from tracer.kernel import decode, event, hooks
 from tracer.kernel.facts import Kallsyms, KernelFacts, kernel_symbols, reasons_from_format
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -127,15 +129,15 @@ FACTS = KernelFacts("6.18", Path("/nonexistent-tracefs"), True, True, {})
 
 
 def test_ip_forward_is_hooked_only_on_kernels_without_reasons():
-    assert [h.func for h in loader.wanted_hooks(FACTS)] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
+    assert [h.func for h in hooks.wanted_hooks(FACTS)] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
     old = dataclasses.replace(FACTS, has_reason=False)
-    assert [h.func for h in loader.wanted_hooks(old)][-1] == "ip_forward"
-    assert set(loader.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
-                                           "nd_ct_alloc_return", "nd_ip_forward"}
+    assert [h.func for h in hooks.wanted_hooks(old)][-1] == "ip_forward"
+    assert set(hooks.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
+                                          "nd_ct_alloc_return", "nd_ip_forward"}
 
 
 class AttachAnswers:
-    """Stands for bcc.BPF at the attach calls: refuses the functions in `refuse`."""
+    """Stands for bcc.BPF at the kprobe attach calls: refuses the functions in `refuse`."""
 
     def __init__(self, refuse=()):
         self.refuse, self.attached, self.detached = set(refuse), [], []
@@ -152,26 +154,105 @@ class AttachAnswers:
         self.attached.append((kind, event.decode()))
 
     def detach_kprobe(self, event, fn_name):
-        self.detached.append(event.decode())
+        self.detached.append(("kprobe", event.decode()))
+
+    def detach_kretprobe(self, event, fn_name):
+        self.detached.append(("kretprobe", event.decode()))
 
 
-def test_a_hook_half_attached_is_detached_and_says_why_in_one_line(tmp_path):
-    (tmp_path / "kprobe_events").write_text("")
+def no_program(name):
+    raise AssertionError(f"no BTF form can be loaded here: {name} must not be asked for")
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A node as the hooks see it: tracefs with kprobe_events, a BTF directory whose
+    vmlinux lacks the functions (so the BTF form is never tried), /sys/module."""
+    tracefs, btf, mods = tmp_path / "tracefs", tmp_path / "btf", tmp_path / "module"
+    for d in (tracefs, btf, mods):
+        d.mkdir()
+    (tracefs / "kprobe_events").write_text("")
+    (btf / "vmlinux").write_bytes(b"")
+    return tracefs, btf, mods
+
+
+def load_module(mods, name="nf_conntrack"):
+    (mods / name).mkdir(exist_ok=True)
+    (mods / name / "initstate").write_text("live\n")
+
+
+def test_a_hook_half_attached_is_detached_and_says_why_in_one_line(node):
+    tracefs, btf, mods = node
+    load_module(mods)
     bpf = AttachAnswers(refuse={("kretprobe", "__nf_conntrack_alloc")})
-    hooks = loader.attach_kprobe_hooks(bpf, loader.wanted_hooks(FACTS), tmp_path, "refused by the kernel: no")
-    assert [(h.name, h.attached) for h in hooks] == [("kretprobe __nf_conntrack_confirm", True),
-                                                    ("kretprobe __nf_conntrack_alloc", False)]
-    assert bpf.detached == ["__nf_conntrack_alloc"]
-    assert hooks[1].detail.startswith("refused by the kernel: Failed to attach") and "\n" not in hooks[1].detail
-    assert hooks[1].detail.endswith("; fentry refused by the kernel: no")
+    got = hooks.FunctionHooks(bpf, hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods).hooks
+    assert [(h.name, h.attached) for h in got] == [("kretprobe __nf_conntrack_confirm", True),
+                                                   ("kretprobe __nf_conntrack_alloc", False)]
+    assert bpf.detached == [("kprobe", "__nf_conntrack_alloc")]
+    assert got[1].detail.startswith("refused by the kernel: Failed to attach") and "\n" not in got[1].detail
+    # why not the BTF form: this node has no BTF for the module (as 5.10, without module BTF)
+    assert got[1].detail.endswith("; fexit: no BTF for module nf_conntrack "
+                                  "(kernel built without CONFIG_DEBUG_INFO_BTF_MODULES)")
+    assert got[0].detail == ("which flow lost a conntrack insert race (fexit: no BTF for module nf_conntrack "
+                             "(kernel built without CONFIG_DEBUG_INFO_BTF_MODULES))")
 
 
-def test_without_config_kprobes_every_hook_says_so(tmp_path):
+def test_without_config_kprobes_every_hook_says_so(node):
+    tracefs, btf, mods = node
+    load_module(mods)
+    (tracefs / "kprobe_events").unlink()
     bpf = AttachAnswers(refuse={("kprobe", "__nf_conntrack_confirm"), ("kprobe", "__nf_conntrack_alloc")})
-    hooks = loader.attach_kprobe_hooks(bpf, loader.wanted_hooks(FACTS), tmp_path, "refused by the kernel: EPERM")
-    assert all(not h.attached and h.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fentry")
-               for h in hooks)
+    got = hooks.FunctionHooks(bpf, hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods).hooks
+    assert all(not h.attached and h.detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fexit")
+               for h in got)
     assert bpf.detached == []
+
+
+def test_a_module_loaded_later_gets_its_hooks_and_loses_them_when_it_goes(node):
+    """nf_conntrack is a module on distribution kernels, loaded by kube-proxy, often
+    after netdrop started: its hooks wait for it, attach when it comes, and are
+    detached (and wait again) when it goes; ip_forward, built in, is not waited for."""
+    tracefs, btf, mods = node
+    bpf = AttachAnswers()
+    old = dataclasses.replace(FACTS, has_reason=False)
+    fh = hooks.FunctionHooks(bpf, hooks.wanted_hooks(old), tracefs, no_program, btf, mods)
+    assert [(h.name, h.attached) for h in fh.hooks] == [("fexit __nf_conntrack_confirm", False),
+                                                        ("fexit __nf_conntrack_alloc", False),
+                                                        ("kprobe ip_forward", True)]
+    assert fh.hooks[0].detail == "waiting for module nf_conntrack: attached when it is loaded"
+    assert not fh.maintain() and bpf.attached == [("kprobe", "ip_forward")]
+    load_module(mods)
+    listed = fh.hooks
+    assert fh.maintain()
+    assert fh.hooks is listed, "replaced in place: whoever holds the list sees the change"
+    assert [(h.name, h.attached) for h in fh.hooks][:2] == [("kretprobe __nf_conntrack_confirm", True),
+                                                            ("kretprobe __nf_conntrack_alloc", True)]
+    assert not fh.maintain()
+    (mods / "nf_conntrack" / "initstate").unlink()
+    assert fh.maintain()
+    assert [h.attached for h in fh.hooks] == [False, False, True]
+    assert fh.hooks[0].detail.startswith("waiting for module nf_conntrack: it was unloaded")
+    assert ("kretprobe", "__nf_conntrack_confirm") in bpf.detached and ("kprobe", "ip_forward") not in bpf.detached
+    fh.close()
+    assert ("kprobe", "ip_forward") in bpf.detached
+
+
+def test_support_says_per_hook_what_the_node_allows_as_watch_would_attach_it(node):
+    """doctor's question, answered as FunctionHooks chooses, without attaching."""
+    tracefs, btf, mods = node
+    old = dataclasses.replace(FACTS, tracefs=tracefs, has_reason=False)
+    got = hooks.support(old, btf, mods)
+    assert [(h.name, h.attached) for h in got] == [("fexit __nf_conntrack_confirm", False),
+                                                   ("fexit __nf_conntrack_alloc", False),
+                                                   ("kprobe ip_forward", True)]
+    assert got[0].detail == "module nf_conntrack is not loaded: netdrop attaches the hook when it is"
+    assert got[2].detail == ("allowed: the MTU of forwarded packets' routes, for drops without a reason "
+                             "(fentry: ip_forward is not in the kernel's BTF)")
+    load_module(mods)
+    (tracefs / "kprobe_events").unlink()
+    got = hooks.support(old, btf, mods)
+    assert [(h.name, h.attached) for h in got][0] == ("kretprobe __nf_conntrack_confirm", False)
+    assert got[0].detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fexit: no BTF for module")
 
 
 class Collect:
@@ -198,37 +279,6 @@ def test_the_pipeline_takes_the_hooks_verdict_first_even_after_the_same_drop_wit
     (c1, v1), (c2, v2), (c3, v3) = sink.got
     assert (c1, c3) == (None, None) and v1 == v3 and "insert race" not in v1.hint
     assert c2 == "ct-insert-failed" and v2.category == "conntrack" and v2.hint.startswith("conntrack insert race lost")
-
-
-def test_hook_support_says_per_hook_what_the_node_allows(tmp_path):
-    """doctor's question, answered from tracefs, kallsyms and the once-per-boot
-    fentry probe (its remembered answer here: no compiling)."""
-    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    cache, tracefs = tmp_path / "cache", tmp_path / "tracefs"
-    cache.mkdir(mode=0o700)
-    tracefs.mkdir()
-    kallsyms = tmp_path / "kallsyms"
-    kallsyms.write_text("ffffffff81f35260 T __nf_conntrack_confirm\nffffffff81ff7890 T ip_forward\n")
-    old = dataclasses.replace(FACTS, tracefs=tracefs, has_reason=False)
-
-    (cache / f"fentry-{boot_id}").write_text("no refused by the kernel: program load not permitted")
-    hooks = loader.hook_support(old, cache, kallsyms)
-    assert [(h.name, h.attached) for h in hooks] == [("kretprobe __nf_conntrack_confirm", False),
-                                                    ("fexit __nf_conntrack_alloc", False),
-                                                    ("kprobe ip_forward", False)]
-    assert hooks[0].detail == ("unavailable: kernel built without CONFIG_KPROBES; fentry refused by the kernel: "
-                               "program load not permitted")
-    assert hooks[1].detail.startswith("not in this kernel")
-
-    (tracefs / "kprobe_events").write_text("")
-    hooks = loader.hook_support(old, cache, kallsyms)
-    assert [(h.name, h.attached) for h in hooks][0] == ("kretprobe __nf_conntrack_confirm", True)
-    assert hooks[0].detail.startswith("allowed: which flow lost a conntrack insert race (fentry refused")
-
-    (cache / f"fentry-{boot_id}").write_text("yes available")
-    hooks = loader.hook_support(FACTS, cache, kallsyms)      # a kernel with drop reasons: no ip_forward
-    assert [(h.name, h.attached) for h in hooks] == [("fexit __nf_conntrack_confirm", True),
-                                                    ("fexit __nf_conntrack_alloc", False)]
 
 
 def test_doctor_reports_each_hook_allowed_or_why_not():

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from tracer import textsafe
 from tracer.explain.verdict import Verdict
-from tracer.kernel.loader import Hook, Stats
+from tracer.kernel.hooks import Hook
+from tracer.kernel.loader import Stats
 from tracer.pods.attribute import Attribution, PodRef
 from tracer.sinks import capture, console, jsonout, summary
 

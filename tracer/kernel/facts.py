@@ -18,7 +18,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,35 +254,127 @@ def btf_tracepoint_ids(events: Iterable[str], btf: Path = BTF_VMLINUX) -> dict[s
     return _btf_typedef_ids(data, {f"btf_trace_{e}": e for e in events})
 
 
+BTF_DIR = BTF_VMLINUX.parent
+_BTF_KIND_FUNC = 12
+
+
+@dataclass(frozen=True)
+class BtfFunction:
+    """Where a kernel function's BTF is: what an fentry/fexit program names as
+    its attach_btf_id, and the BTF object that holds it (None: the kernel's own,
+    vmlinux; else the module's, whose ids continue vmlinux's: split BTF)."""
+
+    btf_id: int
+    module: str | None
+
+
+def btf_function(func: str, module: str | None, btf_dir: Path = BTF_DIR) -> BtfFunction | None:
+    """func's BTF, in vmlinux or else in the BTF of `module` (loaded modules only:
+    /sys/kernel/btf/<module> exists while it is loaded, on kernels built with
+    CONFIG_DEBUG_INFO_BTF_MODULES, 5.11+). None where neither has it."""
+    try:
+        base = (btf_dir / "vmlinux").read_bytes()
+    except OSError:
+        return None
+    found = _btf_ids(base, {func: func}, _BTF_KIND_FUNC)
+    if func in found:
+        return BtfFunction(found[func], None)
+    if module is None or "/" in module or module.startswith("."):
+        return None
+    try:
+        split = (btf_dir / module).read_bytes()
+    except OSError:
+        return None
+    found = _btf_ids(split, {func: func}, _BTF_KIND_FUNC, base=base)
+    return BtfFunction(found[func], module) if func in found else None
+
+
 def _btf_typedef_ids(data: bytes, wanted: dict[str, str]) -> dict[str, int]:
+    return _btf_ids(data, wanted, _BTF_KIND_TYPEDEF)
+
+
+def _btf_sections(data: bytes) -> tuple[int, int, int, int] | None:
+    """(first type record, end of the records, string section, its length) of a
+    BTF blob, or None if it is not one."""
     if len(data) < 24:
-        return {}
+        return None
     magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
     if magic != _BTF_MAGIC or hdr_len < 24 or hdr_len > len(data):
-        return {}
+        return None
     type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
     types, strings = hdr_len + type_off, hdr_len + str_off
     if types + type_len > len(data) or strings + str_len > len(data):
-        return {}
-    # The names' offsets first (one search each), then one walk over the records.
-    offsets: dict[int, str] = {}
-    table = data[strings:strings + str_len]
-    for name, event in wanted.items():
-        at = table.find(b"\0" + name.encode() + b"\0")
-        if at >= 0:
-            offsets[at + 1] = event
-    found: dict[str, int] = {}
-    pos, end, type_id = types, types + type_len, 1
-    while offsets and pos + _BTF_TYPE.size <= end:
+        return None
+    return types, types + type_len, strings, str_len
+
+
+def _btf_records(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(name offset, kind, where the next record starts) of each type record in
+    file order; stops at a kind this reader does not know (its length is
+    unknown) or the end."""
+    pos = start
+    while pos + _BTF_TYPE.size <= end:
         name_off, info, _size = _BTF_TYPE.unpack_from(data, pos)
         kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
         tail = _BTF_TAIL.get(kind)
-        if tail is None:        # a kind this reader does not know: its length is unknown
-            break
-        if kind == _BTF_KIND_TYPEDEF and name_off in offsets:
-            found[offsets.pop(name_off)] = type_id
+        if tail is None:
+            return
         pos += _BTF_TYPE.size + tail[0] + tail[1] * vlen
-        type_id += 1
+        yield name_off, kind, pos
+
+
+_BASE_COUNTS: dict[tuple[int, bytes], int | None] = {}
+
+
+def _btf_count(data: bytes) -> int | None:
+    """The number of types in a BTF blob (None: malformed or of an unknown kind),
+    remembered: vmlinux's takes a walk over ~150,000 records."""
+    key = (len(data), hashlib.sha256(data[:4096]).digest())
+    if key not in _BASE_COUNTS:
+        sec = _btf_sections(data)
+        count: int | None = None
+        if sec is not None:
+            n, at = 0, sec[0]
+            for n, (_name, _kind, at) in enumerate(_btf_records(data, sec[0], sec[1]), start=1):  # noqa: B007
+                pass
+            count = n if at == sec[1] else None     # every record walked, or the ids after are unknown
+        _BASE_COUNTS.clear()        # one base at a time: vmlinux's
+        _BASE_COUNTS[key] = count
+    return _BASE_COUNTS[key]
+
+
+def _btf_ids(data: bytes, wanted: dict[str, str], kind: int, base: bytes | None = None) -> dict[str, int]:
+    """The type id of each record of `kind` whose name is a key of wanted (the
+    answer keyed by wanted's values). base: the vmlinux blob that data, a
+    module's split BTF, continues: its ids count on from base's last, and its
+    names may be base's strings (offsets below base's string length) or its own
+    (offsets from there on)."""
+    sec = _btf_sections(data)
+    if sec is None:
+        return {}
+    types, end, strings, str_len = sec
+    first_id, own_strings_at = 1, 0
+    tables = [(data[strings:strings + str_len], 0)]
+    if base is not None:
+        base_sec, base_count = _btf_sections(base), _btf_count(base)
+        if base_sec is None or base_count is None:
+            return {}
+        first_id, own_strings_at = base_count + 1, base_sec[3]
+        tables = [(base[base_sec[2]:base_sec[2] + base_sec[3]], 0), (tables[0][0], own_strings_at)]
+    # The names' offsets first (one search each), then one walk over the records.
+    offsets: dict[int, str] = {}
+    for name, key in wanted.items():
+        needle = b"\0" + name.encode() + b"\0"
+        for table, at_base in tables:
+            at = (b"\0" + table).find(needle)      # a split table need not start with a NUL
+            if at >= 0:
+                offsets[at_base + at] = key
+    found: dict[str, int] = {}
+    for type_id, (name_off, rec_kind, _next) in enumerate(_btf_records(data, types, end), start=first_id):
+        if not offsets:
+            break
+        if rec_kind == kind and name_off in offsets:
+            found[offsets.pop(name_off)] = type_id
     return found
 
 

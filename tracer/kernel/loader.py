@@ -25,8 +25,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from ..errors import UserError
-from ..trust import private_dir, write_private
+from ..trust import private_dir
 from . import event as ev
+from . import btfprog
 from .facts import (
     KernelFacts,
     bcc_helper_ids,
@@ -35,6 +36,7 @@ from .facts import (
     kernel_headers,
     kernel_symbols,
 )
+from .hooks import FunctionHooks, Hook, wanted_hooks
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -45,18 +47,11 @@ RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
 MAX_COUNTERS = 16384          # distinct (netns, reason, location) groups
 MAX_FILTER = 4096             # entries per filter map
 MAX_EVENT_RATE = 10000        # events/s sent to Python by default; counts are exact regardless
+MAX_CAUSE_COUNTERS = 4096     # distinct (netns, cause, pod) of the conntrack causes
 
 _string_at = ctypes.string_at
 R = TypeVar("R")
-_PROG_LOAD_HEAD = struct.Struct("=IIQQIIQII16sII")
 _U32 = struct.Struct("=I")
-
-
-@dataclass(frozen=True)
-class Hook:
-    name: str
-    attached: bool
-    detail: str = ""
 
 
 class Count(NamedTuple):
@@ -126,49 +121,8 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def _load_refusal(exc: BaseException) -> str:
-    """bcc's words for a refused load, in one line; it words EPERM as a privilege problem."""
-    text = str(exc)
-    return "program load not permitted" if "privilege" in text else " ".join(text.split())
-
-
-def _fentry_allowed(cache_dir: Path) -> tuple[bool, str]:
-    """Try to load an empty fentry program on ip_forward, once per boot: lockdown
-    and kernel config do not change until reboot. The source is fixed text.
-    bcc is imported only when the answer is not remembered yet."""
-    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    memo = cache_dir / f"fentry-{boot_id}"
-    if memo.exists():
-        answer, _, detail = memo.read_text().partition(" ")
-        return answer == "yes", detail
-    try:
-        with _quiet_stderr():
-            _import_bcc().BPF(text=b"KFUNC_PROBE(ip_forward) { return 0; }").cleanup()
-        ok, detail = True, "available"
-    # bcc raises bare Exception for any load failure; it words EPERM as a privilege problem
-    except Exception as exc:  # noqa: BLE001
-        ok, detail = False, f"refused by the kernel: {_load_refusal(exc)}"
-    with suppress(OSError):   # no memo: the probe runs again next start, nothing else changes
-        write_private(cache_dir, memo.name, f"{'yes' if ok else 'no'} {detail}")
-    return ok, detail
-
-
-# BPF-typed tracepoints (tp_btf): bcc compiles them but attaches only classic
-# tracepoints, raw ones and fentry/fexit; the loader loads the two tp_btf
-# programs with BPF_PROG_LOAD itself (include/uapi/linux/bpf.h) and attaches
-# them with bcc's bpf_attach_kfunc(), which is BPF_RAW_TRACEPOINT_OPEN without
-# a name: what a tp_btf program is attached with.
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
-_BPF_PROG_LOAD = 5
-_BPF_PROG_TYPE_TRACING = 26
-_BPF_TRACE_RAW_TP = 23
-_PROG_LOAD_ATTR = 128     # bytes of union bpf_attr up to attach_btf_obj_fd, zero-padded
-_LICENSE = ctypes.create_string_buffer(b"GPL")
-# Tracepoint -> its tp_btf program in bpf/netdrop.c
+# Tracepoint -> its tp_btf program in bpf/netdrop.c (loaded by btfprog: bcc does not attach tp_btf)
 _TP_BTF_PROGRAMS = {"kfree_skb": "nd_kfree_skb", "icmp_send": "nd_icmp_send"}
-
-
-_BPF_MAP_CREATE = 0
 _BPF_MAP_TYPE_RINGBUF = 27    # Linux 5.8 (kernel/bpf/ringbuf.c)
 
 
@@ -177,57 +131,13 @@ def ringbuf_refusal() -> str | None:
     The ring buffer map type came with Linux 5.8: netdrop's floor. Asked of the
     kernel itself (a one-page map made and closed), not of its version string,
     which distributions' backports make meaningless."""
-    if _SYS_BPF is None:
-        return None             # an architecture this check does not know: the load will tell
-    attr = ctypes.create_string_buffer(_PROG_LOAD_ATTR)
-    # map_type, key_size, value_size, max_entries: union bpf_attr's BPF_MAP_CREATE head
-    struct.pack_into("=IIII", attr, 0, _BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
-    fd = int(_syscall()(_SYS_BPF, _BPF_MAP_CREATE, attr, _PROG_LOAD_ATTR))
-    if fd >= 0:
-        os.close(fd)
+    err = btfprog.map_type_refusal(_BPF_MAP_TYPE_RINGBUF, os.sysconf("SC_PAGE_SIZE"))
+    if err in (0, errno.ENOSYS):        # ENOSYS: an architecture btfprog does not know; the load will tell
         return None
-    err = ctypes.get_errno()
     if err == errno.EINVAL:
         return (f"this kernel ({platform.release()}) has no BPF ring buffer: netdrop needs Linux 5.8 or "
                 f"newer (a kernel with BTF, CONFIG_DEBUG_INFO_BTF, for kernel types)")
     return f"the kernel refused a BPF map: {os.strerror(err)}"
-
-
-class _Refused(Exception):
-    """The kernel refused a tp_btf program: the classic tracepoints do instead."""
-
-
-def _syscall() -> Any:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc.syscall
-
-
-def _load_tp_btf(bcc: ModuleType, bpf: Any, func: str, btf_id: int) -> int:
-    """Load one compiled function of bpf as a tp_btf program attached to the
-    tracepoint whose btf_trace_* typedef is btf_id; its fd. The instructions
-    are bcc's, map fds already in place. On refusal, the verifier's last line."""
-    name = func.encode()
-    start, size = bcc.lib.bpf_function_start(bpf.module, name), bcc.lib.bpf_function_size(bpf.module, name)
-    if not start or not size:
-        raise _Refused(f"{func} is not in the compiled program")
-    log = ctypes.create_string_buffer(1 << 16)
-    attr = ctypes.create_string_buffer(_PROG_LOAD_ATTR)
-    for log_level in (0, 1):
-        # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf, kern_version,
-        # prog_flags, prog_name[16], prog_ifindex, expected_attach_type; attach_btf_id at 108.
-        struct_fields = (_BPF_PROG_TYPE_TRACING, size // 8, start, ctypes.addressof(_LICENSE), log_level,
-                         len(log) if log_level else 0, ctypes.addressof(log) if log_level else 0, 0, 0, name[:15],
-                         0, _BPF_TRACE_RAW_TP)
-        ctypes.memset(attr, 0, _PROG_LOAD_ATTR)
-        _PROG_LOAD_HEAD.pack_into(attr, 0, *struct_fields)
-        _U32.pack_into(attr, 108, btf_id)
-        fd = int(_syscall()(_SYS_BPF, _BPF_PROG_LOAD, attr, _PROG_LOAD_ATTR))
-        if fd >= 0:
-            return fd
-        err = ctypes.get_errno()
-    lines = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()]
-    raise _Refused(f"{os.strerror(err)}{': ' + lines[-1] if lines else ''}")
 
 
 # The BPF ring buffer's layout (kernel/bpf/ringbuf.c, include/uapi/linux/bpf.h):
@@ -332,96 +242,6 @@ def release_compiler_memory(maps: Path = Path("/proc/self/maps")) -> None:
         libc.madvise(int(lo, 16), int(hi, 16) - int(lo, 16), _MADV_PAGEOUT)   # a hint: failure is harmless
 
 
-@dataclass(frozen=True)
-class FunctionHook:
-    """A kernel function bpf/funchooks.c hooks, and the names of its programs."""
-
-    func: str
-    entry: str                  # kprobe form, at entry (keeps the arguments for ret)
-    ret: str | None             # kretprobe form at return; None: entry only
-    btf_form: str               # "fexit" or "fentry": the form compiled with ND_FUNC_FENTRY
-    gives: str                  # what it adds, said when attached
-    only_without_reason: bool = False   # wanted only where kfree_skb has no drop reason (< 5.17)
-
-
-FUNCTION_HOOKS = (
-    FunctionHook("__nf_conntrack_confirm", "nd_ct_confirm_entry", "nd_ct_confirm_return", "fexit",
-                 "which flow lost a conntrack insert race"),
-    FunctionHook("__nf_conntrack_alloc", "nd_ct_alloc_entry", "nd_ct_alloc_return", "fexit",
-                 "which packet met a full conntrack table"),
-    FunctionHook("ip_forward", "nd_ip_forward", None, "fentry",
-                 "the MTU of forwarded packets' routes, for drops without a reason", only_without_reason=True),
-)
-# Every kprobe-form program: what tests/kernel/test_funchooks.py loads through the verifier.
-KPROBE_PROGRAMS = tuple(name for h in FUNCTION_HOOKS for name in (h.entry, h.ret) if name)
-MAX_CAUSE_COUNTERS = 4096       # distinct (netns, cause, pod) of the conntrack causes
-# Return probes in flight per CPU at once: a softirq may nest one call in another.
-KRETPROBE_MAXACTIVE = 16
-
-
-def wanted_hooks(facts: KernelFacts) -> tuple[FunctionHook, ...]:
-    """The function hooks this kernel could use: ip_forward only without drop reasons."""
-    return tuple(h for h in FUNCTION_HOOKS if not (h.only_without_reason and facts.has_reason))
-
-
-def _kprobe_refusal(tracefs: Path, exc: BaseException | None, fentry: str) -> str:
-    """Why a kprobe did not attach, in one line, with why fentry was not used."""
-    if not (tracefs / "kprobe_events").exists():
-        why = "unavailable: kernel built without CONFIG_KPROBES"
-    else:
-        why = f"refused by the kernel: {_load_refusal(exc)}" if exc is not None else "refused by the kernel"
-    return f"{why}; fentry {fentry}"
-
-
-def attach_kprobe_hooks(bpf: Any, hooks: Sequence[FunctionHook], tracefs: Path, fentry: str) -> list[Hook]:
-    """Attach each hook's kprobe (and kretprobe) programs; one that fails has
-    nothing left attached and says why (fentry: why fentry was not used).
-    The only place netdrop asks the kernel to attach a function hook
-    (tests/kernel/test_funchooks.py fakes its answer here)."""
-    out = []
-    for h in hooks:
-        name = f"{'kretprobe' if h.ret else 'kprobe'} {h.func}"
-        entry_attached = False
-        try:
-            bpf.attach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
-            entry_attached = True
-            if h.ret:
-                bpf.attach_kretprobe(event=h.func.encode(), fn_name=h.ret.encode(), maxactive=KRETPROBE_MAXACTIVE)
-            out.append(Hook(name, True, h.gives))
-        # bcc raises bare Exception for a failed attach
-        except Exception as exc:  # noqa: BLE001
-            if entry_attached:
-                with suppress(Exception):
-                    bpf.detach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
-            out.append(Hook(name, False, _kprobe_refusal(tracefs, exc, fentry)))
-    return out
-
-
-def hook_support(facts: KernelFacts, cache_dir: Path = DEFAULT_CACHE,
-                 kallsyms: Path = Path("/proc/kallsyms")) -> list[Hook]:
-    """Which function hooks this node allows, without loading netdrop (for
-    `netdrop doctor`): per wanted hook, attached=True when fentry/fexit loads
-    here (probed once per boot) or kprobes exist, and the function is in the
-    kernel (kallsyms); the detail says which form or why not."""
-    fentry_ok, fentry = _fentry_allowed(cache_dir)
-    kprobes = (facts.tracefs / "kprobe_events").exists()
-    hooks = wanted_hooks(facts)
-    present = kernel_symbols((h.func for h in hooks), kallsyms)
-    out = []
-    for h in hooks:
-        if h.func not in present:
-            out.append(Hook(f"{h.btf_form} {h.func}", False, "not in this kernel (or its module is not loaded)"))
-        elif fentry_ok:
-            out.append(Hook(f"{h.btf_form} {h.func}", True, f"allowed: {h.gives}"))
-        elif kprobes:
-            out.append(Hook(f"{'kretprobe' if h.ret else 'kprobe'} {h.func}", True,
-                            f"allowed: {h.gives} (fentry {fentry})"))
-        else:
-            out.append(Hook(f"{'kretprobe' if h.ret else 'kprobe'} {h.func}", False,
-                            _kprobe_refusal(facts.tracefs, None, fentry)))
-    return out
-
-
 def _ip_key(addr: str) -> ev.NdIpKey:
     return ev.NdIpKey((ctypes.c_uint8 * 16)(*ip_key_bytes(addr)))
 
@@ -487,32 +307,30 @@ class Tracer:
             f"-DND_MAX_FILTER={int(map_entries)}",
             f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
         ]
-        # Function hooks: fentry/fexit where the kernel loads BTF function hooks
-        # (probed before, as libbpf-tools do), compiled in and attached by bcc as
-        # it loads them; else kprobes, attached below by name.
+        # nf_conntrack_max's address, for "table full (count = max = N)": only where
+        # the conntrack hooks can be attached now (reading kallsyms takes ~45 ms). A
+        # hook attached later, when nf_conntrack loads, names the table full without it.
         hooks = wanted_hooks(facts)
-        fentry_ok, fentry = _fentry_allowed(cache_dir) if hooks else (False, "")
-        # nf_conntrack_max's address, for "table full (count = max = N)": only where a
-        # hook can attach at all (reading kallsyms takes ~45 ms).
-        can_attach = fentry_ok or (facts.tracefs / "kprobe_events").exists()
-        ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) if hooks and can_attach else 0
+        ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) \
+            if any(h.module == "nf_conntrack" for h in hooks) else 0
         cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
         # The tracepoints as tp_btf where the kernel's BTF names them (plain loads
         # instead of probe reads, no perf record: bpf/netdrop.c, nd_kfree_skb), else
         # classic tracepoints, which bcc attaches as it loads them.
-        tp_ids = btf_tracepoint_ids(_TP_BTF_PROGRAMS) if _SYS_BPF and tp_btf else {}
+        tp_ids = btf_tracepoint_ids(_TP_BTF_PROGRAMS) if btfprog.SYS_BPF and tp_btf else {}
         use_btf = "kfree_skb" in tp_ids and (not facts.has_icmp_tp or "icmp_send" in tp_ids)
         self._btf_fds: list[int] = []
+        self._function_hooks: FunctionHooks | None = None
         btf_refusal = ""
-        self.bpf, self.fentry, fentry = self._build(bcc, [*cflags, f"-DND_TP_BTF={int(use_btf)}"], fentry_ok, fentry)
+        self.bpf = self._compile(bcc, [*cflags, f"-DND_TP_BTF={int(use_btf)}"])
         if use_btf:
             try:
-                self._attach_tp_btf(bcc, tp_ids, facts.has_icmp_tp)
-            except _Refused as exc:
+                self._attach_tp_btf(tp_ids, facts.has_icmp_tp)
+            except btfprog.Refused as exc:
                 self._close_btf()
                 self.bpf.cleanup()
                 use_btf, btf_refusal = False, f"; tp_btf refused: {exc}"
-                self.bpf, self.fentry, fentry = self._build(bcc, [*cflags, "-DND_TP_BTF=0"], fentry_ok, fentry)
+                self.bpf = self._compile(bcc, [*cflags, "-DND_TP_BTF=0"])
             except BaseException:
                 self.close()
                 raise
@@ -530,11 +348,12 @@ class Tracer:
                                                               "no reason field: classify by location") + btf_refusal)]
             self.hooks.append(Hook(f"{form} icmp:icmp_send", facts.has_icmp_tp,
                                    "" if facts.has_icmp_tp else "not in this kernel"))
-            if self.fentry:
-                self.hooks += [Hook(f"{h.btf_form} {h.func}", True, h.gives) for h in hooks]
-            else:
-                with _quiet_stderr():   # libbcc prints each refused attach; the hook's line says it once
-                    self.hooks += attach_kprobe_hooks(self.bpf, hooks, facts.tracefs, fentry)
+            # Function hooks: fentry/fexit where the kernel takes them, else
+            # kprobes; a module's function when the module is there (hooks.py).
+            with _quiet_stderr():   # libbcc prints each refused attach; the hook's line says it once
+                self._function_hooks = FunctionHooks(self.bpf, hooks, facts.tracefs, self._program)
+            self._hooks_at = len(self.hooks)
+            self.hooks += self._function_hooks.hooks
             self.filters = Filters()
             self.pods: KernelPods | None = None
             self._budget = self._events_per_window()
@@ -543,39 +362,37 @@ class Tracer:
             self.close()
             raise
 
-    @classmethod
-    def _build(cls, bcc: ModuleType, cflags: list[str], fentry_ok: bool, fentry: str) -> tuple[Any, bool, str]:
-        """Compile and load: the function hooks as fentry/fexit where the probe
-        allowed them, else (or when the kernel refuses them at load) as kprobes.
-        The BPF module, whether fentry was kept, and the word on fentry."""
-        try:
-            if fentry_ok:
-                with _quiet_stderr():   # a refusal is said in the hooks' lines, not as libbcc's dump
-                    return cls._compile(bcc, cflags, True), True, fentry
-            return cls._compile(bcc, cflags, False), False, fentry
-        # bcc raises bare Exception (the compiler's output went to stderr)
-        except Exception as exc:  # noqa: BLE001
-            if not fentry_ok:
-                raise UserError(f"could not load the BPF program: {exc}") from None
-            # A function the probe did not try (a module's, one without BTF): kprobes then.
-            fentry = f"refused at load: {_load_refusal(exc)}"
-        try:
-            return cls._compile(bcc, cflags, False), False, fentry
-        except Exception as exc2:  # noqa: BLE001
-            raise UserError(f"could not load the BPF program: {exc2}") from None
+    def _program(self, name: str) -> tuple[int, int]:
+        """The address and length of a compiled program's instructions (map fds in place)."""
+        bcc = _import_bcc()
+        start = bcc.lib.bpf_function_start(self.bpf.module, name.encode())
+        size = bcc.lib.bpf_function_size(self.bpf.module, name.encode())
+        if not start or not size:
+            raise btfprog.Refused(f"{name} is not in the compiled program")
+        return int(start), int(size)
 
-    def _attach_tp_btf(self, bcc: ModuleType, tp_ids: dict[str, int], icmp: bool) -> None:
+    def maintain_hooks(self) -> bool:
+        """Attach the function hooks of a module loaded since (nf_conntrack, which
+        kube-proxy may load after netdrop started), detach those of one that went;
+        `hooks` follows. A few stat() calls: call it on every tick. True if a hook changed."""
+        fh = self._function_hooks
+        if fh is None:
+            return False
+        with _quiet_stderr():
+            changed = fh.maintain()
+        if changed:
+            self.hooks[self._hooks_at:] = fh.hooks
+        return changed
+
+    def _attach_tp_btf(self, tp_ids: dict[str, int], icmp: bool) -> None:
         """Load and attach the tp_btf programs; their fds are kept until close()."""
         for tracepoint, func in _TP_BTF_PROGRAMS.items():
             if tracepoint == "icmp_send" and not icmp:
                 continue
-            with _quiet_stderr():
-                fd = _load_tp_btf(bcc, self.bpf, func, tp_ids[tracepoint])
+            start, size = self._program(func)
+            fd = btfprog.load_tracing(start, size, func, "tp_btf", tp_ids[tracepoint])
             self._btf_fds.append(fd)
-            link = int(bcc.lib.bpf_attach_kfunc(fd))
-            if link < 0:
-                raise _Refused(f"attaching {func}: {os.strerror(ctypes.get_errno() or 1)}")
-            self._btf_fds.append(link)
+            self._btf_fds.append(btfprog.attach(fd))
 
     def _close_btf(self) -> None:
         """Detach the tp_btf programs (closing the link) and free them, links first."""
@@ -585,13 +402,17 @@ class Tracer:
         self._btf_fds = []
 
     @staticmethod
-    def _compile(bcc: ModuleType, cflags: list[str], fentry: bool) -> Any:
+    def _compile(bcc: ModuleType, cflags: list[str]) -> Any:
         """netdrop.c and funchooks.c as one text: bcc makes programs only of the
         main file's functions. #line keeps the compiler's messages pointing at
         the right file and line. Both are fixed files of netdrop's, never user text."""
         text = (f'#line 1 "{ev.BPF_SOURCE}"\n{ev.BPF_SOURCE.read_text()}\n'
                 f'#line 1 "{ev.FUNCHOOKS_SOURCE}"\n{ev.FUNCHOOKS_SOURCE.read_text()}')
-        return bcc.BPF(text=text.encode(), cflags=[*cflags, f"-DND_FUNC_FENTRY={int(fentry)}"])
+        try:
+            return bcc.BPF(text=text.encode(), cflags=cflags)
+        # bcc raises bare Exception (the compiler's output went to stderr)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"could not load the BPF program: {exc}") from None
 
     @staticmethod
     def _kernel_types(facts: KernelFacts, cache_dir: Path) -> tuple[Path | None, list[str]]:
@@ -850,6 +671,9 @@ class Tracer:
         ring, self._ring = getattr(self, "_ring", None), None
         if ring is not None:
             ring.close()
+        hooks, self._function_hooks = getattr(self, "_function_hooks", None), None
+        if hooks is not None:
+            hooks.close()
         self._close_btf()
         self.bpf.cleanup()
 

@@ -35,7 +35,8 @@ from ..explain.categories import entry
 from ..explain.verdict import Verdict
 from ..groups import Group, Groups, ranked
 from ..kernel.decode import Drop
-from ..kernel.loader import Hook, Stats
+from ..kernel.hooks import Hook
+from ..kernel.loader import Stats
 from ..pods.attribute import Attribution, PodRef
 from ..textsafe import printable
 from .keys import UiState

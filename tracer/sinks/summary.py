@@ -37,7 +37,8 @@ from .jsonout import peer_record
 
 if TYPE_CHECKING:
     from ..kernel.decode import Drop
-    from ..kernel.loader import Hook, Stats
+    from ..kernel.hooks import Hook
+from ..kernel.loader import Stats
 
 Summary = dict[str, Any]    # summary.json as parsed: checked by load() against SCHEMA
 
