@@ -3,6 +3,11 @@
 tests/unit    pure Python on plain data, no root needed.
 tests/kernel  marked `kernel`: root, BPF and tracefs on the real kernel; each
               builds its own namespaces and removes them.
+  `portable`  kernel tests that scripts/kernels runs on Debian's 5.10, 6.1 and 6.12
+              under QEMU too (the kernel matrix; here as every kernel test).
+  `guest`     kernel tests that change the whole kernel (nf_conntrack_max, modules):
+              only inside a guest of scripts/kernels (NETDROP_GUEST=1), where the
+              kernel is the test's own; elsewhere deselected, never run on a host.
 """
 
 import os
@@ -12,6 +17,7 @@ import pytest
 from hypothesis import settings
 
 IN_CI = os.environ.get("CI") == "true"
+IN_GUEST = os.environ.get("NETDROP_GUEST") == "1"
 
 # Tests assert behaviour, not timings: Hypothesis's default 200 ms deadline per example fails
 # a correct test on a loaded machine (kernel tests or other runs beside it). Loaded here, before
@@ -22,12 +28,20 @@ settings.load_profile("netdrop")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel: needs root, bcc and the real kernel (tests/kernel)")
+    config.addinivalue_line("markers", "portable: a kernel test of the kernel matrix (scripts/kernels)")
+    config.addinivalue_line("markers", "guest: changes the whole kernel: runs only in a scripts/kernels guest")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/kernel" in Path(str(item.fspath)).as_posix():
             item.add_marker(pytest.mark.kernel)
+    if not IN_GUEST:
+        # Never on a host: they lower nf_conntrack_max and unload modules.
+        guest = [item for item in items if item.get_closest_marker("guest")]
+        if guest:
+            config.hook.pytest_deselected(items=guest)
+            items[:] = [item for item in items if not item.get_closest_marker("guest")]
 
 
 def kernel_unavailable() -> str | None:

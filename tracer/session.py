@@ -350,19 +350,28 @@ class Session:
             self._names_at = self.env.monotonic()
 
     def run(self, sinks: list[Sink], duration: float | None, on_tick: OnTick | None = None,
-            background: threading.Thread | None = None) -> Stats:
+            background: threading.Thread | None = None, say_hooks: bool = True) -> Stats:
+        """say_hooks: a line on stderr when a function hook comes or goes (its
+        module loaded or unloaded); the live console shows it in its header."""
         from . import watch
 
         SIGNALS.tracing()
         self.announce()
         if background is not None:
             background.start()
-        pods = self.pods
-        return watch.run(self.tracer, self.decoder, self.groups, sinks, duration, self.stop,
+        pods, tracer = self.pods, self.tracer
+
+        def maintain() -> None:
+            if pods is not None:
+                pods.apply(tracer)
+            if tracer.maintain_hooks() and say_hooks:
+                info(self.env, "function hooks now: " + "; ".join(
+                    f"{h.name} {'attached' if h.attached else '(' + h.detail + ')'}" for h in tracer.function_hooks))
+
+        return watch.run(tracer, self.decoder, self.groups, sinks, duration, self.stop,
                          on_tick if on_tick is not None else (lambda *a: None),
                          pods=pods.current if pods is not None else (lambda: None),
-                         maintain=(lambda: pods.apply(self.tracer)) if pods is not None else (lambda: None),
-                         explainer=self.explainer, evidence=self.evidence)
+                         maintain=maintain, explainer=self.explainer, evidence=self.evidence)
 
     def run_live(self, duration: float | None, background: threading.Thread | None = None) -> Stats:
         """The live console on stdout, redrawn on every tick; interactive (keys)
@@ -375,7 +384,7 @@ class Session:
             def on_tick(stats: Stats, elapsed: float, remaining: float | None) -> None:
                 self.refresh_view(stats, elapsed, remaining)
                 live.tick(self.groups)
-            return self.run([], duration, on_tick, background)
+            return self.run([], duration, on_tick, background, say_hooks=False)
 
     def notices(self) -> list[str]:
         names = self.view.netns_names

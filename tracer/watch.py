@@ -106,7 +106,6 @@ def run(tracer: Tracer, decoder: Decoder, groups: Groups, sinks: list[Sink],
 
     def tick(now: float) -> Stats:
         maintain()
-        tracer.maintain_hooks()             # a module's function hooks, as the module comes or goes
         totals = tracer.cpu_totals()        # before the counts: see Tracer.stats
         counts = tracer.counts()
         groups.update_counts({key: c.packets for key, c in counts.items()}, now, datetime.now(UTC))

@@ -371,6 +371,11 @@ class Tracer:
             raise btfprog.Refused(f"{name} is not in the compiled program")
         return int(start), int(size)
 
+    @property
+    def function_hooks(self) -> list[Hook]:
+        """The function hooks' lines of `hooks`."""
+        return self.hooks[self._hooks_at:]
+
     def maintain_hooks(self) -> bool:
         """Attach the function hooks of a module loaded since (nf_conntrack, which
         kube-proxy may load after netdrop started), detach those of one that went;
