@@ -117,7 +117,9 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_line(stream: IO[str] | None, name: str, pattern: str, timeout: float = 60) -> str:
+def wait_line(stream: IO[str] | None, name: str, pattern: str, timeout: float = 300) -> str:
+    """Until the process prints pattern (5 minutes: under QEMU's emulation, in the kernel
+    matrix's guests, compiling takes a minute)."""
     deadline = time.monotonic() + timeout
     for line in stream or ():
         if pattern in line:
@@ -180,13 +182,16 @@ class Result:
 
 
 def run(drops: int, generators: int, seconds: float, max_event_rate: int | None = None,
-        pods: bool = False, json_sink: bool = True, classic: bool = False) -> Result:
+        pods: bool = False, json_sink: bool = True, classic: bool = False, conntrack: bool = False) -> Result:
     """One storm. pods=False: in a namespace of its own, `watch --netns` it.
     pods=True: inside pod db of a simulated node with its API, `watch -A`, so
     every drop is looked up in the pod maps and attributed. json_sink=False:
     the console view (to /dev/null, redrawn on its tick) instead of a JSON
     line per event: the pipeline's own cost per event, without a sink's.
-    classic=True: netdrop attaches the classic tracepoints, not tp_btf."""
+    classic=True: netdrop attaches the classic tracepoints, not tp_btf.
+    conntrack=True: the namespace tracks connections and each drop is a new
+    flow (a port of its own), so the conntrack hooks run for every drop: an
+    allocation and a confirmation each (where the kernel lets them attach)."""
     cleanup: Callable[[], object]
     if pods:
         from tracer.lab import node as lab
@@ -203,6 +208,9 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
     procs: list[subprocess.Popen[str]] = []
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        if conntrack:
+            subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-m", "conntrack",
+                            "--ctstate", "INVALID", "-j", "DROP"], check=True)
         bare = subprocess.Popen(["bpftrace", "-e", "tracepoint:skb:kfree_skb { @ = count(); }"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(bare)
@@ -224,8 +232,10 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         per = drops // generators
         t0 = time.monotonic()
         gens = [subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "tracer.lab.traffic", "udp", "--dst",
-                                  "127.0.0.1", "--port", "9", "--count", str(per), "--seconds", str(seconds)],
-                                 stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(generators)]
+                                  "127.0.0.1", "--port", str(9 + i * 30000 if conntrack else 9),
+                                  "--ports", str(min(per, 30000) if conntrack else 1),
+                                  "--count", str(per), "--seconds", str(seconds)],
+                                 stdout=subprocess.PIPE, text=True, cwd=ROOT) for i in range(generators)]
         sent = sum(int(g.communicate()[0].split()[-1]) for g in gens)
         gen_time = time.monotonic() - t0
         time.sleep(1.0)
@@ -469,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pods", action="store_true", help="storm inside a simulated pod, watched with -A")
     p.add_argument("--classic", action="store_true",
                    help="netdrop attaches the classic tracepoints (--classic-tracepoints), not tp_btf")
+    p.add_argument("--conntrack", action="store_true",
+                   help="the namespace tracks connections and every drop is a new flow: the conntrack hooks run "
+                        "for each (use at most 30,000 drops per generator)")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-json", action="store_true", help="watch's console instead of --json: no per-event sink")
     p.add_argument("--replay", type=int, metavar="EVENTS", default=None,
@@ -484,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2
-    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic)
+    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic, a.conntrack)
     print(report(r, a.markdown))
     return 0 if r.storm_counted == r.kernel_drops else 1
 

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("NETDROP_KERNELS_CACHE", "/var/cache/netdrop-kernels"))
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MIRROR = os.environ.get("NETDROP_DEBIAN_MIRROR", "http://deb.debian.org")
-DEFAULT_PYTEST = ["-m", "portable", "tests/kernel"]
+# test_guest first: it needs nf_conntrack unloaded, as a fresh guest has it
+DEFAULT_PYTEST = ["-m", "portable", "tests/kernel/test_guest.py", "tests/kernel"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ def _family(addr: str) -> int:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def udp(dst: str, port: int, count: int, size: int, df: bool, seconds: float) -> int:
+def udp(dst: str, port: int, count: int, size: int, df: bool, seconds: float, ports: int = 1) -> int:
+    """count datagrams to dst:port; ports > 1: to port, port+1, ... in turn, each
+    a new flow to conntrack (the benchmark of its hooks)."""
     fam = _family(dst)
     s = socket.socket(fam, socket.SOCK_DGRAM)
     if df and fam == socket.AF_INET:
@@ -35,11 +37,11 @@ def udp(dst: str, port: int, count: int, size: int, df: bool, seconds: float) ->
     payload = b"\0" * size
     deadline = time.monotonic() + seconds
     sent = 0
-    for _ in range(count):
+    for i in range(count):
         if time.monotonic() > deadline:
             break
         try:
-            s.sendto(payload, (dst, port))
+            s.sendto(payload, (dst, port + i % ports))
             sent += 1
         except OSError as exc:
             # ICMP errors from earlier packets surface on later sends: not ours to count.
@@ -273,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--size", type=int, default=64, help="UDP payload bytes")
     p.add_argument("--df", action="store_true", help="IPv4: set DF on every packet")
+    p.add_argument("--ports", type=int, default=1, help="udp: to --port and the next ones in turn")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--wait", type=float, default=0.0, help="udp-race: wait this long for the answers")
     p.add_argument("--answer", default="10.244.1.11", type=lambda x: str(ipaddress.IPv4Address(x)),
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.kind not in ("listen", "dns-server") and not a.dst:
         p.error("--dst is required")
     if a.kind == "udp":
-        sent = udp(a.dst, a.port, count, a.size, a.df, seconds)
+        sent = udp(a.dst, a.port, count, a.size, a.df, seconds, max(1, min(a.ports, 65536 - a.port)))
     elif a.kind == "tcp":
         sent = tcp(a.dst, a.port, count, seconds)
     elif a.kind == "tcp-flags":
