@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from tracer import cli
 from tracer.lab import node as lab
+from tracer.trust import write_private
 
 PREFIX = f"ndl{os.getpid()}"
 
@@ -45,18 +47,38 @@ def lab_files(prefix: str) -> list[str]:
     return [p for p in paths if os.path.lexists(lab.STATE_DIR / p)]
 
 
+def a_stamp() -> str:
+    return f"netdrop-lab-{secrets.token_hex(16)}"
+
+
+Identity = tuple[int, lab.NetnsId | None, lab.NetnsId | None]
+
+
+def identity(path: str) -> Identity | None:
+    """All that tells the namespace at path: its inode, its cookie where the kernel has
+    one, and its stamp if it has one; None if there is none."""
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        return None
+    return inode, lab.netns_id(path, cookie=True), lab.netns_id(path, cookie=False)
+
+
 class Foreign:
     """Namespaces someone else made on the node: `<prefix>-foo`, and a pod
-    sandbox named as a CNI plugin names it."""
+    sandbox named as a CNI plugin names it. Each carries a stamp of its own
+    (never one of the lab's), so that on a kernel without the netns cookie, too,
+    the test tells them from namespaces made again under their names."""
 
     def __init__(self, prefix: str):
         self.names = [f"{prefix}-foo", f"cni-{uuid.uuid4()}"]
         for name in self.names:
             lab.run("ip", "netns", "add", name)
+            lab.run("ip", "-n", name, "link", "set", "lo", "alias", a_stamp())
         self.ids = self.current()
 
-    def current(self) -> dict[str, lab.NetnsId | None]:
-        return {name: lab.netns_id(str(lab.NETNS_DIR / name)) for name in self.names}
+    def current(self) -> dict[str, Identity | None]:
+        return {name: identity(str(lab.NETNS_DIR / name)) for name in self.names}
 
     def remove(self) -> None:
         for name in self.names:
@@ -70,6 +92,18 @@ def foreign() -> Iterator[Foreign]:
         yield others
     finally:
         others.remove()
+
+
+@pytest.fixture(params=["cookie", "stamp"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the lab tells its namespaces (NetnsId): by their netns cookie, where the
+    kernel has it (Linux 5.14), or by its stamp on their lo, as on kernels without it
+    (forced here on those with it)."""
+    if request.param == "cookie" and not lab.netns_cookies():
+        pytest.skip("this kernel has no netns cookie (SO_NETNS_COOKIE, Linux 5.14)")
+    if request.param == "stamp":
+        monkeypatch.setattr(lab, "netns_cookies", lambda: False)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +202,11 @@ def test_destroy_removes_everything_it_made_and_nothing_else(built: lab.SimNode,
     assert foreign.current() == foreign.ids
 
 
-def test_killed_lab_is_cleaned_by_the_next(foreign: Foreign, tmp_path: Path) -> None:
+def path_of(entry: str) -> str:
+    return entry if entry.startswith("/") else str(lab.NETNS_DIR / entry)
+
+
+def test_killed_lab_is_cleaned_by_the_next(kind: str, foreign: Foreign, tmp_path: Path) -> None:
     target = tmp_path / "precious"
     target.write_text("precious")
     kubeconfig = lab.STATE_DIR / f"lab-{PREFIX}.kubeconfig"
@@ -177,6 +215,10 @@ def test_killed_lab_is_cleaned_by_the_next(foreign: Foreign, tmp_path: Path) -> 
     try:
         assert target.read_text() == "precious" and stat.S_ISREG(os.lstat(kubeconfig).st_mode)
         made, holders = dict(sim.made), holder_pids(sim)
+        assert len(made) == 7 and all((i.cookie is not None, i.stamp is not None) == (kind == "cookie",
+                                                                                      kind == "stamp")
+                                      for i in made.values())
+        assert kind == "cookie" or len({i.stamp for i in made.values()}) == 7      # a stamp of its own each
         assert sim.api is not None
         sim.api.stop()                             # the process "dies": its server with it, its namespaces stay
     except BaseException:
@@ -184,32 +226,82 @@ def test_killed_lab_is_cleaned_by_the_next(foreign: Foreign, tmp_path: Path) -> 
         raise
     del sim
     # Meanwhile someone deletes the client namespace and makes their own under the same name.
+    # The kernel may give theirs the inode number ours had (proc_alloc_inum() takes the lowest
+    # free one); where it did not, the state file is made to say so: then only the cookie, or
+    # the stamp, tells the two apart.
     client = f"{PREFIX}-client"
     lab.run("ip", "netns", "del", client)
     lab.run("ip", "netns", "add", client)
     try:
-        theirs = lab.netns_id(str(lab.NETNS_DIR / client))
+        theirs = identity(path_of(client))
+        assert theirs is not None
+        same_inode = {e: lab.NetnsId(theirs[0], i.cookie, i.stamp) if e == client else i for e, i in made.items()}
+        write_private(lab.STATE_DIR, f"lab-{PREFIX}.json",
+                      lab.LabState(tuple(lab.Made(e, i) for e, i in same_inode.items())).to_json())
         lab.SimNode(PREFIX, "", "", "").cleanup_leftovers()
         assert names_of(PREFIX) == sorted([f"{PREFIX}-foo", client])
-        assert lab.netns_id(str(lab.NETNS_DIR / client)) == theirs
+        assert identity(path_of(client)) == theirs
         assert not any(alive(pid) for pid in holders)
-        assert not any(lab.netns_id(e if e.startswith("/") else str(lab.NETNS_DIR / e)) == i
-                       for e, i in made.items())
+        assert not any(i.is_at(path_of(e)) for e, i in (*made.items(), *same_inode.items()))
         assert lab_files(PREFIX) == [] and target.read_text() == "precious"
         assert foreign.current() == foreign.ids
     finally:
         lab.run("ip", "netns", "del", client, check=False)
 
 
+def test_a_stamp_is_lo_alias_and_tells_a_namespace_made_again_under_its_name(foreign: Foreign) -> None:
+    name = f"{PREFIX}-stamp"
+    path = str(lab.NETNS_DIR / name)
+    lab.run("ip", "netns", "add", name)
+    try:
+        assert lab.netns_id(path, cookie=False) is None              # made by someone else: no alias
+        lab.run("ip", "-n", name, "link", "set", "lo", "alias", "their own alias")
+        assert lab.netns_id(path, cookie=False) is None              # an alias, but no stamp of ours
+        stamp = a_stamp()
+        lab.run("ip", "-n", name, "link", "set", "lo", "alias", stamp)
+        ours = lab.NetnsId(os.stat(path).st_ino, stamp=stamp)
+        assert lab.netns_id(path, cookie=False) == ours and ours.is_at(path)
+        lab.run("ip", "netns", "del", name)
+        lab.run("ip", "netns", "add", name)
+        # Someone else's under that name, whatever its inode: never taken for ours.
+        assert not ours.is_at(path) and not lab.NetnsId(os.stat(path).st_ino, stamp=stamp).is_at(path)
+        assert foreign.current() == foreign.ids
+    finally:
+        lab.run("ip", "netns", "del", name, check=False)
+
+
+def test_a_holder_is_killed_only_in_the_namespace_it_held(kind: str, foreign: Foreign) -> None:
+    """A `sleep infinity` in someone else's namespace, at the pid a state file names
+    and the inode it records: the cookie or the stamp recorded is not theirs."""
+    sleeper = subprocess.Popen([*lab.in_netns(foreign.names[1]), *lab.HOLDER], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{sleeper.pid}/cmdline").read_bytes() != lab.HOLDER_CMDLINE:
+            assert time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.01)
+        theirs = lab.netns_id(f"/proc/{sleeper.pid}/ns/net")
+        assert theirs is not None
+        recorded = lab.NetnsId(theirs.inode, cookie=theirs.cookie + 1) if theirs.cookie is not None \
+            else lab.NetnsId(theirs.inode, stamp=a_stamp())
+        lab.kill_holder(sleeper.pid, recorded)
+        assert alive(sleeper.pid)
+        lab.kill_holder(sleeper.pid, theirs)        # the same check, given its own identity, lets it go
+        assert not alive(sleeper.pid)
+        assert foreign.current() == foreign.ids
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_existing_name_is_refused_not_taken(tmp_path: Path) -> None:
     prefix = f"ndx{os.getpid()}"
     lab.run("ip", "netns", "add", f"{prefix}-node1")
     try:
-        theirs = lab.netns_id(str(lab.NETNS_DIR / f"{prefix}-node1"))
+        theirs = identity(str(lab.NETNS_DIR / f"{prefix}-node1"))
         with pytest.raises(lab.LabError, match=f"{prefix}-node1 exists and this lab did not make it"):
             lab.SimNode.create(prefix=prefix)
         assert names_of(prefix) == [f"{prefix}-node1"]
-        assert lab.netns_id(str(lab.NETNS_DIR / f"{prefix}-node1")) == theirs
+        assert identity(str(lab.NETNS_DIR / f"{prefix}-node1")) == theirs
         assert lab_files(prefix) == []
     finally:
         lab.run("ip", "netns", "del", f"{prefix}-node1", check=False)

@@ -27,7 +27,8 @@ NETDROP_LAB_CNI=0, the lab does by hand what they do.
 
 The lab runs as root on nodes whose other namespaces (real pod sandboxes,
 `cni-<uuid>`) are not its own, so it removes only what it made: each namespace
-it makes is recorded with its identity (inode and netns cookie) in a state file
+it makes is recorded with its identity (inode and netns cookie; before Linux
+5.14, a random stamp the lab writes as its loopback's alias) in a state file
 under /run/netdrop (mode 0700, root's), and removed only while the namespace
 at that name is still that one. destroy() removes a lab's namespaces and holder
 processes; cleanup_leftovers() removes what the state file of a killed run with
@@ -37,6 +38,7 @@ the same prefix records, never anything found by name alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -46,6 +48,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -57,6 +60,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..nsexec import socket_in
+from ..pods.nodeview import IFINFOMSG, NLM_F_REQUEST, RTM_GETLINK, RTM_NEWLINK, attrs, parse_messages
 from ..trust import check_tree, why_untrusted, write_private
 from . import api as labapi
 
@@ -77,7 +81,10 @@ PREFIX_RE = re.compile(r"[a-z][a-z0-9-]{0,14}")
 HOLDER_PATH_RE = re.compile(r"/proc/([1-9][0-9]{0,9})/ns/net")
 MAX_STATE_BYTES = 1 << 20
 
-SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h
+SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h, since Linux 5.14
+IFLA_IFALIAS = 20              # include/uapi/linux/if_link.h
+LOOPBACK_IFINDEX = 1           # include/net/flow.h: lo is the first device of every namespace
+STAMP_RE = re.compile(r"netdrop-lab-[0-9a-f]{32}")
 
 # Debian's containernetworking-plugins. The network is flannel's: "cbr0", on
 # bridge cni0, host-local IPAM (flannel's CNI plugin delegates to these two).
@@ -155,34 +162,115 @@ def run(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 3
     return res.stdout
 
 
+@functools.cache
+def netns_cookies() -> bool:
+    """Whether this kernel tells a namespace's cookie: SO_NETNS_COOKIE came in Linux
+    5.14 (sock_getsockopt(), net/core/sock.c); older kernels refuse the option
+    (ENOPROTOOPT, its default case). Asked once, of a socket in our own namespace."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class NetnsId:
     """Which namespace a path leads to. The inode alone does not tell: the kernel
     gives a freed namespace's inode number to the next one made (proc_alloc_inum(),
     an IDA, fs/proc/generic.c), so a namespace deleted and re-made by someone else
-    under the same name may show the same inode. The netns cookie (SO_NETNS_COOKIE)
-    is a 64-bit id that is never reused."""
+    under the same name may show the same inode. With it, one of:
+
+    - cookie: the netns cookie (SO_NETNS_COOKIE), a 64-bit id the kernel never reuses;
+    - stamp: on kernels without the cookie, a random token (STAMP_RE, 128 bits) the
+      lab writes as the namespace's loopback alias (IFLA_IFALIAS) right after making
+      it. A namespace someone else makes has no alias, or one of theirs: it cannot
+      carry the stamp unless they copied it from the lab's state file (root's alone)
+      or from inside the lab's namespace. The alias lives and dies with the
+      namespace: its lo can be neither deleted (no rtnl_link_ops: rtnl_dellink(),
+      net/core/rtnetlink.c) nor moved out (NETIF_F_NETNS_LOCAL, gen_lo_setup(),
+      drivers/net/loopback.c). An alias changed inside only makes the lab leave it."""
 
     inode: int
-    cookie: int
+    cookie: int | None = None
+    stamp: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cookie is None) == (self.stamp is None):
+            raise ValueError("a namespace's identity is its inode with a cookie or a stamp")
+
+    def is_at(self, path: str) -> bool:
+        """Whether the namespace at path is this one; False when that cannot be told."""
+        return netns_id(path, cookie=self.cookie is not None) == self
+
+    def as_json(self) -> dict[str, int | str]:
+        """As the state file records it (parse_netns_id reads it)."""
+        out: dict[str, int | str] = {"inode": self.inode}
+        if self.cookie is not None:
+            out["cookie"] = self.cookie
+        if self.stamp is not None:
+            out["stamp"] = self.stamp
+        return out
 
 
-def netns_id(path: str) -> NetnsId | None:
-    """The namespace at path (a /run/netns file or /proc/PID/ns/net), None if there is none.
-    The cookie comes from a socket made inside it (nsexec.socket_in)."""
+def new_stamp() -> str | None:
+    """A stamp for a namespace about to be made, where the kernel has no cookie (else None)."""
+    return None if netns_cookies() else f"netdrop-lab-{secrets.token_hex(16)}"
+
+
+def netns_id(path: str, cookie: bool | None = None) -> NetnsId | None:
+    """The namespace at path (a /run/netns file or /proc/PID/ns/net), None if there is
+    none or it cannot be told: with its cookie (cookie=True), its stamp (False), or
+    the cookie where this kernel has it (None). Both are read in the namespace,
+    through a socket made inside it (nsexec.socket_in)."""
     try:
         inode = os.stat(path).st_ino
     except OSError:
         return None
+    if cookie is None:
+        cookie = netns_cookies()
+    if not cookie:
+        stamp = read_stamp(path)
+        return NetnsId(inode, stamp=stamp) if stamp is not None else None
     sock = socket_in(path, socket.AF_UNIX, socket.SOCK_DGRAM)
     if sock is None:
         return None
     with sock:
         try:
-            cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
+            value = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
         except OSError:
             return None
-    return NetnsId(inode, cookie)
+    return NetnsId(inode, cookie=value)
+
+
+def read_stamp(path: str) -> str | None:
+    """The lab's stamp on the namespace at path: its lo's alias, asked of rtnetlink
+    inside it (RTM_GETLINK of LOOPBACK_IFINDEX); None if it has none, or cannot be asked."""
+    sock = socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    if sock is None:
+        return None
+    with sock:
+        sock.settimeout(1.0)      # the kernel answers at once
+        try:
+            sock.send(struct.pack("=IHHII", 16 + IFINFOMSG, RTM_GETLINK, NLM_F_REQUEST, 1, 0)
+                      + struct.pack("=BxHiII", socket.AF_UNSPEC, 0, LOOPBACK_IFINDEX, 0, 0))
+            return parse_stamp(sock.recv(1 << 16))
+        except OSError:
+            return None
+
+
+def parse_stamp(reply: bytes) -> str | None:
+    """The stamp in an answer to read_stamp's request: IFLA_IFALIAS of lo's RTM_NEWLINK,
+    if it is one the lab writes (STAMP_RE); None for anything else. Any input, never raises."""
+    for msg in parse_messages(reply):
+        if msg.kind != RTM_NEWLINK or len(msg.body) < IFINFOMSG \
+                or struct.unpack_from("=i", msg.body, 4)[0] != LOOPBACK_IFINDEX:
+            continue
+        alias = attrs(msg.body, IFINFOMSG).get(IFLA_IFALIAS, b"").split(b"\0", 1)[0]
+        text = alias.decode("ascii", "replace")
+        return text if STAMP_RE.fullmatch(text) else None
+    return None
 
 
 def kill_holder(pid: int, ident: NetnsId) -> None:
@@ -200,7 +288,7 @@ def kill_holder(pid: int, ident: NetnsId) -> None:
             ours = Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE
         except OSError:
             return
-        if not ours or netns_id(f"/proc/{pid}/ns/net") != ident:
+        if not ours or not ident.is_at(f"/proc/{pid}/ns/net"):
             return
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -233,11 +321,23 @@ class LabState:
 
     def to_json(self) -> str:
         return json.dumps({"namespaces": [m.entry for m in self.made],
-                           "ids": {m.entry: {"inode": m.netns.inode, "cookie": m.netns.cookie} for m in self.made}})
+                           "ids": {m.entry: m.netns.as_json() for m in self.made}})
 
 
 def _positive_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 64 else None
+
+
+def parse_netns_id(value: object) -> NetnsId | None:
+    """An identity as NetnsId.as_json writes it ({"inode", "cookie"} or {"inode",
+    "stamp"}, nothing else), None for anything else."""
+    if not isinstance(value, dict) or set(value) not in ({"inode", "cookie"}, {"inode", "stamp"}):
+        return None
+    inode, cookie, stamp = _positive_int(value["inode"]), _positive_int(value.get("cookie")), value.get("stamp")
+    stamp = stamp if isinstance(stamp, str) and STAMP_RE.fullmatch(stamp) else None
+    if inode is None or (cookie is None) == (stamp is None):
+        return None
+    return NetnsId(inode, cookie, stamp)
 
 
 def parse_state(text: str, prefix: str) -> LabState:
@@ -259,12 +359,10 @@ def parse_state(text: str, prefix: str) -> LabState:
     for entry in data["namespaces"]:
         if not isinstance(entry, str) or not (name_re.fullmatch(entry) or HOLDER_PATH_RE.fullmatch(entry)):
             raise bad(f"a namespace {entry!r} this lab cannot have made")
-        ident = data["ids"].get(entry)
-        inode = _positive_int(ident.get("inode")) if isinstance(ident, dict) else None
-        cookie = _positive_int(ident.get("cookie")) if isinstance(ident, dict) else None
-        if inode is None or cookie is None:
+        ident = parse_netns_id(data["ids"].get(entry))
+        if ident is None:
             raise bad(f"no identity for {entry!r}")
-        made.append(Made(entry, NetnsId(inode, cookie)))
+        made.append(Made(entry, ident))
     return LabState(tuple(made))
 
 
@@ -420,6 +518,7 @@ class SimNode:
         if os.path.lexists(NETNS_DIR / name):
             raise LabError(f"network namespace {name} exists and this lab did not make it: netdrop removes "
                            f"only what it made; choose another --prefix")
+        stamp = new_stamp()
         try:
             run("ip", "netns", "add", name)
         except LabError:
@@ -427,13 +526,10 @@ class SimNode:
         except BaseException:
             # Interrupted while `ip netns add` ran: the name did not exist a moment
             # ago, so a namespace there now is the one it made.
-            if (ident := netns_id(str(NETNS_DIR / name))) is not None:
-                self._record(name, ident)
+            self._claim(name, stamp)
             raise
-        ident = netns_id(str(NETNS_DIR / name))
-        if ident is None:
+        if not self._claim(name, stamp):
             raise LabError(f"network namespace {name} vanished as it was made")
-        self._record(name, ident)
         run("ip", "-n", name, "link", "set", "lo", "up")
         # One ICMP error per dropped packet, as tests count them: the per-host
         # limit (icmp_ratelimit, per namespace; icmpv4_xrlim_allow()) would hold
@@ -444,6 +540,17 @@ class SimNode:
         run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0",
             "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0", ns=name)
 
+    def _claim(self, name: str, stamp: str | None) -> bool:
+        """Record the namespace just made under name as ours, stamped first where the
+        kernel has no cookie (see NetnsId); False if there is none to record."""
+        if stamp is not None:
+            run("ip", "-n", name, "link", "set", "lo", "alias", stamp, check=False)
+        ident = netns_id(str(NETNS_DIR / name), cookie=stamp is None)
+        if ident is None or ident.stamp != stamp:
+            return False
+        self._record(name, ident)
+        return True
+
     def _record(self, entry: str, ident: NetnsId) -> None:
         self.made[entry] = ident
         self._save_state()
@@ -453,8 +560,8 @@ class SimNode:
         if entry in self.holders:
             self._release(entry)
             return
-        if netns_id(entry if entry.startswith("/") else str(NETNS_DIR / entry)) != ident:
-            return                   # gone, or someone else's now
+        if not ident.is_at(entry if entry.startswith("/") else str(NETNS_DIR / entry)):
+            return                   # gone, someone else's now, or cannot be told
         pid = Made(entry, ident).holder_pid
         if pid is not None:
             kill_holder(pid, ident)
@@ -740,7 +847,7 @@ class SimNode:
             while time.monotonic() < deadline:      # until `ip netns exec` has exec'd sleep inside it
                 try:
                     if Path(f"/proc/{holder.pid}/cmdline").read_bytes() == HOLDER_CMDLINE \
-                            and netns_id(path) == ident:
+                            and ident.is_at(path):
                         break
                 except OSError:
                     pass
