@@ -23,9 +23,15 @@ from tracer.lab import node as lab
 from tracer.trust import write_private
 
 PREFIX = f"ndl{os.getpid()}"
+# Under QEMU's emulation of the CPU (scripts/kernels without KVM) everything takes some 20-30 times
+# as long: the time bounds here are multiplied by this.
+TIME_SCALE = float(os.environ.get("NETDROP_TEST_TIME_SCALE", "1"))
 
 
 def names_of(prefix: str) -> list[str]:
+    """The /run/netns names of prefix (none before anyone ran `ip netns add`, which makes it)."""
+    if not lab.NETNS_DIR.exists():
+        return []
     return sorted(p.name for p in lab.NETNS_DIR.iterdir() if p.name.startswith(prefix + "-"))
 
 
@@ -193,7 +199,7 @@ def test_destroy_removes_everything_it_made_and_nothing_else(built: lab.SimNode,
     start = time.monotonic()
     built.destroy()
     took = time.monotonic() - start
-    assert took < 1.0, f"destroy took {took:.2f}s"
+    assert took < 1.0 * TIME_SCALE, f"destroy took {took:.2f}s"
     assert names_of(PREFIX) == [f"{PREFIX}-foo"]
     assert not any(alive(pid) for pid in holders)
     assert lab_files(PREFIX) == []
@@ -407,9 +413,10 @@ def lease(net: Path, ip: str) -> list[str]:
         return []
 
 
-def test_pods_are_made_by_the_cni_plugins_and_deleted_by_them() -> None:
+def test_pods_are_made_by_the_cni_plugins_and_deleted_by_them(monkeypatch: pytest.MonkeyPatch) -> None:
     if lab.cni_plugins() is None:
         pytest.skip("containernetworking-plugins are not installed (scripts/setup installs them)")
+    monkeypatch.setattr(lab, "CNI_DEL_BUDGET", lab.CNI_DEL_BUDGET * TIME_SCALE)
     prefix = f"ndk{os.getpid()}"
     host_leases = {p.name for p in Path("/var/lib/cni/networks/cbr0").glob("*")}
     sim = lab.SimNode.create(prefix=prefix, cni=True)
