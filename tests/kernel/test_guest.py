@@ -91,12 +91,12 @@ def test_full_conntrack_table_named_per_flow_by_hooks_attached_when_nf_conntrack
             c = socket_in(f"/run/netns/{ct_ns}", socket.AF_INET, socket.SOCK_STREAM)
             assert c is not None
             c.settimeout(0.5)
-            held.append(c)
             try:
                 c.connect(("127.0.0.1", 7000))
-                held.append(server.accept()[0])
-            except OSError:
-                break                           # the table is full: the SYN was dropped
+            except OSError:                     # the table is full: the SYN was dropped
+                c.close()                       # and no retransmitted SYN comes later
+                break
+            held += [c, server.accept()[0]]
         else:
             pytest.fail("80 connections and the table of 64 never filled")
         time.sleep(1.5)                         # a jiffy or two between the SYN's drop and what follows
