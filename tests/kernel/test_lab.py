@@ -22,10 +22,11 @@ from tracer import cli
 from tracer.lab import node as lab
 from tracer.trust import write_private
 
+from .conftest import TIME_SCALE
+
 PREFIX = f"ndl{os.getpid()}"
-# Under QEMU's emulation of the CPU (scripts/kernels without KVM) everything takes some 20-30 times
-# as long: the time bounds here are multiplied by this.
-TIME_SCALE = float(os.environ.get("NETDROP_TEST_TIME_SCALE", "1"))
+# Time bounds are multiplied by TIME_SCALE: under QEMU's emulation of the CPU (scripts/kernels
+# without KVM) everything takes some 20-30 times as long.
 
 
 def names_of(prefix: str) -> list[str]:
