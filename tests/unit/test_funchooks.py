@@ -290,3 +290,15 @@ def test_doctor_reports_each_hook_allowed_or_why_not():
                                                       ("hook: kprobe ip_forward", "info")]
     assert "cannot attach here: no kprobes" in found[1].summary
     assert doctor.check_hooks([])[0].severity == "info"
+
+
+def test_waiting_costs_a_stat_per_tick_not_a_btf_walk(node, monkeypatch):
+    """maintain() runs twice a second for the whole run: while a module is awaited it
+    asks /sys/module only (vmlinux's BTF is ~5 MB, a walk of ~150,000 records)."""
+    tracefs, btf, mods = node
+    fh = hooks.FunctionHooks(AttachAnswers(), hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods)
+    walks = []
+    monkeypatch.setattr(hooks, "btf_function", lambda *a: walks.append(a))
+    for _ in range(10):
+        assert not fh.maintain()
+    assert walks == []

@@ -146,6 +146,7 @@ def _btf_target(h: FunctionHook, btf_dir: Path) -> tuple[BtfFunction, int] | str
 class _Attached:
     form: str                           # "btf" or "kprobe"
     fds: tuple[int, ...] = ()           # BTF form: link, program, module BTF (closed in that order)
+    in_module: bool = False             # the function is a loaded module's, which may go
 
 
 class FunctionHooks:
@@ -164,13 +165,10 @@ class FunctionHooks:
         self._attached: dict[str, _Attached] = {}
         self.hooks: list[Hook] = [self._attach(h) for h in self.wanted]
 
-    def _present(self, h: FunctionHook) -> bool:
-        """The function is in the running kernel: built in, or its module loaded."""
-        return h.module is None or module_loaded(h.module, self._sys_module) or \
-            btf_function(h.func, None, self._btf_dir) is not None
-
     def _attach(self, h: FunctionHook) -> Hook:
-        if not self._present(h):
+        in_module = h.module is not None and module_loaded(h.module, self._sys_module)
+        if h.module is not None and not in_module and btf_function(h.func, None, self._btf_dir) is None:
+            # neither loaded nor built in (a built-in one is in vmlinux's BTF)
             return Hook(f"{h.btf_form} {h.func}", False,
                         f"waiting for module {h.module}: attached when it is loaded")
         target = _btf_target(h, self._btf_dir)
@@ -189,7 +187,7 @@ class FunctionHooks:
                     os.close(obj_fd)
                 btf_why = f"{h.btf_form} refused by the kernel: {exc}"
             else:
-                self._attached[h.func] = _Attached("btf", (link, prog, *((obj_fd,) if obj_fd else ())))
+                self._attached[h.func] = _Attached("btf", (link, prog, *((obj_fd,) if obj_fd else ())), in_module)
                 return Hook(f"{h.btf_form} {h.func}", True, h.gives)
         else:
             btf_why = target
@@ -198,7 +196,7 @@ class FunctionHooks:
         # bcc raises bare Exception for a failed attach
         except Exception as exc:  # noqa: BLE001
             return Hook(f"{h.kprobe_form} {h.func}", False, kprobe_refusal(self._tracefs, exc, btf_why))
-        self._attached[h.func] = _Attached("kprobe")
+        self._attached[h.func] = _Attached("kprobe", in_module=in_module)
         return Hook(f"{h.kprobe_form} {h.func}", True, f"{h.gives} ({btf_why})")
 
     def _detach(self, h: FunctionHook) -> None:
@@ -220,11 +218,11 @@ class FunctionHooks:
         for i, h in enumerate(self.wanted):
             if h.module is None:
                 continue
-            attached = h.func in self._attached
-            if not attached and self.hooks[i].detail.startswith("waiting") and self._present(h):
+            got = self._attached.get(h.func)
+            if got is None and self.hooks[i].detail.startswith("waiting") and module_loaded(h.module, self._sys_module):
                 self.hooks[i] = self._attach(h)
                 changed = True
-            elif attached and not self._present(h):
+            elif got is not None and got.in_module and not module_loaded(h.module, self._sys_module):
                 self._detach(h)
                 self.hooks[i] = Hook(f"{h.btf_form} {h.func}", False,
                                      f"waiting for module {h.module}: it was unloaded; attached when it is loaded")
