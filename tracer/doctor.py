@@ -126,8 +126,7 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
 
 # ------------------------------------------------------------------ checks
 
-def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
-                 cache_dir: Path | None = None) -> list[Finding]:
+def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES) -> list[Finding]:
     out = []
     btf = facts.BTF_VMLINUX.exists()
     out.append(Finding("kernel: BTF", "ok" if btf else "error",
@@ -144,21 +143,14 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
         fmt = facts.tracepoint_format(tracefs, *facts.KFREE_SKB)
         reason = fmt is not None and "reason" in facts.format_fields(fmt)
         out.append(Finding("kernel: drop reasons", "ok" if reason else "warning",
-                           "skb:kfree_skb carries drop reasons" if reason else
+                           f"skb:kfree_skb carries drop reasons ({len(facts.reasons_from_format(fmt or ''))} of "
+                           f"them, read from this kernel)" if reason else
                            "skb:kfree_skb has no drop reason (kernel before 5.17): drops are classified by "
                            "location", [f"{tracefs}/events/skb/kfree_skb/format"]))
         kprobes = (tracefs / "kprobe_events").exists()
         out.append(Finding("kernel: kprobes", "info" if not kprobes else "ok",
                            "kprobes available" if kprobes else "no kprobes (CONFIG_KPROBES not set): function hooks "
                            "unavailable, tracepoints suffice", [f"{tracefs}/kprobe_events"]))
-    memo = sorted((cache_dir or Path("/var/cache/netdrop")).glob("fentry-*"))
-    text = _read_small(memo[-1]) if memo else None
-    if memo and text is not None:
-        ok, _, detail = text.strip().partition(" ")
-        out.append(Finding("kernel: fentry", "ok" if ok == "yes" else "info", f"fentry: {detail}", [str(memo[-1])]))
-    else:
-        out.append(Finding("kernel: fentry", "unchecked", "fentry not tried yet: 'netdrop watch' tries it once per "
-                           "boot"))
     lockdown = Path("/sys/kernel/security/lockdown")
     mode = _read_small(lockdown)
     if mode is not None:
@@ -168,6 +160,19 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES,
         out.append(Finding("kernel: lockdown", "unchecked", "securityfs is not mounted: lockdown mode unknown", [],
                            "mount -t securityfs securityfs /sys/kernel/security"))
     return out
+
+
+def check_attach(ringbuf: str | None, tracepoints: tuple[str, str]) -> list[Finding]:
+    """What the kernel answered when asked as netdrop's loader asks (kernel.btfprog):
+    the ring buffer (netdrop's floor, Linux 5.8) and the drop tracepoint's form."""
+    form, why = tracepoints
+    return [
+        Finding("kernel: ring buffer", "ok" if ringbuf is None else "error",
+                "BPF ring buffer available" if ringbuf is None else ringbuf),
+        Finding("kernel: tracepoints", "ok" if form == "tp_btf" else "info",
+                "skb:kfree_skb and icmp:icmp_send as BTF-typed tracepoints (tp_btf)" if form == "tp_btf" else
+                f"skb:kfree_skb and icmp:icmp_send as classic tracepoints ({why})"),
+    ]
 
 
 def check_hooks(hooks: Sequence[tuple[str, bool, str]]) -> list[Finding]:

@@ -568,16 +568,19 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def _hook_findings(env: Environment) -> list[Finding]:
-    """Which function hooks (conntrack, ip_forward) this node allows and in which
-    form, as netdrop would attach them, without loading netdrop's program."""
+    """What netdrop would attach here and in which form (the ring buffer, the
+    tracepoints, each function hook), asked of the kernel as the loader asks,
+    without loading netdrop's program."""
     from . import doctor
-    from .kernel import facts, hooks as function_hooks
+    from .kernel import btfprog, facts, hooks as function_hooks
 
     try:
         hooks = function_hooks.support(facts.probe_kernel(facts.find_tracefs(env.tracefs)))
+        attach = doctor.check_attach(btfprog.ringbuf_refusal(), btfprog.tracepoint_form(
+            facts.btf_tracepoint_ids(["kfree_skb"])))
     except (UserError, OSError) as exc:
         return [doctor.Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
-    return doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])
+    return attach + doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])
 
 
 def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:

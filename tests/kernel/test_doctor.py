@@ -391,3 +391,11 @@ def test_doctor_says_which_function_hooks_the_node_allows(healthy):
     for f in hooks.values():
         assert f["severity"] == "info" and "cannot attach here" in f["summary"] and "CONFIG_KPROBES" in f["summary"]
     assert rc == 0
+    kernel = {f["check"]: f for f in findings if f["check"] in ("kernel: ring buffer", "kernel: tracepoints")}
+    assert kernel["kernel: ring buffer"]["severity"] == "ok"
+    assert kernel["kernel: tracepoints"]["severity"] == "ok" and "(tp_btf)" in kernel["kernel: tracepoints"]["summary"]
+    # watch names the same hooks in the same form, for the same reasons
+    res = subprocess.run([*NETDROP, "watch", "--json", "--duration", "1"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for name, f in hooks.items():
+        assert f"{name.removeprefix('hook: ')}: {f['summary'].split('cannot attach here: ')[1]}" in res.stderr

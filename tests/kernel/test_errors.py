@@ -63,9 +63,9 @@ def test_kernel_without_ring_buffer(monkeypatch):
     """Below netdrop's floor (Linux 5.8) the kernel answers a ring buffer map with
     EINVAL, as it answers any map type it does not know: asked for such a type,
     this kernel gives the same answer, and netdrop says what it needs in one line."""
-    from tracer.kernel import loader
+    from tracer.kernel import btfprog
 
-    assert loader.ringbuf_refusal() is None
-    monkeypatch.setattr(loader, "_BPF_MAP_TYPE_RINGBUF", 0x7FFF)
-    why = loader.ringbuf_refusal()
+    assert btfprog.ringbuf_refusal() is None
+    monkeypatch.setattr(btfprog, "_BPF_MAP_TYPE_RINGBUF", 0x7FFF)
+    why = btfprog.ringbuf_refusal()
     assert why is not None and "has no BPF ring buffer: netdrop needs Linux 5.8 or newer" in why

@@ -18,6 +18,7 @@ No bcc here: the caller hands the instructions' address and length.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import struct
@@ -166,3 +167,30 @@ def map_type_refusal(map_type: int, page_size: int) -> int:
         os.close(fd)
         return 0
     return err
+
+
+_BPF_MAP_TYPE_RINGBUF = 27    # Linux 5.8 (kernel/bpf/ringbuf.c)
+
+
+def ringbuf_refusal() -> str | None:
+    """Why this kernel cannot give netdrop its event ring buffer (None: it can).
+    The ring buffer map type came with Linux 5.8: netdrop's floor. Asked of the
+    kernel itself (a one-page map made and closed), not of its version string,
+    which distributions' backports make meaningless."""
+    err = map_type_refusal(_BPF_MAP_TYPE_RINGBUF, os.sysconf("SC_PAGE_SIZE"))
+    if err in (0, errno.ENOSYS):        # ENOSYS: an architecture this module does not know; the load will tell
+        return None
+    if err == errno.EINVAL:
+        return (f"this kernel ({platform.release()}) has no BPF ring buffer: netdrop needs Linux 5.8 or "
+                f"newer (a kernel with BTF, CONFIG_DEBUG_INFO_BTF, for kernel types)")
+    return f"the kernel refused a BPF map: {os.strerror(err)}"
+
+
+def tracepoint_form(tp_ids: dict[str, int]) -> tuple[str, str]:
+    """How netdrop would attach the drop tracepoint here: ("tp_btf", "") where the
+    kernel's BTF names it and the kernel loads an empty program on it, else
+    ("tracepoint", why not tp_btf)."""
+    if "kfree_skb" not in tp_ids:
+        return "tracepoint", "tp_btf: no btf_trace_kfree_skb in the kernel's BTF"
+    why = probe("tp_btf", tp_ids["kfree_skb"])
+    return ("tp_btf", "") if why is None else ("tracepoint", f"tp_btf refused: {why}")

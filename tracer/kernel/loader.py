@@ -8,7 +8,6 @@ keys; decoding happens elsewhere (decode.py).
 from __future__ import annotations
 
 import ctypes
-import errno
 import math
 import mmap
 import os
@@ -123,23 +122,6 @@ def _quiet_stderr() -> Iterator[None]:
 
 # Tracepoint -> its tp_btf program in bpf/netdrop.c (loaded by btfprog: bcc does not attach tp_btf)
 _TP_BTF_PROGRAMS = {"kfree_skb": "nd_kfree_skb", "icmp_send": "nd_icmp_send"}
-_BPF_MAP_TYPE_RINGBUF = 27    # Linux 5.8 (kernel/bpf/ringbuf.c)
-
-
-def ringbuf_refusal() -> str | None:
-    """Why this kernel cannot give netdrop its event ring buffer (None: it can).
-    The ring buffer map type came with Linux 5.8: netdrop's floor. Asked of the
-    kernel itself (a one-page map made and closed), not of its version string,
-    which distributions' backports make meaningless."""
-    err = btfprog.map_type_refusal(_BPF_MAP_TYPE_RINGBUF, os.sysconf("SC_PAGE_SIZE"))
-    if err in (0, errno.ENOSYS):        # ENOSYS: an architecture btfprog does not know; the load will tell
-        return None
-    if err == errno.EINVAL:
-        return (f"this kernel ({platform.release()}) has no BPF ring buffer: netdrop needs Linux 5.8 or "
-                f"newer (a kernel with BTF, CONFIG_DEBUG_INFO_BTF, for kernel types)")
-    return f"the kernel refused a BPF map: {os.strerror(err)}"
-
-
 # The BPF ring buffer's layout (kernel/bpf/ringbuf.c, include/uapi/linux/bpf.h):
 # page 0 holds the consumer position (the reader writes it), page 1 the
 # producer position, then the data pages, mapped twice in a row so that a
@@ -283,7 +265,7 @@ class Tracer:
         self.map_entries = map_entries
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
-        if (why := ringbuf_refusal()) is not None:
+        if (why := btfprog.ringbuf_refusal()) is not None:
             raise UserError(why)
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
