@@ -16,6 +16,8 @@
  *   ip_forward() entry, for kernels whose kfree_skb has no reason (< 5.17):
  *       a DF packet longer than its route's MTU (ip_exceeds_mtu(),
  *       net/ipv4/ip_forward.c) is the MTU drop that follows.
+ *   __icmp_send() entry, for kernels without the icmp:icmp_send tracepoint
+ *       (< 5.15): the ICMP error the drop that follows answered with.
  *
  * Each leaves a per-CPU note that the kfree_skb program joins to its event of
  * the same packet (finish_event(): by skb, or for the allocation failure, which
@@ -239,6 +241,15 @@ int nd_ip_forward(struct pt_regs *ctx, struct sk_buff *skb)
 	return fwd_entry(skb);
 }
 
+/* __icmp_send(skb_in, type, code, info, opt) (net/ipv4/icmp.c): on kernels
+ * without the icmp:icmp_send tracepoint (before 5.15) the same note, from the
+ * function the tracepoint sits in. */
+int nd_icmp_send_kprobe(struct pt_regs *ctx, struct sk_buff *skb, int type, int code)
+{
+	on_icmp_send((u64)skb, type, code);
+	return 0;
+}
+
 /* fentry/fexit form: named plainly (BPF_PROG, not bcc's KFUNC_PROBE), so bcc
  * neither loads nor attaches them as it compiles; the loader loads them itself
  * against the function's BTF, vmlinux's or its module's (tracer/kernel/btfprog.py),
@@ -258,4 +269,10 @@ BPF_PROG(nd_ct_alloc_fexit, struct net *net, void *zone, struct nf_conntrack_tup
 BPF_PROG(nd_ip_forward_fentry, struct sk_buff *skb)
 {
 	return fwd_entry(skb);
+}
+
+BPF_PROG(nd_icmp_send_fentry, struct sk_buff *skb, int type, int code)
+{
+	on_icmp_send((u64)skb, type, code);
+	return 0;
 }

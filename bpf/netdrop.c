@@ -690,7 +690,8 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 	e->pod = pod;
 	e->caplen = 0;
 	e->cause = 0;
-#if ND_HAVE_ICMP_TP
+	/* The ICMP error noted for this skb: by the icmp:icmp_send tracepoint, or
+	 * where a kernel lacks it (before 5.15) by the __icmp_send function hook. */
 	int zero = 0;
 	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
 	if (!n)
@@ -712,7 +713,6 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 		}
 		n->skb[slot] = 0;
 	}
-#endif
 	fn_join(e, skb);
 }
 
@@ -925,7 +925,6 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 }
 #endif
 
-#if ND_HAVE_ICMP_TP
 /* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
  * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
  * unreachable" (3/3) the no-listener evidence, on kernels without reasons too.
@@ -950,6 +949,7 @@ static __always_inline void on_icmp_send(u64 skbaddr, int type, int code)
 	n->code[slot] = code;
 }
 
+#if ND_HAVE_ICMP_TP
 #if ND_TP_BTF
 /* tp_btf form (see nd_kfree_skb): TP_PROTO(skb, type, code), include/trace/events/icmp.h. */
 int nd_icmp_send(unsigned long long *ctx)

@@ -230,10 +230,11 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         b0, n0 = prog_runs(bare_ids), prog_runs(nd_ids)
         c0 = proc_cpu(nd.pid)
         per = drops // generators
+        span = 64000 // generators      # --conntrack: each sender's own ports, a new flow per drop
         t0 = time.monotonic()
         gens = [subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "tracer.lab.traffic", "udp", "--dst",
-                                  "127.0.0.1", "--port", str(9 + i * 30000 if conntrack else 9),
-                                  "--ports", str(min(per, 30000) if conntrack else 1),
+                                  "127.0.0.1", "--port", str(1024 + i * span if conntrack else 9),
+                                  "--ports", str(min(per, span) if conntrack else 1),
                                   "--count", str(per), "--seconds", str(seconds)],
                                  stdout=subprocess.PIPE, text=True, cwd=ROOT) for i in range(generators)]
         sent = sum(int(g.communicate()[0].split()[-1]) for g in gens)
@@ -481,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="netdrop attaches the classic tracepoints (--classic-tracepoints), not tp_btf")
     p.add_argument("--conntrack", action="store_true",
                    help="the namespace tracks connections and every drop is a new flow: the conntrack hooks run "
-                        "for each (use at most 30,000 drops per generator)")
+                        "for each (at most 64,000 drops in all: one port per flow)")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-json", action="store_true", help="watch's console instead of --json: no per-event sink")
     p.add_argument("--replay", type=int, metavar="EVENTS", default=None,

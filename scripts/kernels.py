@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 CACHE = Path(os.environ.get("NETDROP_KERNELS_CACHE", "/var/cache/netdrop-kernels"))
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MIRROR = os.environ.get("NETDROP_DEBIAN_MIRROR", "http://deb.debian.org")
@@ -75,12 +77,15 @@ def log(msg: str) -> None:
 
 
 def private(path: Path) -> Path:
-    """A directory only root may use: it holds kernels and scripts the guest boots with."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.lstat()
-    if not path.is_dir() or path.is_symlink() or st.st_uid != 0 or st.st_mode & 0o022:
-        sys.exit(f"kernels: {path} must be a directory of root's that nobody else may write")
-    return path
+    """A directory only root can change, up to /: it holds the kernels root boots and
+    the trees it runs dpkg-deb and depmod on (netdrop's own check, tracer/trust.py)."""
+    from tracer.errors import UserError
+    from tracer.trust import private_dir
+
+    try:
+        return private_dir(path, "the kernels' cache (NETDROP_KERNELS_CACHE)")
+    except UserError as exc:
+        sys.exit(f"kernels: {exc}")
 
 
 # ---- 1. fetch ---------------------------------------------------------------------------
@@ -258,7 +263,9 @@ def boot(kernel: Kernel, root: Path, job: list[str], accel: str, timeout: float,
                "-device", "virtio-serial-pci", "-chardev", f"file,id=con,path={out / 'console.log'}",
                "-device", "virtconsole,chardev=con",
                "-virtfs", "local,path=/,mount_tag=ndroot,security_model=passthrough,readonly=on,multidevs=remap",
-               "-virtfs", f"local,path={out},mount_tag=ndout,security_model=passthrough,multidevs=remap"]
+               # The guest's root may write here: mapped-xattr keeps what it makes plain files
+               # of the host (modes, owners and device nodes only as extended attributes).
+               "-virtfs", f"local,path={out},mount_tag=ndout,security_model=mapped-xattr,multidevs=remap"]
         start = time.monotonic()
         log(f"{kernel.name}: booting {outcome.release} ({accel_args(accel)[1]})")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -272,25 +279,49 @@ def boot(kernel: Kernel, root: Path, job: list[str], accel: str, timeout: float,
             qemu_out, _ = proc.communicate()
             outcome.note = f"did not finish within {timeout:.0f} s"
         finally:
+            if proc.poll() is None:     # SIGTERM or an error meanwhile: the guest goes too
+                proc.kill()
+                proc.wait()
             stop.set()
             tail.join(5)
         outcome.seconds = time.monotonic() - start
-        outcome.booted = (out / "booted").exists()
-        rc_file = out / "rc"
-        if rc_file.exists():
-            outcome.rc = int(rc_file.read_text().strip() or 1)
+        results = {name: _result_file(out / name) for name in RESULT_FILES}
+        outcome.booted = results["booted"] is not None
+        rc = (results["rc"] or b"").strip()
+        if rc.isdigit() and len(rc) < 4:
+            outcome.rc = int(rc)
         elif not outcome.note:
-            boot_log = (out / "boot.log").read_text(errors="replace") if (out / "boot.log").exists() else ""
+            boot_log = (results["boot.log"] or b"").decode(errors="replace")
             tail_lines = (boot_log.strip().splitlines() or [qemu_out.decode(errors="replace").strip()])[-5:]
             outcome.note = "guest stopped before the tests ended: " + " | ".join(tail_lines)
-        _read_junit(out / "junit.xml", outcome)
-        keep = CACHE / "runs" / kernel.name
+        _read_junit(results["junit.xml"], outcome)
+        keep = private(CACHE / "runs") / kernel.name
         shutil.rmtree(keep, ignore_errors=True)
-        private(keep.parent)
-        shutil.copytree(out, keep, symlinks=True)
+        keep.mkdir(mode=0o700)
+        for name, data in results.items():
+            if data is not None:
+                (keep / name).write_bytes(data)
         return outcome
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+# What a run leaves in its shared directory that is read back (and kept under
+# CACHE/runs/KERNEL), each at most RESULT_MAX bytes: the guest's root wrote them.
+RESULT_FILES = ("booted", "rc", "junit.xml", "console.log", "boot.log")
+RESULT_MAX = 64 << 20
+
+
+def _result_file(path: Path) -> bytes | None:
+    """A regular file the guest wrote, never through a link, bounded; None if absent or not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(RESULT_MAX)
 
 
 def _tail(path: Path, name: str, stop: threading.Event) -> None:
@@ -317,11 +348,12 @@ def _tail(path: Path, name: str, stop: threading.Event) -> None:
         time.sleep(0.5)
 
 
-def _read_junit(path: Path, outcome: Outcome) -> None:
-    if not path.exists():
+def _read_junit(data: bytes | None, outcome: Outcome) -> None:
+    """pytest's junit.xml: each test's outcome and a failure's first line."""
+    if data is None:
         return
     try:
-        tree = ET.parse(path)
+        tree = ET.fromstring(data)
     except ET.ParseError as exc:
         outcome.note = outcome.note or f"unreadable junit.xml: {exc}"
         return
@@ -331,8 +363,8 @@ def _read_junit(path: Path, outcome: Outcome) -> None:
         for child in case:
             if child.tag in ("failure", "error"):
                 status = "failed"
-                outcome.failures[test] = (child.get("message") or child.text or "").strip().splitlines()[0][:200] \
-                    if (child.get("message") or child.text) else child.tag
+                lines = (child.get("message") or child.text or "").strip().splitlines()
+                outcome.failures[test] = lines[0][:200] if lines else child.tag
             elif child.tag == "skipped":
                 status = "skipped"
         outcome.tests[test] = status
@@ -383,6 +415,7 @@ def main(argv: list[str]) -> int:
     else:
         job = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-p", "no:cacheprovider",
                "--junitxml", "@OUT@/junit.xml", *(args or DEFAULT_PYTEST)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # through every finally: no guest left
     private(CACHE)
     kernels = [k for k in KERNELS if k.name in wanted]
     roots = {k.name: fetch(k) for k in kernels}
@@ -391,7 +424,6 @@ def main(argv: list[str]) -> int:
             log(f"{k.name}: {modules_dir(roots[k.name]).name}, initramfs {initramfs(roots[k.name])}")
         return 0
     outcomes = []
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for k in kernels:
         outcomes.append(boot(k, roots[k.name], job, opts.accel, opts.timeout, opts.memory, opts.cpus))
     print()

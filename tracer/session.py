@@ -575,9 +575,11 @@ def _hook_findings(env: Environment) -> list[Finding]:
     from .kernel import btfprog, facts, hooks as function_hooks
 
     try:
-        hooks = function_hooks.support(facts.probe_kernel(facts.find_tracefs(env.tracefs)))
+        kernel = facts.probe_kernel(facts.find_tracefs(env.tracefs))
+        hooks = function_hooks.support(kernel)
+        wanted = ("kfree_skb", "icmp_send") if kernel.has_icmp_tp else ("kfree_skb",)
         attach = doctor.check_attach(btfprog.ringbuf_refusal(), btfprog.tracepoint_form(
-            facts.btf_tracepoint_ids(["kfree_skb"])))
+            facts.btf_tracepoint_ids(wanted), wanted))
     except (UserError, OSError) as exc:
         return [doctor.Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
     return attach + doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])

@@ -188,3 +188,17 @@ def test_a_syn_ack_nobody_takes_asks_the_namespace_context_each_time():
     assert asked == [4026531840] * 3
     remember(drop(reason="NO_SOCKET", location="__udp4_lib_rcv"))
     assert len(asked) == 3      # a plain verdict needs no context
+
+
+@pytest.mark.parametrize("flags,category", [(0x02, "no-socket"), (0x12, "tcp"), (0x10, "tcp"), (0x04, "tcp")])
+def test_without_reasons_a_bare_syn_freed_by_tcp_input_found_no_socket(flags, category):
+    """Before 5.17 tcp_v4_rcv() frees a SYN nobody listens for without a reason: the
+    SYN itself says it (a SYN-ACK, ACK or RST freed there is another matter)."""
+    d = drop(reason=None, reason_raw=0, location="tcp_v4_rcv", proto="tcp", dport=8080, dst="10.244.1.11",
+             tcp_flags=flags)
+    assert classify(d).category == category
+    assert Classifier(lambda _ns: None)(d).category == category
+    if category == "no-socket":
+        assert "nothing listens on TCP 10.244.1.11:8080" in classify(d).hint
+    # the same segment with a reason: the kernel's word stands
+    assert classify(drop(reason="TCP_FLAGS", location="tcp_v4_rcv", proto="tcp", tcp_flags=flags)).category == "tcp"

@@ -133,7 +133,10 @@ def test_ip_forward_is_hooked_only_on_kernels_without_reasons():
     old = dataclasses.replace(FACTS, has_reason=False)
     assert [h.func for h in hooks.wanted_hooks(old)][-1] == "ip_forward"
     assert set(hooks.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
-                                          "nd_ct_alloc_return", "nd_ip_forward"}
+                                          "nd_ct_alloc_return", "nd_ip_forward", "nd_icmp_send_kprobe"}
+    no_icmp_tp = dataclasses.replace(FACTS, has_icmp_tp=False)
+    assert [h.func for h in hooks.wanted_hooks(no_icmp_tp)][-1] == "__icmp_send"
+    assert "__icmp_send" not in [h.func for h in hooks.wanted_hooks(FACTS)]
 
 
 class AttachAnswers:
@@ -302,3 +305,21 @@ def test_waiting_costs_a_stat_per_tick_not_a_btf_walk(node, monkeypatch):
     for _ in range(10):
         assert not fh.maintain()
     assert walks == []
+
+
+def test_a_module_still_coming_is_not_loaded_yet_and_a_built_in_one_needs_no_wait(node):
+    """initstate says "coming" while the module's init runs (its BTF not usable yet);
+    a module compiled in has a /sys/module directory without initstate."""
+    tracefs, btf, mods = node
+    (mods / "nf_conntrack").mkdir()
+    (mods / "nf_conntrack" / "initstate").write_text("coming\n")
+    assert not hooks.module_loaded("nf_conntrack", mods)
+    fh = hooks.FunctionHooks(AttachAnswers(), hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods)
+    assert not fh.hooks[0].attached and fh.hooks[0].detail.startswith("waiting")
+    (mods / "nf_conntrack" / "initstate").write_text("live\n")
+    assert fh.due() and fh.maintain() and fh.hooks[0].attached
+    (mods / "nf_conntrack" / "initstate").unlink()      # now as if built in: no waiting, nothing detached
+    bpf = AttachAnswers()
+    built_in = hooks.FunctionHooks(bpf, hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods)
+    assert [h.attached for h in built_in.hooks] == [True, True]
+    assert not built_in.due()

@@ -30,6 +30,22 @@ from .verdict import TCP_ACK, TCP_SYN, Verdict
 MEMO_ANSWERS = 4096
 
 
+_TCP_INPUT = ("tcp_v4_rcv", "tcp_v6_rcv")
+
+
+def event_category(drop: Drop) -> str:
+    """category_of, and what only the packet tells where the kernel gives no
+    reason (< 5.17): a bare SYN that tcp_v4_rcv()/tcp_v6_rcv() freed found no
+    socket (no_tcp_socket: a reset goes back, net/ipv4/tcp_ipv4.c); with a
+    listener it would have reached tcp_conn_request() and been kept or dropped
+    there. Newer kernels say NO_SOCKET themselves."""
+    category = category_of(drop.reason, drop.location, drop.icmp_sent)
+    if drop.reason is None and drop.location in _TCP_INPUT and drop.tcp_flags is not None \
+            and drop.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+        return "no-socket"
+    return category
+
+
 def classify(drop: Drop, ctx: Context | None = None, evidence: Evidence | None = None) -> Verdict:
     """The category and hint; ctx (the namespace's rule counters and
     conntrack statistics, from the explainer) tells NETFILTER_DROP apart;
@@ -40,7 +56,7 @@ def classify(drop: Drop, ctx: Context | None = None, evidence: Evidence | None =
         hooked = hook_verdict(drop)
         if hooked is not None:
             return hooked
-    category = category_of(drop.reason, drop.location, drop.icmp_sent)
+    category = event_category(drop)
     return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop, evidence)
 
 
@@ -128,12 +144,12 @@ class Classifier:
             hooked = hook_verdict(drop)
             if hooked is not None:
                 return hooked
-        category = category_of(drop.reason, drop.location, drop.icmp_sent)
+        category = event_category(drop)
         refined = _refined(category, drop, self.context)
         if refined is not None:
             return refined
         ev = self.evidence(drop) if entry(category).reads_evidence(drop) else None
-        group = (drop.reason, drop.location, drop.icmp_sent, ev)
+        group = (drop.reason, drop.location, drop.icmp_sent, category, ev)
         plans = self._plans.get(group)
         if plans is not None:
             for _names, fields_of, answers in plans:

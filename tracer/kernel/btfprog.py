@@ -21,7 +21,9 @@ import ctypes
 import errno
 import os
 import platform
+import resource
 import struct
+from contextlib import suppress
 from typing import Any
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
@@ -58,10 +60,26 @@ def _syscall() -> Any:
     return libc.syscall
 
 
+_memlock_raised = False
+
+
+def _raise_memlock() -> None:
+    """Before 5.11 BPF maps and programs are charged to RLIMIT_MEMLOCK (64 KiB by
+    default, shared by all of root's BPF users), after to the memory cgroup: raise
+    it as bcc and libbpf do, once; where it cannot be raised (no CAP_SYS_RESOURCE)
+    the kernel's answer says so."""
+    global _memlock_raised
+    if not _memlock_raised:
+        _memlock_raised = True
+        with suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
 def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> tuple[int, int]:
     """The bpf(2) system call: (result, errno)."""
     if SYS_BPF is None:
-        return -1, 38       # ENOSYS: an architecture this module does not know
+        return -1, errno.ENOSYS     # an architecture this module does not know
+    _raise_memlock()
     res = int(_syscall()(SYS_BPF, cmd, attr, len(attr)))
     return res, (ctypes.get_errno() if res < 0 else 0)
 
@@ -77,7 +95,7 @@ def load_tracing(insns: int, size: int, name: str, attach: str, btf_id: int, btf
     last line when it had one (asked for only after a refusal)."""
     log = ctypes.create_string_buffer(1 << 16)
     attr = _attr()
-    err = 0
+    first_err = 0
     for log_level in (0, 1):
         # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf, kern_version,
         # prog_flags, prog_name[16], prog_ifindex, expected_attach_type; then at 108
@@ -91,8 +109,13 @@ def load_tracing(insns: int, size: int, name: str, attach: str, btf_id: int, btf
         fd, err = bpf(_BPF_PROG_LOAD, attr)
         if fd >= 0:
             return fd
+        first_err = first_err or err
+        if err not in (errno.EACCES, errno.EINVAL):     # the verifier's log explains only these
+            break
+    # The first attempt's errno: a log that fills the buffer turns the second's into
+    # ENOSPC before 6.4 (bpf_check(), kernel/bpf/verifier.c).
     lines = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()]
-    raise Refused(f"{os.strerror(err)}{': ' + lines[-1] if lines else ''}")
+    raise Refused(f"{os.strerror(first_err)}{': ' + lines[-1] if lines else ''}")
 
 
 def attach(prog_fd: int) -> int:
@@ -108,14 +131,21 @@ def attach(prog_fd: int) -> int:
 
 
 def probe(attach_type: str, btf_id: int, btf_obj_fd: int = 0) -> str | None:
-    """Would the kernel load a program of this attach type on this BTF id? None
-    if so (an empty program was loaded and closed), else why not. A raw system
-    call: nothing compiled, nothing remembered."""
+    """Would the kernel load and attach a program of this attach type on this
+    BTF id? None if so (an empty program was loaded, attached for a moment and
+    closed: loading alone passes where attaching fails, e.g. without BPF
+    trampolines), else why not. Raw system calls: nothing compiled, nothing
+    remembered."""
     try:
         fd = load_tracing(ctypes.addressof(_RETURN_ZERO), 16, "nd_probe", attach_type, btf_id, btf_obj_fd)
     except Refused as exc:
         return str(exc)
-    os.close(fd)
+    try:
+        os.close(attach(fd))
+    except Refused as exc:
+        return str(exc)
+    finally:
+        os.close(fd)
     return None
 
 
@@ -186,11 +216,15 @@ def ringbuf_refusal() -> str | None:
     return f"the kernel refused a BPF map: {os.strerror(err)}"
 
 
-def tracepoint_form(tp_ids: dict[str, int]) -> tuple[str, str]:
-    """How netdrop would attach the drop tracepoint here: ("tp_btf", "") where the
-    kernel's BTF names it and the kernel loads an empty program on it, else
-    ("tracepoint", why not tp_btf)."""
-    if "kfree_skb" not in tp_ids:
-        return "tracepoint", "tp_btf: no btf_trace_kfree_skb in the kernel's BTF"
-    why = probe("tp_btf", tp_ids["kfree_skb"])
-    return ("tp_btf", "") if why is None else ("tracepoint", f"tp_btf refused: {why}")
+def tracepoint_form(tp_ids: dict[str, int], wanted: tuple[str, ...]) -> tuple[str, str]:
+    """How netdrop attaches its tracepoints (wanted: kfree_skb, and icmp_send where
+    the kernel has it) here: ("tp_btf", "") where the kernel's BTF names every one
+    and the kernel takes an empty program on each, else ("tracepoint", why not
+    tp_btf). The loader's choice (Tracer), asked without loading netdrop."""
+    for event in wanted:
+        if event not in tp_ids:
+            return "tracepoint", f"tp_btf: no btf_trace_{event} in the kernel's BTF"
+        why = probe("tp_btf", tp_ids[event])
+        if why is not None:
+            return "tracepoint", f"tp_btf refused: {why}"
+    return "tp_btf", ""

@@ -57,6 +57,7 @@ class FunctionHook:
     gives: str                  # what it adds, said when attached
     module: str | None = None   # the module the function is in where it is not built in
     only_without_reason: bool = False   # wanted only where kfree_skb has no drop reason (< 5.17)
+    only_without_icmp_tp: bool = False  # wanted only where icmp:icmp_send is missing (< 5.15)
 
     @property
     def kprobe_form(self) -> str:
@@ -70,6 +71,9 @@ FUNCTION_HOOKS = (
                  "nd_ct_alloc_fexit", "which packet met a full conntrack table", module="nf_conntrack"),
     FunctionHook("ip_forward", "nd_ip_forward", None, "fentry", "nd_ip_forward_fentry",
                  "the MTU of forwarded packets' routes, for drops without a reason", only_without_reason=True),
+    FunctionHook("__icmp_send", "nd_icmp_send_kprobe", None, "fentry", "nd_icmp_send_fentry",
+                 "the ICMP error each drop answered with, without the icmp:icmp_send tracepoint",
+                 only_without_icmp_tp=True),
 )
 # Every kprobe-form and BTF-form program: what tests/kernel/test_funchooks.py checks.
 KPROBE_PROGRAMS = tuple(name for h in FUNCTION_HOOKS for name in (h.entry, h.ret) if name)
@@ -77,13 +81,27 @@ BTF_PROGRAMS = tuple(h.btf_prog for h in FUNCTION_HOOKS)
 
 
 def wanted_hooks(facts: KernelFacts) -> tuple[FunctionHook, ...]:
-    """The function hooks this kernel could use: ip_forward only without drop reasons."""
-    return tuple(h for h in FUNCTION_HOOKS if not (h.only_without_reason and facts.has_reason))
+    """The function hooks this kernel could use: ip_forward only without drop
+    reasons, __icmp_send only without the icmp:icmp_send tracepoint."""
+    return tuple(h for h in FUNCTION_HOOKS if not (h.only_without_reason and facts.has_reason)
+                 and not (h.only_without_icmp_tp and facts.has_icmp_tp))
 
 
 def module_loaded(module: str, sys_module: Path = SYS_MODULE) -> bool:
-    """A loadable module is loaded (initstate exists for loadable modules only)."""
-    return (sys_module / module / "initstate").exists()
+    """A loadable module is loaded and live: its initstate (which loadable modules
+    alone have) says "live". While it says "coming" its init runs and its BTF is
+    not yet usable (btf_try_get_module(), kernel/bpf/btf.c): not loaded yet."""
+    try:
+        with open(sys_module / module / "initstate", "rb") as f:
+            return f.read(16).strip() == b"live"
+    except OSError:
+        return False
+
+
+def module_built_in(module: str, sys_module: Path = SYS_MODULE) -> bool:
+    """A module compiled into the kernel: /sys/module has it (for its parameters)
+    without the initstate of a loadable one."""
+    return (sys_module / module).is_dir() and not (sys_module / module / "initstate").exists()
 
 
 def _load_refusal(exc: BaseException) -> str:
@@ -163,12 +181,19 @@ class FunctionHooks:
         self._btf_dir, self._sys_module = btf_dir, sys_module
         self.wanted = tuple(wanted)
         self._attached: dict[str, _Attached] = {}
-        self.hooks: list[Hook] = [self._attach(h) for h in self.wanted]
+        self.hooks: list[Hook] = []
+        try:
+            for h in self.wanted:
+                self.hooks.append(self._attach(h))
+        except BaseException:       # a signal meanwhile: what is attached goes again
+            self.close()
+            raise
 
     def _attach(self, h: FunctionHook) -> Hook:
         in_module = h.module is not None and module_loaded(h.module, self._sys_module)
-        if h.module is not None and not in_module and btf_function(h.func, None, self._btf_dir) is None:
-            # neither loaded nor built in (a built-in one is in vmlinux's BTF)
+        if h.module is not None and not in_module and not module_built_in(h.module, self._sys_module) \
+                and btf_function(h.func, None, self._btf_dir) is None:
+            # neither loaded nor built in (a built-in one is in /sys/module, or in vmlinux's BTF)
             return Hook(f"{h.btf_form} {h.func}", False,
                         f"waiting for module {h.module}: attached when it is loaded")
         target = _btf_target(h, self._btf_dir)
@@ -209,6 +234,19 @@ class FunctionHooks:
             with suppress(OSError):
                 os.close(fd)
 
+    def _due(self, i: int, h: FunctionHook) -> bool:
+        """Hook i awaits a module now live, or is attached to one that went."""
+        if h.module is None:
+            return False
+        got = self._attached.get(h.func)
+        if got is None:
+            return self.hooks[i].detail.startswith("waiting") and module_loaded(h.module, self._sys_module)
+        return got.in_module and not module_loaded(h.module, self._sys_module)
+
+    def due(self) -> bool:
+        """maintain() has something to do (a few stat() calls)."""
+        return any(self._due(i, h) for i, h in enumerate(self.wanted))
+
     def maintain(self) -> bool:
         """Attach what waits for a module that is now loaded, detach what
         belongs to one that went (a kprobe on a function that is gone fires no
@@ -216,13 +254,12 @@ class FunctionHooks:
         it is attached). True if a hook changed."""
         changed = False
         for i, h in enumerate(self.wanted):
-            if h.module is None:
+            if not self._due(i, h):
                 continue
-            got = self._attached.get(h.func)
-            if got is None and self.hooks[i].detail.startswith("waiting") and module_loaded(h.module, self._sys_module):
+            if h.func not in self._attached:
                 self.hooks[i] = self._attach(h)
                 changed = True
-            elif got is not None and got.in_module and not module_loaded(h.module, self._sys_module):
+            else:
                 self._detach(h)
                 self.hooks[i] = Hook(f"{h.btf_form} {h.func}", False,
                                      f"waiting for module {h.module}: it was unloaded; attached when it is loaded")
@@ -242,7 +279,7 @@ def support(facts: KernelFacts, btf_dir: Path = BTF_DIR, sys_module: Path = SYS_
     kprobes = (facts.tracefs / "kprobe_events").exists()
     for h in wanted_hooks(facts):
         present = h.module is None or module_loaded(h.module, sys_module) or \
-            btf_function(h.func, None, btf_dir) is not None
+            module_built_in(h.module, sys_module) or btf_function(h.func, None, btf_dir) is not None
         if not present:
             out.append(Hook(f"{h.btf_form} {h.func}", False,
                             f"module {h.module} is not loaded: netdrop attaches the hook when it is"))

@@ -35,7 +35,7 @@ from .facts import (
     kernel_headers,
     kernel_symbols,
 )
-from .hooks import FunctionHooks, Hook, wanted_hooks
+from .hooks import FunctionHooks, Hook, module_built_in, wanted_hooks
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -290,11 +290,12 @@ class Tracer:
             f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
         ]
         # nf_conntrack_max's address, for "table full (count = max = N)": only where
-        # the conntrack hooks can be attached now (reading kallsyms takes ~45 ms). A
-        # hook attached later, when nf_conntrack loads, names the table full without it.
+        # nf_conntrack is built in, so that the address holds for the whole run (a
+        # module's data moves when it is loaded again). Elsewhere the table full is
+        # named without the number. Reading kallsyms takes ~45 ms.
         hooks = wanted_hooks(facts)
         ct_max = kernel_symbols(["nf_conntrack_max"]).get("nf_conntrack_max", 0) \
-            if any(h.module == "nf_conntrack" for h in hooks) else 0
+            if any(h.module == "nf_conntrack" for h in hooks) and module_built_in("nf_conntrack") else 0
         cflags += [f"-DND_CT_MAX_ADDR={ct_max:#x}", f"-DND_MAX_CAUSE_COUNTERS={MAX_CAUSE_COUNTERS}"]
         # The tracepoints as tp_btf where the kernel's BTF names them (plain loads
         # instead of probe reads, no perf record: bpf/netdrop.c, nd_kfree_skb), else
@@ -328,8 +329,8 @@ class Tracer:
             form = self.attach_form
             self.hooks = [Hook(f"{form} skb:kfree_skb", True, ("drop reason" if facts.has_reason else
                                                               "no reason field: classify by location") + btf_refusal)]
-            self.hooks.append(Hook(f"{form} icmp:icmp_send", facts.has_icmp_tp,
-                                   "" if facts.has_icmp_tp else "not in this kernel"))
+            self.hooks.append(Hook(f"{form} icmp:icmp_send", facts.has_icmp_tp, "" if facts.has_icmp_tp else
+                                   "not in this kernel (before 5.15): __icmp_send is hooked instead"))
             # Function hooks: fentry/fexit where the kernel takes them, else
             # kprobes; a module's function when the module is there (hooks.py).
             with _quiet_stderr():   # libbcc prints each refused attach; the hook's line says it once
@@ -363,9 +364,9 @@ class Tracer:
         kube-proxy may load after netdrop started), detach those of one that went;
         `hooks` follows. A few stat() calls: call it on every tick. True if a hook changed."""
         fh = self._function_hooks
-        if fh is None:
+        if fh is None or not fh.due():
             return False
-        with _quiet_stderr():
+        with _quiet_stderr():   # only around an attach: fd 2 is the whole process's
             changed = fh.maintain()
         if changed:
             self.hooks[self._hooks_at:] = fh.hooks
