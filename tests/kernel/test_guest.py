@@ -131,3 +131,35 @@ def test_full_conntrack_table_named_per_flow_by_hooks_attached_when_nf_conntrack
     counted = [int(m.group(1).replace(",", "")) for m in
                re.finditer(r"^netdrop: counted ([\d,]+) conntrack \S+ at (\S+), netns", nd.stderr, re.M)]
     assert sum(counted) == ct_drops(ct_ns), nd.stderr
+
+
+def test_nf_conntrack_unloaded_and_loaded_again_while_netdrop_runs(netdrop):
+    """A kprobe hook (5.10: no module BTF) lets its module go: netdrop detaches it, says
+    it waits, and attaches it again when the module is back. An fexit hook holds its
+    module (the trampoline takes a reference, kernel/bpf/trampoline.c): rmmod refuses
+    while netdrop runs, and succeeds after it stopped."""
+    def rmmod() -> subprocess.CompletedProcess:
+        return subprocess.run(["modprobe", "-r", "xt_conntrack", "nf_conntrack"], capture_output=True, text=True)
+
+    sh("modprobe", "nf_conntrack")
+    nd = netdrop("watch", "--json", "--duration", "600", "--netns", "/proc/self/ns/net").wait_ready()
+    tracing = re.search(r"^netdrop: tracing \((.*)\)", nd.stderr_now(), re.M)
+    assert tracing, nd.stderr_now()
+    fexit = "fexit __nf_conntrack_alloc" in tracing.group(1)
+    assert fexit or "kretprobe __nf_conntrack_alloc" in tracing.group(1), tracing.group(1)
+    removed = rmmod()
+    if fexit:
+        assert removed.returncode != 0 and "in use" in removed.stderr, removed
+        assert module_loaded("nf_conntrack")
+    else:
+        assert removed.returncode == 0, removed.stderr
+        gone = wait_for(lambda: any("unloaded" in x for x in nd.err_lines if "function hooks now" in x), 30)
+        assert gone, nd.stderr_now()
+        sh("modprobe", "nf_conntrack")
+        back = wait_for(lambda: any("kretprobe __nf_conntrack_alloc attached" in x for x in nd.err_lines
+                                    if "function hooks now" in x and "unloaded" not in x), 30)
+        assert back, nd.stderr_now()
+    nd.stop()
+    assert nd.proc.returncode == 0 and "Traceback" not in nd.stderr, nd.stderr
+    if fexit:
+        assert rmmod().returncode == 0, "the module goes once netdrop has stopped"
