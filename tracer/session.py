@@ -325,11 +325,11 @@ class Session:
         self.close()
 
     def announce(self) -> None:
-        waiting = [h.name for h in self.tracer.hooks if not h.attached and h.detail.startswith("waiting")]
+        hooks = self.tracer.function_hooks
+        waiting = [h.name for h in hooks if not h.attached and h.detail.startswith("waiting")]
         if waiting:
             info(self.env, f"function hooks waiting for their module ({', '.join(waiting)}): attached when it loads")
-        skipped = [f"{h.name}: {h.detail}" for h in self.tracer.hooks
-                   if not h.attached and not h.detail.startswith("waiting")]
+        skipped = [f"{h.name}: {h.detail}" for h in hooks if not h.attached and not h.detail.startswith("waiting")]
         if skipped:
             info(self.env, f"function hooks not used ({'; '.join(skipped)}): working with tracepoints")
         info(self.env, f"tracing ({', '.join(h.name for h in self.tracer.hooks if h.attached)}); "
