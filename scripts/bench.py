@@ -73,6 +73,20 @@ def held_progs(pid: int) -> set[int]:
     return ids
 
 
+def settled_progs(pid: int, timeout: float = 120) -> set[int]:
+    """held_progs once the same for a second: bpftrace says "Attaching" before it
+    attaches (slow under emulation, in the kernel matrix's guests)."""
+    deadline = time.monotonic() + timeout
+    ids = held_progs(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        again = held_progs(pid)
+        if again and again == ids:
+            return ids
+        ids = again
+    return ids
+
+
 def prog_labels(pid: int, ids: set[int]) -> dict[int, str]:
     """What each program is attached to (bpftool perf: tracepoints, kprobes), else its name.
     A BTF-typed tracepoint shows in bpftool perf as a raw_tracepoint of a program of type tracing."""
@@ -215,7 +229,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(bare)
         wait_line(bare.stdout, "bpftrace", "Attaching")
-        bare_ids = held_progs(bare.pid)
+        bare_ids = settled_progs(bare.pid)
         rate = [] if max_event_rate is None else ["--max-event-rate", str(max_event_rate)]
         rate += ["--classic-tracepoints"] if classic else []
         nd = subprocess.Popen(NETDROP + ["watch", *(["--json"] if json_sink else []), *watch_args, *rate],
