@@ -124,8 +124,11 @@ struct nd_icmp_notes {
 BPF_PERCPU_ARRAY(icmp_notes, struct nd_icmp_notes, 1);
 
 /* A hook's note joins the kfree_skb of its packet on the same CPU within
- * this many jiffies (as the icmp_send notes). */
-#define ND_FN_WINDOW_JIFFIES 1
+ * this many jiffies. The two are microseconds apart on one CPU, but a virtual
+ * CPU preempted by its host in between (a node that is a VM; QEMU's emulation in
+ * the kernel matrix, where one jiffy was seen to pass) stretches that: two
+ * jiffies keep the join, and a note is used up by the drop it joins. */
+#define ND_FN_WINDOW_JIFFIES 2
 #define ND_FN_NOTES 4
 /* Notes of the function hooks (bpf/funchooks.c) for finish_event(), a ring
  * per CPU as nd_icmp_notes: what a hook saw of a packet the kfree_skb event

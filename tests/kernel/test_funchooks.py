@@ -127,7 +127,7 @@ def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
     # for a full table is written into the per-CPU notes map as that probe would
     # (every CPU, stamped with the current jiffy), and a drop of that flow follows
     # at once: its event must carry the cause and nf_conntrack_max, a drop of
-    # another port must not. The join allows a jiffy or two (4-8 ms at HZ=250),
+    # another port must not. The join allows two or three jiffies (8-12 ms at HZ=250),
     # so a late attempt is retried, a bounded number of times.
     from tracer.kernel.decode import Decoder
     from tracer.kernel.facts import Kallsyms

@@ -122,9 +122,11 @@ def test_full_conntrack_table_named_per_flow_by_hooks_attached_when_nf_conntrack
     assert kernel_dropped == refused == NEW_FLOWS, "the kernel's drop statistic counts each new flow once"
     full = [r for r in nd.records() if r["proto"] == "udp" and 9000 <= (r["dport"] or 0) < 9000 + NEW_FLOWS]
     assert sorted(r["dport"] for r in full) == list(range(9000, 9000 + NEW_FLOWS))
+    unnamed = [(r["dport"], r["time"], r["hint"][:60]) for r in full
+               if not r["hint"].startswith("conntrack table full")]
+    assert not unnamed, f"{len(unnamed)} of {len(full)} not named by the alloc hook: {unnamed}"
     for r in full:
         assert r["category"] == "conntrack", r
-        assert r["hint"].startswith("conntrack table full"), r["hint"]
         assert f"127.0.0.1:{r['sport']} -> 127.0.0.1:{r['dport']}" in r["hint"], r["hint"]
     # Exact: the drops counted where conntrack dropped them equal the kernel's statistic
     # over the whole run (the filling's last SYNs included).
