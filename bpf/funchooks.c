@@ -17,7 +17,7 @@
  *       a DF packet longer than its route's MTU (ip_exceeds_mtu(),
  *       net/ipv4/ip_forward.c) is the MTU drop that follows.
  *   __icmp_send() entry, for kernels without the icmp:icmp_send tracepoint
- *       (< 5.15): the ICMP error the drop that follows answered with.
+ *       (5.10 has none): the ICMP error the drop that follows answered with.
  *
  * Each leaves a per-CPU note that the kfree_skb program joins to its event of
  * the same packet (finish_event(): by skb, or for the allocation failure, which
@@ -242,7 +242,7 @@ int nd_ip_forward(struct pt_regs *ctx, struct sk_buff *skb)
 }
 
 /* __icmp_send(skb_in, type, code, info, opt) (net/ipv4/icmp.c): on kernels
- * without the icmp:icmp_send tracepoint (before 5.15) the same note, from the
+ * without the icmp:icmp_send tracepoint (5.10 has none) the same note, from the
  * function the tracepoint sits in. */
 int nd_icmp_send_kprobe(struct pt_regs *ctx, struct sk_buff *skb, int type, int code)
 {

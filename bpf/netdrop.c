@@ -694,7 +694,7 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 	e->caplen = 0;
 	e->cause = 0;
 	/* The ICMP error noted for this skb: by the icmp:icmp_send tracepoint, or
-	 * where a kernel lacks it (before 5.15) by the __icmp_send function hook. */
+	 * where a kernel lacks it (5.10) by the __icmp_send function hook. */
 	int zero = 0;
 	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
 	if (!n)

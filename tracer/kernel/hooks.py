@@ -57,7 +57,7 @@ class FunctionHook:
     gives: str                  # what it adds, said when attached
     module: str | None = None   # the module the function is in where it is not built in
     only_without_reason: bool = False   # wanted only where kfree_skb has no drop reason (< 5.17)
-    only_without_icmp_tp: bool = False  # wanted only where icmp:icmp_send is missing (< 5.15)
+    only_without_icmp_tp: bool = False  # wanted only where icmp:icmp_send is missing (5.10)
 
     @property
     def kprobe_form(self) -> str:

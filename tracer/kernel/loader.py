@@ -330,7 +330,7 @@ class Tracer:
             self.hooks = [Hook(f"{form} skb:kfree_skb", True, ("drop reason" if facts.has_reason else
                                                               "no reason field: classify by location") + btf_refusal)]
             self.hooks.append(Hook(f"{form} icmp:icmp_send", facts.has_icmp_tp, "" if facts.has_icmp_tp else
-                                   "not in this kernel (before 5.15): __icmp_send is hooked instead"))
+                                   "not in this kernel (5.10 has none, 6.1 has it): __icmp_send is hooked instead"))
             # Function hooks: fentry/fexit where the kernel takes them, else
             # kprobes; a module's function when the module is there (hooks.py).
             with _quiet_stderr():   # libbcc prints each refused attach; the hook's line says it once
