@@ -273,7 +273,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         raise RuntimeError(f"netdrop summary missing: {nd_out}")
     counted, delivered, lost, sampled = (int(x.replace(",", "")) for x in m.groups())
     # The storm's own group (other drops may share the namespace: IPv6 router solicitations ...).
-    storm = re.search(r"counted ([\d,]+) no-socket NO_SOCKET at __udp4_lib_rcv", nd_out)
+    storm = re.search(r"counted ([\d,]+) no-socket (?:NO_SOCKET|-) at __udp4_lib_rcv", nd_out)   # -: no reasons (5.10)
     # Without --json netdrop prints no group lines: then every drop it counted stands for the storm's.
     storm_count = int(storm.group(1).replace(",", "")) if storm else 0 if json_sink else counted
     bare_m = re.search(r"@: (\d+)", bare_out)
