@@ -143,6 +143,13 @@ def detach_kprobe_hook(bpf: Any, h: FunctionHook) -> None:
         bpf.detach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
 
 
+def _in_kernel(h: FunctionHook, btf_dir: Path, sys_module: Path) -> bool:
+    """h's function is in the running kernel: built in (no module named, a module
+    compiled in, or the function in vmlinux's BTF), or its module loaded."""
+    return h.module is None or module_loaded(h.module, sys_module) or module_built_in(h.module, sys_module) \
+        or btf_function(h.func, None, btf_dir) is not None
+
+
 def _btf_target(h: FunctionHook, btf_dir: Path) -> tuple[BtfFunction, int] | str:
     """Where h's BTF form would attach: the function's BTF and an fd of the BTF
     object that holds it (0 for vmlinux; the caller closes a module's), or why
@@ -191,9 +198,7 @@ class FunctionHooks:
 
     def _attach(self, h: FunctionHook) -> Hook:
         in_module = h.module is not None and module_loaded(h.module, self._sys_module)
-        if h.module is not None and not in_module and not module_built_in(h.module, self._sys_module) \
-                and btf_function(h.func, None, self._btf_dir) is None:
-            # neither loaded nor built in (a built-in one is in /sys/module, or in vmlinux's BTF)
+        if not _in_kernel(h, self._btf_dir, self._sys_module):
             return Hook(f"{h.btf_form} {h.func}", False,
                         f"waiting for module {h.module}: attached when it is loaded")
         target = _btf_target(h, self._btf_dir)
@@ -278,9 +283,7 @@ def support(facts: KernelFacts, btf_dir: Path = BTF_DIR, sys_module: Path = SYS_
     out = []
     kprobes = (facts.tracefs / "kprobe_events").exists()
     for h in wanted_hooks(facts):
-        present = h.module is None or module_loaded(h.module, sys_module) or \
-            module_built_in(h.module, sys_module) or btf_function(h.func, None, btf_dir) is not None
-        if not present:
+        if not _in_kernel(h, btf_dir, sys_module):
             out.append(Hook(f"{h.btf_form} {h.func}", False,
                             f"module {h.module} is not loaded: netdrop attaches the hook when it is"))
             continue
