@@ -202,14 +202,12 @@ def initramfs(root: Path) -> Path:
         ("bin/busybox", 0o100755, busybox.read_bytes()),
         ("init", 0o100755, init.read_bytes()),
     ]
-    names = []
     for i, mod in enumerate(module_order(modules_dir(root), BOOT_MODULES)):
         data = mod.read_bytes()
         if mod.suffix == ".xz":
             data = lzma.decompress(data)
         name = f"{i:02d}-{mod.name.split('.ko')[0]}.ko"
         entries.append((f"modules/{name}", 0o100644, data))
-        names.append(name)
     target.write_bytes(gzip.compress(cpio_newc(entries), 6))
     return target
 
@@ -293,7 +291,9 @@ def boot(kernel: Kernel, root: Path, job: list[str], accel: str, timeout: float,
         elif not outcome.note:
             boot_log = (results["boot.log"] or b"").decode(errors="replace")
             tail_lines = (boot_log.strip().splitlines() or [qemu_out.decode(errors="replace").strip()])[-5:]
-            outcome.note = "guest stopped before the tests ended: " + " | ".join(tail_lines)
+            what = "guest stopped before the tests ended" if outcome.booted else \
+                "guest did not reach its root file system"
+            outcome.note = f"{what}: " + " | ".join(tail_lines)
         _read_junit(results["junit.xml"], outcome)
         keep = private(CACHE / "runs") / kernel.name
         shutil.rmtree(keep, ignore_errors=True)
