@@ -1,21 +1,43 @@
 """access: who may read what the agent serves (the HTTP server asks, a Gate answers).
 
-The server (serve.py) calls `Gate.check` for every request to a path that says
-something about the node (/metrics); probes (/healthz) never come here, so the
-kubelet needs no token. `check` blocks (it may ask the API server) and the
-server runs it off its event loop, under the request's deadline.
+The server calls `Gate.check` for every request to a path that says something
+about the node (/metrics); probes (/healthz) never come here, so the kubelet
+needs no token. `check` blocks (it may ask the API server) and the server runs
+it off its event loop, under the request's deadline.
+
+KubeGate decides as the kubelet does for its own /metrics (the kubelet's
+--authentication-token-webhook and --authorization-mode=Webhook;
+pkg/kubelet/server/auth.go): the bearer token is given to the API server in a
+TokenReview, and the user it names in a SubjectAccessReview for
+
+    verb get, resource nodes, subresource metrics, name <this node>
+
+the attributes the kubelet asks for /metrics (pkg/kubelet/server/auth.go,
+GetRequestAttributes). So whoever may scrape this node's kubelet may scrape its
+netdrop (Prometheus's usual ClusterRole grants `nodes/metrics`), RBAC can grant
+it node by node, and nothing new is invented for operators to learn. Both
+answers are kept briefly (the kubelet keeps them 2 min and 5 min; here less, so
+that a revoked grant takes effect within a minute), and asking is rate-limited:
+any client on the network can send made-up tokens, and each unknown one would
+otherwise be a call to the API server.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The answer for one request: 200 serves it; 401 (no or unknown token), 403
-    (known, not permitted) and 503 (the API could not be asked) refuse it with `why`."""
+    (known, not permitted), 429 (too many unknown tokens at once) and 503 (the
+    API could not be asked) refuse it with `why`."""
 
     status: int
     why: str
@@ -40,3 +62,156 @@ class Open:
 
     def check(self, path: str, authorization: str | None) -> Verdict:
         return ALLOWED
+
+
+class Later:
+    """A gate decided once start-up knows the node's name (the review's object):
+    until then /metrics says the agent is starting."""
+
+    def __init__(self) -> None:
+        self.gate: Gate | None = None
+
+    def check(self, path: str, authorization: str | None) -> Verdict:
+        gate = self.gate
+        return gate.check(path, authorization) if gate is not None else Verdict(503, "starting")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user as a TokenReview names it (authentication.k8s.io/v1 UserInfo)."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a SubjectAccessReview asks about (authorization.k8s.io/v1 ResourceAttributes)."""
+
+    verb: str
+    resource: str
+    subresource: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource}/{self.subresource} {self.name}"
+
+
+class ReviewUnavailable(Exception):
+    """The API server could not be asked (unreachable, slow, refused our own token)."""
+
+
+class Reviewer(Protocol):
+    def authenticate(self, token: str) -> Identity | None:
+        """The token's user, None when the API server does not accept it; ReviewUnavailable."""
+        ...
+
+    def authorize(self, who: Identity, attrs: Attributes) -> bool:
+        """Whether RBAC (or any authorizer of the cluster) lets `who` do `attrs`; ReviewUnavailable."""
+        ...
+
+
+AUTHN_TTL = 60.0          # a token's user (and a rejected token) kept this long
+ALLOW_TTL = 60.0          # a permission granted, kept this long
+DENY_TTL = 10.0           # a permission refused: asked again soon (a grant being set up)
+CACHE_ENTRIES = 1024      # per cache: memory bounded whatever tokens clients send
+REVIEWS_PER_SECOND = 10.0  # reviews of tokens not in the cache, sustained
+REVIEW_BURST = 20
+MAX_TOKEN = 16 * 1024     # longer than any service-account or OIDC token
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Cache(Generic[K, V]):
+    """A small LRU with an expiry per entry."""
+
+    def __init__(self, clock: Callable[[], float], size: int = CACHE_ENTRIES) -> None:
+        self._clock = clock
+        self._size = size
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        hit = self._items.get(key)
+        if hit is None or hit[0] <= self._clock():
+            return False, None
+        self._items.move_to_end(key)
+        return True, hit[1]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        self._items[key] = (self._clock() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class KubeGate:
+    """TokenReview, then SubjectAccessReview for `attrs`; answers kept briefly."""
+
+    def __init__(self, reviewer: Reviewer, attrs: Attributes, clock: Callable[[], float] = time.monotonic) -> None:
+        self._reviewer = reviewer
+        self.attrs = attrs
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._users: _Cache[bytes, Identity | None] = _Cache(clock)
+        self._grants: _Cache[Identity, bool] = _Cache(clock)
+        self._tokens = float(REVIEW_BURST)
+        self._refilled = clock()
+
+    def check(self, path: str, authorization: str | None) -> Verdict:
+        token = bearer_token(authorization)
+        if token is None:
+            return Verdict(401, "a bearer token is required (Authorization: Bearer <token>)")
+        key = hashlib.sha256(token.encode()).digest()     # no token kept in memory as it came
+        with self._lock:
+            known, who = self._users.get(key)
+        if not known:
+            if not self._take():
+                return Verdict(429, "too many unknown tokens at once; try again in a second")
+            try:
+                who = self._reviewer.authenticate(token)
+            except ReviewUnavailable as exc:
+                return Verdict(503, f"cannot review the token: {exc}")
+            with self._lock:
+                self._users.put(key, who, AUTHN_TTL)
+        if who is None:
+            return Verdict(401, "the token was not accepted (TokenReview)")
+        with self._lock:
+            known, allowed = self._grants.get(who)
+        if not known:
+            try:
+                allowed = self._reviewer.authorize(who, self.attrs)
+            except ReviewUnavailable as exc:
+                return Verdict(503, f"cannot review the permission: {exc}")
+            with self._lock:
+                self._grants.put(who, allowed, ALLOW_TTL if allowed else DENY_TTL)
+        if not allowed:
+            return Verdict(403, f"{who.username} may not {self.attrs}")
+        return ALLOWED
+
+    def _take(self) -> bool:
+        """A token bucket for reviews of tokens not in the cache."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(REVIEW_BURST), self._tokens + (now - self._refilled) * REVIEWS_PER_SECOND)
+            self._refilled = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of `Authorization: Bearer <token>` (RFC 6750 2.1: the scheme is
+    case-insensitive, the token is token68 characters), else None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN:
+        return None
+    if not all(c.isascii() and (c.isalnum() or c in "-._~+/=") for c in token):
+        return None
+    return token

@@ -110,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: 10000)")
     serve.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
                        help="remove a series this long after its pods are gone (default: 5m)")
+    guard = serve.add_argument_group("who may scrape (loopback: anyone local; any other address: bearer "
+                                     "tokens the API server accepts, allowed to get nodes/metrics of this node)")
+    guard.add_argument("--auth", choices=("kubernetes",), default=None,
+                       help="check tokens (TokenReview, SubjectAccessReview) on a loopback address too")
+    guard.add_argument("--insecure-no-auth", action="store_true",
+                       help="serve /metrics to anyone who reaches the address: its pods, namespaces and kernel")
+    guard.add_argument("--tls-cert-file", metavar="PATH",
+                       help="serving certificate (PEM; read again when it changes); default with tokens: "
+                            "a self-signed one made at start")
+    guard.add_argument("--tls-key-file", metavar="PATH", help="its private key (PEM)")
     _tracefs_option(serve)
     return parser
 

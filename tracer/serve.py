@@ -25,6 +25,7 @@ import functools
 import ipaddress
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from .access import Gate, Later, Open
 from .env import Environment
 from .errors import UserError
 
@@ -56,6 +58,7 @@ TRIM_SECONDS = 10.0
 MAX_CLIENTS = 8             # requests served at once; more are closed at once (memory bounded)
 REQUEST_SECONDS = 10.0      # a client must send its request within this
 CLOSE_WAIT_SECONDS = 1.0    # at the end, a scrape in flight gets this long before the program goes
+OPEN = Open()
 SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)
 
 
@@ -99,11 +102,23 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True           # a stuck client never holds the exit
     request_queue_size = 16
 
-    def __init__(self, listen: Listen, agent: Agent) -> None:
+    def __init__(self, listen: Listen, agent: Agent, gate: Gate = OPEN, tls: ssl.SSLContext | None = None) -> None:
         self.address_family = listen.family
         self.agent = agent
+        self.gate = gate
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         super().__init__((listen.host, listen.port), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(REQUEST_SECONDS)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError):
+                return
+        super().finish_request(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -132,6 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
         agent = self.server.agent
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
+            verdict = self.server.gate.check(path, self.headers.get("Authorization"))
+            if not verdict.allowed:
+                self._reply(verdict.status, f"{verdict.why}\n".encode())
+                return
             try:
                 body, ctype = agent.scrape(self.headers.get("Accept"))
             # A failed read of the kernel's maps (the program going away at the end):
@@ -150,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
         self.send_response(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="netdrop"')
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -286,15 +307,24 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .pods.source import PodSource
     from .session import SIGNALS, ExitStatus, Pending, info, kernel_facts, require_root, warn
     from .sinks.metrics import AgentState, DropCollector, Series
+    from .tlsconf import RELOAD_CHECK_SECONDS
+
+    from . import serveauth
 
     listen = parse_listen(args.listen)
     if args.max_series < 1:
         raise UserError("--max-series must be 1 or more")
+    guard = serveauth.plan(listen.host, auth=args.auth, insecure=args.insecure_no_auth,
+                           cert=args.tls_cert_file, key=args.tls_key_file)
     require_root(env)
+    gate_for = serveauth.gate_for(guard, args.kubeconfig)
     facts = kernel_facts(args, env)
     agent = Agent()
+    gate = Later()
+    tls = serveauth.serving(guard, args.node or socket.gethostname(), [] if listen.host in ("0.0.0.0", "::")
+                            else [listen.host])
     try:
-        server = _Server(listen, agent)
+        server = _Server(listen, agent, gate, tls.context if tls is not None else None)
     except OSError as exc:
         raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     served = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -328,6 +358,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         source.start()
         tracer.start_counting()
         node = args.node or source.node_name or socket.gethostname()
+        gate.gate = gate_for(node)
         kallsyms = Kallsyms.load()
         if not kallsyms.usable:
             say("/proc/kallsyms hides addresses (kptr_restrict, or no CAP_SYSLOG): drop locations cannot be named, "
@@ -362,9 +393,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         agent.collector, agent.tracer = collector, tracer
         agent.beat = time.monotonic()
         SIGNALS.tracing()
-        info(env, f"serving http://{listen}/metrics and /healthz for node {node}; "
-                  f"pods: {source.describe()}; Ctrl-C to stop")
-        next_trim = time.monotonic()
+        info(env, f"serving {'https' if tls else 'http'}://{listen}/metrics and /healthz for node {node}; "
+                  f"{serveauth.describe(guard, listen.host)}; pods: {source.describe()}; Ctrl-C to stop")
+        next_trim = next_tls_check = time.monotonic()
         while not SIGNALS.stop.is_set():
             tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events, unused: drained as bytes
             now = time.monotonic()
@@ -375,6 +406,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                 scope = new_scope
                 tracer.set_filters(Filters(netns=scope))
             agent.beat = now
+            if tls is not None and now >= next_tls_check:
+                if (said := tls.reload_if_changed()) is not None:
+                    info(env, said)
+                next_tls_check = now + RELOAD_CHECK_SECONDS
             if now >= next_trim:
                 release_free_memory()
                 next_trim = now + TRIM_SECONDS

@@ -5,6 +5,10 @@ what the kernel itself counted (UdpNoPorts in each pod's namespace, FragFails
 in node1's). promtool accepts /metrics; every dashboard panel's query runs on
 that Prometheus and returns series. Prometheus (Debian's) runs on 127.0.0.1
 with its own configuration and TSDB in a temporary directory, removed after.
+
+Prometheus scrapes as deploy/'s example does: HTTPS (a certificate from a
+Secret: here one of a CA the test makes) with the bearer token of its service
+account, which the lab's API server accepts and lets get nodes/metrics.
 """
 
 import json
@@ -12,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.parse
@@ -21,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tracer.lab import node as lab
+from tracer.tlsconf import make_certificate
 
 from .conftest import NETDROP, Netdrop
 
@@ -42,12 +48,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(url: str, timeout: float = 5) -> tuple[int, str]:
+PROMETHEUS_USER = "system:serviceaccount:monitoring:prometheus-k8s"
+
+
+def get(url: str, timeout: float = 5, token: str | None = None,
+        context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout,
+                                    context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+class Serving:
+    """A CA, the agents' serving certificate from it (127.0.0.1), and a client context that trusts it."""
+
+    def __init__(self, tmp: Path):
+        ca = make_certificate("test-ca", [], ca=True)
+        cert, key = make_certificate("netdrop", ["127.0.0.1"], issuer_pem=ca)
+        self.ca_file, self.cert_file, self.key_file = tmp / "ca.crt", tmp / "tls.crt", tmp / "tls.key"
+        self.ca_file.write_bytes(ca[0])
+        self.cert_file.write_bytes(cert)
+        self.key_file.write_bytes(key)
+        self.key_file.chmod(0o600)
+        self.client = ssl.create_default_context(cafile=str(self.ca_file))
+
+    def args(self) -> list[str]:
+        return ["--auth", "kubernetes", "--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file)]
 
 
 def snmp(ns: str, table: str, field: str) -> int:
@@ -59,13 +88,19 @@ def snmp(ns: str, table: str, field: str) -> int:
 
 
 class Prometheus:
-    def __init__(self, tmp: Path, targets: list[str]):
+    def __init__(self, tmp: Path, targets: list[str], tls: Serving | None = None, token: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = tmp / "prometheus.yml"
+        job: dict = {"job_name": "netdrop", "static_configs": [{"targets": targets}]}
+        if tls is not None:
+            job |= {"scheme": "https", "tls_config": {"ca_file": str(tls.ca_file)}}
+        if token is not None:
+            (tmp / "token").write_text(token)
+            job["authorization"] = {"credentials_file": str(tmp / "token")}
         config.write_text(json.dumps({      # YAML is a superset of JSON
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "netdrop", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [job],
         }))
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -103,19 +138,33 @@ class Prometheus:
 
 
 @pytest.fixture
-def cluster(node, tmp_path):
-    """Two agents, one per simulated node, and Prometheus scraping both."""
+def serving(tmp_path):
+    return Serving(tmp_path)
+
+
+@pytest.fixture
+def scraper(node):
+    """The token of Prometheus's service account, allowed to get nodes/metrics of both nodes."""
+    token = node.api.add_user(PROMETHEUS_USER, ("system:serviceaccounts",))
+    node.api.grant(PROMETHEUS_USER, "get", "nodes", "metrics")
+    yield token
+    node.api.revoke(PROMETHEUS_USER, "get", "nodes", "metrics")
+
+
+@pytest.fixture
+def cluster(node, tmp_path, serving, scraper):
+    """Two agents, one per simulated node, and Prometheus scraping both over HTTPS with a token."""
     agents = {}
     try:
         for netns in (node.node1, node.node2):
             port = free_port()
             agents[netns] = (Agent("serve", "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(node.kubeconfig),
-                                   "--node-netns", netns), port)
+                                   "--node-netns", netns, *serving.args()), port)
         for agent, _ in agents.values():
             agent.wait_ready()
-        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}" for _, port in agents.values()])
+        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}" for _, port in agents.values()], serving, scraper)
         try:
-            yield prom, agents
+            yield prom, agents, serving, scraper
         finally:
             prom.stop()
     finally:
@@ -136,7 +185,7 @@ def settle(prom: Prometheus, promql: str, by: tuple[str, ...], want: dict, secon
 
 
 def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, cluster):
-    prom, agents = cluster
+    prom, agents, serving, token = cluster
     db, api = node.pods["db"], node.pods["api"]
     before = {"db": snmp(db.netns, "Udp", "NoPorts"), "api": snmp(api.netns, "Udp", "NoPorts"),
               "frag": snmp(node.node1, "Ip", "FragFails")}
@@ -172,8 +221,9 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
     # Both agents healthy, as Prometheus sees them and on /healthz.
     assert prom.values("up", "instance") == {(f"127.0.0.1:{p}",): 1.0 for _, p in agents.values()}
     for _, port in agents.values():
-        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok: programs attached, counters readable\n")
-        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert get(f"https://127.0.0.1:{port}/healthz", context=serving.client) == (
+            200, "ok: programs attached, counters readable\n")
+        status, text = get(f"https://127.0.0.1:{port}/metrics", token=token, context=serving.client)
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
         assert status == 200 and check.returncode == 0, check.stdout + check.stderr
 
@@ -218,3 +268,88 @@ def test_a_port_in_use_fails_at_once_with_one_line(node):
                              capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.strip() == f"netdrop: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def _get_headers(url: str, context: ssl.SSLContext, token: str | None = None) -> tuple[int, dict[str, str], str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5, context=context) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def test_only_tokens_allowed_to_get_this_nodes_metrics_are_served_and_probes_need_none(node, serving):
+    tenant = node.api.add_user("system:serviceaccount:shop:default")
+    elsewhere = node.api.add_user("system:serviceaccount:monitoring:node2-only")
+    scraper = node.api.add_user(PROMETHEUS_USER)
+    node.api.grant("system:serviceaccount:monitoring:node2-only", "get", "nodes", "metrics", "sim-node2")
+    node.api.grant(PROMETHEUS_USER, "get", "nodes", "metrics", "sim-node1")
+    port = free_port()
+    agent = Agent("serve", "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(node.kubeconfig),
+                  "--node-netns", node.node1, *serving.args())
+    url = f"https://127.0.0.1:{port}"
+    try:
+        agent.wait_ready()
+        assert "/metrics for bearer tokens allowed to get nodes/metrics" in agent.stderr_now()
+        # The kubelet's probe: no token, and nothing about pods in the answer.
+        status, _, body = _get_headers(f"{url}/healthz", serving.client)
+        assert (status, body) == (200, "ok: programs attached, counters readable\n")
+        status, headers, body = _get_headers(f"{url}/metrics", serving.client)
+        assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"), (status, headers)
+        assert "db-0" not in body
+        assert _get_headers(f"{url}/metrics", serving.client, "made-up-token")[0] == 401
+        status, _, body = _get_headers(f"{url}/metrics", serving.client, tenant)
+        assert status == 403 and "system:serviceaccount:shop:default may not get nodes/metrics sim-node1" in body
+        assert "db-0" not in body
+        assert _get_headers(f"{url}/metrics", serving.client, elsewhere)[0] == 403
+        reviews = dict(node.api.reviews)
+        for _ in range(5):
+            status, _, body = _get_headers(f"{url}/metrics", serving.client, scraper)
+            assert status == 200 and "netdrop_build_info" in body, body[:300]
+        # The answers are kept: five scrapes, one TokenReview and one SubjectAccessReview.
+        assert {k: node.api.reviews[k] - reviews[k] for k in reviews} == {"TokenReview": 1, "SubjectAccessReview": 1}
+        # Plain HTTP on the TLS port carries no token and gets nothing.
+        with pytest.raises((OSError, urllib.error.URLError)):
+            get(f"http://127.0.0.1:{port}/metrics", token=scraper)
+        agent.stop()
+    finally:
+        agent.kill()
+        node.api.revoke("system:serviceaccount:monitoring:node2-only", "get", "nodes", "metrics", "sim-node2")
+        node.api.revoke(PROMETHEUS_USER, "get", "nodes", "metrics", "sim-node1")
+    assert agent.proc.returncode == 0 and "Traceback" not in agent.stderr, agent.stderr
+
+
+def test_without_a_certificate_tokens_go_over_tls_with_one_made_at_start(node):
+    scraper = node.api.add_user(PROMETHEUS_USER)
+    node.api.grant(PROMETHEUS_USER, "get", "nodes", "metrics", "sim-node1")
+    port = free_port()
+    agent = Agent("serve", "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(node.kubeconfig),
+                  "--node-netns", node.node1, "--auth", "kubernetes")
+    try:
+        agent.wait_ready()
+        assert f"serving https://127.0.0.1:{port}/metrics" in agent.stderr_now()
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE    # as Prometheus scrapes a kubelet
+        status, _, body = _get_headers(f"https://127.0.0.1:{port}/metrics", insecure, scraper)
+        assert status == 200 and "netdrop_build_info" in body
+        # The certificate is one this agent made, self-signed: a verifying client refuses it.
+        with pytest.raises(urllib.error.URLError, match="self-signed certificate"):
+            _get_headers(f"https://127.0.0.1:{port}/healthz", ssl.create_default_context())
+        agent.stop()
+    finally:
+        agent.kill()
+        node.api.revoke(PROMETHEUS_USER, "get", "nodes", "metrics", "sim-node1")
+    assert agent.proc.returncode == 0 and "Traceback" not in agent.stderr, agent.stderr
+
+
+def test_any_address_but_loopback_without_credentials_to_check_tokens_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)         # no ~/.kube/config
+    res = subprocess.run(NETDROP + ["serve", "--listen", f"0.0.0.0:{free_port()}"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip()
+    assert "\n" not in line and line.startswith("netdrop: error: scrapers' tokens are checked through the "
+                                                "Kubernetes API, which cannot be used"), line
+    assert "--insecure-no-auth" in line

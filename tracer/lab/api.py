@@ -11,7 +11,10 @@ ERROR event with code 410 (Gone) and the client lists again; with bookmarks
 allowed, a BOOKMARK carries the current resourceVersion every
 BOOKMARK_SECONDS and as the watch ends, so that a client whose pods did not
 change resumes from a recent version. Objects are realistic Pod and Node objects.
-It writes a kubeconfig pointing at itself with a bearer token it checks.
+It writes a kubeconfig pointing at itself with a bearer token it checks, or
+(with TLS) the service-account directory the kubelet gives a pod. It answers
+TokenReviews and SubjectAccessReviews from its own users and grants (the
+agent's authentication of its scrapers).
 
 It listens on 127.0.0.1 only: the token is the only thing between its pod list
 and anyone who can reach the port, and the node's other users can read
@@ -20,11 +23,13 @@ nothing of it but through root's kubeconfig, which is created mode 0600.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import copy
 import json
 import os
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -128,6 +133,7 @@ def _fields_match(obj: Obj, selector: str) -> bool:
 
 
 LISTEN_ADDRESS = "127.0.0.1"
+AGENT_USER = "system:serviceaccount:netdrop:netdrop"   # the DaemonSet's service account
 MAX_LOG = 10_000          # watch events kept: a watch from before them gets 410 Gone
 BOOKMARK_SECONDS = 10.0
 POLL_INTERVAL = 0.05     # how often serve_forever() looks for shutdown(): stop() waits up to this long
@@ -149,8 +155,40 @@ class KubeAPI:
         self.log: list[tuple[int, str, Obj]] = []   # (resourceVersion, type, object)
         self.cond = threading.Condition()
         self.token = secrets.token_hex(16)
+        # Who the tokens are (as TokenReview names them) and what RBAC lets them do
+        # (as SubjectAccessReview answers): the agent's own token is its service
+        # account, bound to system:auth-delegator (it may create both reviews).
+        self.users: dict[str, Obj] = {self.token: {"username": AGENT_USER, "uid": str(uuid.uuid4()),
+                                                   "groups": ["system:serviceaccounts", "system:authenticated"]}}
+        self.grants: set[tuple[str, str, str, str, str]] = {
+            (AGENT_USER, "create", "tokenreviews", "", "*"),
+            (AGENT_USER, "create", "subjectaccessreviews", "", "*")}
+        self.reviews = {"TokenReview": 0, "SubjectAccessReview": 0}
         self.requests: list[str] = []
+        self.ca_pem: bytes | None = None
         self._server: ThreadingHTTPServer | None = None
+        self._tls: tuple[bytes, bytes] | None = None
+
+    # -- users and RBAC (what the real API server's authenticators and RBAC decide) --
+    def add_user(self, username: str, groups: tuple[str, ...] = ()) -> str:
+        """A new bearer token for `username` (a Prometheus's service account, a tenant)."""
+        token = secrets.token_urlsafe(24)
+        with self.cond:
+            self.users[token] = {"username": username, "uid": str(uuid.uuid4()),
+                                 "groups": [*groups, "system:authenticated"]}
+        return token
+
+    def grant(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*") -> None:
+        with self.cond:
+            self.grants.add((username, verb, resource, subresource, name))
+
+    def revoke(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*") -> None:
+        with self.cond:
+            self.grants.discard((username, verb, resource, subresource, name))
+
+    def allowed(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "") -> bool:
+        with self.cond:
+            return any((username, verb, resource, subresource, n) in self.grants for n in (name, "*"))
 
     # -- state changes (as the control plane would make them) --
     def _bump(self, kind: str, obj: Obj) -> None:
@@ -197,8 +235,9 @@ class KubeAPI:
                 self._bump("DELETED", pod)
 
     # -- serving --
-    def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1:port (0: any free port; a stopped server can come back on its old one)."""
+    def start(self, port: int = 0, tls: bool = False) -> str:
+        """Serve on 127.0.0.1:port (0: any free port; a stopped server can come back on its old one);
+        with tls, HTTPS with a certificate from a CA of its own (ca_pem), as a real API server."""
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -206,6 +245,44 @@ class KubeAPI:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_POST(self) -> None:
+                api.requests.append("POST " + self.path)
+                user = self._user()
+                if user is None:
+                    return self._status(401, "Unauthorized", "Unauthorized")
+                kinds = {"/apis/authentication.k8s.io/v1/tokenreviews": ("TokenReview", "tokenreviews"),
+                         "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+                             ("SubjectAccessReview", "subjectaccessreviews")}
+                path = urlparse(self.path).path
+                if path not in kinds:
+                    return self._status(404, "NotFound", "the server could not find the requested resource")
+                kind, resource = kinds[path]
+                if not api.allowed(user["username"], "create", resource):
+                    return self._status(403, "Forbidden", f'User "{user["username"]}" cannot create resource '
+                                                          f'"{resource}" at the cluster scope')
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    review = json.loads(self.rfile.read(min(length, 1 << 20)))
+                    spec = review["spec"]
+                except (ValueError, KeyError, TypeError):
+                    return self._status(400, "BadRequest", f"not a {kind}")
+                with api.cond:
+                    api.reviews[kind] += 1
+                if kind == "TokenReview":
+                    who = api.users.get(str(spec.get("token")))
+                    status: Obj = {"authenticated": True, "user": who} if who else {"authenticated": False}
+                else:
+                    attrs = spec.get("resourceAttributes") or {}
+                    ok = api.allowed(str(spec.get("user")), str(attrs.get("verb")), str(attrs.get("resource")),
+                                     str(attrs.get("subresource") or ""), str(attrs.get("name") or ""))
+                    status = {"allowed": ok, **({} if ok else {"reason": "no RBAC policy matched"})}
+                review["status"] = status
+                return self._json(201, review)
+
+            def _user(self) -> Obj | None:
+                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+                return api.users.get(token) if scheme == "Bearer" else None
 
             def do_GET(self) -> None:
                 api.requests.append(self.path)
@@ -339,20 +416,55 @@ class KubeAPI:
                                   "message": message, "reason": reason, "code": code})
 
         self._server = _Server((LISTEN_ADDRESS, port), Handler)
+        if tls:
+            self._wrap_tls(self._server)
         threading.Thread(target=self._server.serve_forever, args=(POLL_INTERVAL,), daemon=True).start()
         return self.url
+
+    def _wrap_tls(self, server: ThreadingHTTPServer) -> None:
+        from ..tlsconf import make_certificate
+
+        if self._tls is None:       # one CA for the server's life: a restart keeps clients' trust
+            ca = make_certificate("netdrop-lab-ca", [], ca=True)
+            self.ca_pem = ca[0]
+            self._tls = make_certificate("kube-apiserver", [LISTEN_ADDRESS, "kubernetes.default.svc"],
+                                         issuer_pem=ca)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        fd = os.memfd_create("lab-api-tls", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, self._tls[0] + self._tls[1])
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://{LISTEN_ADDRESS}:{self._server.server_address[1]}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{LISTEN_ADDRESS}:{self._server.server_address[1]}"
+
+    def write_service_account(self, directory: Path) -> dict[str, str]:
+        """What the kubelet gives a pod of a service account: `directory` (new, root's,
+        0700) with token, ca.crt and namespace, to be mounted at
+        /var/run/secrets/kubernetes.io/serviceaccount; returns the environment the
+        kubelet sets (KUBERNETES_SERVICE_HOST/PORT) for the client's in-cluster config."""
+        assert self._server is not None and self.ca_pem is not None, "start(tls=True) first"
+        directory.mkdir(mode=0o700)
+        for name, data in (("token", self.token.encode()), ("ca.crt", self.ca_pem), ("namespace", b"netdrop")):
+            with os.fdopen(create_new(directory / name, 0o644), "wb") as f:
+                f.write(data)
+        port = str(self._server.server_address[1])
+        return {"KUBERNETES_SERVICE_HOST": LISTEN_ADDRESS, "KUBERNETES_SERVICE_PORT": port}
 
     def write_kubeconfig(self, path: Path, context: str = "sim") -> Path:
         """A new kubeconfig at path, mode 0600 from its first byte (it holds the token);
         OSError if anything, a link included, is already there."""
         text = json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "clusters": [{"name": context, "cluster": {
+                "server": self.url,
+                **({"certificate-authority-data": base64.b64encode(self.ca_pem).decode()} if self.ca_pem else {})}}],
             "users": [{"name": "netdrop", "user": {"token": self.token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
         })

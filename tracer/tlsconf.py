@@ -1,0 +1,126 @@
+"""tlsconf: the agent's serving certificate, from files or made at start.
+
+With authentication on, scrapers send bearer tokens: in clear text on a node's
+network any pod that can sniff (a hostNetwork pod, a NET_ADMIN one on a
+bridge) could take them, so authentication always comes with TLS.
+
+From files (--tls-cert-file/--tls-key-file: a Secret, e.g. cert-manager's):
+read again when they change, as a Secret's files do when it is renewed, so a
+renewal needs no restart. Made at start: a self-signed certificate (ECDSA
+P-256, a year) whose key never touches a file system: ssl takes PEM only from
+a path, so it is given an anonymous memory file (memfd_create(2)) through
+/proc/self/fd, which only this process (and root) can open.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+RELOAD_CHECK_SECONDS = 60.0
+
+
+def _context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@dataclass
+class Serving:
+    """The SSL context the server uses, and where its certificate came from."""
+
+    context: ssl.SSLContext
+    describe: str
+    cert: Path | None = None
+    key: Path | None = None
+    _stamp: tuple[float, float] | None = None
+
+    def reload_if_changed(self) -> str | None:
+        """Load the files again if either changed (a renewed Secret); new connections get
+        the new certificate. Returns a line to log when something happened."""
+        if self.cert is None or self.key is None:
+            return None
+        try:
+            stamp = (self.cert.stat().st_mtime, self.key.stat().st_mtime)
+        except OSError as exc:
+            return f"TLS: cannot look at {self.cert} / {self.key}: {exc.strerror}; the loaded certificate stays"
+        if stamp == self._stamp:
+            return None
+        try:
+            self.context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            return f"TLS: cannot load the changed {self.cert} / {self.key}: {exc}; the loaded certificate stays"
+        self._stamp = stamp
+        return f"TLS: loaded the renewed certificate {self.cert}"
+
+
+def from_files(cert: str, key: str) -> Serving:
+    ctx = _context()
+    cert_path, key_path = Path(cert).absolute(), Path(key).absolute()
+    try:
+        stamp = (cert_path.stat().st_mtime, key_path.stat().st_mtime)
+        ctx.load_cert_chain(cert_path, key_path)
+    except OSError as exc:
+        raise UserError(f"cannot read the TLS certificate or key ({exc.filename}): {exc.strerror}") from None
+    except ssl.SSLError as exc:
+        raise UserError(f"cannot use the TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
+    return Serving(ctx, f"certificate {cert_path}", cert_path, key_path, stamp)
+
+
+def self_signed(node: str, addresses: list[str]) -> Serving:
+    """A certificate for this node made now (the scraper checks the token's
+    exchange, not who we are: Prometheus scrapes it with insecure_skip_verify,
+    as it does the kubelet's self-signed one)."""
+    cert_pem, key_pem = make_certificate(node, addresses)
+    ctx = _context()
+    fd = os.memfd_create("netdrop-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, cert_pem + key_pem)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return Serving(ctx, "a self-signed certificate made at start")
+
+
+def make_certificate(common_name: str, addresses: list[str], *, issuer_pem: tuple[bytes, bytes] | None = None,
+                     ca: bool = False, days: int = 365) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for `common_name`, its addresses as SANs; signed
+    by issuer_pem (certificate, key) or by itself. Used by the lab's API server too."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64] or "netdrop")])
+    if issuer_pem is not None:
+        issuer_cert = x509.load_pem_x509_certificate(issuer_pem[0])
+        issuer_key = serialization.load_pem_private_key(issuer_pem[1], password=None)
+        issuer_name = issuer_cert.subject
+    else:
+        issuer_key, issuer_name = key, name
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = []
+    for a in addresses:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(a)))
+        except ValueError:
+            sans.append(x509.DNSName(a))
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
