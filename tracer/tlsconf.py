@@ -55,7 +55,7 @@ class Serving:
             return None
         try:
             self.context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:      # ssl.SSLError included
             return f"TLS: cannot load the changed {self.cert} / {self.key}: {exc}; the loaded certificate stays"
         self._stamp = stamp
         return f"TLS: loaded the renewed certificate {self.cert}"
@@ -67,10 +67,10 @@ def from_files(cert: str, key: str) -> Serving:
     try:
         stamp = (cert_path.stat().st_mtime, key_path.stat().st_mtime)
         ctx.load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as exc:     # an OSError too: asked first
+        raise UserError(f"cannot use the TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read the TLS certificate or key ({exc.filename}): {exc.strerror}") from None
-    except ssl.SSLError as exc:
-        raise UserError(f"cannot use the TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
     return Serving(ctx, f"certificate {cert_path}", cert_path, key_path, stamp)
 
 
