@@ -155,6 +155,7 @@ def scraper(node):
 def cluster(node, tmp_path, serving, scraper):
     """Two agents, one per simulated node, and Prometheus scraping both over HTTPS with a token."""
     agents = {}
+    node.api.requests.clear()       # from here on, the agents' calls only
     try:
         for netns in (node.node1, node.node2):
             port = free_port()
@@ -182,6 +183,38 @@ def settle(prom: Prometheus, promql: str, by: tuple[str, ...], want: dict, secon
             break
         time.sleep(0.5)
     return got
+
+
+def api_calls(requests: list[str]) -> set[tuple[str, str]]:
+    """(verb, resource) of each request the lab's API server saw, as RBAC names them."""
+    calls = set()
+    for line in requests:
+        method, _, path = line.rpartition(" ")
+        url = urllib.parse.urlparse(path)
+        parts = [p for p in url.path.split("/") if p]
+        resource = parts[-1] if parts[-1].endswith("s") else parts[-2]
+        if method == "POST":
+            verb = "create"
+        elif "watch=true" in url.query.lower() or "watch=1" in url.query:
+            verb = "watch"
+        else:
+            verb = "list" if parts[-1] == resource else "get"
+        calls.add((verb, resource))
+    return calls
+
+
+def agent_may(verb: str, resource: str) -> bool:
+    """What deploy/rbac.yaml grants the agent's service account (its role, and system:auth-delegator's
+    create on the two reviews)."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "netdrop"]
+    delegated = any(d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "system:auth-delegator"
+                    for d in docs)
+    if delegated and verb == "create" and resource in ("tokenreviews", "subjectaccessreviews"):
+        return True
+    return any(verb in r["verbs"] and resource in r["resources"] for r in role["rules"])
 
 
 def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, cluster):
@@ -237,6 +270,11 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
         while not prom.query(promql) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert prom.query(promql), f"panel {title!r}: {promql} returned no series"
+
+    # Every call the agents made to the API is one deploy/rbac.yaml grants them.
+    calls = api_calls(node.api.requests)
+    assert {("watch", "pods"), ("create", "tokenreviews"), ("create", "subjectaccessreviews")} <= calls
+    assert [c for c in calls if not agent_may(*c)] == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])

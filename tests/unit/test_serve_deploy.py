@@ -43,12 +43,32 @@ def test_manifests_follow_the_kubernetes_api_schema():
     assert checked == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service"}
 
 
+def roles() -> dict[str, list[dict]]:
+    return {d["metadata"]["name"]: d["rules"] for d in documents() if d["kind"] == "ClusterRole"}
+
+
+def bindings() -> dict[str, tuple[str, list[str]]]:
+    return {d["metadata"]["name"]: (d["roleRef"]["name"], [f"{s['namespace']}/{s['name']}" for s in d["subjects"]])
+            for d in documents() if d["kind"] == "ClusterRoleBinding"}
+
+
+def allows(rules: list[dict], verb: str, resource: str) -> bool:
+    return any(verb in r["verbs"] and resource in r["resources"] for r in rules)
+
+
 def test_the_agent_asks_for_the_least_it_needs():
     docs = {d["kind"]: d for d in documents()}
-    # Services only read, for `netdrop doctor` run with the agent's account (dual-stack Services).
-    assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"],
-                                              "verbs": ["get", "list", "watch"]},
-                                             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list"]}]
+    # What serve calls (tests/kernel/test_serve_prometheus.py checks every call it made against this
+    # role): this node's pods listed and watched, the node read, scrapers' tokens reviewed.
+    assert roles()["netdrop"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+                                  {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    assert bindings() == {"netdrop": ("netdrop", ["netdrop/netdrop"]),
+                          "netdrop-auth-delegator": ("system:auth-delegator", ["netdrop/netdrop"])}
+    # Scrapers and responders get roles of their own, bound by the operator to whom they choose.
+    assert roles()["netdrop-metrics-reader"] == [{"apiGroups": [""], "resources": ["nodes/metrics"],
+                                                  "verbs": ["get"]}]
+    assert allows(roles()["netdrop-responder"], "list", "services")
+    assert not any(allows(r, v, "secrets") for r in roles().values() for v in ("get", "list", "watch"))
     pod = docs["DaemonSet"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     sc = c["securityContext"]
@@ -72,8 +92,8 @@ def test_kustomize_renders_every_resource():
     res = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(res.stdout) if d]
-    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet",
-                                    "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"])
+    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", *["ClusterRole"] * 3, *["ClusterRoleBinding"] * 2,
+                                    "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"])
 
 
 @pytest.fixture
