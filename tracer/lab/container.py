@@ -140,8 +140,8 @@ class Container:
                 self.restarts_wanted.append(f"{probe.kind} failed {failures} times: {detail}")
                 failures = 0
             # Until ready, readiness is asked at once again, not a period later: the test waits for it.
-            pause = min(probe.period, 0.5) if probe.kind == "readinessProbe" and not self._ready.is_set() else probe.period
-            self._stop.wait(pause)
+            waiting = probe.kind == "readinessProbe" and not self._ready.is_set()
+            self._stop.wait(min(probe.period, 0.5) if waiting else probe.period)
 
     def _wait(self, event: threading.Event) -> bool:
         while not event.wait(0.2):
@@ -226,10 +226,8 @@ def _usage(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:
-            try:
+            with suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-            except OSError:
-                pass
     return total
 
 
