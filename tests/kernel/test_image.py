@@ -4,8 +4,8 @@ args, host network and PID, limits, probes). It traces a drop made in a network 
 this test's own, its probes answer, /metrics counts the drop, and SIGTERM ends it within the
 grace period; nothing is left behind, also when a container cannot start.
 
-The image is built first if podman does not have it (scripts/image; scripts/setup installs the
-engine). No Kubernetes API runs here: the agent says pods are unavailable and still counts.
+The image is built first from this checkout (scripts/image: the base made once, the layers
+cached; scripts/setup installs the engine). No Kubernetes API runs here: the agent says pods are unavailable and still counts.
 """
 
 import os
@@ -15,7 +15,6 @@ import stat
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,7 +35,7 @@ def daemonset():
     for tool in ("podman", "mmdebstrap", "runc"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/setup installs it)")   # a failure under CI=true
-    lab_image.ensure_image(rebuild=False)
+    lab_image.ensure_image()     # the checkout's code: cached layers make it quick
     return load_daemonset(lab_image.DAEMONSET)
 
 

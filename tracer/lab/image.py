@@ -83,6 +83,12 @@ def exists(ref: str) -> bool:
     return subprocess.run(["podman", "image", "exists", ref], stdin=subprocess.DEVNULL).returncode == 0
 
 
+def image_id(ref: str) -> str | None:
+    res = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=60)
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
 def size_mb(ref: str) -> float:
     return int(run(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).strip()) / 1e6
 
@@ -131,6 +137,7 @@ def build_image(tag: str, no_cache: bool = False) -> Timing:
     if no_cache:
         cmd.append("--no-cache")
     log(f"podman build -f deploy/Dockerfile -t {tag}")
+    before = image_id(tag)
     t0 = time.monotonic()
     with tempfile.NamedTemporaryFile(prefix="netdrop-build-", suffix=".log", delete=False) as f:
         build_log = Path(f.name)
@@ -139,7 +146,11 @@ def build_image(tag: str, no_cache: bool = False) -> Timing:
     except ImageError as exc:
         raise ImageError(f"{exc}\n(whole log: {build_log})") from None
     build_log.unlink()
-    return Timing("build", time.monotonic() - t0)
+    took = Timing("build", time.monotonic() - t0)
+    if before is not None and image_id(tag) != before:
+        # The image the tag named before, now nameless: removed, not left to pile up build by build.
+        subprocess.run(["podman", "rmi", before], stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    return took
 
 
 def ensure_image(rebuild_base: bool = False, no_cache: bool = False, rebuild: bool = True) -> tuple[str, list[Timing]]:

@@ -56,6 +56,24 @@ IGNORED = {
 }
 
 
+# include/uapi/linux/capability.h: a capability's number, its bit in /proc/PID/status.
+CAPS = {name: i for i, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE"))}
+
+
+def _bounding() -> int:
+    """This process's capability bounding set: what any container started from here may have."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
 class ManifestError(Exception):
     """The manifest has something this runner does not know how to run as the kubelet would."""
 
@@ -78,11 +96,14 @@ class Variation:
     Variation()."""
 
     withhold: frozenset[str] = frozenset()
+    add: frozenset[str] = frozenset()
     host_pid: bool | None = None
     seccomp: str | None = None        # "RuntimeDefault" or "Unconfined"
 
     def __str__(self) -> str:
-        parts = [f"without {c}" for c in sorted(self.withhold)]
+        parts = [f"without {', '.join(sorted(self.withhold))}"] if self.withhold else []
+        if self.add:
+            parts.append(f"with {', '.join(sorted(self.add))}")
         if self.host_pid is not None:
             parts.append(f"hostPID {str(self.host_pid).lower()}")
         if self.seccomp is not None:
@@ -236,7 +257,8 @@ class DaemonSet:
                 defined[str(item["name"])] = expand(str(item.get("value", "")), defined)
         return defined
 
-    def security(self, variation: Variation) -> list[str]:
+    def security(self, variation: Variation) -> tuple[list[str], list[str]]:
+        """podman's options, and the capabilities granted that this host cannot give."""
         sc = _known(self.container.get("securityContext", {}), "container.securityContext",
                     {"privileged", "runAsUser", "runAsGroup", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
                      "capabilities", "seccompProfile"})
@@ -257,9 +279,10 @@ class DaemonSet:
         unknown = variation.withhold - set(added)
         if unknown:
             raise ManifestError(f"withheld capabilities the manifest does not add: {sorted(unknown)}")
-        for cap in added:
-            if cap not in variation.withhold:
-                opts += ["--cap-add", cap]
+        granted = [c for c in added if c not in variation.withhold] + sorted(variation.add - set(added))
+        for cap in granted:
+            opts += ["--cap-add", cap]
+        ungrantable = sorted(c for c in granted if c.upper() in CAPS and not _bounding() >> CAPS[c.upper()] & 1)
         profile = _known(sc.get("seccompProfile", {"type": "Unconfined"}), "container.securityContext.seccompProfile",
                          {"type"})
         kind = variation.seccomp or str(profile["type"])
@@ -267,7 +290,7 @@ class DaemonSet:
             opts += ["--security-opt", "seccomp=unconfined"]
         elif kind != "RuntimeDefault":       # podman's default profile is the runtime's default
             raise ManifestError(f"seccompProfile type {kind!r}: the runner knows RuntimeDefault and Unconfined")
-        return opts
+        return opts, ungrantable
 
     def namespaces(self, variation: Variation) -> list[str]:
         if not self.pod.get("hostNetwork"):
@@ -388,8 +411,8 @@ class DaemonSet:
         name = f"{self.name}-{suffix}" if suffix else self.name
         env = self.env(node, name, sa)
         args = [expand(str(a), env) for a in self.container.get("args", [])]
-        opts = ["--name", name, "--pull=never", "--log-driver", "none", *self.namespaces(variation),
-                *self.security(variation)]
+        security, ungrantable = self.security(variation)
+        opts = ["--name", name, "--pull=never", "--log-driver", "none", *self.namespaces(variation), *security]
         resources, notes = self.resources()
         volumes, dirs, vnotes = self.volumes(scratch, sa)
         opts += resources + volumes
@@ -403,5 +426,8 @@ class DaemonSet:
         opts += ["--stop-timeout", str(grace)]
         if sa is None:
             notes.append("no API server: no service account mounted, no KUBERNETES_SERVICE_HOST")
+        for cap in ungrantable:
+            notes.append(f"CAP_{cap} is not in this host's bounding set: no container here can have it, "
+                         "and the runtime leaves it out without a word")
         return PodRun(str(self.container["image"]), name, tuple(opts), tuple(args), tuple(dirs),
                       tuple(self.probes()), grace, tuple(notes + vnotes))
