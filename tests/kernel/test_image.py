@@ -5,7 +5,8 @@ this test's own, its probes answer, /metrics counts the drop, and SIGTERM ends i
 grace period; nothing is left behind, also when a container cannot start.
 
 The image is built first from this checkout (scripts/image: the base made once, the layers
-cached; scripts/setup installs the engine). No Kubernetes API runs here: the agent says pods are unavailable and still counts.
+cached; scripts/setup installs the engine). No Kubernetes API runs here: the agent says pods
+are unavailable and still counts.
 """
 
 import os
@@ -35,7 +36,7 @@ def daemonset():
     for tool in ("podman", "mmdebstrap", "runc"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/setup installs it)")   # a failure under CI=true
-    lab_image.ensure_image()     # the checkout's code: cached layers make it quick
+    lab_image.ensure_image()     # this checkout's code: cached layers make it quick
     return load_daemonset(lab_image.DAEMONSET)
 
 
