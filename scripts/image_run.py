@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,10 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tracer.lab import image as lab_image  # noqa: E402
-from tracer.lab.container import Container, scratch_dir  # noqa: E402
-from tracer.lab.kubelet import DaemonSet, Variation, load_daemonset  # noqa: E402
+from tracer.lab.api import KubeAPI  # noqa: E402
+from tracer.lab.container import Container, cluster_api, scratch_dir  # noqa: E402
+from tracer.lab.kubelet import DaemonSet, PodRun, ServiceAccount, Variation, load_daemonset  # noqa: E402
 
 NOBODY = 65534
+NODE = "caps-node"
 DATAGRAMS = 31
 
 
@@ -43,10 +46,18 @@ def run_for(node: str, seconds: float | None) -> int:
     lab_image.ensure_image()     # the checkout's code: cached layers make it quick
     ds = load_daemonset(lab_image.DAEMONSET)
     scratch = scratch_dir()
-    run = ds.run(node, scratch, suffix=str(os.getpid()))
-    print("$ " + " ".join(run.command()), file=sys.stderr)
-    for note in run.notes:
-        print(f"note: {note}", file=sys.stderr)
+    with cluster_api(node) as (api, sa):
+        run = ds.run(node, scratch, sa=sa, suffix=str(os.getpid()))
+        print("$ " + " ".join(run.command()), file=sys.stderr)
+        for note in run.notes:
+            print(f"note: {note}", file=sys.stderr)
+        token = api.add_user("system:serviceaccount:monitoring:prometheus")
+        api.grant("system:serviceaccount:monitoring:prometheus", "get", "nodes", "metrics", node)
+        print(f"the lab's API: {api.url}; a token that may scrape: {token}", file=sys.stderr)
+        return _run(run, scratch, seconds)
+
+
+def _run(run: PodRun, scratch: Path, seconds: float | None) -> int:
     with Container(run, scratch) as c:
         ready = c.wait_ready(120)
         print(f"ready after {ready:.1f} s; probes: "
@@ -83,8 +94,13 @@ def namespaces() -> Iterator[tuple[str, int]]:
         subprocess.run(["ip", "netns", "del", name])
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+INSECURE = ssl.create_default_context()
+INSECURE.check_hostname, INSECURE.verify_mode = False, ssl.CERT_NONE     # as Prometheus scrapes kubelets
+
+
+def scrape(port: int, token: str) -> str:
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5, context=INSECURE) as r:
         return str(r.read().decode())
 
 
@@ -93,10 +109,12 @@ def no_socket(text: str) -> float:
                if line.startswith("netdrop_drops_total{") and 'reason="NO_SOCKET"' in line)
 
 
-def agent(ds: DaemonSet, variation: Variation, netns: str) -> dict[str, str]:
+def agent(ds: DaemonSet, variation: Variation, netns: str, api: KubeAPI, sa: ServiceAccount) -> dict[str, str]:
     """Start, attach and count, as netdrop serve in the container shows them."""
     scratch = scratch_dir()
-    run = ds.run("caps-node", scratch, variation=variation, suffix=f"caps{os.getpid()}")
+    run = ds.run(NODE, scratch, sa=sa, variation=variation, suffix=f"caps{os.getpid()}")
+    token = api.add_user("system:serviceaccount:monitoring:prometheus")
+    api.grant("system:serviceaccount:monitoring:prometheus", "get", "nodes", "metrics", NODE)
     (port,) = {p.port for p in run.probes}
     got: dict[str, str] = {}
     with Container(run, scratch) as c:
@@ -106,14 +124,14 @@ def agent(ds: DaemonSet, variation: Variation, netns: str) -> dict[str, str]:
             errors = [line for line in c.output().splitlines() if "error" in line]
             got["start"] = "NO: " + (errors[-1].removeprefix("netdrop: error: ") if errors else why(c.output()))
             return got
-        text = scrape(port)
-        got["attach"] = "yes" if 'hook="tp_btf skb:kfree_skb",node="caps-node"} 1.0' in text else "NO"
+        text = scrape(port, token)
+        got["attach"] = "yes" if f'hook="tp_btf skb:kfree_skb",node="{NODE}"}} 1.0' in text else "NO"
         before = no_socket(text)
         send = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range({DATAGRAMS}): s.sendto(b'x', ('127.0.0.1', 9))")
         subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", send], check=True)
         deadline = time.monotonic() + 10
-        while (counted := no_socket(scrape(port)) - before) < DATAGRAMS and time.monotonic() < deadline:
+        while (counted := no_socket(scrape(port, token)) - before) < DATAGRAMS and time.monotonic() < deadline:
             time.sleep(0.5)
         got["count"] = "yes" if counted >= DATAGRAMS else f"NO ({counted:.0f} of {DATAGRAMS})"
         said = [line.split("netdrop: ", 1)[-1] for line in c.output().splitlines() if "kallsyms" in line]
@@ -140,10 +158,10 @@ EXEC_CHECKS = {
 }
 
 
-def operations(ds: DaemonSet, variation: Variation, name: str, pid: int) -> dict[str, str]:
+def operations(ds: DaemonSet, variation: Variation, name: str, pid: int, sa: ServiceAccount) -> dict[str, str]:
     """Each of netdrop's privileged operations, run in a container with the same settings."""
     scratch = scratch_dir()
-    run = ds.run("caps-node", scratch, variation=variation, suffix=f"ops{os.getpid()}")
+    run = ds.run(NODE, scratch, sa=sa, variation=variation, suffix=f"ops{os.getpid()}")
     idle = dataclasses.replace(run, podman=(*run.podman, "--entrypoint", "sleep"), args=("600",), probes=())
     got = {}
     with Container(idle, scratch) as c:
@@ -185,11 +203,11 @@ def caps_table() -> int:
     bounding = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
                         if line.startswith("CapBnd:")), 16)
     rows = []
-    with namespaces() as (name, pid):
+    with namespaces() as (name, pid), cluster_api(NODE) as (api, sa):
         for v in variations(ds):
             t0 = time.monotonic()
             try:
-                cells = {**agent(ds, v, name), **operations(ds, v, name, pid)}
+                cells = {**agent(ds, v, name, api, sa), **operations(ds, v, name, pid, sa)}
             except (OSError, subprocess.SubprocessError, AssertionError) as exc:
                 cells = {"start": f"NO: {exc}"}
             rows.append((v, cells))
@@ -201,9 +219,9 @@ def caps_table() -> int:
     print("|---" * (len(COLUMNS) + 1) + "|")
     for v, cells in rows:
         print(f"| {v} | " + " | ".join(cells.get(col, "-") for col in COLUMNS) + " |")
-    notes = {k: v for _, cells in rows for k, v in cells.items() if k not in COLUMNS}
-    for k, v in notes.items():
-        print(f"\n{k}: {v}")
+    notes = {k: text for _, cells in rows for k, text in cells.items() if k not in COLUMNS}
+    for k, text in notes.items():
+        print(f"\n{k}: {text}")
     if not bounding >> 24 & 1:
         print("\nmemlock: CAP_SYS_RESOURCE is not in this host's bounding set, so no container here has it"
               " (the runtime leaves it out without a word): the column shows the kernel's refusal without it.")

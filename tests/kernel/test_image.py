@@ -5,13 +5,15 @@ this test's own, its probes answer, /metrics counts the drop, and SIGTERM ends i
 grace period; nothing is left behind, also when a container cannot start.
 
 The image is built first from this checkout (scripts/image: the base made once, the layers
-cached; scripts/setup installs the engine). No Kubernetes API runs here: the agent says pods
-are unavailable and still counts.
+cached; scripts/setup installs the engine). The lab's API server (HTTPS on 127.0.0.1) plays the
+cluster: the container gets the service account the kubelet would mount, and /metrics is
+scraped with a token that may get nodes/metrics of the node, as Prometheus would.
 """
 
 import os
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -21,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracer.lab import image as lab_image
-from tracer.lab.container import Container, scratch_dir
+from tracer.lab.container import Container, cluster_api, scratch_dir
 from tracer.lab.kubelet import Variation, load_daemonset
 
 from .conftest import TIME_SCALE
@@ -70,9 +72,34 @@ def drop_udp(ns: str, count: int) -> None:
     subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", send], check=True, timeout=30)
 
 
-def scrape(port: int) -> dict[str, list]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+PROMETHEUS_USER = "system:serviceaccount:monitoring:prometheus"
+# Prometheus scrapes a node's agent as it scrapes kubelets: the serving certificate not verified.
+INSECURE = ssl.create_default_context()
+INSECURE.check_hostname, INSECURE.verify_mode = False, ssl.CERT_NONE
+
+
+@pytest.fixture
+def cluster():
+    """The lab's API with the test's node, the agent's service account, and a scraper's token."""
+    with cluster_api(NODE) as (api, sa):
+        token = api.add_user(PROMETHEUS_USER, ("system:serviceaccounts",))
+        api.grant(PROMETHEUS_USER, "get", "nodes", "metrics", NODE)
+        yield api, sa, token
+
+
+def get(port: int, path: str, token: str | None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=INSECURE) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def scrape(port: int, token: str) -> dict[str, list]:
+    status, text = get(port, "/metrics", token)
+    assert status == 200, text
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
@@ -81,9 +108,10 @@ def no_socket_drops(metrics: dict[str, list]) -> float:
                and s.labels.get("reason") == "NO_SOCKET")
 
 
-def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemonset, netns):
+def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemonset, netns, cluster):
+    api, sa, token = cluster
     scratch = scratch_dir()
-    run = daemonset.run(NODE, scratch, suffix=f"test{os.getpid()}")
+    run = daemonset.run(NODE, scratch, sa=sa, suffix=f"test{os.getpid()}")
     assert f"--node={NODE}" in run.args             # $(NODE_NAME), from spec.nodeName
     (port,) = {p.port for p in run.probes}
     with Container(run, scratch) as c:
@@ -96,11 +124,11 @@ def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemo
         assert stat.S_IMODE(cache.stat().st_mode) == 0o700
         assert [p.name[:7] for p in cache.iterdir()] == ["kernel-"]
 
-        before, kernel_before = no_socket_drops(scrape(port)), udp_no_ports(netns)
+        before, kernel_before = no_socket_drops(scrape(port, token)), udp_no_ports(netns)
         drop_udp(netns, DATAGRAMS)
         assert udp_no_ports(netns) - kernel_before == DATAGRAMS
         deadline = time.monotonic() + 15
-        while (counted := no_socket_drops(metrics := scrape(port)) - before) < DATAGRAMS:
+        while (counted := no_socket_drops(metrics := scrape(port, token)) - before) < DATAGRAMS:
             assert time.monotonic() < deadline, f"{counted} of the {DATAGRAMS} drops counted\n{c.output()}"
             time.sleep(0.5)
         # The host's own drops count too (the agent sees the whole node): at least ours.
@@ -109,9 +137,13 @@ def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemo
         attached = {s.labels["hook"] for s in metrics["netdrop_hook_attached"] if s.value == 1}
         assert "tp_btf skb:kfree_skb" in attached, attached
         if shutil.which("promtool"):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                check = subprocess.run(["promtool", "check", "metrics"], input=r.read(), capture_output=True)
+            check = subprocess.run(["promtool", "check", "metrics"], input=get(port, "/metrics", token)[1],
+                                   capture_output=True, text=True)
             assert check.returncode == 0, check.stdout + check.stderr
+        # The agent reviewed the tokens with its service account's: no token, no metrics.
+        assert get(port, "/metrics", None)[0] == 401
+        assert get(port, "/metrics", api.add_user("system:serviceaccount:shop:default"))[0] == 403
+        assert api.reviews["TokenReview"] >= 2 and api.reviews["SubjectAccessReview"] >= 1
 
         took = c.stop()
         assert c.exit_status == 0, c.output()
@@ -124,12 +156,13 @@ def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemo
     print(f"ready {ready:.1f} s after start; stopped {took:.2f} s after SIGTERM")
 
 
-def test_a_container_that_cannot_start_leaves_nothing_behind(daemonset):
+def test_a_container_that_cannot_start_leaves_nothing_behind(daemonset, cluster):
     """Without the capabilities the manifest adds no program can be loaded: the agent exits
     with one line, and the runner still removes the container and its volumes."""
     scratch = scratch_dir()
     added = frozenset(daemonset.container["securityContext"]["capabilities"]["add"])
-    run = daemonset.run(NODE, scratch, variation=Variation(withhold=added), suffix=f"nocaps{os.getpid()}")
+    run = daemonset.run(NODE, scratch, sa=cluster[1], variation=Variation(withhold=added),
+                        suffix=f"nocaps{os.getpid()}")
     with Container(run, scratch) as c, pytest.raises(AssertionError, match="exited"):
         c.wait_ready(120 * TIME_SCALE)
     assert c.proc is not None and c.proc.returncode not in (0, None)

@@ -19,12 +19,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .kubelet import PodRun, Probe
+from .api import KubeAPI, node_object
+from .kubelet import PodRun, Probe, ServiceAccount
 
 
 @dataclass(frozen=True)
@@ -234,3 +236,43 @@ def _usage(path: Path) -> int:
 def scratch_dir() -> Path:
     """A private directory for one run's emptyDirs (the kubelet's pods/UID/volumes)."""
     return Path(tempfile.mkdtemp(prefix="netdrop-kubelet-"))
+
+
+@contextmanager
+def cluster_api(node: str) -> Iterator[tuple[KubeAPI, ServiceAccount]]:
+    """The lab's API server over HTTPS on 127.0.0.1 (a host-network container reaches it), with
+    node as its one Node, and the service account the kubelet would give the agent's pod: a
+    directory of token, ca.crt and namespace, and the API's address. Both gone afterwards."""
+    api = KubeAPI()
+    api.add_node(node_object(node, ["127.0.0.1"]))
+    api.start(tls=True)
+    _bearer_in_any_case(api)
+    home = Path(tempfile.mkdtemp(prefix="netdrop-sa-"))
+    try:
+        env = api.write_service_account(home / "serviceaccount")
+        yield api, ServiceAccount(home / "serviceaccount", env["KUBERNETES_SERVICE_HOST"],
+                                  int(env["KUBERNETES_SERVICE_PORT"]))
+    finally:
+        api.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _bearer_in_any_case(api: KubeAPI) -> None:
+    """The kubernetes client's in-cluster configuration sends "authorization: bearer TOKEN"; the
+    real API server takes the scheme in any case (RFC 7235 section 2.1; k8s.io/apiserver's
+    bearertoken authenticator), the lab's server only as "Bearer". Until it does, the scheme is
+    written as it expects before its handler reads the request."""
+    server = api._server
+    assert server is not None
+    base = server.RequestHandlerClass
+
+    class Handler(base):  # type: ignore[valid-type,misc]
+        def parse_request(self) -> bool:
+            ok = bool(super().parse_request())
+            auth = self.headers.get("Authorization") or ""
+            if ok and auth[:7].lower() == "bearer " and not auth.startswith("Bearer "):
+                del self.headers["Authorization"]
+                self.headers["Authorization"] = "Bearer " + auth[7:]
+            return ok
+
+    server.RequestHandlerClass = Handler
