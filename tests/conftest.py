@@ -5,6 +5,8 @@ tests/kernel  marked `kernel`: root, BPF and tracefs on the real kernel; each
               builds its own namespaces and removes them.
   `portable`  kernel tests that scripts/kernels runs on Debian's 5.10, 6.1 and 6.12
               under QEMU too (the kernel matrix; here as every kernel test).
+  `image`     kernel tests that run the agent's image with podman as the DaemonSet says
+              (tests/kernel/test_image.py; they build the image first if podman lacks it).
   `guest`     kernel tests that change the whole kernel (nf_conntrack_max, modules):
               only inside a guest of scripts/kernels (NETDROP_GUEST=1), where the
               kernel is the test's own; elsewhere deselected, never run on a host.
@@ -29,6 +31,7 @@ settings.load_profile("netdrop")
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel: needs root, bcc and the real kernel (tests/kernel)")
     config.addinivalue_line("markers", "portable: a kernel test of the kernel matrix (scripts/kernels)")
+    config.addinivalue_line("markers", "image: runs the agent's image with podman as deploy/daemonset.yaml says")
     config.addinivalue_line("markers", "guest: changes the whole kernel: runs only in a scripts/kernels guest")
 
 

@@ -37,11 +37,12 @@ def why_untrusted(st: os.stat_result, owners: set[int], sticky_ok: bool = False)
     return None
 
 
-def check_tree(path: Path, what: str, owners: set[int] | None = None) -> None:
-    """path and every directory above it can be changed only by trusted users, else UserError."""
+def check_tree(path: Path, what: str, owners: set[int] | None = None, parents_only: bool = False) -> None:
+    """path and every directory above it can be changed only by trusted users, else UserError.
+    parents_only: the directories above it only."""
     owners = trusted_owners() if owners is None else owners
     path = Path(os.path.abspath(path))
-    for p in [path, *path.parents]:
+    for p in path.parents if parents_only else [path, *path.parents]:
         try:
             st = os.lstat(p)
         except FileNotFoundError:
@@ -62,14 +63,54 @@ def check_tree(path: Path, what: str, owners: set[int] | None = None) -> None:
 
 
 def private_dir(path: Path, what: str) -> Path:
-    """A directory only root can change, created mode 0700 if missing, else UserError."""
-    check_tree(path, what)
+    """A directory only root can change, created mode 0700 if missing, else UserError.
+    An empty directory of root's that others may write is made 0700 first (take_over_empty)."""
+    path = Path(os.path.abspath(path))
+    try:
+        check_tree(path, what)
+    except UserError:
+        check_tree(path, what, parents_only=True)    # taken over only below a trusted tree
+        if not take_over_empty(path, what):
+            raise
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {what} {path}: {exc.strerror}") from None
     check_tree(path, what)
     return path
+
+
+def take_over_empty(path: Path, what: str) -> bool:
+    """Make an empty directory of our own (root's) that group or others may write 0700: True
+    if it was one (and is now private), False if it is something else (left as it is).
+
+    A Kubernetes emptyDir is such a directory: the kubelet makes it mode 0777, without
+    the sticky bit, owned by root, new and empty when the pod starts (pkg/volume/emptydir/
+    empty_dir.go, setupDir). Refusing it would stop the DaemonSet on every node; a
+    private subdirectory cannot help, since its parent stays writable by others. Nothing
+    in it is used: the mode is changed first and the directory looked at again, so an
+    entry someone made before the change is seen (and refused), and after it no one but
+    root can make one. Taken through one descriptor (no link followed, no path looked up
+    twice). Sticky directories (/tmp, /var/tmp, /dev/shm) are shared on purpose and never
+    taken; nor is a directory with anything in it, or another user's."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX or not st.st_mode & 0o022 or os.listdir(fd):
+            return False
+        os.fchmod(fd, 0o700)
+        st = os.fstat(fd)
+        if os.listdir(fd) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            raise UserError(f"cannot use {what} {path}: others wrote into it while it was being made private "
+                            "(mode 0700 now); root does not use what others can change")
+        return True
+    except OSError as exc:
+        raise UserError(f"cannot use {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def write_private(directory: Path, name: str, text: str) -> None:

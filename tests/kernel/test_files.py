@@ -120,3 +120,25 @@ def test_a_new_cache_is_private(tmp_path):
     assert (trees[0] / "include" / "linux" / "kconfig.h").is_file()
     assert not any(p.name.startswith(".") for p in cache.iterdir()), "a temporary tree was left behind"
     assert Path(cache).stat().st_uid == 0
+
+
+def test_an_empty_volume_the_kubelet_made_becomes_the_private_cache(tmp_path):
+    """An emptyDir as the kubelet makes it (root's, mode 0777, no sticky bit): netdrop
+    makes it 0700 and builds its tree there (the DaemonSet's cache volume)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    res = netdrop("watch", "--duration", "1", "--json", env={"NETDROP_CACHE": str(cache)})
+    assert res.returncode == 0, res.stderr
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert [p.name[:7] for p in cache.iterdir()] == ["kernel-"]
+
+
+def test_an_open_volume_another_user_wrote_into_is_refused(shared):
+    cache = shared / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    as_nobody("mkdir", "-p", str(cache / "planted" / "include" / "linux"))
+    line = one_error_line(netdrop("watch", "--duration", "1", "--json", env={"NETDROP_CACHE": str(cache)}))
+    assert f"cannot use cache directory (NETDROP_CACHE) {cache}: group or others may write it (mode 0777)" in line
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o777
