@@ -158,8 +158,9 @@ class KubeAPI:
         # Who the tokens are (as TokenReview names them) and what RBAC lets them do
         # (as SubjectAccessReview answers): the agent's own token is its service
         # account, bound to system:auth-delegator (it may create both reviews).
-        self.users: dict[str, Obj] = {self.token: {"username": AGENT_USER, "uid": str(uuid.uuid4()),
-                                                   "groups": ["system:serviceaccounts", "system:authenticated"]}}
+        self.agent: Obj = {"username": AGENT_USER, "uid": str(uuid.uuid4()),
+                           "groups": ["system:serviceaccounts", "system:authenticated"]}
+        self.users: dict[str, Obj] = {}     # other tokens (add_user); the agent's is self.token
         self.grants: set[tuple[str, str, str, str, str]] = {
             (AGENT_USER, "create", "tokenreviews", "", "*"),
             (AGENT_USER, "create", "subjectaccessreviews", "", "*")}
@@ -177,6 +178,10 @@ class KubeAPI:
             self.users[token] = {"username": username, "uid": str(uuid.uuid4()),
                                  "groups": [*groups, "system:authenticated"]}
         return token
+
+    def user_of(self, token: str) -> Obj | None:
+        """Whom a token names (the agent's is whatever self.token is now: a test changes it)."""
+        return self.agent if token == self.token else self.users.get(token)
 
     def grant(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*") -> None:
         with self.cond:
@@ -270,7 +275,7 @@ class KubeAPI:
                 with api.cond:
                     api.reviews[kind] += 1
                 if kind == "TokenReview":
-                    who = api.users.get(str(spec.get("token")))
+                    who = api.user_of(str(spec.get("token")))
                     status: Obj = {"authenticated": True, "user": who} if who else {"authenticated": False}
                 else:
                     attrs = spec.get("resourceAttributes") or {}
@@ -281,12 +286,15 @@ class KubeAPI:
                 return self._json(201, review)
 
             def _user(self) -> Obj | None:
-                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-                return api.users.get(token) if scheme == "Bearer" else None
+                # The scheme in any case, as the API server takes it (RFC 7235 2.1): the client's
+                # in-cluster configuration sends "bearer".
+                scheme, _, token = (self.headers.get("Authorization") or "").strip().partition(" ")
+                return api.user_of(token.strip()) if scheme.lower() == "bearer" else None
 
             def do_GET(self) -> None:
                 api.requests.append(self.path)
-                if self.headers.get("Authorization") != f"Bearer {api.token}":
+                user = self._user()
+                if user is None or user["username"] != AGENT_USER:
                     return self._status(401, "Unauthorized", "Unauthorized")
                 url = urlparse(self.path)
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}

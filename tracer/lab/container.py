@@ -246,7 +246,6 @@ def cluster_api(node: str) -> Iterator[tuple[KubeAPI, ServiceAccount]]:
     api = KubeAPI()
     api.add_node(node_object(node, ["127.0.0.1"]))
     api.start(tls=True)
-    _bearer_in_any_case(api)
     home = Path(tempfile.mkdtemp(prefix="netdrop-sa-"))
     try:
         env = api.write_service_account(home / "serviceaccount")
@@ -255,24 +254,3 @@ def cluster_api(node: str) -> Iterator[tuple[KubeAPI, ServiceAccount]]:
     finally:
         api.stop()
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _bearer_in_any_case(api: KubeAPI) -> None:
-    """The kubernetes client's in-cluster configuration sends "authorization: bearer TOKEN"; the
-    real API server takes the scheme in any case (RFC 7235 section 2.1; k8s.io/apiserver's
-    bearertoken authenticator), the lab's server only as "Bearer". Until it does, the scheme is
-    written as it expects before its handler reads the request."""
-    server = api._server
-    assert server is not None
-    base = server.RequestHandlerClass
-
-    class Handler(base):  # type: ignore[valid-type,misc]
-        def parse_request(self) -> bool:
-            ok = bool(super().parse_request())
-            auth = self.headers.get("Authorization") or ""
-            if ok and auth[:7].lower() == "bearer " and not auth.startswith("Bearer "):
-                del self.headers["Authorization"]
-                self.headers["Authorization"] = "Bearer " + auth[7:]
-            return ok
-
-    server.RequestHandlerClass = Handler
