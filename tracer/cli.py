@@ -10,29 +10,79 @@ OK. Only bugs produce tracebacks.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import NoReturn
 
 from .env import Environment
 from .errors import UserError
+from .kernel.event import ND_MAX_SNAPLEN
+from .kernel.filters import parse_ip
+from .kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE_LIMIT
 from .serve import DEFAULT_LISTEN
 from .session import COMMANDS, PROG, SIGNALS, ExitStatus, Interrupted, say
 
 __all__ = ["ExitStatus", "build_parser", "entry", "main", "parse_duration"]
 
+# The longest --duration, --series-ttl: a year, in hours. Far below where the
+# clocks' arithmetic and threading's waits (threading.TIMEOUT_MAX) give out; a
+# run meant to last for ever is one without --duration.
+MAX_DURATION = 8760 * 3600.0
+# --max-events is recorded in summary.json: at most 2**53 - 1, the largest
+# integer every JSON reader holds exactly (RFC 8259, section 6).
+MAX_JSON_INT = 2**53 - 1
+
 
 def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", text, re.ASCII)
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30s, 2m, 10)")
     value = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
     if value <= 0:
         raise argparse.ArgumentTypeError("duration must be positive")
+    if value > MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} is too long: at most {MAX_DURATION / 3600:.0f}h (a year)")
     return value
+
+
+def number(low: int, high: int, note: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high, written in ASCII digits.
+    The bounds are what the value ends up in can hold (a field of a BPF map,
+    a map's size, a JSON number): a bigger one would wrap or mean nothing."""
+    def parse(text: str) -> int:
+        digits = text.strip()
+        # The length first: int() of thousands of digits is slow, and refused past 4300.
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= len(str(high))) \
+                or not low <= int(digits) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from {low} to {high:,}{note}")
+        return int(digits)
+    return parse
+
+
+def user_path(text: str) -> str:
+    """A file or directory the user named, made absolute now, against the directory
+    netdrop was started in. Start-up reads some of them in another thread while
+    bcc compiles, and bcc's compile changes directory (nsexec.own_working_directory
+    keeps that to its own thread where the kernel lets it): a relative name must
+    not depend on when it is read."""
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"not a path: {text!r}")
+    try:
+        return os.path.join(os.getcwd(), text)      # kept as written: no ".." folded across a link
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the current directory no longer exists; "
+                                         "give an absolute path") from None
+
+
+def netns_spec(text: str) -> str:
+    """--netns/--node-netns NAME|PATH|INODE: a path (it has a '/') made absolute
+    as user_path does; a name or an inode as given. Whether it is a network
+    namespace is checked before anything is loaded (kernel/filters.py, checked_netns)."""
+    return user_path(text) if "/" in text or not text or "\0" in text else text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,31 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(cap)
     cap.add_argument("--duration", type=parse_duration, default=120.0, metavar="TIME",
                      help="how long to record (default: 2m); Ctrl-C or SIGTERM end it early")
-    cap.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for the files")
+    cap.add_argument("--output", "-o", required=True, type=user_path, metavar="DIR", help="directory for the files")
     cap.add_argument("--pcap", action="store_true",
                      help="also write drops.pcapng: each dropped packet's headers with a comment saying why")
-    cap.add_argument("--snaplen", type=int, metavar="N",
+    cap.add_argument("--snaplen", type=number(1, ND_MAX_SNAPLEN), metavar="N",
                      help="with --pcap: record up to N bytes of each packet, payload included "
                           "(default: headers only, at most 128 bytes)")
-    cap.add_argument("--max-events", type=int, metavar="N",
+    cap.add_argument("--max-events", type=number(0, MAX_JSON_INT), metavar="N",
                      help="write at most N events to events.jsonl (counts stay exact)")
     _common(cap)
 
     doc = sub.add_parser("doctor", help="check the node for misconfigurations that drop packets "
                                         "(exit status 1 if any is found)")
-    doc.add_argument("--netns", metavar="NAME|PATH", help="examine this namespace as the node (a simulated "
-                                                           "node); default: the one netdrop runs in")
+    doc.add_argument("--netns", type=netns_spec, metavar="NAME|PATH",
+                     help="examine this namespace as the node (a simulated node); default: the one netdrop runs in")
     doc.add_argument("--pod", metavar="NAME", help="check this pod's path (MTU, its namespace)")
     doc.add_argument("-n", "--namespace", default="default", help="the pod's namespace (default: default)")
-    doc.add_argument("--kubeconfig", metavar="PATH")
+    doc.add_argument("--kubeconfig", type=user_path, metavar="PATH")
     doc.add_argument("--node", metavar="NAME", help="this node's Kubernetes name")
-    doc.add_argument("--cni-dir", default="/var/lib/cni/networks", metavar="DIR",
+    doc.add_argument("--cni-dir", type=user_path, default="/var/lib/cni/networks", metavar="DIR",
                      help="host-local IPAM state (default: /var/lib/cni/networks)")
     doc.add_argument("--json", action="store_true", help="findings as JSON on stdout")
 
     summ = sub.add_parser("summary", help="what a capture found (or captures of several nodes), for a person "
                                            "or a ticket")
-    summ.add_argument("dir", metavar="DIR", nargs="+",
+    summ.add_argument("dir", metavar="DIR", nargs="+", type=user_path,
                       help="a capture's directory (or its summary.json); several (one per node) are merged into "
                            "one report, overall and per node")
     summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
@@ -105,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                        help=f"address and port to serve on (default: {DEFAULT_LISTEN}; [::]:PORT for IPv6)")
     _node_options(serve)
-    serve.add_argument("--max-series", type=int, default=10000, metavar="N",
+    serve.add_argument("--max-series", type=number(1, MAX_COUNTERS, " (the kernel counts at most that many "
+                                                                 "groups, each one series at most)"),
+                       default=10000, metavar="N",
                        help="drop series of their own at most; past that new ones fold into pod=\"_other\" "
                             "(default: 10000)")
     serve.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
@@ -126,13 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _selection(p: argparse.ArgumentParser) -> None:
     """Which drops: namespaces, addresses, ports, pods (watch and capture alike)."""
-    p.add_argument("--netns", action="append", default=[], metavar="NAME|PATH|INODE",
+    p.add_argument("--netns", action="append", default=[], type=netns_spec, metavar="NAME|PATH|INODE",
                    help="only drops in this network namespace (repeatable)")
-    p.add_argument("--ip", action="append", default=[], metavar="ADDR",
+    p.add_argument("--ip", action="append", default=[], type=parse_ip, metavar="ADDR",
                    help="only packets from or to this address (repeatable, IPv4 or IPv6)")
-    p.add_argument("--port", action="append", default=[], metavar="N",
+    p.add_argument("--port", action="append", default=[], type=number(1, 65535), metavar="N",
                    help="only TCP/UDP packets from or to this port (repeatable)")
-    p.add_argument("--max-event-rate", type=int, default=None, metavar="N",
+    p.add_argument("--max-event-rate", type=number(0, MAX_EVENT_RATE_LIMIT, " (0: no limit)"), default=None,
+                   metavar="N",
                    help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
                         "drop counts are exact either way")
     pods = p.add_argument_group("pods (from the Kubernetes API and the node's own namespaces)")
@@ -146,11 +199,11 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 def _node_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Where the pods come from and which node this is (watch, capture, serve)."""
-    p.add_argument("--kubeconfig", metavar="PATH",
+    p.add_argument("--kubeconfig", type=user_path, metavar="PATH",
                    help="default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/kubelet.conf, in-cluster")
     p.add_argument("--node", metavar="NAME", help="this node's name (default: the hostname, or the Node "
                                                     "with this machine's addresses)")
-    p.add_argument("--node-netns", metavar="NAME|PATH", default=None,
+    p.add_argument("--node-netns", type=netns_spec, metavar="NAME|PATH", default=None,
                    help="the namespace that plays the node (default: the host's; a simulated node's)")
 
 

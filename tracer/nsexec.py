@@ -6,6 +6,10 @@ belongs for life to the namespace it was made in. So a short-lived thread
 enters the namespace, makes the socket, and ends: the rest of the process
 never leaves its own namespace, and there is nothing to switch back.
 
+The working directory is the other way round: all threads share it (CLONE_FS)
+unless one takes its own copy (own_working_directory), as the thread that
+compiles the BPF program does.
+
 A command (iptables-save, nft, ip, cat) runs under `nsenter --net=PATH`: only
 the network namespace is entered, never the mount namespace, so the host's
 own binaries run, not ones a pod could put in their place.
@@ -22,6 +26,7 @@ import threading
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
+CLONE_FS = 0x00000200
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -71,3 +76,17 @@ def read_file_in_netns(path: str | None, name: str) -> str | None:
         except OSError:
             return None
     return read_in_netns(path, "cat", name)
+
+
+def own_working_directory() -> None:
+    """Give the calling thread a working directory of its own (unshare(2) with
+    CLONE_FS): a chdir() it makes from now on is seen by no other thread.
+
+    For bcc's compile, which chdir()s into the kernel headers' directory and back
+    (ClangLoader::parse, src/cc/frontends/clang/loader.cc: clang runs there),
+    while start-up reads the kubeconfig in another thread (session.Pending): a
+    relative name would be looked up among the headers. Threads started later
+    by this one share its copy, so it is called before each compile. Where a
+    seccomp profile refuses unshare, the names the user gave are absolute anyway
+    (cli.user_path)."""
+    _libc.unshare(CLONE_FS)

@@ -180,19 +180,29 @@ def kernel_facts(args: argparse.Namespace, env: Environment) -> KernelFacts:
 
 
 def make_filters(args: argparse.Namespace, env: Environment) -> Filters:
-    from .kernel.filters import Filters, parse_ip, parse_port, resolve_netns
+    """--netns, --ip, --port (the last two parsed with the arguments, cli.py)."""
+    from .kernel.filters import Filters, resolve_netns
 
-    return Filters(
-        netns=frozenset(resolve_netns(s, env.netns_dir) for s in args.netns),
-        ips=frozenset(parse_ip(s) for s in args.ip),
-        ports=frozenset(parse_port(s) for s in args.port),
-    )
+    return Filters(netns=frozenset(resolve_netns(s, env.netns_dir) for s in args.netns),
+                   ips=frozenset(args.ip), ports=frozenset(args.port))
+
+
+def node_netns(spec: str | None, env: Environment) -> str:
+    """The file of the namespace that plays the node (--node-netns, doctor's
+    --netns), checked to be a network namespace before anything is loaded; by
+    default the one netdrop runs in."""
+    from .kernel.filters import checked_netns, netns_path
+    from .pods.nodeview import HOST_NETNS
+
+    if spec is None:
+        return HOST_NETNS
+    checked_netns(spec, env.netns_dir)
+    return str(netns_path(spec, env.netns_dir))
 
 
 def pod_source(args: argparse.Namespace, env: Environment) -> Pending[PodSource]:
     """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
     from .pods.kube import Selection, parse_selector
-    from .pods.nodeview import HOST_NETNS
     from .pods.source import PodSource
 
     sel = Selection(name=args.pod, namespace=args.namespace, selector=args.selector,
@@ -202,10 +212,10 @@ def pod_source(args: argparse.Namespace, env: Environment) -> Pending[PodSource]
     if sel.active and (args.netns or args.ip):
         raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
                         "they cannot be combined with --netns or --ip")
+    node = node_netns(args.node_netns, env)
 
     def build() -> PodSource:
-        source = PodSource(sel, args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
-                           warn=functools.partial(warn, env))
+        source = PodSource(sel, args.kubeconfig, args.node, node, warn=functools.partial(warn, env))
         if source.kube is None and sel.active:
             warn(env, source.describe())
         return source
@@ -260,9 +270,7 @@ class Session:
         from .sinks import console
 
         self.env = env
-        rate = getattr(args, "max_event_rate", None)
-        if rate is not None and rate < 0:
-            raise UserError("--max-event-rate must be 0 (no limit) or positive")
+        rate = getattr(args, "max_event_rate", None)      # range-checked as it was parsed (cli.py)
         with ExitStack() as stack:
             # Closed in reverse (explainer, pod source, program) unless all of
             # this succeeds: then pop_all() hands them to close().
@@ -459,8 +467,6 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
     outdir = capture.prepare_output(args.output)      # before anything is loaded
     if args.snaplen is not None and not args.pcap:
         raise UserError("--snaplen sets what --pcap records: add --pcap")
-    if args.max_events is not None and args.max_events < 0:
-        raise UserError("--max-events must be 0 or more")
     facts = kernel_facts(args, env)
     filters = make_filters(args, env)
     pods = pod_source(args, env)
@@ -510,9 +516,7 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from .pods.source import PodSource
 
     require_root(env)
-    path = HOST_NETNS if args.netns is None else args.netns if "/" in args.netns else str(env.netns_dir / args.netns)
-    if not os.path.exists(path):
-        raise UserError(f"unknown network namespace {args.netns!r}: {path} does not exist")
+    path = node_netns(args.netns, env)
     snapshot = NodeScanner(path).scan()
     pods = snapshot.pod_like()
     names: dict[int, str] = {}
@@ -611,6 +615,7 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> ExitStatus:
     """The node agent: /metrics for Prometheus and /healthz, until a stop signal (serve.py)."""
     from . import serve
 
+    args.node_netns = node_netns(args.node_netns, env)
     return ExitStatus(serve.run(args, env))
 
 

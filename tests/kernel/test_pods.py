@@ -184,18 +184,32 @@ def test_recreated_pod_is_followed_within_two_seconds(netdrop):
         sim.destroy()
 
 
-def test_a_node_namespace_that_cannot_be_entered_is_one_line(node, tmp_path):
+def test_a_node_namespace_that_is_none_is_one_line(node, tmp_path):
     # --node-netns naming a file that is no network namespace (as one removed
-    # meanwhile, its name reused): the pod source cannot make its netlink socket
-    # there. One line and exit status 2, no traceback.
+    # meanwhile, its name reused): refused before anything is loaded. One line
+    # and exit status 2, no traceback.
     not_a_netns = tmp_path / "node1"
     not_a_netns.write_text("")
     res = subprocess.run([*NETDROP, "watch", "--json", "--duration", "1", "--kubeconfig", str(node.kubeconfig),
                           "--node-netns", str(not_a_netns), "-A"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stdout == "", res.stderr
-    assert res.stderr.splitlines() == [
-        f"netdrop: error: cannot read the node's network namespace {str(not_a_netns)!r}: "
-        f"cannot open a netlink socket in {not_a_netns}"]
+    assert res.stderr.splitlines() == [f"netdrop: error: not a network namespace: {not_a_netns} is a regular file"]
+
+
+@pytest.mark.parametrize("given", ["--kubeconfig", "$KUBECONFIG"])
+def test_a_relative_kubeconfig_is_read_where_netdrop_was_started(node, tmp_path, given):
+    """The pod source reads the kubeconfig in its own thread while bcc compiles,
+    and bcc's compile changes directory (into the kernel headers'): a relative
+    name is still the file beside the user."""
+    node.api.write_kubeconfig(tmp_path / "kc")
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    if given == "$KUBECONFIG":
+        env["KUBECONFIG"] = "kc"
+    res = subprocess.run([*NETDROP, "watch", "--json", "--duration", "1", "--node-netns", node.node1, "-A",
+                          *(["--kubeconfig", "kc"] if given == "--kubeconfig" else [])],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "pods on node sim-node1" in res.stderr, res.stderr
 
 
 def test_pod_source_gives_the_apis_pods_of_the_node(node):

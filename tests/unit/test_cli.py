@@ -105,7 +105,7 @@ def test_tracefs_missing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv,msg", [
     (["watch", "--duration", "soon"], "not a duration"),
-    (["watch", "--port", "99999"], "not a port number"),
+    (["watch", "--port", "99999"], "argument --port: '99999': expected a whole number from 1 to 65,535"),
     (["watch", "--ip", "1.2.3"], "not an IP address"),
     (["demo", "--cases", "nope"], "unknown case nope"),
     (["capture"], "the following arguments are required: --output"),

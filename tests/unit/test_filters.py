@@ -1,18 +1,58 @@
 import os
+import threading
 
 import pytest
 
 from tracer.errors import UserError
-from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip, parse_port, resolve_netns
+from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip, resolve_netns
+
+MINE = "/proc/self/ns/net"      # a network namespace any user may name: its own
 
 
 def test_netns_by_name_path_and_unknown(tmp_path):
-    (tmp_path / "pod-a").write_text("")
-    ino = os.stat(tmp_path / "pod-a").st_ino
+    # A name under the run directory stands for `ip netns`'s bind mount of a namespace.
+    (tmp_path / "pod-a").symlink_to(MINE)
+    ino = os.stat(MINE).st_ino
     assert resolve_netns("pod-a", run_dir=tmp_path) == ino
     assert resolve_netns(str(tmp_path / "pod-a"), run_dir=tmp_path) == ino
+    assert resolve_netns(MINE, run_dir=tmp_path) == ino
     with pytest.raises(UserError, match=r"unknown network namespace 'pod-b'.*known: pod-a"):
         resolve_netns("pod-b", run_dir=tmp_path)
+
+
+@pytest.mark.parametrize("path,what", [
+    ("/dev/zero", "a character device"),
+    ("/etc/hostname", "a regular file"),
+    ("/proc/self/ns", "a directory"),
+    ("/proc/self/ns/uts", "a uts namespace"),
+    ("/proc/self/ns/mnt", "a mount namespace"),
+])
+def test_only_a_network_namespace_is_one(tmp_path, path, what):
+    with pytest.raises(UserError) as err:
+        resolve_netns(path, run_dir=tmp_path)
+    assert str(err.value) == f"not a network namespace: {path} is {what}"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO for reading waits for a writer: the check never does (O_PATH)."""
+    fifo = tmp_path / "ns"
+    os.mkfifo(fifo)
+    failed: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            resolve_netns("ns", run_dir=tmp_path)
+        except UserError as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=check, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():        # it blocked: let it go, and fail
+        with open(fifo, "w"):
+            pass
+        pytest.fail("the check opened the FIFO and waited for a writer")
+    assert [str(e) for e in failed] == [f"not a network namespace: {fifo} is a FIFO"]
 
 
 def test_netns_inode_of_this_process_is_known(tmp_path):
@@ -22,14 +62,10 @@ def test_netns_inode_of_this_process_is_known(tmp_path):
         resolve_netns("1", run_dir=tmp_path)
 
 
-def test_ip_and_port_parsing():
+def test_ip_parsing():
     assert parse_ip("fd00::0001") == "fd00::1"
     with pytest.raises(UserError, match="not an IP address"):
         parse_ip("10.0.0.300")
-    assert parse_port("53") == 53
-    for bad in ("0", "65536", "http", "-1"):
-        with pytest.raises(UserError):
-            parse_port(bad)
 
 
 def test_ip_keys_are_v4_mapped():

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from ..errors import UserError
+from ..nsexec import own_working_directory
 from ..trust import private_dir
 from . import event as ev
 from . import btfprog
@@ -46,6 +47,9 @@ RINGBUF_PAGES = 1024          # 4 MiB: ~28,000 events of headroom for the reader
 MAX_COUNTERS = 16384          # distinct (netns, reason, location) groups
 MAX_FILTER = 4096             # entries per filter map
 MAX_EVENT_RATE = 10000        # events/s sent to Python by default; counts are exact regardless
+# The most --max-event-rate may ask: a u32 budget per CPU per 100 ms window in the
+# kernel (events_per_window: rate / 10 on one CPU), far above what Python reads.
+MAX_EVENT_RATE_LIMIT = 10**9
 MAX_CAUSE_COUNTERS = 4096     # distinct (netns, cause, pod) of the conntrack causes
 
 _string_at = ctypes.string_at
@@ -269,6 +273,8 @@ class Tracer:
             raise UserError(why)
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
+        if not 0 <= max_event_rate <= MAX_EVENT_RATE_LIMIT:
+            raise ValueError(f"max_event_rate must be from 0 to {MAX_EVENT_RATE_LIMIT}")
         bcc = _import_bcc()
         self.facts = facts
         self.ringbuf_pages = ringbuf_pages
@@ -396,6 +402,8 @@ class Tracer:
         the right file and line. Both are fixed files of netdrop's, never user text."""
         text = (f'#line 1 "{ev.BPF_SOURCE}"\n{ev.BPF_SOURCE.read_text()}\n'
                 f'#line 1 "{ev.FUNCHOOKS_SOURCE}"\n{ev.FUNCHOOKS_SOURCE.read_text()}')
+        # bcc chdir()s into the headers' directory while it compiles: for this thread only.
+        own_working_directory()
         try:
             return bcc.BPF(text=text.encode(), cflags=cflags)
         # bcc raises bare Exception (the compiler's output went to stderr)
