@@ -1,7 +1,10 @@
 import os
 import threading
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracer.errors import UserError
 from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip, resolve_netns
@@ -18,6 +21,17 @@ def test_netns_by_name_path_and_unknown(tmp_path):
     assert resolve_netns(MINE, run_dir=tmp_path) == ino
     with pytest.raises(UserError, match=r"unknown network namespace 'pod-b'.*known: pod-a"):
         resolve_netns("pod-b", run_dir=tmp_path)
+
+
+@given(st.one_of(st.text(max_size=30), st.integers(min_value=0).map(str), st.just("9" * 5000)))
+def test_any_netns_text_is_an_inode_or_a_user_error(spec):
+    """A UserError is one line on stderr (cli.main, made printable), never a traceback."""
+    try:
+        inode = resolve_netns(spec, run_dir=Path("/nonexistent/netns"))
+    except UserError:
+        pass
+    else:
+        assert 0 < inode < 2**32
 
 
 @pytest.mark.parametrize("path,what", [

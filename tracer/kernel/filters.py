@@ -46,7 +46,7 @@ def netns_path(spec: str, run_dir: Path = NETNS_RUN_DIR) -> Path:
 def resolve_netns(spec: str, run_dir: Path = NETNS_RUN_DIR) -> int:
     """--netns NAME|PATH|INODE -> namespace inode."""
     if spec.isascii() and spec.isdigit():
-        inode = int(spec)
+        inode = int(spec) if len(spec) <= 10 else -1       # an inode number is 32 bits (proc_inum)
         if inode not in known_netns_inodes(run_dir):
             raise UserError(f"unknown network namespace inode {inode}: no process or /run/netns entry holds it")
         return inode
