@@ -27,16 +27,15 @@ def bpf_fds() -> list[str]:
     return found
 
 
-def test_a_set_up_that_fails_after_loading_closes_the_program() -> None:
-    # The pod source (built beside bcc's compile) finds no node namespace of
-    # that name: the program is loaded and attached by then.
+def test_a_set_up_that_fails_after_loading_closes_the_program(tmp_path: Path) -> None:
+    # The pod source (built beside bcc's compile) finds no kubeconfig there:
+    # the program is loaded and attached by then.
     before = bpf_fds()
     out, err = io.StringIO(), io.StringIO()
-    status = cli.main(["watch", "--json", "--duration", "1", "--node-netns", "nd-no-such-node"],
+    status = cli.main(["watch", "--json", "--duration", "1", "--kubeconfig", str(tmp_path / "absent")],
                       Environment(stdout=out, stderr=err))
     assert status == 2
-    assert err.getvalue() == ("netdrop: error: unknown node network namespace 'nd-no-such-node': "
-                              "/run/netns/nd-no-such-node does not exist\n")
+    assert err.getvalue() == f"netdrop: error: kubeconfig {tmp_path}/absent does not exist\n"
     assert out.getvalue() == ""
     assert bpf_fds() == before
 
