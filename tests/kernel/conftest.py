@@ -14,9 +14,8 @@ import pytest
 
 from tracer.lab import node as lab
 
-# Under QEMU's CPU emulation (the kernel matrix: scripts/kernels sets the scale) netdrop
-# compiles its program in 30-60 s instead of 1-2 s: waits for it stretch there.
-TIME_SCALE = float(os.environ.get("NETDROP_TEST_TIME_SCALE", "1"))
+from ..timing import TIME_SCALE
+
 NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
 if not Path(NETDROP[0]).exists():
     NETDROP = [sys.executable, "-m", "tracer.cli"]

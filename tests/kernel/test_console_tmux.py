@@ -17,6 +17,7 @@ import pytest
 
 from tracer.lab import node as lab
 
+from ..timing import allowed
 from .conftest import NETDROP
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True).returncode != 0
@@ -161,7 +162,7 @@ def test_sigterm_ends_the_interactive_console_and_restores_the_terminal(terminal
     pid = t.netdrop_pid()
     started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    assert t.exit_status() == 0 and time.monotonic() - started < 3
+    assert t.exit_status() == 0 and time.monotonic() - started < allowed(2.0) + 1    # + polling the pane
     assert restored(t.files["stty"].read_text()) and not t.alternate_screen()
     assert "Traceback" not in t.files["stderr"].read_text()
 
@@ -191,7 +192,7 @@ def test_closing_the_terminal_ends_the_interactive_console(node, tmp_path):
     while time.monotonic() - started < 10 and not exited(pid):
         time.sleep(0.02)
     assert exited(pid)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < allowed(2.0)      # the promise: 2 s (tests/timing.py)
     assert "Traceback" not in t.files["stderr"].read_text()
 
 
@@ -312,7 +313,7 @@ def test_a_stopped_console_ends_on_kill_from_the_shell(shell, node):
     assert not t.alternate_screen()
     t.type("kill %1")
     took = t.wait_state("", "Z", timeout=10)
-    assert took < 2, f"took {took:.1f} s to end"
+    assert took < allowed(2.0), f"took {took:.1f} s to end"
     t.type("")
     t.wait_for(r"\[1\]\+ +Done")                      # exit status 0, not "Exit 1" nor "Terminated"
     assert not t.alternate_screen()

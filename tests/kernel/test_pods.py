@@ -9,6 +9,7 @@ import pytest
 
 from tracer.lab import node as lab
 
+from ..timing import allowed
 from .conftest import NETDROP
 
 N = 3
@@ -175,7 +176,8 @@ def test_recreated_pod_is_followed_within_two_seconds(netdrop):
             time.sleep(0.1)
         nd.stop()
         records = nd.records()
-        assert first is not None and first < 2.0, f"new pod seen after {first}s"
+        # Two seconds is the promise (scripts/podscale measures it); tests/timing.py says why more here.
+        assert first is not None and first < allowed(2.0), f"new pod seen after {first}s"
         new_uid = uid(sim, "web")
         assert {r["pod"]["uid"] for r in records if r["src"] == web.ipv4} == {old_uid}
         assert {r["pod"]["uid"] for r in records if r["src"] == new.ipv4} == {new_uid}

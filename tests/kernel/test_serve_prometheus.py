@@ -28,6 +28,7 @@ import pytest
 from tracer.lab import node as lab
 from tracer.tlsconf import make_certificate
 
+from ..timing import allowed
 from .conftest import NETDROP, Netdrop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,7 +291,7 @@ def test_a_stop_signal_ends_serve_within_2s_with_its_port_closed(node, sig):
         took = time.monotonic() - t0
     finally:
         agent.kill()
-    assert took < 2.0, f"{signal.Signals(sig).name} took {took:.1f} s"
+    assert took < allowed(2.0), f"{signal.Signals(sig).name} took {took:.1f} s"    # 2 s promised: tests/timing.py
     assert agent.proc.returncode == 0 and "Traceback" not in agent.stderr, agent.stderr
     assert "netdrop: stopped:" in agent.stderr
     with pytest.raises(OSError):

@@ -24,10 +24,11 @@ import pytest
 
 from tracer.lab import node as lab
 
+from ..timing import SLACK, allowed
 from .conftest import NETDROP, Netdrop
 
 REPO = Path(__file__).resolve().parents[2]
-STOP_WITHIN = 2.0
+STOP_WITHIN = allowed(2.0)     # the promise is 2 s (scripts/bench --stop measures it); tests/timing.py
 END_LINE = "drops counted"
 
 
@@ -262,8 +263,10 @@ def test_an_api_that_never_answers_does_not_hold_tracing_back(netdrop, node, tmp
         kubeconfig.chmod(0o600)
         started, nd = time_to_trace(netdrop, "--kubeconfig", str(kubeconfig), "--node-netns", node.node1)
         took = stopped_in(nd, signal.SIGTERM)
-    # At most kube.START_SECONDS (3 s) of waiting for the API, overlapping the compile.
-    assert started < max(5.0, baseline + 3.0), f"tracing started after {started:.1f} s (without API: {baseline:.1f} s)"
+    # At most kube.START_SECONDS (3 s) of waiting for the API, overlapping the compile (and
+    # SLACK for a busy machine: an API that held the start would hold it 40 s).
+    assert started < max(5.0, baseline + 3.0) + SLACK, \
+        f"tracing started after {started:.1f} s (without API: {baseline:.1f} s)"
     assert took < STOP_WITHIN, f"stopping took {took:.1f} s"
     assert nd.proc.returncode == 0 and "Traceback" not in nd.stderr, nd.stderr
     assert f"pods: no Kubernetes API yet (the API server at {url} did not answer in time)" in nd.stderr

@@ -23,6 +23,7 @@ from tracer import cli, session
 from tracer.env import Environment
 from tracer.errors import UserError
 
+from ..timing import allowed
 from .test_capture import built_summary
 
 
@@ -189,7 +190,7 @@ def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path: Path, s
         with open(fifo, "w") as f:
             f.write("")
 
-    rescue = threading.Timer(5, unblock)
+    rescue = threading.Timer(8, unblock)
     rescue.daemon = kill.daemon = True
     before = signal.getsignal(sig)
     t0 = time.monotonic()
@@ -200,7 +201,7 @@ def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path: Path, s
     finally:
         kill.cancel()
         rescue.cancel()
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < allowed(2.0)         # the promise: 2 s (tests/timing.py); the rescue: 8 s
     assert run.status == 128 + sig == cli.ExitStatus.stopped_by(sig)
     assert run.error == f"netdrop: stopped by {signal.Signals(sig).name} before tracing began"
     assert signal.getsignal(sig) is before
