@@ -1,6 +1,7 @@
 """Drop-storm benchmark: netdrop against the kernel's own counter and a bare bpftrace probe.
 
 Run as root: scripts/bench [--drops N] [--generators K] [--markdown]
+             scripts/bench --stop ROUNDS    # how long a signal takes to end each command in a storm
 
 Inside a namespace of its own (loopback only) it sends UDP to a closed port as
 fast as K processes can, so every packet is one NO_SOCKET drop that the
@@ -504,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="with --replay: runs per scenario, the best is shown")
     p.add_argument("--rules", type=int, default=5000, help="with --replay: kube-proxy-style rules for 'rules'")
     p.add_argument("--rules-events", type=int, default=20_000, help="with --replay: events of the 'rules' scenario")
+    p.add_argument("--stop", type=int, metavar="ROUNDS", default=None,
+                   help="instead: time SIGINT/SIGTERM/SIGHUP ending watch, capture and serve in a storm, ROUNDS "
+                        "rounds each (scripts/bench_stop.py)")
     a = p.parse_args(argv)
     if a.replay is not None:
         sys.path.insert(0, str(ROOT))
@@ -512,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scripts/bench: run as root", file=sys.stderr)
         return 2
+    if a.stop is not None:
+        import bench_stop   # beside this file
+        stops = bench_stop.run(a.stop, a.generators)
+        print(bench_stop.report(stops, a.generators, a.markdown))
+        return 0 if all(s.seconds <= bench_stop.PROMISE and s.status == 0 for s in stops) else 1
     r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic, a.conntrack)
     print(report(r, a.markdown))
     return 0 if r.storm_counted == r.kernel_drops else 1
