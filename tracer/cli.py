@@ -168,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check tokens (TokenReview, SubjectAccessReview) on a loopback address too")
     guard.add_argument("--insecure-no-auth", action="store_true",
                        help="serve /metrics to anyone who reaches the address: its pods, namespaces and kernel")
-    guard.add_argument("--tls-cert-file", metavar="PATH",
+    guard.add_argument("--tls-cert-file", type=user_path, metavar="PATH",
                        help="serving certificate (PEM; read again when it changes); default with tokens: "
                             "a self-signed one made at start")
-    guard.add_argument("--tls-key-file", metavar="PATH", help="its private key (PEM)")
+    guard.add_argument("--tls-key-file", type=user_path, metavar="PATH", help="its private key (PEM)")
     _tracefs_option(serve)
     return parser
 

@@ -113,7 +113,10 @@ def test_paths_the_user_gave_are_absolute_once_parsed(tmp_path: Path, monkeypatc
     assert watch.netns == [f"{here}/./ns/a", "pod-a", "4026531840"]     # names and inodes stay what they are
     assert watch.node_netns == f"{here}/../n1"                           # as written: no '..' folded over a link
     assert parsed(["capture", "-o", "out/incident"]).output == f"{here}/out/incident"
-    assert parsed(["serve", "--kubeconfig", "kc", "--node-netns", "n1"]).kubeconfig == f"{here}/kc"
+    serve = parsed(["serve", "--kubeconfig", "kc", "--node-netns", "n1", "--tls-cert-file", "tls/crt",
+                    "--tls-key-file", "tls/key"])
+    assert (serve.kubeconfig, serve.tls_cert_file, serve.tls_key_file) == (f"{here}/kc", f"{here}/tls/crt",
+                                                                           f"{here}/tls/key")
     doctor = parsed(["doctor", "--kubeconfig", "kc", "--cni-dir", "cni", "--netns", "x/y"])
     assert (doctor.kubeconfig, doctor.cni_dir, doctor.netns) == (f"{here}/kc", f"{here}/cni", f"{here}/x/y")
     assert parsed(["summary", "a", "/b/summary.json"]).dir == [f"{here}/a", "/b/summary.json"]
