@@ -274,3 +274,67 @@ def test_the_loaders_counts_export_drop_bytes_in_both_renderings():
         assert got == {("", "NO_SOCKET"): 3040, ("web-7d9f8c6b5-x2k4q", "NO_SOCKET"): 640}
         drops = {(smp.labels["pod"], smp.labels["reason"]): smp.value for smp in fams["netdrop_drops"].samples}
         assert drops == {("", "NO_SOCKET"): 3, ("web-7d9f8c6b5-x2k4q", "NO_SOCKET"): 5}
+
+
+def test_a_scrape_while_another_forgets_the_text_of_expired_series_both_succeed():
+    """Two Prometheus replicas scrape at once while series expire: one render
+    forgets the label text of the expired series while the other adds the
+    text of new ones. The moment is made, not waited for: the first render is
+    held where it first hashes a label after its read (its pruning of the text
+    cache) for the second to run then, if the collector lets it."""
+    import itertools
+    import threading
+
+    pods = {"live": set(range(1, 2001))}
+    ticks = itertools.count()
+    pruning, inserted = threading.Event(), threading.Event()
+    first: list[threading.Thread] = []
+    read_done = threading.Event()
+
+    def state(counts):
+        if first and threading.current_thread() is first[0]:
+            read_done.set()
+        return AgentState(0, 0, (), None)
+
+    class Workload(str):
+        __slots__ = ()
+
+        def __hash__(self):
+            if read_done.is_set() and threading.current_thread() is first[0] and not pruning.is_set():
+                pruning.set()
+                pods["live"] = set(range(5001, 6001))     # new pods: the second scrape adds their text
+                inserted.wait(1.0)      # the second render runs now, if the collector lets it
+            return str.__hash__(self)
+
+    def attribute(t):
+        return Attribution(PodRef("default", f"web-{t >> 2}", f"u{t >> 2}", "n1"), "in-pod")
+
+    s = Series(Names(), attribute, lambda who: Workload("web"), ttl=0.0)
+    c = DropCollector("node-a", s, lambda: {key(2, 0x10, tag(pid, IN_POD)): 1 for pid in pods["live"]},
+                      state, lambda: set(pods["live"]), "0.1.0", "6.18", clock=lambda: float(next(ticks)))
+    assert c.render()[0].count(b"\nnetdrop_drops_total{") == 2000
+    pods["live"] = set()
+    c.render()                  # the pods are gone; their series expire at the next read (ttl 0)
+    bodies: dict[str, bytes] = {}
+    failures: list[BaseException] = []
+
+    def scrape(name):
+        try:
+            bodies[name] = c.render()[0]
+        except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+            failures.append(exc)
+        finally:
+            if name == "second":
+                inserted.set()
+
+    first.append(threading.Thread(target=scrape, args=("first",)))
+    first[0].start()
+    assert pruning.wait(10)
+    second = threading.Thread(target=scrape, args=("second",))
+    second.start()
+    for t in (first[0], second):
+        t.join(10)
+    assert failures == []
+    assert bodies["first"].count(b"\nnetdrop_drops_total{") == 0
+    assert bodies["second"].count(b"\nnetdrop_drops_total{") == 1000
+    assert c.scrapes == 4

@@ -288,16 +288,26 @@ class DropCollector(Collector):
         self._live_pods = live_pods
         self.version, self.kernel = version, kernel
         self._clock = clock
-        self.lock = threading.Lock()    # scrapes one at a time (Series is not thread-safe); close() takes it too
+        # One scrape at a time, from the read of the kernel's map to the last line of
+        # text: Series and the label-text cache below are plain dicts that every
+        # scrape changes (a second scrape adding text while the first forgets that
+        # of expired series made `dictionary changed size during iteration`).
+        # A lock rather than a copy per scrape: a copy of 10,000 entries would cost
+        # each scrape what the cache saves, and the server shares one render among
+        # concurrent scrapers anyway. close() takes it too.
+        self.lock = threading.Lock()
         self.scrapes = 0
         self._label_text: dict[SeriesLabels, str] = {}
 
     def read(self) -> tuple[dict[SeriesLabels, Tally], AgentState]:
         with self.lock:
-            counts = self._counts()
-            values = self.series.update(counts, self._live_pods(), self._clock())
-            state = self._state(counts)
-            self.scrapes += 1
+            return self._read()
+
+    def _read(self) -> tuple[dict[SeriesLabels, Tally], AgentState]:
+        counts = self._counts()
+        values = self.series.update(counts, self._live_pods(), self._clock())
+        state = self._state(counts)
+        self.scrapes += 1
         return values, state
 
     def collect(self) -> Iterator[Metric]:
@@ -311,7 +321,11 @@ class DropCollector(Collector):
         because prometheus_client validates and escapes every label of every
         sample on every scrape (three quarters of a scrape of 10,000 series):
         here a series' label text is escaped once, when it first appears."""
-        values, state = self.read()
+        with self.lock:
+            return self._render(openmetrics)
+
+    def _render(self, openmetrics: bool) -> tuple[bytes, list[Metric]]:
+        values, state = self._read()
         cache = self._label_text
         if len(cache) > 2 * len(values) + 64:      # series removed since: forget their text
             self._label_text = cache = {k: t for k, t in cache.items() if k in values}
