@@ -2,8 +2,10 @@
 
 The BPF program counts every drop in the kernel; the agent never looks at a
 drop in Python. /metrics reads the counter map when scraped (sinks/metrics.py's
-DropCollector), /healthz says whether the programs are attached and the
-counters readable. The main thread only keeps the kernel's pod maps current
+DropCollector; scrapes within a second share one render), /healthz says whether
+the programs are attached and the counters readable. The HTTP server (httpd.py)
+runs its own event loop in a thread; access(args) says who may read /metrics
+and whether over TLS. The main thread only keeps the kernel's pod maps current
 (pods/source.py) and drains the few events the program still sends (one per
 CPU per 100 ms at most, max_event_rate=1: nothing here uses them, and an
 undrained ring buffer would count them as lost).
@@ -25,16 +27,15 @@ import functools
 import ipaddress
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from .access import Gate, Later, Open
+from . import httpd
+from .access import Later
 from .env import Environment
 from .errors import UserError
 
@@ -55,11 +56,12 @@ DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 TICK_SECONDS = 0.5          # pod maps brought up to date, stop looked at
 STALL_SECONDS = 10.0        # /healthz fails when the main loop has not ticked for this long
 TRIM_SECONDS = 10.0
-MAX_CLIENTS = 8             # requests served at once; more are closed at once (memory bounded)
-REQUEST_SECONDS = 10.0      # a client must send its request within this
 CLOSE_WAIT_SECONDS = 1.0    # at the end, a scrape in flight gets this long before the program goes
-OPEN = Open()
 SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)
+RENDER_SECONDS = 1.0        # a metrics body is rendered at most this often (per format); scrapes share it
+TEXT_004 = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+INDEX = b"netdrop serve: /metrics (Prometheus), /healthz\n"
 
 
 @dataclass(frozen=True)
@@ -96,95 +98,10 @@ def parse_listen(text: str) -> Listen:
     return Listen(host, int(port_text))
 
 
-# ---------------------------------------------------------------- HTTP
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True           # a stuck client never holds the exit
-    request_queue_size = 16
-
-    def __init__(self, listen: Listen, agent: Agent, gate: Gate = OPEN, tls: ssl.SSLContext | None = None) -> None:
-        self.address_family = listen.family
-        self.agent = agent
-        self.gate = gate
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        super().__init__((listen.host, listen.port), _Handler)
-        if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(REQUEST_SECONDS)
-            try:
-                request.do_handshake()
-            except (OSError, ssl.SSLError):
-                return
-        super().finish_request(request, client_address)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)      # too many at once: closed, nothing kept for it
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = REQUEST_SECONDS
-    server_version = "netdrop"
-    sys_version = ""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        agent = self.server.agent
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            verdict = self.server.gate.check(path, self.headers.get("Authorization"))
-            if not verdict.allowed:
-                self._reply(verdict.status, f"{verdict.why}\n".encode())
-                return
-            try:
-                body, ctype = agent.scrape(self.headers.get("Accept"))
-            # A failed read of the kernel's maps (the program going away at the end):
-            # one line to the scraper, the agent goes on.
-            except Exception as exc:  # noqa: BLE001
-                self._reply(500, f"netdrop: cannot read the counters: {exc}\n".encode())
-                return
-            self._reply(200, body, ctype)
-        elif path == "/healthz":
-            ok, why = agent.health()
-            self._reply(200 if ok else 503, f"{why}\n".encode())
-        elif path == "/":
-            self._reply(200, b"netdrop serve: /metrics (Prometheus), /healthz\n")
-        else:
-            self._reply(404, b"not found: /metrics or /healthz\n")
-
-    def _reply(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="netdrop"')
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        with suppress(OSError):     # the scraper left
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        """No line per request: a scrape every 15 s would fill the log."""
-
-
 # ---------------------------------------------------------------- the agent
 
 class Agent:
-    """What the HTTP threads ask: the metrics and the health, from the loaded program."""
+    """What the HTTP server asks: the metrics and the health, from the loaded program."""
 
     def __init__(self) -> None:
         from prometheus_client import ProcessCollector
@@ -195,20 +112,53 @@ class Agent:
         self.tracer: Tracer | None = None
         self.state = "starting: loading the BPF program"
         self.beat = time.monotonic()
+        # Scrapes within a second of a render, or during it, share it: one render a second per format.
+        self.bodies = httpd.Recent(self._render, max_age=RENDER_SECONDS)
+        self.served = 0
+        self._count = threading.Lock()
+
+    def routes(self) -> dict[str, httpd.Route]:
+        """/healthz and / say nothing about the node: served to anyone (the kubelet
+        brings no token); /metrics and any other path only as the Gate allows."""
+        return {"/metrics": httpd.Route(self.metrics), "/healthz": httpd.Route(self.healthz, gated=False),
+                "/": httpd.Route(lambda _: httpd.Response(200, INDEX), gated=False)}
+
+    def metrics(self, request: httpd.Request) -> httpd.Response:
+        openmetrics = wants_openmetrics(request.header("accept"))
+        try:
+            body = self.bodies.get(openmetrics)
+            gzipped = httpd.accepts_gzip(request.header("accept-encoding"))
+            data = body.gzipped() if gzipped else body.plain
+        # A failed read of the kernel's maps (the program going away at the end):
+        # one line to the scraper, the agent goes on.
+        except Exception as exc:  # noqa: BLE001
+            return httpd.Response(500, f"netdrop: cannot read the counters: {exc}\n".encode(errors="replace"))
+        headers = (("Vary", "Accept-Encoding"),) + ((("Content-Encoding", "gzip"),) if gzipped else ())
+        with self._count:
+            self.served += 1
+        return httpd.Response(200, data, OPENMETRICS if openmetrics else TEXT_004, headers)
+
+    def healthz(self, request: httpd.Request) -> httpd.Response:
+        ok, why = self.health()
+        return httpd.Response(200 if ok else 503, f"{why}\n".encode())
 
     def scrape(self, accept: str | None) -> tuple[bytes, str]:
-        """The exposition in the format the scraper asked for (Prometheus asks for
-        OpenMetrics first, text 0.0.4 otherwise)."""
-        from prometheus_client.exposition import choose_encoder
+        """A fresh exposition in the format the scraper asked for (Prometheus asks
+        for OpenMetrics first, text 0.0.4 otherwise), and its content type."""
+        openmetrics = wants_openmetrics(accept)
+        return self._render(openmetrics), OPENMETRICS if openmetrics else TEXT_004
 
-        encoder, ctype = choose_encoder(accept or "")
+    def _render(self, openmetrics: bool) -> bytes:
+        from prometheus_client import generate_latest
+        from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
         families = list(self.process.collect())
         drops = b""
         collector = self.collector
         if collector is not None:
-            drops, others = collector.render(openmetrics=ctype.startswith("application/openmetrics"))
+            drops, others = collector.render(openmetrics=openmetrics)
             families = others + families
-        return drops + encoder(_Families(families)), ctype
+        return drops + (generate_openmetrics if openmetrics else generate_latest)(_Families(families))
 
     def health(self) -> tuple[bool, str]:
         tracer = self.tracer
@@ -240,6 +190,27 @@ class Agent:
         finally:
             if got and collector is not None:
                 collector.lock.release()
+
+
+def wants_openmetrics(accept: str | None) -> bool:
+    """Whether an Accept field asks for OpenMetrics (Prometheus lists it first).
+    The content types answered are our two constants: nothing of the client's
+    text comes back, and a cache keyed on the format has two entries."""
+    for item in (accept or "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        if media.lower() != "application/openmetrics-text":
+            continue
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:       # NaN is not
+            return True
+    return False
 
 
 class _Families:
@@ -324,21 +295,14 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     tls = serveauth.serving(guard, args.node or socket.gethostname(), [] if listen.host in ("0.0.0.0", "::")
                             else [listen.host])
     try:
-        server = _Server(listen, agent, gate, tls.context if tls is not None else None)
+        server = httpd.Server(listen.host, listen.port, agent.routes(), gate, tls.context if tls is not None else None)
     except OSError as exc:
         raise UserError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-    served = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="netdrop-http", daemon=True)
     say = functools.partial(warn, env)
 
-    def stop_serving() -> None:
-        if served.is_alive():
-            server.shutdown()
-        server.server_close()
-
     with ExitStack() as stack:
-        stack.callback(stop_serving)
-        served.start()
+        stack.callback(server.close)
+        server.start()
         pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
                                          warn=say))
         tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say,
@@ -413,7 +377,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             if now >= next_trim:
                 release_free_memory()
                 next_trim = now + TRIM_SECONDS
-        info(env, f"stopped: {collector.scrapes} scrapes served, {len(series)} series")
+        info(env, f"stopped: {agent.served} scrapes served ({collector.scrapes} renders), {len(series)} series")
     return ExitStatus.OK
 
 

@@ -1,6 +1,7 @@
-"""serve: --listen parsed, and the agent's HTTP side (/metrics, /healthz, bounded clients) on 127.0.0.1."""
+"""serve: --listen parsed, and the agent's HTTP side (/metrics, /healthz, shared renders, gzip) on 127.0.0.1."""
 
-import socket
+import gzip
+import http.client
 import threading
 import time
 import urllib.error
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import serve
+from tracer import httpd, serve
+from tracer.access import Open
 from tracer.errors import UserError
 from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import NO_POD
@@ -70,13 +72,12 @@ class Names:
 @pytest.fixture
 def agent():
     a = serve.Agent()
-    server = serve._Server(serve.Listen("127.0.0.1", 0), a)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    a.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = httpd.Server("127.0.0.1", 0, a.routes(), Open())
+    server.start()
+    a.url = f"http://127.0.0.1:{server.port}"
+    a.port = server.port
     yield a
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def load(a):
@@ -124,17 +125,100 @@ def test_metrics_are_read_when_scraped(agent):
     assert get(agent.url + "/nothing")[0] == 404
 
 
-def test_clients_beyond_the_limit_are_closed_at_once(agent):
-    load(agent)
-    host, port = agent.url.removeprefix("http://").split(":")
-    idle = [socket.create_connection((host, int(port))) for _ in range(serve.MAX_CLIENTS)]
+def fetch(agent, path="/metrics", method="GET", **headers):
+    c = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
     try:
-        time.sleep(0.3)     # each holds a handler thread, waiting for its request
-        extra = socket.create_connection((host, int(port)), timeout=5)
-        assert extra.recv(1) == b""        # closed without an answer
-        extra.close()
+        c.request(method, path, headers=headers)
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
     finally:
-        for s in idle:
-            s.close()
-    time.sleep(0.3)
-    assert get(agent.url + "/healthz")[0] == 200     # the slots came back
+        c.close()
+
+
+def test_scrapes_at_once_share_one_render_and_a_second_later_a_new_one(agent):
+    """Eight scrapers at once (two Prometheus replicas, say) cost one read of
+    the kernel's maps, not eight; a scrape a second later reads them again."""
+    tracer = load(agent)
+    reads = []
+    slow = threading.Event()
+
+    def counts():
+        reads.append(time.monotonic())
+        slow.wait(0.3)          # a render that takes a while: the others come during it
+        return {(1, 2, 0x10, 0): 42 + len(reads)}
+
+    tracer.counts = counts
+    agent.collector._counts = counts
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(fetch(agent))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert [status for status, _, _ in got] == [200] * 8
+    assert len({body for _, _, body in got}) == 1 and b"} 43\n" in got[0][2]
+    assert len(reads) == 1
+    time.sleep(serve.RENDER_SECONDS + 0.1)
+    status, _, body = fetch(agent)
+    assert status == 200 and b"} 44\n" in body and len(reads) == 2
+    assert agent.served == 9
+
+
+def test_each_format_is_rendered_for_itself(agent):
+    load(agent)
+    _, text_headers, text = fetch(agent, Accept="text/plain;version=0.0.4")
+    _, om_headers, om = fetch(agent, Accept="application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+    assert text_headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert om_headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert om.endswith(b"# EOF\n") and b"# EOF" not in text
+    # A version of the client's own making never comes back (nor makes a new cache entry).
+    _, headers, _ = fetch(agent, Accept="application/openmetrics-text;version=9.9.9\tx")
+    assert headers["Content-Type"] == serve.OPENMETRICS
+    assert set(agent.bodies._slots) == {False, True}
+
+
+def test_gzip_when_asked_the_same_text_compressed(agent):
+    load(agent)
+    status, headers, plain = fetch(agent)
+    assert status == 200 and "Content-Encoding" not in headers and headers["Vary"] == "Accept-Encoding"
+    status, headers, packed = fetch(agent, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+    assert int(headers["Content-Length"]) == len(packed) < len(plain)
+    assert gzip.decompress(packed) == plain
+    assert "Content-Encoding" not in fetch(agent, **{"Accept-Encoding": "gzip;q=0, identity"})[1]
+
+
+def test_head_gives_the_get_headers_and_no_body(agent):
+    load(agent)
+    _, get_headers, body = fetch(agent)
+    status, headers, nothing = fetch(agent, method="HEAD")
+    assert status == 200 and nothing == b""
+    assert headers["Content-Length"] == get_headers["Content-Length"] == str(len(body))
+    assert fetch(agent, "/healthz", method="HEAD")[:3:2] == (200, b"")
+
+
+def test_a_failed_read_of_the_counters_is_one_line_and_the_agent_goes_on(agent):
+    tracer = load(agent)
+
+    def broken():
+        raise OSError("Bad file descriptor")
+
+    agent.collector._counts = broken
+    status, _, body = fetch(agent)
+    assert (status, body) == (500, b"netdrop: cannot read the counters: Bad file descriptor\n")
+    agent.collector._counts = tracer.counts
+    assert fetch(agent)[0] == 200       # a failure is not kept: the next scrape renders
+
+
+def test_only_get_and_head(agent):
+    load(agent)
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        status, headers, body = fetch(agent, method=method)
+        assert (status, headers.get("Allow")) == (405, "GET, HEAD"), method
+    assert fetch(agent, "/")[0] == 200
+
+
+@given(st.text(max_size=80))
+def test_any_accept_field_gives_one_of_the_two_formats(accept):
+    assert serve.wants_openmetrics(accept) in (True, False)
+    assert httpd.accepts_gzip(accept) in (True, False)
