@@ -116,6 +116,7 @@ class Agent:
         self.bodies = httpd.Recent(self._render, max_age=RENDER_SECONDS)
         self.served = 0
         self._count = threading.Lock()
+        self._program = threading.Lock()     # a probe's read of the program's maps, or their close
 
     def routes(self) -> dict[str, httpd.Route]:
         """/healthz and / say nothing about the node: served to anyone (the kubelet
@@ -167,7 +168,9 @@ class Agent:
         if not any(h.attached and h.name.endswith(" skb:kfree_skb") for h in tracer.hooks):
             return False, "the skb:kfree_skb tracepoint is not attached"
         try:
-            with self.collector.lock:
+            # Not the collector's lock: a probe must not wait for a render of 10,000
+            # series on a busy node (the kubelet gives it 1 s); only for the close.
+            with self._program:
                 if self.tracer is None:
                     return False, self.state
                 tracer.stats({})       # the per-CPU state map: a cheap read of the program's maps
@@ -184,9 +187,10 @@ class Agent:
         collector = self.collector
         got = collector.lock.acquire(timeout=CLOSE_WAIT_SECONDS) if collector is not None else False
         try:
-            self.state = "stopping"
-            self.tracer = None
-            close()
+            with self._program:
+                self.state = "stopping"
+                self.tracer = None
+                close()
         finally:
             if got and collector is not None:
                 collector.lock.release()
@@ -308,6 +312,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say,
                         tp_btf=not args.classic_tracepoints)
         stack.callback(agent.detach, tracer.close)
+        stack.callback(server.close)    # before the detach: no new scrape waits on the program going
         try:
             source = pods.result()
         except OSError as exc:    # the node's namespace unreadable (no CAP_SYS_ADMIN for setns, ...)

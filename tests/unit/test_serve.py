@@ -164,6 +164,29 @@ def test_scrapes_at_once_share_one_render_and_a_second_later_a_new_one(agent):
     assert agent.served == 9
 
 
+def test_healthz_answers_while_a_render_reads_the_maps(agent):
+    """A render of 10,000 series on a busy node takes a while; the probe does not wait for it."""
+    tracer = load(agent)
+    release, reading = threading.Event(), threading.Event()
+
+    def counts():
+        reading.set()
+        release.wait(10)
+        return tracer.counts()
+
+    agent.collector._counts = counts
+    scrape = threading.Thread(target=fetch, args=(agent,))
+    scrape.start()
+    try:
+        assert reading.wait(5)
+        t0 = time.monotonic()
+        assert get(agent.url + "/healthz")[0] == 200
+        assert time.monotonic() - t0 < 2.0       # not the 10 s the render is held
+    finally:
+        release.set()
+        scrape.join(10)
+
+
 def test_each_format_is_rendered_for_itself(agent):
     load(agent)
     _, text_headers, text = fetch(agent, Accept="text/plain;version=0.0.4")
@@ -218,7 +241,23 @@ def test_only_get_and_head(agent):
     assert fetch(agent, "/")[0] == 200
 
 
-@given(st.text(max_size=80))
+@given(st.text(max_size=80) | st.lists(st.sampled_from(
+    ["application/openmetrics-text", "text/plain", "gzip", "x-gzip", "*", "identity", ";q=0", ";q=0.5", ";Q=1",
+     ";q=nan", ";q=", ";version=1.0.0", ",", " "]), max_size=8).map("".join))
 def test_any_accept_field_gives_one_of_the_two_formats(accept):
-    assert serve.wants_openmetrics(accept) in (True, False)
-    assert httpd.accepts_gzip(accept) in (True, False)
+    """Parsers of what any client sends: an answer for every text, never an exception."""
+    om = serve.wants_openmetrics(accept)
+    gz = httpd.accepts_gzip(accept)
+    assert om in (True, False) and gz in (True, False)
+    if om:
+        assert "application/openmetrics-text" in accept.lower()
+    if gz:
+        assert "gzip" in accept.lower() or "*" in accept
+
+
+@pytest.mark.parametrize("field,want", [
+    ("gzip", True), ("gzip, deflate", True), ("deflate, GZIP;q=0.1", True), ("x-gzip", True), ("*", True),
+    ("gzip;q=0", False), ("*;q=0", False), ("identity", False), ("", False), (None, False),
+    ("gzip;q=0, *", False), ("gzip;q=nan", False), ("gzip;q=bad", False)])
+def test_accept_encoding_as_rfc_9110_reads_it(field, want):
+    assert httpd.accepts_gzip(field) is want
