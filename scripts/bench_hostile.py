@@ -387,7 +387,11 @@ def report(args: argparse.Namespace, t: Tally, seconds: float) -> None:
     rows = [
         ("run", f"{seconds:.0f} s; {args.slow} slow clients (a byte every {args.drip:g} s), {args.big} clients "
                 f"with 99 x 64 KiB headers, {args.scrapers} scrapers (every {args.scrape_interval:g} s), "
-                f"{args.series:,} series{' (synthetic counts)' if args.synthetic else ' (the real BPF map)'}"),
+                f"{args.series:,} series"
+                + (f" of the agent at {args.url}" if args.url else
+                   " (synthetic counts)" if args.synthetic else " (the real BPF map)")
+                + (", TLS" if args.https or (args.url or "").startswith("https:") else "")
+                + (", a bearer token" if args.token_file else "")),
         ("probes (GET /healthz, new connection)",
          f"{len(t.probes)}; answered 200 within 1 s: {len(t.probes) - len(bad_probes)}; "
          f"max {max(probe_times, default=float('nan')) * 1000:.0f} ms, p99 {pct(probe_times, 99) * 1000:.0f} ms, "

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -138,7 +139,7 @@ class Server:
         """Stop listening, drop every connection; returns within about half a second. Again: nothing."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and self._thread.is_alive():
-            with _suppress_closed():
+            with suppress(RuntimeError):        # the loop has just closed: the server ended on its own
                 loop.call_soon_threadsafe(stop.set)
             self._thread.join(0.5)
         self._sock.close()
@@ -194,10 +195,11 @@ class Server:
         # drain() then waits until everything written is in the kernel's buffer: a
         # connection aborted after its response has lost nothing of it.
         writer.transport.set_write_buffer_limits(0)
+        stream = _Plain(reader, writer) if self.ssl is None else _Tls(reader, writer, self.ssl)
         try:
-            if await self._converse(conn, reader, loop.time() + self.limits.request_seconds):
+            if await self._converse(conn, stream, loop.time() + self.limits.request_seconds):
                 self._waiting[conn] = None
-                await _close(reader, writer)
+                await _close(stream)
         except (TimeoutError, OSError, EOFError, ssl.SSLError, h11.ProtocolError):
             pass                                    # cut at its deadline, or the client went
         finally:
@@ -205,39 +207,35 @@ class Server:
             self._waiting.pop(conn, None)
             conn.writer.transport.abort()
 
-    async def _converse(self, conn: _Conn, reader: asyncio.StreamReader, deadline: float) -> bool:
+    async def _converse(self, conn: _Conn, stream: _Plain, deadline: float) -> bool:
         """Requests answered until the client goes, its deadline or idle timeout
         passes, or a response ends the connection (True: then close it gently)."""
         loop = asyncio.get_running_loop()
         limits = self.limits
-        if self.ssl is not None:
-            async with asyncio.timeout_at(deadline):
-                # Its transport keeps the default write limits: at 0, asyncio's TLS layer can
-                # miss that its buffers emptied and leave drain() waiting. A TLS connection
-                # is ended by close() (close_notify), which sends what is still buffered.
-                await conn.writer.start_tls(self.ssl)
+        async with asyncio.timeout_at(deadline):
+            await stream.handshake()
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes)
         while True:
             async with asyncio.timeout_at(deadline):
                 try:
-                    request = await _receive(h, reader, limits)
+                    request = await _receive(h, stream, limits)
                 except _Refused as refused:
                     if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                         return False
-                    await _send(h, conn.writer, refused.response, head=refused.head, close=True)
+                    await _send(h, stream, refused.response, head=refused.head, close=True)
                     return True
                 if request is None:
                     return False
                 self._waiting.pop(conn, None)       # being answered: not a waiting one to drop
                 response = await self._respond(request)
-                await _send(h, conn.writer, response, head=request.method == "HEAD", close=False)
+                await _send(h, stream, response, head=request.method == "HEAD", close=False)
             if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                 return True                         # the client said Connection: close, or HTTP/1.0
             h.start_next_cycle()
             self._waiting[conn] = None
             if not h.trailing_data[0]:              # keep-alive: wait for the next request's first byte
                 async with asyncio.timeout(limits.idle_seconds):
-                    data = await reader.read(READ_SIZE)
+                    data = await stream.read()
                 if not data:
                     return False
                 h.receive_data(data)
@@ -283,13 +281,13 @@ class _Refused(Exception):
         self.head = head
 
 
-async def _receive(h: h11.Connection, reader: asyncio.StreamReader, limits: Limits) -> Request | None:
+async def _receive(h: h11.Connection, stream: _Plain, limits: Limits) -> Request | None:
     """The next request, read whole; None when the client closed between requests."""
     try:
         while True:
             event = h.next_event()
             if event is h11.NEED_DATA:
-                h.receive_data(await reader.read(READ_SIZE))        # b"": the client closed
+                h.receive_data(await stream.read())         # b"": the client closed
             elif isinstance(event, h11.Request):
                 break
             else:
@@ -312,7 +310,7 @@ async def _receive(h: h11.Connection, reader: asyncio.StreamReader, limits: Limi
     return Request(method, target.split("?", 1)[0], headers)
 
 
-async def _send(h: h11.Connection, writer: asyncio.StreamWriter, response: Response, head: bool,
+async def _send(h: h11.Connection, stream: _Plain, response: Response, head: bool,
                 close: bool) -> None:
     body = response.body
     headers = [("Content-Type", response.content_type), ("Content-Length", str(len(body))),
@@ -323,33 +321,113 @@ async def _send(h: h11.Connection, writer: asyncio.StreamWriter, response: Respo
         reason = HTTPStatus(response.status).phrase
     except ValueError:
         reason = ""
-    writer.write(h.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b"")
-    await writer.drain()
+    stream.write(h.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b"")
+    await stream.drain()
     for at in range(0, 0 if head else len(body), WRITE_SIZE):
-        writer.write(h.send(h11.Data(data=body[at:at + WRITE_SIZE])) or b"")
-        await writer.drain()
-    writer.write(h.send(h11.EndOfMessage()) or b"")
-    await writer.drain()
+        stream.write(h.send(h11.Data(data=body[at:at + WRITE_SIZE])) or b"")
+        await stream.drain()
+    stream.write(h.send(h11.EndOfMessage()) or b"")
+    await stream.drain()
 
 
-async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _close(stream: _Plain) -> None:
     """End a connection whose response is written, without losing it: closed at
     once, a socket with unread bytes (the rest of a refused request) sends a
     reset, which may discard the response before the client reads it. So our
-    side is shut and what still comes is read and dropped, briefly (RFC 9112
-    9.6); over TLS, close_notify is sent and answered."""
+    side is shut (after TLS's close_notify) and what still comes is read and
+    dropped, briefly (RFC 9112 9.6)."""
     try:
         async with asyncio.timeout(LINGER_SECONDS):
-            if writer.can_write_eof():
-                writer.write_eof()
-                for _ in range(LINGER_READS):
-                    if not await reader.read(READ_SIZE):
-                        break
-            else:
-                writer.close()
-                await writer.wait_closed()
+            await stream.shut()
+            for _ in range(LINGER_READS):
+                if not await stream.reader.read(READ_SIZE):
+                    break
     except (TimeoutError, OSError, ssl.SSLError):
         pass
+
+
+class _Plain:
+    """A connection's bytes as they come and go."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def handshake(self) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        """What the client sent next, at most READ_SIZE bytes; b"" when it has closed."""
+        return await self.reader.read(READ_SIZE)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def shut(self) -> None:
+        """No more from us: the client sees the end of the connection."""
+        self.writer.write_eof()
+        await self.writer.drain()
+
+
+class _Tls(_Plain):
+    """TLS done here on memory BIOs (ssl.SSLObject), not by asyncio's TLS
+    transport, which keeps a 256 KiB read buffer for every connection and,
+    on close, waits up to 30 s for the client's close_notify (a flood of
+    refused requests held 150 MiB that way). Here a connection's TLS state
+    holds at most what READ_SIZE reads bring, the handshake runs under the
+    request's deadline like any read, and closing sends our close_notify
+    without waiting for the client's, as Go's servers do."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
+        super().__init__(reader, writer)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out, server_side=True)
+
+    async def _more(self) -> bool:
+        """What we owe the client sent, then the client's next bytes taken in; False at its end."""
+        await self.drain()
+        data = await self.reader.read(READ_SIZE)
+        if not data:
+            return False
+        self._in.write(data)
+        return True
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not await self._more():
+                    raise EOFError("the client left during the TLS handshake") from None
+        await self.drain()
+
+    async def read(self) -> bytes:
+        while True:
+            try:
+                return self._tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                if not await self._more():
+                    return b""
+            except ssl.SSLZeroReturnError:      # the client's close_notify
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self._tls.write(data)
+        self.writer.write(self._out.read())
+
+    async def drain(self) -> None:
+        if self._out.pending:
+            self.writer.write(self._out.read())
+        await self.writer.drain()
+
+    async def shut(self) -> None:
+        with suppress(ssl.SSLError):
+            self._tls.unwrap()          # our close_notify; the client's is not waited for
+        self.writer.write(self._out.read())
+        await super().shut()
 
 
 T = TypeVar("T")
@@ -393,16 +471,6 @@ class _Workers:
                 done.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 done.set_exception(exc)
-
-
-class _suppress_closed:  # noqa: N801 - used as a context manager, like contextlib's
-    """call_soon_threadsafe on a loop that has just closed (the server ended on its own)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, RuntimeError)
 
 
 # ------------------------------------------------------------ shared bodies

@@ -329,10 +329,14 @@ def test_tls_serves_and_a_silent_handshake_is_cut_at_the_deadline(certificate):
     try:
         client = ssl.create_default_context(cafile=str(cert))
         c = http.client.HTTPSConnection("127.0.0.1", s.port, context=client, timeout=5)
-        c.request("GET", "/metrics", headers={"Authorization": "Bearer good"})
-        r = c.getresponse()
-        assert (r.status, r.read()) == (200, b"metrics\n")
+        for _ in range(2):          # kept alive
+            c.request("GET", "/metrics", headers={"Authorization": "Bearer good"})
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, b"metrics\n")
         c.close()
+        with client.wrap_socket(s.connect(), server_hostname="127.0.0.1") as tls:   # refused, read whole
+            answer = exchange(tls, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 + b"\r\n")
+        assert status_of(answer) == 431 and answer.endswith(b"request headers too large\n")
         silent = [s.connect() for _ in range(10)]       # connect, never say hello
         dripping = s.connect()
         hello = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + b"\x00" * 200
