@@ -2,10 +2,11 @@
 
     scripts/bench_hostile [--seconds 300] [--markdown]            # root: the real BPF map
     scripts/bench_hostile --synthetic --seconds 30                # no root: counts made up in Python
+    scripts/bench_hostile --lab-auth                              # HTTPS, tokens reviewed by an API server
 
 An agent serving 10,000 drop series is started (a child process running
-serve's own HTTP path: serve.Agent, its routes and serve.access(), on the real
-counter map of a loaded program filled with one key per pod, as
+serve's own HTTP path: serve.Agent, its routes, and the gate and TLS that
+serve's flags make, on the real counter map of a loaded program filled with one key per pod, as
 scripts/bench_serve.py --kernel does). Then, all at once, for --seconds:
 
 - 100 slow clients, each sending one byte of a request's headers every 2 s
@@ -21,10 +22,13 @@ the share of scrapes served (200, the whole body: all 10,000 series and the
 closing # EOF), the agent's resident memory over time (the DaemonSet's limit
 is 320Mi) and its CPU.
 
-With authentication (once serve has it): --agent-arg passes serve's own
-flags to the agent (its serve.access() reads them: TLS files, the auth
-mode), --https talks TLS to it, --ca-file verifies it, --token-file is the
-scrapers' bearer token. Or --url and --pid aim at an agent started by hand.
+With authentication: --lab-auth runs the lab's Kubernetes API server
+(tracer/lab/api.py: TokenReview, SubjectAccessReview) in this process, gives
+the agent --auth kubernetes, its kubeconfig and a serving certificate, and the
+scrapers a token allowed to get nodes/metrics, over HTTPS. By hand:
+--agent-arg passes serve's own flags to the agent, --https talks TLS to it,
+--ca-file verifies it, --token-file is the scrapers' bearer token. Or --url
+and --pid aim at an agent started by hand.
 """
 
 from __future__ import annotations
@@ -59,14 +63,18 @@ LIMIT_MIB = 320
 def agent_child(port: int, series: int, synthetic: bool, agent_args: list[str]) -> None:
     from bench_serve import Names, kernel_counts
 
-    from tracer import httpd, serve
+    from tracer import httpd, serve, serveauth
     from tracer.cli import build_parser
     from tracer.kernel.loader import Hook, Stats, release_free_memory
     from tracer.pods.attribute import Attribution, PodRef
     from tracer.sinks.metrics import AgentState, DropCollector, Series
 
+    # Who may scrape, and TLS, from serve's own flags, as serve.run decides them.
     args = build_parser().parse_args(["serve", "--listen", f"127.0.0.1:{port}", *agent_args])
-    gate, tls = serve.access(args)
+    guard = serveauth.plan("127.0.0.1", auth=args.auth, insecure=args.insecure_no_auth,
+                           cert=args.tls_cert_file, key=args.tls_key_file)
+    gate = serveauth.gate_for(guard, args.kubeconfig)("node-a")
+    tls = serveauth.serving(guard, "node-a", ["127.0.0.1"])
     refs = {i: PodRef("default", f"web-7d9f8c6b5-{i:05d}", f"u{i}", "node-a") for i in range(1, series + 1)}
     agent = serve.Agent()
     if synthetic:
@@ -93,7 +101,7 @@ def agent_child(port: int, series: int, synthetic: bool, agent_args: list[str]) 
                               counts, lambda k: AgentState(0, 0, (("tracepoint skb:kfree_skb", True),), None),
                               lambda: set(refs), "bench", os.uname().release)
     agent.collector, agent.tracer = collector, tracer  # type: ignore[assignment]
-    server = httpd.Server("127.0.0.1", port, agent.routes(), gate, tls)
+    server = httpd.Server("127.0.0.1", port, agent.routes(), gate, tls.context if tls is not None else None)
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -313,7 +321,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--probe-interval", type=float, default=0.5)
     p.add_argument("--synthetic", action="store_true", help="no BPF program: counts made up in Python (no root)")
     p.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
-                   help="a flag of netdrop serve for the agent (its serve.access() reads them), repeatable")
+                   help="a flag of netdrop serve for the agent (TLS files, --auth, --kubeconfig), repeatable")
+    p.add_argument("--lab-auth", action="store_true",
+                   help="tokens checked by the lab's API server, over HTTPS (see above)")
     p.add_argument("--https", action="store_true", help="talk TLS to the agent")
     p.add_argument("--ca-file", help="CA to verify the agent's certificate (with --https)")
     p.add_argument("--token-file", help="the scrapers' bearer token")
@@ -327,7 +337,56 @@ def main(argv: list[str]) -> int:
         return 0
     if rest:
         p.error(f"unknown arguments: {' '.join(rest)}")
+    if args.lab_auth and (args.url or args.agent_arg or args.token_file):
+        p.error("--lab-auth makes its own agent, certificate and token")
 
+    lab = None
+    if args.lab_auth:
+        lab = LabAuth()
+        args.agent_arg += lab.agent_args
+        args.https, args.ca_file, args.token_file = True, str(lab.ca_file), str(lab.token_file)
+    try:
+        return run(args)
+    finally:
+        if lab is not None:
+            print(f"reviews the API server made: {lab.api.reviews}")
+            lab.close()
+
+
+class LabAuth:
+    """The lab's API server, a serving certificate and a scraper's token, in a temporary directory."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from tracer.lab.api import KubeAPI
+        from tracer.tlsconf import make_certificate
+
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
+        self.api = KubeAPI()
+        self.api.start(tls=True)
+        kubeconfig = self.api.write_kubeconfig(self.dir / "kubeconfig")
+        user = "system:serviceaccount:monitoring:prometheus"
+        token = self.api.add_user(user, ("system:serviceaccounts",))
+        self.api.grant(user, "get", "nodes", "metrics")
+        ca = make_certificate("bench-ca", [], ca=True)
+        cert, key = make_certificate("netdrop", ["127.0.0.1"], issuer_pem=ca)
+        self.ca_file, self.token_file = self.dir / "ca.crt", self.dir / "token"
+        for path, data in ((self.ca_file, ca[0]), (self.dir / "tls.crt", cert), (self.dir / "tls.key", key),
+                           (self.token_file, token.encode())):
+            path.touch(mode=0o600)
+            path.write_bytes(data)
+        self.agent_args = ["--auth", "kubernetes", "--kubeconfig", str(kubeconfig),
+                           "--tls-cert-file", str(self.dir / "tls.crt"), "--tls-key-file", str(self.dir / "tls.key")]
+
+    def close(self) -> None:
+        import shutil
+
+        self.api.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
     context = None
     https = args.https or (args.url or "").startswith("https:")
     if https:
