@@ -4,8 +4,8 @@ The BPF program counts every drop in the kernel; the agent never looks at a
 drop in Python. /metrics reads the counter map when scraped (sinks/metrics.py's
 DropCollector; scrapes within a second share one render), /healthz says whether
 the programs are attached and the counters readable. The HTTP server (httpd.py)
-runs its own event loop in a thread; access(args) says who may read /metrics
-and whether over TLS. The main thread only keeps the kernel's pod maps current
+runs its own event loop in a thread; serveauth.py decides who may read /metrics
+(the Gate it asks) and whether over TLS. The main thread only keeps the kernel's pod maps current
 (pods/source.py) and drains the few events the program still sends (one per
 CPU per 100 ms at most, max_event_rate=1: nothing here uses them, and an
 undrained ring buffer would count them as lost).
