@@ -3,7 +3,8 @@
 Deadlines per request (not per read), header limits, idle connections that
 cost no thread, the oldest waiting connection dropped past the cap, GET/HEAD
 only, the Gate asked for every path but the probes', TLS, and a quick close.
-Limits are made small here so that each test takes a second or two.
+Limits are made small here so that each test takes a second or two; what
+must happen within a time is allowed the slack of a busy machine (timing.py).
 """
 
 import http.client
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 
 from tracer import httpd
 from tracer.access import ALLOWED, Open, Verdict
+
+from ..timing import allowed
 
 FAST = httpd.Limits(request_seconds=1.0, idle_seconds=1.0, connections=32)
 
@@ -121,9 +124,9 @@ def test_a_slow_header_client_is_cut_at_the_deadline_while_probes_answer(server)
     for s in slow:
         s.close()
     assert len(cut_at) == len(slow), "slow clients were never cut"
-    assert all(0.9 <= t < 4.0 for t in cut_at.values()), sorted(cut_at.values())
+    assert all(0.9 <= t < allowed(FAST.request_seconds) for t in cut_at.values()), sorted(cut_at.values())
     assert probes and all(status == 200 for status, _ in probes)
-    assert max(took for _, took in probes) < 1.0, max(took for _, took in probes)
+    assert max(took for _, took in probes) < allowed(1.0), max(took for _, took in probes)     # the kubelet's 1 s
 
 
 def test_many_idle_connections_cost_no_thread_and_past_the_cap_the_oldest_go():
@@ -283,14 +286,14 @@ def test_a_gate_slower_than_the_deadline_holds_neither_the_probes_nor_the_exit()
         for sock in stuck:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n\r\n")
         t0 = time.monotonic()
-        assert s.get()[0] == 200 and time.monotonic() - t0 < 1.0
-        assert all(closed(sock, 4) for sock in stuck)      # cut at the 1 s deadline, not answered at 3 s
+        assert s.get()[0] == 200 and time.monotonic() - t0 < allowed(1.0)
+        assert all(closed(sock, allowed(1.0)) for sock in stuck)   # cut at the 1 s deadline, not answered at 3 s
         for sock in stuck:
             sock.close()
     finally:
         t0 = time.monotonic()
         s.server.close()
-        assert time.monotonic() - t0 < 0.8
+        assert time.monotonic() - t0 < allowed(0.5)
 
 
 def test_close_is_quick_with_connections_and_a_blocked_answer():
@@ -305,7 +308,7 @@ def test_close_is_quick_with_connections_and_a_blocked_answer():
     s.server.close()
     took = time.monotonic() - t0
     release.set()
-    assert took < 0.8, took
+    assert took < allowed(0.5), took
     assert all(closed(sock, 2) for sock in [*held, blocked])
     with pytest.raises(OSError):
         s.connect(timeout=1).close()
@@ -352,9 +355,9 @@ def test_tls_serves_and_a_silent_handshake_is_cut_at_the_deadline(certificate):
         t1 = time.monotonic()
         plain = http.client.HTTPSConnection("127.0.0.1", s.port, context=client, timeout=5)
         plain.request("GET", "/healthz")
-        assert plain.getresponse().status == 200 and time.monotonic() - t1 < 1.0
-        assert cut is not None and cut < 4.0, cut
-        assert all(closed(sock, 3) for sock in silent)
+        assert plain.getresponse().status == 200 and time.monotonic() - t1 < allowed(1.0)
+        assert cut is not None and cut < allowed(FAST.request_seconds), cut
+        assert all(closed(sock, allowed(1.0)) for sock in silent)
         for sock in [*silent, dripping]:
             sock.close()
     finally:

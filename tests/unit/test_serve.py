@@ -18,6 +18,8 @@ from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import NO_POD
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 
+from ..timing import allowed
+
 
 @pytest.mark.parametrize("text,want", [
     ("0.0.0.0:10303", ("0.0.0.0", 10303)), (":9", ("0.0.0.0", 9)), ("[::1]:10303", ("::1", 10303)),
@@ -181,7 +183,7 @@ def test_healthz_answers_while_a_render_reads_the_maps(agent):
         assert reading.wait(5)
         t0 = time.monotonic()
         assert get(agent.url + "/healthz")[0] == 200
-        assert time.monotonic() - t0 < 2.0       # not the 10 s the render is held
+        assert time.monotonic() - t0 < allowed(1.0)     # not the 10 s the render is held
     finally:
         release.set()
         scrape.join(10)
