@@ -8,28 +8,53 @@ something the API says is wrong (an unknown pod, a pod on another node).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import ipaddress
+import http.client
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from ..errors import UserError
 from ..trust import check_tree
+from . import apicall, apitext
+from .apitext import DNS_SUBDOMAIN
+# API objects as netdrop's types: defined in objects, used everywhere as kube's.
+from .objects import DUAL_STACK_POLICIES as DUAL_STACK_POLICIES
+from .objects import PodInfo as PodInfo
+from .objects import ServiceInfo as ServiceInfo
+from .objects import _items, _node_name, _text, _token
+from .objects import api_field as api_field
+from .objects import pod_info as pod_info
+from .objects import service_info as service_info
 
 # Where a node keeps credentials, after --kubeconfig, $KUBECONFIG and ~/.kube/config.
 NODE_KUBECONFIGS = (Path("/etc/kubernetes/kubelet.conf"), Path("/etc/kubernetes/admin.conf"))
-REQUEST_TIMEOUT = (2.0, 5.0)    # connect, read: an API that accepts and never answers must not hang us
+# Every call has a deadline for all of it and a cap on what it reads (apicall): the client's
+# own timeouts are per read, and a server sending a byte a second never trips them.
+CONNECT_SECONDS = 2.0
+CALL_SECONDS = 5.0              # one call, connect to last byte
 START_SECONDS = 3.0             # all start-up calls together: tracing starts whatever the API does
+# Lists come in pages of LIST_PAGE objects (client-go's pager asks 500; fewer keep a page
+# small). A page of pods, nodes or Services is 0.2-2 MiB (2-20 KiB an object); no object the
+# API server stores is over 1.5 MiB (etcd's default --max-request-bytes). MAX_RESPONSE_BYTES
+# holds either with room to spare, and stays cheap to parse: JSON shaped like API objects
+# takes 7.8 times its size as Python objects (measured), 31 MiB for 4 MiB, which the
+# DaemonSet's memory limit absorbs. A page over it is asked again with fewer objects.
+LIST_PAGE = 100
+MAX_PAGES = 200                 # 20,000 objects: no list netdrop makes is longer
+MAX_RESPONSE_BYTES = 4 << 20
 WATCH_SECONDS = 30              # server-side watch length; the client reconnects after it
+MAX_WATCH_LINE = 4 << 20        # one watch event: one object (as MAX_RESPONSE_BYTES)
+MAX_WATCH_BYTES = 64 << 20      # one watch (WATCH_SECONDS): a busy node's events are a few MiB
 WATCH_BACKOFF = (1.0, 30.0)     # after a failed watch: first and longest wait before the next try
 HTTP_GONE = 410                 # a watch's resourceVersion is too old: list again
 MAX_KUBECONFIG_BYTES = 1 << 20
@@ -37,160 +62,6 @@ MAX_KUBECONFIG_BYTES = 1 << 20
 
 class KubeUnavailable(Exception):
     """No Kubernetes API to ask; the message says why."""
-
-
-@dataclass(frozen=True)
-class PodInfo:
-    namespace: str
-    name: str
-    uid: str
-    node: str | None
-    ips: tuple[str, ...]
-    host_network: bool
-    ports: tuple[int, ...]            # declared containerPort/hostPort numbers
-    labels: tuple[tuple[str, str], ...]
-    phase: str | None
-    # The controller owning the pod (metadata.ownerReferences with controller:
-    # true), as (kind, name): e.g. ("ReplicaSet", "web-7d4b9c"). None: no controller.
-    owner: tuple[str, str] | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def api_field(obj: Any, key: str) -> Any:
-    """obj[key] of an API object, a client model (V1Pod, V1Node) or the same
-    object as a dict; None when it is absent, null or obj is neither. API
-    objects may lack any optional field: readers never raise on one."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    # Client models name attributes after the JSON keys in attribute_map (podIPs -> pod_ips).
-    amap = getattr(type(obj), "attribute_map", None)
-    if not isinstance(amap, dict):
-        return None
-    attr = next((a for a, k in amap.items() if k == key), key)
-    return getattr(obj, attr, None)
-
-
-def _items(obj: Any, key: str) -> list[Any]:
-    """A list field, [] when absent or not a list."""
-    value = api_field(obj, key)
-    return list(value) if isinstance(value, (list, tuple)) else []
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def pod_info(obj: Any) -> PodInfo:
-    """From a V1Pod (the client's model) or the same object as a dict. Never
-    raises: a pod without a field has none of what it would have said."""
-    meta, spec, status = api_field(obj, "metadata"), api_field(obj, "spec"), api_field(obj, "status")
-    ips = [api_field(p, "ip") for p in _items(status, "podIPs")] or [api_field(status, "podIP")]
-    ports: set[int] = set()
-    for c in _items(spec, "containers"):
-        for p in _items(c, "ports"):
-            for k in ("containerPort", "hostPort"):
-                port = api_field(p, k)
-                if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-                    ports.add(port)
-    labels = api_field(meta, "labels")
-    namespace, name = _text(api_field(meta, "namespace")) or "", _text(api_field(meta, "name")) or ""
-    return PodInfo(
-        namespace=namespace, name=name,
-        # Ids key pods for the whole run: a pod without a uid is keyed by its name.
-        uid=_text(api_field(meta, "uid")) or f"{namespace}/{name}",
-        node=_text(api_field(spec, "nodeName")), ips=tuple(ip for ip in ips if _text(ip)),
-        host_network=api_field(spec, "hostNetwork") is True, ports=tuple(sorted(ports)),
-        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
-        phase=_text(api_field(status, "phase")),
-        owner=_controller(meta),
-    )
-
-
-# Service.spec.ipFamilyPolicy values that give a Service both families (the API's
-# IPFamilyPolicy; SingleStack is the default and the third value).
-DUAL_STACK_POLICIES = ("PreferDualStack", "RequireDualStack")
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """A Service: which pods it selects and whether it sends them IPv6."""
-
-    namespace: str
-    name: str
-    selector: tuple[tuple[str, str], ...]     # spec.selector; () selects no pod by labels
-    ip_family_policy: str | None
-    ip_families: tuple[str, ...]              # spec.ipFamilies, primary first
-    cluster_ips: tuple[str, ...]              # spec.clusterIPs (else clusterIP); "None" when headless
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def ipv6(self) -> str | None:
-        """Why it sends its pods IPv6 (kube-proxy DNATs its IPv6 clusterIP to the
-        pods' IPv6 endpoints), in a few words; None for an IPv4-only Service."""
-        if self.ip_family_policy in DUAL_STACK_POLICIES:
-            return self.ip_family_policy
-        if "IPv6" in self.ip_families:
-            return f"ipFamilies {','.join(self.ip_families)}"
-        v6 = next((ip for ip in self.cluster_ips if _is_ipv6(ip)), None)
-        return f"clusterIP {v6}" if v6 else None
-
-    @property
-    def primary_family(self) -> str | None:
-        """The family a SingleStack version of it keeps: ipFamilies[0], else its first clusterIP's."""
-        if self.ip_families:
-            return self.ip_families[0]
-        ips = [ip for ip in self.cluster_ips if ip != "None"]
-        return ("IPv6" if _is_ipv6(ips[0]) else "IPv4") if ips else None
-
-    def selects(self, pod: PodInfo) -> bool:
-        """The Service's endpoints include the pod (as the endpoint controller
-        decides): same namespace, every key=value of its selector among the pod's
-        labels. A Service without selector has endpoints someone else writes."""
-        if not self.selector or pod.namespace != self.namespace:
-            return False
-        labels = dict(pod.labels)
-        return all(labels.get(k) == v for k, v in self.selector)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-def service_info(obj: Any) -> ServiceInfo:
-    """From a V1Service or the same object as a dict. Never raises: what a
-    field does not say is absent. A selector with a value that is not text is
-    read as none (selecting nothing): dropping the odd term would select more."""
-    meta, spec = api_field(obj, "metadata"), api_field(obj, "spec")
-    raw = api_field(spec, "selector")
-    selector: tuple[tuple[str, str], ...] = ()
-    if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        selector = tuple(sorted(raw.items()))
-    ips = [ip for ip in _items(spec, "clusterIPs") if _text(ip)] or \
-        [ip for ip in [api_field(spec, "clusterIP")] if _text(ip)]
-    return ServiceInfo(
-        namespace=_text(api_field(meta, "namespace")) or "", name=_text(api_field(meta, "name")) or "",
-        selector=selector, ip_family_policy=_text(api_field(spec, "ipFamilyPolicy")),
-        ip_families=tuple(f for f in _items(spec, "ipFamilies") if _text(f)), cluster_ips=tuple(ips))
-
-
-def _controller(meta: Any) -> tuple[str, str] | None:
-    """The ownerReference marked controller (at most one per object, by the API's rules)."""
-    for ref in _items(meta, "ownerReferences"):
-        kind, name = _text(api_field(ref, "kind")), _text(api_field(ref, "name"))
-        if api_field(ref, "controller") is True and kind and name:
-            return kind, name
-    return None
 
 
 def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
@@ -331,8 +202,30 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
+class TooLarge(KubeUnavailable):
+    """An answer over its call's byte cap."""
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error under urllib3's and the client's wrappers (MaxRetryError's reason,
+    ProtocolError's argument): ConnectionRefusedError, BadStatusLine, ..."""
+    for _ in range(8):
+        reason = getattr(exc, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else \
+            next((a for a in exc.args if isinstance(a, BaseException)), None) or exc.__cause__
+        if inner is None or inner is exc:
+            break
+        exc = inner
+    return exc
+
+
 class KubeClient:
-    def __init__(self, kubeconfig: str | None = None):
+    """The calls netdrop makes to the API, each within hard limits (apicall): a
+    deadline for all of it (CALL_SECONDS, or what within() leaves), a cap on the
+    bytes it reads; watches read one bounded line at a time. close() ends every
+    call in flight at once, from any thread."""
+
+    def __init__(self, kubeconfig: str | None = None, calls: apicall.Calls | None = None):
         try:
             from kubernetes import client, config
         except ImportError:
@@ -340,13 +233,16 @@ class KubeClient:
         self._client_mod = client
         self.config = client.Configuration()
         self.source = self._load(config, kubeconfig, self.config)
-        # No urllib3 retries: each call is one request with REQUEST_TIMEOUT;
+        # No urllib3 retries: each call is one request within its limits;
         # callers decide when to ask again (the default retries 3 times, and an
         # API that accepts but never answers held the start for 40 s).
         self.config.retries = 0
-        self.v1 = client.CoreV1Api(client.ApiClient(self.config))
-        self._deadline: float | None = None
-        self._stream: Any = None     # the watch's open response, shut down by stop_watch()
+        api_client = client.ApiClient(self.config)
+        apicall.limit(api_client.rest_client.pool_manager)
+        self.v1 = client.CoreV1Api(api_client)
+        self.calls = calls if calls is not None else apicall.Calls()
+        self._local = threading.local()     # within()'s deadline, for the thread that set it
+        self._stream: Any = None            # the watch's open response, shut down by stop_watch()
 
     @staticmethod
     def _load(config: Any, explicit: str | None, into: Any) -> str:
@@ -386,118 +282,205 @@ class KubeClient:
 
     @contextmanager
     def within(self, seconds: float, since: float | None = None, at_least: float = 1.0) -> Iterator[None]:
-        """The calls made inside end `seconds` after `since` (monotonic; default
-        now), yet get `at_least` from now: start-up must not wait for the API,
-        and a busy node's slow scan must not leave an answering API no time.
-        Used from one thread, before the background starts."""
+        """The calls this thread makes inside end `seconds` after `since`
+        (monotonic; default now), yet get `at_least` from now: start-up must not
+        wait for the API, and a busy node's slow scan must not leave an
+        answering API no time."""
         now = time.monotonic()
-        self._deadline = max((now if since is None else since) + seconds, now + at_least)
+        self._local.deadline = max((now if since is None else since) + seconds, now + at_least)
         try:
             yield
         finally:
-            self._deadline = None
+            self._local.deadline = None
 
-    def _timeout(self) -> tuple[float, float]:
-        if self._deadline is None:
-            return REQUEST_TIMEOUT
-        left = self._deadline - time.monotonic()
-        if left <= 0.05:
-            raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
-        return (min(REQUEST_TIMEOUT[0], left), min(REQUEST_TIMEOUT[1], left))
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """One API call with a timeout; unreachable -> KubeUnavailable; 404 -> None."""
-        ApiException = self._client_mod.exceptions.ApiException
-        timeout = kw.pop("_request_timeout", None) or self._timeout()
-        try:
-            return fn(*args, _request_timeout=timeout, **kw)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeUnavailable(f"the API server at {self.server} answered {exc.status} {exc.reason}") from None
-        # urllib3 connection errors, timeouts (MaxRetryError wraps the cause), the client's own
-        # errors on a strange answer: an API that misbehaves makes pods unknown, never a crash
-        except Exception as exc:  # noqa: BLE001
-            reason = getattr(exc, "reason", None)
-            cause = reason if isinstance(reason, BaseException) else exc
-            if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
-                raise KubeUnavailable(f"the API server at {self.server} did not answer in time") from None
-            raise KubeUnavailable(f"cannot reach the API server at {self.server}: {type(cause).__name__}") from None
+    def close(self) -> None:
+        """End every call in flight now (their threads get KubeUnavailable at
+        once, wherever the call was) and refuse new ones; from any thread."""
+        self.calls.close()
 
     @property
     def server(self) -> str:
         return str(self.config.host)
 
+    def _begin(self, seconds: float, max_bytes: int, what: str) -> apicall.Call:
+        now = time.monotonic()
+        deadline = now + seconds
+        limit: float | None = getattr(self._local, "deadline", None)
+        if limit is not None:
+            deadline = min(deadline, limit)
+        if deadline - now <= 0.05:
+            raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
+        call = apicall.Call(deadline, max_bytes, what)
+        if not self.calls.add(call):
+            raise KubeUnavailable(f"the API server at {self.server} was not asked: netdrop is stopping")
+        return call
+
+    @contextmanager
+    def _open(self, fn: Callable[..., Any], *args: Any, seconds: float = CALL_SECONDS,
+              max_bytes: int = MAX_RESPONSE_BYTES, what: str = "answer", **kw: Any) -> Iterator[Any]:
+        """One call of the client's API method fn, its response open for reading
+        (a urllib3 response; None for 404 Not Found). Whatever goes wrong, in the
+        call or while the caller reads, is KubeUnavailable with one line that says
+        what: past the deadline, over the cap, an error status, not HTTP, unreachable."""
+        ApiException = self._client_mod.exceptions.ApiException
+        call = self._begin(seconds, max_bytes, what)
+        resp = None
+        try:
+            try:
+                left = max(call.left(), 0.001)
+                with apicall.running(call):
+                    resp = fn(*args, _preload_content=False, _request_timeout=(min(CONNECT_SECONDS, left), left),
+                              **kw)
+            except ApiException as exc:
+                if exc.status != 404 or call.why:
+                    raise self._failed(exc, call) from None
+            # urllib3's errors, the client's own on a strange answer: an API that
+            # misbehaves makes pods unknown, never a crash
+            except Exception as exc:  # noqa: BLE001
+                raise self._failed(exc, call) from None
+            try:
+                yield resp
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                raise self._failed(exc, call) from None
+        finally:
+            self.calls.discard(call)
+            if resp is not None:
+                with suppress(Exception):   # read to its end, it went back to the pool already
+                    resp.close()
+            call.close()
+
+    def _failed(self, exc: BaseException, call: apicall.Call) -> KubeUnavailable:
+        """The one line that says why a call failed."""
+        where = f"the API server at {self.server}"
+        if call.received > call.max_bytes:
+            return TooLarge(f"{where} {call.why}")
+        if call.why:
+            return KubeUnavailable(f"{where} {call.why}")
+        status = getattr(exc, "status", None)
+        if isinstance(exc, self._client_mod.exceptions.ApiException) and status:
+            return KubeUnavailable(f"{where} answered {status} {apitext.message(exc.reason or '', 80)}")
+        cause = _cause(exc)
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__ or call.left() <= 0:
+            return KubeUnavailable(f"{where} did not answer in time")
+        if isinstance(cause, http.client.HTTPException) or isinstance(exc, urllib3.exceptions.ProtocolError):
+            return KubeUnavailable(f"{where} broke off its answer or did not speak HTTP ({type(cause).__name__})")
+        return KubeUnavailable(f"cannot reach {where}: {type(cause).__name__}")
+
+    def call_json(self, fn: Callable[..., Any], *args: Any, seconds: float = CALL_SECONDS,
+                  max_bytes: int = MAX_RESPONSE_BYTES, **kw: Any) -> Any:
+        """One call (any method of the client's API classes, e.g. self.v1.read_node),
+        its answer as plain JSON; None for 404. Within the call's limits; an
+        answer that is not JSON is KubeUnavailable. Invalid UTF-8 is replaced, as
+        the API server itself does (Go's encoding/json): one odd byte does not
+        lose the whole list. Plain JSON rather than the client's models: pod_info
+        reads both, and a V1Pod model costs about a millisecond to build."""
+        with self._open(fn, *args, seconds=seconds, max_bytes=max_bytes, **kw) as resp:
+            if resp is None:
+                return None
+            body = resp.read(decode_content=False)
+        try:
+            return json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            raise KubeUnavailable(f"the API server at {self.server} answered something that is not JSON") from None
+
+    def _pages(self, fn: Callable[..., Any], **kw: Any) -> Iterator[Any]:
+        """The pages of a list (LIST_PAGE objects each, fewer where that many
+        would be over MAX_RESPONSE_BYTES), as plain JSON."""
+        token: str | None = None
+        size = LIST_PAGE
+        for _ in range(MAX_PAGES):
+            try:
+                page = self.call_json(fn, limit=size, _continue=token, **kw)
+            except TooLarge:
+                if size == 1:
+                    raise
+                size = max(1, size // 10)
+                continue
+            if page is None:
+                return
+            yield page
+            raw = api_field(api_field(page, "metadata"), "continue")
+            if raw in (None, ""):
+                return
+            token = _token(raw)
+            if token is None:
+                raise KubeUnavailable(f"the API server at {self.server} answered a list with an odd continue token")
+        raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_PAGES} pages")
+
     def node_name(self, explicit: str | None, local_ips: set[str]) -> str:
         """--node, else the kubelet's default name (the hostname), else the Node
         whose addresses are this node's."""
         if explicit:
-            if self._call(self.v1.read_node, explicit) is None:
+            if self.call_json(self.v1.read_node, explicit) is None:
                 raise UserError(f"node {explicit} is not known to the API server")
             return explicit
         host = socket.gethostname().lower()
-        if self._call(self.v1.read_node, host) is not None:
+        if self.call_json(self.v1.read_node, host) is not None:
             return host
-        nodes = self._call(self.v1.list_node)
-        for node in _items(nodes, "items"):
-            addrs = {api_field(a, "address") for a in _items(api_field(node, "status"), "addresses")}
-            name = _text(api_field(api_field(node, "metadata"), "name"))
-            if name and addrs & local_ips:
-                return name
+        for page in self._pages(self.v1.list_node):
+            for node in _items(page, "items"):
+                addrs = {apitext.ip(api_field(a, "address")) for a in _items(api_field(node, "status"), "addresses")}
+                name = _node_name(node)
+                if name and addrs & local_ips:
+                    return name
         raise UserError(f"cannot tell which Kubernetes node this is (hostname {host} is not a node name and "
                         "no node has this machine's addresses): pass --node NAME")
 
+    # What doctor reads of a Node besides its name: the annotations in which a CNI
+    # announces what other nodes must match (flannel's VXLAN VNI).
+    NODE_ANNOTATIONS = ("flannel.alpha.coreos.com/backend-data",)
+
     def node_objects(self) -> list[Any]:
-        """The cluster's Node objects as plain JSON (doctor compares what each
-        node's CNI announces in its annotations, e.g. flannel's VXLAN VNI)."""
-        return _items(self._json(self.v1.list_node), "items")
+        """The cluster's Nodes as plain JSON, with only their names and
+        NODE_ANNOTATIONS: a large cluster's Nodes whole would be megabytes."""
+        out = []
+        for page in self._pages(self.v1.list_node):
+            for node in _items(page, "items"):
+                annotations = api_field(api_field(node, "metadata"), "annotations")
+                kept = {k: v for k in self.NODE_ANNOTATIONS if isinstance(annotations, dict)
+                        and isinstance(v := annotations.get(k), str)}
+                out.append({"metadata": {"name": _node_name(node), "annotations": kept}})
+        return out
 
     def pod_cidrs(self) -> dict[str, list[str]]:
         """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes.
         A Node without spec (or without CIDRs) has none."""
-        nodes = self._call(self.v1.list_node)
         out: dict[str, list[str]] = {}
-        for n in _items(nodes, "items"):
-            name = _text(api_field(api_field(n, "metadata"), "name"))
-            if name is None:
-                continue
-            spec = api_field(n, "spec")
-            cidrs = [c for c in _items(spec, "podCIDRs") if _text(c)] or \
-                [c for c in [api_field(spec, "podCIDR")] if _text(c)]
-            out[name] = cidrs
+        for page in self._pages(self.v1.list_node):
+            for n in _items(page, "items"):
+                name = _node_name(n)
+                if name is None:
+                    continue
+                spec = api_field(n, "spec")
+                cidrs = [c for c in map(apitext.cidr, _items(spec, "podCIDRs")) if c] or \
+                    [c for c in [apitext.cidr(api_field(spec, "podCIDR"))] if c]
+                out[name] = cidrs
         return out
 
-    def _json(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """One call whose answer is read as plain JSON (dicts) rather than the
-        client's models: pod_info reads both, and a V1Pod model costs about a
-        millisecond to build (250 pods: a quarter of a second at start-up)."""
-        resp = self._call(fn, *args, _preload_content=False, **kw)
-        if resp is None:
-            return None
-        try:
-            return json.loads(resp.data)
-        except (ValueError, TypeError):     # UnicodeDecodeError is a ValueError
-            raise KubeUnavailable(f"the API server at {self.server} answered something that is not JSON") from None
-
     def list_services(self) -> list[ServiceInfo]:
-        """Every Service of the cluster (all namespaces), read as plain JSON."""
-        return [service_info(s) for s in _items(self._json(self.v1.list_service_for_all_namespaces), "items")]
+        """Every Service of the cluster (all namespaces)."""
+        return [service_info(s) for page in self._pages(self.v1.list_service_for_all_namespaces)
+                for s in _items(page, "items")]
 
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
         kw = {"field_selector": f"spec.nodeName={node}"}
         if label_selector:
             kw["label_selector"] = label_selector
-        res = self._json(self.v1.list_pod_for_all_namespaces, **kw)
-        rv = _text(api_field(api_field(res, "metadata"), "resourceVersion")) or ""
-        return [pod_info(p) for p in _items(res, "items")], rv
+        pods: list[PodInfo] = []
+        rv = ""
+        for page in self._pages(self.v1.list_pod_for_all_namespaces, **kw):
+            pods += (pod_info(p) for p in _items(page, "items"))
+            rv = _token(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
+        return pods, rv
 
     def find_pod(self, namespace: str, name: str) -> PodInfo | None:
-        pod = self._call(self.v1.read_namespaced_pod, name, namespace)
+        pod = self.call_json(self.v1.read_namespaced_pod, name, namespace)
         return pod_info(pod) if pod is not None else None
 
     def pod_names(self, namespace: str) -> list[str]:
-        res = self._call(self.v1.list_namespaced_pod, namespace)
-        return [n for p in _items(res, "items") if (n := _text(api_field(api_field(p, "metadata"), "name")))]
+        return [n for page in self._pages(self.v1.list_namespaced_pod, namespace=namespace)
+                for p in _items(page, "items")
+                if (n := apitext.field(api_field(api_field(p, "metadata"), "name"), DNS_SUBDOMAIN))]
 
     def watch_pods(self, node: str, label_selector: str | None, on_change: Callable[[list[PodInfo]], None],
                    stop: threading.Event, on_error: Callable[[str | None], None] = lambda msg: None) -> None:
@@ -537,50 +520,48 @@ class KubeClient:
     def _watch_once(self, node: str, label_selector: str | None, rv: str, current: dict[str, PodInfo],
                     on_change: Callable[[list[PodInfo]], None], stop: threading.Event) -> str | None:
         """One watch request from rv until the server ends it or stop; the last
-        resourceVersion seen, or None when the API says rv is too old (list again)."""
-        from kubernetes.watch.watch import iter_resp_lines
-
+        resourceVersion seen, or None when the API says rv is too old (list again).
+        A line over MAX_WATCH_LINE ends it (KubeUnavailable: the caller relists)."""
         kw: dict[str, Any] = {"field_selector": f"spec.nodeName={node}", "resource_version": rv, "watch": True,
-                              "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS,
-                              "_request_timeout": (REQUEST_TIMEOUT[0], WATCH_SECONDS + 10)}
+                              "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS}
         if label_selector:
             kw["label_selector"] = label_selector
-        resp = self._call(self.v1.list_pod_for_all_namespaces, _preload_content=False, **kw)
-        if resp is None:
-            raise KubeUnavailable(f"the API server at {self.server} does not serve pods")
-        self._stream = resp
-        try:
-            if stop.is_set():
-                return rv
-            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+        with self._open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + 10,
+                        max_bytes=MAX_WATCH_BYTES, what="watch", **kw) as resp:
+            if resp is None:
+                raise KubeUnavailable(f"the API server at {self.server} does not serve pods")
+            self._stream = resp
+            try:
                 if stop.is_set():
-                    break
-                ev = json.loads(line) if line.strip() else None
-                if not isinstance(ev, dict):
-                    continue
-                kind, obj = ev.get("type"), ev.get("object")
-                if kind == "ERROR":
-                    if api_field(obj, "code") == HTTP_GONE:
-                        return None
-                    raise KubeUnavailable(f"the API server at {self.server} ended the pod watch: "
-                                          f"{_one_line(Exception(api_field(obj, 'message') or 'error'))}")
-                seen = _text(api_field(api_field(obj, "metadata"), "resourceVersion"))
-                if seen:
-                    rv = seen
-                if kind not in ("ADDED", "MODIFIED", "DELETED"):     # BOOKMARK: only its resourceVersion
-                    continue
-                pod = pod_info(obj)
-                if pod.node is not None and pod.node != node:
-                    continue
-                if kind == "DELETED":
-                    current.pop(pod.uid, None)
-                else:
-                    current[pod.uid] = pod
-                on_change(list(current.values()))
-        finally:
-            self._stream = None
-            with contextlib.suppress(Exception):
-                resp.release_conn()
+                    return rv
+                for line in apicall.lines(resp, MAX_WATCH_LINE):
+                    if stop.is_set():
+                        break
+                    ev = _event(line)
+                    if ev is None:
+                        continue
+                    kind, obj = ev.get("type"), ev.get("object")
+                    if kind == "ERROR":
+                        if api_field(obj, "code") == HTTP_GONE:
+                            return None
+                        raise KubeUnavailable(f"the API server at {self.server} ended the pod watch: "
+                                              f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
+                    rv = _token(api_field(api_field(obj, "metadata"), "resourceVersion")) or rv
+                    if kind not in ("ADDED", "MODIFIED", "DELETED"):     # BOOKMARK: only its resourceVersion
+                        continue
+                    pod = pod_info(obj)
+                    if pod.node is not None and pod.node != node:
+                        continue
+                    if kind == "DELETED":
+                        current.pop(pod.uid, None)
+                    else:
+                        current[pod.uid] = pod
+                    on_change(list(current.values()))
+            except apicall.LineTooLong as exc:
+                raise KubeUnavailable(f"the API server at {self.server} sent {exc} in the pod watch; "
+                                      f"relisting") from None
+            finally:
+                self._stream = None
         return rv
 
     def stop_watch(self) -> None:
@@ -588,8 +569,19 @@ class KubeClient:
         the stream's socket is shut down, its read returns."""
         resp = self._stream
         if resp is not None:
-            with contextlib.suppress(Exception):   # already closed, or never opened
+            with suppress(Exception):   # already closed, or never opened
                 resp.shutdown()
+
+
+def _event(line: bytes) -> dict[str, Any] | None:
+    """One watch event (a JSON object on one line); None for a blank line.
+    Anything else is not what the API server sends: ValueError, the watch relists."""
+    if not line.strip():
+        return None
+    ev = json.loads(line.decode("utf-8", "replace"))
+    if not isinstance(ev, dict):
+        raise ValueError("a watch event that is not a JSON object")
+    return ev
 
 
 def check_selection(kube: KubeClient, node: str, sel: Selection, pods: list[PodInfo]) -> list[PodInfo]:
