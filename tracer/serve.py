@@ -277,6 +277,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .kernel.facts import Kallsyms
     from .kernel.filters import Filters
     from .kernel.loader import Tracer, release_free_memory
+    from .pods.apicall import Calls
     from .pods.kube import Selection
     from .pods.nodeview import HOST_NETNS
     from .pods.source import PodSource
@@ -307,8 +308,10 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     with ExitStack() as stack:
         stack.callback(server.close)
         server.start()
+        calls = Calls()
         pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
-                                         warn=say))
+                                         warn=say, calls=calls), cancel=calls.close)
+        stack.callback(pods.close)      # start-up fails before taking it: its API calls end
         tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say,
                         tp_btf=not args.classic_tracepoints)
         stack.callback(agent.detach, tracer.close)

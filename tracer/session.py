@@ -202,6 +202,7 @@ def node_netns(spec: str | None, env: Environment) -> str:
 
 def pod_source(args: argparse.Namespace, env: Environment) -> Pending[PodSource]:
     """The pod index source (kube.Selection from --pod/-l/-A, the API, the node)."""
+    from .pods.apicall import Calls
     from .pods.kube import Selection, parse_selector
     from .pods.source import PodSource
 
@@ -213,25 +214,35 @@ def pod_source(args: argparse.Namespace, env: Environment) -> Pending[PodSource]
         raise UserError("--pod/-l/-A choose the namespaces, interfaces and addresses themselves: "
                         "they cannot be combined with --netns or --ip")
     node = node_netns(args.node_netns, env)
+    calls = Calls()
 
     def build() -> PodSource:
-        source = PodSource(sel, args.kubeconfig, args.node, node, warn=functools.partial(warn, env))
+        source = PodSource(sel, args.kubeconfig, args.node, node, warn=functools.partial(warn, env), calls=calls)
         if source.kube is None and sel.active:
             warn(env, source.describe())
         return source
 
-    return Pending(build)
+    return Pending(build, cancel=calls.close)
 
 
 class Pending(Generic[T]):
     """A value built in a thread while the main thread does other start-up work:
     the pod source asks the API (up to kube.START_SECONDS) while bcc compiles
     (about a second, in C, without the GIL), so start-up takes the longer of
-    the two, not both. result() gives the value or raises what building raised."""
+    the two, not both. result() gives the value or raises what building raised.
 
-    def __init__(self, build: Callable[[], T]) -> None:
+    close() gives up on a value not taken (start-up failed or was stopped
+    first): cancel() (the API calls' Calls.close) and a short wait for the
+    thread, so that it is not left in a blocking call when the interpreter
+    exits, which can abort the process (see pods/apicall.py)."""
+
+    JOIN_SECONDS = 1.0
+
+    def __init__(self, build: Callable[[], T], cancel: Callable[[], None] | None = None) -> None:
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._cancel = cancel
+        self._taken = False
         self._thread = threading.Thread(target=self._run, args=(build,), name="netdrop-start", daemon=True)
         self._thread.start()
 
@@ -242,10 +253,23 @@ class Pending(Generic[T]):
             self._error = exc
 
     def result(self) -> T:
-        self._thread.join()
+        try:
+            self._thread.join()
+        except BaseException:       # a stop signal (Interrupted) while waiting
+            self.close()
+            raise
+        self._taken = True
         if self._error is not None:
             raise self._error
         return self._value   # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._taken:
+            return
+        self._taken = True
+        if self._cancel is not None:
+            self._cancel()
+        self._thread.join(self.JOIN_SECONDS)
 
 
 # ---------------------------------------------------------------- the session
@@ -274,6 +298,8 @@ class Session:
         with ExitStack() as stack:
             # Closed in reverse (explainer, pod source, program) unless all of
             # this succeeds: then pop_all() hands them to close().
+            if isinstance(pods, Pending):
+                stack.callback(pods.close)      # start-up fails before taking it: its calls end
             # Held until the pod maps are written: with --pod, a drop counted before
             # would be any pod's (the API may take seconds to answer).
             self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only, hold=True,
@@ -511,7 +537,7 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from . import doctor
-    from .pods.kube import KubeUnavailable, Selection
+    from .pods.kube import START_SECONDS, KubeUnavailable, Selection
     from .pods.nodeview import HOST_NETNS, NodeScanner
     from .pods.source import PodSource
 
@@ -546,15 +572,18 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
         idx, by_uid = source.index, {p.uid: p for p in source.pods() or []}
         pod_infos = {inode: by_uid[ref.uid] for inode, pid in idx.by_netns.items()
                      if (ref := idx.ids.refs.get(pid)) is not None and ref.uid in by_uid}
+        # Each group of calls within START_SECONDS, as at start: doctor answers in
+        # seconds whatever the API does.
         try:
-            api = doctor.ApiFacts(tuple(source.kube.list_services()), pod_infos)
+            with source.kube.within(START_SECONDS):
+                api = doctor.ApiFacts(tuple(source.kube.list_services()), pod_infos)
         except KubeUnavailable as exc:
             api = doctor.ApiFacts(None, pod_infos, str(exc))
     findings = doctor.run_all(node, live, api=api)
     findings += _hook_findings(env)
     cidrs, this_node = None, None
     if source is not None and source.kube is not None:
-        with suppress(KubeUnavailable):
+        with suppress(KubeUnavailable), source.kube.within(START_SECONDS):
             cidrs, this_node = source.kube.pod_cidrs(), source.node_name
             # The VNI other nodes' CNI announces against this node's VXLAN devices:
             # a mismatch drops all overlay traffic between them (VXLAN_VNI_NOT_FOUND).

@@ -55,11 +55,12 @@ class CallLimit(OSError):
 class Call:
     """One API call's limits and its sockets (see the module's docstring)."""
 
-    def __init__(self, deadline: float, max_bytes: int, what: str = "answer") -> None:
-        self.started = time.monotonic()
+    def __init__(self, deadline: float, max_bytes: int, late: str = "did not answer in time",
+                 big: str = "sent too much") -> None:
+        """late, big: what why says when the deadline passed, when max_bytes did."""
         self.deadline = deadline
         self.max_bytes = max_bytes
-        self.what = what                    # "answer", "watch": for why
+        self.late, self.big = late, big
         self.received = 0
         self.why: str | None = None         # set when a limit ended the call, or cancel()
         self._handles: list[socket.socket] = []
@@ -98,14 +99,14 @@ class Call:
     def check(self) -> None:
         """Raise CallLimit when the call may not read any more."""
         if self.why is None and self.left() <= 0:
-            self.why = f"did not {self.what} within {self.deadline - self.started:.3g} s"
+            self.why = self.late
         if self.why is not None:
             raise CallLimit(self.why)
 
     def count(self, n: int) -> None:
         self.received += n
         if self.received > self.max_bytes:
-            self.why = f"sent more than {_size(self.max_bytes)} in one {self.what}"
+            self.why = self.big
             raise CallLimit(self.why)
 
 
@@ -114,7 +115,7 @@ def _shut(handle: socket.socket) -> None:
         handle.shutdown(socket.SHUT_RDWR)
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
@@ -296,4 +297,4 @@ def lines(resp: Any, max_line: int) -> Iterator[bytes]:
 
 class LineTooLong(ValueError):
     def __init__(self, max_line: int) -> None:
-        super().__init__(f"a line longer than {_size(max_line)}")
+        super().__init__(f"a line longer than {size(max_line)}")

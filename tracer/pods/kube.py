@@ -305,12 +305,14 @@ class KubeClient:
     def _begin(self, seconds: float, max_bytes: int, what: str) -> apicall.Call:
         now = time.monotonic()
         deadline = now + seconds
+        late = f"did not answer within {seconds:g} s" if what == "answer" else \
+            f"did not end the {what} within {seconds:g} s"
         limit: float | None = getattr(self._local, "deadline", None)
-        if limit is not None:
-            deadline = min(deadline, limit)
+        if limit is not None and limit < deadline:
+            deadline, late = limit, "did not answer in time"
         if deadline - now <= 0.05:
             raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
-        call = apicall.Call(deadline, max_bytes, what)
+        call = apicall.Call(deadline, max_bytes, late, f"sent more than {apicall.size(max_bytes)} in one {what}")
         if not self.calls.add(call):
             raise KubeUnavailable(f"the API server at {self.server} was not asked: netdrop is stopping")
         return call
@@ -527,7 +529,7 @@ class KubeClient:
         if label_selector:
             kw["label_selector"] = label_selector
         with self._open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + 10,
-                        max_bytes=MAX_WATCH_BYTES, what="watch", **kw) as resp:
+                        max_bytes=MAX_WATCH_BYTES, what="pod watch", **kw) as resp:
             if resp is None:
                 raise KubeUnavailable(f"the API server at {self.server} does not serve pods")
             self._stream = resp

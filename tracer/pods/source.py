@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UserError
+from .apicall import Calls
 from .attribute import PodIds, PodIndex
 from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
 from .nodeview import HOST_NETNS, Changes, NodeEvents, NodeScanner, NodeSnapshot
@@ -35,8 +36,9 @@ SETTLE_SECONDS = 0.2      # after a notification, more are gathered this long: o
 PENDING_POLL = 0.25       # namespaces CNI is still wiring are read again this often (nothing notifies)
 FALLBACK_SECONDS = 1.0    # without notifications (no netlink socket in the node's namespace): full scans
 RECONNECT_SECONDS = 2.0     # between the end of one failed attempt and the next: one request at a time
-STOP_SECONDS = 0.5          # stop() waits this long in all for the threads (daemons: a call stuck in
-                            # a read ends with the process)
+STOP_SECONDS = 1.0          # stop() waits this long in all for the threads: their API calls were
+                            # cut off, they end at once (a thread left in a blocking call when the
+                            # interpreter exits can abort it: see apicall)
 
 
 def _entered(node_netns: str, read: Callable[[], T]) -> T:
@@ -51,8 +53,13 @@ def _entered(node_netns: str, read: Callable[[], T]) -> T:
 
 class PodSource:
     def __init__(self, selection: Selection, kubeconfig: str | None = None, node: str | None = None,
-                 node_netns: str = HOST_NETNS, warn: Callable[[str], None] = lambda msg: None):
+                 node_netns: str = HOST_NETNS, warn: Callable[[str], None] = lambda msg: None,
+                 calls: Calls | None = None):
+        """calls: the API calls this source will make; closing them (stop(), or
+        whoever builds the source in another thread and gives up on it) ends
+        those in flight at once."""
         started = time.monotonic()
+        self.calls = calls if calls is not None else Calls()
         self.selection = selection
         self.warn = warn
         self.scanner = _entered(node_netns, lambda: NodeScanner(node_netns))
@@ -73,7 +80,7 @@ class PodSource:
         self._client: KubeClient | None = None   # a configured one, answering or not
         self._node_arg = node
         try:
-            self.kube = self._client = KubeClient(kubeconfig)
+            self.kube = self._client = KubeClient(kubeconfig, self.calls)
         except KubeUnavailable as exc:
             self.problem = str(exc)
         if not self.attributing:      # no API, no pods asked for: nothing to attribute, nothing to scan
@@ -277,8 +284,7 @@ class PodSource:
         events = self._events
         if events is not None:
             events.wake()
-        if self.kube is not None:
-            self.kube.stop_watch()
+        self.calls.close()      # the watch's read and any call in flight end now
         deadline = time.monotonic() + STOP_SECONDS
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
