@@ -53,6 +53,7 @@ LIST_PAGE = 100
 MAX_PAGES = 200                 # 20,000 objects: no list netdrop makes is longer
 MAX_RESPONSE_BYTES = 4 << 20
 WATCH_SECONDS = 30              # server-side watch length; the client reconnects after it
+WATCH_GRACE = 10.0              # past WATCH_SECONDS, the client ends a watch the server did not
 MAX_WATCH_LINE = 4 << 20        # one watch event: one object (as MAX_RESPONSE_BYTES)
 MAX_WATCH_BYTES = 64 << 20      # one watch (WATCH_SECONDS): a busy node's events are a few MiB
 WATCH_BACKOFF = (1.0, 30.0)     # after a failed watch: first and longest wait before the next try
@@ -318,14 +319,14 @@ class KubeClient:
         return call
 
     @contextmanager
-    def _open(self, fn: Callable[..., Any], *args: Any, seconds: float = CALL_SECONDS,
-              max_bytes: int = MAX_RESPONSE_BYTES, what: str = "answer", **kw: Any) -> Iterator[Any]:
+    def _open(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
+              max_bytes: int | None = None, what: str = "answer", **kw: Any) -> Iterator[Any]:
         """One call of the client's API method fn, its response open for reading
         (a urllib3 response; None for 404 Not Found). Whatever goes wrong, in the
         call or while the caller reads, is KubeUnavailable with one line that says
         what: past the deadline, over the cap, an error status, not HTTP, unreachable."""
         ApiException = self._client_mod.exceptions.ApiException
-        call = self._begin(seconds, max_bytes, what)
+        call = self._begin(seconds or CALL_SECONDS, max_bytes or MAX_RESPONSE_BYTES, what)
         resp = None
         try:
             try:
@@ -368,11 +369,12 @@ class KubeClient:
             return KubeUnavailable(f"{where} broke off its answer or did not speak HTTP ({type(cause).__name__})")
         return KubeUnavailable(f"cannot reach {where}: {type(cause).__name__}")
 
-    def call_json(self, fn: Callable[..., Any], *args: Any, seconds: float = CALL_SECONDS,
-                  max_bytes: int = MAX_RESPONSE_BYTES, **kw: Any) -> Any:
+    def call_json(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
+                  max_bytes: int | None = None, **kw: Any) -> Any:
         """One call (any method of the client's API classes, e.g. self.v1.read_node),
-        its answer as plain JSON; None for 404. Within the call's limits; an
-        answer that is not JSON is KubeUnavailable. Invalid UTF-8 is replaced, as
+        its answer as plain JSON; None for 404. Within `seconds` (CALL_SECONDS)
+        and `max_bytes` (MAX_RESPONSE_BYTES); an answer that is not JSON is
+        KubeUnavailable. Invalid UTF-8 is replaced, as
         the API server itself does (Go's encoding/json): one odd byte does not
         lose the whole list. Plain JSON rather than the client's models: pod_info
         reads both, and a V1Pod model costs about a millisecond to build."""
@@ -502,8 +504,10 @@ class KubeClient:
                     pods, rv = self.list_pods(node, label_selector)
                     current = {p.uid: p for p in pods}
                     on_change(list(current.values()))
-                    on_error(None)
                 rv = self._watch_once(node, label_selector, rv, current, on_change, stop)
+                # Only a watch that ran its course clears a problem: one that fails the
+                # same way after each relist is warned about once.
+                on_error(None)
                 backoff = WATCH_BACKOFF[0]
                 continue
             except KubeUnavailable as exc:
@@ -528,7 +532,7 @@ class KubeClient:
                               "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS}
         if label_selector:
             kw["label_selector"] = label_selector
-        with self._open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + 10,
+        with self._open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + WATCH_GRACE,
                         max_bytes=MAX_WATCH_BYTES, what="pod watch", **kw) as resp:
             if resp is None:
                 raise KubeUnavailable(f"the API server at {self.server} does not serve pods")
