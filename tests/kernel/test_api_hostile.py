@@ -13,6 +13,7 @@ a busy machine needs (the 2-3 s figures are the benchmark's, docs/performance.md
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -182,3 +183,59 @@ def test_a_hostile_api_server_neither_holds_nor_grows_nor_breaks_a_command(node,
         assert got.stop_took < 2.0 + MARGIN, f"stopping took {got.stop_took:.1f} s; {where}"
     if command == "serve":
         assert got.answers and all(status == 200 for _, status in got.answers), (got.answers, where)
+
+
+# -- hostile objects on a well-behaved API server --
+
+def test_a_pods_hostile_owner_reaches_a_real_scrape_safe_and_small(node, tmp_path):
+    """db's controller ownerReference named with a lone surrogate, an OSC title
+    sequence and 1.4 MB more (the API server checks only that it is not empty):
+    each scrape was 5.6 MB, and the surrogate made every later scrape a 500.
+    Through the lab's API, the real client and the real serve: 200, small, and
+    the workload label is the safe value (escaped prefix, hash, at most 253)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tracer.lab import api as labapi
+    from tracer.pods import apitext
+
+    from .conftest import Netdrop
+
+    owner = "db\ud800\x1b]0;owned\x07" + "d" * 1_400_000
+    db = node.pods["db"]
+    api = labapi.KubeAPI()
+    for obj in node.api.nodes.values():
+        api.add_node(copy.deepcopy(obj))
+    for key, obj in node.api.pods.items():
+        obj = copy.deepcopy(obj)
+        if key == (db.namespace, db.name):
+            obj["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": owner,
+                                                   "uid": "0c0ffee0-0000-4000-8000-000000000001", "controller": True}]
+        api.put_pod(obj)
+    api.start()
+    port = free_port()
+    agent = Netdrop("serve", "--listen", f"127.0.0.1:{port}", "--node-netns", node.node1,
+                    "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")))
+    agent.READY = "netdrop: serving"
+    try:
+        agent.wait_ready()
+        lab.CASES["udp-closed"].play(node, 3)
+        deadline = time.monotonic() + 30 * TIME_SCALE
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                status, body = r.status, r.read()
+            if f'pod="{db.name}"'.encode() in body or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        again = http_status(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        agent.stop(settle=0)
+        api.stop()
+    assert agent.proc.returncode == 0 and "Traceback" not in agent.stderr, agent.stderr
+    assert status == 200 and again == 200
+    assert len(body) < 64 << 10, f"{len(body)} bytes"
+    [workload] = {s.labels["workload"] for f in text_string_to_metric_families(body.decode("utf-8"))
+                  for s in f.samples if s.labels.get("pod") == db.name}
+    assert workload == apitext.safe(owner, apitext.DNS_SUBDOMAIN)
+    assert workload.startswith("db\\ud800\\x1b]0;owned\\x07ddd") and len(workload) == 253
+    res = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
