@@ -15,7 +15,7 @@ import pytest
 
 from tracer.lab import api as labapi
 from tracer.lab.hostile import Hostile
-from tracer.pods import kube
+from tracer.pods import apicall, kube
 from tracer.pods.attribute import Attribution, PodRef
 from tracer.pods.workload import workload_of
 from tracer.sinks.metrics import AgentState, DropCollector, Series
@@ -51,7 +51,7 @@ def hostile(tmp_path):
     ("gzip-bomb", "answered something that is not JSON"),      # never inflated
 ])
 def test_every_call_ends_within_its_deadline_and_its_byte_cap(hostile, monkeypatch, mode, says):
-    monkeypatch.setattr(kube, "CALL_SECONDS", 1.5)
+    monkeypatch.setattr(apicall, "CALL_SECONDS", 1.5)
     k = hostile(mode)
     tracemalloc.start()
     started = time.monotonic()
@@ -65,7 +65,9 @@ def test_every_call_ends_within_its_deadline_and_its_byte_cap(hostile, monkeypat
     assert f"the API server at {k.server} {says}" == str(err.value)
     # One call's deadline (a flood's page is asked again with fewer objects: three calls at most).
     assert took < 3 * 1.5 + 5, f"{took:.1f} s"
-    assert peak < 16 << 20, f"{peak >> 20} MiB"     # the cap (4 MiB) and its copies, not the flood
+    # The cap (4 MiB) and the copies http.client makes of it (header lines joined, decoded,
+    # parsed: 16 MiB measured), not the gigabytes a flood sends.
+    assert peak < 8 * apicall.MAX_RESPONSE_BYTES, f"{peak >> 20} MiB"
 
 
 def test_within_bounds_all_the_calls_together(hostile):
@@ -111,8 +113,8 @@ def kubeconfig_for(path, url):
 def test_a_connect_that_never_completes_is_cut_off_too(monkeypatch, tmp_path):
     """A SYN nobody answers (a listener whose queue is full drops it): the socket is the
     call's before connect(), so close() ends the connect too."""
-    monkeypatch.setattr(kube, "CONNECT_SECONDS", 30.0)
-    monkeypatch.setattr(kube, "CALL_SECONDS", 30.0)
+    monkeypatch.setattr(apicall, "CONNECT_SECONDS", 30.0)
+    monkeypatch.setattr(apicall, "CALL_SECONDS", 30.0)
     with socket.socket() as full:
         full.bind(("127.0.0.1", 0))
         full.listen(0)
@@ -235,7 +237,7 @@ class Paging(BaseHTTPRequestHandler):
 
 
 def test_pages_too_large_are_asked_again_with_fewer_objects(tmp_path, monkeypatch):
-    monkeypatch.setattr(kube, "MAX_RESPONSE_BYTES", 64 << 10)    # 6 pods of 10 KiB
+    monkeypatch.setattr(apicall, "MAX_RESPONSE_BYTES", 64 << 10)    # 6 pods of 10 KiB
     server = ThreadingHTTPServer(("127.0.0.1", 0), Paging)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
@@ -248,3 +250,29 @@ def test_pages_too_large_are_asked_again_with_fewer_objects(tmp_path, monkeypatc
     assert Paging.limits[:2] == [100, 10] and set(Paging.limits[2:]) == {1}
     # One odd byte does not lose the list: replaced, and the name made safe.
     assert pods[7].name.startswith("pod-\ufffd7~")
+
+
+def test_an_object_too_large_to_read_alone_is_left_out_and_the_list_goes_on(tmp_path, monkeypatch):
+    """A pod whose JSON alone is over the cap (text that JSON escapes six-fold makes a
+    1.5 MiB object 9 MiB): left out with one warning, every other pod listed."""
+    monkeypatch.setattr(apicall, "MAX_RESPONSE_BYTES", 64 << 10)
+    monkeypatch.setattr(Paging, "pods", [dict(p) for p in Paging.pods])
+    monkeypatch.setattr(Paging, "limits", [])
+    Paging.pods[12] = {"metadata": {"name": "huge", "namespace": "default", "uid": "u-huge",
+                                    "annotations": {"padding": "\x01" * 20_000}}}      # 120 KB as JSON
+    Paging.pods[29] = dict(Paging.pods[12], metadata=dict(Paging.pods[12]["metadata"], name="huge-last"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Paging)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    warnings: list[str] = []
+    try:
+        k = kube.KubeClient(kubeconfig_for(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_address[1]}"),
+                            warn=warnings.append)
+        pods, _ = k.list_pods("node-a")
+        again, _ = k.list_pods("node-a")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [p.name for p in pods] == [p.name for p in again] == \
+        [f"pod-{i}" if i != 7 else pods[7].name for i in range(30) if i not in (12, 29)]
+    assert k.left_out == 4 and warnings == [f"pods: an object from the API server at {k.server} is over 64 KiB "
+                                            f"as JSON: left out (told once)"]

@@ -32,11 +32,13 @@ from __future__ import annotations
 import functools
 import http.client
 import io
+import json
 import os
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -44,6 +46,8 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
+
+from . import apitext, objects
 
 BUFFER_BYTES = 64 << 10     # one socket read at most: a 4 MiB list in 64 reads
 
@@ -271,6 +275,215 @@ def limit(manager: urllib3.PoolManager) -> None:
     manager.clear()
     manager.pool_classes_by_scheme = {scheme: _limited_pool(cls)
                                       for scheme, cls in manager.pool_classes_by_scheme.items()}
+
+
+# ---------------------------------------------------------------- calls of the client's API methods
+
+# Every call: CONNECT_SECONDS at most to connect, CALL_SECONDS for all of it.
+CONNECT_SECONDS = 2.0
+CALL_SECONDS = 5.0
+# Lists come in pages of LIST_PAGE objects (client-go's pager asks 500; fewer keep a page
+# small). A page of pods, nodes or Services is 0.2-2 MiB (2-20 KiB an object), and no object
+# the API server stores is over 1.5 MiB (etcd's default --max-request-bytes): MAX_RESPONSE_BYTES
+# holds either with room to spare, and stays cheap to parse: JSON shaped like API objects
+# takes 7.8 times its size as Python objects (measured), 31 MiB for 4 MiB, which the
+# DaemonSet's memory limit absorbs. A page over it is asked again with fewer objects; an
+# object over it alone (text that JSON escapes six-fold: \u0001 for one byte) is left out.
+LIST_PAGE = 100
+MAX_PAGES = 200                 # 20,000 objects: no list netdrop makes is longer
+MAX_RESPONSE_BYTES = 4 << 20
+HEAD_BYTES = 64 << 10           # the start of a list, where the API server writes its metadata
+_LIST_META = re.compile(rb'"metadata"\s*:\s*\{([^{}]*)\}\s*,\s*"items"\s*:\s*\[')
+_CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"\\]*)"')
+
+
+class KubeUnavailable(Exception):
+    """No Kubernetes API to ask; the message says why."""
+
+
+class TooLarge(KubeUnavailable):
+    """An answer over its call's byte cap."""
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error under urllib3's and the client's wrappers (MaxRetryError's reason,
+    ProtocolError's argument): ConnectionRefusedError, BadStatusLine, ..."""
+    for _ in range(8):
+        reason = getattr(exc, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else \
+            next((a for a in exc.args if isinstance(a, BaseException)), None) or exc.__cause__
+        if inner is None or inner is exc:
+            break
+        exc = inner
+    return exc
+
+
+class Api:
+    """Calls of the official client's API methods (CoreV1Api.read_node, ...), each
+    within hard limits: a deadline for all of it (CALL_SECONDS, or what within()
+    leaves), a cap on the bytes it reads (MAX_RESPONSE_BYTES); close() ends every
+    call in flight at once, from any thread. Any failure is KubeUnavailable with
+    one line that says what: past the deadline, over the cap, an error status,
+    not HTTP, not JSON, unreachable."""
+
+    def __init__(self, api_client: Any, calls: Calls | None = None,
+                 warn: Callable[[str], None] = lambda msg: None) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        limit(api_client.rest_client.pool_manager)
+        self._api_exception = ApiException
+        self.server = str(api_client.configuration.host)
+        self.calls = calls if calls is not None else Calls()
+        self.warn = warn
+        self.left_out = 0                   # objects too large to read, left out of lists
+        self._local = threading.local()     # within()'s deadline, for the thread that set it
+
+    @contextmanager
+    def within(self, seconds: float, since: float | None = None, at_least: float = 1.0) -> Iterator[None]:
+        """The calls this thread makes inside end `seconds` after `since`
+        (monotonic; default now), yet get `at_least` from now: start-up must not
+        wait for the API, and a busy node's slow scan must not leave an
+        answering API no time."""
+        now = time.monotonic()
+        self._local.deadline = max((now if since is None else since) + seconds, now + at_least)
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def close(self) -> None:
+        """End every call in flight now (their threads get KubeUnavailable at
+        once, wherever the call was) and refuse new ones."""
+        self.calls.close()
+
+    def _begin(self, seconds: float, max_bytes: int, what: str) -> Call:
+        now = time.monotonic()
+        deadline = now + seconds
+        late = f"did not answer within {seconds:g} s" if what == "answer" else \
+            f"did not end the {what} within {seconds:g} s"
+        limit: float | None = getattr(self._local, "deadline", None)
+        if limit is not None and limit < deadline:
+            deadline, late = limit, "did not answer in time"
+        if deadline - now <= 0.05:
+            raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
+        call = Call(deadline, max_bytes, late, f"sent more than {size(max_bytes)} in one {what}")
+        if not self.calls.add(call):
+            raise KubeUnavailable(f"the API server at {self.server} was not asked: netdrop is stopping")
+        return call
+
+    @contextmanager
+    def open(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
+             max_bytes: int | None = None, what: str = "answer", **kw: Any) -> Iterator[Any]:
+        """One call of the API method fn, its response open for reading (a
+        urllib3 response; None for 404 Not Found); the caller's reads are
+        within the call's limits too."""
+        call = self._begin(seconds or CALL_SECONDS, max_bytes or MAX_RESPONSE_BYTES, what)
+        resp = None
+        try:
+            try:
+                left = max(call.left(), 0.001)
+                with running(call):
+                    resp = fn(*args, _preload_content=False, _request_timeout=(min(CONNECT_SECONDS, left), left),
+                              **kw)
+            except self._api_exception as exc:
+                if exc.status != 404 or call.why:
+                    raise self._failed(exc, call) from None
+            # urllib3's errors, the client's own on a strange answer: an API that
+            # misbehaves makes pods unknown, never a crash
+            except Exception as exc:  # noqa: BLE001
+                raise self._failed(exc, call) from None
+            try:
+                yield resp
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                raise self._failed(exc, call) from None
+        finally:
+            self.calls.discard(call)
+            if resp is not None:
+                with suppress(Exception):   # read to its end, it went back to the pool already
+                    resp.close()
+            call.close()
+
+    def _failed(self, exc: BaseException, call: Call) -> KubeUnavailable:
+        """The one line that says why a call failed."""
+        where = f"the API server at {self.server}"
+        if call.received > call.max_bytes:
+            return TooLarge(f"{where} {call.why}")
+        if call.why:
+            return KubeUnavailable(f"{where} {call.why}")
+        status = getattr(exc, "status", None)
+        if isinstance(exc, self._api_exception) and status:
+            return KubeUnavailable(f"{where} answered {status} {apitext.message(getattr(exc, 'reason', ''), 80)}")
+        cause = _cause(exc)
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__ or call.left() <= 0:
+            return KubeUnavailable(f"{where} did not answer in time")
+        if isinstance(cause, http.client.HTTPException) or isinstance(exc, urllib3.exceptions.ProtocolError):
+            return KubeUnavailable(f"{where} broke off its answer or did not speak HTTP ({type(cause).__name__})")
+        return KubeUnavailable(f"cannot reach {where}: {type(cause).__name__}")
+
+    def call_json(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
+                  max_bytes: int | None = None, **kw: Any) -> Any:
+        """One call, its answer as plain JSON (None for 404): every call netdrop
+        makes. Invalid UTF-8 is replaced, as the API server itself does (Go's
+        encoding/json): one odd byte does not lose a whole list. Plain JSON, not
+        the client's models: objects.pod_info reads both, and a V1Pod model
+        costs about a millisecond to build."""
+        with self.open(fn, *args, seconds=seconds, max_bytes=max_bytes, **kw) as resp:
+            if resp is None:
+                return None
+            body = resp.read(decode_content=False)
+        try:
+            return json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
+            raise KubeUnavailable(f"the API server at {self.server} answered something that is not JSON") from None
+
+    def pages(self, fn: Callable[..., Any], **kw: Any) -> Iterator[Any]:
+        """The pages of a list, as plain JSON (see LIST_PAGE)."""
+        token: str | None = None
+        count = LIST_PAGE
+        for _ in range(MAX_PAGES):
+            try:
+                page = self.call_json(fn, limit=count, _continue=token, **kw)
+            except TooLarge as exc:
+                if count > 1:
+                    count = max(1, count // 10)
+                    continue
+                token = self._past(fn, token, exc, **kw)
+                if token is None:
+                    return
+                continue
+            if page is None:
+                return
+            yield page
+            raw = objects.api_field(objects.api_field(page, "metadata"), "continue")
+            if raw in (None, ""):
+                return
+            token = objects._token(raw)
+            if token is None:
+                raise KubeUnavailable(f"the API server at {self.server} answered a list with an odd continue token")
+        raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_PAGES} pages")
+
+    def _past(self, fn: Callable[..., Any], token: str | None, too_large: TooLarge, **kw: Any) -> str | None:
+        """The continue token past the one object at `token` that is too large to
+        read (None: it was the last), from the start of its page: the API server
+        writes a list's metadata before its items. The object is left out and the
+        list goes on; anything else (a server that ignores `limit`) is too_large."""
+        try:
+            with self.open(fn, limit=1, _continue=token, max_bytes=HEAD_BYTES + 2 * BUFFER_BYTES, **kw) as resp:
+                head = resp.read(HEAD_BYTES, decode_content=False) if resp is not None else b""
+        except KubeUnavailable:
+            raise too_large from None
+        meta = _LIST_META.search(head)
+        if meta is None:
+            raise too_large
+        found = _CONTINUE.search(meta.group(1))
+        after = objects._token(found.group(1).decode("ascii", "replace")) if found else None
+        if found and after is None:
+            raise too_large
+        self.left_out += 1
+        if self.left_out == 1:
+            self.warn(f"pods: an object from the API server at {self.server} is over {size(MAX_RESPONSE_BYTES)} "
+                      f"as JSON: left out (told once)")
+        return after
 
 
 def lines(resp: Any, max_line: int) -> Iterator[bytes]:

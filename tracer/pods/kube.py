@@ -9,23 +9,21 @@ something the API says is wrong (an unknown pod, a pod on another node).
 from __future__ import annotations
 
 import difflib
-import http.client
 import json
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import urllib3
 
 from ..errors import UserError
 from ..trust import check_tree
 from . import apicall, apitext
+from .apicall import KubeUnavailable as KubeUnavailable
 from .apitext import DNS_SUBDOMAIN
 # API objects as netdrop's types: defined in objects, used everywhere as kube's.
 from .objects import DUAL_STACK_POLICIES as DUAL_STACK_POLICIES
@@ -38,20 +36,7 @@ from .objects import service_info as service_info
 
 # Where a node keeps credentials, after --kubeconfig, $KUBECONFIG and ~/.kube/config.
 NODE_KUBECONFIGS = (Path("/etc/kubernetes/kubelet.conf"), Path("/etc/kubernetes/admin.conf"))
-# Every call has a deadline for all of it and a cap on what it reads (apicall): the client's
-# own timeouts are per read, and a server sending a byte a second never trips them.
-CONNECT_SECONDS = 2.0
-CALL_SECONDS = 5.0              # one call, connect to last byte
 START_SECONDS = 3.0             # all start-up calls together: tracing starts whatever the API does
-# Lists come in pages of LIST_PAGE objects (client-go's pager asks 500; fewer keep a page
-# small). A page of pods, nodes or Services is 0.2-2 MiB (2-20 KiB an object); no object the
-# API server stores is over 1.5 MiB (etcd's default --max-request-bytes). MAX_RESPONSE_BYTES
-# holds either with room to spare, and stays cheap to parse: JSON shaped like API objects
-# takes 7.8 times its size as Python objects (measured), 31 MiB for 4 MiB, which the
-# DaemonSet's memory limit absorbs. A page over it is asked again with fewer objects.
-LIST_PAGE = 100
-MAX_PAGES = 200                 # 20,000 objects: no list netdrop makes is longer
-MAX_RESPONSE_BYTES = 4 << 20
 WATCH_SECONDS = 30              # server-side watch length; the client reconnects after it
 WATCH_GRACE = 10.0              # past WATCH_SECONDS, the client ends a watch the server did not
 MAX_WATCH_LINE = 4 << 20        # one watch event: one object (as MAX_RESPONSE_BYTES)
@@ -59,10 +44,6 @@ MAX_WATCH_BYTES = 64 << 20      # one watch (WATCH_SECONDS): a busy node's event
 WATCH_BACKOFF = (1.0, 30.0)     # after a failed watch: first and longest wait before the next try
 HTTP_GONE = 410                 # a watch's resourceVersion is too old: list again
 MAX_KUBECONFIG_BYTES = 1 << 20
-
-
-class KubeUnavailable(Exception):
-    """No Kubernetes API to ask; the message says why."""
 
 
 def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
@@ -203,30 +184,12 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-class TooLarge(KubeUnavailable):
-    """An answer over its call's byte cap."""
+class KubeClient(apicall.Api):
+    """The calls netdrop makes to the API, each within hard limits (apicall.Api);
+    a watch reads one bounded line at a time."""
 
-
-def _cause(exc: BaseException) -> BaseException:
-    """The error under urllib3's and the client's wrappers (MaxRetryError's reason,
-    ProtocolError's argument): ConnectionRefusedError, BadStatusLine, ..."""
-    for _ in range(8):
-        reason = getattr(exc, "reason", None)
-        inner = reason if isinstance(reason, BaseException) else \
-            next((a for a in exc.args if isinstance(a, BaseException)), None) or exc.__cause__
-        if inner is None or inner is exc:
-            break
-        exc = inner
-    return exc
-
-
-class KubeClient:
-    """The calls netdrop makes to the API, each within hard limits (apicall): a
-    deadline for all of it (CALL_SECONDS, or what within() leaves), a cap on the
-    bytes it reads; watches read one bounded line at a time. close() ends every
-    call in flight at once, from any thread."""
-
-    def __init__(self, kubeconfig: str | None = None, calls: apicall.Calls | None = None):
+    def __init__(self, kubeconfig: str | None = None, calls: apicall.Calls | None = None,
+                 warn: Callable[[str], None] = lambda msg: None):
         try:
             from kubernetes import client, config
         except ImportError:
@@ -239,10 +202,8 @@ class KubeClient:
         # API that accepts but never answers held the start for 40 s).
         self.config.retries = 0
         api_client = client.ApiClient(self.config)
-        apicall.limit(api_client.rest_client.pool_manager)
+        super().__init__(api_client, calls, warn)
         self.v1 = client.CoreV1Api(api_client)
-        self.calls = calls if calls is not None else apicall.Calls()
-        self._local = threading.local()     # within()'s deadline, for the thread that set it
         self._stream: Any = None            # the watch's open response, shut down by stop_watch()
 
     @staticmethod
@@ -281,136 +242,6 @@ class KubeClient:
         raise KubeUnavailable("no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config, "
                               "/etc/kubernetes/kubelet.conf) and not running in a cluster")
 
-    @contextmanager
-    def within(self, seconds: float, since: float | None = None, at_least: float = 1.0) -> Iterator[None]:
-        """The calls this thread makes inside end `seconds` after `since`
-        (monotonic; default now), yet get `at_least` from now: start-up must not
-        wait for the API, and a busy node's slow scan must not leave an
-        answering API no time."""
-        now = time.monotonic()
-        self._local.deadline = max((now if since is None else since) + seconds, now + at_least)
-        try:
-            yield
-        finally:
-            self._local.deadline = None
-
-    def close(self) -> None:
-        """End every call in flight now (their threads get KubeUnavailable at
-        once, wherever the call was) and refuse new ones; from any thread."""
-        self.calls.close()
-
-    @property
-    def server(self) -> str:
-        return str(self.config.host)
-
-    def _begin(self, seconds: float, max_bytes: int, what: str) -> apicall.Call:
-        now = time.monotonic()
-        deadline = now + seconds
-        late = f"did not answer within {seconds:g} s" if what == "answer" else \
-            f"did not end the {what} within {seconds:g} s"
-        limit: float | None = getattr(self._local, "deadline", None)
-        if limit is not None and limit < deadline:
-            deadline, late = limit, "did not answer in time"
-        if deadline - now <= 0.05:
-            raise KubeUnavailable(f"the API server at {self.server} did not answer in time")
-        call = apicall.Call(deadline, max_bytes, late, f"sent more than {apicall.size(max_bytes)} in one {what}")
-        if not self.calls.add(call):
-            raise KubeUnavailable(f"the API server at {self.server} was not asked: netdrop is stopping")
-        return call
-
-    @contextmanager
-    def _open(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
-              max_bytes: int | None = None, what: str = "answer", **kw: Any) -> Iterator[Any]:
-        """One call of the client's API method fn, its response open for reading
-        (a urllib3 response; None for 404 Not Found). Whatever goes wrong, in the
-        call or while the caller reads, is KubeUnavailable with one line that says
-        what: past the deadline, over the cap, an error status, not HTTP, unreachable."""
-        ApiException = self._client_mod.exceptions.ApiException
-        call = self._begin(seconds or CALL_SECONDS, max_bytes or MAX_RESPONSE_BYTES, what)
-        resp = None
-        try:
-            try:
-                left = max(call.left(), 0.001)
-                with apicall.running(call):
-                    resp = fn(*args, _preload_content=False, _request_timeout=(min(CONNECT_SECONDS, left), left),
-                              **kw)
-            except ApiException as exc:
-                if exc.status != 404 or call.why:
-                    raise self._failed(exc, call) from None
-            # urllib3's errors, the client's own on a strange answer: an API that
-            # misbehaves makes pods unknown, never a crash
-            except Exception as exc:  # noqa: BLE001
-                raise self._failed(exc, call) from None
-            try:
-                yield resp
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                raise self._failed(exc, call) from None
-        finally:
-            self.calls.discard(call)
-            if resp is not None:
-                with suppress(Exception):   # read to its end, it went back to the pool already
-                    resp.close()
-            call.close()
-
-    def _failed(self, exc: BaseException, call: apicall.Call) -> KubeUnavailable:
-        """The one line that says why a call failed."""
-        where = f"the API server at {self.server}"
-        if call.received > call.max_bytes:
-            return TooLarge(f"{where} {call.why}")
-        if call.why:
-            return KubeUnavailable(f"{where} {call.why}")
-        status = getattr(exc, "status", None)
-        if isinstance(exc, self._client_mod.exceptions.ApiException) and status:
-            return KubeUnavailable(f"{where} answered {status} {apitext.message(exc.reason or '', 80)}")
-        cause = _cause(exc)
-        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__ or call.left() <= 0:
-            return KubeUnavailable(f"{where} did not answer in time")
-        if isinstance(cause, http.client.HTTPException) or isinstance(exc, urllib3.exceptions.ProtocolError):
-            return KubeUnavailable(f"{where} broke off its answer or did not speak HTTP ({type(cause).__name__})")
-        return KubeUnavailable(f"cannot reach {where}: {type(cause).__name__}")
-
-    def call_json(self, fn: Callable[..., Any], *args: Any, seconds: float | None = None,
-                  max_bytes: int | None = None, **kw: Any) -> Any:
-        """One call (any method of the client's API classes, e.g. self.v1.read_node),
-        its answer as plain JSON; None for 404. Within `seconds` (CALL_SECONDS)
-        and `max_bytes` (MAX_RESPONSE_BYTES); an answer that is not JSON is
-        KubeUnavailable. Invalid UTF-8 is replaced, as
-        the API server itself does (Go's encoding/json): one odd byte does not
-        lose the whole list. Plain JSON rather than the client's models: pod_info
-        reads both, and a V1Pod model costs about a millisecond to build."""
-        with self._open(fn, *args, seconds=seconds, max_bytes=max_bytes, **kw) as resp:
-            if resp is None:
-                return None
-            body = resp.read(decode_content=False)
-        try:
-            return json.loads(body.decode("utf-8", "replace"))
-        except (ValueError, RecursionError):
-            raise KubeUnavailable(f"the API server at {self.server} answered something that is not JSON") from None
-
-    def _pages(self, fn: Callable[..., Any], **kw: Any) -> Iterator[Any]:
-        """The pages of a list (LIST_PAGE objects each, fewer where that many
-        would be over MAX_RESPONSE_BYTES), as plain JSON."""
-        token: str | None = None
-        size = LIST_PAGE
-        for _ in range(MAX_PAGES):
-            try:
-                page = self.call_json(fn, limit=size, _continue=token, **kw)
-            except TooLarge:
-                if size == 1:
-                    raise
-                size = max(1, size // 10)
-                continue
-            if page is None:
-                return
-            yield page
-            raw = api_field(api_field(page, "metadata"), "continue")
-            if raw in (None, ""):
-                return
-            token = _token(raw)
-            if token is None:
-                raise KubeUnavailable(f"the API server at {self.server} answered a list with an odd continue token")
-        raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_PAGES} pages")
-
     def node_name(self, explicit: str | None, local_ips: set[str]) -> str:
         """--node, else the kubelet's default name (the hostname), else the Node
         whose addresses are this node's."""
@@ -421,7 +252,7 @@ class KubeClient:
         host = socket.gethostname().lower()
         if self.call_json(self.v1.read_node, host) is not None:
             return host
-        for page in self._pages(self.v1.list_node):
+        for page in self.pages(self.v1.list_node):
             for node in _items(page, "items"):
                 addrs = {apitext.ip(api_field(a, "address")) for a in _items(api_field(node, "status"), "addresses")}
                 name = _node_name(node)
@@ -438,7 +269,7 @@ class KubeClient:
         """The cluster's Nodes as plain JSON, with only their names and
         NODE_ANNOTATIONS: a large cluster's Nodes whole would be megabytes."""
         out = []
-        for page in self._pages(self.v1.list_node):
+        for page in self.pages(self.v1.list_node):
             for node in _items(page, "items"):
                 annotations = api_field(api_field(node, "metadata"), "annotations")
                 kept = {k: v for k in self.NODE_ANNOTATIONS if isinstance(annotations, dict)
@@ -450,7 +281,7 @@ class KubeClient:
         """Node name -> its pod CIDRs (spec.podCIDRs), for routes between nodes.
         A Node without spec (or without CIDRs) has none."""
         out: dict[str, list[str]] = {}
-        for page in self._pages(self.v1.list_node):
+        for page in self.pages(self.v1.list_node):
             for n in _items(page, "items"):
                 name = _node_name(n)
                 if name is None:
@@ -463,7 +294,7 @@ class KubeClient:
 
     def list_services(self) -> list[ServiceInfo]:
         """Every Service of the cluster (all namespaces)."""
-        return [service_info(s) for page in self._pages(self.v1.list_service_for_all_namespaces)
+        return [service_info(s) for page in self.pages(self.v1.list_service_for_all_namespaces)
                 for s in _items(page, "items")]
 
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
@@ -472,7 +303,7 @@ class KubeClient:
             kw["label_selector"] = label_selector
         pods: list[PodInfo] = []
         rv = ""
-        for page in self._pages(self.v1.list_pod_for_all_namespaces, **kw):
+        for page in self.pages(self.v1.list_pod_for_all_namespaces, **kw):
             pods += (pod_info(p) for p in _items(page, "items"))
             rv = _token(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
         return pods, rv
@@ -482,7 +313,7 @@ class KubeClient:
         return pod_info(pod) if pod is not None else None
 
     def pod_names(self, namespace: str) -> list[str]:
-        return [n for page in self._pages(self.v1.list_namespaced_pod, namespace=namespace)
+        return [n for page in self.pages(self.v1.list_namespaced_pod, namespace=namespace)
                 for p in _items(page, "items")
                 if (n := apitext.field(api_field(api_field(p, "metadata"), "name"), DNS_SUBDOMAIN))]
 
@@ -532,7 +363,7 @@ class KubeClient:
                               "allow_watch_bookmarks": True, "timeout_seconds": WATCH_SECONDS}
         if label_selector:
             kw["label_selector"] = label_selector
-        with self._open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + WATCH_GRACE,
+        with self.open(self.v1.list_pod_for_all_namespaces, seconds=WATCH_SECONDS + WATCH_GRACE,
                         max_bytes=MAX_WATCH_BYTES, what="pod watch", **kw) as resp:
             if resp is None:
                 raise KubeUnavailable(f"the API server at {self.server} does not serve pods")

@@ -80,7 +80,7 @@ class PodSource:
         self._client: KubeClient | None = None   # a configured one, answering or not
         self._node_arg = node
         try:
-            self.kube = self._client = KubeClient(kubeconfig, self.calls)
+            self.kube = self._client = KubeClient(kubeconfig, self.calls, warn)
         except KubeUnavailable as exc:
             self.problem = str(exc)
         if not self.attributing:      # no API, no pods asked for: nothing to attribute, nothing to scan
