@@ -24,6 +24,7 @@ from .explain.explainer import ct_stats, drop_points
 from .kernel import facts
 from .errors import UserError
 from .nsexec import read_in_netns
+from .pods import apitext
 from .pods.kube import DUAL_STACK_POLICIES
 from .textsafe import printable
 
@@ -553,7 +554,7 @@ def flannel_vnis(nodes: object) -> dict[str, int]:
             continue
         vni = _int(doc.get("VNI")) if isinstance(doc, dict) else None
         if vni is not None:
-            out[name[:253]] = vni
+            out[apitext.safe(name, apitext.DNS_SUBDOMAIN)] = vni
     return out
 
 

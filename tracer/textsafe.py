@@ -6,7 +6,10 @@ own rules). Shown as they are, an ESC sequence in one of them would drive the
 user's terminal, a `|` would break a Markdown table, and a cell starting with
 `=` would be a formula in a spreadsheet. Each output applies the one function
 that fits it, once, where it writes; the data itself (summary.json, JSON lines)
-keeps the original text, which JSON escapes by itself.
+keeps the text as netdrop has it, which JSON escapes by itself. Text from the
+Kubernetes API is made safe earlier still, where it enters (pods/apitext.py:
+/metrics labels and alert text have no writer of their own here), so for
+names from the API these functions find nothing left to escape.
 
     terminal (rich console, summary table, stderr lines)   printable
     Markdown                                                markdown_text

@@ -15,6 +15,11 @@ observability stops its labels at the workload for the same reason).
   getJobName()): the Job's name less that number is the CronJob;
 - a StatefulSet, DaemonSet, Job or any other controller: its own name;
 - no controller (a bare pod), or a static pod (owned by its Node): the pod's name.
+
+The owner's name is whatever the pod's creator wrote; it comes here already made
+safe (objects.pod_info, pods/apitext.py): a name Kubernetes would not accept is
+an escaped prefix and a hash, which never ends in `-<pod-template-hash>` or
+`-<minutes>`, so it stays the workload's name as it is.
 """
 
 from __future__ import annotations
