@@ -293,7 +293,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     guard = serveauth.plan(listen.host, auth=args.auth, insecure=args.insecure_no_auth,
                            cert=args.tls_cert_file, key=args.tls_key_file)
     require_root(env)
-    gate_for = serveauth.gate_for(guard, args.kubeconfig)
+    calls = Calls()     # the agent's API calls (pods, reviews): its stop cuts them off at once
+    gate_for = serveauth.gate_for(guard, args.kubeconfig, calls)
     facts = kernel_facts(args, env)
     agent = Agent()
     gate = Later()
@@ -308,7 +309,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     with ExitStack() as stack:
         stack.callback(server.close)
         server.start()
-        calls = Calls()
         pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
                                          warn=say, calls=calls), cancel=calls.close)
         stack.callback(pods.close)      # start-up fails before taking it: its API calls end

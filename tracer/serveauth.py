@@ -19,10 +19,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .access import Attributes, Gate, KubeGate, Open
 from .errors import UserError
 from .tlsconf import Serving, from_files, self_signed
+
+if TYPE_CHECKING:
+    from .pods.apicall import Calls
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,18 @@ def serving(p: Plan, node: str, addresses: list[str]) -> Serving | None:
     return self_signed(node, addresses)
 
 
-def gate_for(p: Plan, kubeconfig: str | None) -> Callable[[str], Gate]:
+def gate_for(p: Plan, kubeconfig: str | None, calls: Calls | None = None) -> Callable[[str], Gate]:
     """The gate for a node's name (known later in start-up). With tokens, the
     agent's own credentials are read now, so that their absence fails at once:
-    UserError (authentication cannot work without the API)."""
+    UserError (authentication cannot work without the API). calls: the agent's
+    API calls, which its stop cuts off (pods/apicall.py)."""
     if not p.authenticate:
         return lambda node: Open()
     from .pods.kube import KubeClient, KubeUnavailable
     from .pods.reviews import KubeReviewer
 
     try:
-        reviewer = KubeReviewer(KubeClient(kubeconfig))
+        reviewer = KubeReviewer(KubeClient(kubeconfig, calls))
     except KubeUnavailable as exc:
         raise UserError(f"scrapers' tokens are checked through the Kubernetes API, which cannot be used: {exc}; "
                         "listen on 127.0.0.1, or pass --insecure-no-auth to serve /metrics to anyone") from None

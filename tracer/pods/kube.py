@@ -201,9 +201,9 @@ class KubeClient(apicall.Api):
         # callers decide when to ask again (the default retries 3 times, and an
         # API that accepts but never answers held the start for 40 s).
         self.config.retries = 0
-        api_client = client.ApiClient(self.config)
-        super().__init__(api_client, calls, warn)
-        self.v1 = client.CoreV1Api(api_client)
+        self.api_client = client.ApiClient(self.config)     # its connections are apicall's
+        super().__init__(self.api_client, calls, warn)
+        self.v1 = client.CoreV1Api(self.api_client)
         self._stream: Any = None            # the watch's open response, shut down by stop_watch()
 
     @staticmethod

@@ -24,9 +24,9 @@ class KubeReviewer:
         from kubernetes import client
 
         self._kube = kube
-        api = client.ApiClient(kube.config)
-        self._authn = client.AuthenticationV1Api(api)
-        self._authz = client.AuthorizationV1Api(api)
+        # The client's own connections: every review within the limits of its calls (apicall).
+        self._authn = client.AuthenticationV1Api(kube.api_client)
+        self._authz = client.AuthorizationV1Api(kube.api_client)
 
     def authenticate(self, token: str) -> Identity | None:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
@@ -61,7 +61,7 @@ class KubeReviewer:
 
     def _status(self, create: Any, body: dict[str, Any]) -> Any:
         try:
-            answer = self._kube._json(create, body=body)
+            answer = self._kube.call_json(create, body=body)
         except KubeUnavailable as exc:
             raise ReviewUnavailable(str(exc)) from None
         if answer is None:
