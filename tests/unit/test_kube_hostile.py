@@ -276,3 +276,35 @@ def test_an_object_too_large_to_read_alone_is_left_out_and_the_list_goes_on(tmp_
         [f"pod-{i}" if i != 7 else pods[7].name for i in range(30) if i not in (12, 29)]
     assert k.left_out == 4 and warnings == [f"pods: an object from the API server at {k.server} is over 64 KiB "
                                             f"as JSON: left out (told once)"]
+
+
+class Endless(BaseHTTPRequestHandler):
+    """Ignores `limit`: every page 50,000 tiny pods, and always one more page."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        page = json.dumps({"kind": "PodList", "metadata": {"resourceVersion": "1", "continue": "more"},
+                           "items": [{"metadata": {"name": "p"}}] * 50_000}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+
+def test_a_list_without_end_ends(tmp_path):
+    """Pages of tiny objects, without end: the list stops at MAX_OBJECTS, small in memory."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    tracemalloc.start()
+    try:
+        k = kube.KubeClient(kubeconfig_for(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_address[1]}"))
+        with pytest.raises(kube.KubeUnavailable, match="listed more than 20,000 objects"):
+            k.list_pods("node-a")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        server.shutdown()
+        server.server_close()
+    assert peak < 8 * apicall.MAX_RESPONSE_BYTES, f"{peak >> 20} MiB"

@@ -4,6 +4,9 @@ The API names pods and their addresses, the node names namespaces and veths; joi
 become the index that tags each drop and the pod maps the kernel filters on. Modules:
 
 - kube: the pods and nodes of this node from the Kubernetes API, through the official client.
+- apicall: every API call within one deadline and one byte cap, cut off at once when netdrop stops.
+- objects, apitext: API objects become netdrop's types (PodInfo, ServiceInfo), every text value in
+  them made safe once, there.
 - nodeview: the node's namespaces, addresses and host veths, read through raw rtnetlink sockets
   (a small parser of their messages; pyroute2 is not used) and followed by their notifications.
 - source: keeps the pod index current in the background, and the kernel's pod maps with it.

@@ -132,10 +132,12 @@ class Calls:
         self.closed = False
 
     def add(self, call: Call) -> bool:
+        """False once closed: the call must not be made."""
         with self._lock:
-            if not self.closed:
-                self._open.add(call)
-        return not self.closed
+            if self.closed:
+                return False
+            self._open.add(call)
+            return True
 
     def discard(self, call: Call) -> None:
         with self._lock:
@@ -290,7 +292,8 @@ CALL_SECONDS = 5.0
 # DaemonSet's memory limit absorbs. A page over it is asked again with fewer objects; an
 # object over it alone (text that JSON escapes six-fold: \u0001 for one byte) is left out.
 LIST_PAGE = 100
-MAX_PAGES = 200                 # 20,000 objects: no list netdrop makes is longer
+MAX_OBJECTS = 20_000            # in one list, all pages together: no list netdrop makes is longer
+MAX_LEFT_OUT = 8                # objects too large left out of one list; past that, the list fails
 MAX_RESPONSE_BYTES = 4 << 20
 HEAD_BYTES = 64 << 10           # the start of a list, where the API server writes its metadata
 _LIST_META = re.compile(rb'"metadata"\s*:\s*\{([^{}]*)\}\s*,\s*"items"\s*:\s*\[')
@@ -440,27 +443,36 @@ class Api:
         """The pages of a list, as plain JSON (see LIST_PAGE)."""
         token: str | None = None
         count = LIST_PAGE
-        for _ in range(MAX_PAGES):
+        listed = left_out = 0
+        while True:
             try:
                 page = self.call_json(fn, limit=count, _continue=token, **kw)
             except TooLarge as exc:
                 if count > 1:
                     count = max(1, count // 10)
                     continue
+                left_out += 1
+                if left_out > MAX_LEFT_OUT:
+                    raise
                 token = self._past(fn, token, exc, **kw)
+                listed += 1
                 if token is None:
                     return
                 continue
             if page is None:
                 return
+            # Counted whatever limit the server ignored: a server that sends pages without
+            # end, or pages of a million tiny objects, ends here.
+            listed += max(1, len(objects._items(page, "items")))
+            if listed > MAX_OBJECTS:
+                raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_OBJECTS:,} objects")
             yield page
             raw = objects.api_field(objects.api_field(page, "metadata"), "continue")
             if raw in (None, ""):
                 return
-            token = objects._token(raw)
+            token = objects.opaque(raw)
             if token is None:
                 raise KubeUnavailable(f"the API server at {self.server} answered a list with an odd continue token")
-        raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_PAGES} pages")
 
     def _past(self, fn: Callable[..., Any], token: str | None, too_large: TooLarge, **kw: Any) -> str | None:
         """The continue token past the one object at `token` that is too large to
@@ -476,7 +488,7 @@ class Api:
         if meta is None:
             raise too_large
         found = _CONTINUE.search(meta.group(1))
-        after = objects._token(found.group(1).decode("ascii", "replace")) if found else None
+        after = objects.opaque(found.group(1).decode("ascii", "replace")) if found else None
         if found and after is None:
             raise too_large
         self.left_out += 1

@@ -29,7 +29,7 @@ from .apitext import DNS_SUBDOMAIN
 from .objects import DUAL_STACK_POLICIES as DUAL_STACK_POLICIES
 from .objects import PodInfo as PodInfo
 from .objects import ServiceInfo as ServiceInfo
-from .objects import _items, _node_name, _text, _token
+from .objects import _items, _node_name, _text, opaque
 from .objects import api_field as api_field
 from .objects import pod_info as pod_info
 from .objects import service_info as service_info
@@ -305,7 +305,7 @@ class KubeClient(apicall.Api):
         rv = ""
         for page in self.pages(self.v1.list_pod_for_all_namespaces, **kw):
             pods += (pod_info(p) for p in _items(page, "items"))
-            rv = _token(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
+            rv = opaque(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
         return pods, rv
 
     def find_pod(self, namespace: str, name: str) -> PodInfo | None:
@@ -383,7 +383,7 @@ class KubeClient(apicall.Api):
                             return None
                         raise KubeUnavailable(f"the API server at {self.server} ended the pod watch: "
                                               f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
-                    rv = _token(api_field(api_field(obj, "metadata"), "resourceVersion")) or rv
+                    rv = opaque(api_field(api_field(obj, "metadata"), "resourceVersion")) or rv
                     if kind not in ("ADDED", "MODIFIED", "DELETED"):     # BOOKMARK: only its resourceVersion
                         continue
                     pod = pod_info(obj)

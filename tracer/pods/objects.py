@@ -187,6 +187,7 @@ def _node_name(node: Any) -> str | None:
     return apitext.field(api_field(api_field(node, "metadata"), "name"), DNS_SUBDOMAIN)
 
 
-def _token(value: Any) -> str | None:
-    """A resourceVersion (opaque: handed back to the server as it came); None if it is not one."""
+def opaque(value: Any) -> str | None:
+    """A resourceVersion or continue token (opaque: handed back to the server as
+    it came); None if it is not one."""
     return value if isinstance(value, str) and TOKEN.accepts(value) else None
