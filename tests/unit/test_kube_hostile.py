@@ -20,6 +20,7 @@ from tracer.pods.attribute import Attribution, PodRef
 from tracer.pods.workload import workload_of
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 
+from ..timing import allowed
 from .test_kube import wait_for
 
 
@@ -64,7 +65,7 @@ def test_every_call_ends_within_its_deadline_and_its_byte_cap(hostile, monkeypat
         tracemalloc.stop()
     assert f"the API server at {k.server} {says}" == str(err.value)
     # One call's deadline (a flood's page is asked again with fewer objects: three calls at most).
-    assert took < 3 * 1.5 + 5, f"{took:.1f} s"
+    assert took < allowed(3 * 1.5), f"{took:.1f} s"
     # The cap (4 MiB) and the copies http.client makes of it (header lines joined, decoded,
     # parsed: 16 MiB measured), not the gigabytes a flood sends.
     assert peak < 8 * apicall.MAX_RESPONSE_BYTES, f"{peak >> 20} MiB"
@@ -75,7 +76,7 @@ def test_within_bounds_all_the_calls_together(hostile):
     started = time.monotonic()
     with pytest.raises(kube.KubeUnavailable, match="did not answer in time"), k.within(1.0):
         k.node_name(None, {"10.0.0.1"})
-    assert time.monotonic() - started < 1.0 + 2
+    assert time.monotonic() - started < allowed(1.0)
 
 
 @pytest.mark.parametrize("mode", ["drip", "silent"])
@@ -94,7 +95,7 @@ def test_close_cuts_a_call_in_flight_off_at_once(hostile, mode):
     started = time.monotonic()
     k.close()
     t.join(5)
-    assert not t.is_alive() and time.monotonic() - started < 1.0
+    assert not t.is_alive() and time.monotonic() - started < allowed(0.5)
     assert errors == [f"the API server at {k.server} was cut off: netdrop is stopping"]
     with pytest.raises(kube.KubeUnavailable, match="was not asked: netdrop is stopping"):
         k.list_pods("node-a")
@@ -137,7 +138,7 @@ def test_a_connect_that_never_completes_is_cut_off_too(monkeypatch, tmp_path):
             t.join(5)
         finally:
             queued.close()
-    assert not t.is_alive() and time.monotonic() - started < 1.0
+    assert not t.is_alive() and time.monotonic() - started < allowed(0.5)
     assert errors == [f"the API server at {k.server} was cut off: netdrop is stopping"]
 
 
