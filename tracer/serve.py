@@ -34,7 +34,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import httpd
+from . import httpd, serveauth
 from .access import Later
 from .env import Environment
 from .errors import UserError
@@ -284,8 +284,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .session import SIGNALS, ExitStatus, Pending, info, kernel_facts, require_root, warn
     from .sinks.metrics import AgentState, DropCollector, Series
     from .tlsconf import RELOAD_CHECK_SECONDS
-
-    from . import serveauth
 
     listen = parse_listen(args.listen)
     if args.max_series < 1:

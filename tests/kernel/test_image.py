@@ -6,8 +6,9 @@ grace period; nothing is left behind, also when a container cannot start.
 
 The image is built first from this checkout (scripts/image: the base made once, the layers
 cached; scripts/setup installs the engine). The lab's API server (HTTPS on 127.0.0.1) plays the
-cluster: the container gets the service account the kubelet would mount, and /metrics is
-scraped with a token that may get nodes/metrics of the node, as Prometheus would.
+cluster: the container gets the service account the kubelet would mount, and a real Prometheus
+scrapes /metrics as deploy/servicemonitor.yaml tells the operator to (HTTPS, the certificate not
+verified, a bearer token that may get nodes/metrics of the node).
 """
 
 import os
@@ -20,6 +21,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracer.lab import image as lab_image
@@ -27,6 +29,7 @@ from tracer.lab.container import Container, cluster_api, scratch_dir
 from tracer.lab.kubelet import Variation, load_daemonset
 
 from .conftest import TIME_SCALE
+from .prometheus import PROMETHEUS, Prometheus
 
 pytestmark = pytest.mark.image
 NODE = "image-test-node"
@@ -103,12 +106,27 @@ def scrape(port: int, token: str) -> dict[str, list]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
+def servicemonitor_job() -> dict:
+    """deploy/servicemonitor.yaml's endpoint as the Prometheus operator turns it into a scrape job
+    (a field this does not know fails the test: what Prometheus ran is what the manifest says)."""
+    monitor = yaml.safe_load((lab_image.DAEMONSET.parent / "servicemonitor.yaml").read_text())
+    (endpoint,) = monitor["spec"]["endpoints"]
+    known = {"port", "path", "scheme", "bearerTokenFile", "tlsConfig", "interval", "scrapeTimeout"}
+    assert set(endpoint) <= known, set(endpoint) - known
+    assert set(endpoint.get("tlsConfig", {})) <= {"insecureSkipVerify"}
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"   # Prometheus's own
+    return {"scheme": endpoint["scheme"], "metrics_path": endpoint["path"],
+            "tls_config": {"insecure_skip_verify": bool(endpoint.get("tlsConfig", {}).get("insecureSkipVerify"))}}
+
+
 def no_socket_drops(metrics: dict[str, list]) -> float:
     return sum(s.value for s in metrics.get("netdrop_drops", []) if s.name == "netdrop_drops_total"
                and s.labels.get("reason") == "NO_SOCKET")
 
 
-def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemonset, netns, cluster):
+def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemonset, netns, cluster, tmp_path):
+    if PROMETHEUS is None:
+        pytest.skip("Debian's prometheus is not installed (scripts/setup installs it)")   # a failure under CI=true
     api, sa, token = cluster
     scratch = scratch_dir()
     run = daemonset.run(NODE, scratch, sa=sa, suffix=f"test{os.getpid()}")
@@ -133,6 +151,19 @@ def test_the_daemonsets_container_traces_answers_its_probes_and_is_scraped(daemo
             time.sleep(0.5)
         # The host's own drops count too (the agent sees the whole node): at least ours.
         assert counted >= DATAGRAMS
+        # The real Prometheus, scraping as the ServiceMonitor says, sees them too.
+        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}"], servicemonitor_job(), token)
+        try:
+            deadline = time.monotonic() + 30 * TIME_SCALE
+            while True:
+                up = prom.values("up", "instance")
+                seen = prom.values('sum(netdrop_drops_total{reason="NO_SOCKET"})')
+                if up == {(f"127.0.0.1:{port}",): 1.0} and seen.get((), 0.0) >= before + DATAGRAMS:
+                    break
+                assert time.monotonic() < deadline, (up, seen, before)
+                time.sleep(0.5)
+        finally:
+            prom.stop()
         assert {s.labels["node"] for s in metrics["netdrop_hook_attached"]} == {NODE}
         attached = {s.labels["hook"] for s in metrics["netdrop_hook_attached"] if s.value == 1}
         assert "tp_btf skb:kfree_skb" in attached, attached

@@ -30,6 +30,7 @@ from tracer.tlsconf import make_certificate
 
 from ..timing import allowed
 from .conftest import NETDROP, Netdrop
+from .prometheus import Prometheus, free_port, get
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana-dashboard.json"
@@ -43,24 +44,7 @@ class Agent(Netdrop):
     READY = "netdrop: serving"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PROMETHEUS_USER = "system:serviceaccount:monitoring:prometheus-k8s"
-
-
-def get(url: str, timeout: float = 5, token: str | None = None,
-        context: ssl.SSLContext | None = None) -> tuple[int, str]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout,
-                                    context=context) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class Serving:
@@ -86,56 +70,6 @@ def snmp(ns: str, table: str, field: str) -> int:
                           check=True).stdout
     rows = [line.split()[1:] for line in text.splitlines() if line.startswith(f"{table}:")]
     return int(dict(zip(rows[0], rows[1], strict=True))[field])
-
-
-class Prometheus:
-    def __init__(self, tmp: Path, targets: list[str], tls: Serving | None = None, token: str | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "prometheus.yml"
-        job: dict = {"job_name": "netdrop", "static_configs": [{"targets": targets}]}
-        if tls is not None:
-            job |= {"scheme": "https", "tls_config": {"ca_file": str(tls.ca_file)}}
-        if token is not None:
-            (tmp / "token").write_text(token)
-            job["authorization"] = {"credentials_file": str(tmp / "token")}
-        config.write_text(json.dumps({      # YAML is a superset of JSON
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [job],
-        }))
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if get(f"{self.url}/-/ready", 1)[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
-            time.sleep(0.2)
-        raise AssertionError("prometheus not ready within 30 s")
-
-    def query(self, promql: str) -> list[dict]:
-        status, body = get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", (promql, body)
-        return data["data"]["result"]
-
-    def values(self, promql: str, *by: str) -> dict[tuple[str, ...], float]:
-        return {tuple(r["metric"].get(k, "") for k in by): float(r["value"][1]) for r in self.query(promql)}
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -164,7 +98,8 @@ def cluster(node, tmp_path, serving, scraper):
                                    "--node-netns", netns, *serving.args()), port)
         for agent, _ in agents.values():
             agent.wait_ready()
-        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}" for _, port in agents.values()], serving, scraper)
+        prom = Prometheus(tmp_path, [f"127.0.0.1:{port}" for _, port in agents.values()],
+                          {"scheme": "https", "tls_config": {"ca_file": str(serving.ca_file)}}, scraper)
         try:
             yield prom, agents, serving, scraper
         finally:
