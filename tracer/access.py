@@ -51,16 +51,32 @@ ALLOWED = Verdict(200, "ok")
 
 
 class Gate(Protocol):
-    def check(self, path: str, authorization: str | None) -> Verdict:
-        """May the client that sent this Authorization header (None: none sent) GET `path`?"""
-        ...
+    """May the client that sent this Authorization header (None: none sent) GET `path`?
+
+    Asked in two steps so that what is already known never waits behind what
+    must be asked: `cached` answers at once when nothing needs asking (no token,
+    an answer kept, too many unknown tokens) and is called on the server's event
+    loop; only when it returns None is `ask` called, in a worker thread, and may
+    block on the API server."""
+
+    def cached(self, path: str, authorization: str | None) -> Verdict | None: ...
+
+    def ask(self, path: str, authorization: str | None) -> Verdict: ...
+
+
+def check(gate: Gate, path: str, authorization: str | None) -> Verdict:
+    """Both steps in one call (where blocking does not matter)."""
+    return gate.cached(path, authorization) or gate.ask(path, authorization)
 
 
 class Open:
     """No authentication: a loopback address (a local Prometheus, the lab), or
     another address only when the operator said so (--insecure-no-auth)."""
 
-    def check(self, path: str, authorization: str | None) -> Verdict:
+    def cached(self, path: str, authorization: str | None) -> Verdict | None:
+        return ALLOWED
+
+    def ask(self, path: str, authorization: str | None) -> Verdict:
         return ALLOWED
 
 
@@ -71,9 +87,13 @@ class Later:
     def __init__(self) -> None:
         self.gate: Gate | None = None
 
-    def check(self, path: str, authorization: str | None) -> Verdict:
+    def cached(self, path: str, authorization: str | None) -> Verdict | None:
         gate = self.gate
-        return gate.check(path, authorization) if gate is not None else Verdict(503, "starting")
+        return gate.cached(path, authorization) if gate is not None else Verdict(503, "starting")
+
+    def ask(self, path: str, authorization: str | None) -> Verdict:
+        gate = self.gate
+        return gate.ask(path, authorization) if gate is not None else Verdict(503, "starting")
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,7 @@ class Reviewer(Protocol):
 AUTHN_TTL = 60.0          # a token's user (and a rejected token) kept this long
 ALLOW_TTL = 60.0          # a permission granted, kept this long
 DENY_TTL = 10.0           # a permission refused: asked again soon (a grant being set up)
+ACCEPTED_TTL = 3600.0     # a token accepted once is reviewed again outside the budget for unknown ones
 CACHE_ENTRIES = 1024      # per cache: memory bounded whatever tokens clients send
 REVIEWS_PER_SECOND = 10.0  # reviews of tokens not in the cache, sustained
 REVIEW_BURST = 20
@@ -148,7 +169,12 @@ class _Cache(Generic[K, V]):
 
 
 class KubeGate:
-    """TokenReview, then SubjectAccessReview for `attrs`; answers kept briefly."""
+    """TokenReview, then SubjectAccessReview for `attrs`; answers kept briefly.
+
+    Reviews of tokens never seen are rate-limited (made-up tokens are free to
+    send); a token the API server accepted before is reviewed again when its
+    answer expires without waiting for that budget, so a flood of made-up
+    tokens cannot lock a real scraper out."""
 
     def __init__(self, reviewer: Reviewer, attrs: Attributes, clock: Callable[[], float] = time.monotonic) -> None:
         self._reviewer = reviewer
@@ -157,50 +183,83 @@ class KubeGate:
         self._lock = threading.Lock()
         self._users: _Cache[bytes, Identity | None] = _Cache(clock)
         self._grants: _Cache[Identity, bool] = _Cache(clock)
-        self._tokens = float(REVIEW_BURST)
+        self._accepted: _Cache[bytes, bool] = _Cache(clock)     # tokens the API server accepted lately
+        self._budget = float(REVIEW_BURST)
         self._refilled = clock()
 
     def check(self, path: str, authorization: str | None) -> Verdict:
+        return check(self, path, authorization)
+
+    def cached(self, path: str, authorization: str | None) -> Verdict | None:
         token = bearer_token(authorization)
         if token is None:
-            return Verdict(401, "a bearer token is required (Authorization: Bearer <token>)")
-        key = hashlib.sha256(token.encode()).digest()     # no token kept in memory as it came
+            return NO_TOKEN
+        key = _key(token)
+        with self._lock:
+            known, who = self._users.get(key)
+            if not known:
+                if self._accepted.get(key)[0] or self._take():
+                    return None
+                return TOO_MANY
+            if who is None:
+                return NOT_ACCEPTED
+            known, allowed = self._grants.get(who)
+        if not known:
+            return None
+        return ALLOWED if allowed else self._forbidden(who)
+
+    def ask(self, path: str, authorization: str | None) -> Verdict:
+        token = bearer_token(authorization)
+        if token is None:
+            return NO_TOKEN
+        key = _key(token)
         with self._lock:
             known, who = self._users.get(key)
         if not known:
-            if not self._take():
-                return Verdict(429, "too many unknown tokens at once; try again in a second")
             try:
                 who = self._reviewer.authenticate(token)
-            except ReviewUnavailable as exc:
-                return Verdict(503, f"cannot review the token: {exc}")
+            except ReviewUnavailable:
+                return UNAVAILABLE
             with self._lock:
                 self._users.put(key, who, AUTHN_TTL)
+                if who is not None:
+                    self._accepted.put(key, True, ACCEPTED_TTL)
         if who is None:
-            return Verdict(401, "the token was not accepted (TokenReview)")
+            return NOT_ACCEPTED
         with self._lock:
             known, allowed = self._grants.get(who)
         if not known:
             try:
                 allowed = self._reviewer.authorize(who, self.attrs)
-            except ReviewUnavailable as exc:
-                return Verdict(503, f"cannot review the permission: {exc}")
+            except ReviewUnavailable:
+                return UNAVAILABLE
             with self._lock:
                 self._grants.put(who, allowed, ALLOW_TTL if allowed else DENY_TTL)
-        if not allowed:
-            return Verdict(403, f"{who.username} may not {self.attrs}")
-        return ALLOWED
+        return ALLOWED if allowed else self._forbidden(who)
+
+    def _forbidden(self, who: Identity) -> Verdict:
+        return Verdict(403, f"{who.username} may not {self.attrs}")
 
     def _take(self) -> bool:
-        """A token bucket for reviews of tokens not in the cache."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(float(REVIEW_BURST), self._tokens + (now - self._refilled) * REVIEWS_PER_SECOND)
-            self._refilled = now
-            if self._tokens < 1.0:
-                return False
-            self._tokens -= 1.0
-            return True
+        """A token bucket for reviews of tokens not seen before (called with the lock held)."""
+        now = self._clock()
+        self._budget = min(float(REVIEW_BURST), self._budget + (now - self._refilled) * REVIEWS_PER_SECOND)
+        self._refilled = now
+        if self._budget < 1.0:
+            return False
+        self._budget -= 1.0
+        return True
+
+
+NO_TOKEN = Verdict(401, "a bearer token is required (Authorization: Bearer <token>)")
+NOT_ACCEPTED = Verdict(401, "the token was not accepted (TokenReview)")
+TOO_MANY = Verdict(429, "too many unknown tokens at once; try again in a second")
+# The API server's address and error stay out of the answer: whoever asks may hold no token at all.
+UNAVAILABLE = Verdict(503, "cannot review the token now: the API server did not answer; try again")
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()     # no token kept in memory as it came
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -45,7 +45,7 @@ from typing import Any, Generic, TypeVar
 
 import h11
 
-from .access import Gate, Verdict
+from .access import Gate
 
 READ_SIZE = 4096
 WRITE_SIZE = 65536
@@ -249,8 +249,14 @@ class Server:
             auth = [v for n, v in request.headers if n == "authorization"]
             if len(auth) > 1:
                 return Response(400, b"more than one Authorization header\n")
+            authorization = auth[0] if auth else None
             try:
-                verdict: Verdict = await _run(self._gates, self.gate.check, request.path, auth[0] if auth else None)
+                # What the gate knows already is answered here, never behind reviews in flight.
+                verdict = self.gate.cached(request.path, authorization)
+                if verdict is None:
+                    verdict = await _run(self._gates, self.gate.ask, request.path, authorization)
+            except Busy:
+                return Response(503, b"too many requests waiting for their token's review; try again\n")
             # The Gate's own failures are its to say (503 with why); anything else still answers.
             except Exception:  # noqa: BLE001
                 return Response(503, b"cannot check access\n")
@@ -262,6 +268,8 @@ class Server:
             return Response(404, f"not found; served: {paths}\n".encode())
         try:
             return await _run(self._answers if route.gated else self._probes, route.answer, request)
+        except Busy:
+            return Response(503, b"busy; try again\n")
         except Exception:  # noqa: BLE001 - a route's bug: one answer fails, the server goes on
             return Response(500, b"internal error\n")
 
@@ -438,14 +446,24 @@ async def _run(pool: _Workers, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.wrap_future(pool.submit(fn, *args))
 
 
+class Busy(Exception):
+    """More calls wait for a pool's threads than it keeps."""
+
+
+WAITING_CALLS = 64      # per pool: a request whose connection went stays queued until a thread takes it
+
+
 class _Workers:
-    """A few daemon threads taking calls from a queue. Not concurrent.futures'
+    """A few daemon threads taking calls from a bounded queue. Not concurrent.futures'
     pool: the interpreter joins its threads at exit, and one call blocked
-    (a gate asking an API server that does not answer) would hold the exit."""
+    (a gate asking an API server that does not answer) would hold the exit.
+    Past WAITING_CALLS waiting, submit() refuses (Busy): with every thread
+    blocked, requests that time out or whose client left would otherwise pile up."""
 
     def __init__(self, name: str, threads: int) -> None:
         self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = \
             queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(WAITING_CALLS)
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(threads)]
 
@@ -454,6 +472,8 @@ class _Workers:
             t.start()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if not self._room.acquire(blocking=False):
+            raise Busy
         done: Future[T] = Future()
         self._queue.put((done, fn, args))
         return done
@@ -464,6 +484,7 @@ class _Workers:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            self._room.release()
             done, fn, args = item
             if not done.set_running_or_notify_cancel():
                 continue

@@ -29,6 +29,9 @@ RELOAD_CHECK_SECONDS = 60.0
 def _context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Every handshake runs on the server's one event-loop thread: a client
+    # renegotiating again and again inside its deadline would keep it busy.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     return ctx
 
 
@@ -43,8 +46,9 @@ class Serving:
     _stamp: tuple[float, float] | None = None
 
     def reload_if_changed(self) -> str | None:
-        """Load the files again if either changed (a renewed Secret); new connections get
-        the new certificate. Returns a line to log when something happened."""
+        """Load the files again if either changed (a renewed Secret) into a new
+        `context`, which the server gives new connections. Returns a line to log
+        when something happened."""
         if self.cert is None or self.key is None:
             return None
         try:
@@ -53,11 +57,15 @@ class Serving:
             return f"TLS: cannot look at {self.cert} / {self.key}: {exc.strerror}; the loaded certificate stays"
         if stamp == self._stamp:
             return None
+        # Into a new context, swapped in whole: loading into the one in use would
+        # drop its key as soon as a certificate that does not match it is read (a
+        # Secret caught between its two files), and connections being set up read it.
+        fresh = _context()
         try:
-            self.context.load_cert_chain(self.cert, self.key)
+            fresh.load_cert_chain(self.cert, self.key)
         except OSError as exc:      # ssl.SSLError included
             return f"TLS: cannot load the changed {self.cert} / {self.key}: {exc}; the loaded certificate stays"
-        self._stamp = stamp
+        self.context, self._stamp = fresh, stamp
         return f"TLS: loaded the renewed certificate {self.cert}"
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tracer import serveauth
 from tracer.access import (ALLOW_TTL, DENY_TTL, REVIEW_BURST, Attributes, Identity, KubeGate, Later,
-                           ReviewUnavailable, bearer_token)
+                           ReviewUnavailable, bearer_token, check)
 from tracer.errors import UserError
 
 ATTRS = Attributes("get", "nodes", "metrics", "node-a")
@@ -23,7 +23,7 @@ class Reviewer:
     def authenticate(self, token: str) -> Identity | None:
         self.calls["authn"] += 1
         if self.down:
-            raise ReviewUnavailable("the API server did not answer in time")
+            raise ReviewUnavailable("the API server at https://10.96.0.1:443 did not answer in time")
         return self.users.get(token)
 
     def authorize(self, who: Identity, attrs: Attributes) -> bool:
@@ -73,7 +73,8 @@ def test_an_api_that_cannot_be_asked_is_a_503_not_kept():
     g, r, _ = gate()
     r.down = True
     v = g.check("/metrics", "Bearer good")
-    assert v.status == 503 and "did not answer in time" in v.why
+    # Said to whoever asked, token or not: nothing about the API server's address or error.
+    assert v.status == 503 and "did not answer" in v.why and "10.96" not in v.why
     r.down = False
     assert g.check("/metrics", "Bearer good").allowed
 
@@ -85,6 +86,36 @@ def test_made_up_tokens_cannot_turn_the_agent_into_a_flood_of_reviews():
     assert r.calls["authn"] == REVIEW_BURST
     c.now += 1.0                              # the bucket refills: a real scraper gets through
     assert g.check("/metrics", "Bearer good").allowed
+
+
+def test_a_flood_of_made_up_tokens_never_locks_a_real_scraper_out():
+    """100 made-up tokens a second for 5 minutes beside a scraper every 15 s: its token's answer
+    expires every minute, and it is reviewed again outside the budget the flood empties."""
+    g, r, c = gate()
+    assert g.check("/metrics", "Bearer good").allowed
+    answers, t = [], 0
+    for second in range(300):
+        for i in range(100):
+            g.check("/metrics", f"Bearer flood-{second}-{i}")
+        c.now += 1.0
+        if second % 15 == 14:
+            answers.append(g.check("/metrics", "Bearer good").status)
+            t += 1
+    assert answers == [200] * t
+    assert r.calls["authn"] <= 300 * 10 + REVIEW_BURST + 10     # the flood costs the API at most the budget
+
+
+def test_what_is_known_is_answered_without_asking():
+    g, r, _ = gate()
+    assert g.cached("/metrics", None).status == 401
+    assert g.cached("/metrics", "Bearer good") is None          # to be asked, in a worker
+    assert g.ask("/metrics", "Bearer good").allowed
+    calls = dict(r.calls)
+    assert g.cached("/metrics", "Bearer good").allowed          # kept: no worker, no review
+    assert g.cached("/metrics", "Bearer tenant") is None
+    assert g.ask("/metrics", "Bearer tenant").status == 403
+    assert g.cached("/metrics", "Bearer tenant").status == 403
+    assert r.calls["authn"] == calls["authn"] + 1
 
 
 def test_memory_stays_bounded_whatever_tokens_clients_send():
@@ -103,9 +134,9 @@ def test_any_authorization_header_gives_a_token_of_safe_characters_or_none(heade
 
 def test_later_says_starting_until_the_node_is_known():
     later = Later()
-    assert later.check("/metrics", "Bearer good").status == 503
+    assert check(later, "/metrics", "Bearer good").status == 503
     later.gate, _, _ = gate()
-    assert later.check("/metrics", "Bearer good").allowed
+    assert check(later, "/metrics", "Bearer good").allowed
 
 
 @pytest.mark.parametrize(("host", "auth", "insecure", "want"), [

@@ -245,7 +245,10 @@ class Tokens:
         self.asked = []
         self.delay = delay
 
-    def check(self, path, authorization):
+    def cached(self, path, authorization):
+        return None         # every request asked, in a worker thread
+
+    def ask(self, path, authorization):
         self.asked.append((path, authorization))
         time.sleep(self.delay)
         if authorization == "Bearer good":
@@ -380,3 +383,26 @@ def test_after_hostile_input_the_server_still_answers(server):
         with server.connect() as sock:
             exchange(sock, data)
     assert server.get()[0] == 200
+
+
+def test_calls_waiting_for_busy_threads_are_bounded():
+    """Every thread blocked (an API server that does not answer): past WAITING_CALLS queued,
+    new calls are refused at once instead of piling up with their requests' memory."""
+    pool = httpd._Workers("test", 1)
+    pool.start()
+    release = threading.Event()
+    try:
+        first = pool.submit(release.wait, 10)
+        deadline = time.monotonic() + 5
+        while not first.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waiting = [pool.submit(lambda: None) for _ in range(httpd.WAITING_CALLS)]
+        with pytest.raises(httpd.Busy):
+            pool.submit(lambda: None)
+        release.set()
+        for f in waiting:
+            f.result(5)
+        pool.submit(lambda: None).result(5)     # room again once the threads took them
+    finally:
+        release.set()
+        pool.stop()

@@ -65,6 +65,23 @@ def test_a_broken_renewal_keeps_the_loaded_certificate(tmp_path):
     assert served_name(serving.context) == "CN=first"
 
 
+def test_a_renewal_caught_between_its_two_files_keeps_serving_the_old_pair(tmp_path):
+    """A Secret's certificate renewed before its key: the new certificate does not match the
+    loaded key. The context in use must still hold the old pair and serve it."""
+    cert, key = write(tmp_path, "first")
+    serving = from_files(cert, key)
+    in_use = serving.context
+    (tmp_path / "tls.crt").write_bytes(make_certificate("second", [])[0])      # the key not yet renewed
+    os.utime(cert, (3, 3))
+    said = serving.reload_if_changed()
+    assert said is not None and "the loaded certificate stays" in said
+    assert serving.context is in_use and served_name(in_use) == "CN=first"
+
+
+def test_renegotiation_is_refused():
+    assert self_signed("node-a", []).context.options & ssl.OP_NO_RENEGOTIATION
+
+
 def test_unreadable_or_mismatched_files_are_one_line(tmp_path):
     cert, _ = write(tmp_path, "a")
     with pytest.raises(UserError, match="cannot read the TLS certificate or key"):
