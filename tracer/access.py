@@ -1,9 +1,9 @@
 """access: who may read what the agent serves (the HTTP server asks, a Gate answers).
 
-The server calls `Gate.check` for every request to a path that says something
-about the node (/metrics); probes (/healthz) never come here, so the kubelet
-needs no token. `check` blocks (it may ask the API server) and the server runs
-it off its event loop, under the request's deadline.
+The server puts every request to a path that says something about the node
+(/metrics) to the Gate: `cached` on its event loop, then, if that cannot
+decide, `ask` in a worker thread under the request's deadline (it may ask the
+API server). Probes (/healthz) never come here, so the kubelet needs no token.
 
 KubeGate decides as the kubelet does for its own /metrics (the kubelet's
 --authentication-token-webhook and --authorization-mode=Webhook;
@@ -17,9 +17,9 @@ GetRequestAttributes). So whoever may scrape this node's kubelet may scrape its
 netdrop (Prometheus's usual ClusterRole grants `nodes/metrics`), RBAC can grant
 it node by node, and nothing new is invented for operators to learn. Both
 answers are kept briefly (the kubelet keeps them 2 min and 5 min; here less, so
-that a revoked grant takes effect within a minute), and asking is rate-limited:
-any client on the network can send made-up tokens, and each unknown one would
-otherwise be a call to the API server.
+that a revoked grant takes effect within a minute), and asking about tokens
+never accepted is rate-limited: any client on the network can send made-up
+tokens, and each would otherwise be a call to the API server.
 """
 
 from __future__ import annotations
