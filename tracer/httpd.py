@@ -35,7 +35,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -543,22 +543,28 @@ class Recent(Generic[K]):
             return slot.body
 
 
+def weighted(field: str | None) -> Iterator[tuple[str, float]]:
+    """Each item of an Accept-like field (RFC 9110 12.4.2) with its q: (name in lower
+    case, weight); a q that is not a number weighs 0."""
+    for item in (field or "").split(","):
+        name, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            key, _, value = p.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        yield name.lower(), q
+
+
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """Whether an Accept-Encoding field allows gzip (RFC 9110 12.5.3): gzip or
     x-gzip with a q above 0, or * when gzip is not named."""
     named: float | None = None
     star: float | None = None
-    for item in (accept_encoding or "").split(","):
-        coding, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for p in params:
-            name, _, value = p.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        coding = coding.lower()
+    for coding, q in weighted(accept_encoding):
         if coding in ("gzip", "x-gzip"):
             named = max(named or 0.0, q)
         elif coding == "*":

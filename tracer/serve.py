@@ -69,10 +69,6 @@ class Listen:
     host: str
     port: int
 
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
@@ -200,21 +196,8 @@ def wants_openmetrics(accept: str | None) -> bool:
     """Whether an Accept field asks for OpenMetrics (Prometheus lists it first).
     The content types answered are our two constants: nothing of the client's
     text comes back, and a cache keyed on the format has two entries."""
-    for item in (accept or "").split(","):
-        media, *params = (p.strip() for p in item.split(";"))
-        if media.lower() != "application/openmetrics-text":
-            continue
-        q = 1.0
-        for p in params:
-            name, _, value = p.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q > 0:       # NaN is not
-            return True
-    return False
+    return any(media == "application/openmetrics-text" and q > 0    # NaN is not above 0
+               for media, q in httpd.weighted(accept))
 
 
 class _Families:
@@ -286,8 +269,6 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .tlsconf import RELOAD_CHECK_SECONDS
 
     listen = parse_listen(args.listen)
-    if args.max_series < 1:
-        raise UserError("--max-series must be 1 or more")
     guard = serveauth.plan(listen.host, auth=args.auth, insecure=args.insecure_no_auth,
                            cert=args.tls_cert_file, key=args.tls_key_file)
     require_root(env)

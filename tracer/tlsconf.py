@@ -37,10 +37,9 @@ def _context() -> ssl.SSLContext:
 
 @dataclass
 class Serving:
-    """The SSL context the server uses, and where its certificate came from."""
+    """The SSL context the server uses, and the files it came from (None: made at start)."""
 
     context: ssl.SSLContext
-    describe: str
     cert: Path | None = None
     key: Path | None = None
     _stamp: tuple[float, float] | None = None
@@ -79,22 +78,27 @@ def from_files(cert: str, key: str) -> Serving:
         raise UserError(f"cannot use the TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read the TLS certificate or key ({exc.filename}): {exc.strerror}") from None
-    return Serving(ctx, f"certificate {cert_path}", cert_path, key_path, stamp)
+    return Serving(ctx, cert_path, key_path, stamp)
 
 
 def self_signed(node: str, addresses: list[str]) -> Serving:
     """A certificate for this node made now (the scraper checks the token's
     exchange, not who we are: Prometheus scrapes it with insecure_skip_verify,
     as it does the kubelet's self-signed one)."""
-    cert_pem, key_pem = make_certificate(node, addresses)
     ctx = _context()
+    load_pem(ctx, *make_certificate(node, addresses))
+    return Serving(ctx)
+
+
+def load_pem(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Certificate and key from memory into ctx, through a memfd (ssl reads PEM only
+    from a path; no file system ever holds the key)."""
     fd = os.memfd_create("netdrop-tls", os.MFD_CLOEXEC)
     try:
         os.write(fd, cert_pem + key_pem)
         ctx.load_cert_chain(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
-    return Serving(ctx, "a self-signed certificate made at start")
 
 
 def make_certificate(common_name: str, addresses: list[str], *, issuer_pem: tuple[bytes, bytes] | None = None,

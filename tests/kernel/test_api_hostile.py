@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tracer.lab import node as lab
+from tracer.lab.api import write_kubeconfig
 from tracer.lab.hostile import Hostile
 from tracer.pods.kube import START_SECONDS
 
@@ -61,15 +62,7 @@ def free_port() -> int:
 
 
 def kubeconfig(path: Path, url: str) -> Path:
-    import json
-
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    path.chmod(0o600)
-    return path
+    return write_kubeconfig(path, url, "t")
 
 
 def http_status(url: str) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tracer.lab import api as labapi
+from tracer.lab.api import write_kubeconfig
 from tracer.lab.hostile import Hostile
 from tracer.pods import apicall, kube
 from tracer.pods.attribute import Attribution, PodRef
@@ -102,13 +103,7 @@ def test_close_cuts_a_call_in_flight_off_at_once(hostile, mode):
 
 
 def kubeconfig_for(path, url):
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    path.chmod(0o600)
-    return str(path)
+    return str(write_kubeconfig(path, url, "t"))
 
 
 def test_a_connect_that_never_completes_is_cut_off_too(monkeypatch, tmp_path):

@@ -139,6 +139,25 @@ BOOKMARK_SECONDS = 10.0
 POLL_INTERVAL = 0.05     # how often serve_forever() looks for shutdown(): stop() waits up to this long
 
 
+def write_kubeconfig(path: Path, server: str, token: str, *, context: str = "sim",
+                     ca_pem: bytes | None = None) -> Path:
+    """A new kubeconfig at path for `server` with a bearer token (and the CA that signed the
+    server's certificate), mode 0600 from its first byte (it holds the token); OSError if
+    anything, a link included, is already there."""
+    cluster: Obj = {"server": server}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    text = json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": "netdrop", "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
+    })
+    with os.fdopen(create_new(path), "w") as f:
+        f.write(text)
+    return path
+
+
 class _Server(ThreadingHTTPServer):
     allow_reuse_address = True   # a stopped server comes back on its port (an API outage in tests)
     daemon_threads = True
@@ -430,7 +449,7 @@ class KubeAPI:
         return self.url
 
     def _wrap_tls(self, server: ThreadingHTTPServer) -> None:
-        from ..tlsconf import make_certificate
+        from ..tlsconf import load_pem, make_certificate
 
         if self._tls is None:       # one CA for the server's life: a restart keeps clients' trust
             ca = make_certificate("netdrop-lab-ca", [], ca=True)
@@ -438,12 +457,7 @@ class KubeAPI:
             self._tls = make_certificate("kube-apiserver", [LISTEN_ADDRESS, "kubernetes.default.svc"],
                                          issuer_pem=ca)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        fd = os.memfd_create("lab-api-tls", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, self._tls[0] + self._tls[1])
-            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
+        load_pem(ctx, *self._tls)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
 
     @property
@@ -466,19 +480,8 @@ class KubeAPI:
         return {"KUBERNETES_SERVICE_HOST": LISTEN_ADDRESS, "KUBERNETES_SERVICE_PORT": port}
 
     def write_kubeconfig(self, path: Path, context: str = "sim") -> Path:
-        """A new kubeconfig at path, mode 0600 from its first byte (it holds the token);
-        OSError if anything, a link included, is already there."""
-        text = json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": context, "cluster": {
-                "server": self.url,
-                **({"certificate-authority-data": base64.b64encode(self.ca_pem).decode()} if self.ca_pem else {})}}],
-            "users": [{"name": "netdrop", "user": {"token": self.token}}],
-            "contexts": [{"name": context, "context": {"cluster": context, "user": "netdrop"}}],
-        })
-        with os.fdopen(create_new(path), "w") as f:
-            f.write(text)
-        return path
+        """A new kubeconfig at path for this server and the agent's token (see write_kubeconfig)."""
+        return write_kubeconfig(path, self.url, self.token, context=context, ca_pem=self.ca_pem)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ..trust import create_new
+from .api import write_kubeconfig
 
 MODES = ("drip", "silent", "flood", "random", "not-http", "bad-json", "huge-headers", "gzip-bomb",
          "watch-drip", "watch-flood")
@@ -99,15 +99,7 @@ class Hostile:
 
     def write_kubeconfig(self, path: Path) -> Path:
         """A kubeconfig for this server at path (new, mode 0600)."""
-        text = json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "hostile",
-            "clusters": [{"name": "hostile", "cluster": {"server": self.url}}],
-            "users": [{"name": "netdrop", "user": {"token": "hostile"}}],
-            "contexts": [{"name": "hostile", "context": {"cluster": "hostile", "user": "netdrop"}}],
-        })
-        with os.fdopen(create_new(path), "w") as f:
-            f.write(text)
-        return path
+        return write_kubeconfig(path, self.url, "hostile", context="hostile")
 
     def stop(self) -> None:
         self._stopping.set()
