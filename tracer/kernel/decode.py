@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 import time
 from dataclasses import dataclass, fields, make_dataclass
 from datetime import UTC, datetime
@@ -112,6 +113,8 @@ if ev.EVENT_FIELDS != _EXPECTED_FIELDS:    # pragma: no cover - import-time chec
     raise ImportError("bpf/netdrop.h's nd_event changed: update decode.decode_record's unpacking")
 
 _UNPACK = ev.EVENT.unpack_from
+_TS = struct.Struct("=Q").unpack_from     # nd_event.ts_ns, its first field
+_WALL = datetime.fromtimestamp            # tz positional: 0.1 us less than tz=UTC
 _HEAD = ev.EVENT.size
 # Module constants, not ev.X attribute lookups: decode_record runs for every event.
 _F_DF, _F_ICMP_SENT, _F_HAS_ROUTE, _F_L4, _F_FRAGMENT, _F_CT, _F_NFCT_READ = (
@@ -131,6 +134,7 @@ class Decoder:
         # (reason, location, device, egress device) and (family, protocol, source, destination).
         self._names: dict[tuple[int, int, bytes, bytes], tuple[str | None, str | None, str | None, str | None]] = {}
         self._addrs: dict[tuple[int, int, bytes, bytes], _Addresses] = {}
+        self._rest: tuple[object, ...] = ()     # the last record's fields but its time (decode_again)
 
     def reason_name(self, code: int) -> str | None:
         if not self.has_reason:
@@ -164,8 +168,7 @@ class Decoder:
         addrs = self._addrs.get(addrs_key)
         if addrs is None:
             addrs = self._memo(self._addrs, addrs_key, _addresses(l3proto, l4proto, saddr, daddr))
-        d: Drop = _DropBuilder(     # a _DropBuilder until its class is set below
-            datetime.fromtimestamp(ts / 1e9 + self.mono_to_wall, tz=UTC),
+        rest = (
             names[0],
             reason_raw,
             names[1],
@@ -195,6 +198,16 @@ class Decoder:
             CAUSES.get(cause) if cause else None,
             ct_status if cause == ev.ND_CAUSE_CT_TABLE_FULL and not flags & _F_CT and ct_status else None,
         )
+        self._rest = rest
+        d: Drop = _DropBuilder(_WALL(ts / 1e9 + self.mono_to_wall, UTC), *rest)
+        d.__class__ = Drop      # a _DropBuilder until now
+        return d
+
+    def decode_again(self, rec: bytes) -> Drop:
+        """The record after the one decode_record() just decoded, when the two
+        differ in their timestamp alone (the first 8 bytes): a storm of one flow
+        is that, record after record. Only the time is translated."""
+        d: Drop = _DropBuilder(_WALL(_TS(rec)[0] / 1e9 + self.mono_to_wall, UTC), *self._rest)
         d.__class__ = Drop
         return d
 

@@ -79,6 +79,8 @@ class LineEncoder:
         # while its entry lives.
         self._parts: dict[tuple[object, ...], tuple[str, str, object, object]] = {}
         self._seconds: dict[tuple[object, ...], tuple[str, str]] = {}
+        self._flow: tuple[object, ...] = ()     # the last line's parts and flow,
+        self._rest = ""                         # and its text after the time
 
     def line(self, drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> str:
         key = (id(verdict), id(who), drop.reason, drop.location, drop.netns, drop.ifname, drop.ifindex, drop.proto,
@@ -100,11 +102,17 @@ class LineEncoder:
             # As drop_record() writes this second, around its (always written) microseconds.
             before, _, after = drop_record_time(t.replace(microsecond=0)).partition(".000000")
             stamp = self._seconds[second] = (before, after)
-        src, dst, sport, dport = drop.src, drop.dst, drop.sport, drop.dport
-        return (f'{{"time":"{stamp[0]}.{t.microsecond:06d}{stamp[1]}",{parts[0]},'
-                f'"src":{"null" if src is None else _string(src)},"dst":{"null" if dst is None else _string(dst)},'
-                f'"sport":{"null" if sport is None else int(sport)},"dport":{"null" if dport is None else int(dport)},'
-                f'"len":{int(drop.len)},{parts[1]}}}\n')
+        flow = (parts, drop.src, drop.dst, drop.sport, drop.dport, drop.len)
+        if flow != self._flow:      # a storm of one flow: its line but for the time, again and again
+            src, dst, sport, dport, length = flow[1:]
+            self._flow = flow
+            self._rest = (f',{parts[0]},'
+                          f'"src":{"null" if src is None else _string(src)},'
+                          f'"dst":{"null" if dst is None else _string(dst)},'
+                          f'"sport":{"null" if sport is None else int(sport)},'
+                          f'"dport":{"null" if dport is None else int(dport)},'
+                          f'"len":{int(length)},{parts[1]}}}\n')
+        return f'{{"time":"{stamp[0]}.{t.microsecond:06d}{stamp[1]}"{self._rest}'
 
 
 def drop_record_time(t: datetime) -> str:
