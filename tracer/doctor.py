@@ -26,11 +26,8 @@ from .errors import UserError
 from .nsexec import read_in_netns
 from .pods import apitext
 from .pods.kube import DUAL_STACK_POLICIES
-from .textsafe import printable
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from .pods.kube import PodInfo, ServiceInfo
     from .pods.nodeview import NetnsInfo
 
@@ -47,6 +44,17 @@ class Finding:
     summary: str
     evidence: list[str] = field(default_factory=list)
     fix: str | None = None
+    # The commands in fix, each as it appears there: a report keeps each whole on one line.
+    commands: tuple[str, ...] = ()
+
+
+class Cmd(str):
+    """A command within a fix's text (what the reader copies)."""
+
+
+def fix(*parts: str) -> tuple[str, tuple[str, ...]]:
+    """A fix's text and its commands (the parts that are Cmd): Finding's last two fields."""
+    return "".join(parts), tuple(p for p in parts if isinstance(p, Cmd))
 
 
 @dataclass
@@ -138,7 +146,7 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES) 
         tracefs: Path | None = facts.find_tracefs(tracefs_candidates)
     except UserError:   # not mounted: what find_tracefs raises
         out.append(Finding("kernel: tracefs", "warning", "tracefs is not mounted", [],
-                           "mount -t tracefs tracefs /sys/kernel/tracing"))
+                           *fix(Cmd("mount -t tracefs tracefs /sys/kernel/tracing"))))
         tracefs = None
     if tracefs is not None:
         fmt = facts.tracepoint_format(tracefs, *facts.KFREE_SKB)
@@ -159,7 +167,7 @@ def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES) 
         out.append(Finding("kernel: lockdown", "info", f"lockdown: {mode}", [str(lockdown)]))
     else:
         out.append(Finding("kernel: lockdown", "unchecked", "securityfs is not mounted: lockdown mode unknown", [],
-                           "mount -t securityfs securityfs /sys/kernel/security"))
+                           *fix(Cmd("mount -t securityfs securityfs /sys/kernel/security"))))
     return out
 
 
@@ -191,7 +199,7 @@ def check_sysctls(node: Node) -> list[Finding]:
     fwd = node.sysctl("net.ipv4.ip_forward")
     if fwd == "0":
         out.append(Finding("ip_forward", "error", f"{node.label}: net.ipv4.ip_forward=0: the node forwards no pod "
-                           "traffic", ["net.ipv4.ip_forward = 0"], "sysctl -w net.ipv4.ip_forward=1"))
+                           "traffic", ["net.ipv4.ip_forward = 0"], *fix(Cmd("sysctl -w net.ipv4.ip_forward=1"))))
     elif fwd is not None:
         out.append(Finding("ip_forward", "ok", "net.ipv4.ip_forward=1", ["net.ipv4.ip_forward = 1"]))
     bridges = [name for link in node.ip_json("-d", "link", "show")
@@ -202,13 +210,14 @@ def check_sysctls(node: Node) -> list[Finding]:
             out.append(Finding(name, "unchecked" if not bridges else "warning",
                                "br_netfilter is not loaded: bridged pod traffic bypasses iptables and conntrack"
                                if bridges else "br_netfilter is not loaded (no bridge here)",
-                               [f"/proc/sys/net/bridge/{name} missing"], "modprobe br_netfilter" if bridges else None))
+                               [f"/proc/sys/net/bridge/{name} missing"],
+                               *fix(Cmd("modprobe br_netfilter")) if bridges else (None, ())))
         elif value == "0" and bridges:
             out.append(Finding(name, "warning",
                                f"net.bridge.{name}=0 with bridge {', '.join(bridges)}: traffic between pods on one "
                                "bridge skips iptables and conntrack, so a Service's reply to a pod on the same node "
                                "is not translated back and the connection is reset",
-                               [f"net.bridge.{name} = 0"], f"sysctl -w net.bridge.{name}=1"))
+                               [f"net.bridge.{name} = 0"], *fix(Cmd(f"sysctl -w net.bridge.{name}=1"))))
         else:
             out.append(Finding(name, "ok", f"net.bridge.{name}={value}", [f"net.bridge.{name} = {value}"]))
     strict = []
@@ -224,7 +233,8 @@ def check_sysctls(node: Node) -> list[Finding]:
     if strict:
         out.append(Finding("rp_filter", "warning", "strict reverse-path filtering: packets whose reply would leave "
                            "by another interface are dropped (IP_RPFILTER), a classic with overlays and "
-                           "asymmetric routes", strict, "sysctl -w net.ipv4.conf.all.rp_filter=2 (and per interface)"))
+                           "asymmetric routes", strict,
+                           *fix(Cmd("sysctl -w net.ipv4.conf.all.rp_filter=2"), " (and per interface)")))
     else:
         out.append(Finding("rp_filter", "ok", f"no strict rp_filter (all={rp_all})"))
     return out
@@ -244,9 +254,9 @@ def check_forward(node: Node) -> list[Finding]:
             out.append(Finding("forward", "warning",
                                f"{p.describe()}{count}: forwarded pod traffic is dropped unless a rule accepts it "
                                "(Docker sets this)", [p.where],
-                               "iptables -P FORWARD ACCEPT, or accept the pod CIDR in FORWARD"
+                               *fix(Cmd("iptables -P FORWARD ACCEPT"), ", or accept the pod CIDR in FORWARD")
                                if p.backend.startswith("iptables") else
-                               f"nft chain {p.family} {p.table} {p.chain} '{{ policy accept; }}'"))
+                               fix(Cmd(f"nft chain {p.family} {p.table} {p.chain} '{{ policy accept; }}'"))))
         else:
             out.append(Finding("forward", "warning" if p.packets else "info",
                                f"{p.describe()} drops forwarded packets ({p.packets or 0} so far)", [p.where],
@@ -281,7 +291,7 @@ def check_mtu(node: Node) -> list[Finding]:
                                    f"{lower} MTU {links[lower]['mtu']} - {TUNNEL_OVERHEAD[kind]} bytes of "
                                    f"encapsulation = {room}",
                                    [f"{name} mtu {t['mtu']}", f"{lower} mtu {links[lower]['mtu']}"],
-                                   f"ip link set {name} mtu {room}"))
+                                   *fix(Cmd(f"ip link set {name} mtu {room}"))))
     smallest = min(tunnels.values(), key=lambda t: t["mtu"]) if tunnels else None
     too_big: dict[tuple[int, int, str], list[str]] = {}   # (pod MTU, path MTU, narrowest hop) -> pods
     fine = []
@@ -310,8 +320,8 @@ def check_mtu(node: Node) -> list[Finding]:
                            f"{len(pods)} pod{'s' if len(pods) > 1 else ''} with eth0 MTU {mtu}, larger than {narrow} "
                            f"({limit}): packets of {limit + 1}-{mtu} bytes with DF set are dropped (PKT_TOO_BIG at "
                            f"ip_forward); the largest packet that passes is {limit} bytes", pods,
-                           f"set the CNI's MTU to {limit} (for one pod: ip link set eth0 mtu {limit} in its "
-                           "namespace)"))
+                           *fix(f"set the CNI's MTU to {limit} (for one pod: ", Cmd(f"ip link set eth0 mtu {limit}"),
+                                " in its namespace)")))
     if fine:
         out.append(Finding("mtu", "ok", f"{len(fine)} pods: MTU fits the path", fine))
     if not node.pods:
@@ -331,7 +341,8 @@ def check_conntrack(node: Node) -> list[Finding]:
     out.append(Finding("conntrack: table", "warning" if used >= CONNTRACK_FULL else "ok",
                        f"{count} of {limit} conntrack entries ({used:.0%})",
                        [f"nf_conntrack_count = {count}", f"nf_conntrack_max = {limit}"],
-                       "sysctl -w net.netfilter.nf_conntrack_max=<larger>" if used >= CONNTRACK_FULL else None))
+                       *fix(Cmd("sysctl -w net.netfilter.nf_conntrack_max=<larger>")) if used >= CONNTRACK_FULL
+                       else (None, ())))
     stats = ct_stats(node.path) or {}
     for key, sev, text in (("drop", "warning", "packets dropped because the table was full"),
                            ("early_drop", "warning", "entries evicted early to make room"),
@@ -342,8 +353,8 @@ def check_conntrack(node: Node) -> list[Finding]:
         if stats.get(key):
             out.append(Finding(f"conntrack: {key}", sev, f"conntrack {key} = {stats[key]}: {text}",
                                [f"/proc/net/stat/nf_conntrack {key} = {stats[key]}"],
-                               "conntrack -S; for DNS: options single-request-reopen, or NodeLocal DNSCache"
-                               if key in ("insert_failed", "clash_resolve") else None))
+                               *fix(Cmd("conntrack -S"), "; for DNS: options single-request-reopen, or NodeLocal "
+                                    "DNSCache") if key in ("insert_failed", "clash_resolve") else (None, ())))
     return out
 
 
@@ -369,8 +380,8 @@ def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
                                f"{len(stale)} of {len(reserved)} IPAM reservations in network {net.name} belong to "
                                "no live pod (dead sandboxes): new pods fail with 'no IP addresses available' once "
                                "the range runs out", evidence,
-                               "after checking the containers are gone: rm "
-                               + " ".join(str(net / ip) for ip in stale[:5])))
+                               *fix("after checking the containers are gone: ",
+                                    Cmd("rm " + " ".join(str(net / ip) for ip in stale[:5])))))
         else:
             out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", evidence))
     return out or [Finding("ipam", "unchecked", f"no network directories in {node.cni_dir}")]
@@ -399,8 +410,9 @@ def check_kube_proxy(node: Node) -> list[Finding]:
         return [Finding("kube-proxy", "ok", f"kube-proxy rules present ({', '.join(modes)} mode)")]
     return [Finding("kube-proxy", "warning", "no kube-proxy rules (no KUBE-SERVICES chain, no kube-ipvs0, no "
                     "kube-proxy nft table): Services do not work on this node unless a replacement handles them",
-                    ["iptables-save -t nat: no KUBE-SERVICES"], "check that kube-proxy runs on this node "
-                    "(kubectl -n kube-system get pods -o wide | grep kube-proxy)")]
+                    ["iptables-save -t nat: no KUBE-SERVICES"],
+                    *fix("check that kube-proxy runs on this node (",
+                         Cmd("kubectl -n kube-system get pods -o wide | grep kube-proxy"), ")"))]
 
 
 def check_hairpin(node: Node) -> list[Finding]:
@@ -412,8 +424,8 @@ def check_hairpin(node: Node) -> list[Finding]:
         return [Finding("hairpin", "ok", "hairpin mode on for every pod veth on a bridge")]
     return [Finding("hairpin", "warning", f"hairpin mode off on {len(off)} pod veths: a pod that reaches itself "
                     "through its own Service gets no answer", off[:5],
-                    f"ip link set {off[0]} type bridge_slave hairpin on (kubelet --hairpin-mode=hairpin-veth, "
-                    "or the bridge CNI's hairpinMode: true)")]
+                    *fix(Cmd(f"ip link set {off[0]} type bridge_slave hairpin on"),
+                         " (kubelet --hairpin-mode=hairpin-veth, or the bridge CNI's hairpinMode: true)"))]
 
 
 def check_addresses(node: Node) -> list[Finding]:
@@ -439,8 +451,8 @@ def check_addresses(node: Node) -> list[Finding]:
                                ": the kubelet's node IP, certificates and routes may pick the wrong one",
                                [f"{a['local']}/{a['prefixlen']}" + (" (dynamic, DHCP)" if a.get("dynamic") else
                                                                     " (static)") for a in v4],
-                               f"keep one: ip addr del {drop_this['local']}/{drop_this['prefixlen']} "
-                               f"dev {name}, and fix the network configuration"))
+                               *fix("keep one: ", Cmd(f"ip addr del {drop_this['local']}/{drop_this['prefixlen']} "
+                                                      f"dev {name}"), ", and fix the network configuration")))
     return out or [Finding("node addresses", "ok", "one IPv4 address per node interface")]
 
 
@@ -454,8 +466,8 @@ def check_neighbours(node: Node) -> list[Finding]:
                            "failed): traffic to them is dropped (NEIGH_FAILED)",
                            [f"{e['dst']} dev {e['dev']} {','.join(x for x in e['state'] if isinstance(x, str))}"
                             for e in failed[:5]],
-                           f"check that {failed[0]['dst']} is up on the segment of {failed[0]['dev']}; "
-                           f"ip neigh del {failed[0]['dst']} dev {failed[0]['dev']}"))
+                           *fix(f"check that {failed[0]['dst']} is up on the segment of {failed[0]['dev']}; ",
+                                Cmd(f"ip neigh del {failed[0]['dst']} dev {failed[0]['dev']}"))))
     by_mac: dict[tuple[str, str], list[str]] = {}   # (dev, MAC) -> IPv4 addresses
     for e in entries:
         if _str(e, "lladdr") and _ipv4(e["dst"]) is not None:
@@ -465,7 +477,7 @@ def check_neighbours(node: Node) -> list[Finding]:
         out.append(Finding("neighbours", "warning", f"{dev}: one MAC {mac} answers for {', '.join(ips)}: a wrong or "
                            "stale ARP entry sends one host's traffic to another (ARP flux: check arp_ignore/"
                            "arp_announce on multi-homed hosts)", [f"{ip} lladdr {mac} dev {dev}" for ip in ips],
-                           f"ip neigh del {ips[-1]} dev {dev}"))
+                           *fix(Cmd(f"ip neigh del {ips[-1]} dev {dev}"))))
     return out or [Finding("neighbours", "ok", "no failed or conflicting neighbour entries")]
 
 
@@ -498,8 +510,9 @@ def check_pod_routes(node: Node, pod_cidrs: dict[str, list[str]] | None, this_no
     if missing:
         return [Finding("pod routes", "error", f"no route to the pod CIDR of {len(missing)} node"
                         f"{'s' if len(missing) > 1 else ''}: pods there are unreachable from here (IP_INNOROUTES "
-                        "at ip_error)", missing, "check the CNI on this node (flannel/calico routes), e.g. "
-                        f"ip route add {missing[0].split()[1]} via <that node's tunnel address>")]
+                        "at ip_error)", missing,
+                        *fix("check the CNI on this node (flannel/calico routes), e.g. ",
+                             Cmd(f"ip route add {missing[0].split()[1]} via <that node's tunnel address>")))]
     if unreadable and not fine:
         return [Finding("pod routes", "unchecked", "the Node objects' pod CIDRs could not be read", unreadable)]
     return [Finding("pod routes", "ok", f"routes to {len(fine)} other nodes' pod CIDRs", fine + unreadable)]
@@ -527,14 +540,15 @@ def check_bridges(node: Node) -> list[Finding]:
         out.append(Finding("bridge ports", "error", f"{_plural(len(stuck), 'bridge port')} up but not forwarding: "
                            "every frame they receive is dropped (BRIDGE_INGRESS_STP_STATE at br_handle_frame)",
                            [f"{d.name} of {d.master}: {d.port_state}" for d in stuck[:10]],
-                           f"a pod bridge needs no STP: ip link set {stuck[0].master} type bridge stp_state 0; "
-                           f"or bridge link set dev {stuck[0].name} state 3"))
+                           *fix("a pod bridge needs no STP: ", Cmd(f"ip link set {stuck[0].master} type bridge "
+                                                                   "stp_state 0"),
+                                "; or ", Cmd(f"bridge link set dev {stuck[0].name} state 3"))))
     stp = [b for b in bridges.values() if b.stp]
     if stp:
         out.append(Finding("bridge stp", "warning", f"STP is on for {', '.join(b.name for b in stp[:5])}: each new "
                            "pod's port listens and learns (2 x forward_delay, 30 s by default) before it forwards, "
                            "and STP may block ports", [f"{b.name} stp_state 1" for b in stp[:5]],
-                           f"ip link set {stp[0].name} type bridge stp_state 0"))
+                           *fix(Cmd(f"ip link set {stp[0].name} type bridge stp_state 0"))))
     return out or [Finding("bridge ports", "ok", f"every port of {_plural(len(bridges), 'bridge')} forwards")]
 
 
@@ -578,8 +592,8 @@ def check_overlay(node: Node, announced: dict[str, int] | None = None) -> list[F
         out.append(Finding("overlay", "error", f"{_plural(len(nowhere), 'VXLAN device')} with no remote and no FDB "
                            "entry: packets routed to them go nowhere (NO_TX_TARGET at vxlan_xmit)",
                            [x for x in lines if x.split(":")[0] in {d.name for d in nowhere}],
-                           "check the CNI agent on this node (flannel, Calico): it writes each other node's VTEP "
-                           f"into the FDB (bridge fdb show dev {nowhere[0].name})"))
+                           *fix("check the CNI agent on this node (flannel, Calico): it writes each other node's "
+                                "VTEP into the FDB (", Cmd(f"bridge fdb show dev {nowhere[0].name}"), ")")))
     if announced:
         here = {d.vxlan.vni for d in vx if d.vxlan is not None}
         other = {n: v for n, v in announced.items() if v not in here}
@@ -663,19 +677,19 @@ def pod_ipv6_findings(node: Node, off: dict[int, list[str]], api: ApiFacts) -> l
         evidence_lines = [f"{lines[inode]}; behind {_services_phrase(svcs)}" for inode, svcs in behind.items()]
         first = next(iter(behind.values()))[0]
         if first.primary_family == "IPv6":    # SingleStack keeps the primary family: IPv6 alone
-            fix = f"{enable}: {first.key}'s primary family is IPv6, the pod must take IPv6"
+            remedy = fix(f"{enable}: {first.key}'s primary family is IPv6, the pod must take IPv6")
         elif _K8S_NAME.fullmatch(first.namespace) and _K8S_NAME.fullmatch(first.name):
-            fix = (f"{enable}; or, if the Service needs no IPv6, make it SingleStack (it keeps its IPv4 clusterIP): "
-                   f"kubectl -n {first.namespace} patch service {first.name} -p "
-                   """'{"spec":{"ipFamilyPolicy":"SingleStack"}}'""")
+            remedy = fix(f"{enable}; or, if the Service needs no IPv6, make it SingleStack (it keeps its IPv4 "
+                         "clusterIP): ", Cmd(f"kubectl -n {first.namespace} patch service {first.name} -p "
+                                             """'{"spec":{"ipFamilyPolicy":"SingleStack"}}'"""))
         else:
-            fix = f"{enable}; or, if the Service needs no IPv6, set its spec.ipFamilyPolicy to SingleStack"
+            remedy = fix(f"{enable}; or, if the Service needs no IPv6, set its spec.ipFamilyPolicy to SingleStack")
         dual = all(s.ip_family_policy in DUAL_STACK_POLICIES for svcs in behind.values() for s in svcs)
         return [Finding("pod ipv6", "warning", f"IPv6 is disabled in {_plural(len(behind), 'pod')} behind "
                         f"{'dual-stack' if dual else 'IPv6'} Services: the IPv6 the Services send them is dropped "
                         "there (IPV6DISABLED at ip6_rcv_core), "
                         f"and clients of the Services' IPv6 address time out ({counted})",
-                        evidence_lines[:10], fix)]
+                        evidence_lines[:10], *remedy)]
     if lines:
         rest = [lines[i] + ("; not a pod the API names: its Services unknown" if i in unknown else
                             "; no IPv6 Service selects it") for i in lines]
@@ -705,8 +719,8 @@ def check_ipsec(node: Node) -> list[Finding]:
         return [Finding("ipsec", "error", f"{_plural(total, 'IPsec policy', 'IPsec policies')} and no "
                         "IPsec state: traffic they match is dropped (XFRM_POLICY inbound; outbound a blackhole, "
                         "dst_discard_out)", [f"{d}: {n}" for d, n in x.policies] + ["states: 0"],
-                        "check the IPsec agent (Cilium or Calico encryption, strongSwan): it installs the states; "
-                        "remove stale policies (ip xfrm policy)")]
+                        *fix("check the IPsec agent (Cilium or Calico encryption, strongSwan): it installs the "
+                             "states; remove stale policies (", Cmd("ip xfrm policy"), ")"))]
     if total:
         return [Finding("ipsec", "ok", f"IPsec: {total} policies, {x.states} states")]
     return [Finding("ipsec", "ok", "no IPsec policy")]
@@ -725,7 +739,8 @@ def check_cgroup_programs(node: Node) -> list[Finding]:
     return [Finding("cgroup bpf", "info", f"BPF programs filter packets on {_plural(len(skb), 'cgroup hook')} "
                     f"({len(pods)} of pods): what they drop shows as BPF_CGROUP_EGRESS or SOCKET_FILTER, "
                     "with the program named", [str(p) for p in skb[:10]],
-                    "bpftool cgroup tree; bpftool prog show id N (its holder: the CNI or security agent)")]
+                    *fix(Cmd("bpftool cgroup tree"), "; ", Cmd("bpftool prog show id N"),
+                         " (its holder: the CNI or security agent)"))]
 
 
 def run_all(node: Node, live_ips: set[str], *, api: ApiFacts = NO_API) -> list[Finding]:
@@ -754,26 +769,3 @@ def problems(findings: list[Finding]) -> list[Finding]:
 def to_json(findings: list[Finding], node: Node) -> str:
     return json.dumps({"node": node.label, "findings": [asdict(f) for f in findings],
                        "problems": len(problems(findings))}, indent=2) + "\n"
-
-
-def render(findings: list[Finding], node: Node, width: int | None = None) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    style = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "unchecked": "dim"}
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    table = Table(title=f"netdrop doctor: {node.label}", title_justify="left", expand=True, show_lines=True)
-    table.add_column("", no_wrap=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("finding · evidence", ratio=3)
-    table.add_column("fix", ratio=2)
-    for f in sorted(findings, key=lambda f: order[f.severity]):
-        # Findings quote node and API text (interface, pod and Service names): no
-        # control character of theirs reaches the terminal (textsafe.printable).
-        body = Text(printable(f.summary), overflow="fold")
-        if f.evidence:
-            body.append("\n" + "\n".join(printable(e) for e in f.evidence), style="dim")
-        # fold: a command longer than its column is wrapped, not cut with an ellipsis
-        table.add_row(Text(f.severity, style=style[f.severity]), Text(printable(f.check)), body,
-                      Text(printable(f.fix or ""), overflow="fold"))
-    return table

@@ -32,6 +32,12 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _columns() -> int | None:
+    """$COLUMNS, where it is a number of columns."""
+    text = os.environ.get("COLUMNS", "")
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 10_000 else None
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -54,6 +60,8 @@ class Environment:
     # https://no-color.org: colour unless NO_COLOR is set (to anything).
     color: bool = field(default_factory=lambda: "NO_COLOR" not in os.environ)
     width: int | None = None    # the terminal's columns; None: rich asks the terminal ($COLUMNS, ioctl)
+    # $COLUMNS (None: not set): how wide a report is where no terminal says it (report_width).
+    columns: int | None = field(default_factory=_columns)
     now: Callable[[], datetime] = _utc_now              # wall clock, UTC: windows and timestamps
     monotonic: Callable[[], float] = time.monotonic     # intervals: how long since, when next
     euid: int = field(default_factory=os.geteuid)       # root loads BPF programs; anyone else is told so
@@ -71,6 +79,18 @@ class Environment:
     @property
     def stderr_isatty(self) -> bool:
         return self.stderr_tty if self.stderr_tty is not None else _isatty(self.stderr)
+
+    def report_width(self) -> int:
+        """The columns a report (doctor, summary) is laid out for: the width given,
+        else $COLUMNS; else on a terminal its width, and into a pipe or a file 80
+        (layout.DEFAULT_WIDTH): the width terminals open with and a ticket is read
+        at. Not the width of a terminal on stdin or stderr: `> report.txt` typed in a
+        wide terminal is read elsewhere, and the same command writes the same file."""
+        from .layout import DEFAULT_WIDTH
+
+        if given := self.width or self.columns:
+            return given
+        return self.console().width if self.stdout_isatty else DEFAULT_WIDTH
 
     def but(self, **changes: Any) -> Environment:
         """A copy with these fields changed (unknown names: TypeError)."""

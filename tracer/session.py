@@ -595,7 +595,10 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.json:
         env.stdout.write(doctor.to_json(findings, node))
     else:
-        env.console().print(doctor.render(findings, node, env.width))
+        from .doctorview import render
+
+        # Laid out already, commands whole: printed as it is (soft_wrap), never wrapped or cut again.
+        env.console().print(render(findings, node, env.report_width()), soft_wrap=True)
         info(env, f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
     return ExitStatus.PROBLEMS if bad else ExitStatus.OK
 
@@ -625,10 +628,9 @@ def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # types, deep nesting) with one line; render() escapes for the format's reader.
     parts = [summary.load(capture.summary_path(d)) for d in args.dir]
     data = parts[0] if len(parts) == 1 else summary.merge(parts)
-    # On a terminal, its width: the table cuts each verdict to three lines of it,
-    # which a wider rendering would let the terminal wrap. Into a file or a pipe,
-    # the rendering's own width (a ticket is read wider than 80 columns).
-    width = env.width or (env.console().width if env.stdout_isatty else None)
+    # Laid out for the report's width (on a terminal its own; into a pipe or a file
+    # $COLUMNS or 80): wrapped at words, commands whole, tables only where they fit.
+    width = env.report_width()
     # Benign drops (explain/benign.py) are counted in every format; the views for
     # people list them only with --all, saying in one line how many they set aside.
     env.stdout.write(summary.render(data, args.format, width, show_benign=args.show_benign))

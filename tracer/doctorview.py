@@ -1,0 +1,63 @@
+"""doctorview: doctor's findings for people, laid out for the width they get.
+
+Each finding is a block: its severity and check with what is wrong, then its
+evidence, then the fix on lines of its own. Prose wraps at spaces; a command
+of the fix stays whole on one line (tracer/layout.py), so it can be copied as
+printed, at 80 columns as at 200.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .doctor import SEVERITIES, Finding, Node
+from .layout import wrap
+from .textsafe import printable
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "unchecked": "dim"}
+INDENT = " " * (max(len(s) for s in SEVERITIES) + 1)     # the severity's column: "unchecked "
+EVIDENCE = INDENT + "· "
+FIX = INDENT + "fix: "
+
+
+def block(f: Finding, width: int) -> list[Text]:
+    """One finding in lines of at most width cells (a command longer than that
+    on a line of its own). Findings quote node and API text (interface, pod and
+    Service names): no control character of theirs reaches the terminal."""
+    from rich.text import Text
+
+    check = printable(f.check)
+    head = [Text(line) for line in wrap(f"{check} — {printable(f.summary)}", width,
+                                        first=f.severity.ljust(len(INDENT)), rest=INDENT)]
+    head[0].stylize(STYLE[f.severity], 0, len(f.severity))
+    head[0].stylize("bold", len(INDENT), len(INDENT) + len(check) + 1)
+    lines = head
+    for e in f.evidence:
+        lines += [Text(line, style="dim") for line in wrap(printable(e), width, first=EVIDENCE,
+                                                           rest=" " * len(EVIDENCE))]
+    if f.fix:
+        fix = [Text(line) for line in wrap(printable(f.fix), width, commands=[printable(c) for c in f.commands],
+                                           first=FIX, rest=" " * len(FIX))]
+        fix[0].stylize("bold", len(INDENT), len(FIX))
+        lines += fix
+    return lines
+
+
+def render(findings: list[Finding], node: Node, width: int) -> Text:
+    """The report: a title, then the findings by severity, a blank line between
+    blocks of more than one line. Printed as it is (soft_wrap): lines are already
+    laid out, and rich must neither wrap nor cut a long command again."""
+    from rich.text import Text
+
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    out = Text(f"netdrop doctor: {printable(node.label)}", style="bold")
+    previous = 2
+    for f in sorted(findings, key=lambda f: order[f.severity]):
+        lines = block(f, width)
+        out.append("\n\n" if len(lines) > 1 or previous > 1 else "\n")
+        out.append(Text("\n").join(lines))
+        previous = len(lines)
+    return out
