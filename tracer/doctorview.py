@@ -17,6 +17,8 @@ from .textsafe import printable
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from .env import Environment
+
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "unchecked": "dim"}
 INDENT = " " * (max(len(s) for s in SEVERITIES) + 1)     # the severity's column: "unchecked "
 EVIDENCE = INDENT + "· "
@@ -61,3 +63,8 @@ def render(findings: list[Finding], node: Node, width: int) -> Text:
         out.append(Text("\n").join(lines))
         previous = len(lines)
     return out
+
+
+def write(env: Environment, findings: list[Finding], node: Node) -> None:
+    """The report on env's stdout, for its report width (env.report_width)."""
+    env.console().print(render(findings, node, env.report_width()), soft_wrap=True)

@@ -595,10 +595,9 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.json:
         env.stdout.write(doctor.to_json(findings, node))
     else:
-        from .doctorview import render
+        from .doctorview import write
 
-        # Laid out already, commands whole: printed as it is (soft_wrap), never wrapped or cut again.
-        env.console().print(render(findings, node, env.report_width()), soft_wrap=True)
+        write(env, findings, node)
         info(env, f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
     return ExitStatus.PROBLEMS if bad else ExitStatus.OK
 

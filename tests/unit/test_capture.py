@@ -14,7 +14,7 @@ import pytest
 from tracer.explain.classify import classify
 from tracer.groups import Group
 from tracer.kernel.loader import Hook, Stats
-from tracer import textsafe
+from tracer import layout, textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
 from tracer.sinks import capture, jsonout, pcapng, summary
 
@@ -249,17 +249,21 @@ def test_json_and_csv_always_hold_benign_drops(tmp_path):
     assert {r["reason"]: r["benign"] for r in rows}["PKT_TOO_BIG"] == "false"
 
 
-def test_a_verdict_takes_at_most_three_lines_in_table_and_markdown(tmp_path):
+def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
     s = summary_with_benign(tmp_path)
+    most = 2 * summary.VERDICT_LINES + summary.HINT_LINES
     for width in (80, 140):
         out = summary.render(s, "table", width, show_benign=True)
         lines = verdict_block(out, "What to check first", "Drops by pod")
         assert all(len(line) <= width for line in lines)
         starts = [i for i, line in enumerate(lines) if line.startswith("•")]
         assert len(starts) == len(s["verdicts"])
-        assert all(b - a <= 3 for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
-        mtu = next(line for line in lines if line.startswith("    the hint of a group"))
-        assert mtu.endswith("…")                                         # cut, not wrapped
+        assert all(b - a <= most for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
+        at = next(i for i, line in enumerate(lines) if line.startswith("    where: PKT_TOO_BIG")) + 1
+        long = lines[at:next(i for i in range(at, len(lines)) if lines[i].startswith("•"))]
+        assert len(long) == summary.HINT_LINES and long[-1].endswith(" …")      # cut between words
+        mtu = next(v for v in s["verdicts"] if v["category"] == "no-route")
+        assert " ".join(line.strip() for line in lines).count(mtu["hint"]) == 1   # a hint netdrop writes: whole
     md = summary.render(s, "markdown", show_benign=True)
     lines = verdict_block(md, "### What to check first", "###")
     starts = [i for i, line in enumerate(lines) if line.startswith("- **")]
@@ -268,6 +272,34 @@ def test_a_verdict_takes_at_most_three_lines_in_table_and_markdown(tmp_path):
     assert all(len(line) <= summary.MARKDOWN_LINE + 40 for line in lines)     # a few escapes over, no more
     # The full hint is kept where nothing is cut.
     assert LONG_HINT.strip() in json.dumps(s) and LONG_HINT.strip() in summary.render(s, "html")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_table_reads_at_its_width_with_each_quoted_command_whole(tmp_path, width):
+    s = summary_with_benign(tmp_path)
+    s["verdicts"][0]["hint"] += ("; then check 'ip route get 10.244.3.10 from 10.244.1.10 iif cni0' and "
+                                 "'ip -d link show dev flannel.1' on the node")
+    out = summary.render(s, "table", width, show_benign=True)
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    commands = [c for v in s["verdicts"] for c in layout.quoted_commands(v["hint"]) if "…" not in v["hint"]]
+    assert {"'iptables -S'", "'nft list ruleset'", "'ip -d link show dev flannel.1'"} <= set(commands)
+    for cmd in commands:
+        assert any(cmd in line for line in lines), (cmd, out)
+    # Too narrow for a table of ten columns: a block per group, its count and cause first.
+    groups = verdict_block(out, "Drops by pod, category, reason and location", "Top flows")
+    assert groups[0] == "300 drops · other (benign) · QUEUE_PURGE at skb_queue_purge_reason"
+    assert groups[1].startswith("    no pod · netns 4026532177 · ")
+    mtu = groups.index("10 drops · mtu · PKT_TOO_BIG at ip_forward")
+    assert groups[mtu + 1].startswith("    pod default/web-0 -> default/db-0 from-pod · netns 4026532177")
+    assert "┃" not in out.split("Top flows")[0]
+
+
+def test_a_wide_table_keeps_the_columns_where_every_cell_fits(tmp_path):
+    out = summary.render(summary_with_benign(tmp_path), "table", 220, show_benign=True)
+    head = next(line for line in out.splitlines() if "┃ pod" in line)
+    assert [c.strip() for c in head.strip("┃").split("┃")] == summary.GROUP_HEADER
+    assert max(len(line) for line in out.splitlines()) <= 220
 
 
 @pytest.mark.parametrize("peer_direction,arrow", [("to-pod", "default/web-0 -> default/db-0"),

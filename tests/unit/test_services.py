@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from rich.console import Console
 
-from tracer import doctor
+from tracer import doctor, doctorview
 from tracer.lab import api as labapi
 from tracer.pods import kube
 from tracer.pods.nodeview import HostVeth, NetnsInfo
@@ -168,6 +168,6 @@ def test_service_names_reach_the_terminal_escaped():
     findings = check([evil])
     assert "kubectl" not in findings[0].fix       # not a name the API allows: no command built with it
     console = Console(width=200, record=True, force_terminal=False)
-    console.print(doctor.render(findings, node()))
+    console.print(doctorview.render(findings, node(), 200), soft_wrap=True)
     text = console.export_text()
     assert "\x1b" not in text and "db\\x1b]0;pwned\\x07" in text
