@@ -16,7 +16,7 @@ from tracer.groups import Group
 from tracer.kernel.loader import Hook, Stats
 from tracer import layout, textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
-from tracer.sinks import capture, jsonout, pcapng, summary
+from tracer.sinks import capture, jsonout, pcapng, summary, summarytable
 
 from .test_console import golden_groups
 
@@ -251,7 +251,7 @@ def test_json_and_csv_always_hold_benign_drops(tmp_path):
 
 def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
     s = summary_with_benign(tmp_path)
-    most = 2 * summary.VERDICT_LINES + summary.HINT_LINES
+    most = 2 * summarytable.VERDICT_LINES + summarytable.HINT_LINES
     for width in (80, 140):
         out = summary.render(s, "table", width, show_benign=True)
         lines = verdict_block(out, "What to check first", "Drops by pod")
@@ -261,7 +261,7 @@ def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
         assert all(b - a <= most for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
         at = next(i for i, line in enumerate(lines) if line.startswith("    where: PKT_TOO_BIG")) + 1
         long = lines[at:next(i for i in range(at, len(lines)) if lines[i].startswith("•"))]
-        assert len(long) == summary.HINT_LINES and long[-1].endswith(" …")      # cut between words
+        assert len(long) == summarytable.HINT_LINES and long[-1].endswith(" …")      # cut between words
         mtu = next(v for v in s["verdicts"] if v["category"] == "no-route")
         assert " ".join(line.strip() for line in lines).count(mtu["hint"]) == 1   # a hint netdrop writes: whole
     md = summary.render(s, "markdown", show_benign=True)

@@ -21,7 +21,7 @@ import os
 import platform
 import socket
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..explain.benign import benign_why
 from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
-from ..layout import DEFAULT_WIDTH, MIN_WIDTH, quoted_commands, wrap
+from ..layout import quoted_commands, wrap
 from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
 from .jsonout import peer_record
@@ -307,7 +307,8 @@ def _headline(s: Summary) -> str:
 
 def _verdict_lines(v: dict[str, Any]) -> tuple[str, str, str]:
     """A verdict in three lines, after its category: drops and what they mean,
-    where, and the hint. Views that cut lines cut these; nothing wraps."""
+    where, and the hint. Markdown cuts each to a line (_cut); the table wraps each
+    to a few lines of its width (summarytable)."""
     return (f": {_n(v['drops'])} drops: {v['verdict']}", f"where: {v['where']}", str(v["hint"]))
 
 
@@ -393,78 +394,6 @@ def to_csv(s: Summary) -> str:
                     "true" if g.get("benign") else "false", cell(peer.get("namespace")), cell(peer.get("name")),
                     cell(peer.get("direction"))])
     return buf.getvalue()
-
-
-VERDICT_LINES = 2      # a verdict's sentence, and its where, in the table: at most this many lines each
-HINT_LINES = 4         # its hint: whole as netdrop writes them at 80 columns; anyone's file is cut
-
-
-def to_table(s: Summary, width: int | None = None, show_benign: bool = False) -> str:
-    """The summary as text for width columns: verdicts as blocks, wrapped at spaces
-    (a quoted command in a hint is never broken nor cut), then the groups and the
-    top flows as tables where every cell fits on one line, else each a block."""
-    width = max(width or DEFAULT_WIDTH, MIN_WIDTH)
-    # printable() first: rich passes ESC through to the terminal.
-    out = wrap(printable(_headline(s)), width, first="netdrop capture: ")
-    out += ["", "What to check first"]
-    for v in _shown(s["verdicts"], show_benign):
-        first, where, hint = (printable(line) for line in _verdict_lines(v))
-        out += wrap(printable(_verdict_label(v)) + first, width, first="• ", rest="    ", max_lines=VERDICT_LINES)
-        out += wrap(where, width, first="    ", rest="      ", max_lines=VERDICT_LINES)
-        out += wrap(hint, width, commands=quoted_commands(hint), first="    ", rest="    ", max_lines=HINT_LINES)
-    if aside := _set_aside(s, show_benign):
-        out += wrap(aside, width, first="• ", rest="  ")
-    for n in s.get("notices", []):
-        out += wrap(printable(n), width, commands=quoted_commands(printable(n)), first="• notice: ", rest="  ")
-    out += _rows_for(width, "Drops by pod, category, reason and location", GROUP_HEADER,
-                     _group_rows(s, show_benign), _group_block)
-    out += _rows_for(width, "Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s, show_benign),
-                     _flow_block)
-    if note := _flows_note(s):
-        out += wrap(printable(note), width)
-    out += wrap(printable(_losses(s)), width)
-    return "\n".join(out) + "\n"
-
-
-def _rows_for(width: int, title: str, header: list[str], rows: list[list[str]],
-              block: Callable[[list[str]], tuple[str, str]]) -> list[str]:
-    """A section: a table if every cell fits on one line at width, else a block per
-    row, its first line flush and the rest indented."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.table import Table
-    from rich.text import Text
-
-    if not rows:
-        return ["", title, "    none"]
-    table = Table(title=title, title_justify="left")
-    for h in header:
-        table.add_column(h, overflow="fold")
-    for r in rows:
-        table.add_row(*(Text(printable(c)) for c in r))      # Text, never markup: "[fd00::1]:53" is text
-    con = Console(record=True, width=width, file=io.StringIO(), color_system=None)
-    # Measured unbounded (Measurement.get clamps to the width it is given): the width every cell fits in.
-    if Measurement.get(con, con.options.update_width(1_000_000), table).maximum <= width:
-        con.print(table)
-        return ["", *(line.rstrip() for line in con.export_text().rstrip("\n").splitlines())]
-    out = ["", title]
-    for r in rows:
-        head, tail = block([printable(c) for c in r])
-        out += wrap(head, width, first="", rest="    ") + wrap(tail, width, first="    ", rest="    ")
-    return out
-
-
-def _group_block(r: list[str]) -> tuple[str, str]:
-    pod, direction, netns, category, reason, location, drops, rate, first, last = r
-    ends = "no pod" if pod == "-" else f"pod {pod}" + (f" {direction}" if direction != "-" else "")
-    return (f"{drops} drops · {category} · {reason} at {location}",
-            f"{ends} · netns {netns} · {rate} per s · seen {first} to {last}")
-
-
-def _flow_block(r: list[str]) -> tuple[str, str]:
-    flow, proto, events, category, reason, pod = r
-    return f"{flow} {proto}", f"{events} event{'' if events == '1' else 's'} · {category} · {reason} · " + (
-        "no pod" if pod == "-" else f"pod {pod}")
 
 
 def timeline_svg(s: Summary, width: int = 900, height: int = 260) -> str:
@@ -619,6 +548,8 @@ def render(s: Summary, fmt: str, width: int | None = None, show_benign: bool = F
     parts = [s, *s.get("nodes", [])]
     if fmt == "markdown":
         return "\n".join(to_markdown(p, show_benign) for p in parts)
+    from .summarytable import to_table      # it reads this module's helpers
+
     return "\n".join(to_table(p, width, show_benign) for p in parts)
 
 
