@@ -399,3 +399,41 @@ def test_doctor_says_which_function_hooks_the_node_allows(healthy):
     assert res.returncode == 0, res.stderr
     for name, f in hooks.items():
         assert f"{name.removeprefix('hook: ')}: {f['summary'].split('cannot attach here: ')[1]}" in res.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_report_into_a_pipe_keeps_every_fix_command_whole(healthy, columns):
+    """What a ticket gets: `netdrop doctor | cat` at $COLUMNS, each command on one line as
+    --json names it, and no line past the width but a command longer than it."""
+    db = healthy.pods["db"].host_veth
+    saved = lab.run("iptables-save", "-t", "nat", ns=healthy.node1)
+    breaks = [(("sysctl", "-qw", "net.ipv4.ip_forward=0"), ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
+              (("ip", "link", "set", db, "type", "bridge_slave", "hairpin", "off"),
+               ("ip", "link", "set", db, "type", "bridge_slave", "hairpin", "on")),
+              (("iptables", "-t", "nat", "-F"), None)]
+    try:
+        for do, _ in breaks:
+            lab.run(*do, ns=healthy.node1)
+        lab.run("iptables", "-t", "nat", "-X", ns=healthy.node1)
+        _, findings = doctor(healthy)
+        res = subprocess.run([*NETDROP, "doctor", "--netns", healthy.node1, "--kubeconfig", str(healthy.kubeconfig),
+                              "--cni-dir", str(healthy.ipam_dir)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "COLUMNS": str(columns)})
+    finally:
+        for _, undo in breaks:
+            if undo:
+                lab.run(*undo, ns=healthy.node1)
+        subprocess.run([*lab.in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stdout.splitlines()
+    commands = [c for f in problems(findings) for c in f["commands"]]
+    assert {"sysctl -w net.ipv4.ip_forward=1", f"ip link set {db} type bridge_slave hairpin on",
+            "kubectl -n kube-system get pods -o wide | grep kube-proxy"} <= set(commands)
+    for cmd in commands:
+        assert any(cmd in line for line in lines), (cmd, res.stdout)
+    for line in lines:
+        assert len(line) <= columns or line.strip() in commands, line
+    assert "\x1b" not in res.stdout
+    head = next(i for i, line in enumerate(lines) if line.startswith("error     ip_forward — "))
+    assert lines[head:lines.index("", head)][-2:] == ["          · net.ipv4.ip_forward = 0",
+                                                      "          fix: sysctl -w net.ipv4.ip_forward=1"]
