@@ -41,7 +41,7 @@ def block(f: Finding, width: int) -> list[Text]:
         lines += [Text(line, style="dim") for line in wrap(printable(e), width, first=EVIDENCE,
                                                            rest=" " * len(EVIDENCE))]
     if f.fix:
-        fix = [Text(line) for line in wrap(printable(f.fix), width, commands=[printable(c) for c in f.commands],
+        fix = [Text(line) for line in wrap(printable(f.fix), width, whole=[printable(c) for c in f.commands],
                                            first=FIX, rest=" " * len(FIX))]
         fix[0].stylize("bold", len(INDENT), len(FIX))
         lines += fix

@@ -24,20 +24,21 @@ DEFAULT_WIDTH = 80
 # for this many columns and a terminal narrower still wraps it.
 MIN_WIDTH = 40
 
-# A command quoted in a hint: 'ip route get 10.0.0.1'. The quotes open after a
-# space, a bracket or the start and close before one, so "the pod's" is no quote.
-_QUOTED = re.compile(r"(?<![\w'])'([^'\s][^']*)'(?![\w'])")
+# A command or rule quoted in a hint: 'ip route get 10.0.0.1', `-A FORWARD -j DROP`.
+# A single quote opens after a space, a bracket or the start and closes before one,
+# so "the pod's" is no quote.
+_QUOTED = re.compile(r"(?<![\w'])'[^'\s][^']*'(?![\w'])|`[^`]+`")
 
 
 def quoted_commands(text: str) -> list[str]:
-    """The commands a text quotes ('conntrack -S'), with their quotes."""
-    return [m.group(0) for m in _QUOTED.finditer(text)]
+    """The commands and rules a text quotes ('conntrack -S'), with their quotes."""
+    return _QUOTED.findall(text)
 
 
-def _units(text: str, commands: Iterable[str]) -> list[tuple[str, bool]]:
-    """text cut at its spaces, except spaces inside a command: (unit, holds a command)."""
+def _units(text: str, whole: Iterable[str]) -> list[tuple[str, bool]]:
+    """text cut at its spaces, except spaces inside a span kept whole: (unit, holds one)."""
     inside = bytearray(len(text))
-    for cmd in commands:
+    for cmd in whole:
         at = text.find(cmd) if cmd else -1
         while at >= 0:
             inside[at:at + len(cmd)] = b"\1" * len(cmd)
@@ -101,19 +102,19 @@ def _fill(units: list[tuple[str, bool]], width: int, first: str, rest: str, most
 ELLIPSIS = ("…", False)
 
 
-def wrap(text: str, width: int, *, commands: Iterable[str] = (), first: str = "", rest: str = "",
+def wrap(text: str, width: int, *, whole: Iterable[str] = (), first: str = "", rest: str = "",
          max_lines: int | None = None) -> list[str]:
     """text in lines of at most width cells, the first after `first`, the others
-    after `rest`: broken at spaces only, never inside one of `commands` (each as
-    it appears in text). A command longer than its line has room for gets a line
-    of its own, past the width; any other word that long folds. Beyond max_lines,
-    the text is cut between words (never inside a command) and ends with "…"."""
+    after `rest`: broken at spaces only, never inside a span of `whole` (commands,
+    each as it appears in text). Such a span longer than its line has room for
+    gets a line of its own, past the width; any word that long folds. Beyond
+    max_lines, the text is cut between words (never inside a span) and ends with "…"."""
     width = max(width, MIN_WIDTH)
     if max_lines is not None:
         # What max_lines can show, with room for long commands: anyone's summary.json
         # may hold a hint of megabytes, and only its start is shown.
         text = text[:max_lines * width * 8]
-    units = _units(text, commands)
+    units = _units(text, whole)
     lines = _fill(units, width, first, rest, max_lines)
     if max_lines is None or len(lines) <= max_lines:
         return lines

@@ -251,7 +251,7 @@ def test_json_and_csv_always_hold_benign_drops(tmp_path):
 
 def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
     s = summary_with_benign(tmp_path)
-    most = 2 * summarytable.VERDICT_LINES + summarytable.HINT_LINES
+    most = summarytable.VERDICT_LINES + summarytable.WHERE_LINES + summarytable.HINT_LINES
     for width in (80, 140):
         out = summary.render(s, "table", width, show_benign=True)
         lines = verdict_block(out, "What to check first", "Drops by pod")

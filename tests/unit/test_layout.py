@@ -26,7 +26,7 @@ def prose_with_commands(draw: st.DrawFn) -> tuple[str, list[str]]:
 @given(case=prose_with_commands(), width=st.integers(MIN_WIDTH, 200), indent=st.integers(0, 12))
 def test_each_command_whole_on_one_line_and_no_other_line_past_the_width(case, width, indent):
     text, commands = case
-    lines = wrap(text, width, commands=commands, first="> " + " " * indent, rest=" " * (indent + 2))
+    lines = wrap(text, width, whole=commands, first="> " + " " * indent, rest=" " * (indent + 2))
     for cmd in commands:
         assert any(cmd in line for line in lines), (cmd, lines)
     for line in lines:
@@ -41,9 +41,9 @@ def test_each_command_whole_on_one_line_and_no_other_line_past_the_width(case, w
 @given(case=prose_with_commands(), width=st.integers(MIN_WIDTH, 120), most=st.integers(1, 4))
 def test_cut_between_words_never_inside_a_command(case, width, most):
     text, commands = case
-    lines = wrap(text, width, commands=commands, first="  ", rest="  ", max_lines=most)
+    lines = wrap(text, width, whole=commands, first="  ", rest="  ", max_lines=most)
     assert 1 <= len(lines) <= most
-    full = wrap(text, width, commands=commands, first="  ", rest="  ")
+    full = wrap(text, width, whole=commands, first="  ", rest="  ")
     if len(full) <= most:
         assert lines == full
         return
@@ -58,28 +58,29 @@ def test_cut_between_words_never_inside_a_command(case, width, most):
 
 def test_a_command_longer_than_the_width_gets_a_line_of_its_own():
     rm = "rm " + " ".join(f"/var/lib/cni/networks/cbr0/10.244.1.{i}" for i in range(70, 75))
-    lines = wrap(f"after checking the containers are gone: {rm}", 80, commands=[rm], first="fix: ", rest="     ")
+    lines = wrap(f"after checking the containers are gone: {rm}", 80, whole=[rm], first="fix: ", rest="     ")
     assert lines == ["fix: after checking the containers are gone:", "     " + rm]
 
 
 def test_punctuation_stays_with_its_command_and_a_long_word_folds():
     kubectl = "kubectl -n kube-system get pods -o wide | grep kube-proxy"
-    lines = wrap(f"check that kube-proxy runs on this node ({kubectl})", 60, commands=[kubectl])
+    lines = wrap(f"check that kube-proxy runs on this node ({kubectl})", 60, whole=[kubectl])
     assert lines == ["check that kube-proxy runs on this node", f"({kubectl})"]
     assert wrap("x" * 100, 40) == ["x" * 40, "x" * 40, "x" * 20]
 
 
 def test_commands_quoted_in_a_hint():
     hint = ("a firewall rule discarded it: check 'iptables -S' and 'nft list ruleset' in the pod's "
-            "namespace (the runtime's 'ip netns')")
-    assert quoted_commands(hint) == ["'iptables -S'", "'nft list ruleset'", "'ip netns'"]
-    lines = wrap(hint, 40, commands=quoted_commands(hint))
+            "namespace (the runtime's 'ip netns'), rule `-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`")
+    assert quoted_commands(hint) == ["'iptables -S'", "'nft list ruleset'", "'ip netns'",
+                                     "`-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`"]
+    lines = wrap(hint, 40, whole=quoted_commands(hint))
     assert all(any(c in line for line in lines) for c in quoted_commands(hint))
 
 
 @pytest.mark.parametrize("text", ["a " * 2_000_000, "x" * 4_000_000, "'" * 1_000_000 + " 'a b'"])
 def test_anyones_megabytes_are_cut_quickly(text):
     started = time.monotonic()
-    lines = wrap(text, 80, commands=quoted_commands(text[:10_000]), max_lines=4)
+    lines = wrap(text, 80, whole=quoted_commands(text[:10_000]), max_lines=4)
     assert len(lines) <= 4 and lines[-1].endswith("…")
     assert time.monotonic() - started < 10          # generous: the suite runs on a busy machine

@@ -327,7 +327,7 @@ def _set_aside(s: Summary, show_benign: bool) -> str | None:
 
 def _cut(text: str, width: int) -> str:
     """text on one line of at most width, cut between words (never inside a quoted command)."""
-    return wrap(text, width, commands=quoted_commands(text), max_lines=1)[0] if len(text) > width else text
+    return wrap(text, width, whole=quoted_commands(text), max_lines=1)[0] if len(text) > width else text
 
 
 MARKDOWN_LINE = 160     # a verdict's line in Markdown, cut beyond: a ticket is read in a browser's column

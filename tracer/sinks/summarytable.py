@@ -12,13 +12,18 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+from rich.cells import cell_len
+
 from ..layout import DEFAULT_WIDTH, MIN_WIDTH, quoted_commands, wrap
 from ..textsafe import printable
 from .summary import (FLOW_HEADER, GROUP_HEADER, Summary, _flow_rows, _flows_note, _group_rows, _headline, _losses,
                       _set_aside, _shown, _verdict_label, _verdict_lines)
 
-VERDICT_LINES = 2      # a verdict's sentence, and its where, in the table: at most this many lines each
-HINT_LINES = 4         # its hint: whole as netdrop writes them at 80 columns; anyone's file is cut
+# At most this many lines in the table, cut between words beyond: what netdrop writes
+# fits whole at 80 columns (a where names three places), anyone's file may not.
+VERDICT_LINES = 2      # a verdict's sentence
+WHERE_LINES = 4        # where
+HINT_LINES = 6         # its hint
 
 
 def to_table(s: Summary, width: int | None = None, show_benign: bool = False) -> str:
@@ -32,12 +37,12 @@ def to_table(s: Summary, width: int | None = None, show_benign: bool = False) ->
     for v in _shown(s["verdicts"], show_benign):
         first, where, hint = (printable(line) for line in _verdict_lines(v))
         out += wrap(printable(_verdict_label(v)) + first, width, first="• ", rest="    ", max_lines=VERDICT_LINES)
-        out += wrap(where, width, first="    ", rest="      ", max_lines=VERDICT_LINES)
-        out += wrap(hint, width, commands=quoted_commands(hint), first="    ", rest="    ", max_lines=HINT_LINES)
+        out += wrap(where, width, first="    ", rest="      ", max_lines=WHERE_LINES)
+        out += wrap(hint, width, whole=quoted_commands(hint), first="    ", rest="    ", max_lines=HINT_LINES)
     if aside := _set_aside(s, show_benign):
         out += wrap(aside, width, first="• ", rest="  ")
     for n in s.get("notices", []):
-        out += wrap(printable(n), width, commands=quoted_commands(printable(n)), first="• notice: ", rest="  ")
+        out += wrap(printable(n), width, whole=quoted_commands(printable(n)), first="• notice: ", rest="  ")
     out += _rows_for(width, "Drops by pod, category, reason and location", GROUP_HEADER,
                      _group_rows(s, show_benign), _group_block)
     out += _rows_for(width, "Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s, show_benign),
@@ -48,10 +53,13 @@ def to_table(s: Summary, width: int | None = None, show_benign: bool = False) ->
     return "\n".join(out) + "\n"
 
 
+Fields = list[str]      # a block's line: its parts, joined by " · ", each kept whole where it fits
+
+
 def _rows_for(width: int, title: str, header: list[str], rows: list[list[str]],
-              block: Callable[[list[str]], tuple[str, str]]) -> list[str]:
+              block: Callable[[list[str]], tuple[Fields, Fields]]) -> list[str]:
     """A section: a table if every cell fits on one line at width, else a block per
-    row, its first line flush and the rest indented."""
+    row: its count and cause flush, the rest indented below."""
     from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
@@ -71,19 +79,21 @@ def _rows_for(width: int, title: str, header: list[str], rows: list[list[str]],
         return ["", *(line.rstrip() for line in con.export_text().rstrip("\n").splitlines())]
     out = ["", title]
     for r in rows:
-        head, tail = block([printable(c) for c in r])
-        out += wrap(head, width, first="", rest="    ") + wrap(tail, width, first="    ", rest="    ")
+        for fields, first in zip(block([printable(c) for c in r]), ("", "    "), strict=True):
+            # A field wider than a line (anyone's long name) folds like any word.
+            whole = [f for f in fields if cell_len(f) <= width - 4]
+            out += wrap(" · ".join(fields), width, whole=whole, first=first, rest="    ")
     return out
 
 
-def _group_block(r: list[str]) -> tuple[str, str]:
+def _group_block(r: list[str]) -> tuple[Fields, Fields]:
     pod, direction, netns, category, reason, location, drops, rate, first, last = r
     ends = "no pod" if pod == "-" else f"pod {pod}" + (f" {direction}" if direction != "-" else "")
-    return (f"{drops} drops · {category} · {reason} at {location}",
-            f"{ends} · netns {netns} · {rate} per s · seen {first} to {last}")
+    return ([f"{drops} drops", category, f"{reason} at {location}"],
+            [ends, f"netns {netns}", f"{rate} per s", f"seen {first} to {last}"])
 
 
-def _flow_block(r: list[str]) -> tuple[str, str]:
+def _flow_block(r: list[str]) -> tuple[Fields, Fields]:
     flow, proto, events, category, reason, pod = r
-    return f"{flow} {proto}", f"{events} event{'' if events == '1' else 's'} · {category} · {reason} · " + (
-        "no pod" if pod == "-" else f"pod {pod}")
+    count = f"{events} event{'' if events == '1' else 's'}"
+    return [f"{flow} {proto}"], [count, category, reason, "no pod" if pod == "-" else f"pod {pod}"]
