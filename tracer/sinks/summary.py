@@ -330,7 +330,9 @@ def _cut(text: str, width: int) -> str:
     return wrap(text, width, whole=quoted_commands(text), max_lines=1)[0] if len(text) > width else text
 
 
-MARKDOWN_LINE = 160     # a verdict's line in Markdown, cut beyond: a ticket is read in a browser's column
+# A verdict's line in Markdown, cut beyond (between words, never inside a quoted command):
+# what netdrop writes fits whole, its decisive fact often last; anyone's file may not.
+MARKDOWN_LINE = 400
 
 
 def _losses(s: Summary) -> str:
