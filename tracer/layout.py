@@ -35,9 +35,12 @@ def quoted_commands(text: str) -> list[str]:
     return _QUOTED.findall(text)
 
 
-def _units(text: str, whole: Iterable[str]) -> list[tuple[str, bool]]:
+def _units(text: str, whole: Iterable[str], quoted: bool) -> list[tuple[str, bool]]:
     """text cut at its spaces, except spaces inside a span kept whole: (unit, holds one)."""
     inside = bytearray(len(text))
+    if quoted:
+        for m in _QUOTED.finditer(text):
+            inside[m.start():m.end()] = b"\1" * (m.end() - m.start())
     for cmd in whole:
         at = text.find(cmd) if cmd else -1
         while at >= 0:
@@ -102,19 +105,20 @@ def _fill(units: list[tuple[str, bool]], width: int, first: str, rest: str, most
 ELLIPSIS = ("…", False)
 
 
-def wrap(text: str, width: int, *, whole: Iterable[str] = (), first: str = "", rest: str = "",
-         max_lines: int | None = None) -> list[str]:
+def wrap(text: str, width: int, *, whole: Iterable[str] = (), quoted: bool = False, first: str = "",
+         rest: str = "", max_lines: int | None = None) -> list[str]:
     """text in lines of at most width cells, the first after `first`, the others
     after `rest`: broken at spaces only, never inside a span of `whole` (commands,
-    each as it appears in text). Such a span longer than its line has room for
-    gets a line of its own, past the width; any word that long folds. Beyond
-    max_lines, the text is cut between words (never inside a span) and ends with "…"."""
+    each as it appears in text) nor, with quoted, inside what text quotes
+    (quoted_commands). Such a span longer than its line has room for gets a line
+    of its own, past the width; any word that long folds. Beyond max_lines, the
+    text is cut between words (never inside a span) and ends with "…"."""
     width = max(width, MIN_WIDTH)
     if max_lines is not None:
         # What max_lines can show, with room for long commands: anyone's summary.json
         # may hold a hint of megabytes, and only its start is shown.
         text = text[:max_lines * width * 8]
-    units = _units(text, whole)
+    units = _units(text, whole, quoted)
     lines = _fill(units, width, first, rest, max_lines)
     if max_lines is None or len(lines) <= max_lines:
         return lines

@@ -74,13 +74,15 @@ def test_commands_quoted_in_a_hint():
             "namespace (the runtime's 'ip netns'), rule `-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`")
     assert quoted_commands(hint) == ["'iptables -S'", "'nft list ruleset'", "'ip netns'",
                                      "`-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`"]
-    lines = wrap(hint, 40, whole=quoted_commands(hint))
+    lines = wrap(hint, 40, quoted=True)
     assert all(any(c in line for line in lines) for c in quoted_commands(hint))
+    assert "rule" in lines[-2] and lines[-1] == "`-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`"
 
 
-@pytest.mark.parametrize("text", ["a " * 2_000_000, "x" * 4_000_000, "'" * 1_000_000 + " 'a b'"])
+@pytest.mark.parametrize("text", ["a " * 2_000_000, "x" * 4_000_000, "'" * 1_000_000 + " 'a b'",
+                                  "'a b' " * 1_000_000, "`" * 1_000_001])
 def test_anyones_megabytes_are_cut_quickly(text):
     started = time.monotonic()
-    lines = wrap(text, 80, whole=quoted_commands(text[:10_000]), max_lines=4)
+    lines = wrap(text, 80, quoted=True, max_lines=4)
     assert len(lines) <= 4 and lines[-1].endswith("…")
     assert time.monotonic() - started < 10          # generous: the suite runs on a busy machine

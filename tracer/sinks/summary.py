@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..explain.benign import benign_why
 from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
-from ..layout import quoted_commands, wrap
+from ..layout import wrap
 from ..textsafe import csv_cell, html_text, markdown_text, printable
 from .capture import Recorder, _iso
 from .jsonout import peer_record
@@ -327,7 +327,7 @@ def _set_aside(s: Summary, show_benign: bool) -> str | None:
 
 def _cut(text: str, width: int) -> str:
     """text on one line of at most width, cut between words (never inside a quoted command)."""
-    return wrap(text, width, whole=quoted_commands(text), max_lines=1)[0] if len(text) > width else text
+    return wrap(text, width, quoted=True, max_lines=1)[0] if len(text) > width else text
 
 
 # A verdict's line in Markdown, cut beyond (between words, never inside a quoted command):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from rich.cells import cell_len
 
-from ..layout import DEFAULT_WIDTH, MIN_WIDTH, quoted_commands, wrap
+from ..layout import DEFAULT_WIDTH, MIN_WIDTH, wrap
 from ..textsafe import printable
 from .summary import (FLOW_HEADER, GROUP_HEADER, Summary, _flow_rows, _flows_note, _group_rows, _headline, _losses,
                       _set_aside, _shown, _verdict_label, _verdict_lines)
@@ -38,11 +38,11 @@ def to_table(s: Summary, width: int | None = None, show_benign: bool = False) ->
         first, where, hint = (printable(line) for line in _verdict_lines(v))
         out += wrap(printable(_verdict_label(v)) + first, width, first="• ", rest="    ", max_lines=VERDICT_LINES)
         out += wrap(where, width, first="    ", rest="      ", max_lines=WHERE_LINES)
-        out += wrap(hint, width, whole=quoted_commands(hint), first="    ", rest="    ", max_lines=HINT_LINES)
+        out += wrap(hint, width, quoted=True, first="    ", rest="    ", max_lines=HINT_LINES)
     if aside := _set_aside(s, show_benign):
         out += wrap(aside, width, first="• ", rest="  ")
     for n in s.get("notices", []):
-        out += wrap(printable(n), width, whole=quoted_commands(printable(n)), first="• notice: ", rest="  ")
+        out += wrap(printable(n), width, quoted=True, first="• notice: ", rest="  ")
     out += _rows_for(width, "Drops by pod, category, reason and location", GROUP_HEADER,
                      _group_rows(s, show_benign), _group_block)
     out += _rows_for(width, "Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s, show_benign),
