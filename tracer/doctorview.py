@@ -35,7 +35,7 @@ def block(f: Finding, width: int) -> list[Text]:
     head = [Text(line) for line in wrap(f"{check} — {printable(f.summary)}", width,
                                         first=f.severity.ljust(len(INDENT)), rest=INDENT)]
     head[0].stylize(STYLE[f.severity], 0, len(f.severity))
-    head[0].stylize("bold", len(INDENT), len(INDENT) + len(check) + 1)
+    head[0].stylize("bold", len(INDENT), len(INDENT) + len(check))
     lines = head
     for e in f.evidence:
         lines += [Text(line, style="dim") for line in wrap(printable(e), width, first=EVIDENCE,
@@ -56,12 +56,13 @@ def render(findings: list[Finding], node: Node, width: int) -> Text:
 
     order = {s: i for i, s in enumerate(SEVERITIES)}
     out = Text(f"netdrop doctor: {printable(node.label)}", style="bold")
-    previous = 2
+    one_line = False        # the block before: the title stands apart
     for f in sorted(findings, key=lambda f: order[f.severity]):
         lines = block(f, width)
-        out.append("\n\n" if len(lines) > 1 or previous > 1 else "\n")
+        # One-line findings (most of the "ok" ones) follow each other without a gap.
+        out.append("\n" if one_line and len(lines) == 1 else "\n\n")
         out.append(Text("\n").join(lines))
-        previous = len(lines)
+        one_line = len(lines) == 1
     return out
 
 

@@ -35,7 +35,7 @@ def _utc_now() -> datetime:
 def _columns() -> int | None:
     """$COLUMNS, where it is a number of columns."""
     text = os.environ.get("COLUMNS", "")
-    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 10_000 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 4 and int(text) > 0 else None
 
 
 def _isatty(stream: TextIO) -> bool:
