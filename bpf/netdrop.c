@@ -22,7 +22,8 @@
  *
  * Macros set by the loader (numbers read from the running kernel, never text
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
- * ND_TP_BTF (1: the tp_btf entry points, else the classic tracepoints),
+ * ND_TP_BTF (1: the tp_btf entry points, else the classic tracepoints), ND_STACKS (1: events
+ * carry their kernel stack),
  * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE; for bpf/funchooks.c
  * ND_CT_MAX_ADDR, ND_MAX_CAUSE_COUNTERS. The loader compiles this
  * file and funchooks.c as one text: bcc takes programs from its main file only.
@@ -89,6 +90,30 @@ struct nd_pkt {
 };
 #define ND_PKT_MASK (2 * ND_MAX_SNAPLEN - 1)
 BPF_PERCPU_ARRAY(pktbuf, struct nd_pkt, 1);
+
+#if ND_STACKS
+/* The kernel stack of each event (nd_event.stack_id), taken where the event is
+ * sent, never for a drop that is only counted: bpf_get_stackid() walks the
+ * stack (the unwinder), which costs more than the rest of an event. With
+ * BPF_F_REUSE_STACKID a new stack takes the slot its hash lands on from the
+ * one there: the map always has room, and the reader, who reads a stack as it
+ * reads its event, checks that the stack holds the event's location. */
+struct nd_stack {
+	u64 ip[ND_STACK_DEPTH];
+};
+BPF_TABLE("stacktrace", int, struct nd_stack, stacks, ND_STACK_ENTRIES);
+#endif
+
+/* ctx: the program's context, from which the kernel takes the registers to
+ * unwind (the tracepoint's, or the raw tracepoint's in the tp_btf form). */
+static __always_inline s32 stack_id(void *ctx)
+{
+#if ND_STACKS
+	return stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
+#else
+	return -1;
+#endif
+}
 
 BPF_ARRAY(filter_cfg, struct nd_filter_cfg, 1);
 BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
@@ -774,7 +799,7 @@ static __always_inline u64 wakeup_flags(struct nd_cpu_state *st)
 	return (st->events & (ND_WAKEUP_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
+static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
 					     struct sk_buff *skb, struct net_device *dev, u16 proto,
 					     struct nd_event *scr, struct nd_route route, u32 netns, u64 now,
 					     u64 location, u32 reason, u32 pod)
@@ -792,6 +817,7 @@ static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct n
 	n &= ND_PKT_MASK;
 	if (n && from && bpf_probe_read_kernel(pk->data, n, from) == 0)
 		pk->ev.caplen = n;
+	pk->ev.stack_id = stack_id(ctx);
 	if (events.ringbuf_output(pk, sizeof(pk->ev) + (pk->ev.caplen & ND_PKT_MASK), wakeup_flags(st)))
 		st->lost++;
 	else
@@ -801,7 +827,7 @@ static __always_inline void send_with_packet(struct nd_filter_cfg *cfg, struct n
 /* The kfree_skb program's work, whichever way it is attached: sh and netns
  * are what the entry point read of the skb (skb_head(), netns_of(), or their
  * BTF forms). */
-static __always_inline int on_drop(struct sk_buff *skb, u64 location, u32 reason, u16 proto,
+static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location, u32 reason, u16 proto,
 				   struct nd_skb_head sh, u32 netns)
 {
 	struct net_device *dev = sh.dev;
@@ -842,7 +868,7 @@ static __always_inline int on_drop(struct sk_buff *skb, u64 location, u32 reason
 		st->window_events++;
 	}
 	if (cfg->snaplen) {
-		send_with_packet(cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod);
+		send_with_packet(ctx, cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod);
 		return 0;
 	}
 	/* Ring full: count the loss without paying for the packet reads. */
@@ -853,6 +879,7 @@ static __always_inline int on_drop(struct sk_buff *skb, u64 location, u32 reason
 	}
 	fill_event(e, skb, dev, proto, scr, route, netns);
 	finish_event(e, skb, now, location, reason, pod);
+	e->stack_id = stack_id(ctx);
 	events.ringbuf_submit(e, wakeup_flags(st));
 	st->events++;
 	return 0;
@@ -914,7 +941,7 @@ int nd_kfree_skb(unsigned long long *ctx)
 	if (ND_HAVE_REASON && reason == ND_REASON_CONSUMED)
 		return 0;
 	struct nd_skb_head sh = skb_head_btf(skb);
-	return on_drop(skb, ctx[1], reason, ND_NTOHS(skb->protocol), sh, netns_of_btf(skb, sh.dev));
+	return on_drop(ctx, skb, ctx[1], reason, ND_NTOHS(skb->protocol), sh, netns_of_btf(skb, sh.dev));
 }
 #else
 TRACEPOINT_PROBE(skb, kfree_skb)
@@ -924,7 +951,7 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	if (ND_HAVE_REASON && reason == ND_REASON_CONSUMED)
 		return 0;
 	struct nd_skb_head sh = skb_head(skb);
-	return on_drop(skb, (u64)args->location, reason, ND_NTOHS(args->protocol), sh, netns_of(skb, sh.dev));
+	return on_drop(args, skb, (u64)args->location, reason, ND_NTOHS(args->protocol), sh, netns_of(skb, sh.dev));
 }
 #endif
 

@@ -78,7 +78,16 @@ struct nd_event {
 	u8 daddr[16];
 	char ifname[ND_IFNAMSIZ];
 	char out_ifname[ND_IFNAMSIZ];
+	s32 stack_id;       /* the kernel stack in the stacks map (bpf/netdrop.c); < 0: none (not asked
+	                     * for, or the kernel's error: -EFAULT no stack, -ENOMEM/-EEXIST map trouble) */
 };
+
+/* The kernel stacks of events: frames kept per stack (the innermost ones) and
+ * stacks the map holds. A stack id is the stack's hash modulo the entries; a
+ * stack whose hash lands on a slot another holds replaces it (BPF_F_REUSE_STACKID):
+ * the reader checks each stack against its event (tracer/kernel/stacks.py). */
+#define ND_STACK_DEPTH 40
+#define ND_STACK_ENTRIES 1024
 
 /* Key of the exact per-group drop counters. */
 struct nd_count_key {

@@ -282,7 +282,9 @@ class Session:
 
     def __init__(self, env: Environment, args: argparse.Namespace, facts: KernelFacts, filters: Filters,
                  pods: PodSource | Pending[PodSource] | None = None, *, title: str = "netdrop watch",
-                 note: str | None = None, snaplen: int = 0, headers_only: bool = True) -> None:
+                 note: str | None = None, snaplen: int = 0, headers_only: bool = True,
+                 stacks: bool = False) -> None:
+        """stacks: events carry their kernel stack, sampled per group (groups.py)."""
         from .explain.explainer import Explainer
         from .explain.evidence import EvidenceCache
         from .groups import Groups
@@ -290,6 +292,7 @@ class Session:
         from .kernel.facts import Kallsyms
         from .kernel.filters import known_netns_inodes
         from .kernel.loader import Tracer
+        from .kernel.stacks import Symbolizer
         from .pods.attribute import NO_POD
         from .sinks import console
 
@@ -304,7 +307,7 @@ class Session:
             # would be any pod's (the API may take seconds to answer).
             self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only, hold=True,
                                  warn=functools.partial(warn, env),
-                                 tp_btf=not getattr(args, "classic_tracepoints", False),
+                                 tp_btf=not getattr(args, "classic_tracepoints", False), stacks=stacks,
                                  **({} if rate is None else {"max_event_rate": rate}))
             stack.callback(self.tracer.close)
             source = pods.result() if isinstance(pods, Pending) else pods
@@ -322,7 +325,8 @@ class Session:
             kallsyms = Kallsyms.load()
             if not kallsyms.usable:
                 warn(env, "/proc/kallsyms hides addresses (kptr_restrict): drop locations cannot be named")
-            self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason)
+            self.decoder = Decoder(facts.reasons, kallsyms, has_reason=facts.has_reason,
+                                   stacks=Symbolizer(kallsyms, self.tracer.stack_frames) if stacks else None)
 
             def pod_of_tag(tag: int) -> Attribution:
                 index = source.current() if source is not None else None

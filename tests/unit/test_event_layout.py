@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tracer.kernel import event
 
-C_TYPES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "char": 1}
+C_TYPES = {"u8": 1, "u16": 2, "u32": 4, "s32": 4, "u64": 8, "char": 1}
 
 
 def parse_structs(text: str) -> dict[str, list[tuple[str, int, int]]]:

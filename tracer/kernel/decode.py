@@ -13,10 +13,12 @@ import struct
 import time
 from dataclasses import dataclass, fields, make_dataclass
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import event as ev
 from .facts import Kallsyms
+from .stacks import Stack
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -71,6 +73,8 @@ class Drop:
     # was dropped: one of CAUSES' values, None if no hook saw it (or none is attached).
     cause: str | None = None
     ct_max: int | None = None  # with cause "ct-table-full": nf_conntrack_max, where the kernel shows it
+    # The kernel stack from the dropping function down (kernel/stacks.py), when stacks are read.
+    stack: Stack | None = None
 
     @property
     def tcp_flag_names(self) -> str:
@@ -108,7 +112,7 @@ if tuple(f.name for f in fields(_DropBuilder)) != Drop.__slots__:    # pragma: n
 _EXPECTED_FIELDS = ("ts_ns_raw", "location_raw", "reason_raw", "netns", "ifindex", "dev_mtu", "out_ifindex", "mtu",
                     "len", "pod_raw", "l3proto_raw", "sport", "dport", "l4proto_raw", "flags_raw", "icmp_type",
                     "icmp_code", "caplen", "ct_status_raw", "ctinfo_raw", "tcp_flags_raw", "cause_raw", "pad",
-                    "saddr_raw", "daddr_raw", "ifname_raw", "out_ifname_raw")
+                    "saddr_raw", "daddr_raw", "ifname_raw", "out_ifname_raw", "stack_id")
 if ev.EVENT_FIELDS != _EXPECTED_FIELDS:    # pragma: no cover - import-time check
     raise ImportError("bpf/netdrop.h's nd_event changed: update decode.decode_record's unpacking")
 
@@ -124,8 +128,12 @@ _FAMILY = {ETH_P_IP: 4, ETH_P_IPV6: 6}
 
 class Decoder:
     def __init__(self, reasons: dict[int, str], kallsyms: Kallsyms, has_reason: bool = True,
-                 mono_to_wall: float | None = None) -> None:
+                 mono_to_wall: float | None = None,
+                 stacks: Callable[[int, int], Stack | None] | None = None) -> None:
+        """stacks(stack_id, location address): the named kernel stack of an
+        event (stacks.Symbolizer); None: events are decoded without their stack."""
         self.reasons = reasons
+        self.stacks = stacks
         self.kallsyms = kallsyms
         self.has_reason = has_reason
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> Unix time, fixed once at start.
@@ -153,7 +161,7 @@ class Decoder:
         bytes of the packet (packet=None: taken from rec), in one unpack."""
         (ts, location_raw, reason_raw, netns, ifindex, dev_mtu, out_ifindex, mtu, length, pod_raw, l3proto, sport,
          dport, l4proto, flags, icmp_type, icmp_code, caplen, ct_status, ctinfo, tcp_flags, cause, _pad, saddr,
-         daddr, ifname, out_ifname) = _UNPACK(rec)
+         daddr, ifname, out_ifname, stack_id) = _UNPACK(rec)
         if packet is None:
             packet = rec[_HEAD:_HEAD + caplen] if caplen else b""
         has_l4 = flags & _F_L4
@@ -197,6 +205,7 @@ class Decoder:
             tcp_flags if l4proto == 6 and has_l4 else None,
             CAUSES.get(cause) if cause else None,
             ct_status if cause == ev.ND_CAUSE_CT_TABLE_FULL and not flags & _F_CT and ct_status else None,
+            self.stacks(stack_id, location_raw) if self.stacks is not None and stack_id >= 0 else None,
         )
         self._rest = rest
         d: Drop = _DropBuilder(_WALL(ts / 1e9 + self.mono_to_wall, UTC), *rest)

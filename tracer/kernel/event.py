@@ -50,6 +50,8 @@ ND_MAX_SNAPLEN = 2048
 ND_NETNS_INLINE = 4
 ND_COUNT_SLOTS = 256
 ND_POD_MEMO = 64
+ND_STACK_DEPTH = 40
+ND_STACK_ENTRIES = 1024
 
 
 class NdEvent(ctypes.Structure):
@@ -83,6 +85,7 @@ class NdEvent(ctypes.Structure):
         ("daddr_raw", ctypes.c_uint8 * 16),
         ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
         ("out_ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
+        ("stack_id", ctypes.c_int32),
     ]
 
 
@@ -194,7 +197,7 @@ MIRRORS = {
 # ctypes scalar types -> struct format characters (standard sizes, no alignment:
 # the padding comes from the mirror's own offsets, see record_struct).
 _STRUCT_CODES: dict[type, str] = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I",
-                                  ctypes.c_uint64: "Q"}
+                                  ctypes.c_uint64: "Q", ctypes.c_int32: "i"}
 
 
 def record_struct(mirror: type[ctypes.Structure]) -> struct.Struct:

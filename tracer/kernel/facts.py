@@ -167,6 +167,16 @@ class Kallsyms:
         self._cache[addr] = name
         return name
 
+    def locate(self, addr: int) -> tuple[str, int] | None:
+        """The function containing addr and addr's offset in it, e.g.
+        ('__udp4_lib_rcv', 0x5a1), or None. Not remembered: stack frames are
+        many, and their callers remember whole stacks instead."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return None
+        start = self._ends[i - 1] if i else 0
+        return self._blob[start:self._ends[i]].decode(), addr - self._addrs[i]
+
 
 def kernel_symbols(names: Iterable[str], path: str | os.PathLike[str] = "/proc/kallsyms") -> dict[str, int]:
     """Addresses of the named symbols, text or data, of the kernel or a module

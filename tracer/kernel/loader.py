@@ -251,14 +251,16 @@ class Tracer:
                  cache_dir: Path = DEFAULT_CACHE, ringbuf_pages: int = RINGBUF_PAGES,
                  max_event_rate: int = MAX_EVENT_RATE, snaplen: int = 0, headers_only: bool = True,
                  warn: Callable[[str], None] = lambda msg: None, map_entries: int = MAX_FILTER,
-                 hold: bool = False, tp_btf: bool = True, direct_ring: bool = DIRECT_RING) -> None:
+                 hold: bool = False, tp_btf: bool = True, direct_ring: bool = DIRECT_RING,
+                 stacks: bool = False) -> None:
         """snaplen > 0: events carry up to snaplen bytes of their packet, from the
         IP header on; headers_only stops at the end of the TCP/UDP/ICMP header.
         warn tells the user, once, of a kernel map that is full; map_entries is
         the size of each filter and pod map. hold: count nothing until
         start_counting() (the pod maps that filter by pod are written first).
         tp_btf=False attaches the classic tracepoints even where tp_btf would load.
-        direct_ring=False reads the ring buffer through bcc (libbpf's reader)."""
+        direct_ring=False reads the ring buffer through bcc (libbpf's reader).
+        stacks: each event carries its kernel stack's id (stack_frames() reads it)."""
         self._warn = warn
         self._ready = 0 if hold else ev.ND_FILTER_READY
         self.full_maps: set[str] = set()
@@ -294,6 +296,7 @@ class Tracer:
             f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
             f"-DND_MAX_FILTER={int(map_entries)}",
             f"-DND_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
+            f"-DND_STACKS={int(stacks)}",
         ]
         # nf_conntrack_max's address, for "table full (count = max = N)": only where
         # nf_conntrack is built in, so that the address holds for the whole run (a
@@ -324,7 +327,13 @@ class Tracer:
                 self.close()
                 raise
         self.attach_form = "tp_btf" if use_btf else "tracepoint"
+        self.stacks = stacks
+        self._stack_memo: dict[int, tuple[int, ...] | None] = {}
         try:
+            if stacks:
+                self._stack_fd = int(self.bpf[b"stacks"].map_fd)
+                self._stack_key, self._stack_value = ctypes.c_int(0), (ctypes.c_uint64 * ev.ND_STACK_DEPTH)()
+                self._lookup = bcc.lib.bpf_lookup_elem
             release_compiler_memory()
             self._events: list[bytes] = []
             self._ring: _RingReader | None = None
@@ -455,6 +464,8 @@ class Tracer:
         max_events: at most that many; what is left stays in the ring buffer for
         the next call, and what no longer fits there the kernel counts as lost.
         None: until the ring is empty, which under a drop storm is never."""
+        # The stacks read for the last batch may have been replaced since (stack_frames).
+        self._stack_memo.clear()
         if self._ring is not None:
             limit = None if max_events is None else max(1, max_events)
             records = self._ring.read(limit)
@@ -487,6 +498,23 @@ class Tracer:
             raw = ev.NdEvent.from_buffer_copy(rec)
             out.append((raw, rec[head:head + raw.caplen]))
         return out
+
+    def stack_frames(self, stack_id: int) -> tuple[int, ...] | None:
+        """The frames (return addresses, innermost first) the stack map holds
+        for stack_id now, None if it holds none. Read once per id per batch of
+        records (poll_records): a storm repeats few stacks, and the kernel
+        replaces a slot only when another stack's hash lands on it
+        (kernel/stacks.py checks each stack against its event)."""
+        memo = self._stack_memo
+        if stack_id in memo:
+            return memo[stack_id]
+        frames: tuple[int, ...] | None = None
+        if self.stacks:
+            self._stack_key.value = stack_id
+            if self._lookup(self._stack_fd, ctypes.byref(self._stack_key), ctypes.byref(self._stack_value)) == 0:
+                frames = tuple(ip for ip in self._stack_value if ip) or None
+        memo[stack_id] = frames
+        return frames
 
     def start_counting(self) -> None:
         """From the next drop on, count and report what passes the filters."""
