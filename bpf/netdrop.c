@@ -92,23 +92,50 @@ struct nd_pkt {
 BPF_PERCPU_ARRAY(pktbuf, struct nd_pkt, 1);
 
 #if ND_STACKS
-/* The kernel stack of each event (nd_event.stack_id), taken where the event is
- * sent, never for a drop that is only counted: bpf_get_stackid() walks the
- * stack (the unwinder), which costs more than the rest of an event. With
- * BPF_F_REUSE_STACKID a new stack takes the slot its hash lands on from the
- * one there: the map always has room, and the reader, who reads a stack as it
- * reads its event, checks that the stack holds the event's location. */
+/* The kernel stack of an event (nd_event.stack_id), taken where the event is
+ * sent, never for a drop that is only counted. bpf_get_stackid() walks the
+ * stack with the kernel's unwinder: ~2.4 us for the ~25 frames of a drop in
+ * softirq here, ten times the rest of an event (docs/performance.md). So a
+ * stack is also rationed: per CPU, per event window, at most ND_STACKS_PER_SLOT
+ * for the events of each of ND_STACK_SLOTS slots of their location's hash. A
+ * storm at one location pays for two stacks per window, and a drop elsewhere
+ * during it still finds its own slot's budget untouched.
+ *
+ * With BPF_F_REUSE_STACKID a new stack takes the slot its hash lands on from
+ * the one there: the map always has room, and the reader, who reads a stack as
+ * it reads its event, checks that the stack holds the event's location. */
+#define ND_STACK_SLOTS 16
+#define ND_STACKS_PER_SLOT 2
 struct nd_stack {
 	u64 ip[ND_STACK_DEPTH];
 };
 BPF_TABLE("stacktrace", int, struct nd_stack, stacks, ND_STACK_ENTRIES);
+
+struct nd_stack_budget {
+	u64 window_start_ns;
+	u8 taken[ND_STACK_SLOTS];
+};
+BPF_PERCPU_ARRAY(stack_budget, struct nd_stack_budget, 1);
 #endif
 
 /* ctx: the program's context, from which the kernel takes the registers to
- * unwind (the tracepoint's, or the raw tracepoint's in the tp_btf form). */
-static __always_inline s32 stack_id(void *ctx)
+ * unwind (the tracepoint's, or the raw tracepoint's in the tp_btf form).
+ * -1: no stack (none asked for, or over this window's budget). */
+static __always_inline s32 stack_id(void *ctx, u64 location, u64 now)
 {
 #if ND_STACKS
+	int zero = 0;
+	struct nd_stack_budget *b = stack_budget.lookup(&zero);
+	if (!b)
+		return -1;
+	if (now - b->window_start_ns >= ND_EVENT_WINDOW_NS) {
+		b->window_start_ns = now;
+		__builtin_memset(b->taken, 0, sizeof(b->taken));
+	}
+	u32 slot = (u32)((location * 0x9E3779B97F4A7C15ULL) >> 60) & (ND_STACK_SLOTS - 1);
+	if (b->taken[slot] >= ND_STACKS_PER_SLOT)
+		return -1;
+	b->taken[slot]++;
 	return stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
 #else
 	return -1;
@@ -817,7 +844,7 @@ static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cf
 	n &= ND_PKT_MASK;
 	if (n && from && bpf_probe_read_kernel(pk->data, n, from) == 0)
 		pk->ev.caplen = n;
-	pk->ev.stack_id = stack_id(ctx);
+	pk->ev.stack_id = stack_id(ctx, location, now);
 	if (events.ringbuf_output(pk, sizeof(pk->ev) + (pk->ev.caplen & ND_PKT_MASK), wakeup_flags(st)))
 		st->lost++;
 	else
@@ -879,7 +906,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 	}
 	fill_event(e, skb, dev, proto, scr, route, netns);
 	finish_event(e, skb, now, location, reason, pod);
-	e->stack_id = stack_id(ctx);
+	e->stack_id = stack_id(ctx, location, now);
 	events.ringbuf_submit(e, wakeup_flags(st));
 	st->events++;
 	return 0;

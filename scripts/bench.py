@@ -181,6 +181,7 @@ class Result:
     generators: int
     pods: bool
     json_sink: bool = True
+    stacks: bool | None = None
 
     @property
     def drops(self) -> int:
@@ -197,13 +198,15 @@ class Result:
 
 
 def run(drops: int, generators: int, seconds: float, max_event_rate: int | None = None,
-        pods: bool = False, json_sink: bool = True, classic: bool = False, conntrack: bool = False) -> Result:
+        pods: bool = False, json_sink: bool = True, classic: bool = False, conntrack: bool = False,
+        stacks: bool | None = None) -> Result:
     """One storm. pods=False: in a namespace of its own, `watch --netns` it.
     pods=True: inside pod db of a simulated node with its API, `watch -A`, so
     every drop is looked up in the pod maps and attributed. json_sink=False:
     the console view (to /dev/null, redrawn on its tick) instead of a JSON
     line per event: the pipeline's own cost per event, without a sink's.
     classic=True: netdrop attaches the classic tracepoints, not tp_btf.
+    stacks: --stacks (True) or --no-stacks (False) for watch; None: its default.
     conntrack=True: the namespace tracks connections and each drop is a new
     flow (a port of its own), so the conntrack hooks run for every drop: an
     allocation and a confirmation each (where the kernel lets them attach)."""
@@ -233,6 +236,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         bare_ids = settled_progs(bare.pid)
         rate = [] if max_event_rate is None else ["--max-event-rate", str(max_event_rate)]
         rate += ["--classic-tracepoints"] if classic else []
+        rate += [] if stacks is None else ["--stacks" if stacks else "--no-stacks"]
         nd = subprocess.Popen(NETDROP + ["watch", *(["--json"] if json_sink else []), *watch_args, *rate],
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -288,7 +292,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         netdrop_progs=tuple(Prog(labels[i], d.time_ns, d.runs) for i, d in sorted(nd_delta.items())),
         bare=Prog("bpftrace kfree_skb", sum(d.time_ns for d in bare_delta.values()),
                   sum(d.runs for d in bare_delta.values())),
-        generators=generators, pods=pods, json_sink=json_sink,
+        generators=generators, pods=pods, json_sink=json_sink, stacks=stacks,
     )
 
 
@@ -301,6 +305,8 @@ def report(r: Result, markdown: bool) -> str:
     rows = [
         ("attribution", "pods looked up and named (watch -A)" if r.pods else "off (watch --netns)"),
         ("sink", "JSON lines to /dev/null (--json)" if r.json_sink else "console to /dev/null: no per-event sink"),
+        ("kernel stacks", {None: "watch's default", True: "taken per event (--stacks)",
+                           False: "off (--no-stacks)"}[r.stacks]),
         ("drops generated", f"{r.sent:,} in {r.seconds:.2f} s = {rate:,.0f}/s ({r.generators} sender(s))"),
         ("kernel counter (UdpNoPorts)", f"{r.kernel_drops:,}"),
         ("netdrop counted, NO_SOCKET at __udp4_lib_rcv", f"{r.storm_counted:,} "
@@ -498,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conntrack", action="store_true",
                    help="the namespace tracks connections and every drop is a new flow: the conntrack hooks run "
                         "for each (at most 64,000 drops in all: one port per flow)")
+    p.add_argument("--stacks", action=argparse.BooleanOptionalAction, default=None,
+                   help="netdrop takes each event's kernel stack (--stacks) or not (--no-stacks); "
+                        "default: watch's own default")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--no-json", action="store_true", help="watch's console instead of --json: no per-event sink")
     p.add_argument("--replay", type=int, metavar="EVENTS", default=None,
@@ -521,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         stops = bench_stop.run(a.stop, a.generators)
         print(bench_stop.report(stops, a.generators, a.markdown))
         return 0 if all(s.seconds <= bench_stop.PROMISE and s.status == 0 for s in stops) else 1
-    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic, a.conntrack)
+    r = run(a.drops, a.generators, a.seconds, a.max_event_rate, a.pods, not a.no_json, a.classic, a.conntrack, a.stacks)
     print(report(r, a.markdown))
     return 0 if r.storm_counted == r.kernel_drops else 1
 

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after this long, e.g. 30s or 2m (default: until Ctrl-C)")
     watch.add_argument("--json", action="store_true",
                        help="print one JSON object per drop per line on stdout")
+    _stacks_option(watch, "--json lines carry a \"stack\" only with --stacks")
     _common(watch)
 
     cap = sub.add_parser("capture", help="record drops for a while into a directory: events, summary, pcapng")
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: headers only, at most 128 bytes)")
     cap.add_argument("--max-events", type=number(0, MAX_JSON_INT), metavar="N",
                      help="write at most N events to events.jsonl (counts stay exact)")
+    _stacks_option(cap, "summary.json keeps up to 3 per group")
     _common(cap)
 
     doc = sub.add_parser("doctor", help="check the node for misconfigurations that drop packets "
@@ -205,6 +207,12 @@ def _node_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
                                                     "with this machine's addresses)")
     p.add_argument("--node-netns", type=netns_spec, metavar="NAME|PATH", default=None,
                    help="the namespace that plays the node (default: the host's; a simulated node's)")
+
+
+def _stacks_option(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--stacks", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"take the kernel stack of each event (not of each counted drop), named once per "
+                        f"distinct stack; {where} (default: on, except with --json)")
 
 
 def _tracefs_option(p: argparse.ArgumentParser) -> None:

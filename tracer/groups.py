@@ -21,10 +21,12 @@ from .explain.benign import benign_why
 from .explain.categories import category_of
 from .explain.verdict import Verdict
 from .kernel.decode import Decoder, Drop
+from .kernel.stacks import Stack
 from .pods.attribute import NO_POD, Attribution
 
 GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
 FLOWS_KEPT = 8      # the latest events of each group, for the console's details (bounded memory per group)
+STACKS_KEPT = 3     # distinct kernel stacks sampled per group, each with its count of events
 
 
 @dataclass
@@ -49,6 +51,19 @@ class Group:
     # else from the counter key's reason and location alone.
     benign: bool = False
     latest_drops: collections.deque[Drop] = field(default_factory=lambda: collections.deque(maxlen=FLOWS_KEPT))
+    # The kernel stacks of its events (when stacks are taken): the first
+    # STACKS_KEPT distinct ones with their events, and the events of any other.
+    stacks: dict[Stack, int] = field(default_factory=dict)
+    stacks_other: int = 0
+
+    def add_stack(self, stack: Stack) -> None:
+        kept = self.stacks
+        if stack in kept:
+            kept[stack] += 1
+        elif len(kept) < STACKS_KEPT:
+            kept[stack] = 1
+        else:
+            self.stacks_other += 1
 
     @property
     def pod_label(self) -> str:
@@ -117,6 +132,8 @@ class Groups:
         g.attribution = who
         g.benign = verdict.benign
         g.latest_drops.append(drop)
+        if drop.stack is not None:
+            g.add_stack(drop.stack)
         g.events += 1
         t = drop.time      # events of several CPUs arrive in no strict order
         if g.first_seen is None or t < g.first_seen:
@@ -165,6 +182,7 @@ class Groups:
         for g in list(self.groups.values()):
             c = copy.copy(g)
             c.latest_drops = collections.deque(g.latest_drops, maxlen=FLOWS_KEPT)
+            c.stacks = dict(g.stacks)
             out.append(c)
         return out
 

@@ -350,6 +350,7 @@ class Session:
             stack.callback(self.evidence.close)
             self.evidence.start()
             self.stop = SIGNALS.stop
+            self.stacks = stacks
             self._names_at = env.monotonic()
             self._close = stack.pop_all()
 
@@ -447,14 +448,29 @@ class Session:
 
 # ---------------------------------------------------------------- the commands
 
+# Whether the console and capture take kernel stacks unless told (--stacks,
+# --no-stacks): measured in docs/performance.md against the per-drop budget.
+STACKS_BY_DEFAULT = True
+
+
+def wants_stacks(args: argparse.Namespace) -> bool:
+    """--stacks/--no-stacks as given; else on for the views for people (the
+    console's details, a capture's summary), off for `watch --json`: a stack
+    per line is for those who ask."""
+    if args.stacks is not None:
+        return bool(args.stacks)
+    return STACKS_BY_DEFAULT and not getattr(args, "json", False)
+
+
 def cmd_watch(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from .sinks.jsonout import JsonLines
 
     require_root(env)
     facts = kernel_facts(args, env)
     filters = make_filters(args, env)
-    with Session(env, args, facts, filters, pod_source(args, env)) as session:
-        stats = session.run([JsonLines(env.stdout)], args.duration) if args.json else session.run_live(args.duration)
+    with Session(env, args, facts, filters, pod_source(args, env), stacks=wants_stacks(args)) as session:
+        stats = (session.run([JsonLines(env.stdout, stacks=session.stacks)], args.duration) if args.json
+                 else session.run_live(args.duration))
         session.report(stats, groups_too=args.json)
     return ExitStatus.OK
 
@@ -480,7 +496,8 @@ def cmd_demo(args: argparse.Namespace, env: Environment) -> ExitStatus:
         filters = Filters(netns=frozenset(node.netns_inodes().values()))
         note = "demo: " + "; ".join(f"{c.name}: {c.description}" for c in cases)
         pods = PodSource(Selection(), str(node.kubeconfig), None, node.node1, warn=functools.partial(warn, env))
-        with Session(env, args, facts, filters, pods, title="netdrop demo: simulated node", note=note) as session:
+        with Session(env, args, facts, filters, pods, title="netdrop demo: simulated node", note=note,
+                     stacks=STACKS_BY_DEFAULT) as session:
             stats = session.run_live(args.duration, threading.Thread(target=player.run, daemon=True))
             session.report(stats)
         return ExitStatus.OK
@@ -502,7 +519,7 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
     pods = pod_source(args, env)
     snaplen = (args.snaplen or capture.DEFAULT_SNAPLEN) if args.pcap else 0
     with Session(env, args, facts, filters, pods, title=f"netdrop capture -> {outdir.path}", snaplen=snaplen,
-                 headers_only=args.snaplen is None) as session:
+                 headers_only=args.snaplen is None, stacks=wants_stacks(args)) as session:
         recorder = capture.Recorder(outdir, pcap_snaplen=snaplen, max_events=args.max_events,
                                     started=session.loaded_at)
         progress = capture.Progress(env.console(stderr=True), env.stderr)

@@ -23,9 +23,10 @@ def peer_record(who: Attribution) -> dict[str, object] | None:
     return {"namespace": peer.namespace, "name": peer.name, "direction": who.peer_direction}
 
 
-def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict[str, object]:
-    """The documented keys of a drop, in a stable order."""
-    return {
+def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD, stacks: bool = False) -> dict[str, object]:
+    """The documented keys of a drop, in a stable order; stacks (--stacks): and
+    "stack", its kernel stack (kernel/stacks.py) or null, last."""
+    record: dict[str, object] = {
         "time": drop_record_time(drop.time),
         "reason": drop.reason,
         "category": verdict.category,
@@ -50,6 +51,9 @@ def drop_record(drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> dict
         "conntrack": drop.conntrack,
         "detail": verdict.detail,
     }
+    if stacks:
+        record["stack"] = list(drop.stack) if drop.stack is not None else None
+    return record
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -72,7 +76,10 @@ class LineEncoder:
     ~6 us per line before (building the dict, then dumping it), the most of
     what `watch --json` cost per event."""
 
-    def __init__(self) -> None:
+    def __init__(self, stacks: bool = False) -> None:
+        self.stacks = stacks
+        # A stack's "stack" part, once per distinct stack (they are few).
+        self._stacks: dict[tuple[str, ...], str] = {}
         # (verdict, attribution, the drop's static fields) -> the encoded parts. Keyed by the
         # identity of the verdict and attribution (the classifier and the pod index hand out
         # the same objects for the same answer); the value holds them, so no id is reused
@@ -102,17 +109,28 @@ class LineEncoder:
             # As drop_record() writes this second, around its (always written) microseconds.
             before, _, after = drop_record_time(t.replace(microsecond=0)).partition(".000000")
             stamp = self._seconds[second] = (before, after)
-        flow = (parts, drop.src, drop.dst, drop.sport, drop.dport, drop.len)
+        flow = (parts, drop.src, drop.dst, drop.sport, drop.dport, drop.len, drop.stack)
         if flow != self._flow:      # a storm of one flow: its line but for the time, again and again
-            src, dst, sport, dport, length = flow[1:]
+            src, dst, sport, dport, length, stack = flow[1:]
             self._flow = flow
             self._rest = (f',{parts[0]},'
                           f'"src":{"null" if src is None else _string(src)},'
                           f'"dst":{"null" if dst is None else _string(dst)},'
                           f'"sport":{"null" if sport is None else int(sport)},'
                           f'"dport":{"null" if dport is None else int(dport)},'
-                          f'"len":{int(length)},{parts[1]}}}\n')
+                          f'"len":{int(length)},{parts[1]}{self._stack(stack) if self.stacks else ""}}}\n')
         return f'{{"time":"{stamp[0]}.{t.microsecond:06d}{stamp[1]}"{self._rest}'
+
+    def _stack(self, stack: tuple[str, ...] | None) -> str:
+        """',"stack":[...]' as drop_record(stacks=True) has it."""
+        if stack is None:
+            return ',"stack":null'
+        part = self._stacks.get(stack)
+        if part is None:
+            if len(self._stacks) >= _MEMO_ENTRIES:
+                self._stacks.clear()
+            part = self._stacks[stack] = f',"stack":{_encode(list(stack))}'
+        return part
 
 
 def drop_record_time(t: datetime) -> str:
@@ -121,9 +139,9 @@ def drop_record_time(t: datetime) -> str:
 
 
 class JsonLines:
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, stacks: bool = False) -> None:
         self.stream = stream
-        self._line = LineEncoder().line
+        self._line = LineEncoder(stacks).line
 
     def emit(self, drop: Drop, verdict: Verdict, who: Attribution) -> None:
         self.stream.write(self._line(drop, verdict, who))

@@ -33,6 +33,7 @@ from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
 from ..layout import wrap
 from ..textsafe import csv_cell, html_text, markdown_text, printable
+from . import stackview
 from .capture import Recorder, _iso
 from .jsonout import peer_record
 
@@ -72,6 +73,7 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
             "events": g.events,
             "latest": _latest(g.latest), "hint": g.hint,
             "detail": g.detail,
+            **stackview.records(g),
         })
     by_category = {c: sum(x["count"] for x in group_list if x["category"] == c) for c in CATEGORIES}
     by_category = {c: n for c, n in by_category.items() if n}
@@ -369,6 +371,7 @@ def to_markdown(s: Summary, show_benign: bool = False) -> str:
         parts.append(f"- notice: {md(n)}")
     parts += ["", "### Drops by pod, category, reason and location", "",
               table(GROUP_HEADER, _group_rows(s, show_benign))]
+    parts += stackview.markdown(_shown(s["groups"], show_benign))
     if flows := _flow_rows(s, show_benign):
         parts += ["", "### Top flows (from delivered events)", "", table(FLOW_HEADER, flows)]
         if note := _flows_note(s):
@@ -516,6 +519,7 @@ th {{ background: #f3f3f3; }}
 {timeline_svg(s)}
 <h2>Drops by pod, category, reason and location</h2>
 {table("groups", GROUP_HEADER, _group_rows(s, show_benign))}
+{stackview.html(_shown(s["groups"], show_benign))}
 <h2>Top flows (from delivered events)</h2>
 {table("flows", FLOW_HEADER, _flow_rows(s, show_benign))}
 {flows_note}
@@ -587,7 +591,7 @@ _GROUP: Schema = {
     "netns": int, "netns_name": Opt(str), "category": str, "benign?": bool, "reason": Opt(str),
     "location": Opt(str), "count": int, "rate_per_s": float,
     "first_seen": Opt(str), "last_seen": Opt(str), "events": int, "latest?": object, "hint": Opt(str),
-    "detail?": object}
+    "detail?": object, "stacks?": [{"events": int, "frames": [str]}], "stacks_other_events?": int}
 _FLOW: Schema = {
     "proto": Opt(str), "src": Opt(str), "sport": Opt(int), "dst": Opt(str), "dport": Opt(int), "events": int,
     "events_error?": int, "category": str, "benign?": bool, "reason": Opt(str), "pod": Opt(str),
