@@ -369,8 +369,28 @@ def details(g: Group, view: View) -> list[Text]:
                      f"flags {d.tcp_flag_names}" if d.tcp_flags else "", f"×{n}" if n > 1 else ""]
             lines.append(text(f"  {d.time.strftime('%H:%M:%S.%f')[:-3]}  {flow}  "
                               + "  ".join(e for e in extra if e)))
+    lines += stack_lines(g)
     lines.append(Text(""))
     lines.append(Text("← or Esc: back · ↑ ↓: the previous or next group · q: quit", style="dim"))
+    return lines
+
+
+STACK_FRAMES_SHOWN = 8      # per stack in the details: the dropping function and its nearest callers
+
+
+def stack_lines(g: Group) -> list[Text]:
+    """The group's sampled kernel stacks (groups.Group.stacks), most events
+    first: each on wrapped lines, the dropping function first, callers after ←."""
+    if not g.stacks:
+        return []
+    sampled = sum(g.stacks.values()) + g.stacks_other
+    lines = [Text(""), Text(f"kernel stacks ({sampled:,} of {g.events:,} events had one):", style="bold")]
+    for frames, n in sorted(g.stacks.items(), key=lambda kv: -kv[1]):
+        shown = " ← ".join(frames[:STACK_FRAMES_SHOWN])
+        more = len(frames) - STACK_FRAMES_SHOWN
+        lines.append(Text(f"  ×{n:,} ", style="bold") + text(shown + (f" ← … {more} more" if more > 0 else "")))
+    if g.stacks_other:
+        lines.append(Text(f"  ×{g.stacks_other:,} with other stacks", style="dim"))
     return lines
 
 

@@ -47,6 +47,10 @@ def _frames(stack: dict[str, Any]) -> tuple[list[str], int]:
     return frames[:FRAMES_SHOWN], max(0, len(frames) - FRAMES_SHOWN)
 
 
+def _events(n: int) -> str:
+    return f"{n:,} event" + ("" if n == 1 else "s")
+
+
 def _with_stacks(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [g for g in groups if g.get("stacks")]
 
@@ -62,7 +66,7 @@ def markdown(groups: list[dict[str, Any]]) -> list[str]:
         out.append(f"- **{md(_title(g))}**: {md(_sampled(g))}")
         for stack in g["stacks"]:
             frames, more = _frames(stack)
-            out.append(f"  - {stack['events']:,} events:")
+            out.append(f"  - {_events(stack['events'])}:")
             out += [f"    {i}. {md(f)}" for i, f in enumerate(frames, 1)]
             if more:
                 out.append(f"    {len(frames) + 1}. {md(f'... {more} more frames')}")
@@ -85,7 +89,7 @@ def html(groups: list[dict[str, Any]]) -> str:
             rows = "".join(f"<li><code>{e(f)}</code></li>" for f in frames)
             if more:
                 rows += f"<li>... {more} more frames</li>"
-            stacks.append(f"<li>{int(stack['events']):,} events:<ol class=\"frames\">{rows}</ol></li>")
+            stacks.append(f"<li>{_events(stack['events'])}:<ol class=\"frames\">{rows}</ol></li>")
         if other := g.get("stacks_other_events"):
             stacks.append(f"<li>{int(other):,} events with other stacks</li>")
         items.append(f"<li><b>{e(_title(g))}</b>: {e(_sampled(g))}<ul>{''.join(stacks)}</ul></li>")
