@@ -65,7 +65,8 @@ def agent_child(port: int, series: int, synthetic: bool, agent_args: list[str]) 
 
     from tracer import httpd, serve, serveauth
     from tracer.cli import build_parser
-    from tracer.kernel.loader import Hook, Stats, release_free_memory
+    from tracer.kernel.loader import Hook, Stats
+    from tracer.memory import release_free_memory
     from tracer.pods.attribute import Attribution, PodRef
     from tracer.sinks.metrics import AgentState, DropCollector, Series
 

@@ -259,7 +259,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .kernel.decode import Decoder
     from .kernel.facts import Kallsyms
     from .kernel.filters import Filters
-    from .kernel.loader import Tracer, release_free_memory
+    from .kernel.loader import Tracer
+    from .memory import release_free_memory
     from .pods.apicall import Calls
     from .pods.kube import Selection
     from .pods.nodeview import HOST_NETNS

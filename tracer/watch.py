@@ -19,7 +19,8 @@ from .explain.netfilter_verdict import NETFILTER_CATEGORIES
 from .explain.verdict import Verdict
 from .groups import Groups
 from .kernel.decode import Decoder, Drop
-from .kernel.loader import Stats, Tracer, release_free_memory
+from .kernel.loader import Stats, Tracer
+from .memory import release_free_memory
 from .pods.attribute import NO_POD, Attribution
 
 TICK_SECONDS = 0.5

@@ -531,3 +531,18 @@ def kernel_headers(release: str | None = None) -> Path | None:
     """Headers of exactly the running kernel, if installed."""
     build = Path("/lib/modules") / (release or platform.release()) / "build"
     return build if (build / "include" / "linux" / "kconfig.h").exists() else None
+
+
+def type_flags(include: Path | None) -> list[str]:
+    """What the BPF program must know about this kernel's types: the number
+    of SKB_CONSUMED (not a drop), and whether sk_buff has _nfct (only with
+    CONFIG_NF_CONNTRACK). With kernel headers: no SKB_CONSUMED filter, _nfct assumed."""
+    consumed, nfct = 0xFFFFFFFF, True   # 0xFFFFFFFF: no such value, never matches a u32 reason
+    if include is not None:
+        text = (include / "include" / "vmlinux.h").read_text()
+        m = re.search(r"\bSKB_CONSUMED = (\d+)", text)
+        if m:
+            consumed = int(m.group(1))
+        skb = re.search(r"^struct sk_buff \{.*?^\};", text, re.S | re.M)
+        nfct = bool(skb and "_nfct;" in skb.group(0))
+    return [f"-DND_REASON_CONSUMED={consumed}", f"-DND_HAVE_NFCT={int(nfct)}"]

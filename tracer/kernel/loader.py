@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-import mmap
 import os
-import platform
-import re
-import select
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -35,8 +30,11 @@ from .facts import (
     btf_tracepoint_ids,
     kernel_headers,
     kernel_symbols,
+    type_flags,
 )
 from .hooks import FunctionHooks, Hook, module_built_in, wanted_hooks
+from ..memory import release_compiler_memory
+from .ringbuf import DIRECT_RING, RingReader
 from .filters import Filters, ip_key_bytes
 
 if TYPE_CHECKING:
@@ -54,7 +52,6 @@ MAX_CAUSE_COUNTERS = 4096     # distinct (netns, cause, pod) of the conntrack ca
 
 _string_at = ctypes.string_at
 R = TypeVar("R")
-_U32 = struct.Struct("=I")
 
 
 class Count(NamedTuple):
@@ -126,106 +123,8 @@ def _quiet_stderr() -> Iterator[None]:
 
 # Tracepoint -> its tp_btf program in bpf/netdrop.c (loaded by btfprog: bcc does not attach tp_btf)
 _TP_BTF_PROGRAMS = {"kfree_skb": "nd_kfree_skb", "icmp_send": "nd_icmp_send"}
-# The BPF ring buffer's layout (kernel/bpf/ringbuf.c, include/uapi/linux/bpf.h):
-# page 0 holds the consumer position (the reader writes it), page 1 the
-# producer position, then the data pages, mapped twice in a row so that a
-# record running past the end reads on contiguously. Each record is an
-# 8-byte header (u32 length with the BUSY and DISCARD bits, u32 page offset)
-# and its data, padded to 8 bytes.
-_RB_BUSY = 1 << 31
-_RB_DISCARD = 1 << 30
-_RB_HDR = 8
-# Reading the ring in Python relies on loads not passing loads (the record's
-# header, then its data): true of x86-64 (TSO). Elsewhere libbpf's reader (with
-# its acquire loads), through bcc, as before.
-DIRECT_RING = platform.machine() == "x86_64"
-_SMALL_BATCH = 64
+_SMALL_BATCH = 64           # poll_records: fewer records than this wait _GATHER_SECONDS for more
 _GATHER_SECONDS = 0.002
-
-
-class _RingReader:
-    """Consumer of a BPF ring buffer map through its own mappings: a batch of
-    records costs one loop in Python, where libbpf's reader under bcc calls
-    back into Python through ctypes for every record (1.8 us per event here)."""
-
-    def __init__(self, map_fd: int, data_size: int) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._ring = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._cons = memoryview(self._consumer).cast("Q")     # [0]: consumer position
-        self._prod = memoryview(self._ring)[:8].cast("Q")     # [0]: producer position
-        self._data, self._mask = page, data_size - 1
-        self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
-
-    def read(self, max_events: int | None) -> list[bytes]:
-        """The committed records from the consumer position on (at most
-        max_events), handing their space back to the kernel."""
-        cons, prod = self._cons[0], self._prod[0]
-        ring, data, mask, unpack = self._ring, self._data, self._mask, _U32.unpack_from
-        out: list[bytes] = []
-        append = out.append
-        left = -1 if max_events is None else max_events
-        while cons < prod and left:
-            at = data + (cons & mask)
-            header, = unpack(ring, at)
-            if header & (_RB_BUSY | _RB_DISCARD):
-                if header & _RB_BUSY:       # reserved, not yet committed: the rest waits
-                    break
-                cons += ((header & ~_RB_DISCARD) + _RB_HDR + 7) & ~7
-                continue
-            append(ring[at + _RB_HDR:at + _RB_HDR + header])
-            cons += (header + _RB_HDR + 7) & ~7
-            left -= 1
-        self._cons[0] = cons
-        return out
-
-    def wait(self, timeout_ms: int) -> None:
-        """Until the kernel announces a record (bpf_ringbuf_submit with a
-        wakeup), or timeout_ms."""
-        self._epoll.poll(timeout_ms / 1000)
-
-    def close(self) -> None:
-        self._epoll.close()
-        self._cons.release()
-        self._prod.release()
-        self._consumer.close()
-        self._ring.close()
-
-
-_MADV_PAGEOUT = 21                           # include/uapi/asm-generic/mman-common.h, Linux 5.4+
-_COMPILER_LIBS = ("libLLVM", "libclang")
-
-
-def release_free_memory() -> None:
-    """Hand the pages glibc keeps after free() back to the kernel (malloc_trim).
-    A long run frees as it goes (ruleset reads, pod scans, API objects); without
-    this its resident memory creeps up by fragments (measured: 10 MiB less after
-    a minute of capture under a storm). Takes a few milliseconds."""
-    ctypes.CDLL(None).malloc_trim(0)
-
-
-def release_compiler_memory(maps: Path = Path("/proc/self/maps")) -> None:
-    """Give back what compiling the program took: it is never needed again.
-
-    clang and LLVM leave ~40 MiB of freed heap that glibc keeps (malloc_trim
-    returns it) and ~85 MiB of their libraries' pages resident. MADV_PAGEOUT
-    asks the kernel to reclaim those pages; unlike MADV_DONTNEED it never
-    changes their contents (a dirty private page stays unless it can be
-    swapped), so a page bcc touches again is simply read back in."""
-    release_free_memory()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    try:
-        lines = maps.read_text().splitlines()
-    except OSError:
-        return
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 6 or not any(lib in parts[5] for lib in _COMPILER_LIBS):
-            continue
-        lo, _, hi = parts[0].partition("-")
-        libc.madvise(int(lo, 16), int(hi, 16) - int(lo, 16), _MADV_PAGEOUT)   # a hint: failure is harmless
 
 
 def _ip_key(addr: str) -> ev.NdIpKey:
@@ -291,7 +190,7 @@ class Tracer:
             f"-I{ev.HEADER.parent}",
             f"-DND_HAVE_REASON={int(facts.has_reason)}",
             f"-DND_HAVE_ICMP_TP={int(facts.has_icmp_tp)}",
-            *self._type_flags(include),
+            *type_flags(include),
             f"-DND_RINGBUF_PAGES={int(ringbuf_pages)}",
             f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
             f"-DND_MAX_FILTER={int(map_entries)}",
@@ -336,9 +235,9 @@ class Tracer:
                 self._lookup = bcc.lib.bpf_lookup_elem
             release_compiler_memory()
             self._events: list[bytes] = []
-            self._ring: _RingReader | None = None
+            self._ring: RingReader | None = None
             if direct_ring:
-                self._ring = _RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
+                self._ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
             else:
                 self.bpf[b"events"].open_ring_buffer(self._on_event)
             form = self.attach_form
@@ -428,21 +327,6 @@ class Tracer:
         # only a directory nobody else can change will do.
         private_dir(cache_dir, "cache directory (NETDROP_CACHE)")
         return btf_include_tree(cache_dir, facts.release, helper_ids=bcc_helper_ids(_libbcc_text())), []
-
-    @staticmethod
-    def _type_flags(include: Path | None) -> list[str]:
-        """What the BPF program must know about this kernel's types: the number
-        of SKB_CONSUMED (not a drop), and whether sk_buff has _nfct (only with
-        CONFIG_NF_CONNTRACK). With kernel headers: no SKB_CONSUMED filter, _nfct assumed."""
-        consumed, nfct = 0xFFFFFFFF, True   # 0xFFFFFFFF: no such value, never matches a u32 reason
-        if include is not None:
-            text = (include / "include" / "vmlinux.h").read_text()
-            m = re.search(r"\bSKB_CONSUMED = (\d+)", text)
-            if m:
-                consumed = int(m.group(1))
-            skb = re.search(r"^struct sk_buff \{.*?^\};", text, re.S | re.M)
-            nfct = bool(skb and "_nfct;" in skb.group(0))
-        return [f"-DND_REASON_CONSUMED={consumed}", f"-DND_HAVE_NFCT={int(nfct)}"]
 
     def _on_event(self, _ctx: object, data: int, size: int) -> int:
         # One copy, nothing parsed: the callback runs once per event, and
