@@ -234,3 +234,14 @@ def test_console_details_show_the_stacks_at_80_columns():
     assert "kernel stacks (3 of 4 events had one):" in flat
     assert "×2 __udp4_lib_rcv+0x123 ← ip_protocol_deliver_rcu+0xd8 ← ip_local_deliver_finish+0x81" in flat
     assert "\x1b" not in text and max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_stacks_are_on_for_people_and_on_request_for_json_lines():
+    from tracer.cli import build_parser
+    from tracer.session import wants_stacks
+
+    def wants(*argv):
+        return wants_stacks(build_parser().parse_args(list(argv)))
+    assert wants("watch") and wants("capture", "-o", "/tmp/x")
+    assert not wants("watch", "--json") and wants("watch", "--json", "--stacks")
+    assert not wants("watch", "--no-stacks") and not wants("capture", "-o", "/tmp/x", "--no-stacks")
