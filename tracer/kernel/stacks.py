@@ -69,6 +69,10 @@ class Symbolizer:
         self._read = read
         self._entries = entries
         self._named: OrderedDict[tuple[int, tuple[int, ...]], Stack | None] = OrderedDict()
+        # (stack id, location) -> the frames last read for it and their stack: the
+        # loader hands out the same frames object for an id within a batch, so
+        # an event of a storm costs an identity check instead of hashing its frames.
+        self._last: dict[tuple[int, int], tuple[tuple[int, ...], Stack | None]] = {}
         self.replaced = 0       # stacks that were another packet's when read: left out
 
     def __call__(self, stack_id: int, location: int) -> Stack | None:
@@ -77,6 +81,11 @@ class Symbolizer:
         frames = self._read(stack_id)
         if not frames:
             return None
+        last = self._last.get((stack_id, location))
+        if last is not None and last[0] is frames:
+            if last[1] is None:
+                self.replaced += 1
+            return last[1]
         key = (location, frames)
         named = self._named
         if key in named:
@@ -86,6 +95,9 @@ class Symbolizer:
             stack = named[key] = symbolize(self.kallsyms, frames, location)
             if len(named) > self._entries:
                 named.popitem(last=False)
+        if len(self._last) >= self._entries:
+            self._last.clear()
+        self._last[(stack_id, location)] = (frames, stack)
         if stack is None:
             self.replaced += 1
         return stack
