@@ -1,6 +1,8 @@
 """Kernel stacks from the real kernel: a capture's summary.json names the
 function that dropped each packet at the top of its group's stacks, and
-`watch --json` carries a stack per line only when asked (both attach forms)."""
+`watch --json` carries a stack per line only when asked (both attach forms).
+Part of the kernel matrix: whether a tracepoint's stack reaches the dropping
+function depends on the kernel's unwinder."""
 
 import json
 import subprocess
@@ -11,6 +13,8 @@ from tracer.lab import node as lab
 
 from .conftest import NETDROP
 from .test_capture import finish, start_capture
+
+pytestmark = pytest.mark.portable
 
 N = 4
 
