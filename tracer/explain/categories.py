@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..kernel.decode import Drop
+from . import lead as leads
+from .lead import Detail, Lead
 from .evidence import OVERLAY_PORTS, Device, Evidence, Program
 from .verdict import (ICMP_FRAG_NEEDED, ICMP_NET_HOST_UNREACH, ICMP_PORT_UNREACH, destination, name_matches,
                       on_device)
@@ -39,9 +41,15 @@ class Category:
     # state runs a few commands, so a category asks only where the state can
     # change the hint (a storm of NO_SOCKET in 250 pods must not read 250 pods).
     evidence: bool | Callable[[Drop], bool] = False
+    lead: Lead | None = None   # the fact that decides, in a few words: what a console row starts with
 
     def reads_evidence(self, d: Drop) -> bool:
         return self.evidence(d) if callable(self.evidence) else self.evidence
+
+    def lead_of(self, d: Drop, detail: Detail) -> str | None:
+        """The decisive fact for a row; None where the hint reads the node's state (it starts with what
+        it found) or the category has no shorter form: then the hint itself leads."""
+        return None if self.lead is None or self.reads_evidence(d) else self.lead(d, detail)
 
 
 # How much a category's drops hurt, for "what to check first" (issue 9: a
@@ -365,8 +373,6 @@ def _other(d: Drop, ev: Evidence | None = None) -> str:
     return f"dropped in {d.location or 'an unknown function'} ({_why(d)}){why}"
 
 
-
-
 def _vxlan_list(ev: Evidence) -> str:
     vx = ev.vxlans()
     if not vx:
@@ -478,20 +484,24 @@ def _memory(d: Drop, ev: Evidence | None = None) -> str:
 # In the order categories are shown (the console, a summary's counts and timeline).
 REGISTRY: tuple[Category, ...] = (
     Category("mtu", ("PKT_TOO_BIG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "DUP_FRAG"), (), (ICMP_FRAG_NEEDED,),
-             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu, rank=RANK_BREAKS),
+             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu, rank=RANK_BREAKS,
+             lead=leads.mtu),
     # nft_do_chain frees the packet itself (nftables, iptables-nft); legacy
     # xtables and other hooks return NF_DROP and nf_hook_slow frees it.
     Category("netfilter", ("NETFILTER_DROP",),
              ("nft_do_chain*", "ipt_do_table", "ip6t_do_table", "arpt_do_table", "ebt_do_table", "nf_hook_slow",
               "br_nf_*"), (),
-             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter, rank=RANK_BREAKS),
+             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter, rank=RANK_BREAKS,
+             lead=leads.netfilter),
     # Conntrack's refusals reach kfree_skb as NETFILTER_DROP too: where it was freed tells them apart.
     Category("conntrack", ("NETFILTER_DROP",),
              ("nf_conntrack_*", "__nf_conntrack_*", "nf_ct_*", "__nf_ct_*", "nf_nat_*", "nf_confirm*"), (),
-             "connection tracking refused packets", "red", "#e74c3c", _conntrack, rank=RANK_BREAKS),
+             "connection tracking refused packets", "red", "#e74c3c", _conntrack, rank=RANK_BREAKS,
+             lead=leads.conntrack),
     # SOCKET_CLOSE: tcp_close()/udp_destroy_sock() purge what the application never read.
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT,
+             lead=leads.no_socket,
              evidence=lambda d: d.proto == "udp" and d.dport in OVERLAY_PORTS),   # only an overlay port mismatch
     # dst_discard*: the input/output of a blackhole route (net/core/dst.c), also
     # what an IPsec policy without its state routes to (net/xfrm/xfrm_policy.c
@@ -499,11 +509,13 @@ REGISTRY: tuple[Category, ...] = (
     Category("no-route", ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IP_INVALID_DEST"),
              ("ip_error", "ip_route_input*", "ip6_pkt_drop", "ip6_pkt_discard*", "ip_rt_bug", "dst_discard*"),
              ICMP_NET_HOST_UNREACH, "packets had no route", "bold yellow", "#d35400", _no_route, rank=RANK_BREAKS,
+             lead=leads.no_route,
              evidence=lambda d: name_matches(d.location, ("dst_discard*",))),   # only a blackhole (IPsec)
     Category("neighbor", ("NEIGH_*", "ARP_*"), ("neigh_*", "arp_*", "__neigh_*", "ndisc_*"), (),
-             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS),
+             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS, lead=leads.neighbor),
     Category("rp-filter", ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE"), (), (),
-             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter, rank=RANK_BREAKS),
+             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter, rank=RANK_BREAKS,
+             lead=leads.rp_filter),
     # The overlay between nodes (VXLAN, Geneve, IP tunnels): drivers/net/vxlan/vxlan_core.c
     # (vxlan_rcv, vxlan_xmit_one), net/ipv4/ip_tunnel_core.c.
     Category("overlay", ("VXLAN_VNI_NOT_FOUND", "VXLAN_ENTRY_EXISTS", "VXLAN_INVALID_HDR", "NO_TX_TARGET",
@@ -529,14 +541,16 @@ REGISTRY: tuple[Category, ...] = (
              "IPsec refused packets", "bold bright_blue", "#34495e", _ipsec, rank=RANK_BREAKS, evidence=True),
     # TCP_CSUM is tcp (TCP_* comes before malformed's *_CSUM), as it always was.
     Category("tcp", ("TCP_*",), ("tcp_*",), (),
-             "TCP discarded segments", "green", "#27ae60", _tcp, rank=RANK_ENDPOINT),
+             "TCP discarded segments", "green", "#27ae60", _tcp, rank=RANK_ENDPOINT, lead=leads.tcp),
     # Exact names beat tcp's TCP_* (category_of).
     Category("socket-buffer", ("TCP_LISTEN_OVERFLOW", "TCP_ZEROWINDOW", "TCP_OFO_QUEUE_PRUNE", "SOCKET_RCVBUFF",
                                "SOCKET_BACKLOG", "PROTO_MEM", "PACKET_SOCK_ERROR"), (), (),
-             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer, rank=RANK_LOAD),
+             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer, rank=RANK_LOAD,
+             lead=leads.socket_buffer),
     Category("qdisc", ("QDISC_*", "CAKE_FLOOD", "FQ_*", "CPU_BACKLOG", "FULL_RING", "TC_*", "DUALPI2_*"),
              ("sch_*", "*qdisc*", "__dev_queue_xmit", "enqueue_to_backlog", "pfifo_*"), (),
              "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc, rank=RANK_LOAD,
+             lead=leads.qdisc,
              # Only a device's own queue can be a carrier-less noop qdisc; a full CPU backlog never is.
              evidence=lambda d: d.ifname is not None and d.reason in (None, "QDISC_DROP", "NOT_SPECIFIED")),
     Category("memory", ("NOMEM", "PFMEMALLOC"), (), (),
@@ -546,12 +560,13 @@ REGISTRY: tuple[Category, ...] = (
                            # Not IPV6_NDISC_*: NS_OTHERHOST is a good solicitation for another host (benign).
                            "IPV6_NDISC_FRAG", "IPV6_NDISC_HOP_LIMIT", "IPV6_NDISC_BAD_CODE",
                            "IPV6_NDISC_BAD_OPTIONS"), (), (),
-             "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED),
+             "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED,
+             lead=leads.malformed),
     # Unspecific, often the node's own noise: listed last. The reasons named
     # here are decided as "other" on purpose (CAUSES says what each means).
     Category("other", ("OTHERHOST", "UNHANDLED_PROTO", "QUEUE_PURGE", "IPV6_NDISC_NS_OTHERHOST",
                        "MAC_IEEE_MAC_CONTROL"), (), (),
-             "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER),
+             "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER, lead=leads.other),
 )
 
 CATEGORIES: tuple[str, ...] = tuple(c.name for c in REGISTRY)
