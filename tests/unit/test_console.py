@@ -245,7 +245,7 @@ def test_long_names_never_make_a_row_taller_than_one_line():
     assert len(rows) == len(groups.groups) and all("xxxxxxxx" in row for row in rows)
     assert max(len(line) for line in text.splitlines()) <= 80
     wide = list_rows(render_text(groups, console.View(), 120, 40))
-    assert len(wide) == len(groups.groups) and all("kube-system/xxx" in row for row in wide)
+    assert len(wide) == len(groups.groups) and all("kube-system/xx" in row for row in wide)
 
 
 # ---------------------------------------------------------------- the live console's state
@@ -299,3 +299,89 @@ def test_paused_says_so_in_the_header():
                         UiState(paused=True)).split("\n")
     assert lines[2].startswith("paused, counting goes on: p to resume")
     assert lines[3].startswith("pod ")
+
+
+# ---------------------------------------------------------------- 80 columns: what decides, and the why below
+
+WEB = PodRef("default", "web-7d9f8c6b5-x2k4q", "u1", "n", workload="web")
+WEB2 = PodRef("default", "web-7d9f8c6b5-b7m1z", "u3", "n", workload="web")
+DB = PodRef("default", "db-0", "u2", "n", workload="db")
+FORWARD_POLICY = {"by": "policy", "backend": "iptables-nft", "family": "ip", "table": "filter", "chain": "FORWARD",
+                  "target": "DROP", "rule": None, "packets": 5}
+
+
+def scene() -> tuple[Groups, dict[str, object]]:
+    """The golden groups with pods: web -> db's MTU drops, another web pod's FORWARD policy drops."""
+    groups = golden_groups()
+    mtu = next(g for g in groups.groups.values() if g.category == "mtu")
+    groups.add_event(mtu.latest, classify.classify(mtu.latest), Attribution(WEB, "from-pod", DB, "to-pod"))
+    nf = next(g for g in groups.groups.values() if g.category == "netfilter")
+    groups.add_event(nf.latest, Verdict("netfilter", "dropped by the FORWARD chain's policy DROP in table filter "
+                                                     "(iptables-nft) (5 packets in the last second) on cni0: allow "
+                                                     "the traffic with a rule before it or set the policy to ACCEPT",
+                                        FORWARD_POLICY), Attribution(WEB2, "from-pod"))
+    return groups, {"mtu": mtu.key, "netfilter": nf.key}
+
+
+def row_of(text: str, needle: str) -> str:
+    return next(line for line in list_rows(text) if needle in line)
+
+
+def test_at_80x24_each_row_leads_with_what_decides_and_the_first_groups_why_fills_the_rows_below():
+    groups, keys = scene()
+    view = console.View(netns_names={4026532177: "node1"}, interactive=True)
+    text = render_text(groups, view, 80, 24)
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+    # The MTU and its device, the chain and its policy, the port nobody listens on: in the rows.
+    assert "MTU 1450 flannel.1, 1500-byte DF" in row_of(text, " mtu ")
+    assert "FORWARD policy DROP" in row_of(text, "netfilter")
+    assert "udp/9999 nothing listening on 10" in row_of(text, "udp/9999 nothing listening on 10")
+    # Two pods of one Deployment keep what tells them apart; db-0 fits whole.
+    mtu_row, nf_row = row_of(text, " mtu "), row_of(text, "netfilter")
+    assert re.match(r"\S*x2k4q -> db-0 ", mtu_row) and re.match(r"\S*b7m1z from-pod ", nf_row)
+    # No key pressed: the first group's whole why, below the list.
+    first = list_rows(text)[0]
+    assert "no-route" in first
+    assert "why: no route to 10.244.3.10 on cni0 (IP_INNOROUTES): add the route for its network, e.g. the missing " \
+           "pod CIDR route to another node, or a default route" in below(text)
+
+
+def test_the_selected_groups_why_and_evidence_fill_the_rows_below():
+    groups, keys = scene()
+    view = console.View(netns_names={4026532177: "node1"}, interactive=True)
+    mtu = groups.groups[keys["mtu"]]
+    text = below(render_text(groups, view, 80, 24, UiState(selected=keys["mtu"])))
+    assert text.startswith("default/web-7d9f8c6b5-x2k4q -> default/db-0 mtu PKT_TOO_BIG at ip_forward")
+    assert "why: " + mtu.hint in text                                     # whole, wrapped
+    assert "path: 1500-byte packet, DF on cni0 (mtu 1500) -> route out flannel.1 mtu 1450" in text
+    nf = below(render_text(groups, view, 80, 24, UiState(selected=keys["netfilter"])))
+    assert "FORWARD chain's policy DROP" in nf and "evidence: by: policy · backend: iptables-nft" in nf
+    assert "chain: FORWARD · target: DROP · packets: 5" in nf
+
+
+@pytest.mark.parametrize("width,height", [(60, 24), (120, 30), (200, 40)])
+def test_other_widths_read_too(width, height):
+    groups, keys = scene()
+    text = render_text(groups, console.View(interactive=True), width, height, UiState(selected=keys["mtu"]))
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) <= height and max(len(line) for line in lines) <= width
+    assert len(list_rows(text)) == len(groups.groups)
+    assert "MTU 1450 flannel.1, 1500-byt" in row_of(text, "MTU")      # 60 columns: 29 for the why
+    assert "FORWARD policy DROP" in row_of(text, "FORWARD")
+    assert "larger than the MTU 1450 of flannel.1" in below(text) and "route out flannel.1 mtu 1450" in below(text)
+    if width >= 100:     # the reason, location and namespace come back
+        assert "PKT_TOO_BIG" in row_of(text, "MTU") and "default/" in row_of(text, "MTU")
+    else:
+        assert "PKT_TOO_BIG" not in row_of(text, "MTU")
+
+
+def test_a_why_longer_than_the_rows_below_is_cut_with_a_pointer_to_all_of_it():
+    groups, order = thirty()
+    first = next(g for g in groups.groups.values() if g.attribution and g.attribution.pod.name == order[0])
+    first.hint = "a very long why " * 40
+    text = render_text(groups, console.View(interactive=True), 80, 24)
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) == 24 and lines[-1].strip() == "… ⏎ for all of it"
+    assert "why: a very long why" in below(text)
+    assert len(listed(text)) >= 12                                          # the list keeps its rows

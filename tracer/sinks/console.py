@@ -126,6 +126,7 @@ def netns_name(inode: int, names: dict[int, str]) -> str:
 # A pod's text on the screen, at a width: screen_names() shortens names to fit, never two pods alike.
 PodName = Callable[[PodRef, int], str]
 WIDE = 10_000     # the width that asks for a name whole
+DIRECTION = len(" from-pod")    # what a pod's direction takes beside its name
 
 
 def _label(p: PodRef, width: int) -> str:
@@ -134,7 +135,7 @@ def _label(p: PodRef, width: int) -> str:
 
 def who(a: Attribution | None, name: PodName = _label, width: int = WIDE) -> str:
     """The pod and its direction, or both ends: "default/web -> default/db", in
-    width (each of both ends in half of it) when name() shortens."""
+    width (each of both ends in half of it) where name() shortens."""
     if a is None or a.pod is None:
         return "-"
     if a.peer is not None:
@@ -144,8 +145,9 @@ def who(a: Attribution | None, name: PodName = _label, width: int = WIDE) -> str
         if a.direction == "to-pod" or a.peer_direction == "from-pod":
             return f"{peer} -> {pod}"
         return f"{pod} -> {peer}"
-    pod = name(a.pod, width)
-    return f"{pod} {a.direction}" if a.direction else pod
+    if not a.direction:
+        return name(a.pod, width)
+    return f"{name(a.pod, width - DIRECTION)} {a.direction}"
 
 
 def screen_names(pods: Iterable[PodRef], widths: Iterable[int], namespaced: bool) -> PodName:
@@ -157,7 +159,8 @@ def screen_names(pods: Iterable[PodRef], widths: Iterable[int], namespaced: bool
         return Name(p.name, p.workload, f"{p.namespace}/" if namespaced else "")
 
     asked = tuple(widths)
-    texts = short_names({p: full(p) for p in pods}, [w for width in asked for w in (width, (width - 4) // 2)])
+    texts = short_names({p: full(p) for p in pods},
+                        [w for width in asked for w in (width, (width - 4) // 2, width - DIRECTION)])
     return lambda p, width: texts.get((p, width)) or end_cut(full(p).full, width)
 
 
@@ -282,7 +285,7 @@ class Columns:
         if width < 70:
             return cls(16, 0, 0, False, True)
         if width < 100:
-            return cls(20, 9, 0, False, True)
+            return cls(22, 9, 0, False, True)
         if width < 160:
             return cls(28, 11, 24, True, True)
         return cls(34, 13, 40, True, False)

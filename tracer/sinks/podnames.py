@@ -41,11 +41,11 @@ class Name:
         return self.prefix + self.name
 
     def cut(self, width: int, tag: str = "") -> str:
-        """The middle cut, the prefix kept while the name keeps MIN_WIDTH; then tag."""
+        """The middle cut, then tag; the prefix kept while the name keeps MIN_WIDTH, else left out."""
         room = width - len(tag) - len(self.prefix)
-        if room >= MIN_WIDTH or (not self.prefix and room > 1):
+        if room >= MIN_WIDTH:
             return self.prefix + middle_cut(self.name, room) + tag
-        return middle_cut(self.full, max(2, width - len(tag))) + tag
+        return middle_cut(self.name, max(2, width - len(tag))) + tag
 
 
 def end_cut(text: str, width: int) -> str:
