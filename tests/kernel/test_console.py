@@ -20,12 +20,13 @@ def test_console_shows_the_cases(netdrop, node):
     nd.stop(settle=1.0)
     assert nd.proc.returncode == 0, nd.stderr
     out = nd.stdout
-    for text in ("PKT_TOO_BIG at ip_forward", "1500-byte packet with DF set is larger", "IP_INNOROUTES", "no-route",
+    for text in ("PKT_TOO_BIG at ip_forward", "MTU 1450 flannel.1, 1500-byte DF", "IP_INNOROUTES", "no-route",
                  "Recent drops", "events lost", "hooks 2/", node.node1):
         assert text in out, text
-    # One line per group, whatever the width: the MTU group's line has its count and the why.
+    # One line per group, whatever the width: the MTU group's line has its count and the why,
+    # led by what decides (the MTU and its device).
     row = next(line for line in out.splitlines() if "PKT_TOO_BIG at ip_forward" in line and "mtu" in line)
-    assert re.search(r" 3 .*1500-byte packet", row)
+    assert re.search(r" 3 .*MTU 1450 flannel.1, 1500-byte DF · 1500-byte packet", row)
 
 
 def lab_namespaces(prefix: str) -> list[str]:
