@@ -113,6 +113,8 @@ def test_thirty_groups_fill_the_screen_ranked_one_line_each(width, height, least
     table_at = next(i for i, line in enumerate(lines) if line.startswith("pod "))
     assert table_at <= 3
     assert "2,000,000 drops" in lines[0] and "12 events lost" in lines[0] and "45s left" in lines[0]
+    # The hooks not attached: named where there is room, else counted (h names them); the filters follow.
+    assert "filters: netns cni-" in lines[1] and ("(not: kprobe ip_forward)" in lines[1]) == (width >= 100)
     # The top-ranked groups, in rank order, as many as fit, at least `least`; never a pod twice.
     shown = listed(text)
     assert len(shown) >= least and shown == order[:len(shown)]

@@ -4,9 +4,14 @@ One screen: a header of at most 3 lines (counts, events lost, time left; one
 short line for hooks, filters and pods; a notice or the keys), then one line
 per group, ranked by recent rate, then count, as many as the terminal holds,
 then one line saying what is not shown (benign drops set aside, more groups).
-A group opens into its details (the full hint and its evidence, the rule or
-the MTU path, the latest flows, the pods at both ends, first and last seen);
-`h` shows the full hooks, filters and pods, as --verbose does in the header.
+A row's why starts with the fact that decides (its category's lead:
+explain/lead.py), since at 80 columns it has about 35 characters; pod names
+are shortened to fit (podnames.py), never two pods alike. The rows below the
+list show the selected group's whole why and evidence (the first group's
+while none is selected), then the recent drops, as room allows. A group opens
+into its details (the full hint and its evidence, the rule or the MTU path,
+the latest flows, the pods at both ends, first and last seen); `h` shows the
+full hooks, filters and pods, as --verbose does in the header.
 
 render() turns plain state into a rich renderable (Screen) that lays itself
 out in the width and height rich gives it, so tests print it into a string
@@ -203,11 +208,12 @@ def shown_rows(groups: tuple[Group, ...] | list[Group], state: UiState) -> tuple
 
 # ---------------------------------------------------------------- header
 
-def _hooks_short(hooks: list[Hook]) -> str:
+def _hooks_short(hooks: list[Hook], named: bool = True) -> str:
+    """"hooks 2/4 (not: ...)"; not named (narrow): the count, h names them."""
     used = [h for h in hooks if h.attached]
     out = f"hooks {len(used)}/{len(hooks)}"
     missing = [h.name for h in hooks if not h.attached]
-    return out + (f" (not: {', '.join(missing)})" if missing else "")
+    return out + (f" (not: {', '.join(missing)})" if missing and named else "")
 
 
 def _list_short(items: list[str], limit: int = 40) -> str:
@@ -217,8 +223,9 @@ def _list_short(items: list[str], limit: int = 40) -> str:
     return first + (f" +{len(items) - 1}" if len(items) > 1 else "")
 
 
-def header(view: View, state: UiState) -> list[Text]:
-    """At most HEADER_LINES lines (cut to the width by the caller), unless --verbose."""
+def header(view: View, state: UiState, width: int = WIDE) -> list[Text]:
+    """At most HEADER_LINES lines (cut to the width by the caller), unless --verbose.
+    Narrower than 100 the hooks not attached are counted, not named: the filters and pods keep the line."""
     s = view.stats
     first = Text(printable(view.title), style="bold")
     first.append(f" · {s.matched:,} drops", style="bold")
@@ -233,7 +240,7 @@ def header(view: View, state: UiState) -> list[Text]:
         first.append(f" · {s.sampled_out:,} sampled out (counts stay exact)")
     if view.verbose:
         return [first, *full_context(view)]
-    second = Text(_hooks_short(view.hooks), style="dim")
+    second = Text(_hooks_short(view.hooks, named=width >= 100), style="dim")
     second.append(" · filters: " + printable(_list_short(view.filters) or "none"), style="dim")
     if view.pods:
         second.append(" · pods: " + printable(_list_short([view.pods])), style="dim")
@@ -294,9 +301,13 @@ class Columns:
 def groups_table(rows: list[Group], width: int, selected: object | None = None,
                  name: PodName = _label) -> Table:
     cols = Columns.at(width)
+    pods = [text(who(g.attribution, name, cols.pod), "" if g.attribution and g.attribution.pod else "dim")
+            for g in rows]
     table = Table(box=None, expand=True, padding=(0, 1), collapse_padding=True, pad_edge=False,
                   header_style="bold dim", show_edge=False)
-    table.add_column("pod", width=cols.pod, no_wrap=True, overflow="ellipsis")
+    # As wide as the names shown need, at most cols.pod: the why gets the rest.
+    table.add_column("pod", width=min(cols.pod, max([3, *(p.cell_len for p in pods)])), no_wrap=True,
+                     overflow="ellipsis")
     if cols.category:
         table.add_column("category", width=cols.category, no_wrap=True, overflow="ellipsis")
     if cols.where:
@@ -305,10 +316,9 @@ def groups_table(rows: list[Group], width: int, selected: object | None = None,
     table.add_column("drops", width=7, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("/s", width=5, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
-    for g in rows:
+    for g, pod in zip(rows, pods, strict=True):
         style = "reverse" if g.key == selected else "dim" if g.benign else ""
-        cells: list[RenderableType] = [
-            text(who(g.attribution, name, cols.pod), "" if g.attribution and g.attribution.pod else "dim")]
+        cells: list[RenderableType] = [pod]
         if cols.category:
             cells.append(text(g.category, entry(g.category).style))
         if cols.where:
@@ -544,7 +554,7 @@ class Screen:
         width = options.max_width
         height = options.size.height - self.spare if self.fill else None
         out: list[list[Segment]] = []
-        for line in header(self.view, self.state):
+        for line in header(self.view, self.state, width):
             if not self.view.verbose:      # one line each, cut: the header stays within HEADER_LINES
                 line.no_wrap, line.overflow = True, "ellipsis"
             out += _lines(console, options, line)

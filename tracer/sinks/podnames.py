@@ -6,7 +6,8 @@ suffix. Cut at its end, as a column cuts text, every pod of a Deployment reads
 "web-7d9f8c6b5-…": exactly the part that tells them apart is gone. So a name
 too long for its width becomes, among the pods on the screen:
 
-- its workload's name ("web"), when no other pod shown belongs to that workload;
+- its workload's name ("web"), when no other pod shown belongs to that workload
+  (a pod without a controller is its own workload: it goes on to the cut);
 - else the middle cut: its start, "…", and its end, where the pod's own suffix is
   ("we…x2k4q");
 - and where two pods would still read alike, a number after the cut ("we…4q#2").
@@ -70,7 +71,8 @@ def _at(pods: Mapping[K, Name], width: int) -> dict[K, str]:
     fulls = {n.full for n in pods.values()}
     out: dict[K, str] = {}
     for key, n in pods.items():
-        workload = n.prefix + n.workload if n.workload else None
+        # A pod without a controller is its own workload: its name is all there is to cut.
+        workload = n.prefix + n.workload if n.workload and n.workload != n.name else None
         if len(n.full) <= width:
             out[key] = n.full
         elif workload and members[workload] == 1 and workload not in fulls - {n.full}:
