@@ -54,6 +54,14 @@ def test_a_netfilter_lead_names_the_chain_and_its_policy_or_rule(detail, lead):
     assert entry("netfilter").lead_of(d, detail) == lead
 
 
+def test_a_reject_says_so_whichever_point_matched():
+    d = drop(reason="NETFILTER_DROP", location="nft_do_chain", icmp_sent=(3, 3))
+    reject = {"by": "rule", "chain": "INPUT", "target": "REJECT"}
+    assert entry("netfilter").lead_of(d, reject) == "INPUT rule REJECT, ICMP 3/3 sent"
+    policy = {"by": "policy", "chain": "FORWARD", "target": "DROP"}
+    assert entry("netfilter").lead_of(d, policy) == "REJECT, ICMP 3/3 sent"
+
+
 @pytest.mark.parametrize("detail,lead", [
     ({"by": "conntrack", "state": "invalid", "rule": "-A KUBE-FORWARD ... -j DROP", "chain": "KUBE-FORWARD"},
      "ctstate INVALID, KUBE-FORWARD rule DROP"),

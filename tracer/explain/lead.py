@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..kernel.decode import Drop
-from .verdict import on_device
+from .verdict import ICMP_DEST_UNREACH, on_device
 
 Detail = Mapping[str, object] | None
 Lead = Callable[[Drop, Detail], str | None]
@@ -59,9 +59,13 @@ def netfilter(d: Drop, detail: Detail) -> str:
     service = _get(detail, "service_without_endpoints")
     if service:
         return f"Service {service}: no endpoints"
+    if d.icmp_sent is not None and d.icmp_sent[0] == ICMP_DEST_UNREACH:
+        # An ICMP error went back: a REJECT, whichever point netfilter_verdict could match.
+        chain = _get(detail, "chain") if _get(detail, "target").upper() == "REJECT" else ""
+        return f"{chain + ' rule ' if chain else ''}REJECT, ICMP {d.icmp_sent[0]}/{d.icmp_sent[1]} sent"
     by = _get(detail, "by")
     if by in ("policy", "rule"):
-        return _point(detail) + (f", ICMP {d.icmp_sent[0]}/{d.icmp_sent[1]}" if d.icmp_sent else "")
+        return _point(detail)
     candidates = (detail or {}).get("candidates")
     if by == "one of" and isinstance(candidates, list):
         return "one of: " + "; ".join(_point(c) for c in candidates if isinstance(c, Mapping))
