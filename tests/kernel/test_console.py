@@ -20,12 +20,13 @@ def test_console_shows_the_cases(netdrop, node):
     nd.stop(settle=1.0)
     assert nd.proc.returncode == 0, nd.stderr
     out = nd.stdout
-    for text in ("PKT_TOO_BIG at ip_forward", "1500-byte packet with DF set is larger", "IP_INNOROUTES", "no-route",
+    for text in ("PKT_TOO_BIG at ip_forward", "MTU 1450 flannel.1, 1500-byte DF", "IP_INNOROUTES", "no-route",
                  "Recent drops", "events lost", "hooks 2/", node.node1):
         assert text in out, text
-    # One line per group, whatever the width: the MTU group's line has its count and the why.
+    # One line per group, whatever the width: the MTU group's line has its count and the why,
+    # led by what decides (the MTU and its device).
     row = next(line for line in out.splitlines() if "PKT_TOO_BIG at ip_forward" in line and "mtu" in line)
-    assert re.search(r" 3 .*1500-byte packet", row)
+    assert re.search(r" 3 .*MTU 1450 flannel.1, 1500-byte DF · 1500-byte packet", row)
 
 
 def lab_namespaces(prefix: str) -> list[str]:
@@ -41,9 +42,10 @@ def existing(names: list[str]) -> list[str]:
 def test_demo_plays_cases_and_cleans_up():
     prefix = "ndtdemo"
     res = subprocess.run([*NETDROP, "demo", "--duration", "8", "--cases", "mtu,udp-closed", "--prefix", prefix],
-                         capture_output=True, text=True, timeout=90)
+                         capture_output=True, text=True, timeout=90, env={**os.environ, "COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
-    assert "PKT_TOO_BIG" in res.stdout and "NO_SOCKET" in res.stdout
+    # At 80 columns each group's row leads with what decides.
+    assert "MTU 1450 flannel.1, 1500-byte DF" in res.stdout and "udp/9999 nothing listening" in res.stdout
     assert lab_namespaces(prefix) == [] and existing([f"{prefix}-node1", f"{prefix}-client"]) == []
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tracer.explain.categories import CATEGORIES
 from tracer.lab import node as lab
 
 from ..timing import allowed
 from .conftest import NETDROP
+from .test_console import lab_namespaces
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True).returncode != 0
                                 and os.environ.get("CI") != "true", reason="tmux not installed")
@@ -112,8 +114,18 @@ def exited(pid: int) -> bool:
 
 
 def group_rows(lines: list[str]) -> list[str]:
+    """The list's rows: from the column names to the first blank line (the selected group's why comes after)."""
     head = next(i for i, line in enumerate(lines) if line.startswith("pod "))
-    return [line for line in lines[head + 1:] if "@" in line]
+    end = next((i for i in range(head + 1, len(lines)) if not lines[i].strip()), len(lines))
+    return lines[head + 1:end]
+
+
+def below_list(lines: list[str]) -> str:
+    """The rows below the list (the selected group's why and evidence), in one line."""
+    head = next(i for i, line in enumerate(lines) if line.startswith("pod "))
+    start = next(i for i in range(head + 1, len(lines)) if not lines[i].strip())
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("Recent drops")), len(lines))
+    return " ".join(" ".join(lines[start:end]).split())
 
 
 def restored(stty: str) -> bool:
@@ -127,24 +139,27 @@ def test_interactive_console_in_tmux(terminal, node):
     assert t.alternate_screen()
     lab.CASES["mtu"].play(node, 3)
     lab.CASES["no-route"].play(node, 2)
-    t.wait_for(r"PKT_TOO_BIG@ip_forward")
-    t.wait_for(r"IP_INNOROUTES@ip_")
+    t.wait_for(r"MTU 1450 flannel.1")
+    t.wait_for(r"no route to 10.244.3.10")
     t.keys("p")                              # the rows hold still while we pick one
     lines = t.wait_for(r"paused, counting goes on")
     assert all(len(line) <= 80 for line in lines) and len(lines) <= 24
     assert next(i for i, line in enumerate(lines) if line.startswith("pod ")) <= 3
     rows = group_rows(lines)
-    assert sum("PKT_TOO_BIG@ip_forward" in r for r in rows) == 1       # one line per group
-    mtu = next(i for i, r in enumerate(rows) if "PKT_TOO_BIG" in r)
-    assert rows[mtu].startswith("web-") and "mtu" in rows[mtu]         # narrow: pod names without namespace
-    # Down to it, Enter: its details.
-    t.keys(*["Down"] * (mtu + 1), "Enter")
+    assert sum("MTU 1450 flannel.1, 1500-byte DF" in r for r in rows) == 1      # one line per group
+    mtu = next(i for i, r in enumerate(rows) if "MTU 1450" in r)
+    assert rows[mtu].startswith("web ") and " mtu " in rows[mtu]       # narrow: the workload's name, no namespace
+    # Down to it (the first row stands selected): its why below the list; Enter: its details.
+    t.keys(*["Down"] * mtu)
+    below = below_list(t.wait_for(r"why: 1500-byte packet"))
+    assert "larger than the MTU 1450 of flannel.1" in below and "route out flannel.1 mtu 1450" in below
+    t.keys("Enter")
     details = " ".join(" ".join(t.wait_for(r"latest flows")).split())
     assert "larger than the MTU 1450 of flannel.1" in details
     assert "route out flannel.1 mtu 1450" in details and "pod: default/web" in details
     assert re.search(r"first seen \d\d:\d\d:\d\d UTC", details)
     t.keys("Left")
-    t.wait_for(r"pod +category +reason@location")
+    t.wait_for(r"pod +category +drops +/s +why")
     t.keys("q")
     assert t.exit_status() == 0
     err = t.files["stderr"].read_text()
@@ -152,7 +167,33 @@ def test_interactive_console_in_tmux(terminal, node):
     assert restored(t.files["stty"].read_text())
     assert not t.alternate_screen()
     # What the screen showed last stays on the terminal.
-    assert any("PKT_TOO_BIG@ip_forward" in line for line in t.screen())
+    assert any("MTU 1450 flannel.1" in line for line in t.screen())
+
+
+def test_the_demo_at_80x24_shows_the_mtu_and_its_device_without_a_key(tmp_path):
+    prefix = f"ndt80{os.getpid() % 100000}"
+    t = Tmux(tmp_path, [*NETDROP, "demo", "--duration", "90", "--prefix", prefix])
+    try:
+        lines = t.wait_for(r"MTU 1450 flannel.1, 1500-byte DF", timeout=90)
+        assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        rows = group_rows(lines)
+        mtu = next(r for r in rows if "MTU 1450" in r)
+        assert mtu.startswith("web ") and " mtu " in mtu
+        # No key pressed: the first group's whole why, and its evidence, in the rows below the list.
+        category = next(c for c in CATEGORIES if f" {c} " in rows[0])
+        title, why = below_list(lines).split(" why: ", 1)
+        assert f" {category} " in title and why
+        # The other cases' facts lead their rows as they come (the demo plays them in turn).
+        lines = t.wait_for(r"FORWARD policy DROP", timeout=60)
+        assert any("nothing listening" in r for r in group_rows(t.wait_for(r"udp/9999 nothing listening"))), lines
+        t.keys("q")
+        assert t.exit_status(timeout=30) == 0
+        assert "Traceback" not in t.files["stderr"].read_text()
+    finally:
+        t.close()
+        if lab_namespaces(prefix):
+            lab.SimNode(prefix, "", "", "").cleanup_leftovers()
+    assert lab_namespaces(prefix) == []
 
 
 def test_sigterm_ends_the_interactive_console_and_restores_the_terminal(terminal, node):
@@ -266,7 +307,7 @@ def shell(tmp_path, node):
 
 
 def mtu_drops(lines: list[str]) -> int:
-    found = re.search(r"PKT_TOO_BIG@ip_forward +(\d+)", "\n".join(lines))
+    found = re.search(r" mtu +(\d+) .*MTU 1450", "\n".join(lines))
     assert found, "\n".join(lines)
     return int(found.group(1))
 
@@ -276,7 +317,7 @@ def test_ctrl_z_gives_the_shell_back_and_fg_redraws_the_console(shell, node):
     t = shell("dash", "-i")
     t.start([*NETDROP, *watch_args(node)])
     lab.CASES["mtu"].play(node, 3)
-    t.wait_for(r"PKT_TOO_BIG@ip_forward +3\b")
+    t.wait_for(r" mtu +3 .*MTU 1450")
     t.keys("C-z")
     t.wait_state("T")
     t.wait_for(r"Stopped")
@@ -289,7 +330,7 @@ def test_ctrl_z_gives_the_shell_back_and_fg_redraws_the_console(shell, node):
     lab.CASES["mtu"].play(node, 4)
     assert t.state() == "T"
     t.type("fg")
-    lines = t.wait_for(r"PKT_TOO_BIG@ip_forward +7\b", timeout=10)
+    lines = t.wait_for(r" mtu +7 .*MTU 1450", timeout=10)
     assert t.alternate_screen() and t.state() in ("R", "S")
     assert lines[0].startswith("netdrop watch") and any(line.startswith("pod ") for line in lines[:4])
     assert not any(Shell.PROMPT.strip() in line for line in lines)      # the whole screen redrawn

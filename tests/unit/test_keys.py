@@ -45,7 +45,10 @@ ORDER = ["a", "b", "c", "d"]
 
 
 def test_select_open_details_and_back():
-    s = run(["down", "down", "enter"], ORDER)
+    # Nothing selected: the first row stands selected (the console shows its why below the list).
+    assert run(["enter"], ORDER).selected == "a" and run(["enter"], ORDER).details
+    assert run(["up"], ORDER).selected == "a"
+    s = run(["down", "enter"], ORDER)
     assert s.selected == "b" and s.details
     s = run(["down"], ORDER, s)                        # in the details: the next group's
     assert s.selected == "c" and s.details
@@ -57,11 +60,11 @@ def test_select_open_details_and_back():
 
 
 def test_selection_follows_the_group_when_the_ranking_changes():
-    s = run(["down", "down"], ORDER)
+    s = run(["down"], ORDER)
     assert s.selected == "b"
     assert step(s, "down", ["d", "b", "a", "c"]).selected == "a"   # the row after b as listed now
-    # a selected group that left the list (benign hidden): down starts at the top
-    assert step(s, "down", ["c", "d"]).selected == "c"
+    # a selected group that left the list (benign hidden): the first row stood selected, down goes on from it
+    assert step(s, "down", ["c", "d"]).selected == "d"
 
 
 def test_nothing_to_select_opens_nothing():
@@ -82,5 +85,5 @@ def test_pause_sort_benign_help_quit():
 
 def test_page_keys_move_by_the_rows_on_screen():
     order = list(range(50))
-    s = run(["down", "pgdn"], order, UiState(page=18))
+    s = run(["pgdn"], order, UiState(page=18))      # from the first row, which stands selected
     assert s.selected == 18 and run(["pgup"], order, s).selected == 0

@@ -84,7 +84,7 @@ def test_given_back_the_terminal_is_cooked_and_nothing_is_drawn_until_taken_back
             time.sleep(0.01)
         assert not cooked(fd)
         back = next(w for w in out.writes[n:] if w.startswith(ALT_ON))
-        assert "netdrop watch" in back and "reason@location" in back
+        assert "netdrop watch" in back and "why" in back
         assert len(out.getvalue()) > len(given) + 80 * 10
     assert cooked(fd)
     assert (signal.getsignal(signal.SIGTSTP), signal.getsignal(signal.SIGCONT)) == before
@@ -109,7 +109,7 @@ def test_a_continue_in_the_foreground_without_ctrl_z_sets_cbreak_again_and_redra
         termios.tcsetattr(fd, termios.TCSANOW, mode)
         n = len(out.writes)
         live._take_back()
-        assert not cooked(fd) and len(out.writes) > n and "reason@location" in out.writes[-1]
+        assert not cooked(fd) and len(out.writes) > n and "why" in out.writes[-1]
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 

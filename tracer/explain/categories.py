@@ -3,8 +3,9 @@
 An entry holds all netdrop knows of a category: the drop reason names and
 kernel functions that mean it, the ICMP error that gives it away on kernels
 without reasons, the sentence of a capture's summary, its console style and
-HTML colour, its hint, whether it is benign, and its rank among "what to check
-first". A new category is one entry here.
+HTML colour, its hint and its lead (the fact that decides, in a few words),
+whether it is benign, and its rank among "what to check first". A new
+category is one entry here. What each reason means is in causes.py.
 
 Reasons are matched by name (read from the running kernel, never by number:
 include/net/dropreason-core.h renumbers between versions).
@@ -17,7 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..kernel.decode import Drop
+from . import lead as leads
+from .causes import CAUSES as CAUSES
+from .causes import NOT_ON_A_NODE as NOT_ON_A_NODE
 from .evidence import OVERLAY_PORTS, Device, Evidence, Program
+from .lead import Detail, Lead
 from .verdict import (ICMP_FRAG_NEEDED, ICMP_NET_HOST_UNREACH, ICMP_PORT_UNREACH, destination, name_matches,
                       on_device)
 
@@ -39,9 +44,15 @@ class Category:
     # state runs a few commands, so a category asks only where the state can
     # change the hint (a storm of NO_SOCKET in 250 pods must not read 250 pods).
     evidence: bool | Callable[[Drop], bool] = False
+    lead: Lead | None = None   # the fact that decides, in a few words: what a console row starts with
 
     def reads_evidence(self, d: Drop) -> bool:
         return self.evidence(d) if callable(self.evidence) else self.evidence
+
+    def lead_of(self, d: Drop, detail: Detail) -> str | None:
+        """The decisive fact for a row; None where the hint reads the node's state (it starts with what
+        it found) or the category has no shorter form: then the hint itself leads."""
+        return None if self.lead is None or self.reads_evidence(d) else self.lead(d, detail)
 
 
 # How much a category's drops hurt, for "what to check first" (issue 9: a
@@ -56,137 +67,6 @@ RANK_OTHER = 4        # unspecific, often the node's own noise
 
 def _why(d: Drop) -> str:
     return d.reason or "no reason given"
-
-
-# What each drop reason means on a node, in plain words: the table beside the
-# registry (tests/unit/test_reasons.py walks the kernel's reason list: every
-# reason is here or in NOT_ON_A_NODE). The category comes from the registry's
-# patterns; this is the sentence a hint builds on when it has nothing better.
-# Sources: include/net/dropreason-core.h and the functions named.
-CAUSES: Mapping[str, str] = {
-    "NOT_SPECIFIED": "no reason given: where it was freed tells",
-    "NO_SOCKET": "no socket for its destination port",
-    "SOCKET_CLOSE": "its socket was closing: data that arrived after the application closed it is discarded",
-    "SOCKET_FILTER": "a filter on the receiving socket refused it (SO_ATTACH_FILTER, or a cgroup ingress BPF program)",
-    "SOCKET_RCVBUFF": "the receiving socket's buffer was full",
-    "PKT_TOO_SMALL": "shorter than its headers say",
-    "TCP_CSUM": "bad TCP checksum",
-    "UDP_CSUM": "bad UDP checksum",
-    "NETFILTER_DROP": "a netfilter hook returned NF_DROP",
-    "OTHERHOST": "a frame for another host's MAC reached IP input (a promiscuous device: a bridge port, tcpdump, "
-                 "macvlan): the IP layer discards what is not for this host",
-    "IP_CSUM": "bad IP header checksum",
-    "IP_INHDR": "bad IPv4/IPv6 header (version, length, or TTL expired)",
-    "IP_RPFILTER": "the reverse-path filter (rp_filter) found no route back to the source by this device",
-    "UNICAST_IN_L2_MULTICAST": "an IP unicast packet in an L2 broadcast or multicast frame, refused because "
-                               "drop_unicast_in_l2_multicast is set",
-    "XFRM_POLICY": "an IPsec (xfrm) policy refused it: it demands a transform the packet lacks, or blocks it",
-    "IP_NOPROTO": "no handler for its IP protocol (e.g. SCTP or GRE without the module)",
-    "PROTO_MEM": "the protocol's memory limit (tcp_mem/udp_mem) was reached",
-    "TCP_AUTH_HDR": "TCP authentication option (MD5 or AO) missing or bad: e.g. a BGP session's password",
-    "TCP_MD5NOTFOUND": "TCP MD5 signature expected but missing: a BGP peer's password (Calico, MetalLB) differs",
-    "TCP_MD5UNEXPECTED": "TCP MD5 signature present where none is configured: a BGP peer's password differs",
-    "TCP_MD5FAILURE": "TCP MD5 signature wrong: a BGP peer's password differs",
-    "TCP_AONOTFOUND": "TCP-AO expected but missing", "TCP_AOUNEXPECTED": "TCP-AO present where none is configured",
-    "TCP_AOKEYNOTFOUND": "TCP-AO key unknown", "TCP_AOFAILURE": "TCP-AO signature wrong",
-    "SOCKET_BACKLOG": "the socket's backlog was full while the application held it",
-    "TCP_FLAGS": "TCP flags invalid for the connection's state",
-    "TCP_ABORT_ON_DATA": "data for a socket the application already closed (the peer gets a reset)",
-    "TCP_ZEROWINDOW": "the receiver's window was zero: the application does not read",
-    "TCP_OLD_DATA": "data already received (a retransmission)",
-    "TCP_OVERWINDOW": "data beyond the receive window",
-    "TCP_OFOMERGE": "out-of-order data already queued",
-    "TCP_RFC7323_PAWS": "timestamp older than the last seen (PAWS): often two clients behind one NAT",
-    "TCP_RFC7323_PAWS_ACK": "ACK with an old timestamp (PAWS)",
-    "TCP_RFC7323_TW_PAWS": "old timestamp for a connection in TIME_WAIT (PAWS): a port reused too soon behind NAT",
-    "TCP_RFC7323_TSECR": "timestamp echo reply invalid",
-    "TCP_LISTEN_OVERFLOW": "the listen queue was full: the server accepts too slowly",
-    "TCP_OLD_SEQUENCE": "segment with an old sequence number",
-    "TCP_INVALID_SEQUENCE": "segment outside the window",
-    "TCP_INVALID_END_SEQUENCE": "segment's end outside the window",
-    "TCP_INVALID_ACK_SEQUENCE": "ACK of data never sent",
-    "TCP_RESET": "a reset (RST) ended the connection",
-    "TCP_INVALID_SYN": "SYN for an existing connection",
-    "TCP_CLOSE": "the connection was closed",
-    "TCP_FASTOPEN": "TCP Fast Open data refused",
-    "TCP_OLD_ACK": "ACK older than the last", "TCP_TOO_OLD_ACK": "ACK far older than the last",
-    "TCP_ACK_UNSENT_DATA": "ACK of data not sent yet",
-    "TCP_OFO_QUEUE_PRUNE": "out-of-order queue pruned for memory",
-    "TCP_OFO_DROP": "out-of-order segment beyond the window",
-    "IP_OUTNOROUTES": "no route for a packet this host sends",
-    "BPF_CGROUP_EGRESS": "a BPF program on the sending socket's cgroup refused it at egress",
-    "IPV6DISABLED": "IPv6 is disabled on the receiving device (disable_ipv6)",
-    "NEIGH_CREATEFAIL": "no neighbour entry could be made (the neighbour table is full: gc_thresh3)",
-    "NEIGH_FAILED": "the next hop did not answer ARP/ND",
-    "NEIGH_QUEUEFULL": "too many packets waited for ARP/ND to resolve",
-    "NEIGH_DEAD": "the neighbour entry was being removed",
-    "NEIGH_HH_FILLFAIL": "the link-layer header could not be built",
-    "TC_EGRESS": "a tc filter or BPF program at egress dropped it",
-    "SECURITY_HOOK": "a Linux security module refused it (SELinux, AppArmor, Smack or a BPF LSM of a security agent)",
-    "QDISC_DROP": "the device's queue discipline dropped it",
-    "QDISC_OVERLIMIT": "the queue discipline's limit was exceeded (e.g. the bandwidth plugin's tbf)",
-    "QDISC_CONGESTED": "the queue discipline was congested (AQM)",
-    "CAKE_FLOOD": "CAKE dropped a flooding flow", "FQ_BAND_LIMIT": "fq band limit", "FQ_HORIZON_LIMIT":
-    "fq: a timestamp too far in the future", "FQ_FLOW_LIMIT": "fq: the flow's queue was full",
-    "CPU_BACKLOG": "the CPU's input backlog was full (netdev_max_backlog)",
-    "XDP": "an XDP program on the receiving device returned XDP_DROP or failed",
-    "TC_INGRESS": "a tc filter or BPF program at ingress dropped it",
-    "UNHANDLED_PROTO": "no handler for its EtherType on this device (LLDP, STP BPDUs, ... with nothing taking them)",
-    "SKB_CSUM": "checksum computation failed", "SKB_GSO_SEG": "GSO segmentation failed (an offload problem)",
-    "SKB_UCOPY_FAULT": "copying the packet from user space failed",
-    "DEV_HDR": "the device header is bad",
-    "DEV_READY": "the device was not ready: down, no carrier, or detaching",
-    "FULL_RING": "the device's ring was full",
-    "NOMEM": "the kernel had no memory for it",
-    "HDR_TRUNC": "truncated header", "TAP_FILTER": "the tap device's BPF filter refused it",
-    "TAP_TXFILTER": "the tap device's MAC filter refused it", "ICMP_CSUM": "bad ICMP checksum",
-    "INVALID_PROTO": "invalid protocol header", "IP_INADDRERRORS": "invalid destination address",
-    "IP_INNOROUTES": "no route for a packet received", "IP_LOCAL_SOURCE": "its source is one of this host's addresses",
-    "IP_INVALID_SOURCE": "invalid (martian) source address",
-    "IP_LOCALNET": "a 127.0.0.0/8 address from outside the host: refused unless route_localnet is set",
-    "IP_INVALID_DEST": "invalid destination address",
-    "PKT_TOO_BIG": "larger than the MTU with DF set", "DUP_FRAG": "duplicate fragment",
-    "FRAG_REASM_TIMEOUT": "fragments never completed", "FRAG_TOO_FAR": "fragment offset too far",
-    "TCP_MINTTL": "TTL below the socket's minimum (IP_MINTTL, GTSM for BGP)",
-    "IPV6_BAD_EXTHDR": "bad IPv6 extension header", "IPV6_NDISC_FRAG": "fragmented neighbour discovery",
-    "IPV6_NDISC_HOP_LIMIT": "neighbour discovery with a hop limit other than 255",
-    "IPV6_NDISC_BAD_CODE": "neighbour discovery with a bad code",
-    "IPV6_NDISC_BAD_OPTIONS": "neighbour discovery with bad options",
-    "IPV6_NDISC_NS_OTHERHOST": "a neighbour solicitation for another host's address",
-    "QUEUE_PURGE": "still queued when its socket or device went away",
-    "TC_COOKIE_ERROR": "a tc action's cookie was bad", "PACKET_SOCK_ERROR":
-    "a packet socket (tcpdump, a DHCP client, an agent's capture) could not take its copy: the traffic itself "
-    "went on", "TC_CHAIN_NOTFOUND": "a tc filter jumped to a chain that does not exist",
-    "TC_RECLASSIFY_LOOP": "tc reclassified it too often (a filter loop)",
-    "VXLAN_INVALID_HDR": "not VXLAN as this device expects (GBP/GPE flags, or another encapsulation on its port)",
-    "VXLAN_VNI_NOT_FOUND": "no VXLAN device here has the packet's VNI",
-    "MAC_INVALID_SOURCE": "invalid source MAC (multicast or zero)",
-    "VXLAN_ENTRY_EXISTS": "the VXLAN FDB entry for it exists already (two nodes claim one MAC)",
-    "NO_TX_TARGET": "no target to send it to (a VXLAN without an FDB entry or remote, a bridge without a port)",
-    "IP_TUNNEL_ECN": "decapsulation found an ECN mismatch between the outer and inner header",
-    "TUNNEL_TXINFO": "a metadata tunnel had no tunnel key for it (a BPF program must set it)",
-    "LOCAL_MAC": "a frame with this device's own MAC as source came back in (an L2 loop)",
-    "ARP_PVLAN_DISABLE": "ARP proxy for private VLAN is disabled",
-    "MAC_IEEE_MAC_CONTROL": "an IEEE MAC control frame (802.3x pause) reached the bridge, which never forwards them",
-    "BRIDGE_INGRESS_STP_STATE": "the bridge port is not forwarding (STP state blocking, listening, learning or "
-                                "disabled)",
-    "PFMEMALLOC": "received from emergency memory reserves, for a socket that may not use them: memory pressure",
-    "DUALPI2_STEP_DROP": "DualPI2 dropped it above its step threshold",
-    "PSP_INPUT": "PSP decryption refused it", "PSP_OUTPUT": "PSP encryption refused it",
-    "RECURSION_LIMIT": "a virtual device loop: the packet went through too many devices (a tunnel routed "
-                       "through itself)",
-}
-
-# Reasons that no Kubernetes node's network traffic produces, and why: the
-# other half of the decision every reason needs.
-NOT_ON_A_NODE: Mapping[str, str] = {
-    "UNIX_DISCONNECT": "AF_UNIX sockets: local IPC, not network traffic",
-    "UNIX_SKIP_OOB": "AF_UNIX out-of-band data: local IPC, not network traffic",
-    "CAN_RX_INVALID_FRAME": "CAN bus (vehicles, industry), not IP networking",
-    "CANFD_RX_INVALID_FRAME": "CAN FD bus, not IP networking",
-    "CANXL_RX_INVALID_FRAME": "CAN XL bus, not IP networking",
-    "MAX": "not a reason: the end marker of enum skb_drop_reason",
-}
 
 
 @dataclass(frozen=True)
@@ -365,8 +245,6 @@ def _other(d: Drop, ev: Evidence | None = None) -> str:
     return f"dropped in {d.location or 'an unknown function'} ({_why(d)}){why}"
 
 
-
-
 def _vxlan_list(ev: Evidence) -> str:
     vx = ev.vxlans()
     if not vx:
@@ -478,20 +356,24 @@ def _memory(d: Drop, ev: Evidence | None = None) -> str:
 # In the order categories are shown (the console, a summary's counts and timeline).
 REGISTRY: tuple[Category, ...] = (
     Category("mtu", ("PKT_TOO_BIG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "DUP_FRAG"), (), (ICMP_FRAG_NEEDED,),
-             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu, rank=RANK_BREAKS),
+             "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", _mtu, rank=RANK_BREAKS,
+             lead=leads.mtu),
     # nft_do_chain frees the packet itself (nftables, iptables-nft); legacy
     # xtables and other hooks return NF_DROP and nf_hook_slow frees it.
     Category("netfilter", ("NETFILTER_DROP",),
              ("nft_do_chain*", "ipt_do_table", "ip6t_do_table", "arpt_do_table", "ebt_do_table", "nf_hook_slow",
               "br_nf_*"), (),
-             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter, rank=RANK_BREAKS),
+             "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", _netfilter, rank=RANK_BREAKS,
+             lead=leads.netfilter),
     # Conntrack's refusals reach kfree_skb as NETFILTER_DROP too: where it was freed tells them apart.
     Category("conntrack", ("NETFILTER_DROP",),
              ("nf_conntrack_*", "__nf_conntrack_*", "nf_ct_*", "__nf_ct_*", "nf_nat_*", "nf_confirm*"), (),
-             "connection tracking refused packets", "red", "#e74c3c", _conntrack, rank=RANK_BREAKS),
+             "connection tracking refused packets", "red", "#e74c3c", _conntrack, rank=RANK_BREAKS,
+             lead=leads.conntrack),
     # SOCKET_CLOSE: tcp_close()/udp_destroy_sock() purge what the application never read.
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT,
+             lead=leads.no_socket,
              evidence=lambda d: d.proto == "udp" and d.dport in OVERLAY_PORTS),   # only an overlay port mismatch
     # dst_discard*: the input/output of a blackhole route (net/core/dst.c), also
     # what an IPsec policy without its state routes to (net/xfrm/xfrm_policy.c
@@ -499,11 +381,13 @@ REGISTRY: tuple[Category, ...] = (
     Category("no-route", ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IP_INVALID_DEST"),
              ("ip_error", "ip_route_input*", "ip6_pkt_drop", "ip6_pkt_discard*", "ip_rt_bug", "dst_discard*"),
              ICMP_NET_HOST_UNREACH, "packets had no route", "bold yellow", "#d35400", _no_route, rank=RANK_BREAKS,
+             lead=leads.no_route,
              evidence=lambda d: name_matches(d.location, ("dst_discard*",))),   # only a blackhole (IPsec)
     Category("neighbor", ("NEIGH_*", "ARP_*"), ("neigh_*", "arp_*", "__neigh_*", "ndisc_*"), (),
-             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS),
+             "the next hop did not answer ARP/ND", "cyan", "#16a085", _neighbor, rank=RANK_BREAKS, lead=leads.neighbor),
     Category("rp-filter", ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE"), (), (),
-             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter, rank=RANK_BREAKS),
+             "packets failed the reverse-path / source check", "blue", "#2980b9", _rp_filter, rank=RANK_BREAKS,
+             lead=leads.rp_filter),
     # The overlay between nodes (VXLAN, Geneve, IP tunnels): drivers/net/vxlan/vxlan_core.c
     # (vxlan_rcv, vxlan_xmit_one), net/ipv4/ip_tunnel_core.c.
     Category("overlay", ("VXLAN_VNI_NOT_FOUND", "VXLAN_ENTRY_EXISTS", "VXLAN_INVALID_HDR", "NO_TX_TARGET",
@@ -529,14 +413,16 @@ REGISTRY: tuple[Category, ...] = (
              "IPsec refused packets", "bold bright_blue", "#34495e", _ipsec, rank=RANK_BREAKS, evidence=True),
     # TCP_CSUM is tcp (TCP_* comes before malformed's *_CSUM), as it always was.
     Category("tcp", ("TCP_*",), ("tcp_*",), (),
-             "TCP discarded segments", "green", "#27ae60", _tcp, rank=RANK_ENDPOINT),
+             "TCP discarded segments", "green", "#27ae60", _tcp, rank=RANK_ENDPOINT, lead=leads.tcp),
     # Exact names beat tcp's TCP_* (category_of).
     Category("socket-buffer", ("TCP_LISTEN_OVERFLOW", "TCP_ZEROWINDOW", "TCP_OFO_QUEUE_PRUNE", "SOCKET_RCVBUFF",
                                "SOCKET_BACKLOG", "PROTO_MEM", "PACKET_SOCK_ERROR"), (), (),
-             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer, rank=RANK_LOAD),
+             "receiving sockets were full", "bright_magenta", "#e84393", _socket_buffer, rank=RANK_LOAD,
+             lead=leads.socket_buffer),
     Category("qdisc", ("QDISC_*", "CAKE_FLOOD", "FQ_*", "CPU_BACKLOG", "FULL_RING", "TC_*", "DUALPI2_*"),
              ("sch_*", "*qdisc*", "__dev_queue_xmit", "enqueue_to_backlog", "pfifo_*"), (),
              "queues or traffic control dropped packets", "bright_blue", "#0984e3", _qdisc, rank=RANK_LOAD,
+             lead=leads.qdisc,
              # Only a device's own queue can be a carrier-less noop qdisc; a full CPU backlog never is.
              evidence=lambda d: d.ifname is not None and d.reason in (None, "QDISC_DROP", "NOT_SPECIFIED")),
     Category("memory", ("NOMEM", "PFMEMALLOC"), (), (),
@@ -546,12 +432,13 @@ REGISTRY: tuple[Category, ...] = (
                            # Not IPV6_NDISC_*: NS_OTHERHOST is a good solicitation for another host (benign).
                            "IPV6_NDISC_FRAG", "IPV6_NDISC_HOP_LIMIT", "IPV6_NDISC_BAD_CODE",
                            "IPV6_NDISC_BAD_OPTIONS"), (), (),
-             "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED),
+             "malformed packets were dropped", "bright_red", "#b71540", _malformed, rank=RANK_MALFORMED,
+             lead=leads.malformed),
     # Unspecific, often the node's own noise: listed last. The reasons named
     # here are decided as "other" on purpose (CAUSES says what each means).
     Category("other", ("OTHERHOST", "UNHANDLED_PROTO", "QUEUE_PURGE", "IPV6_NDISC_NS_OTHERHOST",
                        "MAC_IEEE_MAC_CONTROL"), (), (),
-             "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER),
+             "other drops", "white", "#7f8c8d", _other, rank=RANK_OTHER, lead=leads.other),
 )
 
 CATEGORIES: tuple[str, ...] = tuple(c.name for c in REGISTRY)

@@ -22,6 +22,7 @@ from ..kernel.decode import Drop
 from ..kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
 from .kube import PodInfo, Selection
 from .nodeview import NetnsInfo, NodeSnapshot
+from .workload import workload_of
 
 DIRECTIONS = {ND_DIR_IN_POD: "in-pod", ND_DIR_FROM_POD: "from-pod", ND_DIR_TO_POD: "to-pod"}
 MAX_POD_ID = (1 << 30) - 1
@@ -46,6 +47,7 @@ class PodRef:
     known: bool = True
     sandbox: str | None = None
     ips: tuple[str, ...] = ()
+    workload: str | None = None    # its controller's name (workload.workload_of): how a console shortens it
 
     @property
     def label(self) -> str:
@@ -208,7 +210,8 @@ class PodIndex:
             info = next(iter(spaces.values()))
             if info.host_veth is None:    # pod_like() namespaces have one
                 continue
-            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, sandbox=info.label, ips=pod.ips)
+            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, sandbox=info.label, ips=pod.ips,
+                         workload=workload_of(pod).name)
             pid = self.ids.id_for(f"uid:{pod.uid}", ref)
             self.by_netns[info.inode] = pid
             self.veths[pid] = (info.host_veth.ifindex, info)
@@ -226,7 +229,8 @@ class PodIndex:
             if not own:
                 self.untraceable.append(pod)
                 continue
-            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, host_network=True, ips=pod.ips)
+            ref = PodRef(pod.namespace, pod.name, pod.uid, pod.node, host_network=True, ips=pod.ips,
+                         workload=workload_of(pod).name)
             pid = self.ids.id_for(f"uid:{pod.uid}", ref)
             for port in own:
                 self.hostports[port] = pid

@@ -4,15 +4,20 @@ One screen: a header of at most 3 lines (counts, events lost, time left; one
 short line for hooks, filters and pods; a notice or the keys), then one line
 per group, ranked by recent rate, then count, as many as the terminal holds,
 then one line saying what is not shown (benign drops set aside, more groups).
-A group opens into its details (the full hint and its evidence, the rule or
-the MTU path, the latest flows, the pods at both ends, first and last seen);
-`h` shows the full hooks, filters and pods, as --verbose does in the header.
+A row's why starts with the fact that decides (its category's lead:
+explain/lead.py), since at 80 columns it has about 35 characters; pod names
+are shortened to fit (podnames.py), never two pods alike. The rows below the
+list show the selected group's whole why and evidence (the first group's
+while none is selected), then the recent drops, as room allows. A group opens
+into its details (the full hint and its evidence, the rule or the MTU path,
+the latest flows, the pods at both ends, first and last seen); `h` shows the
+full hooks, filters and pods, as --verbose does in the header.
 
 render() turns plain state into a rich renderable (Screen) that lays itself
 out in the width and height rich gives it, so tests print it into a string
 with rich.console.Console(record=True, width=..., height=...) and read it
-like a user would. The keys that change the state are in keys.py, the
-terminal and the loop in tui.py.
+like a user would. The header and View are in header.py, the keys that
+change the state in keys.py, the terminal and the loop in tui.py.
 
 Everything shown that came from the node or the cluster (interface, pod and
 namespace names, hints quoting rule comments) goes through text(): a rich Text,
@@ -22,7 +27,8 @@ passes ESC through to the terminal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -35,15 +41,16 @@ from ..explain.categories import entry
 from ..explain.verdict import Verdict
 from ..groups import Group, Groups, ranked
 from ..kernel.decode import Drop
-from ..kernel.hooks import Hook
-from ..kernel.loader import Stats
 from ..pods.attribute import Attribution, PodRef
 from ..textsafe import printable
+from .header import HEADER_LINES as HEADER_LINES
+from .header import WIDE, full_context, header
+from .header import View as View
+from .header import text as text
 from .keys import UiState
+from .podnames import Name, end_cut, short_names
 
 PLAIN_ROWS = 50         # groups listed when the output is no terminal (a file, a pipe): no height to fill
-HEADER_LINES = 3        # the header's most, whatever the width (unless --verbose)
-KEYS_LINE = "↑↓ select  ⏎ details  p pause  s sort  b benign  h help  q quit"
 KEYS_HELP = (
     ("↑ ↓ (k j), PgUp PgDn, Home End", "select a group"),
     ("Enter or →", "open its details: the full why with its evidence, latest flows, pods at both ends"),
@@ -54,24 +61,6 @@ KEYS_HELP = (
     ("h or ?", "this help: hooks, filters and pods in full"),
     ("q", "quit (Ctrl-C too), with the end-of-run report"),
 )
-
-
-@dataclass
-class View:
-    """Everything the screen shows besides the groups."""
-
-    hooks: list[Hook] = field(default_factory=list)
-    filters: list[str] = field(default_factory=list)
-    netns_names: dict[int, str] = field(default_factory=dict)
-    stats: Stats = field(default_factory=Stats)
-    elapsed: float = 0.0
-    remaining: float | None = None
-    title: str = "netdrop watch"
-    note: str | None = None
-    pods: str | None = None       # the pod selection and the state of the pod source
-    notices: list[str] = field(default_factory=list)   # latent risks seen (conntrack clash_resolve ...)
-    verbose: bool = False         # --verbose: hooks, filters, pods and notices in full in the header
-    interactive: bool = False     # keys are read: the screen says which
 
 
 @dataclass(frozen=True)
@@ -85,16 +74,6 @@ class Frame:
     @classmethod
     def of(cls, groups: Groups) -> Frame:
         return cls(tuple(groups.snapshot()), tuple(groups.recent))
-
-
-def text(plain: str, style: str = "") -> Text:
-    """Text for the terminal: not markup, control characters escaped."""
-    return Text(printable(plain), style=style)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds + 0.5))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _count(n: int) -> str:
@@ -121,23 +100,44 @@ def netns_name(inode: int, names: dict[int, str]) -> str:
     return f"{name} ({inode})" if name else str(inode)
 
 
-def _pod_name(p: PodRef, compact: bool) -> str:
-    return p.name if compact and p.known and p.name else p.label
+# A pod's text on the screen, at a width: screen_names() shortens names to fit, never two pods alike.
+PodName = Callable[[PodRef, int], str]
+DIRECTION = len(" from-pod")    # what a pod's direction takes beside its name
 
 
-def who(a: Attribution | None, compact: bool = False) -> str:
-    """The pod and its direction, or both ends: "default/web -> default/db".
-    compact (narrow terminals): names without their namespace (the details have it)."""
+def _label(p: PodRef, width: int) -> str:
+    return p.label
+
+
+def who(a: Attribution | None, name: PodName = _label, width: int = WIDE) -> str:
+    """The pod and its direction, or both ends: "default/web -> default/db", in
+    width (each of both ends in half of it) where name() shortens."""
     if a is None or a.pod is None:
         return "-"
-    pod = _pod_name(a.pod, compact)
     if a.peer is not None:
-        peer = _pod_name(a.peer, compact)
+        half = max(1, (width - 4) // 2)
+        pod, peer = name(a.pod, half), name(a.peer, half)
         # The arrow follows the packet: the peer sent it when our pod receives it.
         if a.direction == "to-pod" or a.peer_direction == "from-pod":
             return f"{peer} -> {pod}"
         return f"{pod} -> {peer}"
-    return f"{pod} {a.direction}" if a.direction else pod
+    if not a.direction:
+        return name(a.pod, width)
+    return f"{name(a.pod, width - DIRECTION)} {a.direction}"
+
+
+def screen_names(pods: Iterable[PodRef], widths: Iterable[int], namespaced: bool) -> PodName:
+    """name(pod, width) for the pods on one screen (podnames.short_names). Narrow
+    (not namespaced): names without their namespace, which the details give."""
+    def full(p: PodRef) -> Name:
+        if not p.known or not p.name:
+            return Name(p.label)
+        return Name(p.name, p.workload, f"{p.namespace}/" if namespaced else "")
+
+    asked = tuple(widths)
+    texts = short_names({p: full(p) for p in pods},
+                        [w for width in asked for w in (width, (width - 4) // 2, width - DIRECTION)])
+    return lambda p, width: texts.get((p, width)) or end_cut(full(p).full, width)
 
 
 def why(g: Group) -> str:
@@ -146,6 +146,22 @@ def why(g: Group) -> str:
     if g.benign:
         return benign_why(g.reason, g.location) or "benign"
     return "(no event delivered for this group yet)"
+
+
+def lead(g: Group) -> str | None:
+    """The fact that decides, in a few words (the category's lead), or None: the hint leads itself."""
+    return entry(g.category).lead_of(g.latest, g.detail) if g.latest is not None and g.hint else None
+
+
+def why_cell(g: Group, with_where: bool = True) -> Text:
+    """A row's why: its lead, then the whole hint (dim) as far as the row goes.
+    with_where False (no reason/location column): a group without events leads with both."""
+    first = lead(g)
+    if first is not None and not why(g).startswith(first):
+        return text(first) + text(" · " + why(g), "dim")
+    if first is None and not g.hint and not with_where:
+        return text(where(g, compact=True)) + text(" · " + why(g), "dim")
+    return text(why(g), "" if g.hint else "dim")
 
 
 def where(g: Group, compact: bool = False) -> str:
@@ -161,118 +177,86 @@ def shown_rows(groups: tuple[Group, ...] | list[Group], state: UiState) -> tuple
     return [g for g in rows if not g.benign], [g for g in rows if g.benign]
 
 
-# ---------------------------------------------------------------- header
-
-def _hooks_short(hooks: list[Hook]) -> str:
-    used = [h for h in hooks if h.attached]
-    out = f"hooks {len(used)}/{len(hooks)}"
-    missing = [h.name for h in hooks if not h.attached]
-    return out + (f" (not: {', '.join(missing)})" if missing else "")
-
-
-def _list_short(items: list[str], limit: int = 40) -> str:
-    if not items:
-        return ""
-    first = items[0] if len(items[0]) <= limit else items[0][:limit - 1] + "…"
-    return first + (f" +{len(items) - 1}" if len(items) > 1 else "")
-
-
-def header(view: View, state: UiState) -> list[Text]:
-    """At most HEADER_LINES lines (cut to the width by the caller), unless --verbose."""
-    s = view.stats
-    first = Text(printable(view.title), style="bold")
-    first.append(f" · {s.matched:,} drops", style="bold")
-    first.append(" · ")
-    first.append(f"{s.lost:,} events lost", style="bold red" if s.lost else "")
-    if s.counter_full:
-        first.append(f" · {s.counter_full:,} not grouped (counter map full)", style="bold red")
-    if view.remaining is not None:
-        first.append(f" · {_duration(view.remaining)} left", style="bold")
-    first.append(f" · {_duration(view.elapsed)} elapsed · {s.events:,} events")
-    if s.sampled_out:
-        first.append(f" · {s.sampled_out:,} sampled out (counts stay exact)")
-    if view.verbose:
-        return [first, *full_context(view)]
-    second = Text(_hooks_short(view.hooks), style="dim")
-    second.append(" · filters: " + printable(_list_short(view.filters) or "none"), style="dim")
-    if view.pods:
-        second.append(" · pods: " + printable(_list_short([view.pods])), style="dim")
-    lines = [first, second]
-    if state.paused:
-        lines.append(Text("paused, counting goes on: p to resume", style="bold yellow")
-                     + Text("   " + KEYS_LINE, style="dim"))
-    elif view.notices:
-        third = text("notice: " + view.notices[0], style="yellow")
-        if len(view.notices) > 1:
-            third.append(f" (+{len(view.notices) - 1} more: h)", style="yellow")
-        lines.append(third)
-    elif view.interactive:
-        lines.append(Text(KEYS_LINE + f"   sort: {state.sort}", style="dim"))
-    return lines[:HEADER_LINES]
-
-
-def full_context(view: View) -> list[Text]:
-    """Hooks, filters, pods, notices and the note in full (--verbose, the `h` key)."""
-    lines = [Text("hooks: ") + text("; ".join(
-        f"{'✓' if h.attached else '✗'} {h.name}" + (f" ({h.detail})" if h.detail else "") for h in view.hooks))]
-    lines.append(text("filters: " + ("; ".join(view.filters) if view.filters else "none (all namespaces)")))
-    if view.pods:
-        lines.append(text("pods: " + view.pods))
-    lines += [text("notice: " + n, style="yellow") for n in view.notices]
-    if view.note:
-        lines.append(text(view.note, style="italic"))
-    return lines
-
-
 # ---------------------------------------------------------------- the list
 
-def _widths(width: int) -> tuple[int, int, int]:
-    """Columns for pod, category, and reason at location: bounded, so the why keeps the rest."""
-    if width < 100:
-        return 15, 9, 22
-    if width < 160:
-        return 28, 13, 30
-    return 34, 13, 40
+@dataclass(frozen=True)
+class Columns:
+    """The list's columns at a width: bounded, so that the why keeps the rest.
+    Narrower than 160 the reason and location read "REASON@location"; narrower
+    than 100 they leave the row (each group's why leads with its decisive fact,
+    and the selected group's details below the list give them) and pod names
+    go without their namespace; narrower than 70 the category leaves too."""
+
+    pod: int
+    category: int
+    where: int          # 0: not shown
+    namespaced: bool
+    compact_where: bool
+
+    @classmethod
+    def at(cls, width: int) -> Columns:
+        if width < 70:
+            return cls(16, 0, 0, False, True)
+        if width < 100:
+            return cls(22, 9, 0, False, True)
+        if width < 160:
+            return cls(28, 11, 24, True, True)
+        return cls(34, 13, 40, True, False)
 
 
-def groups_table(rows: list[Group], width: int, selected: object | None = None) -> Table:
-    pod_w, cat_w, where_w = _widths(width)
+def groups_table(rows: list[Group], width: int, selected: object | None = None,
+                 name: PodName = _label) -> Table:
+    cols = Columns.at(width)
+    pods = [text(who(g.attribution, name, cols.pod), "" if g.attribution and g.attribution.pod else "dim")
+            for g in rows]
     table = Table(box=None, expand=True, padding=(0, 1), collapse_padding=True, pad_edge=False,
                   header_style="bold dim", show_edge=False)
-    table.add_column("pod", width=pod_w, no_wrap=True, overflow="ellipsis")
-    table.add_column("category", width=cat_w, no_wrap=True, overflow="ellipsis")
-    compact = width < 100
-    table.add_column("reason@location" if compact else "reason at location", width=where_w, no_wrap=True,
+    # As wide as the names shown need, at most cols.pod: the why gets the rest.
+    table.add_column("pod", width=min(cols.pod, max([3, *(p.cell_len for p in pods)])), no_wrap=True,
                      overflow="ellipsis")
+    if cols.category:
+        table.add_column("category", width=cols.category, no_wrap=True, overflow="ellipsis")
+    if cols.where:
+        table.add_column("reason@location" if cols.compact_where else "reason at location", width=cols.where,
+                         no_wrap=True, overflow="ellipsis")
     table.add_column("drops", width=7, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("/s", width=5, justify="right", no_wrap=True, overflow="ellipsis")
     table.add_column("why", ratio=1, no_wrap=True, overflow="ellipsis")
-    for g in rows:
+    for g, pod in zip(rows, pods, strict=True):
         style = "reverse" if g.key == selected else "dim" if g.benign else ""
-        pod = text(who(g.attribution, compact), "" if g.attribution and g.attribution.pod else "dim")
-        table.add_row(pod, text(g.category, entry(g.category).style), text(where(g, compact)), _count(g.count),
-                      _rate(g.rate), text(why(g), "dim" if not g.hint else ""), style=style)
+        cells: list[RenderableType] = [pod]
+        if cols.category:
+            cells.append(text(g.category, entry(g.category).style))
+        if cols.where:
+            cells.append(text(where(g, cols.compact_where)))
+        cells += [_count(g.count), _rate(g.rate), why_cell(g, with_where=bool(cols.where))]
+        table.add_row(*cells, style=style)
     if not rows:
-        table.add_row("", "", "", "", "", Text("no drops yet", style="dim"))
+        table.add_row(*[""] * (len(table.columns) - 1), Text("no drops yet", style="dim"))
     return table
 
 
+RECENT_POD = (14, 30)     # the recent drops' pod column: narrower than 120, and wider
+
+
 def recent_table(recent: tuple[tuple[Drop, Verdict, Attribution], ...], names: dict[int, str],
-                 width: int) -> Table:
+                 width: int, name: PodName = _label) -> Table:
     table = Table(expand=True, title="Recent drops", title_justify="left", box=None, padding=(0, 1),
                   collapse_padding=True, pad_edge=False, header_style="bold dim")
     wide = width >= 120     # narrower: the flow keeps the room, netns, length and category go
+    pod_w = RECENT_POD[wide]
     cols = ("time", "pod", "netns", "dev", "flow", "len", "reason", "category") if wide else (
         "time", "pod", "dev", "flow", "reason")
     for col in cols:
         table.add_column(col, no_wrap=True, overflow="ellipsis",
-                         max_width={"pod": 30 if wide else 14, "netns": 20, "dev": None if wide else 10,
+                         max_width={"pod": pod_w, "netns": 20, "dev": None if wide else 10,
                                     "reason": 16}.get(col),
                          min_width=24 if col == "flow" else None, ratio=1 if col == "flow" else None)
     for d, v, at in reversed(recent):
         # Text, not markup: "[fd00::1]:53" must not be read as a style tag.
         cells: dict[str, str | Text] = {"time": d.time.strftime("%H:%M:%S.%f")[:-3 if wide else -7],
-                 "pod": text(at.pod.label if at.pod else "-"), "netns": text(names.get(d.netns) or str(d.netns)),
+                 "pod": text(name(at.pod, pod_w) if at.pod else "-"),
+                 "netns": text(names.get(d.netns) or str(d.netns)),
                  "dev": text(d.ifname or "-"), "flow": text(d.flow), "len": str(d.len),
                  "reason": text(d.reason or "-"), "category": text(v.category, style=entry(v.category).style)}
         table.add_row(*(cells[c] for c in cols))
@@ -329,8 +313,8 @@ def _pod_line(label: str, pod: PodRef | None, direction: str | None) -> Text:
     return line + text(pod.label + (f" ({direction})" if direction else ""))
 
 
-def details(g: Group, view: View) -> list[Text]:
-    """Everything known of one group; node text through text()."""
+def _head(g: Group, view: View) -> list[Text]:
+    """Who, what and where, the counts and times, the namespace, the pods at both ends."""
     a = g.attribution
     head = text(who(a) if a is not None and a.pod is not None else "no pod", style="bold")
     head.append("  ")
@@ -344,47 +328,68 @@ def details(g: Group, view: View) -> list[Text]:
     lines.append(_pod_line("pod", a.pod if a else None, a.direction if a else None))
     if a is not None and a.peer is not None:
         lines.append(_pod_line("other end", a.peer, a.peer_direction))
-    lines.append(Text(""))
-    lines.append(Text("why: ", style="bold") + text(why(g)))
+    return lines
+
+
+def _title(g: Group, view: View) -> list[Text]:
+    """One line above the why below the list: who, what, where, how many."""
+    a = g.attribution
+    line = text(who(a) if a is not None and a.pod is not None else "no pod", style="bold")
+    line.append_text(Text("  ") + text(g.category, entry(g.category).style) + Text("  ") + text(where(g)))
+    line.append(f"  {g.count:,} drops" + (f", {_rate(g.rate)}/s" if g.rate > 0 else ""))
+    line.no_wrap, line.overflow = True, "ellipsis"
+    return [line]
+
+
+def _why(g: Group, view: View, brief: bool = False) -> list[Text]:
+    """The whole why with its evidence; brief (below the list): the evidence in one paragraph."""
+    lines = [Text("why: ", style="bold") + text(why(g))]
     if g.benign:
         lines.append(Text("benign: ", style="bold") + text(benign_why(g.reason, g.location) or "set aside as benign"))
     evidence = _evidence(g.detail)
-    if evidence:
+    if evidence and brief:
+        lines.append(Text("evidence: ", style="bold") + text(" · ".join(e.strip() for e in evidence)))
+    elif evidence:
         lines.append(Text("evidence:", style="bold"))
         lines += [text("  " + e) for e in evidence]
     # The MTU path: the device it was on and its route's egress (classify's MTU hint cites the same).
     path = _path(g.latest) if g.latest is not None and g.category == "mtu" else None
     if path:
         lines.append(Text("path: ", style="bold") + text(path))
-    if g.latest_drops:
-        lines.append(Text(""))
-        lines.append(Text(f"latest flows (of the last {len(g.latest_drops)} events):", style="bold"))
-        seen: dict[str, tuple[Drop, int]] = {}
-        for d in reversed(g.latest_drops):
-            flow = d.flow
-            seen[flow] = (seen[flow][0], seen[flow][1] + 1) if flow in seen else (d, 1)
-        for flow, (d, n) in seen.items():
-            extra = [f"len {d.len}", f"on {d.ifname}" if d.ifname else "",
-                     f"ct {d.conntrack}" if d.conntrack else "",
-                     f"flags {d.tcp_flag_names}" if d.tcp_flags else "", f"×{n}" if n > 1 else ""]
-            lines.append(text(f"  {d.time.strftime('%H:%M:%S.%f')[:-3]}  {flow}  "
-                              + "  ".join(e for e in extra if e)))
-    lines += stack_lines(g)
-    lines.append(Text(""))
-    lines.append(Text("← or Esc: back · ↑ ↓: the previous or next group · q: quit", style="dim"))
+    return lines
+
+
+def _why_brief(g: Group, view: View) -> list[Text]:
+    return _why(g, view, brief=True)
+
+
+def _flows(g: Group, view: View) -> list[Text]:
+    if not g.latest_drops:
+        return []
+    lines = [Text(f"latest flows (of the last {len(g.latest_drops)} events):", style="bold")]
+    seen: dict[str, tuple[Drop, int]] = {}
+    for d in reversed(g.latest_drops):
+        flow = d.flow
+        seen[flow] = (seen[flow][0], seen[flow][1] + 1) if flow in seen else (d, 1)
+    for flow, (d, n) in seen.items():
+        extra = [f"len {d.len}", f"on {d.ifname}" if d.ifname else "",
+                 f"ct {d.conntrack}" if d.conntrack else "",
+                 f"flags {d.tcp_flag_names}" if d.tcp_flags else "", f"×{n}" if n > 1 else ""]
+        lines.append(text(f"  {d.time.strftime('%H:%M:%S.%f')[:-3]}  {flow}  "
+                          + "  ".join(e for e in extra if e)))
     return lines
 
 
 STACK_FRAMES_SHOWN = 8      # per stack in the details: the dropping function and its nearest callers
 
 
-def stack_lines(g: Group) -> list[Text]:
+def stack_lines(g: Group, view: View | None = None) -> list[Text]:
     """The group's sampled kernel stacks (groups.Group.stacks), most events
     first: each on wrapped lines, the dropping function first, callers after ←."""
     if not g.stacks:
         return []
     sampled = sum(g.stacks.values()) + g.stacks_other
-    lines = [Text(""), Text(f"kernel stacks ({sampled:,} of {g.events:,} events had one):", style="bold")]
+    lines = [Text(f"kernel stacks ({sampled:,} of {g.events:,} events had one):", style="bold")]
     for frames, n in sorted(g.stacks.items(), key=lambda kv: -kv[1]):
         shown = " ← ".join(frames[:STACK_FRAMES_SHOWN])
         more = len(frames) - STACK_FRAMES_SHOWN
@@ -392,6 +397,32 @@ def stack_lines(g: Group) -> list[Text]:
     if g.stacks_other:
         lines.append(Text(f"  ×{g.stacks_other:,} with other stacks", style="dim"))
     return lines
+
+
+# A group's details, section by section: what Enter opens (a blank line between
+# sections), and what the free rows below the list show of the selected group
+# (as many lines as fit, in this order). A section is a function of the group
+# and the view giving lines (none: left out); append one to show more.
+Section = Callable[[Group, View], list[Text]]
+DETAILS: list[Section] = [_head, _why, _flows, stack_lines]
+BELOW_LIST: list[Section] = [_title, _why_brief]
+
+
+def details(g: Group, view: View) -> list[Text]:
+    """Everything known of one group; node text through text()."""
+    lines: list[Text] = []
+    for section in DETAILS:
+        part = section(g, view)
+        if part:
+            lines += ([Text("")] if lines else []) + part
+    lines.append(Text(""))
+    lines.append(Text("← or Esc: back · ↑ ↓: the previous or next group · q: quit", style="dim"))
+    return lines
+
+
+def below_list(g: Group, view: View) -> list[Text]:
+    """The selected group's why and evidence, for the rows below the list."""
+    return [line for section in BELOW_LIST for line in section(g, view)]
 
 
 def help_lines(view: View) -> list[Text]:
@@ -407,10 +438,22 @@ def _lines(console: Console, options: ConsoleOptions, renderable: RenderableType
     return console.render_lines(renderable, options.update(height=None), pad=False, new_lines=False)
 
 
+PANEL_LEAST = 4     # rows kept below the list for the selected group (a blank, its title, its why)
+
+
+def _names_on(rows: list[Group], recent: tuple[tuple[Drop, Verdict, Attribution], ...], cols: Columns,
+              width: int) -> PodName:
+    pods = [p for g in rows if g.attribution is not None for p in (g.attribution.pod, g.attribution.peer) if p]
+    pods += [at.pod for _d, _v, at in recent if at.pod is not None]
+    return screen_names(pods, (cols.pod, RECENT_POD[width >= 120]), cols.namespaced)
+
+
 class Screen:
     """The whole screen, laid out in the width and height rich gives it.
     fill: as many groups as the height holds (a terminal); else up to
     PLAIN_ROWS, with the recent drops (a file or a pipe gets the last frame).
+    Below the list, the selected group's why and evidence (the first group's
+    while none is selected), then the recent drops, as room allows.
     spare: lines kept free below (an inline Live must not scroll)."""
 
     def __init__(self, frame: Frame, view: View, state: UiState | None = None, fill: bool = False,
@@ -427,11 +470,16 @@ class Screen:
             start = max(0, keys.index(self.state.selected) - room + 1)
         return rows[start:start + room], len(rows), hidden
 
+    def focus(self) -> Group | None:
+        """The group the rows below the list describe: the selected one, or the first listed."""
+        rows, _ = shown_rows(self.frame.groups, self.state)
+        return next((g for g in rows if g.key == self.state.selected), rows[0] if rows else None)
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         height = options.size.height - self.spare if self.fill else None
         out: list[list[Segment]] = []
-        for line in header(self.view, self.state):
+        for line in header(self.view, self.state, width):
             if not self.view.verbose:      # one line each, cut: the header stays within HEADER_LINES
                 line.no_wrap, line.overflow = True, "ellipsis"
             out += _lines(console, options, line)
@@ -443,21 +491,39 @@ class Screen:
             rendered = [seg for t in lines for seg in _lines(console, options, t)]
             out += rendered[:body] if body is not None else rendered
         else:
-            # header row of the table, then the groups, then one line of what is not listed
-            rows, shown, hidden = self.layout(None if body is None else body - 2)
-            out += _lines(console, options, groups_table(rows, width, self.state.selected))
-            foot = footer(shown, len(rows), hidden, self.view, self.state)
-            if foot.plain:
-                foot.no_wrap, foot.overflow = True, "ellipsis"
-                out += _lines(console, options, foot)[:1]
-            left = None if height is None else height - len(out)
-            recent = tuple(r for r in self.frame.recent if self.state.show_benign or not r[1].benign)
-            if recent and (left is None or left >= 5):
-                recent = recent if left is None else recent[-(left - 3):]
-                out += [[]] + _lines(console, options, recent_table(recent, self.view.netns_names, width))
+            out += self._list(console, options, width, body)
         for segments in out:
             yield from segments
             yield Segment.line()
+
+    def _list(self, console: Console, options: ConsoleOptions, width: int, body: int | None) -> list[list[Segment]]:
+        """The list (its header row, the groups, one line of what is not listed), then
+        the focused group's why, then the recent drops, within body lines (None: no bound)."""
+        focus = self.focus()
+        reserve = PANEL_LEAST if focus is not None else 0
+        # header row of the table, then the groups, then one line of what is not listed
+        rows, shown, hidden = self.layout(None if body is None else max(1, body - 2 - reserve))
+        recent = tuple(r for r in self.frame.recent if self.state.show_benign or not r[1].benign)
+        cols = Columns.at(width)
+        name = _names_on(rows, recent, cols, width)
+        marked = focus.key if focus is not None and self.view.interactive else None
+        out = _lines(console, options, groups_table(rows, width, marked, name))
+        foot = footer(shown, len(rows), hidden, self.view, self.state)
+        if foot.plain:
+            foot.no_wrap, foot.overflow = True, "ellipsis"
+            out += _lines(console, options, foot)[:1]
+        left = None if body is None else body - len(out)
+        if focus is not None and (left is None or left >= 3):
+            panel = [seg for t in below_list(focus, self.view) for seg in _lines(console, options, t)]
+            if left is not None and len(panel) > left - 1:
+                cut = Text("… ⏎ for all of it" if self.view.interactive else "…", style="dim")
+                panel = panel[:left - 2] + _lines(console, options, cut)
+            out += [[]] + panel
+            left = None if left is None else left - 1 - len(panel)
+        if recent and (left is None or left >= 5):
+            recent = recent if left is None else recent[-(left - 3):]
+            out += [[]] + _lines(console, options, recent_table(recent, self.view.netns_names, width, name))
+        return out
 
 
 def render(groups: Groups | Frame, view: View, state: UiState | None = None, fill: bool = False) -> Screen:

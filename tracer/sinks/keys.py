@@ -85,8 +85,9 @@ SORT_ORDER = tuple(SORTS)
 def _move(state: UiState, order: list[K], by: int) -> UiState:
     if not order:
         return replace(state, selected=None)
-    # Nothing selected yet (or the selected group left the list): down starts at the top.
-    i = order.index(state.selected) if state.selected in order else (-1 if by > 0 else 0)
+    # Nothing selected yet (or the selected group left the list): the first row
+    # stands selected, as the console shows it (its why below the list).
+    i = order.index(state.selected) if state.selected in order else 0
     return replace(state, selected=order[max(0, min(len(order) - 1, i + by))])
 
 
@@ -110,6 +111,6 @@ def step(state: UiState, key: str, order: list[K]) -> UiState:
         moved = _move(state, order, moves[key])
         return replace(moved, help=False)
     if key in ("enter", "right", "l"):
-        chosen = state if state.selected in order else _move(state, order, 1)
+        chosen = state if state.selected in order else _move(state, order, 0)
         return replace(chosen, details=chosen.selected is not None, help=False)
     return state

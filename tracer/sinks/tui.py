@@ -188,7 +188,8 @@ class LiveConsole:
             fill = self.console.is_terminal
             # An inline Live keeps its last line free: a frame as tall as the terminal would scroll it.
             spare = 0 if self.interactive else 1
-            self.state = replace(self.state, page=max(1, self.console.size.height - 6))
+            # PgUp PgDn: by the rows listed (the header, column names, footer and the why below take the rest)
+            self.state = replace(self.state, page=max(1, self.console.size.height - 6 - console.PANEL_LEAST))
             screen = console.Screen(self.frame, self.view, self.state, fill=fill, spare=spare)
             with suppress(OSError):     # the terminal is gone (SIGHUP): the run ends on the signal
                 self.live.update(screen, refresh=True)
