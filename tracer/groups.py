@@ -171,6 +171,14 @@ class Groups:
                     continue    # what was learnt stays: a policy set back since does not unexplain its drops
                 g.category, g.hint, g.detail, g.benign = v.category, v.hint, v.detail, v.benign
 
+    def revise(self, key: GroupKey, verdict_of: Callable[[Drop], Verdict]) -> None:
+        """The group's verdict made again from its latest drop: its events went
+        out before their namespace's evidence was read (explain/holding.py)."""
+        g = self.groups.get(key)
+        if g is not None and g.latest is not None:
+            v = verdict_of(g.latest)
+            g.category, g.hint, g.detail, g.benign = v.category, v.hint, v.detail, v.benign
+
     def rows(self, sort: str = "rate") -> list[Group]:
         """Ranked by recent rate, then count (or by another of SORTS)."""
         return ranked(self.groups.values(), sort)

@@ -60,6 +60,14 @@ def classify(drop: Drop, ctx: Context | None = None, evidence: Evidence | None =
     return _refined(category, drop, lambda _netns: ctx) or plain_verdict(category, drop, evidence)
 
 
+def reads_evidence(drop: Drop) -> bool:
+    """Whether drop's verdict quotes the node's state (evidence.py): its
+    category's hint reads it, and no function hook's verdict comes first."""
+    if drop.cause and hook_verdict(drop) is not None:
+        return False
+    return entry(event_category(drop)).reads_evidence(drop)
+
+
 def _no_context(_netns: int) -> Context | None:
     return None
 

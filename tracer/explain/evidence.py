@@ -12,7 +12,9 @@ commands per namespace, at most once per TTL seconds, in a background
 thread. The event path only reads the cache (a dict lookup): EvidenceCache
 is called with a drop and returns what it knows, or None while nothing is
 known yet (it then asks its thread to look); a hint without evidence says what
-the event alone tells, never a guess.
+the event alone tells, never a guess. A group's first events are held until
+their namespace has been read (explain/holding.py): ask() puts that read first
+in the thread's queue, answered() says when it is done.
 
 Every parser takes node text, which pods and local users can shape (interface
 names, bpftool's program names): each survives any input (Hypothesis
@@ -45,6 +47,7 @@ MAX_TEXT = 1 << 22         # node text longer than this is not parsed (4 MiB)
 NAME_MAX = 64              # any name kept is cut to this (IFNAMSIZ is 16; cgroup paths are longer)
 READ_GAP_SECONDS = 0.1     # between two namespaces' reads: at most ~10 namespaces a second
 COMMAND_TIMEOUT = 2.0      # each command, seconds: a hung `ip` never holds the thread long
+NOT_WAITED = float("-inf")   # ask()'s since when nothing waits for the read
 
 # Bridge port states (include/uapi/linux/if_bridge.h BR_STATE_*), as `ip -d -j` names them.
 FORWARDING = "forwarding"
@@ -446,7 +449,9 @@ class _Paths:
 class EvidenceCache:
     """Evidence per namespace for the event path: lookup is a dict read; a
     namespace not known yet or older than ttl is read again by the cache's
-    own thread (start()), or at once by refresh().
+    own thread (start()), or at once by refresh(). ask(netns, since) wants a
+    read begun at or after since, before any plain request (something waits
+    for it: explain/holding.py); answered(netns, since) says it was made.
 
     Bounded: at most max_namespaces are kept, the least recently asked
     forgotten first (by when they were read); the wanted set is bounded the same way."""
@@ -462,7 +467,9 @@ class EvidenceCache:
         self.max_namespaces = max_namespaces
         self._clock = clock
         self._known: OrderedDict[int, Evidence] = OrderedDict()
-        self._wanted: OrderedDict[int, None] = OrderedDict()
+        # netns -> a read begun at or after this is wanted (NOT_WAITED: any read within the TTL will do).
+        self._wanted: OrderedDict[int, float] = OrderedDict()
+        self._tried: OrderedDict[int, float] = OrderedDict()    # netns -> when its latest read began
         self._node_facts: NodeFacts | None = None
         self._node_at = float("-inf")
         self._lock = threading.Lock()
@@ -475,15 +482,22 @@ class EvidenceCache:
         ev = self._known.get(drop.netns)
         # Asked once per refresh: a storm before the thread has read it takes no lock per event.
         if (ev is None or self._clock() - ev.read_at >= self.ttl) and drop.netns not in self._wanted:
-            self._want(drop.netns)
+            self.ask(drop.netns, NOT_WAITED)
         return ev
 
-    def _want(self, netns: int) -> None:
+    def ask(self, netns: int, since: float) -> None:
+        """Read netns (again) unless its evidence is younger than the TTL and
+        was read at or after since; asks with a since are read first."""
         with self._lock:
-            self._wanted[netns] = None
+            self._wanted[netns] = max(since, self._wanted.get(netns, NOT_WAITED))
             while len(self._wanted) > self.max_namespaces:
                 self._wanted.popitem(last=False)
         self._wake.set()
+
+    def answered(self, netns: int, since: float) -> bool:
+        """Whether a read of netns began at or after since (whatever it found:
+        a namespace gone has no evidence to wait for)."""
+        return self._tried.get(netns, NOT_WAITED) >= since
 
     def node_facts(self) -> NodeFacts:
         now = self._clock()
@@ -493,19 +507,26 @@ class EvidenceCache:
 
     def refresh(self, netns: int) -> Evidence | None:
         """Read the namespace now (the caller waits: tests, doctor); None if it is gone."""
-        path = self._paths({netns})
-        if netns not in path:
+        began = self._clock()       # what it reads is the state from here on: a drop before is explained by it
+        try:
+            path = self._paths({netns})
+            if netns not in path:
+                with self._lock:
+                    self._known.pop(netns, None)
+                return None
+            ev = self._read(netns, path[netns], self.node_facts(), began)
             with self._lock:
-                self._known.pop(netns, None)
-            return None
-        now = self._clock()
-        ev = self._read(netns, path[netns], self.node_facts(), now)
-        with self._lock:
-            self._known[netns] = ev
-            self._known.move_to_end(netns)
-            while len(self._known) > self.max_namespaces:
-                self._known.popitem(last=False)
-        return ev
+                self._known[netns] = ev
+                self._known.move_to_end(netns)
+                while len(self._known) > self.max_namespaces:
+                    self._known.popitem(last=False)
+            return ev
+        finally:
+            with self._lock:
+                self._tried[netns] = began
+                self._tried.move_to_end(netns)
+                while len(self._tried) > self.max_namespaces:
+                    self._tried.popitem(last=False)
 
     def start(self) -> None:
         if self._thread is None:
@@ -518,22 +539,29 @@ class EvidenceCache:
         if self._thread is not None:
             self._thread.join(COMMAND_TIMEOUT)   # a command in flight ends by its own timeout
 
+    def _next(self) -> tuple[int, float] | None:
+        """The next namespace to read: the oldest one something waits for, else the oldest asked."""
+        with self._lock:
+            netns = next((n for n, since in self._wanted.items() if since > NOT_WAITED), None)
+            if netns is not None:
+                return netns, self._wanted.pop(netns)
+            return self._wanted.popitem(last=False) if self._wanted else None
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            with self._lock:
-                wanted = list(self._wanted)
-                self._wanted.clear()
-            for netns in wanted:
-                if self._stop.is_set():
-                    return
-                ev = self._known.get(netns)
-                if ev is not None and self._clock() - ev.read_at < self.ttl:
-                    continue
-                with contextlib.suppress(OSError):   # a namespace gone meanwhile: asked again by its next drop
-                    self.refresh(netns)
-                # Each read runs a few commands: a storm across many namespaces is read at
-                # a bounded pace (the hints of drops before their read say what the event shows).
-                if self._stop.wait(READ_GAP_SECONDS):
-                    return
+            picked = self._next()
+            if picked is None:
+                # A request made after _next() sets _wake first: the wait returns at once.
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            netns, since = picked
+            ev = self._known.get(netns)
+            if ev is not None and self._clock() - ev.read_at < self.ttl and ev.read_at >= since:
+                continue
+            with contextlib.suppress(OSError):   # a namespace gone meanwhile: asked again by its next drop
+                self.refresh(netns)
+            # Each read runs a few commands: a storm across many namespaces is read at
+            # a bounded pace (the hints of drops before their read say what the event shows).
+            if self._stop.wait(READ_GAP_SECONDS):
+                return
