@@ -172,6 +172,30 @@ def test_the_cache_thread_reads_what_drops_ask_for_and_stops():
         cache.close()
 
 
+def test_a_read_something_waits_for_comes_first_and_begins_after_it_was_asked():
+    clock = [0.0]
+    fake = FakeReads()
+    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None), ttl=5,
+                            clock=lambda: clock[0])
+    cache.refresh(5)                       # read at 0.0: fresh for the TTL, but from before what waits
+    clock[0] = 1.0
+    assert cache.answered(5, 0.0) and not cache.answered(5, 1.0)
+    for ino in (1, 2, 3):
+        cache(drop(ino))                   # plain asks, first in line
+    cache.ask(5, 1.0)
+    cache.ask(404, 1.0)                    # a namespace gone: its read is answered too (nothing to wait for)
+    cache.start()
+    try:
+        for _ in range(500):
+            if cache.answered(5, 1.0) and cache.answered(404, 1.0):
+                break
+            threading.Event().wait(0.01)
+        assert cache.answered(5, 1.0) and cache.answered(404, 1.0)
+        assert fake.reads[:2] == [5, 5]    # read again, before the plain asks
+    finally:
+        cache.close()
+
+
 def test_the_cache_is_bounded():
     fake = FakeReads()
     cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None), max_namespaces=3)
