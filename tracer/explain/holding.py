@@ -48,7 +48,7 @@ from typing import Generic, Protocol, TypeVar
 
 HOLD_SECONDS = 0.5      # the longest a group's first events wait for their namespace's evidence
 MAX_HELD = 4096         # events waiting at once, all groups together
-MAX_GROUPS = 65536      # groups remembered as settled (then forgotten at once: the next event of each waits again)
+MAX_GROUPS = 65536      # groups remembered as settled, then forgotten at once (the kernel keeps 16,384 by default)
 MAX_LATE = 4096         # groups out by the bound whose evidence is still awaited for their verdict
 
 K = TypeVar("K", bound=Hashable)
