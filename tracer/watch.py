@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .explain.classify import Classifier, classify, reads_evidence
+from .explain.classify import Classifier, classify, evidence_rule, reads_evidence
 from .explain.evidence import Evidence, EvidenceCache
 from .explain.explainer import Context, Explainer
 from .explain.holding import Holding, Reads
@@ -100,13 +100,16 @@ class Pipeline:
                 who = index.attribute(drop) if index is not None else NO_POD
                 if settled is not None:
                     key = (drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw)   # the group's (groups.py)
-                    if key not in settled:
+                    # None: its events never wait; else which do (a new group: reads_evidence).
+                    rule = settled.get(key, reads_evidence)
+                    if rule is not None:
                         assert holding is not None
-                        if holding.waiting(key) or reads_evidence(drop):
+                        if holding.waiting(key) or rule(drop):
                             self._through(holding.hold(key, drop.netns, (drop, who)))
                             last = b""      # held, no verdict: the next record is looked at whole
                             continue
-                        holding.settle(key)
+                        if rule is reads_evidence:
+                            holding.settle(key, evidence_rule(drop))
                 last = rec[8:]
                 verdict = verdict_of(drop)      # a function hook's verdict first (Classifier)
                 if explainer is not None and verdict.category in NETFILTER_CATEGORIES:

@@ -68,6 +68,32 @@ def reads_evidence(drop: Drop) -> bool:
     return entry(event_category(drop)).reads_evidence(drop)
 
 
+def evidence_rule(drop: Drop) -> Callable[[Drop], bool] | None:
+    """For the drops of drop's group (one category, as the kernel counter key
+    decides it): None if none of them reads evidence, else which do. Cheap
+    for the event path: the category's own test first (UDP to an overlay
+    port, ...), the function hook after it."""
+    wants = entry(event_category(drop)).evidence
+    if wants is False:
+        return None
+    return _EVIDENCE_RULES.setdefault(wants, _rule(wants))
+
+
+def _rule(wants: bool | Callable[[Drop], bool]) -> Callable[[Drop], bool]:
+    if not callable(wants):
+        def every(d: Drop) -> bool:
+            return not (d.cause and hook_verdict(d) is not None)
+        return every
+    test = wants
+
+    def some(d: Drop) -> bool:
+        return test(d) and not (d.cause and hook_verdict(d) is not None)
+    return some
+
+
+_EVIDENCE_RULES: dict[bool | Callable[[Drop], bool], Callable[[Drop], bool]] = {}
+
+
 def _no_context(_netns: int) -> Context | None:
     return None
 

@@ -18,13 +18,14 @@ them at once and correcting the group afterwards with a follow-up record:
   each line is written once, with the evidence.
 - The cost is latency, and only where the evidence matters: events whose
   category's hint reads the node's state (categories.Category.evidence), of a
-  group that has not had its first event out yet, wait until a read of their
-  namespace that began after they arrived is done (about 25 ms of commands;
-  the evidence thread paces reads 0.1 s apart), at most HOLD_SECONDS. Every
-  other event passes at once, and so does every later event of a group once
-  its first is out. Order is kept within a group, not across groups: a held
-  group's lines come after lines of others that arrived later (each line has
-  its kernel time).
+  group none of whose events with evidence is out yet, wait until a read of
+  their namespace that began after they arrived is done (about 25 ms of
+  commands; the evidence thread paces reads 0.1 s apart), at most
+  HOLD_SECONDS. Every other event passes at once. A group whose category reads
+  evidence for some drops only (UDP NO_SOCKET: those to an overlay port) is
+  asked per event until one of those has gone out. Order is kept within a
+  group, not across groups: a held group's lines come after lines of others
+  that arrived later (each line has its kernel time).
 - Counting never waits: the counts are the kernel's counters, read on ticks.
 - Memory is bounded: at most MAX_HELD events wait; beyond, the group waiting
   longest goes out as it stands.
@@ -75,9 +76,11 @@ class _Waiting(Generic[T]):
 class Holding(Generic[K, T]):
     """Items per group key, held until their namespace is read or HOLD_SECONDS pass.
 
-    The caller asks settled(key) first (a dict lookup: the path of nearly every
-    event); for a key not settled, waiting(key) or whether the item reads
-    evidence decides between hold() and settle()."""
+    The caller looks its key up in settled first (a dict lookup: the path of
+    nearly every event): absent, the group is new; None, its events never
+    wait; a rule, those of its events for which rule(item's drop) is true
+    wait. Then waiting(key) or the rule decides between hold() and letting it
+    pass; a new group's first event that passes settles it (settle())."""
 
     def __init__(self, reads: Reads, hold_seconds: float = HOLD_SECONDS, max_held: int = MAX_HELD,
                  max_groups: int = MAX_GROUPS, clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,9 +89,9 @@ class Holding(Generic[K, T]):
         self.max_held = max_held
         self.max_groups = max_groups
         self.clock = clock
-        # Groups whose first event is out: theirs never wait. A dict, for its
-        # `in` and insertion order; read directly by the event loop.
-        self.settled: dict[K, None] = {}
+        # Groups whose first event is out -> None (theirs never wait) or the
+        # rule of those that still would. Read directly by the event loop.
+        self.settled: dict[K, Callable[..., bool] | None] = {}
         self.held = 0
         self._waiting: dict[K, _Waiting[T]] = {}       # in the order they began to wait
         self._late: dict[K, tuple[int, float]] = {}    # out by the bound: netns and the read they await
@@ -96,11 +99,12 @@ class Holding(Generic[K, T]):
     def waiting(self, key: K) -> bool:
         return key in self._waiting
 
-    def settle(self, key: K) -> None:
-        """key's events go out as they come from now on."""
+    def settle(self, key: K, rule: Callable[..., bool] | None = None) -> None:
+        """key's events go out as they come from now on; with a rule, those
+        for which it is true still wait (until one of them has gone out)."""
         if len(self.settled) >= self.max_groups:
             self.settled.clear()
-        self.settled[key] = None
+        self.settled[key] = rule
 
     def hold(self, key: K, netns: int, item: T) -> list[T]:
         """Hold item behind its group's earlier ones. Returns what must go out
