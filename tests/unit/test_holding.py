@@ -83,10 +83,13 @@ def test_the_bound_lets_a_group_out_and_its_verdict_is_revised_once_read():
     q.hold("slow", 7, "s1")
     clock.now += 0.3
     q.hold("other", 8, "o1")
-    assert q.next_due() == 100.5
     clock.now += 0.2
     assert q.due() == ["s1"]                      # the bound, for the group waiting since 100.0 only
-    assert q.waiting("other") and q.next_due() == 100.8
+    assert q.waiting("other")
+    clock.now += 0.29
+    assert q.due() == []
+    clock.now += 0.02
+    assert q.due() == ["o1"]                      # its own bound: 0.5 s after 100.3
     assert q.revised() == []                      # still unread
     reads.read(7)
     assert q.revised() == ["slow"] and q.revised() == []
@@ -126,7 +129,7 @@ def test_flush_lets_everything_out():
     q.hold("b", 2, "b1")
     q.hold("a", 1, "a2")
     reads.read(2)
-    assert q.flush() == ["a1", "a2", "b1"] and q.held == 0 and q.next_due() is None
+    assert q.flush() == ["a1", "a2", "b1"] and q.held == 0 and q.due() == []
     reads.read(1)
     assert q.revised() == ["a"]                   # b went out with its read; a without
 

@@ -142,11 +142,6 @@ class Holding(Generic[K, T]):
             out += self._release(key, late=not self.reads.answered(w.netns, w.since))
         return out
 
-    def next_due(self) -> float | None:
-        """When the first wait runs out (clock seconds), or None if nothing is held."""
-        first = next(iter(self._waiting.values()), None)    # the one waiting longest
-        return first.since + self.hold_seconds if first is not None else None
-
     def revised(self) -> list[K]:
         """Groups that went out without their evidence (by the bound, or a
         full queue) and whose namespace has been read since: their verdict
