@@ -23,6 +23,8 @@ import os
 import socket
 import subprocess
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
@@ -66,6 +68,41 @@ def read_in_netns(path: str | None, *cmd: str, timeout: float = 5) -> str | None
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout if res.returncode == 0 else None
+
+
+def read_many_in_netns(path: str | None, cmds: Sequence[Sequence[str]], timeout: float = 5) -> list[str | None]:
+    """read_in_netns() of several commands, all started at once and then read:
+    a reader waits for the slowest, not for their sum (each process's start
+    waits for a CPU on a busy node). timeout bounds them all together; a
+    command still running then is killed and gives None, as one that failed."""
+    prefix = ["nsenter", f"--net={path}"] if path else []
+    procs: list[subprocess.Popen[str] | None] = []
+    out: list[str | None] = []
+    try:
+        for cmd in cmds:
+            try:
+                procs.append(subprocess.Popen(prefix + list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True, errors="replace"))
+            except OSError:
+                procs.append(None)
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            if p is None:
+                out.append(None)
+                continue
+            try:
+                # Past the deadline, a moment still: one that has ended gives what it wrote.
+                stdout, _ = p.communicate(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                out.append(None)
+                continue
+            out.append(stdout if p.returncode == 0 else None)
+    finally:
+        for p in procs:     # what timed out, or everything after an exception: killed and reaped
+            if p is not None and p.returncode is None:
+                p.kill()
+                p.communicate()
+    return out
 
 
 def read_file_in_netns(path: str | None, name: str) -> str | None:

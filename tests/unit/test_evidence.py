@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,3 +222,15 @@ def test_flannel_vnis_survive_any_node_object(meta, data):
     from tracer.doctor import flannel_vnis
     flannel_vnis([{"metadata": meta}, {"metadata": {"name": "n", "annotations": {
         "flannel.alpha.coreos.com/backend-data": json.dumps(data)}}}, meta])
+
+
+def test_a_namespaces_commands_run_together_and_a_hung_one_is_killed(tmp_path):
+    from tracer.nsexec import read_many_in_netns
+
+    pid_file = tmp_path / "pid"
+    t0 = time.monotonic()
+    out = read_many_in_netns(None, [("sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"), ("echo", "ok"),
+                                    ("false",), ("/nonexistent/netdrop-test",)], timeout=0.5)
+    took = time.monotonic() - t0
+    assert out == [None, "ok\n", None, None] and took < 10      # bounded by the timeout, not by sleep 30
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()     # killed and reaped

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.decode import Drop
-from ..nsexec import read_file_in_netns, read_in_netns
+from ..nsexec import read_file_in_netns, read_in_netns, read_many_in_netns
 from .explainer import WantedPaths
 
 TTL_SECONDS = 5.0          # a namespace's facts are read again when a drop asks and they are older
@@ -385,12 +385,21 @@ def _run(path: str | None, *cmd: str) -> str | None:
     return read_in_netns(path, *cmd, timeout=COMMAND_TIMEOUT)
 
 
+# What read_namespace runs in every namespace it reads, all at once (a drop's
+# first events wait for them: explain/holding.py).
+NAMESPACE_CMDS: tuple[tuple[str, ...], ...] = (
+    ("ip", "-d", "-j", "link", "show"), SYSCTL_CMD, ("ip", "-j", "netns", "list-id"),
+    ("ip", "xfrm", "policy", "count"), ("ip", "xfrm", "state", "count"), ("bpftool", "-j", "net", "show"))
+
+
 def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: float) -> Evidence:
-    """The facts of the namespace at path (None: ours): a handful of commands in it."""
-    links = _run(path, "ip", "-d", "-j", "link", "show")
+    """The facts of the namespace at path (None: ours): a handful of commands in
+    it, started together, then `bridge fdb` for each VXLAN device found."""
+    links, sysctl_text, nsid_text, policy_count, state_count, bpf_net = read_many_in_netns(
+        path, NAMESPACE_CMDS, timeout=COMMAND_TIMEOUT)
     devices = parse_links(links)
-    sysctls = parse_sysctls(_run(path, *SYSCTL_CMD))
-    nsids = parse_netns_ids(_run(path, "ip", "-j", "netns", "list-id"))
+    sysctls = parse_sysctls(sysctl_text)
+    nsids = parse_netns_ids(nsid_text)
     peer_ns = peer_netnsids(links)
     full: list[Device] = []
     for d in devices:
@@ -404,8 +413,8 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
             d.ifindex, d.name, d.kind, d.up, d.carrier, d.oper, d.mtu, d.master, d.port_state, d.peer_ifindex,
             nsids.get(nsid) if nsid is not None else None,
             sysctls.get((d.name, "disable_ipv6")), sysctls.get((d.name, "route_localnet")), vx, d.stp))
-    xfrm = parse_xfrm(_run(path, "ip", "xfrm", "policy", "count"), _run(path, "ip", "xfrm", "state", "count"))
-    programs = parse_bpftool_net(_run(path, "bpftool", "-j", "net", "show"))
+    xfrm = parse_xfrm(policy_count, state_count)
+    programs = parse_bpftool_net(bpf_net)
     return Evidence(netns, tuple(full), xfrm, tuple(programs) if programs is not None else None, node, now)
 
 
