@@ -37,6 +37,7 @@
 #include <linux/udp.h>
 #include <net/sock.h>
 #include <net/dst.h>
+#include <net/route.h>
 #endif
 #include "netdrop.h"
 
@@ -71,6 +72,17 @@
 #define ND_ICMP_DEST_UNREACH 3 /* include/uapi/linux/icmp.h */
 /* Notes kept per CPU (a power of two), see struct nd_icmp_notes. */
 #define ND_ICMP_NOTES 4
+/* skb->pkt_type (include/uapi/linux/if_packet.h) */
+#define ND_PACKET_BROADCAST 1
+#define ND_PACKET_MULTICAST 2
+/* struct rtable's rt_flags (include/uapi/linux/in_route.h) */
+#define ND_RTCF_BROADCAST 0x10000000U
+#define ND_RTCF_MULTICAST 0x20000000U
+#define ND_RTCF_LOCAL     0x80000000U
+/* dst_entry.flags: a tunnel's metadata, not a route (include/net/dst.h) */
+#define ND_DST_F_METADATA 0x0080
+#define ND_AF_INET  2
+#define ND_AF_INET6 10
 /* With the event budget spent, look at the clock every 64th drop only. */
 #define ND_WINDOW_CHECK_MASK 63
 
@@ -605,12 +617,28 @@ static __always_inline int drop_passes(struct nd_filter_cfg *cfg, struct sk_buff
 #define ND_SPAN_LEN (__builtin_offsetof(struct sk_buff, data) + sizeof(void *) - ND_SPAN_FROM)
 #define ND_SPAN_MAX 256
 _Static_assert(ND_SPAN_LEN <= ND_SPAN_MAX, "sk_buff: dev .. data no longer fits the read span");
+/* skb->pkt_type is a 3-bit field in the byte __pkt_type_offset marks
+ * (include/linux/skbuff.h; PKT_TYPE_MAX in net/core/filter.c). */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ND_PKT_TYPE(byte) ((byte) & 7)
+#else
+#define ND_PKT_TYPE(byte) ((byte) >> 5)
+#endif
+/* dst_class(): from dst_entry.flags to rtable.rt_type, one read. */
+#define ND_RT_SPAN_FROM __builtin_offsetof(struct dst_entry, flags)
+#define ND_RT_SPAN_LEN (__builtin_offsetof(struct rtable, rt_type) + sizeof(__u16) - ND_RT_SPAN_FROM)
+#define ND_RT_SPAN_MAX 128   /* on the 512-byte stack beside skb_head()'s span */
+_Static_assert(ND_RT_SPAN_LEN <= ND_RT_SPAN_MAX, "rtable: dst.flags .. rt_type no longer fits the read span");
 #define ND_SPAN_GET(span, field, out) \
 	__builtin_memcpy(&(out), (span) + __builtin_offsetof(struct sk_buff, field) - ND_SPAN_FROM, sizeof(out))
 
 struct nd_skb_head {
 	struct net_device *dev;
 	u32 len;            /* bytes from the IP header to the end of the data (bytes counter) */
+	u8 pkt_type;        /* skb->pkt_type: how the link layer addressed it (packet_facts()) */
+	unsigned long refdst;   /* skb->_skb_refdst */
+	unsigned char *l3;  /* the IP header, NULL if unset */
+	struct sock *sk;
 };
 
 /* len: the bytes the skb holds from its IP header on, (data + len) - (head +
@@ -634,11 +662,89 @@ static __always_inline struct nd_skb_head skb_head(struct sk_buff *skb)
 	ND_SPAN_GET(span, network_header, nh);
 	ND_SPAN_GET(span, head, head);
 	ND_SPAN_GET(span, data, data);
+	ND_SPAN_GET(span, _skb_refdst, h.refdst);
+	ND_SPAN_GET(span, sk, h.sk);
+	u8 pt = 0;
+	ND_SPAN_GET(span, __pkt_type_offset, pt);
+	h.pkt_type = ND_PKT_TYPE(pt);
 	if (head && nh != (u16)~0U) {
 		unsigned char *l3 = head + nh, *end = data + h.len;
 		h.len = end > l3 ? (u32)(end - l3) : 0;
+		h.l3 = l3;
 	}
 	return h;
+}
+
+/* What the kernel had decided about the packet's destination (ND_PF_*), for
+ * the counter key and the event alike: explain/benign.py calls a drop benign
+ * only by these, so a group no event reached is judged like one events
+ * reached. skb->pkt_type is the link layer's verdict (eth_type_trans(): our
+ * MAC, broadcast, a multicast group, another host's; PACKET_OUTGOING on the
+ * copy a packet socket takes of what this host sends). It costs nothing here
+ * (read with the span). Only for a frame sent to a link-layer group is the
+ * IP destination classified too, the way the kernel's own paths decide:
+ * IPv4 by the input route's flags (__udp4_lib_rcv() takes the multicast path
+ * for rt_flags & (RTCF_BROADCAST|RTCF_MULTICAST); a route to an address of
+ * ours carries RTCF_LOCAL alone), IPv6 by the destination address
+ * (__udp6_lib_rcv() and ip6_mc_input() test ipv6_addr_is_multicast()). That
+ * read (~30 ns) is paid by those frames only: no rule calls anything else
+ * benign, so a unicast storm pays nothing for it. A unicast IP packet in a
+ * link-layer broadcast frame is classified by its route as what it is. */
+static __always_inline u32 dst_class(u16 proto, struct nd_skb_head *sh)
+{
+	if (proto == ND_ETH_P_IPV6) {
+		u8 first = 0;
+		if (!sh->l3 || bpf_probe_read_kernel(&first, 1, sh->l3 + __builtin_offsetof(struct ipv6hdr, daddr)))
+			return ND_DST_UNREAD;
+		return first == 0xff ? ND_DST_MULTICAST : ND_DST_UNICAST;
+	}
+	struct dst_entry *dst = (struct dst_entry *)(sh->refdst & ND_SKB_DST_PTRMASK);
+	if (!dst)
+		return ND_DST_UNREAD;
+	/* dst.flags to rt_type in one read: an IPv4 skb's dst is a struct rtable
+	 * (xfrm_dst starts with one too, its flags copied from the route by
+	 * xfrm4_fill_dst()), unless it is a tunnel's metadata. */
+	u8 span[ND_RT_SPAN_MAX];
+	if (bpf_probe_read_kernel(span, ND_RT_SPAN_LEN, (u8 *)dst + ND_RT_SPAN_FROM))
+		return ND_DST_UNREAD;
+	unsigned short flags = 0;
+	unsigned int rt_flags = 0;
+	__builtin_memcpy(&flags, span + __builtin_offsetof(struct dst_entry, flags) - ND_RT_SPAN_FROM, sizeof(flags));
+	__builtin_memcpy(&rt_flags, span + __builtin_offsetof(struct rtable, rt_flags) - ND_RT_SPAN_FROM,
+			 sizeof(rt_flags));
+	if (flags & ND_DST_F_METADATA)
+		return ND_DST_UNREAD;
+	/* A broadcast route carries RTCF_LOCAL as well (ip_route_input_slow()). */
+	if (rt_flags & ND_RTCF_MULTICAST)
+		return ND_DST_MULTICAST;
+	if (rt_flags & ND_RTCF_BROADCAST)
+		return ND_DST_BROADCAST;
+	return rt_flags & ND_RTCF_LOCAL ? ND_DST_LOCAL : ND_DST_UNICAST;
+}
+
+static __always_inline u32 packet_facts(u16 proto, struct nd_skb_head *sh, u16 sk_family)
+{
+	u32 f = ND_PF_KNOWN | (sh->pkt_type & ND_PF_TYPE_MASK);
+	if (proto == ND_ETH_P_IP || proto == ND_ETH_P_IPV6) {
+		if (sh->pkt_type == ND_PACKET_BROADCAST || sh->pkt_type == ND_PACKET_MULTICAST)
+			f |= dst_class(proto, sh) << ND_PF_DST_SHIFT;
+		return f;
+	}
+	/* Another ethertype; or no device, no protocol and the skb on a socket that
+	 * is not an inet one (a netlink message queued on its socket). skb->protocol
+	 * is 0 on some IP output paths too: without a socket to tell, unread. */
+	if (proto || (sk_family && sk_family != ND_AF_INET && sk_family != ND_AF_INET6))
+		f |= ND_DST_NOT_IP << ND_PF_DST_SHIFT;
+	return f;
+}
+
+/* The family of the skb's socket, read only where packet_facts() needs it. */
+static __always_inline u16 sock_family(u16 proto, struct nd_skb_head *sh)
+{
+	u16 family = 0;
+	if (!proto && !sh->dev && sh->sk)
+		bpf_probe_read_kernel(&family, sizeof(family), &sh->sk->__sk_common.skc_family);
+	return family;
 }
 
 /* The counts of a key's first ND_COUNT_SLOTS-way slot on this CPU
@@ -650,20 +756,21 @@ static __always_inline struct nd_skb_head skb_head(struct sk_buff *skb)
  * and each only grows, so a read never goes backwards. */
 BPF_PERCPU_ARRAY(count_slots, struct nd_count_slot, ND_COUNT_SLOTS);
 
-static __always_inline u32 count_slot(u64 location, u32 netns, u32 reason, u32 pod)
+static __always_inline u32 count_slot(u64 location, u32 netns, u32 reason, u32 pod, u32 facts)
 {
 	/* Fibonacci hashing: the multiply mixes every input bit into the high half. */
-	u64 x = location ^ ((u64)netns << 32) ^ ((u64)reason << 20) ^ ((u64)pod << 44) ^ pod;
+	u64 x = location ^ ((u64)netns << 32) ^ ((u64)reason << 20) ^ ((u64)pod << 44) ^ pod ^ ((u64)facts << 56);
 	return (u32)((x * 0x9E3779B97F4A7C15ULL) >> 32) & (ND_COUNT_SLOTS - 1);
 }
 
 /* Returns 0 when the counter map is full and the drop could not be counted per key. */
-static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u32 len)
+static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u32 facts, u32 len)
 {
-	u32 i = count_slot(location, netns, reason, pod);
+	u32 i = count_slot(location, netns, reason, pod, facts);
 	struct nd_count_slot *s = count_slots.lookup(&i);
 	if (s) {
-		if (s->packets && s->location == location && s->netns == netns && s->reason == reason && s->pod == pod) {
+		if (s->packets && s->location == location && s->netns == netns && s->reason == reason && s->pod == pod
+		    && s->facts == facts) {
 			s->packets++;
 			s->bytes += len;
 			return 1;
@@ -674,13 +781,14 @@ static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u
 			s->netns = netns;
 			s->reason = reason;
 			s->pod = pod;
+			s->facts = facts;
 			s->bytes = len;
 			asm volatile("" ::: "memory");
 			s->packets = 1;
 			return 1;
 		}
 	}
-	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason, .pod = pod};
+	struct nd_count_key key = {.location = location, .netns = netns, .reason = reason, .pod = pod, .facts = facts};
 	struct nd_count_val *v = counts.lookup(&key);
 	if (v) {
 		v->packets++;
@@ -737,12 +845,13 @@ static __always_inline void fn_join(struct nd_event *e, struct sk_buff *skb)
 }
 
 static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb, u64 now, u64 location,
-					 u32 reason, u32 pod)
+					 u32 reason, u32 pod, u32 facts)
 {
 	e->ts_ns = now;
 	e->location = location;
 	e->reason = reason;
 	e->pod = pod;
+	e->facts = facts;
 	e->caplen = 0;
 	e->cause = 0;
 	/* The ICMP error noted for this skb: by the icmp:icmp_send tracepoint, or
@@ -829,14 +938,14 @@ static __always_inline u64 wakeup_flags(struct nd_cpu_state *st)
 static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
 					     struct sk_buff *skb, struct net_device *dev, u16 proto,
 					     struct nd_event *scr, struct nd_route route, u32 netns, u64 now,
-					     u64 location, u32 reason, u32 pod)
+					     u64 location, u32 reason, u32 pod, u32 facts)
 {
 	int zero = 0;
 	struct nd_pkt *pk = pktbuf.lookup(&zero);
 	if (!pk)
 		return;
 	fill_event(&pk->ev, skb, dev, proto, scr, route, netns);
-	finish_event(&pk->ev, skb, now, location, reason, pod);
+	finish_event(&pk->ev, skb, now, location, reason, pod, facts);
 	unsigned char *from = NULL;
 	/* capture_len() is at most snaplen, which the loader keeps <= ND_MAX_SNAPLEN. */
 	u32 n = capture_len(skb, &pk->ev, &from, cfg->snaplen, cfg->headers_only);
@@ -870,7 +979,8 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 	if (!drop_passes(cfg, skb, dev, proto, netns, &scr, &route, &pod, 1))
 		return 0;
 
-	if (!count(netns, reason, location, pod, sh.len))
+	u32 facts = packet_facts(proto, &sh, sock_family(proto, &sh));
+	if (!count(netns, reason, location, pod, facts, sh.len))
 		st->counter_full++;
 
 	/* The exact count is done. An event costs many more reads, so in a
@@ -895,7 +1005,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 		st->window_events++;
 	}
 	if (cfg->snaplen) {
-		send_with_packet(ctx, cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod);
+		send_with_packet(ctx, cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod, facts);
 		return 0;
 	}
 	/* Ring full: count the loss without paying for the packet reads. */
@@ -905,7 +1015,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 		return 0;
 	}
 	fill_event(e, skb, dev, proto, scr, route, netns);
-	finish_event(e, skb, now, location, reason, pod);
+	finish_event(e, skb, now, location, reason, pod, facts);
 	e->stack_id = stack_id(ctx, location, now);
 	events.ringbuf_submit(e, wakeup_flags(st));
 	st->events++;
@@ -935,13 +1045,15 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
  * _skb_refdst, _nfct) is still read with bpf_probe_read_kernel(). */
 static __always_inline struct nd_skb_head skb_head_btf(struct sk_buff *skb)
 {
-	struct nd_skb_head h = {.dev = skb->dev, .len = skb->len};
+	struct nd_skb_head h = {.dev = skb->dev, .len = skb->len, .pkt_type = skb->pkt_type,
+				.refdst = skb->_skb_refdst, .sk = skb->sk};
 	u16 nh = skb->network_header;
 	unsigned long head = (unsigned long)skb->head, data = (unsigned long)skb->data;
 	/* As skb_head(): the bytes from the IP header to the end of the data. */
 	if (head && nh != (u16)~0U) {
 		unsigned long l3 = head + nh, end = data + h.len;
 		h.len = end > l3 ? (u32)(end - l3) : 0;
+		h.l3 = (unsigned char *)l3;
 	}
 	return h;
 }

@@ -46,6 +46,20 @@
 #define ND_CAUSE_CT_TABLE_FULL    2 /* __nf_conntrack_alloc() failed: table full */
 #define ND_CAUSE_FWD_TOO_BIG      3 /* ip_forward(): DF packet longer than its route's MTU */
 
+/* nd_event.facts and nd_count_key.facts: what the kernel had decided about
+ * the packet's destination when it was dropped (tracer/kernel/pktfacts.py
+ * reads them; tracer/explain/benign.py decides by them). */
+#define ND_PF_KNOWN      0x80 /* the facts were read (0: none, e.g. a function hook's record) */
+#define ND_PF_TYPE_MASK  0x07 /* skb->pkt_type (include/uapi/linux/if_packet.h PACKET_*) */
+#define ND_PF_DST_SHIFT  3
+#define ND_PF_DST_MASK   0x38 /* ND_DST_* << ND_PF_DST_SHIFT */
+#define ND_DST_UNREAD    0    /* not classified: only frames sent to a link-layer group are */
+#define ND_DST_LOCAL     1    /* IPv4 route RTCF_LOCAL only: an address of this namespace */
+#define ND_DST_BROADCAST 2    /* IPv4 route RTCF_BROADCAST */
+#define ND_DST_MULTICAST 3    /* IPv4 route RTCF_MULTICAST; IPv6 destination ff00::/8 */
+#define ND_DST_UNICAST   4    /* IPv4 route neither local nor broadcast/multicast; IPv6 not ff00::/8 */
+#define ND_DST_NOT_IP    5    /* not an IP packet: another ethertype, or queued on a non-inet socket */
+
 /* Events are sampled in windows of this length (per CPU), see nd_filter_cfg. */
 #define ND_EVENT_WINDOW_NS 100000000
 
@@ -73,7 +87,7 @@ struct nd_event {
 	u8 ctinfo;          /* enum ip_conntrack_info: skb->_nfct & 7 (NEW, ESTABLISHED, ..., UNTRACKED) */
 	u8 tcp_flags;       /* TCP header flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 ...) */
 	u8 cause;           /* ND_CAUSE_*: what a function hook saw of this packet, 0 if none */
-	u8 pad;
+	u8 facts;           /* ND_PF_*: the packet's destination as the kernel classified it */
 	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
 	u8 daddr[16];
 	char ifname[ND_IFNAMSIZ];
@@ -95,7 +109,7 @@ struct nd_count_key {
 	u32 netns;
 	u32 reason;
 	u32 pod;            /* as nd_event.pod: counts are exact per pod and direction */
-	u32 pad;
+	u32 facts;          /* as nd_event.facts: a group no event reached is judged by them too */
 };
 
 /* Value of the exact per-group counters (per CPU: plain adds, summed by the
@@ -118,7 +132,7 @@ struct nd_count_slot {
 	u32 netns;
 	u32 reason;
 	u32 pod;
-	u32 pad;
+	u32 facts;
 };
 
 /* Slots of count_slots per CPU (a power of two). */

@@ -1,6 +1,9 @@
 """groups: what the console and the end-of-run summary show, kept from two sources.
 
-Exact counts come from the kernel's counters keyed (netns, reason, location);
+Exact counts come from the kernel's counters keyed (netns, reason, location,
+pod, packet facts), folded here into groups keyed (netns, reason, location,
+pod, benign): the facts split a group only where they change whether it is
+benign (explain/benign.py);
 the latest flow and the hint of each group come from the events, which may be
 incomplete when the reader falls behind. Nothing here touches the kernel.
 
@@ -24,7 +27,8 @@ from .kernel.decode import Decoder, Drop
 from .kernel.stacks import Stack
 from .pods.attribute import NO_POD, Attribution
 
-GroupKey = tuple[int, int, int, int]  # (netns, reason, location address, pod tag): the kernel counter key
+CounterKey = tuple[int, int, int, int, int]  # (netns, reason, location address, pod tag, packet facts): the kernel's
+GroupKey = tuple[int, int, int, int, bool]   # (netns, reason, location address, pod tag, benign)
 FLOWS_KEPT = 8      # the latest events of each group, for the console's details (bounded memory per group)
 STACKS_KEPT = 3     # distinct kernel stacks sampled per group, each with its count of events
 
@@ -46,9 +50,9 @@ class Group:
     first_seen: datetime | None = None    # from events; from the counter ticks (±0.5 s)
     last_seen: datetime | None = None     # for drops no event was delivered for
     _events_at_tick: int = 0
-    key: GroupKey = (0, 0, 0, 0)
-    # Expected on a healthy node (explain/benign.py): from the events' verdict,
-    # else from the counter key's reason and location alone.
+    key: GroupKey = (0, 0, 0, 0, False)
+    # Expected on a healthy node (explain/benign.py): decided by the counter
+    # key's reason, location and packet facts, the same for its events.
     benign: bool = False
     latest_drops: collections.deque[Drop] = field(default_factory=lambda: collections.deque(maxlen=FLOWS_KEPT))
     # The kernel stacks of its events (when stacks are taken): the first
@@ -109,28 +113,41 @@ class Groups:
         self.recent: collections.deque[tuple[Drop, Verdict, Attribution]] = collections.deque(maxlen=recent)
         self.events = 0
         self._history: collections.deque[tuple[float, dict[GroupKey, int]]] = collections.deque()
+        self._keys: dict[CounterKey, GroupKey] = {}     # memo of group_key, bounded by MEMO_KEYS
+
+    MEMO_KEYS = 65536
+
+    def group_key(self, key: CounterKey) -> GroupKey:
+        """The group a kernel counter key counts into: its facts only say whether it is benign."""
+        got = self._keys.get(key)
+        if got is None:
+            netns, reason, addr, pod, facts = key
+            benign = benign_why(self.decoder.reason_name(reason), self.decoder.location_name(addr), facts)
+            got = (netns, reason, addr, pod, benign is not None)
+            if len(self._keys) >= self.MEMO_KEYS:
+                self._keys.clear()
+            self._keys[key] = got
+        return got
 
     def _group(self, key: GroupKey) -> Group:
         g = self.groups.get(key)
         if g is None:
-            netns, reason, addr, pod = key
+            netns, reason, addr, pod, benign = key
             rname = self.decoder.reason_name(reason)
             lname = self.decoder.location_name(addr)
             g = Group(netns, rname, lname, category_of(rname, lname), pod_raw=pod,
-                      attribution=self.pod_of_tag(pod) if pod else None, key=key,
-                      benign=benign_why(rname, lname) is not None)
+                      attribution=self.pod_of_tag(pod) if pod else None, key=key, benign=benign)
             self.groups[key] = g
         return g
 
     def add_event(self, drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> None:
-        g = self._group((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw))
+        g = self._group(self.group_key((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw, drop.facts)))
         # An event may know more than the counter key (the ICMP error sent).
         g.category = verdict.category
         g.latest = drop
         g.hint = verdict.hint
         g.detail = verdict.detail
         g.attribution = who
-        g.benign = verdict.benign
         g.latest_drops.append(drop)
         if drop.stack is not None:
             g.add_stack(drop.stack)
@@ -143,9 +160,13 @@ class Groups:
         self.recent.append((drop, verdict, who))
         self.events += 1
 
-    def update_counts(self, counts: dict[GroupKey, int], now: float, wall: datetime | None = None) -> None:
-        """New exact counts; rates average over the last RATE_WINDOW seconds.
-        wall (the tick's clock time) dates drops that no event showed."""
+    def update_counts(self, raw: dict[CounterKey, int], now: float, wall: datetime | None = None) -> None:
+        """New exact counts of the kernel's keys; rates average over the last
+        RATE_WINDOW seconds. wall (the tick's clock time) dates drops that no event showed."""
+        counts: dict[GroupKey, int] = {}
+        for k, n in raw.items():
+            gk = self.group_key(k)
+            counts[gk] = counts.get(gk, 0) + n
         while len(self._history) > 1 and now - self._history[1][0] >= self.RATE_WINDOW:
             self._history.popleft()
         then, old = self._history[0] if self._history else (None, {})
@@ -169,7 +190,7 @@ class Groups:
                 v = verdict_of(g.latest)
                 if v.detail is None and g.detail is not None:
                     continue    # what was learnt stays: a policy set back since does not unexplain its drops
-                g.category, g.hint, g.detail, g.benign = v.category, v.hint, v.detail, v.benign
+                g.category, g.hint, g.detail = v.category, v.hint, v.detail
 
     def revise(self, key: GroupKey, verdict_of: Callable[[Drop], Verdict]) -> None:
         """The group's verdict made again from its latest drop: its events went

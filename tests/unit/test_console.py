@@ -13,7 +13,7 @@ from tracer.env import Environment
 from tracer.explain import classify
 from tracer.explain.verdict import Verdict
 from tracer.groups import Groups
-from tracer.kernel import decode, event, facts
+from tracer.kernel import decode, event, facts, pktfacts
 from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import Attribution, PodRef
 from tracer.sinks import console, tui
@@ -31,7 +31,7 @@ def golden_groups() -> Groups:
         raw = event.NdEvent.from_buffer_copy(bytes.fromhex(json.loads(line)["raw_hex"]))
         drop = dec.decode(raw)
         groups.add_event(drop, classify.classify(drop))
-        counts[(raw.netns, raw.reason_raw, raw.location_raw, raw.pod_raw)] = 10 * (n + 1)
+        counts[(raw.netns, raw.reason_raw, raw.location_raw, raw.pod_raw, raw.facts)] = 10 * (n + 1)
     groups.update_counts({k: 0 for k in counts}, now=0.0)
     groups.update_counts(counts, now=2.0)
     return groups
@@ -49,6 +49,7 @@ def render_text(groups, view, width=200, height=None, state=None) -> str:
 NO_SOCKET, PURGE, FWD = 3, 77, 5
 UDP, PURGE_AT, FWD_AT = 0x1000, 0x2000, 0x3000
 BENIGN_COUNTS = (500, 300, 200)       # three QUEUE_PURGE groups, no pod: hidden, counted
+NETLINK = pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_NOT_IP)   # what a netlink socket's purge has
 
 
 def pod(i: int) -> PodRef:
@@ -64,12 +65,12 @@ def thirty() -> tuple[Groups, list[str]]:
     groups = Groups(dec, pod_of_tag=lambda tag: Attribution(pod(tag >> 2), "to-pod"))
     before, after = {}, {}
     for i in range(27):
-        key = (100 + i, NO_SOCKET, UDP + 0x10, (i << 2) | 2)
+        key = (100 + i, NO_SOCKET, UDP + 0x10, (i << 2) | 2, 0)
         before[key] = 100_000 - 1000 * i
         # pod-25 and pod-26 drop at the same rate: the one with more drops first
         after[key] = before[key] + 10 * min(i, 25)
     for n, count in enumerate(BENIGN_COUNTS):
-        key = (200 + n, PURGE, PURGE_AT, 0)
+        key = (200 + n, PURGE, PURGE_AT, 0, NETLINK)
         before[key], after[key] = 0, count
     groups.update_counts(before, now=0.0)
     groups.update_counts(after, now=2.0)
@@ -226,7 +227,7 @@ def test_details_show_the_whole_story():
 def test_group_without_events_says_so():
     reasons = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
     groups = Groups(decode.Decoder(reasons, facts.Kallsyms.load(GOLDEN / "kallsyms")))
-    groups.update_counts({(7, 3, 0xffffffff82046290 + 0x10, 0): 5}, now=1.0)
+    groups.update_counts({(7, 3, 0xffffffff82046290 + 0x10, 0, 0): 5}, now=1.0)
     text = render_text(groups, console.View())
     assert "no event delivered for this group yet" in text
     assert "no-socket" in text and "__udp4_lib_rcv" in text
@@ -258,7 +259,7 @@ def test_pause_keeps_the_rows_while_counting_goes_on_and_q_quits():
     env = Environment(stdin=io.StringIO(), stdout=io.StringIO(), stdin_tty=True, stdout_tty=True, width=80)
     live = tui.LiveConsole(env, console.View(), groups, on_quit=lambda: quit_called.append(1))
     assert live.interactive and live.view.interactive
-    key = (100, NO_SOCKET, UDP + 0x10, 2)
+    key = (100, NO_SOCKET, UDP + 0x10, 2, 0)
     live.keys(["p"])
     groups.update_counts({key: 1_000_000}, now=4.0)
     live.tick(groups)

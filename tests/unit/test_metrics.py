@@ -44,8 +44,8 @@ def tag(pid, direction):
     return pid << 2 | direction
 
 
-def key(reason=2, loc=0x10, pod=0, netns=4026531840):
-    return (netns, reason, loc, pod)
+def key(reason=2, loc=0x10, pod=0, netns=4026531840, facts=0):
+    return (netns, reason, loc, pod, facts)
 
 
 def test_labels_from_the_registry_the_pod_index_and_the_workload():

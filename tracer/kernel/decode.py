@@ -75,6 +75,9 @@ class Drop:
     ct_max: int | None = None  # with cause "ct-table-full": nf_conntrack_max, where the kernel shows it
     # The kernel stack from the dropping function down (kernel/stacks.py), when stacks are read.
     stack: Stack | None = None
+    # What the kernel had decided about the destination (ND_PF_*, kernel/pktfacts.py):
+    # explain/benign.py decides by it, as it does for the counter key that holds the same.
+    facts: int = 0
 
     @property
     def tcp_flag_names(self) -> str:
@@ -111,7 +114,7 @@ if tuple(f.name for f in fields(_DropBuilder)) != Drop.__slots__:    # pragma: n
 # fields: a change of the header must be a change here too.
 _EXPECTED_FIELDS = ("ts_ns_raw", "location_raw", "reason_raw", "netns", "ifindex", "dev_mtu", "out_ifindex", "mtu",
                     "len", "pod_raw", "l3proto_raw", "sport", "dport", "l4proto_raw", "flags_raw", "icmp_type",
-                    "icmp_code", "caplen", "ct_status_raw", "ctinfo_raw", "tcp_flags_raw", "cause_raw", "pad",
+                    "icmp_code", "caplen", "ct_status_raw", "ctinfo_raw", "tcp_flags_raw", "cause_raw", "facts",
                     "saddr_raw", "daddr_raw", "ifname_raw", "out_ifname_raw", "stack_id")
 if ev.EVENT_FIELDS != _EXPECTED_FIELDS:    # pragma: no cover - import-time check
     raise ImportError("bpf/netdrop.h's nd_event changed: update decode.decode_record's unpacking")
@@ -160,7 +163,7 @@ class Decoder:
         """A record as the ring buffer holds it: struct nd_event, then caplen
         bytes of the packet (packet=None: taken from rec), in one unpack."""
         (ts, location_raw, reason_raw, netns, ifindex, dev_mtu, out_ifindex, mtu, length, pod_raw, l3proto, sport,
-         dport, l4proto, flags, icmp_type, icmp_code, caplen, ct_status, ctinfo, tcp_flags, cause, _pad, saddr,
+         dport, l4proto, flags, icmp_type, icmp_code, caplen, ct_status, ctinfo, tcp_flags, cause, facts, saddr,
          daddr, ifname, out_ifname, stack_id) = _UNPACK(rec)
         if packet is None:
             packet = rec[_HEAD:_HEAD + caplen] if caplen else b""
@@ -206,6 +209,7 @@ class Decoder:
             CAUSES.get(cause) if cause else None,
             ct_status if cause == ev.ND_CAUSE_CT_TABLE_FULL and not flags & _F_CT and ct_status else None,
             self.stacks(stack_id, location_raw) if self.stacks is not None and stack_id >= 0 else None,
+            facts,
         )
         self._rest = rest
         d: Drop = _DropBuilder(_WALL(ts / 1e9 + self.mono_to_wall, UTC), *rest)

@@ -45,6 +45,17 @@ ND_CAUSE_CT_INSERT_FAILED = 1
 ND_CAUSE_CT_TABLE_FULL = 2
 ND_CAUSE_FWD_TOO_BIG = 3
 
+ND_PF_KNOWN = 0x80
+ND_PF_TYPE_MASK = 0x07
+ND_PF_DST_SHIFT = 3
+ND_PF_DST_MASK = 0x38
+ND_DST_UNREAD = 0
+ND_DST_LOCAL = 1
+ND_DST_BROADCAST = 2
+ND_DST_MULTICAST = 3
+ND_DST_UNICAST = 4
+ND_DST_NOT_IP = 5
+
 ND_EVENT_WINDOW_NS = 100000000
 ND_MAX_SNAPLEN = 2048
 ND_NETNS_INLINE = 4
@@ -80,7 +91,7 @@ class NdEvent(ctypes.Structure):
         ("ctinfo_raw", ctypes.c_uint8),
         ("tcp_flags_raw", ctypes.c_uint8),
         ("cause_raw", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("facts", ctypes.c_uint8),
         ("saddr_raw", ctypes.c_uint8 * 16),
         ("daddr_raw", ctypes.c_uint8 * 16),
         ("ifname_raw", ctypes.c_char * ND_IFNAMSIZ),
@@ -97,7 +108,7 @@ class NdCountKey(ctypes.Structure):
         ("netns", ctypes.c_uint32),
         ("reason_raw", ctypes.c_uint32),
         ("pod_raw", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("facts", ctypes.c_uint32),
     ]
 
 
@@ -117,7 +128,7 @@ class NdCountSlot(ctypes.Structure):
         ("netns", ctypes.c_uint32),
         ("reason_raw", ctypes.c_uint32),
         ("pod_raw", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("facts", ctypes.c_uint32),
     ]
 
 

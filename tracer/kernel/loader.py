@@ -61,7 +61,8 @@ class Count(NamedTuple):
     bytes: int
 
 
-CounterKey = tuple[int, int, int, int]   # (netns, reason, location address, pod tag): struct nd_count_key
+# (netns, reason, location address, pod tag, packet facts): struct nd_count_key
+CounterKey = tuple[int, int, int, int, int]
 
 
 def _sum_counts(items: Iterable[tuple[Any, Any]]) -> dict[CounterKey, Count]:
@@ -72,7 +73,7 @@ def _sum_counts(items: Iterable[tuple[Any, Any]]) -> dict[CounterKey, Count]:
         for v in percpu:
             packets += v.packets
             nbytes += v.bytes
-        out[(key.netns, key.reason, key.location, key.pod)] = Count(packets, nbytes)
+        out[(key.netns, key.reason, key.location, key.pod, key.facts)] = Count(packets, nbytes)
     return out
 
 
@@ -500,7 +501,7 @@ class Tracer:
         return max(1, math.ceil(per_window))
 
     def counts(self) -> dict[CounterKey, Count]:
-        """Exact drop counts: (netns, reason, location address, pod tag) -> packets
+        """Exact drop counts: (netns, reason, location address, pod tag, packet facts) -> packets
         and bytes since load: the counts hash plus the per-CPU slots
         (bpf/netdrop.c, count()), which hold disjoint parts of each key's count.
         One BPF_MAP_LOOKUP_BATCH (kernel 5.6+) reads a whole map: 9-10 ms for
@@ -543,8 +544,8 @@ class Tracer:
             if again is None:
                 continue
             for a, b in zip(percpu, again, strict=True):
-                key = (a.netns, a.reason, a.location, a.pod)
-                if not a.packets or key != (b.netns, b.reason, b.location, b.pod):
+                key = (a.netns, a.reason, a.location, a.pod, a.facts)
+                if not a.packets or key != (b.netns, b.reason, b.location, b.pod, b.facts):
                     continue
                 had = out.get(key)
                 out[key] = (Count(a.packets, a.bytes) if had is None
@@ -556,7 +557,7 @@ class Tracer:
         -> packets and bytes, cause an ND_CAUSE_* (a conntrack insert race lost,
         a full table). Empty where no hook is attached."""
         out: dict[tuple[int, int, int], Count] = {}
-        for (netns, _reason, cause, pod), c in _sum_counts(self.bpf[b"cause_counts"].items()).items():
+        for (netns, _reason, cause, pod, _facts), c in _sum_counts(self.bpf[b"cause_counts"].items()).items():
             out[(netns, cause, pod)] = c
         return out
 

@@ -36,7 +36,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from ..explain.benign import benign_why
+from ..explain.benign import why_at
 from ..explain.categories import entry
 from ..explain.verdict import Verdict
 from ..groups import Group, Groups, ranked
@@ -144,7 +144,7 @@ def why(g: Group) -> str:
     if g.hint:
         return g.hint
     if g.benign:
-        return benign_why(g.reason, g.location) or "benign"
+        return why_at(g.reason, g.location) or "benign"
     return "(no event delivered for this group yet)"
 
 
@@ -345,7 +345,7 @@ def _why(g: Group, view: View, brief: bool = False) -> list[Text]:
     """The whole why with its evidence; brief (below the list): the evidence in one paragraph."""
     lines = [Text("why: ", style="bold") + text(why(g))]
     if g.benign:
-        lines.append(Text("benign: ", style="bold") + text(benign_why(g.reason, g.location) or "set aside as benign"))
+        lines.append(Text("benign: ", style="bold") + text(why_at(g.reason, g.location) or "set aside as benign"))
     evidence = _evidence(g.detail)
     if evidence and brief:
         lines.append(Text("evidence: ", style="bold") + text(" · ".join(e.strip() for e in evidence)))

@@ -2,16 +2,17 @@
 
 netdrop serve registers a DropCollector: each scrape reads the BPF counter
 map (kernel/loader.py's Tracer.counts()) and turns its keys (netns, reason,
-location, pod tag) into series labelled node, namespace, pod, workload,
-direction, category, reason and benign. A drop costs nothing in Python: the
+location, pod tag, packet facts) into series labelled node, namespace, pod,
+workload, direction, category, reason and benign. A drop costs nothing in Python: the
 work is per scrape and per counter key, never per drop.
 
 Names come from where netdrop keeps them: reason and location from the
 decoder, the category from explain.categories.category_of, benign from
 explain.benign.benign_why, the pod and direction from the pod index, the
 workload from pods.workload. Both category and benign are judged from the
-counter key alone (reason and location), so a series keeps its labels for
-life; what only an event could add (which rule, conntrack's verdict) is the
+counter key alone (benign by its reason, location and packet facts: keys that
+differ only in facts that do not change it add into one series), so a series
+keeps its labels for life; what only an event could add (which rule, conntrack's verdict) is the
 console's and the capture's.
 
 Series obey three rules (Series):
@@ -41,7 +42,7 @@ from ..explain.benign import benign_why
 from ..explain.categories import category_of
 from ..pods.attribute import Attribution
 
-CounterKey = tuple[int, int, int, int]      # (netns, reason, location address, pod tag): the kernel's key
+CounterKey = tuple[int, int, int, int, int]   # (netns, reason, location, pod tag, packet facts): the kernel's key
 DROPS, DROPS_HELP = ("netdrop_drops", "Packets the kernel dropped, counted exactly in the kernel (skb:kfree_skb), "
                      "by pod, direction, category and drop reason; benign=\"true\": drops every healthy node makes")
 BYTES, BYTES_HELP = ("netdrop_drop_bytes", "Bytes of the packets the kernel dropped (IP length, counted in the kernel)")
@@ -129,7 +130,7 @@ class Series:
         got = self._labels.get(key)
         if got is not None:
             return got
-        _netns, reason, location, tag = key
+        _netns, reason, location, tag, facts = key
         rname, lname = self.names.reason_name(reason), self.names.location_name(location)
         who = self.attribute(tag) if tag else None
         pod = who.pod if who is not None else None
@@ -138,7 +139,7 @@ class Series:
         else:
             where = ("", "", "", "")
         got = (*where, category_of(rname, lname), rname or "unknown",
-               "true" if benign_why(rname, lname) is not None else "false")
+               "true" if benign_why(rname, lname, facts) is not None else "false")
         self._labels[key] = got
         return got
 

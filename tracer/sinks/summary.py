@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import UserError
-from ..explain.benign import benign_why
+from ..explain.benign import why_at
 from ..explain.categories import CATEGORIES, entry
 from ..groups import Groups
 from ..layout import wrap
@@ -64,9 +64,9 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
             "peer_label": who.peer.label if who and who.peer else None,
             "netns": g.netns, "netns_name": names.get(g.netns),
             "category": g.category,
-            # From the counter key (reason, location), as the console decides it: the
-            # same answer for a group whether or not events reached it.
-            "benign": benign_why(g.reason, g.location) is not None,
+            # From the counter key (reason, location, packet facts), as the console decides
+            # it: the same answer for a group whether or not events reached it.
+            "benign": g.benign,
             "reason": g.reason, "location": g.location,
             "count": g.count, "rate_per_s": round(g.count / seconds, 3),
             "first_seen": _iso(g.first_seen), "last_seen": _iso(g.last_seen),
@@ -208,7 +208,7 @@ def _verdicts(group_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
             where += f"; {len(places) - 3} more"
         first = places[0]
         if benign:      # each kind's why, as the where lists them
-            hint = "; ".join(dict.fromkeys(benign_why(x["reason"], x["location"]) or "" for x in places[:3]))
+            hint = "; ".join(dict.fromkeys(why_at(x["reason"], x["location"]) or "" for x in places[:3]))
         else:
             hint = first["hint"] or "(no event delivered: counts only)"
         verdicts.append({"category": cat, "benign": benign, "drops": sum(x["count"] for x in places),
