@@ -75,6 +75,7 @@
 /* skb->pkt_type (include/uapi/linux/if_packet.h) */
 #define ND_PACKET_BROADCAST 1
 #define ND_PACKET_MULTICAST 2
+#define ND_PACKET_LOOPBACK  5   /* this host's own broadcast or multicast, looped back (dev_loopback_xmit) */
 /* struct rtable's rt_flags (include/uapi/linux/in_route.h) */
 #define ND_RTCF_BROADCAST 0x10000000U
 #define ND_RTCF_MULTICAST 0x20000000U
@@ -681,8 +682,9 @@ static __always_inline struct nd_skb_head skb_head(struct sk_buff *skb)
  * reached. skb->pkt_type is the link layer's verdict (eth_type_trans(): our
  * MAC, broadcast, a multicast group, another host's; PACKET_OUTGOING on the
  * copy a packet socket takes of what this host sends). It costs nothing here
- * (read with the span). Only for a frame sent to a link-layer group is the
- * IP destination classified too, the way the kernel's own paths decide:
+ * (read with the span). Only for a frame sent to a link-layer group (or this
+ * host's own group traffic looped back to it) is the IP destination
+ * classified too, the way the kernel's own paths decide:
  * IPv4 by the input route's flags (__udp4_lib_rcv() takes the multicast path
  * for rt_flags & (RTCF_BROADCAST|RTCF_MULTICAST); a route to an address of
  * ours carries RTCF_LOCAL alone), IPv6 by the destination address
@@ -726,7 +728,8 @@ static __always_inline u32 packet_facts(u16 proto, struct nd_skb_head *sh, u16 s
 {
 	u32 f = ND_PF_KNOWN | (sh->pkt_type & ND_PF_TYPE_MASK);
 	if (proto == ND_ETH_P_IP || proto == ND_ETH_P_IPV6) {
-		if (sh->pkt_type == ND_PACKET_BROADCAST || sh->pkt_type == ND_PACKET_MULTICAST)
+		if (sh->pkt_type == ND_PACKET_BROADCAST || sh->pkt_type == ND_PACKET_MULTICAST ||
+		    sh->pkt_type == ND_PACKET_LOOPBACK)
 			f |= dst_class(proto, sh) << ND_PF_DST_SHIFT;
 		return f;
 	}

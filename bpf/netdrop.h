@@ -53,7 +53,7 @@
 #define ND_PF_TYPE_MASK  0x07 /* skb->pkt_type (include/uapi/linux/if_packet.h PACKET_*) */
 #define ND_PF_DST_SHIFT  3
 #define ND_PF_DST_MASK   0x38 /* ND_DST_* << ND_PF_DST_SHIFT */
-#define ND_DST_UNREAD    0    /* not classified: only frames sent to a link-layer group are */
+#define ND_DST_UNREAD    0    /* not classified: only link-layer group frames (and their loopback) are */
 #define ND_DST_LOCAL     1    /* IPv4 route RTCF_LOCAL only: an address of this namespace */
 #define ND_DST_BROADCAST 2    /* IPv4 route RTCF_BROADCAST */
 #define ND_DST_MULTICAST 3    /* IPv4 route RTCF_MULTICAST; IPv6 destination ff00::/8 */

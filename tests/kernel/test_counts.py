@@ -32,7 +32,7 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
         stats = tracer.stats()
         delivered = len(tracer.poll(0))
     kernel_count = nstat(db.netns, "UdpNoPorts") - before
-    ours = [c for (ns, reason, _loc, _pod), c in counts.items() if ns == ino and reason == no_socket]
+    ours = [c for (ns, reason, _loc, _pod, _facts), c in counts.items() if ns == ino and reason == no_socket]
     assert sent == 20000
     assert sum(c.packets for c in ours) == kernel_count == sent
     # Bytes counted in the kernel: each datagram's IP length, 20 + 8 + 100.
@@ -56,7 +56,7 @@ def test_event_rate_limit_samples_events_not_counts(node):
         counts = tracer.counts()
         delivered = len(tracer.poll(0))
     no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
-    udp = sum(c.packets for (ns, reason, _loc, _pod), c in counts.items() if ns == ino and reason == no_socket)
+    udp = sum(c.packets for (ns, reason, _loc, _pod, _facts), c in counts.items() if ns == ino and reason == no_socket)
     assert udp == nstat(db.netns, "UdpNoPorts") - before == sent
     # The pod's namespace may drop a packet of its own meanwhile (IPv6 multicast): seen once in 6 runs.
     assert sent <= stats.matched <= sent + 5
@@ -112,7 +112,7 @@ def test_bytes_are_the_ip_length_of_each_packet_v4_and_v6(node):
     assert batch == one_by_one
     kallsyms = Kallsyms.load()
     by_location: dict[str, list[int]] = {}
-    for (ns, _reason, loc, _pod), c in batch.items():
+    for (ns, _reason, loc, _pod, _facts), c in batch.items():
         if ns == ino:
             acc = by_location.setdefault(kallsyms.lookup(loc) or "?", [0, 0])
             acc[0] += c.packets
@@ -179,4 +179,4 @@ def test_counts_exact_in_the_per_cpu_slots_and_in_the_hash_when_every_slot_is_ta
         in_hash = ours(loader._sum_counts(tracer.bpf[b"counts"].items()))
     assert sent == 400 and ours(counts) == in_hash == [400, 400 * 128]
     # The slots' own keys are read back whole, each with its count from every CPU.
-    assert counts[(1, 2, 0x10, 5)] == loader.Count(7 * ncpus, 70 * ncpus)
+    assert counts[(1, 2, 0x10, 5, 0)] == loader.Count(7 * ncpus, 70 * ncpus)

@@ -36,4 +36,4 @@ def test_classification_by_location_and_icmp(node):
         assert d.icmp_sent == (3, 3)
         assert classify.classify(d).category == "no-socket"
     # Counters key on reason 0 then: still exact per (netns, location).
-    assert all(reason == 0 for (_ns, reason, _loc, _pod) in counts)
+    assert all(reason == 0 for (_ns, reason, _loc, _pod, _facts) in counts)

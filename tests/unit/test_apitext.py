@@ -99,7 +99,7 @@ def exposition(info) -> tuple[str, str]:
     """/metrics for one drop of the pod, as netdrop renders it and as prometheus_client does."""
     ref = PodRef(info.namespace, info.name, info.uid, info.node)
     series = Series(Names(), lambda tag: Attribution(ref, "in-pod"), lambda who: workload_of(info).name)
-    collector = DropCollector("node-a", series, lambda: {(1, 2, 0x10, 1 << 2 | 1): 3},
+    collector = DropCollector("node-a", series, lambda: {(1, 2, 0x10, 1 << 2 | 1, 0): 3},
                               lambda counts: AgentState(0, 0, (("tracepoint skb:kfree_skb", True),), None),
                               lambda: None, "0.1.0", "6.1.0")
     drops, others = collector.render()

@@ -13,6 +13,7 @@ import pytest
 
 from tracer.explain.classify import classify
 from tracer.groups import Group
+from tracer.kernel import event, pktfacts
 from tracer.kernel.loader import Hook, Stats
 from tracer import layout, textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
@@ -180,6 +181,8 @@ def test_few_flows_are_exact_and_say_nothing(tmp_path):
 WEB = PodRef("default", "web-0", "uid-web", "node-a")
 DB = PodRef("default", "db-0", "uid-db", "node-a")
 LONG_HINT = "the hint of a group that goes on and on " * 40
+NETLINK = pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_NOT_IP)           # a netlink socket's queue
+MULTICAST = pktfacts.make(pktfacts.PACKET_MULTICAST, event.ND_DST_MULTICAST)  # ff02::1 on the link
 
 
 def summary_with_benign(tmp_path, peer_direction="to-pod"):
@@ -189,11 +192,13 @@ def summary_with_benign(tmp_path, peer_direction="to-pod"):
     mtu = next(g for g in groups.groups.values() if g.category == "mtu")
     mtu.attribution = Attribution(WEB, "from-pod", DB, peer_direction)
     mtu.hint = LONG_HINT
-    groups.groups[(4026532177, 104, 1, 0)] = Group(4026532177, "QUEUE_PURGE", "skb_queue_purge_reason", "other",
-                                                   count=300)
-    groups.groups[(4026532177, 2, 2, 0)] = Group(4026532177, "NOT_SPECIFIED", "ip6_mc_input", "other", count=12)
+    groups.groups[(4026532177, 104, 1, 0, True)] = Group(4026532177, "QUEUE_PURGE", "skb_queue_purge_reason",
+                                                         "other", count=300, benign=True)
+    groups.groups[(4026532177, 2, 2, 0, True)] = Group(4026532177, "NOT_SPECIFIED", "ip6_mc_input", "other", count=12,
+                                                       benign=True)
     rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
-    purge = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason", sport=1)
+    purge = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason", sport=1,
+                                facts=NETLINK)
     for d in [*drops, purge]:                       # the purge's event makes a benign top flow
         rec.emit(d, classify(d), NO_POD)
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
@@ -221,7 +226,7 @@ def test_benign_groups_are_counted_marked_and_ranked_last(tmp_path):
     assert not any(f["benign"] for f in s["top_flows"] if f["reason"] != "QUEUE_PURGE")
     benign = s["verdicts"][-1]
     assert benign["drops"] == 312 and benign["hint"] == (
-        "packets still queued when a socket or device went away (teardown); "
+        "messages still queued on a netlink socket when it went away (teardown); "
         "IPv6 multicast for a group nobody on this interface joined")
     assert benign["where"] == ("QUEUE_PURGE at skb_queue_purge_reason (300); "
                                "NOT_SPECIFIED at ip6_mc_input (12)")
@@ -337,7 +342,7 @@ def test_html_heat_map_of_pods_by_category_above_the_text(tmp_path):
 
 def test_json_lines_say_benign_and_name_the_peer():
     _, drops = golden_drops()
-    d = dataclasses.replace(drops[0], reason="NOT_SPECIFIED", location="ip6_mc_input")
+    d = dataclasses.replace(drops[0], reason="NOT_SPECIFIED", location="ip6_mc_input", facts=MULTICAST)
     record = jsonout.drop_record(d, classify(d), Attribution(WEB, "from-pod", DB, "to-pod"))
     assert record["benign"] is True
     assert record["peer"] == {"namespace": "default", "name": "db-0", "direction": "to-pod"}
@@ -351,7 +356,7 @@ def test_json_lines_say_benign_and_name_the_peer():
 
 def test_pcapng_comment_says_benign_and_names_the_peer():
     _, drops = golden_drops()
-    d = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason")
+    d = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason", facts=NETLINK)
     comment = capture.packet_comment(d, classify(d), Attribution(WEB, "from-pod", DB, "to-pod"))
     assert comment == (f"netdrop: QUEUE_PURGE at skb_queue_purge_reason ({classify(d).category}, benign); "
                        f"pod default/web-0 from-pod; peer default/db-0 to-pod; netns {d.netns} on {d.ifname}")

@@ -158,7 +158,7 @@ def test_sort_by_count_and_by_pod():
 
 def test_selection_scrolls_into_view_at_80x24():
     groups, order = thirty()
-    last = (100, NO_SOCKET, UDP + 0x10, 2)
+    last = (100, NO_SOCKET, UDP + 0x10, 2, False)
     text = render_text(groups, console.View(interactive=True), 80, 24, UiState(selected=last))
     # pod-00 ranks last (27th): the list scrolls so that it shows, at the bottom.
     shown = listed(text)

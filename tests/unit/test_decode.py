@@ -112,7 +112,7 @@ def reference_decode(dec, raw: event.NdEvent, packet: bytes) -> decode.Drop:
         tcp_flags=raw.tcp_flags_raw if raw.l4proto_raw == 6 and has_l4 else None,
         cause=decode.CAUSES.get(raw.cause_raw),
         ct_max=(raw.ct_status_raw or None) if raw.cause_raw == event.ND_CAUSE_CT_TABLE_FULL
-        and not flags & event.ND_F_CT else None)
+        and not flags & event.ND_F_CT else None, facts=raw.facts)
 
 
 HEAD = ctypes.sizeof(event.NdEvent)

@@ -1,5 +1,5 @@
 from tracer.groups import Groups
-from tracer.kernel import decode, facts
+from tracer.kernel import decode, event, facts, pktfacts
 
 
 def groups() -> Groups:
@@ -35,11 +35,21 @@ def test_rows_rank_by_recent_rate_then_count():
     assert [r.netns for r in g.rows("count")] == [1, 2, 3]
 
 
-def test_counter_only_groups_are_benign_by_reason_and_location():
-    g = Groups(decode.Decoder({3: "NO_SOCKET", 77: "QUEUE_PURGE"},
+def test_counter_only_groups_are_benign_by_reason_location_and_packet():
+    """Kernel keys differing only in facts that do not change the answer add into one group;
+    one place with a benign and a real packet is two groups, and only they."""
+    g = Groups(decode.Decoder({2: "NOT_SPECIFIED", 3: "NO_SOCKET", 77: "QUEUE_PURGE"},
                               facts.Kallsyms([0x1000, 0x2000], ["__udp4_lib_rcv", "skb_queue_purge_reason"])))
-    g.update_counts({(1, 77, 0x2000, 0, 0): 4, (1, 3, 0x1000, 0, 0): 4}, now=1.0)
-    assert {r.reason: r.benign for r in g.rows()} == {"QUEUE_PURGE": True, "NO_SOCKET": False}
+    netlink = pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_NOT_IP)
+    bcast = pktfacts.make(pktfacts.PACKET_BROADCAST, event.ND_DST_BROADCAST)
+    mcast = pktfacts.make(pktfacts.PACKET_MULTICAST, event.ND_DST_MULTICAST)
+    ours = pktfacts.make(pktfacts.PACKET_HOST)
+    g.update_counts({(1, 77, 0x2000, 0, netlink): 4, (1, 3, 0x1000, 0, ours): 4, (1, 3, 0x1000, 0, bcast): 1,
+                     (1, 2, 0x1010, 0, bcast): 5, (1, 2, 0x1010, 0, mcast): 6, (1, 2, 0x1010, 0, ours): 25,
+                     (1, 2, 0x1010, 0, 0): 2}, now=1.0)
+    rows = {(r.reason, r.benign): r.count for r in g.rows()}
+    assert rows == {("QUEUE_PURGE", True): 4, ("NO_SOCKET", False): 5,
+                    ("NOT_SPECIFIED", True): 11, ("NOT_SPECIFIED", False): 27}
 
 
 def test_snapshot_is_a_copy_the_event_loop_does_not_change():

@@ -175,7 +175,7 @@ class Names:
 def scrape(info) -> bytes:
     ref = PodRef(info.namespace, info.name, info.uid, info.node)
     series = Series(Names(), lambda tag: Attribution(ref, "in-pod"), lambda who: workload_of(info).name)
-    collector = DropCollector("node-a", series, lambda: {(1, 2, 0x10, 1 << 2 | 1): 3},
+    collector = DropCollector("node-a", series, lambda: {(1, 2, 0x10, 1 << 2 | 1, 0): 3},
                               lambda counts: AgentState(0, 0, (), None), lambda: None, "0.1.0", "6.1.0")
     return collector.render()[0]
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tracer.kernel import event, pktfacts
 from tracer.pods.attribute import DIRECTIONS, NO_POD, Attribution, PodRef
 from tracer.sinks.metrics import OTHER, AgentState, DropCollector, Series, Tally, tally
 
@@ -48,10 +49,23 @@ def key(reason=2, loc=0x10, pod=0, netns=4026531840, facts=0):
     return (netns, reason, loc, pod, facts)
 
 
+NETLINK = pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_NOT_IP)
+
+
+def test_keys_that_differ_in_facts_are_one_series_unless_benign_differs():
+    """The packet facts label nothing but benign: a place with netlink messages and IP packets
+    purged is two series (one benign), two IP packets of different frames are one."""
+    ours, copy = pktfacts.make(pktfacts.PACKET_HOST), pktfacts.make(pktfacts.PACKET_OUTGOING)
+    out = series().update({key(4, 0x30, facts=NETLINK): 7, key(4, 0x30, facts=ours): 2,
+                           key(4, 0x30, facts=copy): 3}, None, 0.0)
+    assert out == {("", "", "", "", "other", "QUEUE_PURGE", "true"): Tally(7),
+                   ("", "", "", "", "other", "QUEUE_PURGE", "false"): Tally(5)}
+
+
 def test_labels_from_the_registry_the_pod_index_and_the_workload():
     s = series()
-    out = s.update({key(): 3, key(2, 0x10, tag(1, IN_POD)): 5, key(4, 0x30): 7, key(3, 0x20, tag(1, FROM_POD)): 2},
-                   None, 0.0)
+    out = s.update({key(): 3, key(2, 0x10, tag(1, IN_POD)): 5, key(4, 0x30, facts=NETLINK): 7,
+                    key(3, 0x20, tag(1, FROM_POD)): 2}, None, 0.0)
     assert out == {
         ("", "", "", "", "no-socket", "NO_SOCKET", "false"): Tally(3),
         ("default", "web-7d9f8c6b5-x2k4q", "web", "in-pod", "no-socket", "NO_SOCKET", "false"): Tally(5),
@@ -184,7 +198,7 @@ def collector(values_counts, conntrack=None):
 
 
 def test_exposition_has_every_metric_with_its_labels():
-    text = collector({key(2, 0x10, tag(1, IN_POD)): 5, key(4, 0x30): 1},
+    text = collector({key(2, 0x10, tag(1, IN_POD)): 5, key(4, 0x30, facts=NETLINK): 1},
                      {"clash_resolve": 3, "insert_failed": 1, "drop": 0})
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     drops = {tuple(sorted(s.labels.items())): s.value for s in fams["netdrop_drops"].samples}

@@ -60,7 +60,7 @@ class FakeTracer:
         return Stats(matched=sum(counts.values()))
 
     def counts(self):
-        return {(1, 2, 0x10, 0): 42}
+        return {(1, 2, 0x10, 0, 0): 42}
 
 
 class Names:
@@ -147,7 +147,7 @@ def test_scrapes_at_once_share_one_render_and_a_second_later_a_new_one(agent):
     def counts():
         reads.append(time.monotonic())
         slow.wait(0.3)          # a render that takes a while: the others come during it
-        return {(1, 2, 0x10, 0): 42 + len(reads)}
+        return {(1, 2, 0x10, 0, 0): 42 + len(reads)}
 
     tracer.counts = counts
     agent.collector._counts = counts

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from ..kernel import event as ev
 from ..kernel import pktfacts
 from ..kernel.decode import Drop
-from ..kernel.pktfacts import PACKET_BROADCAST, PACKET_MULTICAST
+from ..kernel.pktfacts import PACKET_BROADCAST, PACKET_LOOPBACK, PACKET_MULTICAST
 from .verdict import name_matches
 
 
@@ -61,10 +61,11 @@ class Needs:
             self.pkt_types is None or f.pkt_type in self.pkt_types)
 
 
-GROUP_FRAME = frozenset({PACKET_BROADCAST, PACKET_MULTICAST})
-# A datagram to a broadcast or multicast address, in a frame sent to a link-layer group.
-TO_GROUP = Needs("a broadcast or multicast destination, in a link-layer broadcast or multicast frame",
-                 frozenset({ev.ND_DST_BROADCAST, ev.ND_DST_MULTICAST}), GROUP_FRAME)
+# A datagram to a broadcast or multicast address, in a frame sent to a link-layer group (or
+# this host's own such datagram looped back to it: ip_mc_output() and dev_loopback_xmit()).
+TO_GROUP = Needs("a broadcast or multicast destination, in a link-layer broadcast or multicast frame "
+                 "(or looped back)", frozenset({ev.ND_DST_BROADCAST, ev.ND_DST_MULTICAST}),
+                 frozenset({PACKET_BROADCAST, PACKET_MULTICAST, PACKET_LOOPBACK}))
 TO_MULTICAST = Needs("an IPv6 multicast destination, in a link-layer multicast frame",
                      frozenset({ev.ND_DST_MULTICAST}), frozenset({PACKET_MULTICAST}))
 NOT_IP = Needs("no IP packet: a message queued on a netlink (or other non-inet) socket, another ethertype",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..kernel.decode import Drop
 from . import lead as leads
+from . import xfrm
 from .causes import CAUSES as CAUSES
 from .causes import NOT_ON_A_NODE as NOT_ON_A_NODE
 from .evidence import OVERLAY_PORTS, Device, Evidence, Program
@@ -81,7 +82,7 @@ class Place:
 PLACES: tuple[Place, ...] = (
     Place(("ip6_mc_input",), "IPv6 multicast for a group nobody on this device joined (ip6_mc_input)"),
     Place(("__udp4_lib_rcv", "__udp6_lib_rcv"),
-          "a UDP broadcast or multicast no socket wants, or a datagram shorter than its header"),
+          "a UDP broadcast or multicast no socket wants, unicast an inbound IPsec policy refused, or a runt"),
     Place(("udp_queue_rcv_one_skb", "udpv6_queue_rcv_one_skb", "udp_queue_rcv_skb"),
           "refused by the UDP socket: an IPsec policy, a socket filter or encapsulation it cannot take"),
     Place(("tcp_v4_rcv", "tcp_v6_rcv", "tcp_rcv_state_process", "tcp_*"),
@@ -335,15 +336,9 @@ def _bpf_program(d: Drop, ev: Evidence | None = None) -> str:
 
 
 def _ipsec(d: Drop, ev: Evidence | None = None) -> str:
-    x = ev.xfrm if ev is not None else None
-    if x is None:
-        return f"{cause(d)}, flow {d.flow}: check 'ip xfrm policy' and 'ip xfrm state' in this namespace"
-    counts = f"{x.count('in')} in, {x.count('out')} out, {x.count('fwd')} fwd policies and {x.states} states here"
-    if x.states == 0:
-        return (f"{cause(d)}, flow {d.flow}: IPsec has {counts}: a policy requires a transform but no state (SA) "
-                f"exists: the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
-    return (f"{cause(d)}, flow {d.flow}: IPsec has {counts}: the peer sent plaintext where ESP is required, "
-            f"or a key expired")
+    # UDP's no-socket path says NOT_SPECIFIED for the refusal (classify.event_category).
+    return xfrm.hint(d, ev.xfrm if ev is not None else None,
+                     CAUSES["XFRM_POLICY"] if d.reason == "NOT_SPECIFIED" else cause(d))
 
 
 def _memory(d: Drop, ev: Evidence | None = None) -> str:

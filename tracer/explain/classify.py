@@ -16,6 +16,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 
+from ..kernel import pktfacts
 from ..kernel.decode import Drop
 from .benign import is_benign
 from .categories import category_of, entry
@@ -31,6 +32,7 @@ MEMO_ANSWERS = 4096
 
 
 _TCP_INPUT = ("tcp_v4_rcv", "tcp_v6_rcv")
+_UDP_INPUT = ("__udp4_lib_rcv", "__udp6_lib_rcv")
 
 
 def event_category(drop: Drop) -> str:
@@ -43,6 +45,11 @@ def event_category(drop: Drop) -> str:
     if drop.reason is None and drop.location in _TCP_INPUT and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
         return "no-socket"
+    # UDP's no-socket path frees unicast that an inbound IPsec policy refuses with no
+    # reason (xfrm4_policy_check()/xfrm6_policy_check() in __udp4_lib_rcv()/__udp6_lib_rcv(),
+    # before NO_SOCKET); broadcast and multicast nobody wants end there too (benign.py).
+    if drop.reason == "NOT_SPECIFIED" and drop.location in _UDP_INPUT and pktfacts.unicast(drop.facts):
+        return "ipsec"
     return category
 
 
@@ -183,7 +190,7 @@ class Classifier:
         if refined is not None:
             return refined
         ev = self.evidence(drop) if entry(category).reads_evidence(drop) else None
-        group = (drop.reason, drop.location, drop.icmp_sent, category, ev)
+        group = (drop.reason, drop.location, drop.icmp_sent, drop.facts, category, ev)
         plans = self._plans.get(group)
         if plans is not None:
             for _names, fields_of, answers in plans:

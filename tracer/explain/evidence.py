@@ -37,6 +37,8 @@ from typing import Any
 from ..kernel.decode import Drop
 from ..nsexec import read_file_in_netns, read_in_netns, read_many_in_netns
 from .explainer import WantedPaths
+from .xfrm import Xfrm, parse_policies, parse_states
+from .xfrm import parse_counts as parse_xfrm
 
 TTL_SECONDS = 5.0          # a namespace's facts are read again when a drop asks and they are older
 MAX_NAMESPACES = 256       # namespaces whose facts are kept (least recently asked forgotten first)
@@ -90,15 +92,6 @@ class Device:
         if not self.up:
             return "DOWN"
         return "UP" if self.carrier else "UP, no carrier"
-
-
-@dataclass(frozen=True)
-class Xfrm:
-    policies: tuple[tuple[str, int], ...]    # direction (in, out, fwd) -> count
-    states: int | None
-
-    def count(self, direction: str) -> int:
-        return sum(n for d, n in self.policies if d == direction)
 
 
 @dataclass(frozen=True)
@@ -257,20 +250,6 @@ def parse_sysctls(text: str | None) -> dict[tuple[str, str], bool]:
     return out
 
 
-_SPD_RE = re.compile(r"SPD IN\s+(\d{1,9})\s+OUT\s+(\d{1,9})\s+FWD\s+(\d{1,9})")
-_SAD_RE = re.compile(r"SAD count\s+(\d{1,9})")
-
-
-def parse_xfrm(policy_count: str | None, state_count: str | None) -> Xfrm | None:
-    """`ip xfrm policy count` and `ip xfrm state count` -> counts; None if neither reads."""
-    p = _SPD_RE.search(policy_count[:4096]) if policy_count else None
-    s = _SAD_RE.search(state_count[:4096]) if state_count else None
-    if p is None and s is None:
-        return None
-    policies = tuple(zip(("in", "out", "fwd"), (int(x) for x in p.groups()), strict=True)) if p else ()
-    return Xfrm(policies, int(s.group(1)) if s else None)
-
-
 def parse_fdb(text: str | None) -> tuple[int, tuple[str, ...]] | None:
     """`bridge -j fdb show dev VXLAN` -> (entries, first remote addresses)."""
     doc = _load_json(text)
@@ -392,6 +371,11 @@ NAMESPACE_CMDS: tuple[tuple[str, ...], ...] = (
     ("ip", "xfrm", "policy", "count"), ("ip", "xfrm", "state", "count"), ("bpftool", "-j", "net", "show"))
 
 
+# And where the namespace has inbound IPsec policies: which refuses what (explain/xfrm.py).
+XFRM_CMDS: tuple[tuple[str, ...], ...] = (("ip", "xfrm", "policy", "list", "dir", "in"),
+                                          ("ip", "xfrm", "state", "list"))
+
+
 def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: float) -> Evidence:
     """The facts of the namespace at path (None: ours): a handful of commands in
     it, started together, then `bridge fdb` for each VXLAN device found."""
@@ -414,6 +398,9 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
             nsids.get(nsid) if nsid is not None else None,
             sysctls.get((d.name, "disable_ipv6")), sysctls.get((d.name, "route_localnet")), vx, d.stp))
     xfrm = parse_xfrm(policy_count, state_count)
+    if xfrm is not None and xfrm.count("in"):       # which inbound policy refuses what (explain/xfrm.py)
+        policies, states = read_many_in_netns(path, XFRM_CMDS, timeout=COMMAND_TIMEOUT)
+        xfrm = Xfrm(xfrm.policies, xfrm.states, parse_policies(policies), parse_states(states))
     programs = parse_bpftool_net(bpf_net)
     return Evidence(netns, tuple(full), xfrm, tuple(programs) if programs is not None else None, node, now)
 

@@ -54,3 +54,11 @@ def read(facts: int) -> Facts:
 def make(pkt_type: int, destination: int = ev.ND_DST_UNREAD) -> int:
     """The byte the kernel writes for these facts (tests, and the layout's one description)."""
     return ev.ND_PF_KNOWN | (pkt_type & ev.ND_PF_TYPE_MASK) | (destination << ev.ND_PF_DST_SHIFT & ev.ND_PF_DST_MASK)
+
+
+def unicast(facts: int) -> bool:
+    """An IP packet known to be unicast: a frame addressed to this host's MAC (whose
+    destination is not classified), or a destination the kernel classified as unicast."""
+    f = read(facts)
+    return f.known and (f.destination in (ev.ND_DST_LOCAL, ev.ND_DST_UNICAST)
+                        or (f.pkt_type == PACKET_HOST and f.destination == ev.ND_DST_UNREAD))
