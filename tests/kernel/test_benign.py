@@ -1,7 +1,10 @@
 """Benign drops on the real kernel: a capture of a namespace pair this test makes, where real
-benign drops (IPv6 multicast nobody joined, a neighbour solicitation for another host, a packet
-socket's queue purged on close) happen beside a real problem (UDP to a port nobody listens on).
-events.jsonl and summary.json mark them, and `netdrop summary` sets them aside unless --all."""
+benign drops (IPv6 multicast nobody joined, a UDP broadcast nobody listens for, a neighbour
+solicitation for another host, a netlink socket's queue purged on close) happen beside their
+near misses at the same places (unicast UDP to the receiver's own address that its inbound IPsec
+policy refuses, a packet socket's queue of copies of unicast to our own address) and a real
+problem (UDP to a port nobody listens on). events.jsonl and summary.json mark them, and
+`netdrop summary` sets the benign ones aside unless --all."""
 
 from __future__ import annotations
 
@@ -31,15 +34,24 @@ idx = socket.if_nametoindex("{{dev}}")
 m = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 for _ in range({N}):
     m.sendto(b"benign", ("ff02::1234", 5003, 0, idx))     # a group nobody on the other side joined
     u.sendto(b"real", ("192.0.2.2", 9999))                 # a port nobody listens on
+    u.sendto(b"benign", ("192.0.2.255", 5004))             # the subnet's broadcast: nobody listens
+    u.sendto(b"refused", ("192.0.2.2", 7001))              # the receiver's own address, its policy blocks
     time.sleep(0.05)
 """
+# A netlink socket subscribed to link and address notifications, closed with them unread:
+# netlink_sock_destruct() purges its queue (QUEUE_PURGE at skb_queue_purge_reason: benign).
 # A packet socket (as tcpdump's) closed with the frames it was sent unread: packet_release()
-# purges its receive queue (QUEUE_PURGE at skb_queue_purge_reason).
+# purges copies of unicast to our own address (the same place: not benign).
 PURGE = """
-import socket, time
+import socket, subprocess, time
+n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+n.bind((0, 0x1 | 0x10))                                    # RTMGRP_LINK | RTMGRP_IPV4_IFADDR
+subprocess.run(["ip", "addr", "add", "198.51.100.7/32", "dev", "lo"], check=True)
+subprocess.run(["ip", "link", "set", "lo", "mtu", "60000"], check=True)
 p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
 p.bind(("lo", 0))
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -48,7 +60,10 @@ for _ in range(3):
     u.sendto(b"q", ("127.0.0.1", 7000))
 time.sleep(0.1)
 p.close()
+n.close()
 """
+# The receiver's inbound IPsec policy: unicast UDP to its own address, port 7001, is refused.
+BLOCK = ("src", "192.0.2.1/32", "dst", "192.0.2.2/32", "proto", "udp", "dport", "7001", "dir", "in", "action", "block")
 
 
 def ip(*args: str) -> None:
@@ -74,6 +89,7 @@ def pair() -> Iterator[tuple[str, str, str]]:
         for ns, link in ((a, dev), (b, f"{tag}w"), (a, "lo"), (b, "lo")):
             ip("-n", ns, "link", "set", link, "up")
         ip("-n", a, "route", "add", "fd01::/64", "dev", dev)
+        ip("-n", b, "xfrm", "policy", "add", *BLOCK)
         yield a, b, dev
     finally:
         for ns in made:
@@ -121,42 +137,51 @@ def summary_of(out_dir: Path, *extra: str) -> str:
 
 def test_real_benign_drops_are_marked_in_the_capture_and_set_aside_by_summary(pair, tmp_path):
     sender, receiver, dev = pair
-    no_ports = nstat(receiver, "UdpNoPorts")
+    no_ports, ignored = nstat(receiver, "UdpNoPorts"), nstat(receiver, "UdpIgnoredMulti")
     capture(receiver, tmp_path / "cap", sender, dev)
-    no_ports = nstat(receiver, "UdpNoPorts") - no_ports
+    no_ports, ignored = nstat(receiver, "UdpNoPorts") - no_ports, nstat(receiver, "UdpIgnoredMulti") - ignored
     events = [json.loads(x) for x in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
     s = json.loads((tmp_path / "cap" / "summary.json").read_text())
 
-    def groups(reason: str, location: str) -> list[dict]:
-        return [g for g in s["groups"] if (g["reason"], g["location"]) == (reason, location)]
+    def groups(reason: str, location: str, benign: bool | None = None) -> list[dict]:
+        return [g for g in s["groups"] if (g["reason"], g["location"]) == (reason, location)
+                and benign in (None, g["benign"])]
+
+    def count(reason: str, location: str, benign: bool | None = None) -> int:
+        return sum(g["count"] for g in groups(reason, location, benign))
 
     # The real problem: exact, as the kernel counts it, and not benign.
-    real = groups("NO_SOCKET", "__udp4_lib_rcv")
-    assert sum(g["count"] for g in real) == no_ports == N and not any(g["benign"] for g in real)
+    assert count("NO_SOCKET", "__udp4_lib_rcv") == count("NO_SOCKET", "__udp4_lib_rcv", False) == no_ports == N
+    # One place, two packets: the broadcast nobody wants (the kernel's InIgnoredMulti) is benign,
+    # the unicast to our own address the IPsec policy refused is listed, as its own group.
+    assert count("NOT_SPECIFIED", "__udp4_lib_rcv", True) == ignored == N
+    refused = groups("NOT_SPECIFIED", "__udp4_lib_rcv", False)
+    assert sum(g["count"] for g in refused) == N and {g["category"] for g in refused} == {"ipsec"}
     # Real benign drops: marked, counted.
-    multicast = groups("NOT_SPECIFIED", "ip6_mc_input")
-    assert sum(g["count"] for g in multicast) >= N and all(g["benign"] for g in multicast)
-    purge = groups("QUEUE_PURGE", "skb_queue_purge_reason")
-    assert sum(g["count"] for g in purge) >= 3 and all(g["benign"] for g in purge)
+    assert count("NOT_SPECIFIED", "ip6_mc_input") == count("NOT_SPECIFIED", "ip6_mc_input", True) >= N
     solicit = groups("IPV6_NDISC_NS_OTHERHOST", "icmpv6_rcv")
     assert solicit and all(g["benign"] for g in solicit)
+    # The queue purges: the netlink socket's benign, the packet socket's copies of unicast to us not.
+    assert count("QUEUE_PURGE", "skb_queue_purge_reason", True) >= 2
+    assert count("QUEUE_PURGE", "skb_queue_purge_reason", False) >= 3
     assert s["totals"]["benign_drops"] == sum(g["count"] for g in s["groups"] if g["benign"])
-    assert s["totals"]["benign_drops"] >= N + 3 + 1
     assert s["totals"]["drops"] == sum(g["count"] for g in s["groups"])       # counts stay exact
-    # events.jsonl: each delivered event says whether it is benign.
-    by_kind = {(e["reason"], e["location"], e["benign"]) for e in events}
-    assert ("NO_SOCKET", "__udp4_lib_rcv", False) in by_kind
-    assert ("NOT_SPECIFIED", "ip6_mc_input", True) in by_kind
-    assert ("QUEUE_PURGE", "skb_queue_purge_reason", True) in by_kind
+    # events.jsonl: each delivered event says whether it is benign, by its packet.
+    by_kind = {(e["reason"], e["location"], e["dst"], e["benign"]) for e in events}
+    assert ("NO_SOCKET", "__udp4_lib_rcv", "192.0.2.2", False) in by_kind
+    assert ("NOT_SPECIFIED", "__udp4_lib_rcv", "192.0.2.255", True) in by_kind
+    assert ("NOT_SPECIFIED", "ip6_mc_input", "ff02::1234", True) in by_kind
+    to_us = [e for e in events if e["dst"] == "192.0.2.2" and e["dport"] == 7001]
+    assert len(to_us) == N and not any(e["benign"] for e in to_us) and {e["category"] for e in to_us} == {"ipsec"}
     assert not any(e["benign"] for e in events if e["reason"] == "NO_SOCKET")
-    # Verdicts: the real problem first, benign drops in one verdict of their own, last.
+    # Verdicts: the real problems first, benign drops in one verdict of their own, last.
     assert s["verdicts"][-1]["benign"] is True and s["verdicts"][0]["benign"] is False
-    assert [v["category"] for v in s["verdicts"] if not v["benign"]][0] == "no-socket"
+    assert [v["category"] for v in s["verdicts"] if not v["benign"]][:2] == ["ipsec", "no-socket"]
 
     hidden = summary_of(tmp_path / "cap")
     assert f"{s['totals']['benign_drops']:,} benign drops not listed (--all to list them)" in hidden
-    assert "NO_SOCKET" in hidden
-    for name in ("ip6_mc_input", "QUEUE_PURGE", "IPV6_NDISC_NS_OTHERHOST"):
+    assert "NO_SOCKET" in hidden and "ipsec" in hidden and "QUEUE_PURGE" in hidden    # the packet socket's
+    for name in ("ip6_mc_input", "IPV6_NDISC_NS_OTHERHOST"):
         assert name not in hidden, name
     listed = summary_of(tmp_path / "cap", "--all")
     assert "benign drops not listed" not in listed

@@ -140,17 +140,17 @@ def refusal(x: Xfrm | None, d: Drop) -> Refusal | None:
 def hint(d: Drop, x: Xfrm | None, cause: str) -> str:
     """The ipsec category's hint: the policy that refused d, named from the namespace's own state."""
     r = refusal(x, d)
-    if r is not None:
-        said = f"{cause}, flow {d.flow}: inbound IPsec policy '{r.policy.name}'"
+    if r is not None:          # the policy leads: it is what decides
+        said = f"inbound IPsec policy '{r.policy.name}' refused {d.flow}:"
         t = r.template
         if r.how == "block" or t is None:
-            return f"{said} blocks it"
+            return f"{said} it blocks it (action block)"
         need = f"{t.proto.upper()}{f' ({t.mode})' if t.mode else ''}"
         if r.how == "no-state":
-            return (f"{said} requires {need} and this namespace has no state (SA) for it: nothing could decrypt "
-                    f"it; the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys ('ip xfrm state')")
-        return (f"{said} requires {need} and the packet came in plaintext (a state for it is here): the sender "
-                f"did not encrypt it; check its outbound policy and state")
+            return (f"{said} it requires {need} and this namespace has no state (SA) for it: nothing could "
+                    f"decrypt it; the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
+        return (f"{said} it requires {need} and the packet came in plaintext (a state for it is here): the "
+                f"sender did not encrypt it; check its outbound policy and state")
     if x is None:
         return f"{cause}, flow {d.flow}: check 'ip xfrm policy' and 'ip xfrm state' in this namespace"
     counts = f"{x.count('in')} in, {x.count('out')} out, {x.count('fwd')} fwd policies and {x.states} states here"
