@@ -144,12 +144,12 @@ def hint(d: Drop, x: Xfrm | None, cause: str) -> str:
         said = f"inbound IPsec policy '{r.policy.name}' refused {d.flow}:"
         t = r.template
         if r.how == "block" or t is None:
-            return f"{said} it blocks it (action block)"
+            return f"{said} the policy blocks it (action block)"
         need = f"{t.proto.upper()}{f' ({t.mode})' if t.mode else ''}"
         if r.how == "no-state":
-            return (f"{said} it requires {need} and this namespace has no state (SA) for it: nothing could "
+            return (f"{said} the policy requires {need} and this namespace has no state (SA) for it: nothing could "
                     f"decrypt it; the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
-        return (f"{said} it requires {need} and the packet came in plaintext (a state for it is here): the "
+        return (f"{said} the policy requires {need} and the packet came in plaintext (a state for it is here): the "
                 f"sender did not encrypt it; check its outbound policy and state")
     if x is None:
         return f"{cause}, flow {d.flow}: check 'ip xfrm policy' and 'ip xfrm state' in this namespace"

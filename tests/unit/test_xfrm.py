@@ -1,0 +1,106 @@
+"""explain/xfrm.py: the namespace's inbound IPsec policies and states as `ip xfrm` prints them
+(iproute2 6.1), which one refused a packet and how, and parsers that survive any text."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracer.explain import xfrm
+from tracer.explain.classify import classify
+from tracer.explain.evidence import Evidence
+from tracer.kernel import event, pktfacts
+
+from .test_classify import drop
+
+POLICIES = """\
+src 192.0.2.1/32 dst 192.0.2.2/32 proto udp dport 7003 
+\tdir in priority 0 ptype main 
+\ttmpl src 0.0.0.0 dst 0.0.0.0
+\t\tproto esp reqid 7 mode transport
+src 192.0.2.1/32 dst 192.0.2.2/32 proto udp dport 7002 
+\tdir in priority 0 ptype main 
+\ttmpl src 0.0.0.0 dst 0.0.0.0
+\t\tproto esp reqid 0 mode transport
+src 192.0.2.1/32 dst 192.0.2.2/32 proto udp dport 7001 
+\tdir in action block priority 0 ptype main 
+src 10.0.0.0/8 dst 10.0.0.0/8 
+\tdir out priority 0 ptype main 
+\ttmpl src 10.0.0.1 dst 10.0.0.2
+\t\tproto esp reqid 1 mode tunnel
+"""
+STATES = """\
+src 192.0.2.1 dst 192.0.2.2
+\tproto esp spi 0x00000100 reqid 7 mode transport
+\treplay-window 0 
+\tauth-trunc hmac(sha256) 0x1111111111111111111111111111111111111111111111111111111111111111 128
+\tenc cbc(aes) 0x22222222222222222222222222222222
+\tanti-replay context: seq 0x0, oseq 0x0, bitmap 0x00000000
+\tsel src 0.0.0.0/0 dst 0.0.0.0/0 
+"""
+X = xfrm.Xfrm((("in", 3), ("out", 1), ("fwd", 0)), 1, xfrm.parse_policies(POLICIES), xfrm.parse_states(STATES))
+UNICAST = pktfacts.make(pktfacts.PACKET_HOST)
+
+
+def udp(dport: int, src: str = "192.0.2.1"):
+    return drop(reason="NOT_SPECIFIED", location="__udp4_lib_rcv", src=src, dst="192.0.2.2", dport=dport,
+                facts=UNICAST)
+
+
+def test_inbound_policies_and_states_are_read_and_no_key_is_kept():
+    assert [p.dport for p in X.inbound or ()] == [7003, 7002, 7001]       # "dir out" passed over
+    assert [p.action for p in X.inbound or ()] == ["allow", "allow", "block"]
+    assert X.inbound and X.inbound[0].templates == (xfrm.Template("esp", "transport", 7, "0.0.0.0", "0.0.0.0"),)
+    assert X.state_list == (xfrm.State("192.0.2.1", "192.0.2.2", "esp", "0x00000100", 7, "transport"),)
+    assert "1111" not in repr(X) and "2222" not in repr(X)
+
+
+def test_each_refusal_is_told_apart_and_names_its_policy():
+    sel = "src 192.0.2.1/32 dst 192.0.2.2/32 proto udp dport"
+    block = xfrm.hint(udp(7001), X, "cause")
+    assert block.startswith(f"inbound IPsec policy '{sel} 7001 dir in action block' refused 192.0.2.1:1234")
+    assert block.endswith("the policy blocks it (action block)")
+    no_state = xfrm.hint(udp(7002), xfrm.Xfrm(X.policies, 0, X.inbound, ()), "cause")
+    assert f"'{sel} 7002 dir in tmpl esp transport'" in no_state and "has no state (SA) for it" in no_state
+    plaintext = xfrm.hint(udp(7003), X, "cause")
+    assert f"'{sel} 7003 dir in tmpl esp transport'" in plaintext and "came in plaintext" in plaintext
+    # reqid 0 takes any state; the state of reqid 7 serves 7002's template, so 7002 is plaintext too.
+    assert "came in plaintext" in xfrm.hint(udp(7002), X, "cause")
+    # A state for another peer does not serve this one's packet.
+    assert xfrm.refusal(X, udp(7003, src="192.0.2.9")) is None     # no policy selects 192.0.2.9 either
+    other = xfrm.Xfrm(X.policies, 1, X.inbound, (xfrm.State("192.0.2.5", "192.0.2.2", "esp", None, 7, "transport"),))
+    assert xfrm.refusal(other, udp(7003)).how == "no-state"
+
+
+def test_without_the_lists_the_hint_says_what_the_counts_say():
+    counts = xfrm.Xfrm((("in", 1), ("out", 0), ("fwd", 0)), 0)
+    assert "has not installed its keys" in xfrm.hint(udp(7009), counts, "refused")
+    assert "check 'ip xfrm policy'" in xfrm.hint(udp(7009), None, "refused")
+
+
+def test_unicast_refused_on_udps_no_socket_path_is_ipsec_and_named_a_broadcast_is_not():
+    ev = Evidence(4026531840, (), X, None, None)
+    v = classify(udp(7001), evidence=ev)
+    assert v.category == "ipsec" and not v.benign and "action block" in v.hint
+    bcast = drop(reason="NOT_SPECIFIED", location="__udp4_lib_rcv", dst="192.0.2.255", dport=7001,
+                 facts=pktfacts.make(pktfacts.PACKET_BROADCAST, event.ND_DST_BROADCAST))
+    assert classify(bcast, evidence=ev).category != "ipsec" and classify(bcast).benign
+    # Looped back, unclassified: neither benign nor called IPsec.
+    loop = drop(reason="NOT_SPECIFIED", location="__udp4_lib_rcv", facts=pktfacts.make(pktfacts.PACKET_LOOPBACK))
+    assert classify(loop).category != "ipsec" and not classify(loop).benign
+
+
+LINES = st.lists(st.one_of(
+    st.sampled_from(POLICIES.splitlines() + STATES.splitlines()),
+    st.text(alphabet=st.sampled_from(list(" \tsrcdtpoinumyaeqlk0123456789./:x")), max_size=60),
+    st.text(max_size=40)), max_size=40)
+
+
+@given(LINES, LINES)
+def test_any_text_parses_to_typed_bounded_values(policies, states):
+    ps, ss = xfrm.parse_policies("\n".join(policies)), xfrm.parse_states("\n".join(states))
+    assert len(ps) <= xfrm.MAX_POLICIES and len(ss) <= xfrm.MAX_STATES
+    for p in ps:
+        assert p.action in ("allow", "block") and len(p.templates) <= xfrm.MAX_TEMPLATES
+        assert p.dport is None or 0 <= p.dport < 65536
+    x = xfrm.Xfrm((("in", len(ps)),), len(ss), ps, ss)
+    for port in (7001, 7002, 7003):
+        assert isinstance(xfrm.hint(udp(port), x, "c"), str)
