@@ -147,10 +147,10 @@ def hint(d: Drop, x: Xfrm | None, cause: str) -> str:
             return f"{said} the policy blocks it (action block)"
         need = f"{t.proto.upper()}{f' ({t.mode})' if t.mode else ''}"
         if r.how == "no-state":
-            return (f"{said} the policy requires {need} and this namespace has no state (SA) for it: nothing could "
-                    f"decrypt it; the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
-        return (f"{said} the policy requires {need} and the packet came in plaintext (a state for it is here): the "
-                f"sender did not encrypt it; check its outbound policy and state")
+            return (f"{said} the policy requires {need} and this namespace has no state (SA) for it: nothing "
+                    f"could decrypt it; the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
+        return (f"{said} the policy requires {need} and the packet came in plaintext (a state for it is here): "
+                f"the sender did not encrypt it; check its outbound policy and state")
     if x is None:
         return f"{cause}, flow {d.flow}: check 'ip xfrm policy' and 'ip xfrm state' in this namespace"
     counts = f"{x.count('in')} in, {x.count('out')} out, {x.count('fwd')} fwd policies and {x.states} states here"
