@@ -11,8 +11,9 @@ from tracer.kernel import event, pktfacts
 from tracer.pods.attribute import DIRECTIONS, NO_POD, Attribution, PodRef
 from tracer.sinks.metrics import OTHER, AgentState, DropCollector, Series, Tally, tally
 
-REASONS = {2: "NO_SOCKET", 3: "PKT_TOO_BIG", 4: "QUEUE_PURGE", 5: "NETFILTER_DROP"}
-LOCATIONS = {0x10: "__udp4_lib_rcv", 0x20: "ip_forward", 0x30: "skb_queue_purge_reason", 0x40: "nft_do_chain"}
+REASONS = {1: "NOT_SPECIFIED", 2: "NO_SOCKET", 3: "PKT_TOO_BIG", 4: "QUEUE_PURGE", 5: "NETFILTER_DROP"}
+LOCATIONS = {0x10: "__udp4_lib_rcv", 0x20: "ip_forward", 0x30: "skb_queue_purge_reason", 0x40: "nft_do_chain",
+             0x50: "__udp4_lib_rcv"}
 IN_POD, FROM_POD, TO_POD = (next(k for k, v in DIRECTIONS.items() if v == d) for d in ("in-pod", "from-pod", "to-pod"))
 
 
@@ -60,6 +61,16 @@ def test_keys_that_differ_in_facts_are_one_series_unless_benign_differs():
                            key(4, 0x30, facts=copy): 3}, None, 0.0)
     assert out == {("", "", "", "", "other", "QUEUE_PURGE", "true"): Tally(7),
                    ("", "", "", "", "other", "QUEUE_PURGE", "false"): Tally(5)}
+
+
+def test_unicast_refused_on_udps_no_socket_path_is_labelled_ipsec_and_never_benign():
+    """NOT_SPECIFIED at __udp4_lib_rcv: a broadcast nobody wants is benign, unicast to our own
+    address (refused by an inbound IPsec policy) is category ipsec, by the key's facts alone."""
+    bcast = pktfacts.make(pktfacts.PACKET_BROADCAST, event.ND_DST_BROADCAST)
+    out = series().update({key(1, 0x50, facts=bcast): 4, key(1, 0x50, facts=pktfacts.make(pktfacts.PACKET_HOST)): 25},
+                          None, 0.0)
+    assert out == {("", "", "", "", "other", "NOT_SPECIFIED", "true"): Tally(4),
+                   ("", "", "", "", "ipsec", "NOT_SPECIFIED", "false"): Tally(25)}
 
 
 def test_labels_from_the_registry_the_pod_index_and_the_workload():

@@ -35,6 +35,16 @@ _TCP_INPUT = ("tcp_v4_rcv", "tcp_v6_rcv")
 _UDP_INPUT = ("__udp4_lib_rcv", "__udp6_lib_rcv")
 
 
+def key_category(reason: str | None, location: str | None, facts: int) -> str:
+    """The category a counter key tells (reason, location, packet facts): category_of, and
+    UDP's no-socket path, which frees unicast that an inbound IPsec policy refuses with no
+    reason (xfrm4_policy_check()/xfrm6_policy_check() in __udp4_lib_rcv()/__udp6_lib_rcv(),
+    before NO_SOCKET); broadcast and multicast nobody wants end there too (benign.py)."""
+    if reason == "NOT_SPECIFIED" and location in _UDP_INPUT and pktfacts.unicast(facts):
+        return "ipsec"
+    return category_of(reason, location)
+
+
 def event_category(drop: Drop) -> str:
     """category_of, and what only the packet tells where the kernel gives no
     reason (< 5.17): a bare SYN that tcp_v4_rcv()/tcp_v6_rcv() freed found no
@@ -45,11 +55,8 @@ def event_category(drop: Drop) -> str:
     if drop.reason is None and drop.location in _TCP_INPUT and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
         return "no-socket"
-    # UDP's no-socket path frees unicast that an inbound IPsec policy refuses with no
-    # reason (xfrm4_policy_check()/xfrm6_policy_check() in __udp4_lib_rcv()/__udp6_lib_rcv(),
-    # before NO_SOCKET); broadcast and multicast nobody wants end there too (benign.py).
-    if drop.reason == "NOT_SPECIFIED" and drop.location in _UDP_INPUT and pktfacts.unicast(drop.facts):
-        return "ipsec"
+    if category == category_of(drop.reason, drop.location):      # no ICMP error said more
+        return key_category(drop.reason, drop.location, drop.facts)
     return category
 
 

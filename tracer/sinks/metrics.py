@@ -7,7 +7,7 @@ workload, direction, category, reason and benign. A drop costs nothing in Python
 work is per scrape and per counter key, never per drop.
 
 Names come from where netdrop keeps them: reason and location from the
-decoder, the category from explain.categories.category_of, benign from
+decoder, the category from explain.classify.key_category, benign from
 explain.benign.benign_why, the pod and direction from the pod index, the
 workload from pods.workload. Both category and benign are judged from the
 counter key alone (benign by its reason, location and packet facts: keys that
@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from ..explain.benign import benign_why
-from ..explain.categories import category_of
+from ..explain.classify import key_category
 from ..pods.attribute import Attribution
 
 CounterKey = tuple[int, int, int, int, int]   # (netns, reason, location, pod tag, packet facts): the kernel's key
@@ -138,7 +138,7 @@ class Series:
             where = (pod.namespace, pod.name, self.workload(who), who.direction or "")
         else:
             where = ("", "", "", "")
-        got = (*where, category_of(rname, lname), rname or "unknown",
+        got = (*where, key_category(rname, lname, facts), rname or "unknown",
                "true" if benign_why(rname, lname, facts) is not None else "false")
         self._labels[key] = got
         return got
