@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .explain.benign import benign_why
-from .explain.categories import category_of
+from .explain.classify import key_category
 from .explain.verdict import Verdict
 from .kernel.decode import Decoder, Drop
 from .kernel.stacks import Stack
@@ -129,19 +129,22 @@ class Groups:
             self._keys[key] = got
         return got
 
-    def _group(self, key: GroupKey) -> Group:
+    def _group(self, key: GroupKey, facts: int = 0) -> Group:
+        """The group of key, made on first sight; facts: of the kernel key that made it, whose
+        category it takes until an event says more."""
         g = self.groups.get(key)
         if g is None:
             netns, reason, addr, pod, benign = key
             rname = self.decoder.reason_name(reason)
             lname = self.decoder.location_name(addr)
-            g = Group(netns, rname, lname, category_of(rname, lname), pod_raw=pod,
+            g = Group(netns, rname, lname, key_category(rname, lname, facts), pod_raw=pod,
                       attribution=self.pod_of_tag(pod) if pod else None, key=key, benign=benign)
             self.groups[key] = g
         return g
 
     def add_event(self, drop: Drop, verdict: Verdict, who: Attribution = NO_POD) -> None:
-        g = self._group(self.group_key((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw, drop.facts)))
+        g = self._group(self.group_key((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw, drop.facts)),
+                        drop.facts)
         # An event may know more than the counter key (the ICMP error sent).
         g.category = verdict.category
         g.latest = drop
@@ -167,6 +170,8 @@ class Groups:
         for k, n in raw.items():
             gk = self.group_key(k)
             counts[gk] = counts.get(gk, 0) + n
+            if gk not in self.groups:
+                self._group(gk, k[4])
         while len(self._history) > 1 and now - self._history[1][0] >= self.RATE_WINDOW:
             self._history.popleft()
         then, old = self._history[0] if self._history else (None, {})

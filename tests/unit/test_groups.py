@@ -50,6 +50,8 @@ def test_counter_only_groups_are_benign_by_reason_location_and_packet():
     rows = {(r.reason, r.benign): r.count for r in g.rows()}
     assert rows == {("QUEUE_PURGE", True): 4, ("NO_SOCKET", False): 5,
                     ("NOT_SPECIFIED", True): 11, ("NOT_SPECIFIED", False): 27}
+    # Unicast to our address at UDP's no-socket path, no event yet: an IPsec refusal.
+    assert {(r.reason, r.benign): r.category for r in g.rows()}[("NOT_SPECIFIED", False)] == "ipsec"
 
 
 def test_snapshot_is_a_copy_the_event_loop_does_not_change():
