@@ -9,20 +9,27 @@ asked (--all, the `b` key).
 A drop is benign by its packet, never by its place alone. The place (reason
 and location) says which kernel path freed it; the packet facts
 (kernel/pktfacts.py) say what the kernel had decided about the packet when it
-did: how the link layer addressed the frame (skb->pkt_type) and, for a frame
-sent to a link-layer group, whether its IP destination is a broadcast or
-multicast one (the input route's RTCF_BROADCAST/RTCF_MULTICAST for IPv4, as
-__udp4_lib_rcv() decides; ff00::/8 for IPv6, as __udp6_lib_rcv() and
-ip6_mc_input() decide). The same path frees both kinds: __udp4_lib_rcv()
-frees a broadcast nobody wants and, with the same NOT_SPECIFIED, a unicast
-datagram to our own address that an inbound IPsec policy refuses.
+did: how the link layer addressed the frame (skb->pkt_type); for a frame sent
+to a link-layer group (or this host's own, looped back) whether its IP
+destination is a broadcast, multicast or unicast one (the input route's
+RTCF_BROADCAST/RTCF_MULTICAST/RTCF_LOCAL for IPv4, as __udp4_lib_rcv()
+decides; ff00::/8 for IPv6, as __udp6_lib_rcv() and ip6_mc_input() decide);
+and whether it was an IP packet at all. The same path frees both kinds:
+__udp4_lib_rcv() frees a broadcast nobody wants and, with the same
+NOT_SPECIFIED, a unicast datagram to our own address that an inbound IPsec
+policy refuses (classify.key_category calls that one ipsec).
 
-The BPF program writes the facts into each event and into the exact counter
-key alike (bpf/netdrop.h, nd_event.facts and nd_count_key.facts), so a group
-no event reached is judged by the same facts as one events reached. Downstream
-the facts split a group only where they change this answer: groups.py keys a
-group by (netns, reason, location, pod, benign), metrics label series with
-benign; a group's other facts never show as rows of their own.
+The smallest design that judges every group so: one byte. The BPF program
+writes the facts into each event and, in the same byte, into the exact
+counter key (bpf/netdrop.h nd_event.facts, nd_count_key.facts: the padding
+both had), so a group no event reached is judged by the same facts as one
+events reached, and nothing but the facts' classification is read per drop
+(pkt_type comes with the bytes the counting path reads anyway; the route or
+address only for group frames). Downstream the facts split a group only where
+they change an answer: groups.py folds kernel keys into groups keyed (netns,
+reason, location, pod, benign), metrics fold them into series by their labels
+(benign, category); keys that differ in facts that change neither add up, so
+the rows and series a user sees change only where benign (or ipsec) does.
 
 What holds for every rule, checked by tests/unit/test_benign.py:
 - unicast to an address of the receiving namespace (an IPv4 route RTCF_LOCAL,
