@@ -86,3 +86,18 @@ def test_any_text_parses_to_typed_bounded_values(policies, states):
     x = xfrm.Xfrm((("in", len(ps)),), len(ss), ps, ss)
     for port in (7001, 7002, 7003):
         assert isinstance(xfrm.hint(udp(port), x, "c"), str)
+
+
+def test_a_closed_port_the_policy_refused_is_named_one_that_answered_is_not():
+    """__udp6_lib_rcv() and tcp_v4_rcv() say NO_SOCKET for a refusal on their no-socket path."""
+    ev = Evidence(4026531840, (), X, None, None)
+    refused = drop(reason="NO_SOCKET", location="__udp6_lib_rcv", family=6, src="192.0.2.1", dst="192.0.2.2",
+                   dport=7001, facts=UNICAST)
+    v = classify(refused, evidence=ev)
+    assert v.category == "no-socket" and not v.benign
+    assert v.hint.startswith("inbound IPsec policy '") and "action block" in v.hint and "NO_SOCKET" in v.hint
+    answered = drop(reason="NO_SOCKET", location="__udp4_lib_rcv", dst="192.0.2.2", dport=7001,
+                    icmp_sent=(3, 3), facts=UNICAST)
+    assert classify(answered, evidence=ev).hint.startswith("nothing listens on UDP")
+    assert classify(drop(reason="NO_SOCKET", location="__udp4_lib_rcv", dst="192.0.2.2", dport=7009),
+                    evidence=ev).hint.startswith("nothing listens on UDP")

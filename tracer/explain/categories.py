@@ -180,6 +180,8 @@ def _conntrack(d: Drop, ev: Evidence | None = None) -> str:
 
 
 def _no_socket(d: Drop, ev: Evidence | None = None) -> str:
+    if (refused := xfrm.before_socket(d, ev.xfrm if ev is not None else None)) is not None:
+        return refused
     proto = (d.proto or "").upper() or "the"
     icmp = " (ICMP port unreachable sent back)" if d.icmp_sent == ICMP_PORT_UNREACH else ""
     if d.proto == "udp" and d.dport in OVERLAY_PORTS and ev is not None:
@@ -369,7 +371,10 @@ REGISTRY: tuple[Category, ...] = (
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT,
              lead=leads.no_socket,
-             evidence=lambda d: d.proto == "udp" and d.dport in OVERLAY_PORTS),   # only an overlay port mismatch
+             # an overlay port mismatch; a closed port an inbound IPsec policy may have refused (xfrm.py:
+             # where the kernel says NO_SOCKET for it, IPv6 and TCP, with no port unreachable seen)
+             evidence=lambda d: (d.proto == "udp" and d.dport in OVERLAY_PORTS)
+             or (d.icmp_sent is None and (d.family == 6 or d.proto == "tcp"))),
     # dst_discard*: the input/output of a blackhole route (net/core/dst.c), also
     # what an IPsec policy without its state routes to (net/xfrm/xfrm_policy.c
     # make_blackhole, with xfrm_larval_drop).
