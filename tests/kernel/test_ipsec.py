@@ -41,7 +41,8 @@ SELECTOR6 = ("src", "fd00::1/128", "dst", "fd00::2/128", "proto", "udp", "dport"
              "dir", "in", "action", "block")
 STATE = ("src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x100", "reqid", "7", "mode", "transport",
          "auth", "hmac(sha256)", "0x" + "11" * 32, "enc", "cbc(aes)", "0x" + "22" * 16)
-ROUNDS = 3
+ROUNDS = 4
+GAP = 1.5          # seconds between rounds: a later round finds the namespace's evidence read
 SEND = f"""
 import socket, time
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -50,10 +51,10 @@ for _ in range({ROUNDS}):
     for port in (7001, 7002, 7003, 7005):
         u.sendto(b"plaintext", ("192.0.2.2", port))
     u6.sendto(b"plaintext", ("fd00::2", 7001))
-    time.sleep(1.0)      # a later round finds the namespace's evidence read
+    time.sleep({GAP})
 """
 LISTEN = "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7005)); " \
-         f"time.sleep({ROUNDS + 3})"
+         f"time.sleep({ROUNDS * GAP + 3})"
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -113,7 +114,8 @@ def capture(sender: str, receiver: str, out_dir: Path) -> None:
     thread = threading.Thread(target=player)
     thread.start()
     try:
-        status = cli.main(["capture", "--netns", receiver, "--duration", str(ROUNDS + 5), "--output", str(out_dir)],
+        status = cli.main(["capture", "--netns", receiver, "--duration", str(ROUNDS * GAP + 5),
+                           "--output", str(out_dir)],
                           Environment(stdout=out, stderr=err))
     finally:
         done.set()
