@@ -182,6 +182,8 @@ def test_real_benign_drops_are_marked_in_the_capture_and_set_aside_by_summary(pa
     # The queue purges: the netlink socket's benign, the packet socket's copies of unicast to us not.
     assert count("QUEUE_PURGE", "skb_queue_purge_reason", True) >= 2
     assert count("QUEUE_PURGE", "skb_queue_purge_reason", False) >= 3
+    netlink = [e for e in events if e["reason"] == "QUEUE_PURGE" and e["benign"]]
+    assert netlink and all(e["src"] is None and e["dst"] is None for e in netlink)     # no IP header made up
     assert s["totals"]["benign_drops"] == sum(g["count"] for g in s["groups"] if g["benign"])
     assert s["totals"]["drops"] == sum(g["count"] for g in s["groups"])       # counts stay exact
     # events.jsonl: each delivered event says whether it is benign, by its packet.

@@ -77,8 +77,9 @@ def reference_decode(dec, raw: event.NdEvent, packet: bytes) -> decode.Drop:
     import ipaddress
     import socket
     from datetime import UTC, datetime
-    flags = raw.flags_raw
-    family = {decode.ETH_P_IP: 4, decode.ETH_P_IPV6: 6}.get(raw.l3proto_raw)
+    not_ip = raw.facts & event.ND_PF_DST_MASK == event.ND_DST_NOT_IP << event.ND_PF_DST_SHIFT
+    flags = 0 if not_ip else raw.flags_raw
+    family = None if not_ip else {decode.ETH_P_IP: 4, decode.ETH_P_IPV6: 6}.get(raw.l3proto_raw)
     src = dst = proto = None
     if family == 4:
         src = socket.inet_ntop(socket.AF_INET, bytes(raw.saddr_raw[:4]))

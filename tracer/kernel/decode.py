@@ -127,6 +127,7 @@ _HEAD = ev.EVENT.size
 _F_DF, _F_ICMP_SENT, _F_HAS_ROUTE, _F_L4, _F_FRAGMENT, _F_CT, _F_NFCT_READ = (
     ev.ND_F_DF, ev.ND_F_ICMP_SENT, ev.ND_F_HAS_ROUTE, ev.ND_F_L4, ev.ND_F_FRAGMENT, ev.ND_F_CT, ev.ND_F_NFCT_READ)
 _FAMILY = {ETH_P_IP: 4, ETH_P_IPV6: 6}
+_PF_DST_MASK, _PF_NOT_IP = ev.ND_PF_DST_MASK, ev.ND_DST_NOT_IP << ev.ND_PF_DST_SHIFT
 
 
 class Decoder:
@@ -167,6 +168,8 @@ class Decoder:
          daddr, ifname, out_ifname, stack_id) = _UNPACK(rec)
         if packet is None:
             packet = rec[_HEAD:_HEAD + caplen] if caplen else b""
+        if facts & _PF_DST_MASK == _PF_NOT_IP:      # a netlink message, not IP: no addresses to read
+            l3proto = flags = 0
         has_l4 = flags & _F_L4
         has_route = flags & _F_HAS_ROUTE
         # What a storm repeats, translated once per distinct value (bounded memos).
