@@ -40,9 +40,11 @@ def key_category(reason: str | None, location: str | None, facts: int) -> str:
     UDP's no-socket path, which frees unicast that an inbound IPsec policy refuses with no
     reason (xfrm4_policy_check()/xfrm6_policy_check() in __udp4_lib_rcv()/__udp6_lib_rcv(),
     before NO_SOCKET); broadcast and multicast nobody wants end there too (benign.py)."""
-    if reason == "NOT_SPECIFIED" and location in _UDP_INPUT and pktfacts.unicast(facts):
-        return "ipsec"
-    return category_of(reason, location)
+    return "ipsec" if _refused_at_udp(reason, location, facts) else category_of(reason, location)
+
+
+def _refused_at_udp(reason: str | None, location: str | None, facts: int) -> bool:
+    return reason == "NOT_SPECIFIED" and location in _UDP_INPUT and pktfacts.unicast(facts)
 
 
 def event_category(drop: Drop) -> str:
@@ -55,8 +57,8 @@ def event_category(drop: Drop) -> str:
     if drop.reason is None and drop.location in _TCP_INPUT and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
         return "no-socket"
-    if category == category_of(drop.reason, drop.location):      # no ICMP error said more
-        return key_category(drop.reason, drop.location, drop.facts)
+    if drop.icmp_sent is None and _refused_at_udp(drop.reason, drop.location, drop.facts):
+        return "ipsec"
     return category
 
 
