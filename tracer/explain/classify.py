@@ -52,7 +52,8 @@ def event_category(drop: Drop) -> str:
     reason (< 5.17): a bare SYN that tcp_v4_rcv()/tcp_v6_rcv() freed found no
     socket (no_tcp_socket: a reset goes back, net/ipv4/tcp_ipv4.c); with a
     listener it would have reached tcp_conn_request() and been kept or dropped
-    there. Newer kernels say NO_SOCKET themselves."""
+    there. Newer kernels say NO_SOCKET themselves. And what the packet facts
+    tell: unicast freed without a reason on UDP's no-socket path (key_category)."""
     category = category_of(drop.reason, drop.location, drop.icmp_sent)
     if drop.reason is None and drop.location in _TCP_INPUT and drop.tcp_flags is not None \
             and drop.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
