@@ -181,7 +181,9 @@ def test_ipsec_policy_without_its_state(kernel, pair):
     found = traced(kernel, pair, lambda: ping(pair.a, B_IP))
     for d, v in only(found, "XFRM_POLICY"):
         assert v.category == "ipsec" and d.src == A_IP
-        assert "1 in, 0 out, 0 fwd policies and 0 states" in v.hint and "has not installed its keys" in v.hint
+        # The policy named from the namespace's own state, and why it refused.
+        assert v.hint.startswith(f"inbound IPsec policy 'src {A_IP}/32 dst {B_IP}/32 dir in tmpl esp transport'")
+        assert "has no state (SA) for it" in v.hint and "has not installed its keys" in v.hint
     # The sender's side: an outbound policy without a state routes to a blackhole.
     ip("xfrm", "policy", "flush", ns=pair.b)
     ip("xfrm", "policy", "add", "src", A_IP, "dst", B_IP, "dir", "out", *tmpl, ns=pair.a)
