@@ -371,10 +371,9 @@ REGISTRY: tuple[Category, ...] = (
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", _no_socket, rank=RANK_ENDPOINT,
              lead=leads.no_socket,
-             # an overlay port mismatch; a closed port an inbound IPsec policy may have refused (xfrm.py:
-             # where the kernel says NO_SOCKET for it, IPv6 and TCP, with no port unreachable seen)
-             evidence=lambda d: (d.proto == "udp" and d.dport in OVERLAY_PORTS)
-             or (d.icmp_sent is None and (d.family == 6 or d.proto == "tcp"))),
+             # an overlay port mismatch; IPv6 UDP, which an inbound IPsec policy may have refused
+             # (__udp6_lib_rcv() says NO_SOCKET for it, and ICMPv6 errors are not seen: xfrm.py)
+             evidence=lambda d: d.proto == "udp" and (d.dport in OVERLAY_PORTS or d.family == 6)),
     # dst_discard*: the input/output of a blackhole route (net/core/dst.c), also
     # what an IPsec policy without its state routes to (net/xfrm/xfrm_policy.c
     # make_blackhole, with xfrm_larval_drop).

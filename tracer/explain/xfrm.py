@@ -165,7 +165,8 @@ def before_socket(d: Drop, x: Xfrm | None) -> str | None:
     """A NO_SOCKET drop that an inbound policy refused: the no-socket paths check the policy
     before they answer, and some set NO_SOCKET first (__udp6_lib_rcv(); tcp_v4_rcv()'s
     no_tcp_socket), so the refusal reads as a closed port, without the port unreachable
-    (IPv4's icmp_send() is seen: with one sent, no policy refused it)."""
+    (IPv4's icmp_send() is seen: with one sent, no policy refused it). Asked for IPv6 UDP
+    (categories.py): what the kernel measured here says NO_SOCKET for."""
     if d.icmp_sent is not None or refusal(x, d) is None:
         return None
     return f"{hint(d, x, '')} (the kernel reports it as {d.reason or 'a closed port'}, and answers nothing)"
