@@ -1093,7 +1093,9 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 	if (ND_HAVE_REASON && reason == ND_REASON_CONSUMED)
 		return 0;
 	struct nd_skb_head sh = skb_head(skb);
-	return on_drop(args, skb, (u64)args->location, reason, ND_NTOHS(args->protocol), sh, netns_of(skb, sh.dev));
+	/* The record's protocol is in host order already: ntohs(skb->protocol) in
+	 * TP_fast_assign (include/trace/events/skb.h). */
+	return on_drop(args, skb, (u64)args->location, reason, args->protocol, sh, netns_of(skb, sh.dev));
 }
 #endif
 

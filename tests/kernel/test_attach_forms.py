@@ -4,7 +4,7 @@ must count and report the same drops alike."""
 
 import pytest
 
-from tracer.kernel import decode, loader
+from tracer.kernel import decode, loader, pktfacts
 from tracer.kernel.facts import Kallsyms, btf_tracepoint_ids, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
 
@@ -47,10 +47,13 @@ def test_tp_btf_and_classic_tracepoint_count_and_report_alike(node):
         assert len(events) == SENT
         # What a user reads of each drop: where, why, the flow, and the
         # port-unreachable the kernel answered with (the icmp_send program's note).
-        seen[form] = {(e.netns, e.reason, e.location, e.proto, e.dst, e.dport, e.len, e.icmp_sent, e.ifname)
+        # And the packet facts benign is decided by (kernel/pktfacts.py), in the events and the counter key.
+        seen[form] = {(e.netns, e.reason, e.location, e.proto, e.dst, e.dport, e.len, e.icmp_sent, e.ifname, e.facts)
                       for e in events}
         assert len(seen[form]) == 1
-        assert next(iter(seen[form]))[3:] == ("udp", "127.0.0.1", 9999, 128, (3, 3), "lo")
+        assert next(iter(seen[form]))[3:] == ("udp", "127.0.0.1", 9999, 128, (3, 3), "lo",
+                                              pktfacts.make(pktfacts.PACKET_HOST))
+        assert {k[4] for k in ours} == {pktfacts.make(pktfacts.PACKET_HOST)}
     assert seen["tp_btf"] == seen["tracepoint"]
 
 

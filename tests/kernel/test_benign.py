@@ -117,7 +117,7 @@ def play(sender: str, receiver: str, dev: str) -> None:
     subprocess.run([*lab.in_netns(receiver), sys.executable, "-c", PURGE], check=True, timeout=30)
 
 
-def capture(receiver: str, out_dir: Path, sender: str, dev: str) -> str:
+def capture(receiver: str, out_dir: Path, sender: str, dev: str, *extra: str) -> str:
     """netdrop capture of the receiver's namespace, in this process, while the traffic plays."""
     out, err = io.StringIO(), io.StringIO()
     done = threading.Event()
@@ -131,7 +131,7 @@ def capture(receiver: str, out_dir: Path, sender: str, dev: str) -> str:
     thread = threading.Thread(target=player)
     thread.start()
     try:
-        status = cli.main(["capture", "--netns", receiver, "--duration", "8", "--output", str(out_dir)],
+        status = cli.main(["capture", "--netns", receiver, "--duration", "8", "--output", str(out_dir), *extra],
                           Environment(stdout=out, stderr=err))
     finally:
         done.set()
@@ -147,10 +147,12 @@ def summary_of(out_dir: Path, *extra: str) -> str:
     return out.getvalue()
 
 
-def test_real_benign_drops_are_marked_in_the_capture_and_set_aside_by_summary(pair, tmp_path):
+@pytest.mark.parametrize("form", [(), ("--classic-tracepoints",)], ids=["tp_btf", "classic"])
+def test_real_benign_drops_are_marked_in_the_capture_and_set_aside_by_summary(pair, tmp_path, form):
+    """The same with either attach form: the packet facts are read from the skb both ways."""
     sender, receiver, dev = pair
     no_ports, ignored = nstat(receiver, "UdpNoPorts"), nstat(receiver, "UdpIgnoredMulti")
-    capture(receiver, tmp_path / "cap", sender, dev)
+    capture(receiver, tmp_path / "cap", sender, dev, *form)
     no_ports, ignored = nstat(receiver, "UdpNoPorts") - no_ports, nstat(receiver, "UdpIgnoredMulti") - ignored
     events = [json.loads(x) for x in (tmp_path / "cap" / "events.jsonl").read_text().splitlines()]
     s = json.loads((tmp_path / "cap" / "summary.json").read_text())
