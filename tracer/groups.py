@@ -203,7 +203,7 @@ class Groups:
         g = self.groups.get(key)
         if g is not None and g.latest is not None:
             v = verdict_of(g.latest)
-            g.category, g.hint, g.detail, g.benign = v.category, v.hint, v.detail, v.benign
+            g.category, g.hint, g.detail = v.category, v.hint, v.detail     # benign is the key's
 
     def rows(self, sort: str = "rate") -> list[Group]:
         """Ranked by recent rate, then count (or by another of SORTS)."""

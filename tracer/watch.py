@@ -79,6 +79,7 @@ class Pipeline:
         # Names bound once per batch: this loop is netdrop's per-event cost.
         index = self.pods()
         decode, verdict_of, add = self.decoder.decode_record, self.classify, self.groups.add_event
+        group_key = self.groups.group_key       # the group a drop counts into (groups.py): Holding's key
         emits = [sink.emit for sink in self.sinks]
         again = self.decoder.decode_again
         explainer, holding = self.explainer, self.holding
@@ -99,7 +100,7 @@ class Pipeline:
                 drop = decode(rec)
                 who = index.attribute(drop) if index is not None else NO_POD
                 if settled is not None:
-                    key = (drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw)   # the group's (groups.py)
+                    key = group_key((drop.netns, drop.reason_raw, drop.location_raw, drop.pod_raw, drop.facts))
                     # None: its events never wait; else which do (a new group: reads_evidence).
                     rule = settled.get(key, reads_evidence)
                     if rule is not None:
