@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+OWN_NETNS = "/proc/self/ns/net"     # the network namespace of the calling thread
 CLONE_NEWNET = 0x40000000      # include/uapi/linux/sched.h
 CLONE_FS = 0x00000200
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -559,7 +559,8 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
 def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from . import doctor
     from .pods.kube import START_SECONDS, KubeUnavailable, Selection
-    from .pods.nodeview import HOST_NETNS, NodeScanner
+    from .pods.nodescan import NodeScanner
+    from .pods.nodeview import HOST_NETNS
     from .pods.source import PodSource
 
     require_root(env)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracer.lab import node as lab
-from tracer.pods import nodeview as nv
+from tracer.pods import rtnl
 
 PREFIX = "nd-demo"
 
@@ -113,18 +113,21 @@ def test_an_identity_is_an_inode_with_a_cookie_or_a_stamp_never_both_nor_neither
 
 # ------------------------------------------------------------------ lo's alias, read back (read_stamp)
 
+IFLA_IFALIAS = 20        # include/uapi/linux/if_link.h
+
+
 def rtattr(kind: int, payload: bytes) -> bytes:
     data = struct.pack("=HH", 4 + len(payload), kind) + payload
     return data + bytes(-len(data) % 4)
 
 
-def link_reply(alias: bytes | None, index: int = lab.LOOPBACK_IFINDEX, kind: int = nv.RTM_NEWLINK) -> bytes:
+def link_reply(alias: bytes | None, index: int = lab.LOOPBACK_IFINDEX, kind: int = rtnl.RTM_NEWLINK) -> bytes:
     """The kernel's answer to RTM_GETLINK (rtnl_fill_ifinfo(), net/core/rtnetlink.c): ifinfomsg, then
     attributes, IFLA_IFALIAS among them when an alias is set (without its NUL, as nla_put_string
     gives it one: both are read)."""
     body = struct.pack("=BxHiII", 0, 772, index, 0x49, 0) + rtattr(3, b"lo\0") + rtattr(4, struct.pack("=I", 65536))
     if alias is not None:
-        body += rtattr(lab.IFLA_IFALIAS, alias)
+        body += rtattr(IFLA_IFALIAS, alias)
     body += rtattr(23, bytes(200))          # IFLA_STATS64 after it, as the kernel puts it
     data = struct.pack("=IHHII", 16 + len(body), kind, 0, 1, 0) + body
     return data + bytes(-len(data) % 4)
@@ -143,7 +146,7 @@ def test_the_stamp_is_read_from_los_alias(nul: bytes) -> None:
     link_reply(STAMP.encode()[:-1]),
     link_reply(STAMP.encode() + b"\n"),
     link_reply(STAMP.encode(), index=2),                      # another device's alias
-    link_reply(STAMP.encode(), kind=nv.NLMSG_ERROR),
+    link_reply(STAMP.encode(), kind=2),                       # NLMSG_ERROR
     link_reply(STAMP.encode())[:40],                          # cut short
     b"",
 ])

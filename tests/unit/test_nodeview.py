@@ -1,13 +1,18 @@
-"""nodeview's incremental state (NodeTable) and its netlink parsers, on plain data."""
+"""nodeview's incremental state (NodeTable), the netlink parsing through pyroute2 (rtnl) and the
+notifications folded into changes (nodeevents), on plain data."""
 
 import socket
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tracer.pods import nodeevents as ne
 from tracer.pods import nodeview as nv
-from tracer.pods.nodeview import Changes, HostVeth, NodeTable
+from tracer.pods import rtnl
+from tracer.pods.nodeevents import Changes
+from tracer.pods.nodeview import HostVeth, NodeTable
 
 NODE = 4026531840
 
@@ -147,17 +152,17 @@ def inotify_event(mask: int, name: str) -> bytes:
 
 def test_inotify_events_give_the_names_made_and_removed():
     changes = Changes()
-    nv.parse_inotify(inotify_event(nv.IN_CREATE, "cni-a") + inotify_event(nv.IN_DELETE, "cni-b")
-                     + inotify_event(nv.IN_MOVED_TO, "cni-c"), changes)
+    ne.parse_inotify(inotify_event(ne.IN_CREATE, "cni-a") + inotify_event(ne.IN_DELETE, "cni-b")
+                     + inotify_event(ne.IN_MOVED_TO, "cni-c"), changes)
     assert changes.created == {"cni-a", "cni-c"} and changes.deleted == {"cni-b"} and not changes.names
-    nv.parse_inotify(struct.pack("=iIII", -1, nv.IN_Q_OVERFLOW, 0, 0), changes)
+    ne.parse_inotify(struct.pack("=iIII", -1, ne.IN_Q_OVERFLOW, 0, 0), changes)
     assert changes.names
 
 
 @given(st.binary(max_size=256))
 def test_inotify_parser_survives_any_input(data):
     changes = Changes()
-    nv.parse_inotify(data, changes)
+    ne.parse_inotify(data, changes)
     assert all(isinstance(n, str) for n in changes.created | changes.deleted)
 
 
@@ -167,7 +172,12 @@ def test_node_namespace_is_never_one_of_the_pods():
     assert NODE not in t.found
 
 
-# ------------------------------------------------------------------ the parsers
+# ------------------------------------------------------------------ the parsers (pyroute2's, through rtnl)
+
+# Attribute numbers (include/uapi/linux/if_link.h, if_addr.h, net_namespace.h), as the kernel sends them
+IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO, IFLA_LINK_NETNSID, IFLA_INFO_KIND = 3, 5, 18, 37, 1
+IFLA_MTU, IFLA_STATS64, IFA_ADDRESS, IFA_LABEL, NETNSA_NSID = 4, 23, 1, 3, 1
+
 
 def rtattr(kind: int, payload: bytes) -> bytes:
     data = struct.pack("=HH", 4 + len(payload), kind) + payload
@@ -179,83 +189,146 @@ def nlmsg(kind: int, body: bytes, seq: int = 1) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
-def link_body(index: int, name: str, kind: str | None, peer: int | None, nsid: int | None,
+def link_body(index: int, name: str | bytes, kind: str | None, peer: int | None, nsid: int | None,
               family: int = 0) -> bytes:
-    body = struct.pack("=BxHiII", family, 1, index, 0, 0) + rtattr(nv.IFLA_IFNAME, name.encode() + b"\0")
-    if kind:
-        body += rtattr(nv.IFLA_LINKINFO, rtattr(nv.IFLA_INFO_KIND, kind.encode() + b"\0"))
+    """rtnl_fill_ifinfo's order (net/core/rtnetlink.c): name, MTU, ..., statistics, link info."""
+    raw = name.encode() if isinstance(name, str) else name
+    body = struct.pack("=BxHiII", family, 1, index, 0, 0) + rtattr(IFLA_IFNAME, raw + b"\0") \
+        + rtattr(IFLA_MTU, struct.pack("=I", 1500))
     if peer is not None:
-        body += rtattr(nv.IFLA_LINK, struct.pack("=I", peer))
+        body += rtattr(IFLA_LINK, struct.pack("=I", peer))
+    body += rtattr(IFLA_STATS64, bytes(200))
+    if kind:
+        body += rtattr(IFLA_LINKINFO, rtattr(IFLA_INFO_KIND, kind.encode() + b"\0"))
     if nsid is not None:
-        body += rtattr(nv.IFLA_LINK_NETNSID, struct.pack("=i", nsid))
+        body += rtattr(IFLA_LINK_NETNSID, struct.pack("=i", nsid))
     return body
 
 
 def addr_body(family: int, addr: str) -> bytes:
-    return struct.pack("=BBBBI", family, 24, 0, 0, 2) + rtattr(nv.IFA_ADDRESS, socket.inet_pton(family, addr))
+    return struct.pack("=BBBBI", family, 24, 0, 0, 2) + rtattr(IFA_ADDRESS, socket.inet_pton(family, addr)) \
+        + rtattr(IFA_LABEL, b"eth0\0")
+
+
+def nsid_reply(nsid: int) -> bytes:
+    return nlmsg(rtnl.RTM_NEWNSID, struct.pack("=B3x", 0) + rtattr(NETNSA_NSID, struct.pack("=i", nsid)))
 
 
 def test_link_messages_give_veths_with_their_peer_and_namespace_id():
-    data = nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1234", "veth", 2, 5)) \
-        + nlmsg(nv.RTM_NEWLINK, link_body(3, "cni0", "bridge", None, None)) \
-        + nlmsg(nv.RTM_NEWLINK, link_body(4, "veth-local", "veth", 5, None))
-    msgs = nv.parse_messages(data)
-    assert [m.kind for m in msgs] == [nv.RTM_NEWLINK] * 3
-    assert nv.veths_of(msgs) == {9: ("veth1234", 2, 5), 4: ("veth-local", 5, None)}
+    data = nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1234", "veth", 2, 5)) \
+        + nlmsg(rtnl.RTM_NEWLINK, link_body(3, "cni0", "bridge", None, None)) \
+        + nlmsg(rtnl.RTM_NEWLINK, link_body(4, "veth-local", "veth", 5, None))
+    msgs = rtnl.decode(data)
+    assert [rtnl.kind(m) for m in msgs] == [rtnl.RTM_NEWLINK] * 3
+    assert rtnl.veths_of(msgs) == {9: ("veth1234", 2, 5), 4: ("veth-local", 5, None)}
+
+
+def test_a_veth_name_that_is_not_utf8_is_replaced_not_refused():
+    msgs = rtnl.decode(nlmsg(rtnl.RTM_NEWLINK, link_body(9, b"veth\xff\xfe", "veth", 2, 5)))
+    assert rtnl.veths_of(msgs) == {9: ("veth\ufffd\ufffd", 2, 5)}
 
 
 def test_addresses_skip_loopback_and_link_local():
-    msgs = nv.parse_messages(nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET, "10.244.1.10"))
-                             + nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET, "127.0.0.1"))
-                             + nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1"))
-                             + nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET6, "fd00::a")))
-    assert nv.global_ips(msgs) == ("10.244.1.10", "fd00::a")
+    msgs = rtnl.decode(nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "10.244.1.10"))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "127.0.0.1"))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "169.254.1.1"))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "::1"))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1"))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fd00:0:0::a")))
+    assert rtnl.global_ips(msgs) == ("10.244.1.10", "fd00::a")
+
+
+def test_an_address_of_the_wrong_size_for_its_family_is_none():
+    body = struct.pack("=BBBBI", socket.AF_INET, 24, 0, 0, 2) + rtattr(IFA_ADDRESS, bytes(16))
+    assert rtnl.global_ips(rtnl.decode(nlmsg(rtnl.RTM_NEWADDR, body))) == ()
 
 
 def test_notifications_fold_into_changes():
     changes = Changes()
-    nv.parse_events(nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5))
-                    + nlmsg(nv.RTM_DELLINK, link_body(8, "veth0", "veth", 2, 4))
-                    + nlmsg(nv.RTM_NEWNSID, b"\0" * 4), changes)
+    ne.parse_events([nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5))
+                     + nlmsg(rtnl.RTM_DELLINK, link_body(8, "veth0", "veth", 2, 4)),
+                     nlmsg(rtnl.RTM_NEWNSID, b"\0" * 4)], changes)
     assert changes.links == {9: ("veth1", 2, 5), 8: None} and changes.nsids and not changes.addrs
     assert changes and not Changes()
+
+
+def test_a_links_last_message_is_what_it_is_now():
+    """A new pod's veth: made in the node, its peer moved into the pod (its namespace id
+    now known), then deleted with the pod and its index given to another: each says
+    only what the link is now."""
+    made = nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, None))
+    moved = nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5))
+    gone = nlmsg(rtnl.RTM_DELLINK, link_body(9, "veth1", "veth", 2, 5))
+    changes = Changes()
+    ne.parse_events([made, moved], changes)
+    assert changes.links == {9: ("veth1", 2, 5)}
+    changes = Changes()
+    ne.parse_events([made, moved, gone], changes)
+    assert changes.links == {9: None}
+    changes = Changes()
+    ne.parse_events([gone, nlmsg(rtnl.RTM_NEWLINK, link_body(9, "dummy0", "dummy", None, None))], changes)
+    assert changes.links == {9: None}
 
 
 def test_bridge_and_ipv6_link_messages_are_not_news_of_the_veth():
     """The bridge's port-state RTM_NEWLINK (AF_BRIDGE) and IPv6's (AF_INET6) carry no
     IFLA_LINKINFO: taken for the link's own, they made a pod's veth look gone."""
     changes = Changes()
-    nv.parse_events(nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_BRIDGE))
-                    + nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_INET6)),
+    ne.parse_events([nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5)),
+                     nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_BRIDGE)),
+                     nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_INET6))],
+                    changes)
+    assert changes.links == {9: ("veth1", 2, 5)}
+    changes = Changes()
+    ne.parse_events([nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", None, None, None, family=socket.AF_BRIDGE))],
                     changes)
     assert changes.links == {} and not changes
 
 
 def test_a_new_veths_link_local_address_is_no_news_of_the_nodes_addresses():
     changes = Changes()
-    nv.parse_events(nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1c2d:3eff:fe4f:5a6b")), changes)
+    ne.parse_events([nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1c2d:3eff:fe4f:5a6b"))], changes)
     assert not changes.addrs
-    nv.parse_events(nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET, "192.168.1.7")), changes)
+    ne.parse_events([nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "192.168.1.7"))], changes)
     assert changes.addrs
 
 
-def test_a_link_message_too_short_is_lost_notifications():
+@pytest.mark.parametrize("body", [b"\0" * 8, b""])
+def test_a_link_message_too_short_is_lost_notifications(body: bytes):
     changes = Changes()
-    nv.parse_events(nlmsg(nv.RTM_NEWLINK, b"\0" * 8), changes)
-    assert changes.overflow
+    ne.parse_events([nlmsg(rtnl.RTM_NEWLINK, body) + nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5))],
+                    changes)
+    assert changes.overflow and changes.links == {9: ("veth1", 2, 5)}
 
 
 def test_nsid_reply():
-    reply = nlmsg(nv.RTM_NEWNSID, struct.pack("=B3x", 0) + rtattr(nv.NETNSA_NSID, struct.pack("=i", 7)))
-    assert nv.parse_nsid_reply(reply) == 7
-    unassigned = nlmsg(nv.RTM_NEWNSID, struct.pack("=B3x", 0) + rtattr(nv.NETNSA_NSID, struct.pack("=i", -1)))
-    assert nv.parse_nsid_reply(unassigned) is None
+    assert rtnl.nsid(rtnl.decode(nsid_reply(7))[0]) == 7
+    assert rtnl.nsid(rtnl.decode(nsid_reply(-1))[0]) is None        # NETNSA_NSID_NOT_ASSIGNED
+
+
+def test_a_message_whose_length_does_not_fit_ends_the_datagram():
+    good = nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "10.0.0.1"))
+    for length in (0, 8, 15, 2 * len(good) + 4, 1 << 20):
+        bad = struct.pack("=I", length) + good[4:]
+        assert len(rtnl.decode(good + bad + good)) == 1
+
+
+def test_requests_are_encoded_as_the_kernel_reads_them():
+    """A link dump asks for veths without statistics; the header carries its own length."""
+    req = rtnl.request(rtnl.RTM_GETLINK, 0x301, 7, kind="veth")
+    length, kind, flags, seq = struct.unpack_from("=IHHI", req)
+    assert (length, kind, flags, seq) == (len(req), rtnl.RTM_GETLINK, 0x301, 7)
+    assert b"veth\0" in req and struct.pack("=HHI", 8, 29, rtnl.RTEXT_FILTER_SKIP_STATS) in req   # IFLA_EXT_MASK
 
 
 valid = st.sampled_from([
-    nlmsg(nv.RTM_NEWLINK, link_body(9, "veth1234", "veth", 2, 5)),
-    nlmsg(nv.RTM_NEWADDR, addr_body(socket.AF_INET6, "fd00::a")),
-    nlmsg(nv.RTM_NEWNSID, struct.pack("=B3x", 0) + rtattr(nv.NETNSA_NSID, struct.pack("=i", 7))),
+    nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1234", "veth", 2, 5)),
+    nlmsg(rtnl.RTM_DELLINK, link_body(9, "veth1234", "veth", 2, 5)),
+    nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fd00::a")),
+    nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "10.1.2.3")),
+    nsid_reply(7),
+    nlmsg(2, struct.pack("=i", -1) + bytes(16)),           # NLMSG_ERROR
+    nlmsg(3, bytes(4)),                                     # NLMSG_DONE
 ])
 
 
@@ -270,15 +343,21 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 @given(st.one_of(st.binary(max_size=512), mutated()))
 def test_parsers_survive_any_input(data):
-    msgs = nv.parse_messages(data)
+    """Whatever a datagram holds (kernel text comes from pod workloads: interface names),
+    nothing escapes, what comes out is of its type, and it is bounded by the input."""
+    msgs = rtnl.decode(data)
+    assert len(msgs) <= len(data) // rtnl.NLMSG_HDRLEN
     for m in msgs:
-        link = nv.parse_link(m.body)
-        assert link is None or isinstance(link[0], int)
-        addr = nv.parse_addr(m.body)
+        assert isinstance(rtnl.kind(m), int) and isinstance(rtnl.seq(m), int)
+        link = rtnl.link(m)
+        assert link is None or (isinstance(link[0], int) and (link[1] is None or isinstance(link[1][0], str)))
+        addr = rtnl.address(m)
         assert addr is None or isinstance(addr, str)
-        nv.attrs(m.body, 0)
-    nv.veths_of(msgs)
-    nv.global_ips(msgs)
-    nv.parse_events(data, Changes())
-    nsid = nv.parse_nsid_reply(data)
-    assert nsid is None or nsid >= 0
+        nsid = rtnl.nsid(m)
+        assert nsid is None or nsid >= 0
+        rtnl.link_attrs(m, frozenset({"IFLA_IFNAME", "IFLA_IFALIAS"}))
+    rtnl.veths_of(msgs)
+    rtnl.global_ips(msgs)
+    changes = Changes()
+    ne.parse_events([data, data], changes)
+    assert len(changes.links) <= len(data) // rtnl.NLMSG_HDRLEN

@@ -48,7 +48,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -60,7 +59,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..nsexec import socket_in
-from ..pods.nodeview import IFINFOMSG, NLM_F_REQUEST, RTM_GETLINK, RTM_NEWLINK, attrs, parse_messages
+from ..pods import rtnl
 from ..trust import check_tree, why_untrusted, write_private
 from . import api as labapi
 
@@ -82,7 +81,7 @@ HOLDER_PATH_RE = re.compile(r"/proc/([1-9][0-9]{0,9})/ns/net")
 MAX_STATE_BYTES = 1 << 20
 
 SO_NETNS_COOKIE = 71           # include/uapi/asm-generic/socket.h, since Linux 5.14
-IFLA_IFALIAS = 20              # include/uapi/linux/if_link.h
+ALIAS = frozenset({"IFLA_IFALIAS"})    # IFLA_IFALIAS, include/uapi/linux/if_link.h
 LOOPBACK_IFINDEX = 1           # include/net/flow.h: lo is the first device of every namespace
 STAMP_RE = re.compile(r"netdrop-lab-[0-9a-f]{32}")
 
@@ -247,30 +246,29 @@ def netns_id(path: str, cookie: bool | None = None) -> NetnsId | None:
 def read_stamp(path: str) -> str | None:
     """The lab's stamp on the namespace at path: its lo's alias, asked of rtnetlink
     inside it (RTM_GETLINK of LOOPBACK_IFINDEX); None if it has none, or cannot be asked."""
-    sock = socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    if sock is None:
+    try:
+        with rtnl.Rtnl(path) as rt:
+            msg = rt.link(LOOPBACK_IFINDEX)
+    except OSError:         # no such namespace
         return None
-    with sock:
-        sock.settimeout(1.0)      # the kernel answers at once
-        try:
-            sock.send(struct.pack("=IHHII", 16 + IFINFOMSG, RTM_GETLINK, NLM_F_REQUEST, 1, 0)
-                      + struct.pack("=BxHiII", socket.AF_UNSPEC, 0, LOOPBACK_IFINDEX, 0, 0))
-            return parse_stamp(sock.recv(1 << 16))
-        except OSError:
-            return None
+    return stamp_of(msg) if msg is not None else None
 
 
 def parse_stamp(reply: bytes) -> str | None:
-    """The stamp in an answer to read_stamp's request: IFLA_IFALIAS of lo's RTM_NEWLINK,
-    if it is one the lab writes (STAMP_RE); None for anything else. Any input, never raises."""
-    for msg in parse_messages(reply):
-        if msg.kind != RTM_NEWLINK or len(msg.body) < IFINFOMSG \
-                or struct.unpack_from("=i", msg.body, 4)[0] != LOOPBACK_IFINDEX:
-            continue
-        alias = attrs(msg.body, IFINFOMSG).get(IFLA_IFALIAS, b"").split(b"\0", 1)[0]
-        text = alias.decode("ascii", "replace")
-        return text if STAMP_RE.fullmatch(text) else None
+    """The stamp in an answer to read_stamp's request (its first RTM_NEWLINK of lo); None for
+    anything else. Any input, never raises."""
+    for msg in rtnl.decode(reply):
+        if rtnl.kind(msg) == rtnl.RTM_NEWLINK and rtnl.link_index(msg) == LOOPBACK_IFINDEX:
+            return stamp_of(msg)
     return None
+
+
+def stamp_of(msg: rtnl.Message) -> str | None:
+    """IFLA_IFALIAS of lo's RTM_NEWLINK, if it is one the lab writes (STAMP_RE)."""
+    if rtnl.link_index(msg) != LOOPBACK_IFINDEX:
+        return None
+    alias = rtnl.text((rtnl.link_attrs(msg, ALIAS) or {}).get("IFLA_IFALIAS")) or ""
+    return alias if STAMP_RE.fullmatch(alias) else None
 
 
 def kill_holder(pid: int, ident: NetnsId) -> None:

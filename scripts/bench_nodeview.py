@@ -1,0 +1,168 @@
+"""Node-view benchmark: what reading the node's namespaces through rtnetlink costs.
+
+Run as root: scripts/bench_nodeview [--pods 250] [--rounds 5] [--source DIR ...]
+
+One simulated node (tracer.lab) grown to --pods bulk pods; then, for this
+checkout and each --source (a `git worktree` of another commit, e.g. main's
+hand-written parser), a child process measures, best of --rounds:
+
+  - read: one pod namespace read (socket made inside it, addresses and veths
+    dumped and decoded: nodeview's read_netns), median and 90th percentile;
+  - node: the node namespace's links and addresses dumped and decoded, as
+    each full scan does;
+  - decode: the same node dump's bytes (every link, with statistics, as the
+    kernel sends them unasked), decoded only, per link message;
+  - scan: a first full scan (every pod namespace found and read: NodeScanner.scan).
+
+CPU time of the child's thread (time.thread_time) besides wall time, so
+other load on the machine barely moves it. Everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
+    """Runs with PYTHONPATH at the checkout measured: its own nodeview."""
+    from tracer.nsexec import socket_in
+    from tracer.pods import nodeview as nv
+    rtnl: Any = None
+    with contextlib.suppress(ImportError):     # main's checkout has no rtnl: its own parser
+        from tracer.pods import rtnl      # type: ignore[no-redef]
+
+    def read(path: str) -> Any:
+        return (rtnl or nv).read_netns(path)
+
+    def node_dump() -> Any:
+        if rtnl is not None:
+            with rtnl.Rtnl(node_path) as rt:
+                return rtnl.global_ips(rt.addresses()), rtnl.veths_of(rt.links("veth"))
+        with nv.Rtnl(node_path) as rt:
+            return nv.global_ips(rt.dump(nv.RTM_GETADDR)), nv.veths_of(rt.dump(nv.RTM_GETLINK))
+
+    def kinds(data: bytes) -> list[int]:
+        if rtnl is not None:
+            return [rtnl.kind(m) for m in rtnl.decode(data)]
+        return [m.kind for m in nv.parse_messages(data)]
+
+    def raw_dump() -> list[bytes]:
+        """The node's whole link dump as the kernel sends it to a bare request."""
+        sock = socket_in(node_path, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        assert sock is not None
+        out = []
+        with sock:
+            sock.send(struct.pack("=IHHII", 32, 18, 0x301, 1, 0) + bytes(16))     # RTM_GETLINK dump
+            while not out or 3 not in kinds(out[-1]):                          # NLMSG_DONE
+                out.append(sock.recv(1 << 16))
+        return out
+
+    def decode(chunks: list[bytes]) -> int:
+        if rtnl is not None:
+            return len(rtnl.veths_of([m for c in chunks for m in rtnl.decode(c)]))
+        return len(nv.veths_of([m for c in chunks for m in nv.parse_messages(c)]))
+
+    def timed(fn: Any, *args: Any) -> tuple[float, float, Any]:
+        w, c = time.perf_counter(), time.thread_time()
+        got = fn(*args)
+        return time.perf_counter() - w, time.thread_time() - c, got
+
+    out: dict[str, Any] = {"pyroute2": rtnl is not None}
+    for p in pod_paths[:10]:        # warm: imports, caches
+        read(p)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        walls, cpus = [], []
+        for p in pod_paths:
+            w, c, got = timed(read, p)
+            assert got is not None and got[0], f"nothing read in {p}"
+            walls.append(w)
+            cpus.append(c)
+        walls.sort()
+        cpus.sort()
+        row = {"read_ms": statistics.median(walls) * 1e3, "read_p90_ms": walls[len(walls) * 9 // 10] * 1e3,
+               "read_cpu_ms": statistics.median(cpus) * 1e3}
+        w, c, (ips, veths) = timed(node_dump)
+        row["node_ms"], row["node_cpu_ms"] = w * 1e3, c * 1e3
+        chunks = raw_dump()
+        w, c, n = timed(decode, chunks)
+        row["decode_us_per_link"] = c * 1e6 / max(1, n)
+        row["veths"] = n
+        for k, v in row.items():
+            best[k] = min(v, best.get(k, v))
+    scanner = nv.NodeScanner(node_path)
+    w, c, snap = timed(scanner.scan)
+    out.update({k: round(v, 3) for k, v in best.items()})
+    out["scan_ms"], out["scan_cpu_ms"], out["scan_pods"] = round(w * 1e3, 1), round(c * 1e3, 1), len(snap.pod_like())
+    out["veths"] = int(best["veths"])
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pods", type=int, default=250)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--source", action="append", default=[], help="also measure this checkout")
+    p.add_argument("--prefix", default=f"nvb{os.getpid() % 10000}")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        spec = json.loads(a.child)
+        print(json.dumps(child(spec["node"], spec["pods"], a.rounds)))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    if os.geteuid() != 0:
+        print("bench_nodeview: run as root", file=sys.stderr)
+        return 2
+
+    from tracer.lab.bulk import MAX_PODS, Pods
+    from tracer.lab.node import NETNS_DIR, SimNode
+    if not 1 <= a.pods <= MAX_PODS:
+        print(f"bench_nodeview: 1 to {MAX_PODS} pods", file=sys.stderr)
+        return 2
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    node = SimNode.create(prefix=a.prefix, with_api=False)
+    try:
+        bulk = Pods(node)
+        t = time.monotonic()
+        while len(bulk.pods) < a.pods:
+            bulk.add()
+        print(f"# {a.pods} bulk pods ready ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
+        spec = json.dumps({"node": str(NETNS_DIR / node.node1),
+                           "pods": [str(NETNS_DIR / b.sandbox.netns) for b in bulk.pods.values()]})
+        for source in [str(ROOT), *a.source]:
+            env = dict(os.environ, PYTHONPATH=source)
+            res = subprocess.run([sys.executable, __file__, "--rounds", str(a.rounds), "--child", spec],
+                                 capture_output=True, text=True, env=env, cwd=source, timeout=600)
+            if res.returncode != 0:
+                print(f"# {source}: failed\n{res.stderr}", file=sys.stderr)
+                continue
+            row = json.loads(res.stdout)
+            row["source"] = source
+            print(json.dumps(row), flush=True)
+    finally:
+        node.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
