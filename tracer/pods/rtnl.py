@@ -72,7 +72,7 @@ class _Unframed(Exception):
     """A message whose length does not fit the datagram: the rest cannot be told apart."""
 
 
-def _least(cls: type) -> int:
+def _least(cls: Any) -> int:
     """The size of a message class's header and fields (its struct): a shorter message is damaged."""
     return NLMSG_HDRLEN + sum(struct.calcsize(fmt) for _name, fmt in cls.fields)
 
