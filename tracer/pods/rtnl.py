@@ -12,9 +12,10 @@ Kept cheap, since pod churn is a stream of these messages:
   rest a bare header), and pyroute2 decodes an attribute only when it is
   read: the few used here (IFLA_IFNAME, IFLA_LINK, IFLA_LINK_NETNSID,
   IFLA_INFO_KIND, IFA_ADDRESS, NETNSA_NSID), not the fifty of a link;
-- link dumps ask the kernel for veths only and without statistics
+- link dumps ask the kernel for veths only and without IPv6's statistics
   (IFLA_LINKINFO's kind and RTEXT_FILTER_SKIP_STATS: rtnl_dump_ifinfo,
-  net/core/rtnetlink.c), so fewer and smaller messages come at all.
+  inet6_fill_link_af), so fewer and smaller messages come at all;
+- an address message's meaning is remembered by its bytes (_Said).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, nlmsg, nlmsg_base, nlmsgerr
@@ -53,6 +54,8 @@ __all__ = ["NLM_F_REQUEST", "RTM_DELADDR", "RTM_DELLINK", "RTM_DELNSID", "RTM_GE
 NETLINK_TIMEOUT = 1.0   # seconds: the kernel answers at once; a lost answer must not stall a scan
 MAX_DUMP_MESSAGES = 1 << 15     # a node's veths are a few hundred; a pod's own, whatever it makes
 RECV_BYTES = 1 << 16    # a dump's datagrams are at most this (NLMSG_GOODSIZE and the socket's buffer)
+MEMO_BYTES = 1 << 20     # addresses remembered by their bytes: a node's and 250 pods' are about 0.1 MiB
+MEMO_BODY = 256          # an RTM_NEWADDR is about 60 bytes
 NLMSG_HDRLEN = 16       # sizeof(struct nlmsghdr)
 RTEXT_FILTER_SKIP_STATS = 1 << 3     # include/uapi/linux/rtnetlink.h (Linux 4.20); older kernels ignore it
 
@@ -62,10 +65,31 @@ Message = Any           # a pyroute2 nlmsg, decoded (attributes on first reading
 class ifinfhdr(nlmsg):  # type: ignore[misc]     # pyroute2 has no type hints
     """A link message as far as its struct ifinfomsg (ifinfmsg's fields): its
     attributes, forty and more, are decoded (link()) only for the messages that
-    matter: not the bridge's and IPv6's own, and of a burst of notifications
-    about one link only the last."""
+    matter: not the bridge's and IPv6's own, of a burst of notifications about
+    one link only the last."""
 
     fields = ifinfmsg.fields
+    full = ifinfmsg
+
+
+class ifaddrhdr(nlmsg):  # type: ignore[misc]
+    """An address message as far as its struct ifaddrmsg; attributes decoded once for
+    the same bytes (_Said), and in notifications only until the node's own changed."""
+
+    fields = ifaddrmsg.fields
+    full = ifaddrmsg
+
+
+def _whole(msg: Message) -> Message | None:
+    """A header-only message (ifinfhdr, ifaddrhdr) decoded whole by its pyroute2 class; None if it cannot be."""
+    if not decoded(msg):
+        return None
+    full = msg.full(msg.data, offset=msg.offset)
+    try:
+        full.decode()
+    except Exception:  # noqa: BLE001 - any input
+        return None
+    return full
 
 
 class _Unframed(Exception):
@@ -82,7 +106,7 @@ class _Marshal(Marshal):  # type: ignore[misc]
     message shorter than its struct, or that pyroute2 cannot decode, is returned
     with the error in its header; one whose length does not fit ends the datagram."""
 
-    msg_map = {RTM_NEWLINK: ifinfhdr, RTM_DELLINK: ifinfhdr, RTM_NEWADDR: ifaddrmsg, RTM_DELADDR: ifaddrmsg,
+    msg_map = {RTM_NEWLINK: ifinfhdr, RTM_DELLINK: ifinfhdr, RTM_NEWADDR: ifaddrhdr, RTM_DELADDR: ifaddrhdr,
                RTM_NEWNSID: nsidmsg, RTM_DELNSID: nsidmsg, NLMSG_ERROR: nlmsgerr}
     least = {key: _least(cls) for key, cls in msg_map.items()}
 
@@ -181,14 +205,37 @@ def link_family(msg: Message) -> int | None:
 
 def link_attrs(msg: Message, names: frozenset[str]) -> dict[str, object] | None:
     """Attributes of a link message (ifinfmsg's names), decoded now; None if it cannot be."""
-    if link_index(msg) is None:
-        return None
-    full = ifinfmsg(msg.data, offset=msg.offset)
-    try:
-        full.decode()
-    except Exception:  # noqa: BLE001 - any input
-        return None
-    return _attrs(full, names)
+    full = _whole(msg) if link_index(msg) is not None else None
+    return _attrs(full, names) if full is not None else None
+
+
+class _Said:
+    """What messages said, by the bytes of their bodies: the node's addresses (one
+    fe80:: a host veth) come again unchanged in every full scan, a namespace's in
+    each read of it, and pyroute2 decodes each attribute into objects of its own.
+    Not links: their statistics (IFLA_STATS64, sent whatever RTEXT_FILTER_SKIP_STATS
+    says) change with every packet. Bounded by the bytes kept (MEMO_BYTES; a body
+    over MEMO_BODY is never kept): emptied when full."""
+
+    def __init__(self, decode: Callable[[Message], Any]) -> None:
+        self.decode = decode
+        self.said: dict[bytes, Any] = {}
+        self.size = 0
+
+    def __call__(self, msg: Message) -> Any:
+        length = msg["header"].get("length")
+        if not isinstance(length, int) or not NLMSG_HDRLEN <= length <= NLMSG_HDRLEN + MEMO_BODY:
+            return self.decode(msg)
+        body = bytes(msg.data[msg.offset + NLMSG_HDRLEN:msg.offset + length])
+        got = self.said.get(body, self)
+        if got is self:
+            got = self.decode(msg)
+            if self.size + len(body) > MEMO_BYTES:
+                self.said.clear()
+                self.size = 0
+            self.said[body] = got
+            self.size += len(body)
+        return got
 
 
 def link(msg: Message) -> tuple[int, Veth | None] | None:
@@ -212,9 +259,15 @@ def address(msg: Message) -> str | None:
     """IFA_ADDRESS of an RTM_NEWADDR/RTM_DELADDR, as text, if others can reach it by
     it: None for loopback and link-local (every host veth has an fe80:: address: a
     node's dump holds hundreds, and each new pod notifies one), absent or malformed."""
-    if not isinstance(msg, ifaddrmsg) or not decoded(msg):
+    got: str | None = _address_said(msg) if isinstance(msg, ifaddrhdr) else None
+    return got
+
+
+def _address(msg: Message) -> str | None:
+    full = _whole(msg)
+    if full is None:
         return None
-    raw = _attrs(msg, _ADDR_ATTRS).get("IFA_ADDRESS")
+    raw = _attrs(full, _ADDR_ATTRS).get("IFA_ADDRESS")
     if not isinstance(raw, str):
         return None
     try:
@@ -222,9 +275,18 @@ def address(msg: Message) -> str | None:
     except ValueError:
         return None
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    if family != dict.get(msg, "family") or ip.is_loopback or ip.is_link_local:
+    if family != dict.get(full, "family") or ip.is_loopback or ip.is_link_local:
         return None
     return str(ip)       # the same text as Python's everywhere else (RFC 5952)
+
+
+_address_said = _Said(_address)
+
+
+def forget() -> None:
+    """Forget what messages said (for benchmarks: the cost of a first read)."""
+    _address_said.said.clear()
+    _address_said.size = 0
 
 
 def nsid(msg: Message) -> int | None:
@@ -259,7 +321,7 @@ def encode(msg: Message, msg_type: int, flags: int, sequence: int) -> bytes:
 @functools.lru_cache(maxsize=32)
 def request(msg_type: int, flags: int, sequence: int, ifindex: int = 0, kind: str | None = None) -> bytes:
     """RTM_GETLINK (one link, ifindex; or with NLM_F_DUMP all of them, only those of
-    kind, without statistics) or RTM_GETADDR. Encoded once and kept: each
+    kind, without IPv6's statistics) or RTM_GETADDR. Encoded once and kept: each
     namespace's socket asks the same with the same sequence numbers."""
     msg = ifinfmsg() if msg_type == RTM_GETLINK else ifaddrmsg()
     if msg_type == RTM_GETLINK:
