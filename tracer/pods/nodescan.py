@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import UserError
@@ -169,22 +169,28 @@ class NodeScanner:
             for ino in lost:
                 if not self._alive(ino):
                     t.forget(ino)
-            # Ids the kernel gave since we asked: ask the namespaces found lately, then all.
-            for lately in (now, None):
-                if not unknown:
-                    break
-                self._ask_nsids(node, t.lacking_nsid(lately))
+            # Ids the kernel gave since we asked: ask the namespaces found lately.
+            if unknown:
+                self._ask_nsids(node, t.lacking_nsid(now))
                 to_read |= {o for n in unknown if (o := t.owner_of_nsid(n)) is not None}
                 unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
             to_read |= t.pending(now)
             self._read(node, to_read)
-            # A veth into a namespace not found yet: named after its inotify event (`ip netns add`
-            # makes the file, then bind-mounts the namespace on it), else held by a process only:
-            # the names made lately, then all of /run/netns, and only then /proc walked.
-            for lister in (self._fresh_namespaces, named_namespaces, discover_namespaces):
+            # A veth into a namespace not found yet, or found before the node had an id for it:
+            # named after its inotify event (`ip netns add` makes the file, then bind-mounts the
+            # namespace on it), else known already, else held by a process only: the names made
+            # lately, then the known namespaces without an id (each asked: on a shared machine
+            # dozens, whose every ask pyroute2 encodes and decodes), then all of /run/netns, and
+            # only then /proc walked.
+            steps: tuple[Callable[[], set[int]], ...] = (
+                lambda: t.add_found(self._fresh_namespaces(self.run_dir), now),
+                lambda: set(t.lacking_nsid()),
+                lambda: t.add_found(named_namespaces(self.run_dir), now),
+                lambda: t.add_found(discover_namespaces(self.run_dir), now))
+            for step in steps:
                 if not unknown:
                     break
-                new = t.add_found(lister(self.run_dir), now)
+                new = step()
                 self._ask_nsids(node, new)
                 self._read(node, new & t.wired())
                 unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
