@@ -313,6 +313,19 @@ def test_a_message_whose_length_does_not_fit_ends_the_datagram():
         assert len(rtnl.decode(good + bad + good)) == 1
 
 
+def test_what_addresses_said_is_remembered_within_its_bound(monkeypatch):
+    """A node's addresses come again in every scan, so their meaning is remembered by their
+    bytes: never past MEMO_BYTES, however many different ones come."""
+    monkeypatch.setattr(rtnl, "MEMO_BYTES", 4096)
+    rtnl.forget()
+    for i in range(1000):
+        addr = f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+        assert rtnl.global_ips(rtnl.decode(nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, addr)))) == (addr,)
+        assert rtnl._address_said.size <= rtnl.MEMO_BYTES
+    again = nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "10.0.0.1"))
+    assert rtnl.global_ips(rtnl.decode(again) * 2) == ("10.0.0.1",)
+
+
 def test_requests_are_encoded_as_the_kernel_reads_them():
     """A link dump asks for veths without statistics; the header carries its own length."""
     req = rtnl.request(rtnl.RTM_GETLINK, 0x301, 7, kind="veth")

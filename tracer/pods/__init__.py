@@ -7,8 +7,13 @@ become the index that tags each drop and the pod maps the kernel filters on. Mod
 - apicall: every API call within one deadline and one byte cap, cut off at once when netdrop stops.
 - objects, apitext: API objects become netdrop's types (PodInfo, ServiceInfo), every text value in
   them made safe once, there.
-- nodeview: the node's namespaces, addresses and host veths, read through raw rtnetlink sockets
-  (a small parser of their messages; pyroute2 is not used) and followed by their notifications.
+- nodeview: the node's namespaces, addresses and host veths as netdrop's types, found under
+  /run/netns and /proc, and kept one change at a time (NodeTable).
+- nodescan: reads them (NodeScanner): everything at start and as a safety net, else what changed.
+- nodeevents: the node namespace's link, address and namespace-id notifications and /run/netns
+  (inotify), folded into what to look at again.
+- rtnl: rtnetlink sockets made inside each namespace, their messages encoded and decoded by
+  pyroute2's message classes (Marshal, ifinfmsg, ifaddrmsg, nsidmsg).
 - source: keeps the pod index current in the background, and the kernel's pod maps with it.
 - attribute: the pod index (API pods joined with the node's namespaces); a drop's pod tag -> pod and direction;
   pod ids (stable while a tag may be in flight, forgotten a while after the pod went).
