@@ -1,6 +1,7 @@
 """nodeview's incremental state (NodeTable), the netlink parsing through pyroute2 (rtnl) and the
 notifications folded into changes (nodeevents), on plain data."""
 
+import logging
 import socket
 import struct
 
@@ -299,6 +300,16 @@ def test_a_link_message_too_short_is_lost_notifications(body: bytes):
     ne.parse_events([nlmsg(rtnl.RTM_NEWLINK, body) + nlmsg(rtnl.RTM_NEWLINK, link_body(9, "veth1", "veth", 2, 5))],
                     changes)
     assert changes.overflow and changes.links == {9: ("veth1", 2, 5)}
+
+
+def test_a_damaged_attribute_is_absent_and_logs_nothing(caplog):
+    """A link info whose length runs past its message: no veth, and no traceback from pyroute2
+    on stderr even where logging is set up."""
+    info = struct.pack("=HH", 200, IFLA_LINKINFO) + rtattr(IFLA_INFO_KIND, b"veth\0")
+    body = struct.pack("=BxHiII", 0, 1, 9, 0, 0) + rtattr(IFLA_LINK, struct.pack("=I", 2)) + info
+    with caplog.at_level(logging.WARNING):
+        assert rtnl.veths_of(rtnl.decode(nlmsg(rtnl.RTM_NEWLINK, body))) == {}
+    assert not caplog.records
 
 
 def test_nsid_reply():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -125,6 +126,11 @@ class _Marshal(Marshal):  # type: ignore[misc]
 
 
 _MARSHAL = _Marshal()
+# pyroute2 logs a traceback at WARNING for each attribute it cannot decode (nla_slot.try_to_decode):
+# here that is input from a pod's namespace, handled (the attribute is absent), and no news for
+# stderr should anything configure logging. Its cache of attribute headers (cache_hdr, without
+# a bound) grows only with the headers of attributes decoded: the few read here, of bounded size.
+logging.getLogger("pyroute2.netlink").setLevel(logging.ERROR)
 
 
 def decode(data: bytes) -> list[Message]:
