@@ -24,6 +24,7 @@ from pathlib import Path
 from . import rtnl
 from .nodeview import NETNS_RUN_DIR, Veth
 from .rtnl import RTM_DELADDR, RTM_DELLINK, RTM_DELNSID, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNSID, Message
+
 # rtnetlink groups (include/uapi/linux/rtnetlink.h)
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 RTNLGRP_NSID = 28                   # past the 32 legacy group bits: joined with NETLINK_ADD_MEMBERSHIP
