@@ -14,7 +14,9 @@ hand-written parser), a child process measures, best of --rounds:
   - node: the node namespace's links and addresses dumped and decoded, as
     each full scan does, cold and again;
   - decode: the node's whole link dump's bytes (every link, with statistics, as
-    the kernel sends them unasked), decoded only, per link message.
+    the kernel sends them unasked), decoded only, per link message;
+  - churn: --churn pods replaced one at a time, each looked up as the pod source
+    does (the node's notifications drained, NodeScanner.refresh): CPU per pod.
 
 CPU time of the child's thread (time.thread_time) besides wall time, so
 other load on the machine barely moves it. Everything is removed at the end.
@@ -130,17 +132,51 @@ def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
     return out
 
 
+def child_churn(node_path: str) -> dict[str, Any]:
+    """The node followed as the pod source does (NodeEvents, NodeScanner.refresh) while the
+    parent replaces pods: one "go" line on stdin after each, "ok" back once it is looked up."""
+    try:
+        from tracer.pods.nodeevents import NodeEvents
+        from tracer.pods.nodescan import NodeScanner
+    except ImportError:
+        from tracer.pods.nodeview import NodeEvents, NodeScanner    # type: ignore[attr-defined,no-redef]
+    scanner = NodeScanner(node_path)
+    scanner.keep_open = True
+    scanner.scan()
+    for ino in scanner.table.first_seen:      # as after a while: none of them found lately
+        scanner.table.first_seen[ino] -= 60
+    events = NodeEvents(node_path, scanner.run_dir)
+    time.sleep(0.3)
+    events.drain()
+    print("ready", flush=True)
+    cpu, n = 0.0, 0
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        time.sleep(0.2)           # the pod source lets a burst settle as long (SETTLE_SECONDS)
+        c = time.thread_time()
+        scanner.refresh(events.drain())
+        cpu += time.thread_time() - c
+        n += 1
+        print("ok", flush=True)
+    events.close()
+    scanner.close()
+    return {"churn_pods": n, "churn_cpu_ms_per_pod": round(cpu * 1e3 / max(1, n), 3)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pods", type=int, default=250)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--churn", type=int, default=50, help="pods replaced one at a time, each looked up")
     p.add_argument("--source", action="append", default=[], help="also measure this checkout")
     p.add_argument("--prefix", default=f"nvb{os.getpid() % 10000}")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         spec = json.loads(a.child)
-        print(json.dumps(child(spec["node"], spec["pods"], a.rounds)))
+        print(json.dumps(child(spec["node"], spec["pods"], a.rounds)), flush=True)
+        print(json.dumps(child_churn(spec["node"])), flush=True)
         return 0
     sys.path.insert(0, str(ROOT))
     if os.geteuid() != 0:
@@ -165,16 +201,29 @@ def main() -> int:
         while len(bulk.pods) < a.pods:
             bulk.add()
         print(f"# {a.pods} bulk pods ready ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
-        spec = json.dumps({"node": str(NETNS_DIR / node.node1),
-                           "pods": [str(NETNS_DIR / b.sandbox.netns) for b in bulk.pods.values()]})
         for source in [str(ROOT), *a.source]:
+            spec = json.dumps({"node": str(NETNS_DIR / node.node1),      # the pods as the last churn left them
+                               "pods": [str(NETNS_DIR / b.sandbox.netns) for b in bulk.pods.values()]})
             env = dict(os.environ, PYTHONPATH=source)
-            res = subprocess.run([sys.executable, __file__, "--rounds", str(a.rounds), "--child", spec],
-                                 capture_output=True, text=True, env=env, cwd=source, timeout=600)
-            if res.returncode != 0:
-                print(f"# {source}: failed\n{res.stderr}", file=sys.stderr)
-                continue
-            row = json.loads(res.stdout)
+            proc = subprocess.Popen([sys.executable, __file__, "--rounds", str(a.rounds), "--child", spec],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=source)
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                row = json.loads(proc.stdout.readline() or "{}")
+                if proc.stdout.readline().strip() == "ready":
+                    pods = list(bulk.pods.values())
+                    for i in range(a.churn):
+                        pods[i % len(pods)] = bulk.replace(pods[i % len(pods)])
+                        proc.stdin.write("go\n")
+                        proc.stdin.flush()
+                        proc.stdout.readline()
+                    proc.stdin.write("end\n")
+                    proc.stdin.flush()
+                    row.update(json.loads(proc.stdout.readline() or "{}"))
+            finally:
+                proc.stdin.close()
+                if proc.wait(timeout=60) != 0:
+                    print(f"# {source}: failed", file=sys.stderr)
             row["source"] = source
             print(json.dumps(row), flush=True)
     finally:
