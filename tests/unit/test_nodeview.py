@@ -206,8 +206,12 @@ def link_body(index: int, name: str | bytes, kind: str | None, peer: int | None,
     return body
 
 
-def addr_body(family: int, addr: str) -> bytes:
-    return struct.pack("=BBBBI", family, 24, 0, 0, 2) + rtattr(IFA_ADDRESS, socket.inet_pton(family, addr)) \
+def addr_body(family: int, addr: str, scope: int | None = None) -> bytes:
+    """As the kernel sends it: an IPv6 address's scope is the kernel's (ipv6_addr_scope: link for
+    fe80::/10, host for ::1), an IPv4 one's what it was added with."""
+    if scope is None:
+        scope = {"fe8": 253, "::1": 254}.get(addr[:3], 0) if family == socket.AF_INET6 else 0
+    return struct.pack("=BBBBI", family, 24, 0, scope, 2) + rtattr(IFA_ADDRESS, socket.inet_pton(family, addr)) \
         + rtattr(IFA_LABEL, b"eth0\0")
 
 
@@ -237,6 +241,16 @@ def test_addresses_skip_loopback_and_link_local():
                        + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1"))
                        + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fd00:0:0::a")))
     assert rtnl.global_ips(msgs) == ("10.244.1.10", "fd00::a")
+
+
+def test_addresses_are_told_by_the_address_whatever_their_scope_says():
+    """Link-local and loopback are left out by the address; the scope field decides alone only
+    for IPv6, where the kernel sets it from the address."""
+    msgs = rtnl.decode(nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "127.0.0.1", scope=0))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET, "10.0.0.9", scope=253))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::1", scope=0))
+                       + nlmsg(rtnl.RTM_NEWADDR, addr_body(socket.AF_INET6, "fe80::2")))
+    assert rtnl.global_ips(msgs) == ("10.0.0.9",)
 
 
 def test_an_address_of_the_wrong_size_for_its_family_is_none():
@@ -269,6 +283,22 @@ def test_a_links_last_message_is_what_it_is_now():
     changes = Changes()
     ne.parse_events([gone, nlmsg(rtnl.RTM_NEWLINK, link_body(9, "dummy0", "dummy", None, None))], changes)
     assert changes.links == {9: None}
+
+
+def test_a_link_known_to_be_no_veth_is_not_decoded_again_until_it_goes():
+    bridge = nlmsg(rtnl.RTM_NEWLINK, link_body(3, "cni0", "bridge", None, None))
+    damaged = nlmsg(rtnl.RTM_NEWLINK, struct.pack("=BxHiII", 0, 1, 3, 0, 0) + struct.pack("=HH", 200, IFLA_LINKINFO))
+    others: set[int] = set()
+    changes = Changes()
+    ne.parse_events([bridge], changes, others)
+    assert changes.links == {3: None} and others == {3}
+    changes = Changes()
+    ne.parse_events([damaged], changes, others)          # not decoded: no overflow, no news
+    assert not changes
+    changes = Changes()
+    ne.parse_events([nlmsg(rtnl.RTM_DELLINK, link_body(3, "cni0", "bridge", None, None)),
+                     nlmsg(rtnl.RTM_NEWLINK, link_body(3, "veth9", "veth", 2, 5))], changes, others)
+    assert changes.links == {3: ("veth9", 2, 5)} and others == set()
 
 
 def test_bridge_and_ipv6_link_messages_are_not_news_of_the_veth():

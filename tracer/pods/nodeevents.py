@@ -32,6 +32,7 @@ SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
 SO_RCVBUFFORCE = 33
 EVENT_RCVBUF = 4 << 20              # a burst of pod churn must not overflow (ENOBUFS: then a full scan)
 MAX_DRAIN_BYTES = 2 * EVENT_RCVBUF  # notifications read in one drain at most; past it a full scan is due
+MAX_OTHERS = 4096                   # node links remembered as no veth
 # inotify (include/uapi/linux/inotify.h)
 IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW = 0x100, 0x200, 0x40, 0x80, 0x4000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
@@ -55,12 +56,15 @@ class Changes:
                     or self.overflow)
 
 
-def parse_events(datagrams: Iterable[bytes], changes: Changes) -> None:
+def parse_events(datagrams: Iterable[bytes], changes: Changes, others: set[int] | None = None) -> None:
     """Fold netlink notifications, datagram by datagram, into changes. Each link
     says only what it is now: of its messages (a new pod's veth is made, moved,
-    renamed, enslaved and brought up: six or more) only the last is decoded whole.
-    Any input: a link message that cannot be read counts as lost notifications
-    (overflow)."""
+    renamed, enslaved and brought up: six or more) only the last is decoded whole,
+    and none of a link known to be no veth (others, kept from call to call: a
+    link's kind is its own for life, rtnl_link_ops; the bridge's change with each
+    pod). Any input: a link message that cannot be read counts as lost
+    notifications (overflow)."""
+    others = set() if others is None else others
     last: dict[int, Message] = {}        # node ifindex -> its last own message
     for data in datagrams:
         for msg in rtnl.decode(data):
@@ -74,6 +78,8 @@ def parse_events(datagrams: Iterable[bytes], changes: Changes) -> None:
                     changes.overflow = True
                 elif family == socket.AF_UNSPEC:
                     last[index] = msg
+                    if kind == RTM_DELLINK:      # the index may come back as another link
+                        others.discard(index)
             elif kind in (RTM_NEWADDR, RTM_DELADDR):
                 changes.addrs = changes.addrs or rtnl.address(msg) is not None   # a veth's fe80:: is no news
             elif kind in (RTM_NEWNSID, RTM_DELNSID):
@@ -81,10 +87,14 @@ def parse_events(datagrams: Iterable[bytes], changes: Changes) -> None:
     for index, msg in last.items():
         if rtnl.kind(msg) == RTM_DELLINK:
             changes.links[index] = None
-        elif (got := rtnl.link(msg)) is None:
+        elif index in others:
+            continue
+        elif (got := rtnl.link_kind(msg)) is None:
             changes.overflow = True
         else:
             changes.links[index] = got[1]
+            if got[2] != "veth" and len(others) < MAX_OTHERS:
+                others.add(index)
 
 
 def parse_inotify(data: bytes, changes: Changes) -> None:
@@ -117,6 +127,7 @@ class NodeEvents:
         self.sock = sock = rtnl.route_socket(node_path)
         self.run_dir = run_dir
         self.inotify = -1
+        self._others: set[int] = set()      # node links known to be no veth (parse_events)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             with contextlib.suppress(OSError):     # not root: the default buffer
@@ -179,7 +190,9 @@ class NodeEvents:
                 datagrams.append(data)
             else:               # a storm: read on to empty the socket, a full scan says the rest
                 changes.overflow = True
-        parse_events(datagrams, changes)
+        if changes.overflow:        # a link's deletion may be among what was lost: its index may be a veth's now
+            self._others.clear()
+        parse_events(datagrams, changes, self._others)
         if self.inotify >= 0:
             while True:
                 try:

@@ -57,6 +57,7 @@ MAX_DUMP_MESSAGES = 1 << 15     # a node's veths are a few hundred; a pod's own,
 RECV_BYTES = 1 << 16    # a dump's datagrams are at most this (NLMSG_GOODSIZE and the socket's buffer)
 MEMO_BYTES = 1 << 20     # addresses remembered by their bytes: a node's and 250 pods' are about 0.1 MiB
 MEMO_BODY = 256          # an RTM_NEWADDR is about 60 bytes
+RT_SCOPE_LINK, RT_SCOPE_HOST = 253, 254     # include/uapi/linux/rtnetlink.h
 NLMSG_HDRLEN = 16       # sizeof(struct nlmsghdr)
 RTEXT_FILTER_SKIP_STATS = 1 << 3     # include/uapi/linux/rtnetlink.h (Linux 4.20); older kernels ignore it
 
@@ -159,6 +160,13 @@ def decoded(msg: Message) -> bool:
     return msg["header"].get("error") is None
 
 
+def _field(msg: Message, name: str) -> object:
+    """A field of the message's struct as pyroute2 decoded it (its own __getitem__ makes
+    0 of one missing)."""
+    value: object = dict.get(msg, name)
+    return value
+
+
 def _attrs(msg: Message, names: frozenset[str]) -> dict[str, object]:
     """The first attribute of each of names: its value, raw bytes if pyroute2 could
     not decode it (nla_slot.value). One pass over the message's attributes; only
@@ -199,13 +207,13 @@ _NSID_ATTRS = frozenset({"NETNSA_NSID"})
 
 def link_index(msg: Message) -> int | None:
     """ifi_index of a link message; None if it cannot be decoded."""
-    index = dict.get(msg, "index") if isinstance(msg, ifinfhdr) and decoded(msg) else None
+    index = _field(msg, "index") if isinstance(msg, ifinfhdr) and decoded(msg) else None
     return index if isinstance(index, int) else None
 
 
 def link_family(msg: Message) -> int | None:
     """ifi_family of a link message: AF_UNSPEC for the link's own (rtnl_fill_ifinfo)."""
-    family = dict.get(msg, "family") if isinstance(msg, ifinfhdr) and decoded(msg) else None
+    family = _field(msg, "family") if isinstance(msg, ifinfhdr) and decoded(msg) else None
     return family if isinstance(family, int) else None
 
 
@@ -248,6 +256,12 @@ def link(msg: Message) -> tuple[int, Veth | None] | None:
     """(ifindex, veth) of an RTM_NEWLINK/RTM_DELLINK: veth is (name, peer ifindex
     (IFLA_LINK), peer's namespace id (IFLA_LINK_NETNSID)) when it is a veth with
     a peer, else None. None for a message that cannot be decoded."""
+    got = link_kind(msg)
+    return (got[0], got[1]) if got is not None else None
+
+
+def link_kind(msg: Message) -> tuple[int, Veth | None, str | None] | None:
+    """link(msg) and the link's kind (IFLA_INFO_KIND: "veth", "bridge", ...; None if it has none)."""
     ifindex = link_index(msg)
     a = link_attrs(msg, _LINK_ATTRS)
     if ifindex is None or a is None:
@@ -256,16 +270,23 @@ def link(msg: Message) -> tuple[int, Veth | None] | None:
     kind_ = text(_attrs(info, _INFO_KIND).get("IFLA_INFO_KIND")) if isinstance(info, nlmsg_base) else None
     peer = _int(a.get("IFLA_LINK"), 32)
     if kind_ != "veth" or not peer:
-        return ifindex, None
+        return ifindex, None, kind_
     nsid = _s32(a.get("IFLA_LINK_NETNSID"))
-    return ifindex, (text(a.get("IFLA_IFNAME")) or "", peer, nsid if nsid is not None and nsid >= 0 else None)
+    return ifindex, (text(a.get("IFLA_IFNAME")) or "", peer, nsid if nsid is not None and nsid >= 0 else None), kind_
 
 
 def address(msg: Message) -> str | None:
     """IFA_ADDRESS of an RTM_NEWADDR/RTM_DELADDR, as text, if others can reach it by
     it: None for loopback and link-local (every host veth has an fe80:: address: a
     node's dump holds hundreds, and each new pod notifies one), absent or malformed."""
-    got: str | None = _address_said(msg) if isinstance(msg, ifaddrhdr) else None
+    if not isinstance(msg, ifaddrhdr) or not decoded(msg):
+        return None
+    # IPv6's scope is the kernel's, from the address (ipv6_addr_scope, net/ipv6/addrconf.c):
+    # link or host is fe80::/10 or ::1, told without decoding the attributes. IPv4's scope is
+    # whatever the address was added with: those are told by the address itself.
+    if _field(msg, "family") == socket.AF_INET6 and _field(msg, "scope") in (RT_SCOPE_LINK, RT_SCOPE_HOST):
+        return None
+    got: str | None = _address_said(msg)
     return got
 
 
@@ -281,7 +302,7 @@ def _address(msg: Message) -> str | None:
     except ValueError:
         return None
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    if family != dict.get(full, "family") or ip.is_loopback or ip.is_link_local:
+    if family != _field(full, "family") or ip.is_loopback or ip.is_link_local:
         return None
     return str(ip)       # the same text as Python's everywhere else (RFC 5952)
 
