@@ -2,20 +2,25 @@
 
 A namespace is read through a socket made inside it by a short-lived thread
 (nsexec.socket_in: no helper process; pyroute2's IPRoute(netns=...) forks one,
-11 ms a namespace against 0.6 ms). Requests are encoded and answers decoded
-by pyroute2's message classes (ifinfmsg, ifaddrmsg, nsidmsg) through its
-Marshal; what is taken from them is checked here, since their text comes from
-pod workloads (interface names) and a damaged attribute decodes to raw bytes.
+11 ms a namespace). Requests are encoded and answers decoded by pyroute2's
+message classes (ifinfmsg, ifaddrmsg, nsidmsg) through its Marshal; what is
+taken from them is checked here, since their text comes from pod workloads
+(interface names) and a damaged attribute decodes to raw bytes.
 
-Kept cheap, since pod churn is a stream of these messages:
-- only link, address and namespace-id messages get pyroute2's classes (the
-  rest a bare header), and pyroute2 decodes an attribute only when it is
-  read: the few used here (IFLA_IFNAME, IFLA_LINK, IFLA_LINK_NETNSID,
-  IFLA_INFO_KIND, IFA_ADDRESS, NETNSA_NSID), not the fifty of a link;
+pyroute2 makes an object of every attribute of a message it decodes (a veth's
+RTM_NEWLINK has some forty: about 100 µs, where reading the four used by hand
+took 10), so it decodes only what is needed, and pod churn is a stream of
+these messages:
+- link and address messages are decoded as far as their struct (ifinfhdr,
+  ifaddrhdr), their attributes only when asked for (link(), address()); of
+  those pyroute2 decodes only the ones read (IFLA_IFNAME, IFLA_LINK,
+  IFLA_LINK_NETNSID, IFLA_INFO_KIND, IFA_ADDRESS, NETNSA_NSID);
 - link dumps ask the kernel for veths only and without IPv6's statistics
   (IFLA_LINKINFO's kind and RTEXT_FILTER_SKIP_STATS: rtnl_dump_ifinfo,
   inet6_fill_link_af), so fewer and smaller messages come at all;
-- an address message's meaning is remembered by its bytes (_Said).
+- an IPv6 address of link or host scope is left out by its struct alone, and
+  what an address message said is remembered by its bytes (_Said);
+- requests without per-call data are encoded once (request()).
 """
 
 from __future__ import annotations
