@@ -87,3 +87,26 @@ def test_node_events_name_the_veth_that_came_and_went(pair):
         assert changes.links[index] is None
     finally:
         events.close()
+
+
+def test_each_scan_finds_the_veths_that_came_and_went(pair):
+    """Between the scans that decode every veth whole, a scan decodes only the new ones:
+    those still count, with the namespace they lead into."""
+    from tracer.pods.nodescan import NodeScanner
+    node_path, pod_path = pair
+    node_ns, pod_ns = node_path.rsplit("/", 1)[1], pod_path.rsplit("/", 1)[1]
+    scanner = NodeScanner(node_path)
+    try:
+        scanner.scan()
+        before = dict(scanner.table.node_veths)
+        assert [v[0] for v in before.values()] == ["vethhost"]
+        run("ip", "-n", node_ns, "link", "add", "vethmore", "type", "veth", "peer", "eth1", "netns", pod_ns)
+        scanner.scan()
+        with rtnl.Rtnl(node_path) as node:
+            nsid = node.nsid(pod_path)
+        assert {v[0]: v[2] for v in scanner.table.node_veths.values()} == {"vethhost": nsid, "vethmore": nsid}
+        run("ip", "-n", node_ns, "link", "del", "vethmore")
+        scanner.scan()
+        assert scanner.table.node_veths == before
+    finally:
+        scanner.close()

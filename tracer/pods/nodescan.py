@@ -24,12 +24,13 @@ from .nodeview import (
     FoundNetns,
     NodeSnapshot,
     NodeTable,
+    Veths,
     discover_namespaces,
     named_namespaces,
     nsfs_dev,
     path_of,
 )
-from .rtnl import Rtnl, global_ips, read_netns, veths_of
+from .rtnl import Rtnl, global_ips, link, link_index, read_netns
 
 RESCAN_EVERY = 10        # full scans: namespaces already complete are read again this often
 MAX_FRESH_NAMES = 4096   # /run/netns names created lately, remembered at most
@@ -104,11 +105,12 @@ class NodeScanner:
         return False
 
     # -- full --
-    def scan(self) -> NodeSnapshot:
+    def scan(self, lost: bool = False) -> NodeSnapshot:
         """Everything: /run/netns and /proc walked, the node's links and
         addresses dumped, the node's id for each namespace asked; the namespaces
         a node veth leads into read when new or incomplete, and every
-        RESCAN_EVERY scans all of them."""
+        RESCAN_EVERY scans all of them. lost: notifications were lost since
+        the last look (see _node_veths)."""
         self._scans += 1
         now = time.monotonic()
         spaces = discover_namespaces(self.run_dir)
@@ -116,7 +118,7 @@ class NodeScanner:
         refresh_all = self._scans % RESCAN_EVERY == 0
         with self._node_rtnl() as node:
             t.set_node_ips(global_ips(node.addresses()))
-            t.set_node_veths(veths_of(node.links("veth")))
+            t.set_node_veths(self._node_veths(node, whole=refresh_all or lost))
             for ino in set(t.found) - set(spaces):
                 t.forget(ino)
             t.add_found(spaces, now)
@@ -195,6 +197,22 @@ class NodeScanner:
                 self._read(node, new & t.wired())
                 unknown = {n for n in unknown if t.owner_of_nsid(n) is None}
         return t.snapshot()
+
+    def _node_veths(self, node: Rtnl, whole: bool) -> Veths:
+        """The node's veths, dumped. Each veth's RTM_NEWLINK is decoded whole (pyroute2: some
+        100 µs; 250 pods, 25 ms a scan) only if it is new to the table, or with whole: every
+        RESCAN_EVERY scans, and when notifications were lost. A known veth's peer and namespace
+        id change only with a notification of it, which the node's events deliver or report lost
+        (ENOBUFS): between those the dump says which veths are there, not what they lead to."""
+        known = self.table.node_veths
+        out: Veths = {}
+        for msg in node.links("veth"):
+            index = link_index(msg)
+            if not whole and index in known:
+                out[index] = known[index]
+            elif (got := link(msg)) is not None and got[1] is not None:
+                out[got[0]] = got[1]
+        return out
 
     def _fresh_namespaces(self, run_dir: Path) -> dict[int, FoundNetns]:
         """The namespaces under the /run/netns names created lately (one stat each)."""

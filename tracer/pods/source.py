@@ -242,7 +242,7 @@ class PodSource:
             self._changed.clear()
             try:
                 if full:
-                    snapshot = self.scanner.scan()
+                    snapshot = self.scanner.scan(lost=changes.overflow or events is None)
                     last_full = time.monotonic()
                     if events is not None:
                         events.watch_names()        # /run/netns made since
