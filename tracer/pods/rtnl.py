@@ -73,15 +73,17 @@ class ifinfhdr(nlmsg):  # type: ignore[misc]     # pyroute2 has no type hints
     """A link message as far as its struct ifinfomsg (ifinfmsg's fields): its
     attributes, forty and more, are decoded (link()) only for the messages that
     matter: not the bridge's and IPv6's own, of a burst of notifications about
-    one link only the last."""
+    one link only the last, none of a link known to be no veth (nodeevents), a
+    known veth's in a scan only now and then (nodescan)."""
 
     fields = ifinfmsg.fields
     full = ifinfmsg
 
 
 class ifaddrhdr(nlmsg):  # type: ignore[misc]
-    """An address message as far as its struct ifaddrmsg; attributes decoded once for
-    the same bytes (_Said), and in notifications only until the node's own changed."""
+    """An address message as far as its struct ifaddrmsg: IPv6 ones of link or host
+    scope go no further (address()); the others' attributes are decoded once for
+    the same bytes (_Said)."""
 
     fields = ifaddrmsg.fields
     full = ifaddrmsg
