@@ -22,6 +22,7 @@
  *
  * Macros set by the loader (numbers read from the running kernel, never text
  * from the user): ND_HAVE_REASON, ND_HAVE_ICMP_TP, ND_HAVE_NFCT, ND_REASON_CONSUMED,
+ * ND_REASON_NOT_SPECIFIED,
  * ND_TP_BTF (1: the tp_btf entry points, else the classic tracepoints), ND_STACKS (1: events
  * carry their kernel stack),
  * ND_RINGBUF_PAGES, ND_MAX_COUNTERS, ND_MAX_FILTER, ND_PAGE_SIZE; for bpf/funchooks.c
@@ -73,6 +74,7 @@
 /* Notes kept per CPU (a power of two), see struct nd_icmp_notes. */
 #define ND_ICMP_NOTES 4
 /* skb->pkt_type (include/uapi/linux/if_packet.h) */
+#define ND_PACKET_HOST      0
 #define ND_PACKET_BROADCAST 1
 #define ND_PACKET_MULTICAST 2
 #define ND_PACKET_LOOPBACK  5   /* this host's own broadcast or multicast, looped back (dev_loopback_xmit) */
@@ -691,7 +693,12 @@ static __always_inline struct nd_skb_head skb_head(struct sk_buff *skb)
  * (__udp6_lib_rcv() and ip6_mc_input() test ipv6_addr_is_multicast()). That
  * read (~30 ns) is paid by those frames only: no rule calls anything else
  * benign, so a unicast storm pays nothing for it. A unicast IP packet in a
- * link-layer broadcast frame is classified by its route as what it is. */
+ * link-layer broadcast frame is classified by its route as what it is.
+ * An IPv4 frame to this host's MAC freed without a reason is classified too:
+ * __udp4_lib_rcv() frees with NOT_SPECIFIED both a broadcast nobody wants that
+ * came in such a frame (127.255.255.255 on lo, whose frames all carry its own
+ * MAC, arp_constructor()) and unicast an IPsec policy refused; only the route
+ * tells them apart. */
 static __always_inline u32 dst_class(u16 proto, struct nd_skb_head *sh)
 {
 	if (proto == ND_ETH_P_IPV6) {
@@ -724,12 +731,14 @@ static __always_inline u32 dst_class(u16 proto, struct nd_skb_head *sh)
 	return rt_flags & ND_RTCF_LOCAL ? ND_DST_LOCAL : ND_DST_UNICAST;
 }
 
-static __always_inline u32 packet_facts(u16 proto, struct nd_skb_head *sh, u16 sk_family)
+static __always_inline u32 packet_facts(u16 proto, struct nd_skb_head *sh, u16 sk_family, u32 reason)
 {
 	u32 f = ND_PF_KNOWN | (sh->pkt_type & ND_PF_TYPE_MASK);
 	if (proto == ND_ETH_P_IP || proto == ND_ETH_P_IPV6) {
 		if (sh->pkt_type == ND_PACKET_BROADCAST || sh->pkt_type == ND_PACKET_MULTICAST ||
-		    sh->pkt_type == ND_PACKET_LOOPBACK)
+		    sh->pkt_type == ND_PACKET_LOOPBACK ||
+		    (proto == ND_ETH_P_IP && sh->pkt_type == ND_PACKET_HOST && ND_HAVE_REASON &&
+		     reason == ND_REASON_NOT_SPECIFIED))
 			f |= dst_class(proto, sh) << ND_PF_DST_SHIFT;
 		return f;
 	}
@@ -982,7 +991,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 	if (!drop_passes(cfg, skb, dev, proto, netns, &scr, &route, &pod, 1))
 		return 0;
 
-	u32 facts = packet_facts(proto, &sh, sock_family(proto, &sh));
+	u32 facts = packet_facts(proto, &sh, sock_family(proto, &sh), reason);
 	if (!count(netns, reason, location, pod, facts, sh.len))
 		st->counter_full++;
 

@@ -68,6 +68,10 @@ def test_unicast_refused_on_udps_no_socket_path_is_ipsec_and_named_a_broadcast_i
     # Looped back, unclassified: neither benign nor called IPsec.
     loop = drop(reason="NOT_SPECIFIED", location="__udp4_lib_rcv", facts=pktfacts.make(pktfacts.PACKET_LOOPBACK))
     assert classify(loop).category != "ipsec" and not classify(loop).benign
+    # 127.255.255.255 on lo comes in a frame to lo's own MAC: its route says broadcast.
+    lo = drop(reason="NOT_SPECIFIED", location="__udp4_lib_rcv", dst="127.255.255.255", dport=7001,
+              facts=pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_BROADCAST))
+    assert classify(lo, evidence=ev).category != "ipsec" and classify(lo).benign
 
 
 LINES = st.lists(st.one_of(

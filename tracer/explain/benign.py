@@ -10,8 +10,9 @@ A drop is benign by its packet, never by its place alone. The place (reason
 and location) says which kernel path freed it; the packet facts
 (kernel/pktfacts.py) say what the kernel had decided about the packet when it
 did: how the link layer addressed the frame (skb->pkt_type); for a frame sent
-to a link-layer group (or this host's own, looped back) whether its IP
-destination is a broadcast, multicast or unicast one (the input route's
+to a link-layer group (or this host's own, looped back; or an IPv4 frame to
+this host's MAC freed without a reason) whether its IP destination is a
+broadcast, multicast or unicast one (the input route's
 RTCF_BROADCAST/RTCF_MULTICAST/RTCF_LOCAL for IPv4, as __udp4_lib_rcv()
 decides; ff00::/8 for IPv6, as __udp6_lib_rcv() and ip6_mc_input() decide);
 and whether it was an IP packet at all. The same path frees both kinds:
@@ -33,8 +34,9 @@ the rows and series a user sees change only where benign (or ipsec) does.
 
 What holds for every rule, checked by tests/unit/test_benign.py:
 - unicast to an address of the receiving namespace (an IPv4 route RTCF_LOCAL,
-  or an IP frame addressed to this host's MAC) is never benign: no rule takes
-  those facts;
+  or an IP frame addressed to this host's MAC whose destination the kernel did
+  not classify as broadcast or multicast) is never benign: no rule takes those
+  facts;
 - facts not known (a record without them, a frame whose destination was not
   classified) are never benign;
 - every rule requires a drop reason (kernel 5.17 and later), matched exactly,
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from ..kernel import event as ev
 from ..kernel import pktfacts
 from ..kernel.decode import Drop
-from ..kernel.pktfacts import PACKET_BROADCAST, PACKET_LOOPBACK, PACKET_MULTICAST
+from ..kernel.pktfacts import PACKET_BROADCAST, PACKET_HOST, PACKET_LOOPBACK, PACKET_MULTICAST
 from .verdict import name_matches
 
 
@@ -69,10 +71,12 @@ class Needs:
 
 
 # A datagram to a broadcast or multicast address, in a frame sent to a link-layer group (or
-# this host's own such datagram looped back to it: ip_mc_output() and dev_loopback_xmit()).
+# this host's own such datagram looped back to it: ip_mc_output() and dev_loopback_xmit()),
+# or in a frame to this host's MAC whose route says broadcast (127.255.255.255 on lo: every
+# frame there carries lo's own address, arp_constructor()).
 TO_GROUP = Needs("a broadcast or multicast destination, in a link-layer broadcast or multicast frame "
-                 "(or looped back)", frozenset({ev.ND_DST_BROADCAST, ev.ND_DST_MULTICAST}),
-                 frozenset({PACKET_BROADCAST, PACKET_MULTICAST, PACKET_LOOPBACK}))
+                 "(or looped back, or on lo)", frozenset({ev.ND_DST_BROADCAST, ev.ND_DST_MULTICAST}),
+                 frozenset({PACKET_BROADCAST, PACKET_MULTICAST, PACKET_LOOPBACK, PACKET_HOST}))
 TO_MULTICAST = Needs("an IPv6 multicast destination, in a link-layer multicast frame",
                      frozenset({ev.ND_DST_MULTICAST}), frozenset({PACKET_MULTICAST}))
 NOT_IP = Needs("no IP packet: a message queued on a netlink (or other non-inet) socket, another ethertype",

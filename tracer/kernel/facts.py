@@ -546,3 +546,10 @@ def type_flags(include: Path | None) -> list[str]:
         skb = re.search(r"^struct sk_buff \{.*?^\};", text, re.S | re.M)
         nfct = bool(skb and "_nfct;" in skb.group(0))
     return [f"-DND_REASON_CONSUMED={consumed}", f"-DND_HAVE_NFCT={int(nfct)}"]
+
+
+def not_specified(reasons: dict[int, str]) -> int:
+    """The number of SKB_DROP_REASON_NOT_SPECIFIED on this kernel (0 on 5.17-5.19,
+    2 since SKB_NOT_DROPPED_YET and SKB_CONSUMED came first), or 0xFFFFFFFF
+    (no such value: never matches a u32 reason) if the kernel names none."""
+    return next((code for code, name in reasons.items() if name == "NOT_SPECIFIED"), 0xFFFFFFFF)

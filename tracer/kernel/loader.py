@@ -30,6 +30,7 @@ from .facts import (
     btf_tracepoint_ids,
     kernel_headers,
     kernel_symbols,
+    not_specified,
     type_flags,
 )
 from .hooks import FunctionHooks, Hook, module_built_in, wanted_hooks
@@ -192,6 +193,7 @@ class Tracer:
             f"-DND_HAVE_REASON={int(facts.has_reason)}",
             f"-DND_HAVE_ICMP_TP={int(facts.has_icmp_tp)}",
             *type_flags(include),
+            f"-DND_REASON_NOT_SPECIFIED={not_specified(facts.reasons)}",
             f"-DND_RINGBUF_PAGES={int(ringbuf_pages)}",
             f"-DND_MAX_COUNTERS={MAX_COUNTERS}",
             f"-DND_MAX_FILTER={int(map_entries)}",

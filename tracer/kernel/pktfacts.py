@@ -7,8 +7,9 @@ key, so the same facts judge a group whether or not events reached it:
 - the link layer's verdict, skb->pkt_type (include/uapi/linux/if_packet.h):
   to this host's MAC, a broadcast, a multicast group, another host's MAC, or
   the copy a packet socket takes of what this host sends;
-- for a frame sent to a link-layer group only, the IP destination as the
-  kernel's own paths classify it: IPv4 by the input route's flags (RTCF_LOCAL,
+- for a frame sent to a link-layer group (and an IPv4 frame to this host's MAC
+  freed without a reason: a broadcast on lo comes in one), the IP destination
+  as the kernel's own paths classify it: IPv4 by the input route's flags (RTCF_LOCAL,
   RTCF_BROADCAST, RTCF_MULTICAST), IPv6 by the address (ff00::/8);
 - whether it was an IP packet at all (a netlink message queued on its socket
   is not).
