@@ -58,6 +58,13 @@ def test_without_the_lists_the_hint_says_what_the_counts_say():
     assert "check 'ip xfrm policy'" in xfrm.hint(udp(7009), None, "refused")
 
 
+def test_without_an_inbound_policy_the_hint_names_none():
+    """0 inbound policies: no policy 'requires a transform'; the default or a short datagram may."""
+    none_in = xfrm.Xfrm((("in", 0), ("out", 2), ("fwd", 0)), 0)
+    said = xfrm.hint(udp(7009), none_in, "refused")
+    assert "requires" not in said and "getdefault" in said and "shorter than a UDP header" in said
+
+
 def test_unicast_refused_on_udps_no_socket_path_is_ipsec_and_named_a_broadcast_is_not():
     ev = Evidence(4026531840, (), X, None, None)
     v = classify(udp(7001), evidence=ev)

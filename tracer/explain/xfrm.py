@@ -154,6 +154,13 @@ def hint(d: Drop, x: Xfrm | None, cause: str) -> str:
     if x is None:
         return f"{cause}, flow {d.flow}: check 'ip xfrm policy' and 'ip xfrm state' in this namespace"
     counts = f"{x.count('in')} in, {x.count('out')} out, {x.count('fwd')} fwd policies and {x.states} states here"
+    if x.policies and not x.count("in"):
+        # No policy to name: the inbound default (XFRM_USERPOLICY_BLOCK, `ip xfrm policy
+        # setdefault`) refuses what no policy allows; UDP's receive path also frees a datagram
+        # shorter than its header without a reason (pskb_may_pull() in __udp4_lib_rcv()).
+        short = "; or it was shorter than a UDP header" if d.reason == "NOT_SPECIFIED" else ""
+        return (f"{cause}, flow {d.flow}: IPsec has {counts}: no inbound policy refused it; check "
+                f"'ip xfrm policy getdefault' (a default of block refuses what no policy allows){short}")
     if x.states == 0:
         return (f"{cause}, flow {d.flow}: IPsec has {counts}: a policy requires a transform but no state (SA) "
                 f"exists: the IPsec agent (Cilium, Calico, strongSwan) has not installed its keys")
