@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tracer.explain import xfrm
 from tracer.explain.classify import classify
-from tracer.explain.evidence import Evidence
+from tracer.explain.evidence import XFRM_CMDS, Evidence
 from tracer.kernel import event, pktfacts
 
 from .test_classify import drop
@@ -112,3 +112,9 @@ def test_a_closed_port_the_policy_refused_is_named_one_that_answered_is_not():
     assert classify(answered, evidence=ev).hint.startswith("nothing listens on UDP")
     assert classify(drop(reason="NO_SOCKET", location="__udp4_lib_rcv", dst="192.0.2.2", dport=7009),
                     evidence=ev).hint.startswith("nothing listens on UDP")
+
+
+def test_the_states_are_read_without_their_keys():
+    """`ip xfrm state list` prints each state's keys; nokeys leaves them in the kernel."""
+    states = [c for c in XFRM_CMDS if c[:4] == ("ip", "xfrm", "state", "list")]
+    assert states and all("nokeys" in c for c in states)

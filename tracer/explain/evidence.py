@@ -372,8 +372,9 @@ NAMESPACE_CMDS: tuple[tuple[str, ...], ...] = (
 
 
 # And where the namespace has inbound IPsec policies: which refuses what (explain/xfrm.py).
+# nokeys: `ip` prints no key of a state, so none ever reaches this process.
 XFRM_CMDS: tuple[tuple[str, ...], ...] = (("ip", "xfrm", "policy", "list", "dir", "in"),
-                                          ("ip", "xfrm", "state", "list"))
+                                          ("ip", "xfrm", "state", "list", "nokeys"))
 
 
 def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: float) -> Evidence:

@@ -9,9 +9,9 @@ not installed its keys); or the state exists and the packet came in plaintext
 where a socket took the packet (udp_queue_rcv_one_skb(), tcp_v4_rcv(),
 icmp_rcv()), NOT_SPECIFIED on UDP's no-socket path (__udp4_lib_rcv()), none
 before 5.17. The namespace's own policies and states do: read here from
-`ip xfrm policy list dir in` and `ip xfrm state list` under nsenter
-(evidence.py), never keeping a key: a state's lines with key material are
-passed over unparsed.
+`ip xfrm policy list dir in` and `ip xfrm state list nokeys` under nsenter
+(evidence.py): `ip` prints no key, and a state's algorithm lines are passed
+over unparsed.
 
 Parsers take node text (a policy's selector names a device a pod may have
 named): each survives any input, keeps typed values only, and is bounded.
