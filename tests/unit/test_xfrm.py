@@ -93,6 +93,7 @@ def test_any_text_parses_to_typed_bounded_values(policies, states):
     assert len(ps) <= xfrm.MAX_POLICIES and len(ss) <= xfrm.MAX_STATES
     for p in ps:
         assert p.action in ("allow", "block") and len(p.templates) <= xfrm.MAX_TEMPLATES
+        assert len(p.selector) <= xfrm.SELECTOR_MAX
         assert p.dport is None or 0 <= p.dport < 65536
     x = xfrm.Xfrm((("in", len(ps)),), len(ss), ps, ss)
     for port in (7001, 7002, 7003):
@@ -118,3 +119,11 @@ def test_the_states_are_read_without_their_keys():
     """`ip xfrm state list` prints each state's keys; nokeys leaves them in the kernel."""
     states = [c for c in XFRM_CMDS if c[:4] == ("ip", "xfrm", "state", "list")]
     assert states and all("nokeys" in c for c in states)
+
+
+def test_a_selector_line_of_any_length_is_quoted_bounded():
+    """Node text: a pod's namespace may hold a policy on a device of any name; the hint stays short."""
+    text = "src 192.0.2.1/32 dst 192.0.2.2/32 " + "dev x " * 100_000 + "\n\tdir in action block\n"
+    (p,) = xfrm.parse_policies(text)
+    assert len(p.selector) <= xfrm.SELECTOR_MAX
+    assert len(xfrm.hint(udp(7009), xfrm.Xfrm((("in", 1),), 0, (p,), ()), "c")) < 2 * xfrm.SELECTOR_MAX

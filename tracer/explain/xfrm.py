@@ -30,6 +30,7 @@ MAX_STATES = 256           # states kept per namespace
 MAX_TEMPLATES = 8          # templates kept per policy
 MAX_TEXT = 1 << 22         # longer output is not parsed (4 MiB)
 TOKEN_MAX = 64             # a kept token is cut to this
+SELECTOR_MAX = 200         # a policy's selector as kept and quoted in a hint (iproute2's is under 150)
 
 _SPD_RE = re.compile(r"SPD IN\s+(\d{1,9})\s+OUT\s+(\d{1,9})\s+FWD\s+(\d{1,9})")
 _SAD_RE = re.compile(r"SAD count\s+(\d{1,9})")
@@ -240,8 +241,8 @@ def parse_policies(text: str | None) -> tuple[Policy, ...]:
             templates.append(_template(tmpl))
         if attrs.get("dir") != "in":
             continue
-        out.append(Policy(" ".join(head), _prefix(sel.get("src")), _prefix(sel.get("dst")), _proto(sel.get("proto")),
-                          _port(sel.get("sport")), _port(sel.get("dport")),
+        out.append(Policy(" ".join(head)[:SELECTOR_MAX], _prefix(sel.get("src")), _prefix(sel.get("dst")),
+                          _proto(sel.get("proto")), _port(sel.get("sport")), _port(sel.get("dport")),
                           "block" if attrs.get("action") == "block" else "allow", _port(attrs.get("priority"), 1 << 32),
                           tuple(templates[:MAX_TEMPLATES])))
         if len(out) >= MAX_POLICIES:
