@@ -71,14 +71,22 @@ def read_in_netns(path: str | None, *cmd: str, timeout: float = 5) -> str | None
     return res.stdout if res.returncode == 0 else None
 
 
-def read_many_in_netns(path: str | None, cmds: Sequence[Sequence[str]], timeout: float = 5) -> list[str | None]:
+STOP_POLL = 0.05    # how often a read with a stop event looks at it
+
+
+def read_many_in_netns(path: str | None, cmds: Sequence[Sequence[str]], timeout: float = 5,
+                       stop: threading.Event | None = None) -> list[str | None]:
     """read_in_netns() of several commands, all started at once and then read:
     a reader waits for the slowest, not for their sum (each process's start
     waits for a CPU on a busy node). timeout bounds them all together; a
-    command still running then is killed and gives None, as one that failed."""
+    command still running then is killed and gives None, as one that failed.
+    So does every command still running once stop is set (the reader's thread
+    is asked to end: nothing it started outlives it)."""
     prefix = ["nsenter", f"--net={path}"] if path else []
     procs: list[subprocess.Popen[str] | None] = []
     out: list[str | None] = []
+    if stop is not None and stop.is_set():
+        return [None] * len(cmds)
     try:
         for cmd in cmds:
             try:
@@ -91,19 +99,28 @@ def read_many_in_netns(path: str | None, cmds: Sequence[Sequence[str]], timeout:
             if p is None:
                 out.append(None)
                 continue
-            try:
-                # Past the deadline, a moment still: one that has ended gives what it wrote.
-                stdout, _ = p.communicate(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                out.append(None)
-                continue
-            out.append(stdout if p.returncode == 0 else None)
+            out.append(_output(p, deadline, stop))
     finally:
         for p in procs:     # what timed out, or everything after an exception: killed and reaped
             if p is not None and p.returncode is None:
                 p.kill()
                 p.communicate()
     return out
+
+
+def _output(p: subprocess.Popen[str], deadline: float, stop: threading.Event | None) -> str | None:
+    """p's stdout once it ends (None if it failed); None if it still runs at the
+    deadline or once stop is set (the caller kills it)."""
+    while True:
+        # Past the deadline, a moment still: one that has ended gives what it wrote.
+        left = max(0.05, deadline - time.monotonic())
+        try:
+            stdout, _ = p.communicate(timeout=left if stop is None else min(left, STOP_POLL))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return None
+            continue
+        return stdout if p.returncode == 0 else None
 
 
 def read_file_in_netns(path: str | None, name: str) -> str | None:

@@ -138,7 +138,7 @@ class FakeReads:
     def paths(self, wanted):
         return {ino: f"/run/netns/x{ino}" for ino in wanted if ino != 404}
 
-    def read(self, netns, path, node, now):
+    def read(self, netns, path, node, now, stop=None):
         self.reads.append(netns)
         self.gate.set()
         return E.Evidence(netns, (), None, (), node, now)
@@ -233,4 +233,30 @@ def test_a_namespaces_commands_run_together_and_a_hung_one_is_killed(tmp_path):
                                     ("false",), ("/nonexistent/netdrop-test",)], timeout=0.5)
     took = time.monotonic() - t0
     assert out == [None, "ok\n", None, None] and took < 10      # bounded by the timeout, not by sleep 30
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()     # killed and reaped
+
+
+def test_closing_the_cache_kills_the_commands_of_a_read_in_flight(tmp_path):
+    """A hung command in a namespace's read neither holds the stop nor outlives it."""
+    from tracer.nsexec import read_many_in_netns
+
+    pid_file = tmp_path / "pid"
+    started = threading.Event()
+
+    def read(netns, path, node, now, stop=None):
+        started.set()
+        read_many_in_netns(None, [("sh", "-c", f"echo $$ > {pid_file}; exec sleep 30")], timeout=30, stop=stop)
+        return E.Evidence(netns, (), None, (), node, now)
+
+    cache = E.EvidenceCache(lambda wanted: {ino: None for ino in wanted}, read,
+                            node=lambda: E.NodeFacts(None, None, None))
+    cache.start()
+    cache.ask(7, 0.0)
+    assert started.wait(10)
+    until = time.monotonic() + 10
+    while (not pid_file.exists() or not pid_file.read_text().strip()) and time.monotonic() < until:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    cache.close()
+    assert time.monotonic() - t0 < 1.0          # generous: the stop is polled every 50 ms
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()     # killed and reaped

@@ -360,8 +360,6 @@ def parse_lsm(text: str | None) -> tuple[str, ...] | None:
 SYSCTL_CMD = ("sh", "-c", "grep -H . /proc/sys/net/ipv6/conf/*/disable_ipv6 /proc/sys/net/ipv4/conf/*/route_localnet")
 
 
-def _run(path: str | None, *cmd: str) -> str | None:
-    return read_in_netns(path, *cmd, timeout=COMMAND_TIMEOUT)
 
 
 # What read_namespace runs in every namespace it reads, all at once (a drop's
@@ -377,11 +375,13 @@ XFRM_CMDS: tuple[tuple[str, ...], ...] = (("ip", "xfrm", "policy", "list", "dir"
                                           ("ip", "xfrm", "state", "list", "nokeys"))
 
 
-def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: float) -> Evidence:
+def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: float,
+                   stop: threading.Event | None = None) -> Evidence:
     """The facts of the namespace at path (None: ours): a handful of commands in
-    it, started together, then `bridge fdb` for each VXLAN device found."""
+    it, started together, then `bridge fdb` for each VXLAN device found. Once
+    stop is set, the commands still running are killed and read as failed."""
     links, sysctl_text, nsid_text, policy_count, state_count, bpf_net = read_many_in_netns(
-        path, NAMESPACE_CMDS, timeout=COMMAND_TIMEOUT)
+        path, NAMESPACE_CMDS, timeout=COMMAND_TIMEOUT, stop=stop)
     devices = parse_links(links)
     sysctls = parse_sysctls(sysctl_text)
     nsids = parse_netns_ids(nsid_text)
@@ -390,7 +390,8 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
     for d in devices:
         vx = d.vxlan
         if vx is not None:
-            fdb = parse_fdb(_run(path, "bridge", "-j", "fdb", "show", "dev", d.name))
+            fdb = parse_fdb(read_many_in_netns(path, [("bridge", "-j", "fdb", "show", "dev", d.name)],
+                                               timeout=COMMAND_TIMEOUT, stop=stop)[0])
             if fdb is not None:
                 vx = Vxlan(vx.vni, vx.port, vx.local, vx.remote, vx.underlay, fdb[0], fdb[1])
         nsid = peer_ns.get(d.ifindex)
@@ -400,7 +401,7 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
             sysctls.get((d.name, "disable_ipv6")), sysctls.get((d.name, "route_localnet")), vx, d.stp))
     xfrm = parse_xfrm(policy_count, state_count)
     if xfrm is not None and xfrm.count("in"):       # which inbound policy refuses what (explain/xfrm.py)
-        policies, states = read_many_in_netns(path, XFRM_CMDS, timeout=COMMAND_TIMEOUT)
+        policies, states = read_many_in_netns(path, XFRM_CMDS, timeout=COMMAND_TIMEOUT, stop=stop)
         xfrm = Xfrm(xfrm.policies, xfrm.states, parse_policies(policies), parse_states(states))
     programs = parse_bpftool_net(bpf_net)
     return Evidence(netns, tuple(full), xfrm, tuple(programs) if programs is not None else None, node, now)
@@ -454,7 +455,8 @@ class EvidenceCache:
     forgotten first (by when they were read); the wanted set is bounded the same way."""
 
     def __init__(self, paths: Callable[[set[int]], Mapping[int, str | None]] | None = None,
-                 read: Callable[[int, str | None, NodeFacts | None, float], Evidence] = read_namespace,
+                 read: Callable[[int, str | None, NodeFacts | None, float, threading.Event], Evidence]
+                 = read_namespace,
                  node: Callable[[], NodeFacts] = read_node, ttl: float = TTL_SECONDS,
                  max_namespaces: int = MAX_NAMESPACES, clock: Callable[[], float] = time.monotonic) -> None:
         self._paths = paths if paths is not None else _Paths()
@@ -511,7 +513,7 @@ class EvidenceCache:
                 with self._lock:
                     self._known.pop(netns, None)
                 return None
-            ev = self._read(netns, path[netns], self.node_facts(), began)
+            ev = self._read(netns, path[netns], self.node_facts(), began, self._stop)
             with self._lock:
                 self._known[netns] = ev
                 self._known.move_to_end(netns)
@@ -534,7 +536,9 @@ class EvidenceCache:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(COMMAND_TIMEOUT)   # a command in flight ends by its own timeout
+            # The commands of a namespace's read in flight are killed at once (read_namespace's
+            # stop); the node's (read_node, once per TTL) end by their own timeout at worst.
+            self._thread.join(COMMAND_TIMEOUT)
 
     def _next(self) -> tuple[int, float] | None:
         """The next namespace to read: the oldest one something waits for, else the oldest asked."""
