@@ -24,10 +24,10 @@ from .explain.benign import benign_why
 from .explain.classify import key_category
 from .explain.verdict import Verdict
 from .kernel.decode import Decoder, Drop
+from .kernel.event import CounterKey
 from .kernel.stacks import Stack
 from .pods.attribute import NO_POD, Attribution
 
-CounterKey = tuple[int, int, int, int, int]  # (netns, reason, location address, pod tag, packet facts): the kernel's
 GroupKey = tuple[int, int, int, int, bool]   # (netns, reason, location address, pod tag, benign)
 FLOWS_KEPT = 8      # the latest events of each group, for the console's details (bounded memory per group)
 STACKS_KEPT = 3     # distinct kernel stacks sampled per group, each with its count of events

@@ -100,6 +100,10 @@ class NdEvent(ctypes.Structure):
     ]
 
 
+# A counter key as netdrop reads it: (netns, reason, location address, pod tag, packet facts).
+CounterKey = tuple[int, int, int, int, int]
+
+
 class NdCountKey(ctypes.Structure):
     """struct nd_count_key"""
 

@@ -62,8 +62,7 @@ class Count(NamedTuple):
     bytes: int
 
 
-# (netns, reason, location address, pod tag, packet facts): struct nd_count_key
-CounterKey = tuple[int, int, int, int, int]
+CounterKey = ev.CounterKey
 
 
 def _sum_counts(items: Iterable[tuple[Any, Any]]) -> dict[CounterKey, Count]:

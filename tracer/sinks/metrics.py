@@ -40,9 +40,9 @@ from prometheus_client.registry import Collector
 
 from ..explain.benign import benign_why
 from ..explain.classify import key_category
+from ..kernel.event import CounterKey
 from ..pods.attribute import Attribution
 
-CounterKey = tuple[int, int, int, int, int]   # (netns, reason, location, pod tag, packet facts): the kernel's key
 DROPS, DROPS_HELP = ("netdrop_drops", "Packets the kernel dropped, counted exactly in the kernel (skb:kfree_skb), "
                      "by pod, direction, category and drop reason; benign=\"true\": drops every healthy node makes")
 BYTES, BYTES_HELP = ("netdrop_drop_bytes", "Bytes of the packets the kernel dropped (IP length, counted in the kernel)")
