@@ -27,7 +27,7 @@ from .facts import Kallsyms
 
 Stack = tuple[str, ...]     # frames, innermost first: "__udp4_lib_rcv+0x5a1", ... ("?" where kallsyms has no name)
 
-STACKS_KEPT = 512           # distinct stacks remembered with their names (LRU)
+NAMED_STACKS = 512          # distinct stacks remembered with their names (LRU)
 # A frame further than this past the nearest symbol is not in it (code kallsyms
 # does not list, past the last symbol of a region): named "?", not misnamed.
 MAX_OFFSET = 1 << 20
@@ -64,7 +64,7 @@ class Symbolizer:
     once and kept in a bounded LRU."""
 
     def __init__(self, kallsyms: Kallsyms, read: Callable[[int], tuple[int, ...] | None],
-                 entries: int = STACKS_KEPT) -> None:
+                 entries: int = NAMED_STACKS) -> None:
         self.kallsyms = kallsyms
         self._read = read
         self._entries = entries
