@@ -147,7 +147,7 @@ class FakeReads:
 def test_the_cache_never_reads_on_the_event_path():
     clock = [0.0]
     fake = FakeReads()
-    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None), ttl=5,
+    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda stop=None: E.NodeFacts(None, None, None), ttl=5,
                             clock=lambda: clock[0])
     assert cache(drop()) is None and fake.reads == []       # asked, not read: the thread will
     first = cache.refresh(7)
@@ -159,7 +159,7 @@ def test_the_cache_never_reads_on_the_event_path():
 
 def test_the_cache_thread_reads_what_drops_ask_for_and_stops():
     fake = FakeReads()
-    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None))
+    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda stop=None: E.NodeFacts(None, None, None))
     cache.start()
     try:
         assert cache(drop(11)) is None
@@ -176,7 +176,7 @@ def test_the_cache_thread_reads_what_drops_ask_for_and_stops():
 def test_a_read_something_waits_for_comes_first_and_begins_after_it_was_asked():
     clock = [0.0]
     fake = FakeReads()
-    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None), ttl=5,
+    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda stop=None: E.NodeFacts(None, None, None), ttl=5,
                             clock=lambda: clock[0])
     cache.refresh(5)                       # read at 0.0: fresh for the TTL, but from before what waits
     clock[0] = 1.0
@@ -199,7 +199,8 @@ def test_a_read_something_waits_for_comes_first_and_begins_after_it_was_asked():
 
 def test_the_cache_is_bounded():
     fake = FakeReads()
-    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda: E.NodeFacts(None, None, None), max_namespaces=3)
+    cache = E.EvidenceCache(fake.paths, fake.read, node=lambda stop=None: E.NodeFacts(None, None, None),
+                            max_namespaces=3)
     for ino in range(10):
         cache.refresh(ino)
         cache(drop(100 + ino))
@@ -249,7 +250,7 @@ def test_closing_the_cache_kills_the_commands_of_a_read_in_flight(tmp_path):
         return E.Evidence(netns, (), None, (), node, now)
 
     cache = E.EvidenceCache(lambda wanted: {ino: None for ino in wanted}, read,
-                            node=lambda: E.NodeFacts(None, None, None))
+                            node=lambda stop=None: E.NodeFacts(None, None, None))
     cache.start()
     cache.ask(7, 0.0)
     assert started.wait(10)
@@ -260,3 +261,27 @@ def test_closing_the_cache_kills_the_commands_of_a_read_in_flight(tmp_path):
     cache.close()
     assert time.monotonic() - t0 < 1.0          # generous: the stop is polled every 50 ms
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()     # killed and reaped
+
+
+def test_closing_the_cache_kills_a_node_read_in_flight(tmp_path):
+    """The node's facts (bpftool) are read on the same thread: a hung one is killed at close too."""
+    from tracer.nsexec import read_many_in_netns
+
+    pid_file = tmp_path / "pid"
+
+    def node(stop=None):
+        read_many_in_netns(None, [("sh", "-c", f"echo $$ > {pid_file}; exec sleep 30")], timeout=30, stop=stop)
+        return E.NodeFacts(None, None, None)
+
+    cache = E.EvidenceCache(lambda wanted: {ino: None for ino in wanted},
+                            lambda netns, path, node_, now, stop=None: E.Evidence(netns, (), None, (), node_, now),
+                            node=node)
+    cache.start()
+    cache.ask(7, 0.0)
+    until = time.monotonic() + 10
+    while (not pid_file.exists() or not pid_file.read_text().strip()) and time.monotonic() < until:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    cache.close()
+    assert time.monotonic() - t0 < 1.0
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()

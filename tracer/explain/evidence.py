@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.decode import Drop
-from ..nsexec import read_file_in_netns, read_in_netns, read_many_in_netns
+from ..nsexec import read_file_in_netns, read_many_in_netns
 from .explainer import WantedPaths
 from .xfrm import Xfrm, parse_policies, parse_states
 from .xfrm import parse_counts as parse_xfrm
@@ -410,17 +410,20 @@ def read_namespace(netns: int, path: str | None, node: NodeFacts | None, now: fl
 CGROUP2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
 
 
-def read_node(cgroup_roots: Iterable[str] = CGROUP2_ROOTS) -> NodeFacts:
-    """Node-wide facts: BPF programs on cgroups (with their holders), the LSMs, memory."""
+def read_node(cgroup_roots: Iterable[str] = CGROUP2_ROOTS, stop: threading.Event | None = None) -> NodeFacts:
+    """Node-wide facts: BPF programs on cgroups (with their holders), the LSMs, memory.
+    Once stop is set, a command still running is killed and read as failed."""
+    def run(*cmd: str) -> str | None:
+        return read_many_in_netns(None, [cmd], timeout=COMMAND_TIMEOUT, stop=stop)[0]
+
     cgroup: list[Program] | None = None
     for root in cgroup_roots:
-        found = parse_bpftool_cgroup(read_in_netns(None, "bpftool", "-j", "cgroup", "tree", root,
-                                                   timeout=COMMAND_TIMEOUT))
+        found = parse_bpftool_cgroup(run("bpftool", "-j", "cgroup", "tree", root))
         if found is not None:
             cgroup = found
             break
     if cgroup:
-        owners = parse_bpftool_owners(read_in_netns(None, "bpftool", "-j", "prog", "show", timeout=COMMAND_TIMEOUT))
+        owners = parse_bpftool_owners(run("bpftool", "-j", "prog", "show"))
         cgroup = [Program(p.where, p.hook, p.prog_id, p.name, p.owners or owners.get(p.prog_id or -1, ()))
                   for p in cgroup]
     return NodeFacts(tuple(cgroup) if cgroup is not None else None,
@@ -457,7 +460,7 @@ class EvidenceCache:
     def __init__(self, paths: Callable[[set[int]], Mapping[int, str | None]] | None = None,
                  read: Callable[[int, str | None, NodeFacts | None, float, threading.Event], Evidence]
                  = read_namespace,
-                 node: Callable[[], NodeFacts] = read_node, ttl: float = TTL_SECONDS,
+                 node: Callable[..., NodeFacts] = read_node, ttl: float = TTL_SECONDS,
                  max_namespaces: int = MAX_NAMESPACES, clock: Callable[[], float] = time.monotonic) -> None:
         self._paths = paths if paths is not None else _Paths()
         self._read = read
@@ -501,7 +504,7 @@ class EvidenceCache:
     def node_facts(self) -> NodeFacts:
         now = self._clock()
         if self._node_facts is None or now - self._node_at >= self.ttl:
-            self._node_facts, self._node_at = self._node(), now
+            self._node_facts, self._node_at = self._node(stop=self._stop), now
         return self._node_facts
 
     def refresh(self, netns: int) -> Evidence | None:
@@ -536,8 +539,8 @@ class EvidenceCache:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            # The commands of a namespace's read in flight are killed at once (read_namespace's
-            # stop); the node's (read_node, once per TTL) end by their own timeout at worst.
+            # The commands of a read in flight are killed at once (read_namespace's and
+            # read_node's stop): the join is a bound, never the wait.
             self._thread.join(COMMAND_TIMEOUT)
 
     def _next(self) -> tuple[int, float] | None:
