@@ -13,6 +13,7 @@ tests/kernel  marked `kernel`: root, BPF and tracefs on the real kernel; each
 """
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "portable: a kernel test of the kernel matrix (scripts/kernels)")
     config.addinivalue_line("markers", "image: runs the agent's image with podman as deploy/daemonset.yaml says")
     config.addinivalue_line("markers", "guest: changes the whole kernel: runs only in a scripts/kernels guest")
+    # A run started in the background of a non-interactive shell (`./scripts/test &`) inherits
+    # SIGINT ignored (POSIX: asynchronous lists ignore it), and netdrop, like every command, keeps
+    # an ignored stop signal ignored (nohup): the Ctrl-C tests would wait for nothing. Ignored
+    # dispositions survive exec, so the commands the tests start would inherit it too.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
