@@ -420,7 +420,7 @@ def replay_pipeline(scenario: str, rules: int) -> Any:
     from tracer.kernel.decode import Decoder
     from tracer.kernel.facts import Kallsyms, reasons_from_format
     from tracer.pods.attribute import PodIds, PodIndex
-    from tracer.pods.nodeview import HostVeth, NetnsInfo, NodeSnapshot
+    from tracer.node.table import HostVeth, NetnsInfo, NodeSnapshot
     from tracer.watch import Pipeline
 
     decoder = Decoder(reasons_from_format((GOLDEN / "kfree_skb.format").read_text()),

@@ -27,7 +27,6 @@ other load on the machine barely moves it. Everything is removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -44,27 +43,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
-    """Runs with PYTHONPATH at the checkout measured: its own nodeview."""
-    from tracer.nsexec import socket_in
-    from tracer.pods import nodeview as nv
-    rtnl: Any = None
-    with contextlib.suppress(ImportError):     # main's checkout has no rtnl: its own parser
-        from tracer.pods import rtnl      # type: ignore[no-redef]
+    """Runs with PYTHONPATH at the checkout measured: its own rtnl and NodeScanner."""
+    try:
+        from tracer.node import rtnl
+        from tracer.node.nsexec import socket_in
+        from tracer.node.scan import NodeScanner
+    except ImportError:                 # a checkout from before tracer/node/
+        from tracer.nsexec import socket_in  # type: ignore[import-not-found,no-redef]
+        from tracer.pods import rtnl  # type: ignore[attr-defined,no-redef]
+        from tracer.pods.nodescan import NodeScanner  # type: ignore[import-not-found,no-redef]
 
     def read(path: str) -> Any:
-        return (rtnl or nv).read_netns(path)
+        return rtnl.read_netns(path)
 
     def node_dump() -> Any:
-        if rtnl is not None:
-            with rtnl.Rtnl(node_path) as rt:
-                return rtnl.global_ips(rt.addresses()), rtnl.veths_of(rt.links("veth"))
-        with nv.Rtnl(node_path) as rt:
-            return nv.global_ips(rt.dump(nv.RTM_GETADDR)), nv.veths_of(rt.dump(nv.RTM_GETLINK))
+        with rtnl.Rtnl(node_path) as rt:
+            return rtnl.global_ips(rt.addresses()), rtnl.veths_of(rt.links("veth"))
 
     def kinds(data: bytes) -> list[int]:
-        if rtnl is not None:
-            return [rtnl.kind(m) for m in rtnl.decode(data)]
-        return [m.kind for m in nv.parse_messages(data)]
+        return [rtnl.kind(m) for m in rtnl.decode(data)]
 
     def raw_dump() -> list[bytes]:
         """The node's whole link dump as the kernel sends it to a bare request."""
@@ -78,9 +75,7 @@ def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
         return out
 
     def decode(chunks: list[bytes]) -> int:
-        if rtnl is not None:
-            return len(rtnl.veths_of([m for c in chunks for m in rtnl.decode(c)]))
-        return len(nv.veths_of([m for c in chunks for m in nv.parse_messages(c)]))
+        return len(rtnl.veths_of([m for c in chunks for m in rtnl.decode(c)]))
 
     def timed(fn: Any, *args: Any) -> tuple[float, float, Any]:
         w, c = time.perf_counter(), time.thread_time()
@@ -88,8 +83,7 @@ def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
         return time.perf_counter() - w, time.thread_time() - c, got
 
     def forget() -> None:
-        if rtnl is not None:
-            rtnl.forget()
+        rtnl.forget()
 
     def reads() -> tuple[float, float, float]:
         walls, cpus = [], []
@@ -101,10 +95,6 @@ def child(node_path: str, pod_paths: list[str], rounds: int) -> dict[str, Any]:
         walls.sort()
         return statistics.median(walls) * 1e3, walls[len(walls) * 9 // 10] * 1e3, statistics.median(cpus) * 1e3
 
-    try:
-        from tracer.pods.nodescan import NodeScanner
-    except ImportError:
-        NodeScanner = nv.NodeScanner        # noqa: N806 - main's checkout: in nodeview
     read(pod_paths[0])          # imports, the thread machinery
     forget()
     scanner = NodeScanner(node_path)
@@ -141,10 +131,11 @@ def child_churn(node_path: str) -> dict[str, Any]:
     """The node followed as the pod source does (NodeEvents, NodeScanner.refresh) while the
     parent replaces pods: one "go" line on stdin after each, "ok" back once it is looked up."""
     try:
-        from tracer.pods.nodeevents import NodeEvents
-        from tracer.pods.nodescan import NodeScanner
+        from tracer.node.events import NodeEvents
+        from tracer.node.scan import NodeScanner
     except ImportError:
-        from tracer.pods.nodeview import NodeEvents, NodeScanner    # type: ignore[attr-defined,no-redef]
+        from tracer.pods.nodeevents import NodeEvents    # type: ignore[no-redef]    # a tree before tracer/node/
+        from tracer.pods.nodescan import NodeScanner    # type: ignore[no-redef]
     scanner = NodeScanner(node_path)
     scanner.keep_open = True
     scanner.scan()

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tracer.lab.bulk import MAX_PODS, BulkPod, Pods  # noqa: E402
 from tracer.lab.node import NETNS_DIR, SimNode  # noqa: E402
-from tracer.nsexec import socket_in  # noqa: E402
+from tracer.node.nsexec import socket_in  # noqa: E402
 
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")

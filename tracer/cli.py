@@ -81,7 +81,7 @@ def user_path(text: str) -> str:
 def netns_spec(text: str) -> str:
     """--netns/--node-netns NAME|PATH|INODE: a path (it has a '/') made absolute
     as user_path does; a name or an inode as given. Whether it is a network
-    namespace is checked before anything is loaded (kernel/filters.py, checked_netns)."""
+    namespace is checked before anything is loaded (node/namespaces.py, checked_netns)."""
     return user_path(text) if "/" in text or not text or "\0" in text else text
 
 

@@ -23,13 +23,13 @@ from .explain import evidence
 from .explain.explainer import ct_stats, drop_points
 from .kernel import facts
 from .errors import UserError
-from .nsexec import read_in_netns
+from .node.nsexec import read_in_netns
 from .pods import apitext
 from .pods.kube import DUAL_STACK_POLICIES
 
 if TYPE_CHECKING:
     from .pods.kube import PodInfo, ServiceInfo
-    from .pods.nodeview import NetnsInfo
+    from .node.table import NetnsInfo
 
 SEVERITIES = ("error", "warning", "info", "ok", "unchecked")
 # Encapsulation overhead of overlay and tunnel devices (outer headers), bytes.

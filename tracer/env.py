@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .kernel.facts import TRACEFS_CANDIDATES
-from .kernel.filters import NETNS_RUN_DIR
+from .node.namespaces import NETNS_RUN_DIR
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .memory import release_free_memory
     from .pods.apicall import Calls
     from .pods.kube import Selection
-    from .pods.nodeview import HOST_NETNS
+    from .node.namespaces import HOST_NETNS
     from .pods.source import PodSource
     from .session import SIGNALS, ExitStatus, Pending, info, kernel_facts, require_root, warn
     from .sinks.metrics import AgentState, DropCollector, Series

@@ -181,7 +181,8 @@ def kernel_facts(args: argparse.Namespace, env: Environment) -> KernelFacts:
 
 def make_filters(args: argparse.Namespace, env: Environment) -> Filters:
     """--netns, --ip, --port (the last two parsed with the arguments, cli.py)."""
-    from .kernel.filters import Filters, resolve_netns
+    from .kernel.filters import Filters
+    from .node.namespaces import resolve_netns
 
     return Filters(netns=frozenset(resolve_netns(s, env.netns_dir) for s in args.netns),
                    ips=frozenset(args.ip), ports=frozenset(args.port))
@@ -191,8 +192,8 @@ def node_netns(spec: str | None, env: Environment) -> str:
     """The file of the namespace that plays the node (--node-netns, doctor's
     --netns), checked to be a network namespace before anything is loaded; by
     default the one netdrop runs in."""
-    from .kernel.filters import checked_netns, netns_path
-    from .pods.nodeview import HOST_NETNS
+    from .node.namespaces import checked_netns, netns_path
+    from .node.namespaces import HOST_NETNS
 
     if spec is None:
         return HOST_NETNS
@@ -290,7 +291,7 @@ class Session:
         from .groups import Groups
         from .kernel.decode import Decoder
         from .kernel.facts import Kallsyms
-        from .kernel.filters import known_netns_inodes
+        from .node.namespaces import known_netns_inodes
         from .kernel.loader import Tracer
         from .kernel.stacks import Symbolizer
         from .pods.attribute import NO_POD
@@ -377,7 +378,7 @@ class Session:
             info(self.env, f"pods: {self.view.pods}")
 
     def refresh_view(self, stats: Stats, elapsed: float, remaining: float | None) -> None:
-        from .kernel.filters import known_netns_inodes
+        from .node.namespaces import known_netns_inodes
 
         v = self.view
         v.stats, v.elapsed, v.remaining = stats, elapsed, remaining
@@ -430,7 +431,7 @@ class Session:
         return [f"netns {names.get(ns, ns)}: {text}" for ns, text in sorted(self.explainer.notices.items())]
 
     def report(self, stats: Stats, groups_too: bool = False) -> None:
-        from .kernel.filters import known_netns_inodes
+        from .node.namespaces import known_netns_inodes
         from .sinks import console
 
         info(self.env, f"{stats.matched:,} drops counted, {stats.events:,} events delivered, "
@@ -559,8 +560,8 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
 def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from . import doctor
     from .pods.kube import START_SECONDS, KubeUnavailable, Selection
-    from .pods.nodescan import NodeScanner
-    from .pods.nodeview import HOST_NETNS
+    from .node.scan import NodeScanner
+    from .node.namespaces import HOST_NETNS
     from .pods.source import PodSource
 
     require_root(env)

@@ -31,7 +31,7 @@ from tracer.kernel import decode, loader
 from tracer.kernel.decode import Drop
 from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
-from tracer.nsexec import socket_in
+from tracer.node.nsexec import socket_in
 
 from ..timing import allowed
 from . import bpftest

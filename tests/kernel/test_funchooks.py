@@ -131,7 +131,7 @@ def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
     # so a late attempt is retried, a bounded number of times.
     from tracer.kernel.decode import Decoder
     from tracer.kernel.facts import Kallsyms
-    from tracer.nsexec import socket_in
+    from tracer.node.nsexec import socket_in
 
     db = node.pods["db"]
     ino = node.netns_inodes()[db.netns]

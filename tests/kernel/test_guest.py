@@ -22,7 +22,7 @@ import pytest
 
 from tracer.explain.rules import parse_ct_stats
 from tracer.kernel.hooks import module_loaded
-from tracer.nsexec import socket_in
+from tracer.node.nsexec import socket_in
 
 pytestmark = [pytest.mark.portable, pytest.mark.guest]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tracer.lab import node as lab
 from tracer.lab.bulk import Pods
-from tracer.nsexec import socket_in
+from tracer.node.nsexec import socket_in
 
 PODS = 120
 SENT = 5

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tracer.lab.node import run
-from tracer.pods import rtnl
-from tracer.pods.nodeevents import NodeEvents
+from tracer.node import rtnl
+from tracer.node.events import NodeEvents
 
 HOSTILE = b"p\xff\xfe\x01x"     # an interface name may be any bytes but '/', ':' and whitespace (dev_valid_name)
 
@@ -92,7 +92,7 @@ def test_node_events_name_the_veth_that_came_and_went(pair):
 def test_each_scan_finds_the_veths_that_came_and_went(pair):
     """Between the scans that decode every veth whole, a scan decodes only the new ones:
     those still count, with the namespace they lead into."""
-    from tracer.pods.nodescan import NodeScanner
+    from tracer.node.scan import NodeScanner
     node_path, pod_path = pair
     node_ns, pod_ns = node_path.rsplit("/", 1)[1], pod_path.rsplit("/", 1)[1]
     scanner = NodeScanner(node_path)

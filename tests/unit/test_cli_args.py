@@ -18,7 +18,7 @@ from tracer.env import Environment
 from tracer.errors import UserError
 from tracer.kernel.event import ND_MAX_SNAPLEN
 from tracer.kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE_LIMIT
-from tracer.nsexec import own_working_directory
+from tracer.node.nsexec import own_working_directory
 from tracer.session import node_netns
 
 from .test_cli import Run

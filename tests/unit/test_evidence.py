@@ -226,7 +226,7 @@ def test_flannel_vnis_survive_any_node_object(meta, data):
 
 
 def test_a_namespaces_commands_run_together_and_a_hung_one_is_killed(tmp_path):
-    from tracer.nsexec import read_many_in_netns
+    from tracer.node.nsexec import read_many_in_netns
 
     pid_file = tmp_path / "pid"
     t0 = time.monotonic()
@@ -239,7 +239,7 @@ def test_a_namespaces_commands_run_together_and_a_hung_one_is_killed(tmp_path):
 
 def test_closing_the_cache_kills_the_commands_of_a_read_in_flight(tmp_path):
     """A hung command in a namespace's read neither holds the stop nor outlives it."""
-    from tracer.nsexec import read_many_in_netns
+    from tracer.node.nsexec import read_many_in_netns
 
     pid_file = tmp_path / "pid"
     started = threading.Event()
@@ -265,7 +265,7 @@ def test_closing_the_cache_kills_the_commands_of_a_read_in_flight(tmp_path):
 
 def test_closing_the_cache_kills_a_node_read_in_flight(tmp_path):
     """The node's facts (bpftool) are read on the same thread: a hung one is killed at close too."""
-    from tracer.nsexec import read_many_in_netns
+    from tracer.node.nsexec import read_many_in_netns
 
     pid_file = tmp_path / "pid"
 

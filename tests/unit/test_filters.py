@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracer.errors import UserError
-from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip, resolve_netns
+from tracer.kernel.filters import Filters, ip_key_bytes, parse_ip
+from tracer.node.namespaces import resolve_netns
 
 MINE = "/proc/self/ns/net"      # a network namespace any user may name: its own
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracer.lab import node as lab
-from tracer.pods import rtnl
+from tracer.node import rtnl
 
 PREFIX = "nd-demo"
 

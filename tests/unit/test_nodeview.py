@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer.pods import nodeevents as ne
-from tracer.pods import nodeview as nv
-from tracer.pods import rtnl
-from tracer.pods.nodeevents import Changes
-from tracer.pods.nodeview import HostVeth, NodeTable
+from tracer.node import events as ne
+from tracer.node import namespaces, table
+from tracer.node import rtnl
+from tracer.node.events import Changes
+from tracer.node.table import HostVeth, NodeTable
 
 NODE = 4026531840
 
 
-def where(name: str | None = None, pid: int | None = None) -> nv.FoundNetns:
+def where(name: str | None = None, pid: int | None = None) -> namespaces.FoundNetns:
     return {"path": f"/run/netns/{name}" if name else f"/proc/{pid}/ns/net",
             "names": [name] if name else [], "pids": [pid] if pid else []}
 
@@ -111,7 +111,7 @@ def test_pending_are_recent_namespaces_wired_but_without_address():
     t.read(101, (), {2: ("eth0", 9, 0)}, nsid=5)     # wired, no address yet: CNI still at work
     t.read(103, ("10.0.0.1",), {}, nsid=None)        # no veth: waits for a link event, not polled
     assert t.pending(now=1.0) == {101}                 # 102 never read: nothing leads into it
-    assert t.pending(now=nv.PENDING_SECONDS + 1) == set()
+    assert t.pending(now=table.PENDING_SECONDS + 1) == set()
     t.read(101, ("10.244.1.10",), {2: ("eth0", 9, 0)}, nsid=None)
     assert 101 not in t.pending(now=1.0) and t.complete(101)
 
@@ -128,7 +128,7 @@ def test_only_namespaces_a_node_veth_leads_into_are_wired():
     assert t.wired() == {101, 103}
 
 
-PENDING_LATER = nv.PENDING_SECONDS + 1
+PENDING_LATER = table.PENDING_SECONDS + 1
 
 
 def test_set_node_veths_reports_the_namespaces_whose_host_side_changed():

@@ -13,7 +13,7 @@ from tracer.explain.classify import classify
 from tracer.groups import Groups
 from tracer.kernel import decode, event, facts
 from tracer.pods.attribute import PodIds, PodIndex
-from tracer.pods.nodeview import HostVeth, NetnsInfo, NodeSnapshot
+from tracer.node.table import HostVeth, NetnsInfo, NodeSnapshot
 from tracer.watch import Pipeline
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

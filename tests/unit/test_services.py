@@ -8,7 +8,7 @@ from rich.console import Console
 from tracer import doctor, doctorview
 from tracer.lab import api as labapi
 from tracer.pods import kube
-from tracer.pods.nodeview import HostVeth, NetnsInfo
+from tracer.node.table import HostVeth, NetnsInfo
 
 from .strategies import json_values
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.decode import Drop
-from ..nsexec import read_file_in_netns, read_many_in_netns
+from ..node.nsexec import read_file_in_netns, read_many_in_netns
 from .explainer import WantedPaths
 from .xfrm import Xfrm, parse_policies, parse_states
 from .xfrm import parse_counts as parse_xfrm

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel.decode import Drop
-from ..nsexec import read_file_in_netns, read_in_netns
-from ..pods.nodeview import discover_namespaces
+from ..node.nsexec import read_file_in_netns, read_in_netns
+from ..node.namespaces import discover_namespaces
 from .rules import MAX_DROP_POINTS, DropPoint, Packet, Parsed, RuleIndex, parse_ct_stats, parse_iptables_save, \
     parse_nft_json, path_chain
 

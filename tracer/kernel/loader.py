@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from ..errors import UserError
-from ..nsexec import own_working_directory
+from ..node.nsexec import own_working_directory
 from ..trust import private_dir
 from . import event as ev
 from . import btfprog

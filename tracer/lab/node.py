@@ -58,8 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..nsexec import socket_in
-from ..pods import rtnl
+from ..node.nsexec import socket_in
+from ..node import rtnl
 from ..trust import check_tree, why_untrusted, write_private
 from . import api as labapi
 

@@ -1,7 +1,7 @@
 """attribute: which pod a drop belongs to, and in which direction.
 
 The join of the API's pods (kube.PodInfo) with what the node knows
-(nodeview.NodeSnapshot) is a PodIndex: an immutable value built in the
+(node.table.NodeSnapshot) is a PodIndex: an immutable value built in the
 background and swapped in whole, so the event path only reads it. The
 kernel does the per-drop work (bpf/netdrop.c tags each drop with a pod id
 and direction from the maps kernel_pods() describes), so counts are exact
@@ -21,7 +21,7 @@ from typing import Any
 from ..kernel.decode import Drop
 from ..kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
 from .kube import PodInfo, Selection
-from .nodeview import NetnsInfo, NodeSnapshot
+from ..node.table import NetnsInfo, NodeSnapshot
 from .workload import workload_of
 
 DIRECTIONS = {ND_DIR_IN_POD: "in-pod", ND_DIR_FROM_POD: "from-pod", ND_DIR_TO_POD: "to-pod"}

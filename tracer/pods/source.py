@@ -2,7 +2,7 @@
 
 Event-driven (issue 13): one thread follows the API's pods of this node (list,
 then watch, resumed from its resourceVersion), one waits on the node's own
-notifications (nodeevents.NodeEvents: veths, addresses and namespace ids in the
+notifications (node.events.NodeEvents: veths, addresses and namespace ids in the
 node's namespace, /run/netns by inotify). After a change, that thread lets
 more gather for SETTLE_SECONDS, looks up only what changed
 (NodeScanner.refresh), and when pods or namespaces changed builds a new
@@ -24,9 +24,10 @@ from ..errors import UserError
 from .apicall import Calls
 from .attribute import PodIds, PodIndex
 from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
-from .nodeevents import Changes, NodeEvents
-from .nodescan import NodeScanner
-from .nodeview import HOST_NETNS, NodeSnapshot
+from ..node.events import Changes, NodeEvents
+from ..node.scan import NodeScanner
+from ..node.namespaces import HOST_NETNS
+from ..node.table import NodeSnapshot
 
 if TYPE_CHECKING:
     from ..kernel.loader import Tracer

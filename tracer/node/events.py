@@ -1,4 +1,4 @@
-"""nodeevents: the node namespace's notifications, as a Changes of what to look at again.
+"""events: the node namespace's notifications, as a Changes of what to look at again.
 
 NodeEvents listens to the node namespace's link, address and namespace-id
 notifications (rtnetlink multicast groups, decoded by pyroute2: rtnl) and to
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rtnl
-from .nodeview import NETNS_RUN_DIR, Veth
+from .namespaces import NETNS_RUN_DIR
+from .table import Veth
 from .rtnl import RTM_DELADDR, RTM_DELLINK, RTM_DELNSID, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNSID, Message
 
 # rtnetlink groups (include/uapi/linux/rtnetlink.h)

@@ -1,35 +1,19 @@
-"""nodeview: what the node itself knows, read with rtnetlink.
+"""table: the node's namespaces, their addresses and host veths, kept one change at a time.
 
-Every network namespace (named ones under /run/netns, as CNI plugins make
-them, and unnamed ones held by processes under /proc/*/ns/net), the
-addresses inside each, and the host side of each pod's veth: the node-side
-interface whose index the pod's veth names as its peer (IFLA_LINK), and
-which names the pod's veth back. Whatever the CNI calls it (veth*, cali*,
-lxc*, ...). Nothing here knows about Kubernetes.
-
-Read through an rtnetlink socket made in each namespace, its messages
-decoded by pyroute2 (rtnl). Kept current by events, not by polling:
-NodeEvents (nodeevents) follows the node namespace's link, address and
-namespace-id notifications and /run/netns; NodeScanner.refresh() then looks
-up only what changed: a new namespace's addresses and veth peer, the owner
-of a veth that went. NodeTable is that incremental state on plain data. A
-full scan() (every namespace, /proc walked) stays as the start and as a
-slow safety net.
+NetnsInfo is what netdrop knows of one namespace: where it is, its global
+addresses, and the host side of its veth: the node-side interface whose index
+the namespace's veth names as its peer (IFLA_LINK), and which names it back.
+Whatever the CNI calls it (veth*, cali*, lxc*, ...). NodeTable is that state on
+plain data, changed by what NodeScanner (scan) reads; NodeSnapshot is a frozen
+view of it. Nothing here does I/O or knows about Kubernetes.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypedDict
 
-from ..nsexec import OWN_NETNS
+from .namespaces import NETNS_RUN_DIR, FoundNetns
 
-NETNS_RUN_DIR = Path("/run/netns")
-# The node's namespace is the one netdrop runs in (on a node: the host's).
-# Not /proc/1/ns/net: reading another process's namespace needs ptrace rights.
-HOST_NETNS = OWN_NETNS
 PENDING_SECONDS = 30.0   # a namespace without address or veth is looked at again this long (CNI at work)
 
 # veth ifindex -> (name, peer ifindex (IFLA_LINK), peer's namespace id (IFLA_LINK_NETNSID))
@@ -86,68 +70,6 @@ def host_veth(node_veths: Veths, veths: Veths, nsid: int | None) -> HostVeth | N
         if node_side and node_side[1] == ifindex and node_side[2] == nsid:
             return HostVeth(peer, node_side[0])
     return None
-
-
-class FoundNetns(TypedDict):
-    path: str            # a path that opens it
-    names: list[str]     # its /run/netns names
-    pids: list[int]      # a few processes living in it
-
-
-def nsfs_dev() -> int | None:
-    """The device of nsfs: a /run/netns entry is a namespace only if it is on it
-    (a bind mount of one); a plain file left there is not."""
-    try:
-        return os.stat(HOST_NETNS).st_dev
-    except OSError:
-        return None
-
-
-def _listdir(path: Path) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:         # missing, not a directory, not ours to read
-        return []
-
-
-def named_namespaces(run_dir: Path = NETNS_RUN_DIR) -> dict[int, FoundNetns]:
-    """The named namespaces: one stat per /run/netns entry, no /proc walk."""
-    found: dict[int, FoundNetns] = {}
-    nsfs = nsfs_dev()
-    base = str(run_dir)
-    for name in sorted(_listdir(run_dir)):
-        entry = os.path.join(base, name)
-        try:
-            st = os.stat(entry)
-        except OSError:
-            continue
-        if nsfs is not None and st.st_dev != nsfs:
-            continue
-        found.setdefault(st.st_ino, {"path": entry, "names": [], "pids": []})["names"].append(name)
-    return found
-
-
-def discover_namespaces(run_dir: Path = NETNS_RUN_DIR, proc: Path = Path("/proc")) -> dict[int, FoundNetns]:
-    """inode -> where it is found, named and held by processes. Entries that
-    vanish while we look, or that are not namespaces, are left out; nothing
-    here raises."""
-    found = named_namespaces(run_dir)
-    for name in _listdir(proc):
-        if not (name.isascii() and name.isdigit()):
-            continue
-        path = proc / name / "ns" / "net"
-        try:
-            ino = os.stat(path).st_ino
-        except OSError:
-            continue
-        info = found.setdefault(ino, {"path": str(path), "names": [], "pids": []})
-        if len(info["pids"]) < 3:
-            info["pids"].append(int(name))
-    return found
-
-
-def path_of(found: FoundNetns) -> str:
-    return str(NETNS_RUN_DIR / found["names"][0]) if found["names"] else found["path"]
 
 
 # ------------------------------------------------------------------ the incremental state

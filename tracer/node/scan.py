@@ -1,9 +1,9 @@
-"""nodescan: the node's namespaces looked up, all at once (scan) or what changed (refresh).
+"""scan: the node's namespaces looked up, all at once (scan) or what changed (refresh).
 
 NodeScanner reads the node namespace's links and addresses and each pod
 namespace's through rtnetlink sockets (rtnl), and keeps what it read in a
-NodeTable (nodeview). scan() reads everything: at start, then as a slow safety
-net; refresh(changes) only what the node's notifications (nodeevents) say
+NodeTable (table). scan() reads everything: at start, then as a slow safety
+net; refresh(changes) only what the node's notifications (events) say
 changed.
 """
 
@@ -16,20 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import UserError
-from .nodeevents import Changes
-from .nodeview import (
-    HOST_NETNS,
-    NETNS_RUN_DIR,
-    PENDING_SECONDS,
-    FoundNetns,
-    NodeSnapshot,
-    NodeTable,
-    Veths,
-    discover_namespaces,
-    named_namespaces,
-    nsfs_dev,
-    path_of,
-)
+from .events import Changes
+from .namespaces import HOST_NETNS, NETNS_RUN_DIR, FoundNetns, discover_namespaces, named_namespaces, nsfs_dev, path_of
+from .table import PENDING_SECONDS, NodeSnapshot, NodeTable, Veths
 from .rtnl import Rtnl, global_ips, link, link_index, read_netns
 
 RESCAN_EVERY = 10        # full scans: namespaces already complete are read again this often

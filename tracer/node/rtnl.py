@@ -51,8 +51,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
 
-from ..nsexec import OWN_NETNS, socket_in
-from .nodeview import Veth, Veths
+from .nsexec import OWN_NETNS, socket_in
+from .table import Veth, Veths
 
 __all__ = ["NLM_F_REQUEST", "RTM_DELADDR", "RTM_DELLINK", "RTM_DELNSID", "RTM_GETADDR", "RTM_GETLINK",
            "RTM_NEWADDR", "RTM_NEWLINK", "RTM_NEWNSID", "Veth", "Veths"]
@@ -73,8 +73,8 @@ class ifinfhdr(nlmsg):  # type: ignore[misc]     # pyroute2 has no type hints
     """A link message as far as its struct ifinfomsg (ifinfmsg's fields): its
     attributes, forty and more, are decoded (link()) only for the messages that
     matter: not the bridge's and IPv6's own, of a burst of notifications about
-    one link only the last, none of a link known to be no veth (nodeevents), a
-    known veth's in a scan only now and then (nodescan)."""
+    one link only the last, none of a link known to be no veth (events), a
+    known veth's in a scan only now and then (scan)."""
 
     fields = ifinfmsg.fields
     full = ifinfmsg
