@@ -509,7 +509,8 @@ def cmd_demo(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from .sinks import capture, summary
+    from .sinks import capture
+    from .sinks.summary.build import build
 
     require_root(env)
     outdir = capture.prepare_output(args.output)      # before anything is loaded
@@ -544,9 +545,9 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
         stopped = "duration reached" if not session.stop.is_set() else "stopped early (signal)"
         names = session.view.netns_names
         node = session.pods.node_name if session.pods is not None else None
-        result = summary.build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
-                               hooks=session.tracer.hooks, filters=session.view.filters,
-                               pods=session.view.pods, node=node, names=names, notices=session.notices())
+        result = build(session.groups, recorder, ended=ended, reason_ended=stopped, stats=stats,
+                       hooks=session.tracer.hooks, filters=session.view.filters,
+                       pods=session.view.pods, node=node, names=names, notices=session.notices())
         capture.write_summary(outdir, result)
         session.report(stats)
         files = [capture.EVENTS_FILE, capture.SUMMARY_FILE] + ([capture.PCAP_FILE] if args.pcap else [])
@@ -644,18 +645,21 @@ def _hook_findings(env: Environment) -> list[Finding]:
 
 
 def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from .sinks import capture, summary
+    from .sinks import capture
+    from .sinks.summary.merge import merge
+    from .sinks.summary.render import render
+    from .sinks.summary.schema import load
 
     # load() refuses what is not a summary (FIFO, device, over 64 MiB, wrong
     # types, deep nesting) with one line; render() escapes for the format's reader.
-    parts = [summary.load(capture.summary_path(d)) for d in args.dir]
-    data = parts[0] if len(parts) == 1 else summary.merge(parts)
+    parts = [load(capture.summary_path(d)) for d in args.dir]
+    data = parts[0] if len(parts) == 1 else merge(parts)
     # Laid out for the report's width (on a terminal its own; into a pipe or a file
     # $COLUMNS or 80): wrapped at words, commands whole, tables only where they fit.
     width = env.report_width()
     # Benign drops (explain/benign.py) are counted in every format; the views for
     # people list them only with --all, saying in one line how many they set aside.
-    env.stdout.write(summary.render(data, args.format, width, show_benign=args.show_benign))
+    env.stdout.write(render(data, args.format, width, show_benign=args.show_benign))
     return ExitStatus.OK
 
 

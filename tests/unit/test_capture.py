@@ -17,7 +17,9 @@ from tracer.kernel import event, pktfacts
 from tracer.kernel.loader import Hook, Stats
 from tracer import layout, textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
-from tracer.sinks import capture, jsonout, pcapng, summary, summarytable
+from tracer.sinks import capture, jsonout, pcapng
+from tracer.sinks.summary import build, markdown, render, views
+from tracer.sinks.summary.table import HINT_LINES, VERDICT_LINES, WHERE_LINES
 
 from .test_console import golden_groups
 
@@ -100,7 +102,7 @@ def built_summary(tmp_path):
         rec.emit(d, classify(d), NO_POD)
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
-    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
+    return build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                          reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
                          hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=["netns node1"], pods=None,
                          node="node-a", names={4026532177: "node1"})
@@ -120,10 +122,10 @@ def test_summary_counts_verdicts_and_timeline(tmp_path):
     assert s["top_flows"][0]["events"] == 1 and s["totals"]["pcap_packets"] == 0
 
 
-@pytest.mark.parametrize("fmt", summary.FORMATS)
+@pytest.mark.parametrize("fmt", render.FORMATS)
 def test_every_format_tells_the_story(tmp_path, fmt):
     s = built_summary(tmp_path)
-    out = summary.render(s, fmt)
+    out = render.render(s, fmt)
     if fmt == "json":
         assert json.loads(out) == s
     elif fmt == "csv":
@@ -155,7 +157,7 @@ def test_a_storm_of_new_flows_keeps_flow_memory_bounded_and_says_top_flows_are_a
             rec.emit(heavy, classify(heavy), NO_POD)
     rec.close()
     assert len(rec.flows) == 50 and rec.delivered == 5500
-    s = summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
+    s = build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                       reason_ended="duration reached", stats=Stats(210, 5500, 0, 0, 0), hooks=[], filters=[],
                       pods=None, node="node-a", names={})
     top = s["top_flows"][0]
@@ -164,7 +166,7 @@ def test_a_storm_of_new_flows_keeps_flow_memory_bounded_and_says_top_flows_are_a
     assert s["top_flows_exact"] is False and s["top_flows_capacity"] == 50
     assert sum(g["count"] for g in s["groups"]) == 210             # group counts untouched
     for fmt in ("table", "markdown", "html"):
-        out = summary.render(s, fmt)
+        out = render.render(s, fmt)
         assert "top flows approximate beyond 50 distinct flows" in out, fmt
         assert "(±" in out, fmt
 
@@ -173,7 +175,7 @@ def test_few_flows_are_exact_and_say_nothing(tmp_path):
     s = built_summary(tmp_path)
     assert s["top_flows_exact"] is True and all(f["events_error"] == 0 for f in s["top_flows"])
     for fmt in ("table", "markdown", "html"):
-        assert "approximate" not in summary.render(s, fmt)
+        assert "approximate" not in render.render(s, fmt)
 
 
 # ---------------------------------------------------------------- benign drops, ranks, peers, views
@@ -203,7 +205,7 @@ def summary_with_benign(tmp_path, peer_direction="to-pod"):
         rec.emit(d, classify(d), NO_POD)
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
-    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
+    return build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                          reason_ended="duration reached", stats=Stats(522, 6, 0, 0, 0),
                          hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=[], pods=None, node="node-a",
                          names={})
@@ -235,11 +237,11 @@ def test_benign_groups_are_counted_marked_and_ranked_last(tmp_path):
 @pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
 def test_views_set_benign_aside_in_one_line_and_list_them_with_all(tmp_path, fmt):
     s = summary_with_benign(tmp_path)
-    hidden = summary.render(s, fmt, 200)
+    hidden = render.render(s, fmt, 200)
     assert hidden.count("312 benign drops not listed (--all to list them)") == 1
     assert "QUEUE_PURGE" not in hidden and "ip6_mc_input" not in hidden     # neither verdicts nor groups
     assert "PKT_TOO_BIG" in hidden
-    shown = summary.render(s, fmt, 200, show_benign=True)
+    shown = render.render(s, fmt, 200, show_benign=True)
     assert "benign drops not listed" not in shown
     assert "QUEUE_PURGE" in shown and "other, benign" in shown and "other (benign)" in shown
     # Listed last among the verdicts.
@@ -248,17 +250,17 @@ def test_views_set_benign_aside_in_one_line_and_list_them_with_all(tmp_path, fmt
 
 def test_json_and_csv_always_hold_benign_drops(tmp_path):
     s = summary_with_benign(tmp_path)
-    assert json.loads(summary.render(s, "json"))["totals"]["benign_drops"] == 312
-    rows = list(csv.DictReader(io.StringIO(summary.render(s, "csv"))))
+    assert json.loads(render.render(s, "json"))["totals"]["benign_drops"] == 312
+    rows = list(csv.DictReader(io.StringIO(render.render(s, "csv"))))
     assert {r["reason"]: r["benign"] for r in rows}["QUEUE_PURGE"] == "true"
     assert {r["reason"]: r["benign"] for r in rows}["PKT_TOO_BIG"] == "false"
 
 
 def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
     s = summary_with_benign(tmp_path)
-    most = summarytable.VERDICT_LINES + summarytable.WHERE_LINES + summarytable.HINT_LINES
+    most = VERDICT_LINES + WHERE_LINES + HINT_LINES
     for width in (80, 140):
-        out = summary.render(s, "table", width, show_benign=True)
+        out = render.render(s, "table", width, show_benign=True)
         lines = verdict_block(out, "What to check first", "Drops by pod")
         assert all(len(line) <= width for line in lines)
         starts = [i for i, line in enumerate(lines) if line.startswith("•")]
@@ -266,17 +268,17 @@ def test_a_verdict_is_a_bounded_block_in_table_and_markdown(tmp_path):
         assert all(b - a <= most for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
         at = next(i for i, line in enumerate(lines) if line.startswith("    where: PKT_TOO_BIG")) + 1
         long = lines[at:next(i for i in range(at, len(lines)) if lines[i].startswith("•"))]
-        assert len(long) == summarytable.HINT_LINES and long[-1].endswith(" …")      # cut between words
+        assert len(long) == HINT_LINES and long[-1].endswith(" …")      # cut between words
         mtu = next(v for v in s["verdicts"] if v["category"] == "no-route")
         assert " ".join(line.strip() for line in lines).count(mtu["hint"]) == 1   # a hint netdrop writes: whole
-    md = summary.render(s, "markdown", show_benign=True)
+    md = render.render(s, "markdown", show_benign=True)
     lines = verdict_block(md, "### What to check first", "###")
     starts = [i for i, line in enumerate(lines) if line.startswith("- **")]
     assert len(starts) == len(s["verdicts"])
     assert all(b - a <= 3 for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)), lines
-    assert all(len(line) <= summary.MARKDOWN_LINE + 40 for line in lines)     # a few escapes over, no more
+    assert all(len(line) <= markdown.MARKDOWN_LINE + 40 for line in lines)     # a few escapes over, no more
     # The full hint is kept where nothing is cut.
-    assert LONG_HINT.strip() in json.dumps(s) and LONG_HINT.strip() in summary.render(s, "html")
+    assert LONG_HINT.strip() in json.dumps(s) and LONG_HINT.strip() in render.render(s, "html")
 
 
 @pytest.mark.parametrize("width", [80, 120])
@@ -284,7 +286,7 @@ def test_the_table_reads_at_its_width_with_each_quoted_command_whole(tmp_path, w
     s = summary_with_benign(tmp_path)
     s["verdicts"][0]["hint"] += ("; then check 'ip route get 10.244.3.10 from 10.244.1.10 iif cni0' and "
                                  "'ip -d link show dev flannel.1' on the node")
-    out = summary.render(s, "table", width, show_benign=True)
+    out = render.render(s, "table", width, show_benign=True)
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= width
     commands = [c for v in s["verdicts"] for c in layout.quoted_commands(v["hint"]) if "…" not in v["hint"]]
@@ -301,9 +303,9 @@ def test_the_table_reads_at_its_width_with_each_quoted_command_whole(tmp_path, w
 
 
 def test_a_wide_table_keeps_the_columns_where_every_cell_fits(tmp_path):
-    out = summary.render(summary_with_benign(tmp_path), "table", 220, show_benign=True)
+    out = render.render(summary_with_benign(tmp_path), "table", 220, show_benign=True)
     head = next(line for line in out.splitlines() if "┃ pod" in line)
-    assert [c.strip() for c in head.strip("┃").split("┃")] == summary.GROUP_HEADER
+    assert [c.strip() for c in head.strip("┃").split("┃")] == views.GROUP_HEADER
     assert max(len(line) for line in out.splitlines()) <= 220
 
 
@@ -318,13 +320,13 @@ def test_both_ends_are_named_where_the_peer_is_known(tmp_path, peer_direction, a
     assert mtu["where"] == f"PKT_TOO_BIG at ip_forward, {arrow} from-pod"
     for fmt, shown in (("table", arrow), ("markdown", textsafe.markdown_text(arrow)),
                        ("html", textsafe.html_text(arrow))):
-        assert summary.render(s, fmt, 200).count(shown) >= 2, fmt         # the verdict and the group row
+        assert render.render(s, fmt, 200).count(shown) >= 2, fmt         # the verdict and the group row
     assert all(g["peer"] is None for g in s["groups"] if g["category"] != "mtu")
 
 
 def test_html_heat_map_of_pods_by_category_above_the_text(tmp_path):
     s = summary_with_benign(tmp_path)
-    out = summary.render(s, "html")
+    out = render.render(s, "html")
     assert out.index('id="heatmap"') < out.index('id="verdicts"') < out.index('id="groups"')
     table = out.split('<table id="heatmap">', 1)[1].split("</table>", 1)[0]
     head = re.findall(r"<th>([^<]*)</th>", table.split("</thead>")[0])
@@ -336,7 +338,7 @@ def test_html_heat_map_of_pods_by_category_above_the_text(tmp_path):
                                                      table)}
     assert set(cells) == {10, 20, 120, 60}
     assert cells[120] == max(cells.values()) == 1.0 and cells[10] == min(cells.values())
-    with_all = summary.render(s, "html", show_benign=True).split('<table id="heatmap">', 1)[1].split("</table>")[0]
+    with_all = render.render(s, "html", show_benign=True).split('<table id="heatmap">', 1)[1].split("</table>")[0]
     assert "<th>other</th>" in with_all and 'data-count="312"' in with_all
 
 

@@ -19,7 +19,8 @@ from tracer.explain.verdict import Verdict
 from tracer.kernel.hooks import Hook
 from tracer.kernel.loader import Stats
 from tracer.pods.attribute import Attribution, PodRef
-from tracer.sinks import capture, console, jsonout, summary
+from tracer.sinks import capture, console, jsonout
+from tracer.sinks.summary import build, render, views
 
 from .test_console import golden_groups, render_text
 
@@ -69,14 +70,14 @@ def hostile_summary(tmp_path):
             rec.emit(grp.latest, Verdict(grp.category, grp.hint or ""), grp.attribution or Attribution(None, None))
     rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
     rec.close()
-    return summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
+    return build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
                          reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
                          hooks=[Hook("tracepoint skb:kfree_skb", True, IFNAME)], filters=[f"netns {NETNS_NAME}"],
                          pods=POD.label, node="node\x1b[31m", names={g.netns: NETNS_NAME}, notices=[HINT])
 
 
 def test_summary_json_keeps_the_original_text_escaped_by_json(hostile_summary):
-    out = summary.render(hostile_summary, "json")
+    out = render.render(hostile_summary, "json")
     assert not CONTROL.search(out) and "\u202e" not in out
     back = json.loads(out)
     assert back == hostile_summary
@@ -85,16 +86,16 @@ def test_summary_json_keeps_the_original_text_escaped_by_json(hostile_summary):
 
 
 def test_summary_table_escapes(hostile_summary):
-    out = summary.render(hostile_summary, "table")
+    out = render.render(hostile_summary, "table")
     assert not CONTROL.search(out)
     assert "\\x1b[2J" in out and "[bold]x[/bold]" in out
     assert "-2+3\\x1b[1A" in out and "node\\x1b[31m" in out          # namespace and node names
-    wide = summary.render(hostile_summary, "table", 400)
+    wide = render.render(hostile_summary, "table", 400)
     assert not CONTROL.search(wide) and "[peer](http://evil.example)\\x1b[31m" in wide    # the peer, as text
 
 
 def test_markdown_renders_no_link_image_or_html_and_keeps_its_tables(hostile_summary):
-    out = summary.render(hostile_summary, "markdown")
+    out = render.render(hostile_summary, "markdown")
     assert not CONTROL.search(out)
     md = markdown_it.MarkdownIt("commonmark").enable("table")
     rendered = md.render(out)
@@ -110,13 +111,13 @@ def test_markdown_renders_no_link_image_or_html_and_keeps_its_tables(hostile_sum
         elif t.type in ("td_open", "th_open"):
             cells += 1
         elif t.type == "tr_close":
-            assert cells in (len(summary.GROUP_HEADER), len(summary.FLOW_HEADER))
+            assert cells in (len(views.GROUP_HEADER), len(views.FLOW_HEADER))
     assert rows >= len(hostile_summary["groups"]) + 1
     assert POD.label.replace("|", "\\|").split("*")[0] in out
 
 
 def test_csv_cells_are_never_formulas_and_numbers_stay_numbers(hostile_summary):
-    out = summary.render(hostile_summary, "csv")
+    out = render.render(hostile_summary, "csv")
     assert not CONTROL.search(out.replace("\r\n", "\n"))      # CSV's own line ends aside
     rows = list(csv.DictReader(io.StringIO(out)))
     for row in rows:
@@ -131,7 +132,7 @@ def test_csv_cells_are_never_formulas_and_numbers_stay_numbers(hostile_summary):
 
 
 def test_html_has_no_element_from_the_node(hostile_summary):
-    out = summary.render(hostile_summary, "html")
+    out = render.render(hostile_summary, "html")
     assert not CONTROL.search(out)
     assert "<script" not in out and "&lt;script&gt;" in out
     assert 'href=' not in out and "<img" not in out

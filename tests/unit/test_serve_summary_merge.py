@@ -5,7 +5,7 @@ import csv
 import io
 import json
 
-from tracer.sinks import summary
+from tracer.sinks.summary import merge, render, views
 
 from .test_capture import built_summary, summary_with_benign
 
@@ -20,11 +20,11 @@ def two_nodes(tmp_path):
 
 def test_overall_adds_up_and_keeps_each_groups_node(tmp_path):
     a, b = two_nodes(tmp_path)
-    m = summary.merge([a, b])
+    m = merge.merge([a, b])
     assert m["totals"]["drops"] == a["totals"]["drops"] + b["totals"]["drops"]
     assert m["totals"]["benign_drops"] == a["totals"]["benign_drops"] + b["totals"]["benign_drops"]
     assert sum(g["count"] for g in m["groups"]) == sum(g["count"] for p in (a, b) for g in p["groups"])
-    assert {g["node"] for g in m["groups"]} == {summary._node(a), "node-b"}
+    assert {g["node"] for g in m["groups"]} == {views.node_name(a), "node-b"}
     assert all(g["netns_name"].startswith(g["node"] + ": ") for g in m["groups"])
     for cat in set(a["by_category"]) | set(b["by_category"]):
         assert m["by_category"][cat] == a["by_category"].get(cat, 0) + b["by_category"].get(cat, 0)
@@ -35,30 +35,30 @@ def test_overall_adds_up_and_keeps_each_groups_node(tmp_path):
     timeline_total = sum(n for row in m["timeline"] for k, n in row.items() if k != "second")
     assert timeline_total == sum(n for p in (a, b) for row in p["timeline"] for k, n in row.items() if k != "second")
     assert m["nodes"] == [a, b]
-    assert summary.merge([a]) is a
+    assert merge.merge([a]) is a
 
 
 def test_every_format_shows_overall_then_each_node(tmp_path):
     a, b = two_nodes(tmp_path)
-    m = summary.merge([a, b])
-    names = (summary._node(a), "node-b")
+    m = merge.merge([a, b])
+    names = (views.node_name(a), "node-b")
     for fmt in ("table", "markdown"):
-        out = summary.render(m, fmt, 200)
+        out = render.render(m, fmt, 200)
         overall = out.index("2 nodes (")
         assert overall < out.index(f"on {names[0]},") < out.index(f"on {names[1]},"), fmt
-    data = json.loads(summary.render(m, "json"))
-    assert [summary._node(n) for n in data["nodes"]] == list(names)
-    rows = list(csv.DictReader(io.StringIO(summary.render(m, "csv"))))
+    data = json.loads(render.render(m, "json"))
+    assert [views.node_name(n) for n in data["nodes"]] == list(names)
+    rows = list(csv.DictReader(io.StringIO(render.render(m, "csv"))))
     assert {r["node"] for r in rows} == set(names) and len(rows) == len(m["groups"])
-    page = summary.render(m, "html")
+    page = render.render(m, "html")
     assert page.count("<html") == 1 and 'id="node-0"' in page and 'id="node-1"' in page
     assert page.index("2 nodes (") < page.index(f"Node {names[1]}")
 
 
 def test_one_capture_renders_as_before(tmp_path):
     a = summary_with_benign(tmp_path)
-    assert "node" not in next(iter(csv.DictReader(io.StringIO(summary.render(a, "csv")))))
-    assert "2 nodes" not in summary.render(a, "table", 200)
+    assert "node" not in next(iter(csv.DictReader(io.StringIO(render.render(a, "csv")))))
+    assert "2 nodes" not in render.render(a, "table", 200)
 
 
 def test_summary_of_several_capture_directories_merges_them(tmp_path):
@@ -76,7 +76,7 @@ def test_summary_of_several_capture_directories_merges_them(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(["summary", *dirs, "--format", "json"], Environment(stdout=out, stderr=err)) == 0, err.getvalue()
     data = json.loads(out.getvalue())
-    assert [summary._node(n) for n in data["nodes"]] == [summary._node(a), "node-b"]
+    assert [views.node_name(n) for n in data["nodes"]] == [views.node_name(a), "node-b"]
     assert data["totals"]["drops"] == a["totals"]["drops"] + b["totals"]["drops"]
     missing = tmp_path / "nowhere"
     err = io.StringIO()

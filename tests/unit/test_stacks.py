@@ -15,7 +15,8 @@ from tracer.groups import STACKS_KEPT, Groups
 from tracer.kernel import decode, event, facts, stacks
 from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import NO_POD
-from tracer.sinks import capture, console, jsonout, stackview, summary
+from tracer.sinks import capture, console, jsonout, stackview
+from tracer.sinks.summary import build, render, schema
 from tracer.sinks.keys import UiState
 
 # A kernel of four functions; the BPF program and bpf_trace_run4 come first on
@@ -167,7 +168,7 @@ def built(tmp_path):
     groups, hostile = groups_with_stacks()
     rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
     rec.close()
-    s = summary.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC), reason_ended="duration reached",
+    s = build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC), reason_ended="duration reached",
                       stats=Stats(40, 4, 0, 36, 0), hooks=[Hook("tp_btf skb:kfree_skb", True)], filters=[],
                       pods=None, node="node-a", names={})
     return s, hostile
@@ -180,17 +181,17 @@ def test_summary_json_holds_each_groups_stacks_most_events_first_and_reads_back(
     assert g["stacks_other_events"] == 0 and g["events"] == 4
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(s))
-    assert summary.load(path)["groups"][0]["stacks"] == g["stacks"]
+    assert schema.load(path)["groups"][0]["stacks"] == g["stacks"]
 
 
 def test_markdown_and_html_list_stacks_with_every_frame_escaped(tmp_path):
     s, _ = built(tmp_path)
-    md = summary.render(s, "markdown")
+    md = render.render(s, "markdown")
     assert "### Kernel stacks" in md and "3 of 4 events had a stack" in md
     assert "1. \\_\\_udp4_lib_rcv+0x123" in md and "2. ip_protocol_deliver_rcu+0xd8" in md
     assert "- 2 events:" in md and "- 1 event:" in md
     assert "<script>" not in md and "\x1b" not in md and "\\`" in md
-    page = summary.render(s, "html")
+    page = render.render(s, "html")
     assert '<ul id="stacks">' in page and "<code>__udp4_lib_rcv+0x123</code>" in page
     assert "<script>" not in page and "&lt;script&gt;" in page and "\x1b" not in page
 
@@ -199,7 +200,7 @@ def test_a_summary_without_stacks_renders_as_before(tmp_path):
     s, _ = built(tmp_path)
     for g in s["groups"]:
         g.pop("stacks"), g.pop("stacks_other_events")
-    assert "Kernel stacks" not in summary.render(s, "markdown") and 'id="stacks"' not in summary.render(s, "html")
+    assert "Kernel stacks" not in render.render(s, "markdown") and 'id="stacks"' not in render.render(s, "html")
 
 
 def test_long_stacks_are_cut_in_the_renderings_and_kept_whole_in_json():
@@ -217,7 +218,7 @@ def test_schema_refuses_stacks_of_the_wrong_shape(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(s))
     try:
-        summary.load(path)
+        schema.load(path)
     except Exception as exc:      # noqa: BLE001 - a UserError naming the field
         assert "groups[0].stacks[0].events" in str(exc)
     else:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from tracer import cli
 from tracer.errors import UserError
-from tracer.sinks import capture, summary
+from tracer.sinks import capture
+from tracer.sinks.summary import render, schema
 
 from .test_capture import summary_with_benign
 from .test_cli import Run, one_line_error
@@ -33,14 +34,14 @@ def write(tmp_path: Path, data: object) -> Path:
 
 def refused(path: Path) -> str:
     with pytest.raises(UserError) as exc:
-        summary.load(path)
+        schema.load(path)
     message = str(exc.value)
     assert "\n" not in message and message.startswith(str(path))
     return message
 
 
 def test_a_good_summary_loads_as_written(tmp_path, good):
-    assert summary.load(write(tmp_path, good)) == good
+    assert schema.load(write(tmp_path, good)) == good
 
 
 def test_a_summary_from_before_top_flows_exact_still_loads(tmp_path, good):
@@ -48,7 +49,7 @@ def test_a_summary_from_before_top_flows_exact_still_loads(tmp_path, good):
     del old["top_flows_exact"], old["top_flows_capacity"], old["notices"]
     for f in old["top_flows"]:
         del f["events_error"]
-    assert "approximate" not in summary.render(summary.load(write(tmp_path, old)), "table")
+    assert "approximate" not in render.render(schema.load(write(tmp_path, old)), "table")
 
 
 def test_a_summary_from_before_benign_and_peer_lists_everything(tmp_path, good):
@@ -58,7 +59,7 @@ def test_a_summary_from_before_benign_and_peer_lists_everything(tmp_path, good):
         del item["benign"]
     for g in old["groups"]:
         del g["peer"], g["peer_label"]
-    out = summary.render(summary.load(write(tmp_path, old)), "table", 200)
+    out = render.render(schema.load(write(tmp_path, old)), "table", 200)
     assert "QUEUE_PURGE" in out and "not listed" not in out and "(benign)" not in out
 
 
@@ -141,7 +142,7 @@ def test_missing_keys_and_special_numbers(tmp_path, good):
 def test_deep_nesting_where_nobody_looks(tmp_path, good):
     bad = copy.deepcopy(good)
     bad["groups"][0]["detail"] = json.loads("[" * 500 + "]" * 500)      # json.loads takes it
-    assert refused(write(tmp_path, bad)).endswith(f"nested more than {summary.MAX_DEPTH} deep, not a netdrop summary")
+    assert refused(write(tmp_path, bad)).endswith(f"nested more than {schema.MAX_DEPTH} deep, not a netdrop summary")
 
 
 def test_a_fifo_is_refused_at_once(tmp_path):
@@ -151,7 +152,7 @@ def test_a_fifo_is_refused_at_once(tmp_path):
 
     def load() -> None:
         try:
-            summary.load(path)
+            schema.load(path)
         except UserError as exc:
             result.append(str(exc))
     reader = threading.Thread(target=load, daemon=True)   # if open() blocked, it would stay blocked
@@ -167,8 +168,8 @@ def test_devices_directories_and_files_over_the_cap(tmp_path):
     assert "not a regular file (a directory)" in refused(tmp_path / "x.json")
     big = tmp_path / "summary.json"
     with open(big, "wb") as f:
-        f.truncate(summary.MAX_BYTES + 1)           # sparse: nothing is written, nothing read
-    assert refused(big).endswith(f"{summary.MAX_BYTES + 1:,} bytes, over the 64 MiB a summary may have")
+        f.truncate(schema.MAX_BYTES + 1)           # sparse: nothing is written, nothing read
+    assert refused(big).endswith(f"{schema.MAX_BYTES + 1:,} bytes, over the 64 MiB a summary may have")
 
 
 def test_cli_exit_status_2_one_line_no_traceback(tmp_path, capsys, good):
@@ -208,13 +209,13 @@ def test_any_change_to_a_summary_loads_and_renders_or_is_refused(tmp_path, good,
     where = data.draw(st.sampled_from(leaf_paths(bad)[1:]))
     set_path(bad, where, data.draw(JSON))
     try:
-        loaded = summary.load(write(tmp_path, bad))
+        loaded = schema.load(write(tmp_path, bad))
     except UserError as exc:
         assert "\n" not in str(exc)
         return
-    for fmt in summary.FORMATS:
-        summary.render(loaded, fmt)
-        summary.render(loaded, fmt, show_benign=True)
+    for fmt in render.FORMATS:
+        render.render(loaded, fmt)
+        render.render(loaded, fmt, show_benign=True)
 
 
 def test_the_table_takes_the_terminals_width_and_into_a_pipe_columns_or_80(tmp_path, good):

@@ -8,7 +8,7 @@ the kernel or the cluster itself. Modules:
 - jsonout: one JSON object per drop per line (`watch --json`, and the records of events.jsonl).
 - capture: a time-boxed recording into a directory (events.jsonl, summary.json, drops.pcapng).
 - pcapng: the dropped packets for Wireshark, each with a comment saying why it was dropped.
-- summary: what a capture found, as summary.json, and rendered as a table, Markdown, CSV or HTML;
-  summarytable (the table for the width it gets), stackview (the kernel stacks of its groups).
+- summary (a package): what a capture found, as summary.json, and rendered as a table, Markdown,
+  CSV or HTML; stackview (the kernel stacks of its groups).
 - metrics: the kernel's exact drop counters as Prometheus metrics, read when scraped (`netdrop serve`).
 """

@@ -27,7 +27,7 @@ from ..kernel.decode import Drop
 from ..pods.attribute import Attribution
 from ..topk import SpaceSaving
 from ..trust import create_new, trusted_owners, why_untrusted
-from .jsonout import LineEncoder
+from .jsonout import LineEncoder, summary_time
 from .pcapng import PcapngWriter
 
 if TYPE_CHECKING:
@@ -233,16 +233,13 @@ class Recorder:
                  "events": h.count, "events_error": h.error,
                  "category": h.value.category, "benign": h.value.benign, "reason": h.value.reason,
                  "pod": h.value.pod,
-                 "first_seen": _iso(h.value.first), "last_seen": _iso(h.value.last)} for h in self.flows.top(n)]
+                 "first_seen": summary_time(h.value.first), "last_seen": summary_time(h.value.last)}
+                for h in self.flows.top(n)]
 
     def close(self) -> None:
         os.close(self._fd)
         if self._pcap_file is not None:
             self._pcap_file.close()
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z") if t else None
 
 
 class Progress:

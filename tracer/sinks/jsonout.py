@@ -138,6 +138,12 @@ def drop_record_time(t: datetime) -> str:
     return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def summary_time(t: datetime | None) -> str | None:
+    """A time in summary.json (its window, a group's first and last drop): UTC as
+    ...Z to the millisecond, the resolution a person reads a window at."""
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z") if t else None
+
+
 class JsonLines:
     def __init__(self, stream: TextIO, stacks: bool = False) -> None:
         self.stream = stream

@@ -1,4 +1,4 @@
-"""summarytable: a capture's summary as text for the width it gets (summary --format table).
+"""table: a capture's summary as text for the width it gets (summary --format table).
 
 What to check first comes as blocks, wrapped at spaces, a quoted command of a
 hint never broken nor cut (tracer/layout.py); the groups and the top flows as
@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from rich.cells import cell_len
 
-from ..layout import DEFAULT_WIDTH, MIN_WIDTH, wrap
-from ..textsafe import printable
-from .summary import (FLOW_HEADER, GROUP_HEADER, Summary, _flow_rows, _flows_note, _group_rows, _headline, _losses,
-                      _set_aside, _shown, _verdict_label, _verdict_lines)
+from ...layout import DEFAULT_WIDTH, MIN_WIDTH, wrap
+from ...textsafe import printable
+from .schema import Summary
+from .views import (FLOW_HEADER, GROUP_HEADER, flow_rows, flows_note, group_rows, headline, losses, set_aside, shown,
+                    verdict_label, verdict_lines)
 
 # At most this many lines in the table, cut between words beyond: what netdrop writes
 # fits whole at 80 columns (a where names three places), anyone's file may not.
@@ -32,24 +33,24 @@ def to_table(s: Summary, width: int | None = None, show_benign: bool = False) ->
     top flows as tables where every cell fits on one line, else each a block."""
     width = max(width or DEFAULT_WIDTH, MIN_WIDTH)
     # printable() first: rich passes ESC through to the terminal.
-    out = wrap(printable(_headline(s)), width, first="netdrop capture: ")
+    out = wrap(printable(headline(s)), width, first="netdrop capture: ")
     out += ["", "What to check first"]
-    for v in _shown(s["verdicts"], show_benign):
-        first, where, hint = (printable(line) for line in _verdict_lines(v))
-        out += wrap(printable(_verdict_label(v)) + first, width, first="• ", rest="    ", max_lines=VERDICT_LINES)
+    for v in shown(s["verdicts"], show_benign):
+        first, where, hint = (printable(line) for line in verdict_lines(v))
+        out += wrap(printable(verdict_label(v)) + first, width, first="• ", rest="    ", max_lines=VERDICT_LINES)
         out += wrap(where, width, first="    ", rest="      ", max_lines=WHERE_LINES)
         out += wrap(hint, width, quoted=True, first="    ", rest="    ", max_lines=HINT_LINES)
-    if aside := _set_aside(s, show_benign):
+    if aside := set_aside(s, show_benign):
         out += wrap(aside, width, first="• ", rest="  ")
     for n in s.get("notices", []):
         out += wrap(printable(n), width, quoted=True, first="• notice: ", rest="  ")
     out += _rows_for(width, "Drops by pod, category, reason and location", GROUP_HEADER,
-                     _group_rows(s, show_benign), _group_block)
-    out += _rows_for(width, "Top flows (from delivered events)", FLOW_HEADER, _flow_rows(s, show_benign),
+                     group_rows(s, show_benign), _group_block)
+    out += _rows_for(width, "Top flows (from delivered events)", FLOW_HEADER, flow_rows(s, show_benign),
                      _flow_block)
-    if note := _flows_note(s):
+    if note := flows_note(s):
         out += wrap(printable(note), width)
-    out += wrap(printable(_losses(s)), width)
+    out += wrap(printable(losses(s)), width)
     return "\n".join(out) + "\n"
 
 
