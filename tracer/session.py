@@ -30,7 +30,6 @@ from .textsafe import printable
 if TYPE_CHECKING:
     from types import FrameType
 
-    from .doctor import Finding
     from .kernel.facts import KernelFacts
     from .kernel.filters import Filters
     from .kernel.loader import Stats
@@ -559,89 +558,20 @@ def cmd_capture(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from . import doctor
-    from .pods.kube import START_SECONDS, KubeUnavailable, Selection
-    from .node.scan import NodeScanner
-    from .node.namespaces import HOST_NETNS
-    from .pods.source import PodSource
+    from .doctor.run import Scope, diagnose
+    from .doctor.view import to_json, write
 
     require_root(env)
-    path = node_netns(args.netns, env)
-    snapshot = NodeScanner(path).scan()
-    pods = snapshot.pod_like()
-    names: dict[int, str] = {}
-    live = {ip for pod in pods for ip in pod.ips}
-    source: PodSource | None = None
-    if args.pod or args.kubeconfig:
-        source = PodSource(Selection(name=args.pod, namespace=args.namespace), args.kubeconfig, args.node, path,
-                           warn=functools.partial(warn, env))
-        idx = source.index
-        if idx is not None:
-            names = {inode: idx.ids.refs[pid].label for inode, pid in idx.by_netns.items()}
-            if args.pod:
-                if source.kube is None:
-                    raise UserError(f"--pod needs the Kubernetes API to find {args.pod}: {source.problem}")
-                pods = [snapshot.namespaces[i] for i, pid in idx.by_netns.items() if pid in idx.selected]
-                if not pods:
-                    raise UserError(f"pod {args.namespace}/{args.pod} has no sandbox on this node yet")
-    if names and not args.pod:      # the API says which sandboxes are pods
-        pods = [p for p in pods if p.inode in names]
-    node = doctor.Node(None if path == HOST_NETNS else path, args.netns or "this node", pods, names,
-                       Path(args.cni_dir))
-    # The Services (which pods a dual-stack one sends IPv6) and the API's pod of
-    # each sandbox: without them the IPv6 check falls back to the node's view.
-    api = doctor.ApiFacts(unread=(source.problem or "no Kubernetes API") if source is not None
-                          else "no Kubernetes API: pass --kubeconfig")
-    if source is not None and source.kube is not None and source.index is not None:
-        idx, by_uid = source.index, {p.uid: p for p in source.pods() or []}
-        pod_infos = {inode: by_uid[ref.uid] for inode, pid in idx.by_netns.items()
-                     if (ref := idx.ids.refs.get(pid)) is not None and ref.uid in by_uid}
-        # Each group of calls within START_SECONDS, as at start: doctor answers in
-        # seconds whatever the API does.
-        try:
-            with source.kube.within(START_SECONDS):
-                api = doctor.ApiFacts(tuple(source.kube.list_services()), pod_infos)
-        except KubeUnavailable as exc:
-            api = doctor.ApiFacts(None, pod_infos, str(exc))
-    findings = doctor.run_all(node, live, api=api)
-    findings += _hook_findings(env)
-    cidrs, this_node = None, None
-    if source is not None and source.kube is not None:
-        with suppress(KubeUnavailable), source.kube.within(START_SECONDS):
-            cidrs, this_node = source.kube.pod_cidrs(), source.node_name
-            # The VNI other nodes' CNI announces against this node's VXLAN devices:
-            # a mismatch drops all overlay traffic between them (VXLAN_VNI_NOT_FOUND).
-            others = {n: v for n, v in doctor.flannel_vnis(source.kube.node_objects()).items() if n != this_node}
-            if others:
-                findings = [f for f in findings if f.check != "overlay"] + doctor.check_overlay(node, others)
-    findings += doctor.check_pod_routes(node, cidrs, this_node)
-    bad = doctor.problems(findings)
+    scope = Scope(node_netns(args.netns, env), args.netns or "this node", args.pod, args.namespace, args.kubeconfig,
+                  args.node, Path(args.cni_dir), env.tracefs)
+    report = diagnose(scope, warn=functools.partial(warn, env))
+    bad = report.problems
     if args.json:
-        env.stdout.write(doctor.to_json(findings, node))
+        env.stdout.write(to_json(report.findings, report.node))
     else:
-        from .doctorview import write
-
-        write(env, findings, node)
+        write(env, report.findings, report.node)
         info(env, f"{len(bad)} problem{'s' if len(bad) != 1 else ''} found" if bad else "no problems found")
     return ExitStatus.PROBLEMS if bad else ExitStatus.OK
-
-
-def _hook_findings(env: Environment) -> list[Finding]:
-    """What netdrop would attach here and in which form (the ring buffer, the
-    tracepoints, each function hook), asked of the kernel as the loader asks,
-    without loading netdrop's program."""
-    from . import doctor
-    from .kernel import btfprog, facts, hooks as function_hooks
-
-    try:
-        kernel = facts.probe_kernel(facts.find_tracefs(env.tracefs))
-        hooks = function_hooks.support(kernel)
-        wanted = ("kfree_skb", "icmp_send") if kernel.has_icmp_tp else ("kfree_skb",)
-        attach = doctor.check_attach(btfprog.ringbuf_refusal(), btfprog.tracepoint_form(
-            facts.btf_tracepoint_ids(wanted), wanted))
-    except (UserError, OSError) as exc:
-        return [doctor.Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
-    return attach + doctor.check_hooks([(h.name, h.attached, h.detail) for h in hooks])
 
 
 def cmd_summary(args: argparse.Namespace, env: Environment) -> ExitStatus:

@@ -280,16 +280,17 @@ def test_vxlan_device_that_sends_nowhere(healthy):
 
 
 def test_overlay_vni_other_nodes_announce(healthy):
-    from tracer import doctor as doc
-    node = doc.Node(str(lab.NETNS_DIR / healthy.node1), healthy.node1)
+    from tracer.doctor.links import check_overlay, flannel_vnis
+    from tracer.doctor.node import Node
+    node = Node(str(lab.NETNS_DIR / healthy.node1), healthy.node1)
     nodes = [{"metadata": {"name": "sim-node2", "annotations": {
         "flannel.alpha.coreos.com/backend-data": '{"VNI":2,"VtepMAC":"0e:00:00:00:02:01"}'}}},
         {"metadata": {"name": "sim-node3", "annotations": {
             "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"0e:00:00:00:03:01"}'}}}]
-    found = doc.check_overlay(node, doc.flannel_vnis(nodes))
+    found = check_overlay(node, flannel_vnis(nodes))
     assert [f.severity for f in found] == ["error", "info"] and "VXLAN_VNI_NOT_FOUND" in found[0].summary
     assert found[0].evidence[0] == "sim-node2: VNI 2"
-    assert [f.severity for f in doc.check_overlay(node, doc.flannel_vnis(nodes[1:]))] == ["info"]
+    assert [f.severity for f in check_overlay(node, flannel_vnis(nodes[1:]))] == ["info"]
 
 
 def test_bpf_program_on_a_cgroup_is_listed(healthy):

@@ -5,8 +5,9 @@ import io
 import pytest
 from rich.cells import cell_len
 
-from tracer import doctor, doctorview
-from tracer.doctor import Cmd, Finding, fix
+from tracer.doctor import view
+from tracer.doctor.findings import Cmd, Finding, fix
+from tracer.doctor.node import Node
 from tracer.env import Environment
 
 STALE = [f"/var/lib/cni/networks/cbr0/10.244.1.{i}" for i in range(70, 75)]
@@ -47,7 +48,7 @@ FINDINGS = [
 
 def report(width: int | None, findings=FINDINGS, **env) -> list[str]:
     out = io.StringIO()
-    doctorview.write(Environment(stdout=out, columns=width, **env), findings, doctor.Node(None, "node1"))
+    view.write(Environment(stdout=out, columns=width, **env), findings, Node(None, "node1"))
     return out.getvalue().splitlines()
 
 
@@ -59,8 +60,8 @@ def test_every_command_whole_on_one_line_and_no_line_past_the_width(width):
     for cmd in commands:
         assert any(cmd in line for line in lines), cmd
     # Past the width only a command longer than the fix's lines: on a line of its own, whole.
-    room = width - len(doctorview.FIX)
-    too_long = [" " * len(doctorview.FIX) + c for c in commands if cell_len(c) > room]
+    room = width - len(view.FIX)
+    too_long = [" " * len(view.FIX) + c for c in commands if cell_len(c) > room]
     assert [line for line in lines if cell_len(line) > width] == too_long
     assert len(too_long) == (2 if width == 80 else 1)      # the rm of 5 paths (+ kubectl patch at 80)
     assert "\x1b" not in "".join(lines)     # a pipe gets no colour
@@ -99,6 +100,6 @@ def test_node_text_reaches_the_pipe_escaped_and_commands_still_whole():
 
 
 def test_json_lists_each_fix_command():
-    out = doctor.to_json(FINDINGS[1:3], doctor.Node(None, "node1"))
+    out = view.to_json(FINDINGS[1:3], Node(None, "node1"))
     assert '"commands": [\n        "kubectl -n kube-system get pods -o wide | grep kube-proxy"\n      ]' in out
     assert all(c in f.fix for f in FINDINGS if f.fix for c in f.commands)

@@ -209,7 +209,7 @@ def test_the_cache_is_bounded():
 
 
 def test_flannel_vnis_from_node_objects():
-    from tracer.doctor import flannel_vnis
+    from tracer.doctor.links import flannel_vnis
     nodes = [{"metadata": {"name": "n1", "annotations": {"flannel.alpha.coreos.com/backend-data":
                                                          '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}'}}},
              {"metadata": {"name": "n2", "annotations": {"flannel.alpha.coreos.com/backend-data": "null"}}},
@@ -220,7 +220,7 @@ def test_flannel_vnis_from_node_objects():
 @FAST
 @given(json_values, json_values)
 def test_flannel_vnis_survive_any_node_object(meta, data):
-    from tracer.doctor import flannel_vnis
+    from tracer.doctor.links import flannel_vnis
     flannel_vnis([{"metadata": meta}, {"metadata": {"name": "n", "annotations": {
         "flannel.alpha.coreos.com/backend-data": json.dumps(data)}}}, meta])
 

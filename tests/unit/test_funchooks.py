@@ -285,14 +285,14 @@ def test_the_pipeline_takes_the_hooks_verdict_first_even_after_the_same_drop_wit
 
 
 def test_doctor_reports_each_hook_allowed_or_why_not():
-    from tracer import doctor
+    from tracer.doctor.kernel import check_hooks
 
-    found = doctor.check_hooks([("fexit __nf_conntrack_confirm", True, "allowed: insert races per flow"),
+    found = check_hooks([("fexit __nf_conntrack_confirm", True, "allowed: insert races per flow"),
                                 ("kprobe ip_forward", False, "no kprobes")])
     assert [(f.check, f.severity) for f in found] == [("hook: fexit __nf_conntrack_confirm", "ok"),
                                                       ("hook: kprobe ip_forward", "info")]
     assert "cannot attach here: no kprobes" in found[1].summary
-    assert doctor.check_hooks([])[0].severity == "info"
+    assert check_hooks([])[0].severity == "info"
 
 
 def test_waiting_costs_a_stat_per_tick_not_a_btf_walk(node, monkeypatch):

@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given
 from rich.console import Console
 
-from tracer import doctor, doctorview
+from tracer.doctor.node import Node
+from tracer.doctor.pods import NO_API, ApiFacts, pod_ipv6_findings
+from tracer.doctor.view import render
 from tracer.lab import api as labapi
 from tracer.pods import kube
 from tracer.node.table import HostVeth, NetnsInfo
@@ -102,15 +104,15 @@ DB, WEB = 101, 102
 def node():
     pods = [NetnsInfo(DB, ("cni-aaa",), (), ("10.244.1.11", "fd00:244:1::11"), HostVeth(7, "veth1")),
             NetnsInfo(WEB, ("cni-bbb",), (), ("10.244.1.10", "fd00:244:1::10"), HostVeth(8, "veth2"))]
-    return doctor.Node("/run/netns/x", "sim", pods, {DB: "default/db-0", WEB: "default/web-1"})
+    return Node("/run/netns/x", "sim", pods, {DB: "default/db-0", WEB: "default/web-1"})
 
 
 API_PODS = {DB: pod("db-0", {"app": "db"}), WEB: pod("web-1", {"app": "web"})}
 
 
 def check(services, off=None, pods=API_PODS):
-    return doctor.pod_ipv6_findings(node(), {DB: ["eth0"]} if off is None else off,
-                                    doctor.ApiFacts(services if services is None else tuple(services), pods))
+    return pod_ipv6_findings(node(), {DB: ["eth0"]} if off is None else off,
+                             ApiFacts(services if services is None else tuple(services), pods))
 
 
 def test_a_pod_with_ipv6_off_behind_a_dual_stack_service_is_a_warning():
@@ -158,8 +160,8 @@ def test_without_services_the_node_level_check_says_they_were_not_read():
     assert f.severity == "warning" and "of a dual-stack node" in f.summary
     assert "Services not read (no Kubernetes API (--kubeconfig))" in f.summary
     assert f.evidence == ["default/db-0: eth0 disable_ipv6=1"]
-    single = doctor.Node(None, "sim", [NetnsInfo(DB, ("cni-aaa",), (), ("10.244.1.11",), HostVeth(7, "veth1"))])
-    [ok] = doctor.pod_ipv6_findings(single, {DB: ["eth0"]}, doctor.NO_API)
+    single = Node(None, "sim", [NetnsInfo(DB, ("cni-aaa",), (), ("10.244.1.11",), HostVeth(7, "veth1"))])
+    [ok] = pod_ipv6_findings(single, {DB: ["eth0"]}, NO_API)
     assert ok.severity == "ok" and "single-stack node" in ok.summary
 
 
@@ -168,6 +170,6 @@ def test_service_names_reach_the_terminal_escaped():
     findings = check([evil])
     assert "kubectl" not in findings[0].fix       # not a name the API allows: no command built with it
     console = Console(width=200, record=True, force_terminal=False)
-    console.print(doctorview.render(findings, node(), 200), soft_wrap=True)
+    console.print(render(findings, node(), 200), soft_wrap=True)
     text = console.export_text()
     assert "\x1b" not in text and "db\\x1b]0;pwned\\x07" in text

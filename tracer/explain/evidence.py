@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..jsonvalues import u32
 from ..kernel.decode import Drop
 from ..node.nsexec import read_file_in_netns, read_many_in_netns
 from .explainer import WantedPaths
@@ -173,10 +174,6 @@ def _objects(doc: object) -> list[dict[str, Any]]:
     return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
 
-def _int(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32 else None
-
-
 def _name(v: object) -> str | None:
     return v[:NAME_MAX] if isinstance(v, str) and v else None
 
@@ -189,7 +186,7 @@ def parse_links(text: str | None) -> list[Device]:
     """`ip -d -j link show` -> devices (the sysctls and FDB filled in later)."""
     out: list[Device] = []
     for link in _objects(_load_json(text))[:MAX_DEVICES]:
-        ifindex, name = _int(link.get("ifindex")), _name(link.get("ifname"))
+        ifindex, name = u32(link.get("ifindex")), _name(link.get("ifname"))
         if ifindex is None or name is None:
             continue
         flags = link.get("flags")
@@ -204,13 +201,13 @@ def parse_links(text: str | None) -> list[Device]:
             stp = bool(state) if isinstance(state, int) else None
         if kind == "vxlan":
             data = _dict(info.get("info_data"))
-            vxlan = Vxlan(_int(data.get("id")), _int(data.get("port")), _name(data.get("local")),
+            vxlan = Vxlan(u32(data.get("id")), u32(data.get("port")), _name(data.get("local")),
                           _name(data.get("remote")), _name(data.get("link")))
         out.append(Device(
             ifindex, name, kind, up="UP" in flags, carrier="LOWER_UP" in flags,
-            oper=_name(link.get("operstate")), mtu=_int(link.get("mtu")), master=_name(link.get("master")),
+            oper=_name(link.get("operstate")), mtu=u32(link.get("mtu")), master=_name(link.get("master")),
             port_state=port_state,
-            peer_ifindex=_int(link.get("link_index")) if kind == "veth" else None,
+            peer_ifindex=u32(link.get("link_index")) if kind == "veth" else None,
             vxlan=vxlan, stp=stp))
     return out
 
@@ -219,7 +216,7 @@ def parse_netns_ids(text: str | None) -> dict[int, str]:
     """`ip -j netns list-id` -> nsid -> name (named namespaces only)."""
     out: dict[int, str] = {}
     for x in _objects(_load_json(text))[:MAX_DEVICES]:
-        nsid, name = _int(x.get("nsid")), _name(x.get("name"))
+        nsid, name = u32(x.get("nsid")), _name(x.get("name"))
         if nsid is not None and name is not None:
             out[nsid] = name
     return out
@@ -229,7 +226,7 @@ def peer_netnsids(text: str | None) -> dict[int, int]:
     """`ip -d -j link show` -> ifindex -> the peer's namespace id, for veths whose peer is elsewhere."""
     out: dict[int, int] = {}
     for link in _objects(_load_json(text))[:MAX_DEVICES]:
-        ifindex, nsid = _int(link.get("ifindex")), _int(link.get("link_netnsid"))
+        ifindex, nsid = u32(link.get("ifindex")), u32(link.get("link_netnsid"))
         if ifindex is not None and nsid is not None:
             out[ifindex] = nsid
     return out
@@ -268,7 +265,7 @@ def _owners(prog: dict[str, Any]) -> tuple[str, ...]:
     pids = prog.get("pids")
     out = []
     for p in _objects(pids)[:MAX_NAMES]:
-        comm, pid = _name(p.get("comm")), _int(p.get("pid"))
+        comm, pid = _name(p.get("comm")), u32(p.get("pid"))
         if comm:
             out.append(f"{comm}({pid})" if pid is not None else comm)
     return tuple(out)
@@ -286,15 +283,15 @@ def parse_bpftool_net(text: str | None) -> list[Program] | None:
             for mode in ("generic", "drv", "offload", "skb"):
                 m = x.get(mode)
                 if isinstance(m, dict) and dev:
-                    out.append(Program(dev, "xdp", _int(m.get("id")), _name(m.get("name")) or "?"))
+                    out.append(Program(dev, "xdp", u32(m.get("id")), _name(m.get("name")) or "?"))
             if dev and isinstance(x.get("id"), int):
-                out.append(Program(dev, "xdp", _int(x.get("id")), _name(x.get("name")) or "?"))
+                out.append(Program(dev, "xdp", u32(x.get("id")), _name(x.get("name")) or "?"))
         for x in _objects(section.get("tc")):
             dev = _name(x.get("devname"))
             kind = _name(x.get("kind")) or ""
             hook = "tc egress" if "egress" in kind else "tc ingress"
             if dev:
-                out.append(Program(dev, hook, _int(x.get("id")), _name(x.get("name")) or "?"))
+                out.append(Program(dev, hook, u32(x.get("id")), _name(x.get("name")) or "?"))
         if len(out) >= MAX_PROGRAMS:
             break
     return out[:MAX_PROGRAMS]
@@ -313,7 +310,7 @@ def parse_bpftool_cgroup(text: str | None) -> list[Program] | None:
         for p in _objects(cg.get("programs")):
             hook = _name(p.get("attach_type"))
             if hook:
-                out.append(Program(path[-NAME_MAX:], hook, _int(p.get("id")), _name(p.get("name")) or "?",
+                out.append(Program(path[-NAME_MAX:], hook, u32(p.get("id")), _name(p.get("name")) or "?",
                                    _owners(p)))
             if len(out) >= MAX_PROGRAMS:
                 return out
@@ -324,7 +321,7 @@ def parse_bpftool_owners(text: str | None) -> dict[int, tuple[str, ...]]:
     """`bpftool -j prog show` -> program id -> its holders."""
     out: dict[int, tuple[str, ...]] = {}
     for p in _objects(_load_json(text)):
-        pid = _int(p.get("id"))
+        pid = u32(p.get("id"))
         owners = _owners(p)
         if pid is not None and owners:
             out[pid] = owners

@@ -89,7 +89,6 @@ def build(groups: Groups, recorder: Recorder, *, ended: datetime, reason_ended: 
     }
 
 
-
 BENIGN_VERDICT = "expected on a healthy node, nothing to fix (docs/benign.md)"
 
 
@@ -119,11 +118,9 @@ def rank_verdicts(group_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return verdicts
 
 
-
 def _latest(d: Drop | None) -> dict[str, Any] | None:
     if d is None:
         return None
     return {"time": summary_time(d.time), "flow": d.flow, "src": d.src, "dst": d.dst, "sport": d.sport,
             "dport": d.dport, "proto": d.proto, "len": d.len, "ifname": d.ifname, "mtu": d.mtu,
             "out_ifname": d.out_ifname}
-

@@ -150,4 +150,3 @@ def _html_node(s: Summary, i: int, show_benign: bool) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in group_rows(s, show_benign))
     return (f'<section id="node-{i}"><h2>Node {e(node_name(s))}</h2><p class="headline">{e(headline(s))}</p>'
             f"<ul>{verdicts}</ul><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></section>")
-

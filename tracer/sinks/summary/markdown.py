@@ -48,4 +48,3 @@ def to_markdown(s: Summary, show_benign: bool = False) -> str:
             parts += ["", md(note)]
     parts += ["", md(footer(s)), ""]
     return "\n".join(parts)
-

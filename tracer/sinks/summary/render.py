@@ -51,4 +51,3 @@ def to_csv(s: Summary) -> str:
                     "true" if g.get("benign") else "false", cell(peer.get("namespace")), cell(peer.get("name")),
                     cell(peer.get("direction"))])
     return buf.getvalue()
-

@@ -107,7 +107,6 @@ def set_aside(s: Summary, show_benign: bool) -> str | None:
     return f"{number(n)} benign drops not listed (--all to list them)" if n else None
 
 
-
 def losses(s: Summary) -> str:
     t = s["totals"]
     text = (f"events: {number(t['events_delivered'])} delivered, {number(t['events_written'])} written, "
@@ -121,8 +120,6 @@ def footer(s: Summary) -> str:
     return f"Filters: {'; '.join(s['filters']) or 'none'}. Pods: {s['pods'] or 'not attributed'}. {losses(s)}."
 
 
-
 def ends(g: dict[str, Any]) -> str:
     """A group's pods and its direction: "default/web -> default/db from-pod"."""
     return f"{pods_cell(g)} {g['direction']}" if g.get("direction") else pods_cell(g)
-

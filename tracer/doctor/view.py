@@ -1,4 +1,4 @@
-"""doctorview: doctor's findings for people, laid out for the width they get.
+"""view: doctor's findings for people, laid out for the width they get, and as JSON.
 
 Each finding is a block: its severity and check with what is wrong, then its
 evidence, then the fix on lines of its own. Prose wraps at spaces; a command
@@ -8,16 +8,19 @@ printed, at 80 columns as at 200.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from .doctor import SEVERITIES, Finding, Node
-from .layout import wrap
-from .textsafe import printable
+from ..layout import wrap
+from ..textsafe import printable
+from .findings import SEVERITIES, Finding, problems
+from .node import Node
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from .env import Environment
+    from ..env import Environment
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green", "unchecked": "dim"}
 INDENT = " " * (max(len(s) for s in SEVERITIES) + 1)     # the severity's column: "unchecked "
@@ -69,3 +72,8 @@ def render(findings: list[Finding], node: Node, width: int) -> Text:
 def write(env: Environment, findings: list[Finding], node: Node) -> None:
     """The report on env's stdout, for its report width (env.report_width)."""
     env.console().print(render(findings, node, env.report_width()), soft_wrap=True)
+
+
+def to_json(findings: list[Finding], node: Node) -> str:
+    return json.dumps({"node": node.label, "findings": [asdict(f) for f in findings],
+                       "problems": len(problems(findings))}, indent=2) + "\n"
