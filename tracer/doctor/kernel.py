@@ -15,7 +15,7 @@ from .findings import Cmd, Finding, fix, plural
 from .node import Node, read_small
 
 
-def check_kernel(tracefs_candidates: Sequence[Path] = facts.TRACEFS_CANDIDATES) -> list[Finding]:
+def check_kernel(tracefs_candidates: Sequence[Path]) -> list[Finding]:
     out = []
     btf = facts.BTF_VMLINUX.exists()
     out.append(Finding("kernel: BTF", "ok" if btf else "error",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..kernel import facts
@@ -26,6 +27,9 @@ from .links import (check_addresses, check_bridges, check_hairpin, check_ipsec, 
                     check_overlay, flannel_vnis)
 from .node import Node
 from .pods import NO_API, ApiFacts, check_ipam, check_pod_ipv6, check_pod_routes
+
+if TYPE_CHECKING:
+    from ..node.table import NetnsInfo, NodeSnapshot
 
 
 @dataclass(frozen=True)
@@ -55,26 +59,15 @@ class Report:
 def diagnose(scope: Scope, warn: Callable[[str], None]) -> Report:
     """Every check of the node in scope; UserError if --pod names no sandbox here."""
     snapshot = NodeScanner(scope.netns).scan()
-    pods = snapshot.pod_like()
-    names: dict[int, str] = {}
-    live = {ip for pod in pods for ip in pod.ips}
-    source: PodSource | None = None
+    sandboxes = snapshot.pod_like()
+    live = {ip for pod in sandboxes for ip in pod.ips}
+    source = None
     if scope.pod or scope.kubeconfig:
         source = PodSource(Selection(name=scope.pod, namespace=scope.namespace), scope.kubeconfig, scope.node_name,
                            scope.netns, warn=warn)
-        idx = source.index
-        if idx is not None:
-            names = {inode: idx.ids.refs[pid].label for inode, pid in idx.by_netns.items()}
-            if scope.pod:
-                if source.kube is None:
-                    raise UserError(f"--pod needs the Kubernetes API to find {scope.pod}: {source.problem}")
-                pods = [snapshot.namespaces[i] for i, pid in idx.by_netns.items() if pid in idx.selected]
-                if not pods:
-                    raise UserError(f"pod {scope.namespace}/{scope.pod} has no sandbox on this node yet")
-    if names and not scope.pod:      # the API says which sandboxes are pods
-        pods = [p for p in pods if p.inode in names]
+    pods, names = _pods(scope, snapshot, sandboxes, source)
     node = Node(None if scope.netns == HOST_NETNS else scope.netns, scope.label, pods, names, scope.cni_dir)
-    findings = run_all(node, live, api=_api_facts(source))
+    findings = run_all(node, live, api=_api_facts(source), tracefs=scope.tracefs)
     findings += attach_findings(scope.tracefs)
     cidrs, this_node = None, None
     if source is not None and source.kube is not None:
@@ -87,6 +80,24 @@ def diagnose(scope: Scope, warn: Callable[[str], None]) -> Report:
                 findings = [f for f in findings if f.check != "overlay"] + check_overlay(node, others)
     findings += check_pod_routes(node, cidrs, this_node)
     return Report(node, findings)
+
+
+def _pods(scope: Scope, snapshot: NodeSnapshot, sandboxes: list[NetnsInfo],
+          source: PodSource | None) -> tuple[list[NetnsInfo], dict[int, str]]:
+    """The sandboxes the checks look into (with --pod, that pod's only) and the
+    pod name of each the API knows: where it answers, the sandboxes it names."""
+    idx = source.index if source is not None else None
+    if source is None or idx is None:
+        return sandboxes, {}
+    names = {inode: idx.ids.refs[pid].label for inode, pid in idx.by_netns.items()}
+    if not scope.pod:
+        return ([p for p in sandboxes if p.inode in names] if names else sandboxes), names
+    if source.kube is None:
+        raise UserError(f"--pod needs the Kubernetes API to find {scope.pod}: {source.problem}")
+    pods = [snapshot.namespaces[i] for i, pid in idx.by_netns.items() if pid in idx.selected]
+    if not pods:
+        raise UserError(f"pod {scope.namespace}/{scope.pod} has no sandbox on this node yet")
+    return pods, names
 
 
 def _api_facts(source: PodSource | None) -> ApiFacts:
@@ -106,10 +117,12 @@ def _api_facts(source: PodSource | None) -> ApiFacts:
         return ApiFacts(None, pod_infos, str(exc))
 
 
-def run_all(node: Node, live_ips: set[str], *, api: ApiFacts = NO_API) -> list[Finding]:
+def run_all(node: Node, live_ips: set[str], *, api: ApiFacts = NO_API,
+            tracefs: tuple[Path, ...] = facts.TRACEFS_CANDIDATES) -> list[Finding]:
     """Every node check; `api`: what the Kubernetes API said (Services, the pods
-    of the sandboxes), for the checks that compare it with the node."""
-    findings = check_kernel()
+    of the sandboxes), for the checks that compare it with the node; `tracefs`:
+    where tracefs may be mounted, in order."""
+    findings = check_kernel(tracefs)
     for check in (check_sysctls, check_forward, check_mtu, check_conntrack, check_kube_proxy, check_hairpin,
                   check_addresses, check_neighbours, check_bridges, check_overlay,
                   functools.partial(check_pod_ipv6, api=api), check_ipsec, check_cgroup_programs):

@@ -90,7 +90,7 @@ def headline(s: Summary) -> str:
 def verdict_lines(v: dict[str, Any]) -> tuple[str, str, str]:
     """A verdict in three lines, after its category: drops and what they mean,
     where, and the hint. Markdown cuts each to a line (_cut); the table wraps each
-    to a few lines of its width (summarytable)."""
+    to a few lines of its width (table.py)."""
     return (f": {number(v['drops'])} drops: {v['verdict']}", f"where: {v['where']}", str(v["hint"]))
 
 
