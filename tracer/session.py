@@ -562,8 +562,8 @@ def cmd_doctor(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from .doctor.view import to_json, write
 
     require_root(env)
-    scope = Scope(node_netns(args.netns, env), args.netns or "this node", args.pod, args.namespace, args.kubeconfig,
-                  args.node, Path(args.cni_dir), env.tracefs)
+    scope = Scope(node_netns(args.netns, env), args.netns or "this node", pod=args.pod, namespace=args.namespace,
+                  kubeconfig=args.kubeconfig, node_name=args.node, cni_dir=Path(args.cni_dir), tracefs=env.tracefs)
     report = diagnose(scope, warn=functools.partial(warn, env))
     bad = report.problems
     if args.json:

@@ -134,17 +134,17 @@ def check_ipam(node: Node, live_ips: set[str]) -> list[Finding]:
             words = (read_small(f) or "").split()
             reserved[f.name] = words[0] if words else "?"
         stale = sorted(ip for ip in reserved if ip not in live_ips)
-        evidence = [f"{net}: {len(reserved)} addresses reserved, {len(reserved) - len(stale)} in use by live pods"]
+        held = [f"{net}: {len(reserved)} addresses reserved, {len(reserved) - len(stale)} in use by live pods"]
         if stale:
-            evidence += [f"{ip} held by container {reserved[ip][:12]}" for ip in stale[:5]]
+            held += [f"{ip} held by container {reserved[ip][:12]}" for ip in stale[:5]]
             out.append(Finding("ipam", "warning",
                                f"{len(stale)} of {len(reserved)} IPAM reservations in network {net.name} belong to "
                                "no live pod (dead sandboxes): new pods fail with 'no IP addresses available' once "
-                               "the range runs out", evidence,
+                               "the range runs out", held,
                                *fix("after checking the containers are gone: ",
                                     Cmd("rm " + " ".join(str(net / ip) for ip in stale[:5])))))
         else:
-            out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", evidence))
+            out.append(Finding("ipam", "ok", f"network {net.name}: every reservation belongs to a live pod", held))
     return out or [Finding("ipam", "unchecked", f"no network directories in {node.cni_dir}")]
 
 
