@@ -2,7 +2,7 @@
 /*
  * netdrop: the records the BPF side shares with Python.
  *
- * tracer/event.py mirrors these structs field by field (ctypes) and
+ * tracer/kernel/event.py mirrors these structs field by field (ctypes) and
  * tests/unit/test_event_layout.py checks that both agree, so change them
  * together. Fields are ordered by size so that neither side needs padding
  * rules to agree. Every value here is raw kernel data ("_raw" on the Python
@@ -40,11 +40,6 @@
 /* nd_filter_cfg.pod_flags */
 #define ND_POD_TAG    0x01 /* look drops up in the pod maps and tag them */
 #define ND_POD_FILTER 0x02 /* and keep only drops of selected pods */
-
-/* nd_event.cause, and the location of cause_counts keys (bpf/funchooks.c) */
-#define ND_CAUSE_CT_INSERT_FAILED 1 /* __nf_conntrack_confirm() returned NF_DROP: insert race lost */
-#define ND_CAUSE_CT_TABLE_FULL    2 /* __nf_conntrack_alloc() failed: table full */
-#define ND_CAUSE_FWD_TOO_BIG      3 /* ip_forward(): DF packet longer than its route's MTU */
 
 /* nd_event.facts and nd_count_key.facts: what the kernel had decided about
  * the packet's destination when it was dropped (tracer/kernel/pktfacts.py
@@ -86,7 +81,8 @@ struct nd_event {
 	                     * cause ND_CAUSE_CT_TABLE_FULL (no entry): nf_conntrack_max, 0 if unknown */
 	u8 ctinfo;          /* enum ip_conntrack_info: skb->_nfct & 7 (NEW, ESTABLISHED, ..., UNTRACKED) */
 	u8 tcp_flags;       /* TCP header flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 ...) */
-	u8 cause;           /* ND_CAUSE_*: what a function hook saw of this packet, 0 if none */
+	u8 cause;           /* ND_CAUSE_*: what a function hook saw of this packet, 0 if none; the
+	                     * codes come from tracer/kernel/registry.py as -D flags */
 	u8 facts;           /* ND_PF_*: the packet's destination as the kernel classified it */
 	u8 saddr[16];       /* IPv4 in the first 4 bytes, network order */
 	u8 daddr[16];

@@ -36,9 +36,9 @@ class Names:
 
 def kernel_counts(n: int) -> Callable[[], dict[tuple[int, int, int, int], int]]:
     from tracer.kernel.facts import find_tracefs, probe_kernel
-    from tracer.kernel.loader import Tracer
+    from tracer.kernel.loader import Tracer, TracerSettings
 
-    tracer = Tracer(probe_kernel(find_tracefs()), hold=True)
+    tracer = Tracer(probe_kernel(find_tracefs()), settings=TracerSettings(hold=True))
     table = tracer.bpf[b"counts"]
     ncpus = len(table.Leaf())
     for i in range(1, n + 1):

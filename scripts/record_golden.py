@@ -28,7 +28,7 @@ def main() -> None:
     node = lab.SimNode.create("ndgolden", with_api=False)
     try:
         inodes = frozenset(node.netns_inodes().values())
-        with loader.Tracer(facts, Filters(netns=inodes), max_event_rate=0) as tracer:
+        with loader.Tracer(facts, Filters(netns=inodes), loader.TracerSettings(max_event_rate=0)) as tracer:
             for name in CASES:
                 lab.CASES[name].play(node, 1)
             time.sleep(0.3)

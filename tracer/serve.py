@@ -259,7 +259,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     from .kernel.decode import Decoder
     from .kernel.facts import Kallsyms
     from .kernel.filters import Filters
-    from .kernel.loader import Tracer
+    from .kernel.loader import Tracer, TracerSettings
     from .memory import release_free_memory
     from .pods.apicall import Calls
     from .pods.kube import Selection
@@ -292,8 +292,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         pods = Pending(lambda: PodSource(Selection(), args.kubeconfig, args.node, args.node_netns or HOST_NETNS,
                                          warn=say, calls=calls), cancel=calls.close)
         stack.callback(pods.close)      # start-up fails before taking it: its API calls end
-        tracer = Tracer(facts, Filters(), max_event_rate=SERVE_EVENT_RATE, hold=True, warn=say,
-                        tp_btf=not args.classic_tracepoints)
+        tracer = Tracer(facts, Filters(), TracerSettings(max_event_rate=SERVE_EVENT_RATE, hold=True,
+                                                         tp_btf=not args.classic_tracepoints), warn=say)
         stack.callback(agent.detach, tracer.close)
         stack.callback(server.close)    # before the detach: no new scrape waits on the program going
         try:

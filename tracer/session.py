@@ -291,7 +291,7 @@ class Session:
         from .kernel.decode import Decoder
         from .kernel.facts import Kallsyms
         from .node.namespaces import known_netns_inodes
-        from .kernel.loader import Tracer
+        from .kernel.loader import Tracer, TracerSettings
         from .kernel.stacks import Symbolizer
         from .pods.attribute import NO_POD
         from .sinks import console
@@ -305,10 +305,10 @@ class Session:
                 stack.callback(pods.close)      # start-up fails before taking it: its calls end
             # Held until the pod maps are written: with --pod, a drop counted before
             # would be any pod's (the API may take seconds to answer).
-            self.tracer = Tracer(facts, filters, snaplen=snaplen, headers_only=headers_only, hold=True,
-                                 warn=functools.partial(warn, env),
-                                 tp_btf=not getattr(args, "classic_tracepoints", False), stacks=stacks,
-                                 **({} if rate is None else {"max_event_rate": rate}))
+            self.tracer = Tracer(facts, filters, TracerSettings(
+                snaplen=snaplen, headers_only=headers_only, hold=True,
+                tp_btf=not getattr(args, "classic_tracepoints", False), stacks=stacks,
+                **({} if rate is None else {"max_event_rate": rate})), warn=functools.partial(warn, env))
             stack.callback(self.tracer.close)
             source = pods.result() if isinstance(pods, Pending) else pods
             if source is not None:

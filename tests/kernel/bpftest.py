@@ -1,6 +1,6 @@
 """BPF programs that tests load themselves (a cgroup or tc program that drops,
 as a CNI's or security agent's would): through bcc directly (a test may;
-netdrop's own code imports bcc only in tracer/kernel/loader.py), with the
+netdrop's own code imports bcc only in tracer/kernel/bccload.py), with the
 kernel types netdrop's loader uses, and a cgroup of their own."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tracer.kernel import loader
+from tracer.kernel import bccload
 from tracer.kernel.facts import find_tracefs, probe_kernel
 
 # A program whose every packet gets one verdict: %d is its return value
@@ -26,7 +26,7 @@ def program(name: str, verdict: int) -> Any:
     against the kernel types the loader prepared (headers, or the BTF include
     tree in netdrop's cache), as for netdrop's own program."""
     from bcc import BPF
-    include, _flags = loader.Tracer._kernel_types(probe_kernel(find_tracefs()), loader.DEFAULT_CACHE)
+    include, _flags = bccload.kernel_types(probe_kernel(find_tracefs()), bccload.DEFAULT_CACHE)
     if include is not None:
         os.environ["BCC_KERNEL_SOURCE"] = str(include)
     return BPF(text=ONE_VERDICT % (name.encode(), verdict))

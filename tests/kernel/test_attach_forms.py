@@ -18,7 +18,8 @@ def storm(node, tp_btf: bool):
     facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
     before = nstat(db.netns, "UdpNoPorts")
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0, tp_btf=tp_btf) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})),
+                       loader.TracerSettings(max_event_rate=0, tp_btf=tp_btf)) as tracer:
         sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999", "--size", "100",
                             "--count", str(SENT), "--seconds", "10")
         counts = tracer.counts()
@@ -81,8 +82,8 @@ def test_the_direct_ring_reader_and_libbpfs_deliver_the_same_records(node):
     decoder = decode.Decoder(facts.reasons, Kallsyms.load())
     seen = {}
     for direct in (True, False):
-        with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0, snaplen=64,
-                           direct_ring=direct) as tracer:
+        with loader.Tracer(facts, Filters(netns=frozenset({ino})),
+                           loader.TracerSettings(max_event_rate=0, snaplen=64, direct_ring=direct)) as tracer:
             sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9995", "--size", "100",
                                 "--count", str(SENT), "--seconds", "10")
             batches = []

@@ -25,7 +25,8 @@ def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):
     no_socket = next(n for n, name in facts.reasons.items() if name == "NO_SOCKET")
     before = nstat(db.netns, "UdpNoPorts")
     # One page of ring buffer (~30 events) and nobody reading it during the storm.
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), ringbuf_pages=1, max_event_rate=0) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})),
+                       loader.TracerSettings(ringbuf_pages=1, max_event_rate=0)) as tracer:
         sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999", "--size", "100",
                             "--count", "20000", "--seconds", "20")
         counts = tracer.counts()
@@ -47,7 +48,7 @@ def test_event_rate_limit_samples_events_not_counts(node):
     facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
     before = nstat(db.netns, "UdpNoPorts")
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=1000) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), loader.TracerSettings(max_event_rate=1000)) as tracer:
         t0 = time.monotonic()
         sent = node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", "9999",
                             "--count", "50000", "--seconds", "20")
@@ -78,7 +79,7 @@ def test_every_event_arrives_by_the_poll_that_waits_for_it(node):
     db = node.pods["db"]
     facts = probe_kernel(find_tracefs())
     ino = node.netns_inodes()[db.netns]
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), loader.TracerSettings(max_event_rate=0)) as tracer:
         for port in range(9990, 9995):
             node.traffic(db.netns, "udp", "--dst", "127.0.0.1", "--port", str(port), "--count", "1")
             records = tracer.poll_records(300)
@@ -167,7 +168,7 @@ def test_counts_exact_in_the_per_cpu_slots_and_in_the_hash_when_every_slot_is_ta
         in_hash = ours(loader._sum_counts(tracer.bpf[b"counts"].items()))
     assert sent == 400 and in_slots == [400, 400 * 128] and in_hash == [0, 0]
 
-    with loader.Tracer(facts, Filters(netns=frozenset({ino})), hold=True) as tracer:
+    with loader.Tracer(facts, Filters(netns=frozenset({ino})), loader.TracerSettings(hold=True)) as tracer:
         slots = tracer.bpf[b"count_slots"]
         ncpus = len(slots.Leaf())
         for i in range(event.ND_COUNT_SLOTS):

@@ -20,7 +20,7 @@ from pathlib import Path
 import bcc
 import pytest
 
-from tracer.kernel import event, loader
+from tracer.kernel import bpfsource, loader, registry
 from tracer.kernel import hooks as function_hooks
 from tracer.kernel.facts import find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
@@ -32,15 +32,15 @@ def facts():
 
 
 def test_every_function_hook_program_passes_the_verifier(facts):
-    source = (event.HEADER.parent / "funchooks.c").read_text()
+    source = bpfsource.FUNCHOOKS_SOURCE.read_text()
     in_source = re.findall(r"^int (nd_\w+)\(struct pt_regs \*ctx", source, re.M)
-    assert sorted(in_source) == sorted(function_hooks.KPROBE_PROGRAMS)
-    assert sorted(re.findall(r"^BPF_PROG\((nd_\w+),", source, re.M)) == sorted(function_hooks.BTF_PROGRAMS)
+    assert sorted(in_source) == sorted(registry.KPROBE_PROGRAMS)
+    assert sorted(re.findall(r"^BPF_PROG\((nd_\w+),", source, re.M)) == sorted(registry.BTF_PROGRAMS)
     with loader.Tracer(facts) as tracer:
-        for name in function_hooks.KPROBE_PROGRAMS:
+        for name in registry.KPROBE_PROGRAMS:
             fn = tracer.bpf.load_func(name.encode(), bcc.BPF.KPROBE)   # raises if the verifier rejects it
             assert fn.fd > 0, name
-        for name in function_hooks.BTF_PROGRAMS:     # compiled in every build, whatever the kernel allows
+        for name in registry.BTF_PROGRAMS:     # compiled in every build, whatever the kernel allows
             start, size = tracer._program(name)
             assert start and size > 0, name
 
@@ -138,7 +138,7 @@ def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
     dec = Decoder(facts.reasons, Kallsyms.load())
     sock = socket_in(f"/run/netns/{db.netns}", socket.AF_INET, socket.SOCK_DGRAM)
     assert sock is not None
-    with sock, loader.Tracer(facts, Filters(netns=frozenset({ino})), max_event_rate=0) as tracer:
+    with sock, loader.Tracer(facts, Filters(netns=frozenset({ino})), loader.TracerSettings(max_event_rate=0)) as tracer:
         sock.bind(("127.0.0.1", 0))
         sport = sock.getsockname()[1]
         notes = tracer.bpf[b"fn_notes"]
@@ -149,7 +149,7 @@ def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
             for n in leaf:
                 n.skb[0], n.jiffies[0], n.newest = 0, now, now
                 n.value[0], n.ports[0], n.l4proto[0] = 262144, sport << 16 | 9996, 17
-                n.cause[0], n.next = event.ND_CAUSE_CT_TABLE_FULL, 1
+                n.cause[0], n.next = registry.CAUSE_CODES["ct-table-full"], 1
             notes[ctypes.c_int(0)] = leaf
             sock.sendto(b"x" * 10, ("127.0.0.1", 9996))
             sock.sendto(b"x" * 10, ("127.0.0.1", 9995))

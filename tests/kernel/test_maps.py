@@ -6,9 +6,8 @@ import pytest
 
 from tracer.errors import UserError
 from tracer.kernel.facts import find_tracefs, probe_kernel
-from tracer.kernel.filters import Filters
-from tracer.kernel.loader import Tracer
-from tracer.pods.attribute import KernelPods
+from tracer.kernel.filters import Filters, KernelPods
+from tracer.kernel.loader import Tracer, TracerSettings
 
 
 def pods(inodes) -> KernelPods:
@@ -23,7 +22,7 @@ def in_map(tracer: Tracer) -> set[int]:
 def test_a_full_pod_map_is_told_once_and_filled_when_room_frees():
     facts = probe_kernel(find_tracefs())
     said: list[str] = []
-    with Tracer(facts, warn=said.append, map_entries=4) as tracer:
+    with Tracer(facts, settings=TracerSettings(map_entries=4), warn=said.append) as tracer:
         tracer.set_pods(pods(range(100, 106)))
         assert len(in_map(tracer)) == 4
         assert len(said) == 1 and "pod_netns map is full (4 entries): 2 pod entries are not in it" in said[0]
@@ -38,4 +37,4 @@ def test_a_full_pod_map_is_told_once_and_filled_when_room_frees():
 def test_more_filter_values_than_the_map_holds_is_one_clear_error():
     facts = probe_kernel(find_tracefs())
     with pytest.raises(UserError, match="at most 4 values per filter kind"):
-        Tracer(facts, Filters(ports=frozenset(range(1, 6))), map_entries=4)
+        Tracer(facts, Filters(ports=frozenset(range(1, 6))), TracerSettings(map_entries=4))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracer.explain import classify
-from tracer.kernel import decode, event, facts
+from tracer.kernel import decode, event, facts, registry
 from tracer.sinks import jsonout
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -112,7 +112,7 @@ def reference_decode(dec, raw: event.NdEvent, packet: bytes) -> decode.Drop:
         pod_raw=raw.pod_raw, packet=packet, conntrack=conntrack, nat=nat,
         tcp_flags=raw.tcp_flags_raw if raw.l4proto_raw == 6 and has_l4 else None,
         cause=decode.CAUSES.get(raw.cause_raw),
-        ct_max=(raw.ct_status_raw or None) if raw.cause_raw == event.ND_CAUSE_CT_TABLE_FULL
+        ct_max=(raw.ct_status_raw or None) if raw.cause_raw == registry.CAUSE_CODES["ct-table-full"]
         and not flags & event.ND_F_CT else None, facts=raw.facts)
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer.kernel import event
+from tracer.kernel import bpfsource, event
 
 C_TYPES = {"u8": 1, "u16": 2, "u32": 4, "s32": 4, "u64": 8, "char": 1}
 
@@ -30,7 +30,7 @@ def parse_structs(text: str) -> dict[str, list[tuple[str, int, int]]]:
 
 
 def test_every_struct_field_matches_the_header():
-    text = event.HEADER.read_text()
+    text = bpfsource.HEADER.read_text()
     structs = parse_structs(text)
     assert set(structs) == set(event.MIRRORS)
     for cname, mirror in event.MIRRORS.items():
@@ -41,7 +41,7 @@ def test_every_struct_field_matches_the_header():
 
 
 def test_flag_and_index_constants_match_the_header():
-    text = event.HEADER.read_text()
+    text = bpfsource.HEADER.read_text()
     defined = {m[0]: int(m[1], 0) for m in re.findall(r"#define (ND_\w+)\s+(0x[0-9a-fA-F]+|\d+)", text)}
     mirrored = {k: v for k, v in vars(event).items() if k.startswith("ND_")}
     assert defined == mirrored

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from tracer.explain.classify import classify
 from tracer.explain.functionhooks import hook_verdict
-from tracer.kernel import decode, event, hooks
+from tracer.kernel import decode, event, hooks, registry
 from tracer.kernel.facts import Kallsyms, KernelFacts, kernel_symbols, reasons_from_format
 
+CT_INSERT_FAILED, CT_TABLE_FULL, FWD_TOO_BIG = (registry.CAUSE_CODES[name] for name in
+                                                ("ct-insert-failed", "ct-table-full", "fwd-too-big"))
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = {(c["expected"]["reason"], c["expected"]["location"]): c
          for c in map(json.loads, (GOLDEN / "events.jsonl").read_text().splitlines())}
@@ -38,7 +40,7 @@ def decoded(raw: event.NdEvent, has_reason=True) -> decode.Drop:
 def a_dns_query_to_the_service() -> event.NdEvent:
     """web's AAAA query to the DNS Service, as the kfree_skb event after
     __nf_conntrack_confirm returned NF_DROP: a NETFILTER_DROP in nf_hook_slow."""
-    raw = raw_event(cause_raw=event.ND_CAUSE_CT_INSERT_FAILED, sport=41234, dport=53)
+    raw = raw_event(cause_raw=CT_INSERT_FAILED, sport=41234, dport=53)
     raw.saddr_raw[:4] = socket.inet_aton("10.244.1.10")
     raw.daddr_raw[:4] = socket.inet_aton("10.96.0.10")
     return raw
@@ -55,7 +57,7 @@ def test_an_insert_race_lost_names_the_flow_that_lost_it():
 
 
 def test_a_full_table_says_count_and_max_when_the_kernel_shows_max():
-    raw = raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=262144,
+    raw = raw_event(cause_raw=CT_TABLE_FULL, ct_status_raw=262144,
                     flags_raw=raw_event().flags_raw & ~event.ND_F_CT)
     drop = decoded(raw)
     assert (drop.cause, drop.ct_max) == ("ct-table-full", 262144)
@@ -64,13 +66,13 @@ def test_a_full_table_says_count_and_max_when_the_kernel_shows_max():
     assert v.hint.startswith(f"conntrack table full (count = max = 262144): packet {drop.flow} dropped")
     assert v.detail == {"by": "conntrack", "state": "table_full", "hook": "__nf_conntrack_alloc", "max": 262144}
     # nf_conntrack_max not readable (no data symbols in kallsyms): no number made up.
-    drop = decoded(raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=0, flags_raw=0))
+    drop = decoded(raw_event(cause_raw=CT_TABLE_FULL, ct_status_raw=0, flags_raw=0))
     assert drop.ct_max is None
     assert hook_verdict(drop).hint.startswith("conntrack table full (count reached nf_conntrack_max): packet")
 
 
 def test_ct_status_is_the_entrys_status_whenever_the_packet_had_an_entry():
-    raw = raw_event(cause_raw=event.ND_CAUSE_CT_TABLE_FULL, ct_status_raw=0x1a8,
+    raw = raw_event(cause_raw=CT_TABLE_FULL, ct_status_raw=0x1a8,
                     flags_raw=event.ND_F_CT | event.ND_F_NFCT_READ)
     drop = decoded(raw)
     assert drop.ct_max is None and drop.cause == "ct-table-full"
@@ -79,7 +81,7 @@ def test_ct_status_is_the_entrys_status_whenever_the_packet_had_an_entry():
 def test_a_forwarded_packet_over_its_routes_mtu_is_mtu_on_a_kernel_without_reasons():
     # Kernel without reasons nor icmp:icmp_send: the location alone says little;
     # the ip_forward hook's note makes it an MTU drop with the route's numbers.
-    raw = raw_event(("PKT_TOO_BIG", "ip_forward"), reason_raw=0, cause_raw=event.ND_CAUSE_FWD_TOO_BIG,
+    raw = raw_event(("PKT_TOO_BIG", "ip_forward"), reason_raw=0, cause_raw=FWD_TOO_BIG,
                     flags_raw=raw_event(("PKT_TOO_BIG", "ip_forward")).flags_raw & ~event.ND_F_ICMP_SENT)
     drop = decoded(raw, has_reason=False)
     assert drop.reason is None and drop.icmp_sent is None and drop.cause == "fwd-too-big"
@@ -132,7 +134,7 @@ def test_ip_forward_is_hooked_only_on_kernels_without_reasons():
     assert [h.func for h in hooks.wanted_hooks(FACTS)] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
     old = dataclasses.replace(FACTS, has_reason=False)
     assert [h.func for h in hooks.wanted_hooks(old)][-1] == "ip_forward"
-    assert set(hooks.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
+    assert set(registry.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
                                           "nd_ct_alloc_return", "nd_ip_forward", "nd_icmp_send_kprobe"}
     no_icmp_tp = dataclasses.replace(FACTS, has_icmp_tp=False)
     assert [h.func for h in hooks.wanted_hooks(no_icmp_tp)][-1] == "__icmp_send"

@@ -7,35 +7,19 @@ That is first-hand: the kernel said this packet lost an insert race or met a
 full table, where otherwise only a namespace's counter that grew meanwhile
 (netfilter_verdict) can be pointed at. So classification asks hook_verdict
 first and falls back to its usual path on None.
+
+Each cause's verdict is its entry in tracer/kernel/registry.py (HookVerdict):
+a template this module fills with the words below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..kernel.decode import Drop
+from ..kernel.registry import HOOK_OF_CAUSE
 from .categories import entry
 from .verdict import Verdict
-
-# Which function told, for the JSON "detail" (as netfilter_verdict's "by"/"state").
-_HOOK_OF = {"ct-insert-failed": "__nf_conntrack_confirm", "ct-table-full": "__nf_conntrack_alloc",
-            "fwd-too-big": "ip_forward"}
-
-
-def hook_verdict(drop: Drop) -> Verdict | None:
-    """The verdict a function hook's cause gives, or None (no hook saw the packet)."""
-    cause = drop.cause
-    if cause == "ct-insert-failed":
-        return Verdict("conntrack", f"conntrack insert race lost for {drop.flow}{_race_why(drop)}",
-                       {"by": "conntrack", "state": "insert_failed", "hook": _HOOK_OF[cause]})
-    if cause == "ct-table-full":
-        size = f" (count = max = {drop.ct_max})" if drop.ct_max else " (count reached nf_conntrack_max)"
-        return Verdict("conntrack", f"conntrack table full{size}: packet {drop.flow} dropped; raise "
-                                    f"net.netfilter.nf_conntrack_max or find what opens so many connections",
-                       {"by": "conntrack", "state": "table_full", "hook": _HOOK_OF[cause],
-                        **({"max": drop.ct_max} if drop.ct_max else {})})
-    if cause == "fwd-too-big":
-        # The MTU category's own hint: the event carries the route's MTU and device.
-        return Verdict("mtu", entry("mtu").hint(drop, None), {"hook": _HOOK_OF[cause]})
-    return None
 
 
 def _race_why(drop: Drop) -> str:
@@ -47,3 +31,37 @@ def _race_why(drop: Drop) -> str:
                 "confirmed at once on two CPUs: the second lost); use 'single-request-reopen' in "
                 "resolv.conf or a kernel that resolves the clash")
     return " (two packets of one new connection confirmed at once on two CPUs: the second lost)"
+
+
+def _ct_size(drop: Drop) -> str:
+    return f" (count = max = {drop.ct_max})" if drop.ct_max else " (count reached nf_conntrack_max)"
+
+
+class _Words(dict[str, str]):
+    """A template's words, each made only if the template names it."""
+
+    def __init__(self, drop: Drop, category: str) -> None:
+        super().__init__()
+        self._drop, self._category = drop, category
+
+    def __missing__(self, key: str) -> str:
+        make: dict[str, Callable[[], str]] = {
+            "flow": lambda: self._drop.flow,
+            "race": lambda: _race_why(self._drop),
+            "ct_size": lambda: _ct_size(self._drop),
+            "hint": lambda: entry(self._category).hint(self._drop, None),
+        }
+        return make[key]()
+
+
+def hook_verdict(drop: Drop) -> Verdict | None:
+    """The verdict a function hook's cause gives, or None (no hook saw the packet)."""
+    cause = drop.cause
+    hook = HOOK_OF_CAUSE.get(cause) if cause else None
+    if hook is None or hook.cause is None:
+        return None
+    v = hook.cause.verdict
+    detail: dict[str, object] = {**dict(v.detail), "hook": hook.func}
+    if drop.ct_max:
+        detail["max"] = drop.ct_max
+    return Verdict(v.category, v.text.format_map(_Words(drop, v.category)), detail)

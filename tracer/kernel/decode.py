@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import event as ev
+from . import registry
 from .facts import Kallsyms
 from .stacks import Stack
 
@@ -29,9 +30,10 @@ CT_INFO = {0: "established", 1: "related", 2: "new", 3: "established-reply", 4: 
 IPS_SRC_NAT, IPS_DST_NAT = 0x10, 0x20
 TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"))
 
-# nd_event.cause (bpf/netdrop.h ND_CAUSE_*) by name.
-CAUSES = {ev.ND_CAUSE_CT_INSERT_FAILED: "ct-insert-failed", ev.ND_CAUSE_CT_TABLE_FULL: "ct-table-full",
-          ev.ND_CAUSE_FWD_TOO_BIG: "fwd-too-big"}
+# nd_event.cause's names (registry.py: one per function hook that tells one), and the causes
+# whose note carries nf_conntrack_max in nd_event.ct_status.
+CAUSES = {code: c.name for code, c in registry.CAUSES.items()}
+_CT_MAX_CAUSES = frozenset(code for code, c in registry.CAUSES.items() if c.carries_ct_max)
 
 T = TypeVar("T")
 
@@ -210,7 +212,7 @@ class Decoder:
             _NAT[ct_status & _IPS_NAT] if flags & _F_CT else None,
             tcp_flags if l4proto == 6 and has_l4 else None,
             CAUSES.get(cause) if cause else None,
-            ct_status if cause == ev.ND_CAUSE_CT_TABLE_FULL and not flags & _F_CT and ct_status else None,
+            ct_status if cause in _CT_MAX_CAUSES and not flags & _F_CT and ct_status else None,
             self.stacks(stack_id, location_raw) if self.stacks is not None and stack_id >= 0 else None,
             facts,
         )

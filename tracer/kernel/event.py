@@ -1,8 +1,8 @@
 """Python mirror of the records in bpf/netdrop.h.
 
-HEADER names the C header these structs copy; tests/unit/test_event_layout.py
-parses it and checks that every field, size and offset agrees. A field whose
-value is still kernel data to be translated by decode.py carries the suffix
+tests/unit/test_event_layout.py parses the header (bpfsource.HEADER) and
+checks that every field, size and offset agrees. A field whose value is
+still kernel data to be translated by decode.py carries the suffix
 `_raw` here (reason_raw: an enum number; location_raw: a kernel address ...);
 the test compares names with the suffix removed.
 """
@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from pathlib import Path
-
-# bpf/ is at the repository's top: this file is tracer/kernel/event.py.
-HEADER = Path(__file__).resolve().parents[2] / "bpf" / "netdrop.h"
-BPF_SOURCE = HEADER.with_name("netdrop.c")
-FUNCHOOKS_SOURCE = HEADER.with_name("funchooks.c")   # the function hooks: compiled as netdrop.c's continuation
 
 ND_IFNAMSIZ = 16
 
@@ -40,10 +34,6 @@ ND_DIR_MASK = 3
 
 ND_POD_TAG = 0x01
 ND_POD_FILTER = 0x02
-
-ND_CAUSE_CT_INSERT_FAILED = 1
-ND_CAUSE_CT_TABLE_FULL = 2
-ND_CAUSE_FWD_TOO_BIG = 3
 
 ND_PF_KNOWN = 0x80
 ND_PF_TYPE_MASK = 0x07

@@ -1,8 +1,10 @@
-"""filters: what the user asked to see, as typed values for the BPF maps.
+"""filters: what the kernel side is told to look for, as typed values for the BPF maps.
 
-Nothing here ever becomes C source: the loader writes these values into the
-filter maps of bpf/netdrop.c (filter_netns, filter_ip, filter_port). Within
-one kind any value matches; all kinds given must match.
+Filters is what the user asked to see (filter_netns, filter_ip, filter_port of
+bpf/netdrop.c: within one kind any value matches; all kinds given must
+match); KernelPods the pods of this node (the pod maps), which
+tracer/pods/attribute.py builds. Nothing here ever becomes C source: the
+loader writes these values into the maps.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -29,6 +32,19 @@ class Filters:
         if self.ports:
             parts.append("port " + ", ".join(str(p) for p in sorted(self.ports)))
         return parts
+
+
+@dataclass(frozen=True)
+class KernelPods:
+    """The contents of the pod maps of bpf/netdrop.c. Values: (tag, selected)."""
+
+    node_netns: int
+    netns: dict[int, tuple[int, bool]]
+    veth: dict[tuple[int, int], tuple[int, bool]]     # (node netns, ifindex)
+    ips: dict[str, tuple[int, bool]]
+    hostports: dict[int, tuple[int, bool]]             # hostNetwork pods' own ports
+    node_ips: frozenset[str]
+    filter: bool                                       # keep only selected pods' drops
 
 
 def parse_ip(text: str) -> str:

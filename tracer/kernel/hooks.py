@@ -1,4 +1,4 @@
-"""hooks: the function hooks of bpf/funchooks.c, and how each is attached.
+"""hooks: how the function hooks of bpf/funchooks.c (registry.FUNCTION_HOOKS) are attached.
 
 Each hook has two programs in the one compiled module: a BTF form (fentry or
 fexit: arguments and return value at once, ~no overhead) and a kprobe form
@@ -30,6 +30,7 @@ from typing import Any
 
 from . import btfprog
 from .facts import BTF_DIR, BtfFunction, KernelFacts, btf_function
+from .registry import FUNCTION_HOOKS, FunctionHook
 
 SYS_MODULE = Path("/sys/module")
 # Return probes in flight per CPU at once: a softirq may nest one call in another.
@@ -43,41 +44,6 @@ class Hook:
     name: str
     attached: bool
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class FunctionHook:
-    """A kernel function bpf/funchooks.c hooks, and the names of its programs."""
-
-    func: str
-    entry: str                  # kprobe form, at entry (keeps the arguments for ret)
-    ret: str | None             # kretprobe form at return; None: entry only
-    btf_form: str               # "fexit" or "fentry"
-    btf_prog: str               # its program in funchooks.c (BPF_PROG: not loaded by bcc)
-    gives: str                  # what it adds, said when attached
-    module: str | None = None   # the module the function is in where it is not built in
-    only_without_reason: bool = False   # wanted only where kfree_skb has no drop reason (< 5.17)
-    only_without_icmp_tp: bool = False  # wanted only where icmp:icmp_send is missing (5.10)
-
-    @property
-    def kprobe_form(self) -> str:
-        return "kretprobe" if self.ret else "kprobe"
-
-
-FUNCTION_HOOKS = (
-    FunctionHook("__nf_conntrack_confirm", "nd_ct_confirm_entry", "nd_ct_confirm_return", "fexit",
-                 "nd_ct_confirm_fexit", "which flow lost a conntrack insert race", module="nf_conntrack"),
-    FunctionHook("__nf_conntrack_alloc", "nd_ct_alloc_entry", "nd_ct_alloc_return", "fexit",
-                 "nd_ct_alloc_fexit", "which packet met a full conntrack table", module="nf_conntrack"),
-    FunctionHook("ip_forward", "nd_ip_forward", None, "fentry", "nd_ip_forward_fentry",
-                 "the MTU of forwarded packets' routes, for drops without a reason", only_without_reason=True),
-    FunctionHook("__icmp_send", "nd_icmp_send_kprobe", None, "fentry", "nd_icmp_send_fentry",
-                 "the ICMP error each drop answered with, without the icmp:icmp_send tracepoint",
-                 only_without_icmp_tp=True),
-)
-# Every kprobe-form and BTF-form program: what tests/kernel/test_funchooks.py checks.
-KPROBE_PROGRAMS = tuple(name for h in FUNCTION_HOOKS for name in (h.entry, h.ret) if name)
-BTF_PROGRAMS = tuple(h.btf_prog for h in FUNCTION_HOOKS)
 
 
 def wanted_hooks(facts: KernelFacts) -> tuple[FunctionHook, ...]:

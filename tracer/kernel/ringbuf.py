@@ -1,16 +1,20 @@
-"""ringbuf: a BPF ring buffer map read through its own mappings.
+"""ringbuf: the events' BPF ring buffer, read in batches.
 
-The loader (tracer/kernel/loader.py) hands the ring's map fd here on x86-64;
-elsewhere it reads through bcc (libbpf's reader).
+On x86-64 through the map's own mappings (RingReader); elsewhere through
+libbpf's reader in the compiled bcc module. EventReader chooses and hands out
+raw records (the bytes of each sample: struct nd_event, then its packet).
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import platform
 import select
 import struct
+import time
+from typing import Any
 
 _U32 = struct.Struct("=I")
 # The BPF ring buffer's layout (kernel/bpf/ringbuf.c, include/uapi/linux/bpf.h):
@@ -24,7 +28,7 @@ _RB_DISCARD = 1 << 30
 _RB_HDR = 8
 # Reading the ring in Python relies on loads not passing loads (the record's
 # header, then its data): true of x86-64 (TSO). Elsewhere libbpf's reader (with
-# its acquire loads), through bcc, as before.
+# its acquire loads), through bcc.
 DIRECT_RING = platform.machine() == "x86_64"
 
 
@@ -76,3 +80,67 @@ class RingReader:
         self._prod.release()
         self._consumer.close()
         self._ring.close()
+
+
+_SMALL_BATCH = 64           # read(): fewer records than this wait _GATHER_SECONDS for more
+_GATHER_SECONDS = 0.002
+_string_at = ctypes.string_at
+
+
+class EventReader:
+    """The events map of a compiled module (bcc's), read directly or through bcc."""
+
+    def __init__(self, bpf: Any, ringbuf_pages: int, direct: bool = DIRECT_RING) -> None:
+        self._bpf = bpf
+        self._events: list[bytes] = []
+        self._batch: int | None = None
+        self._ring: RingReader | None = None
+        if direct:
+            self._ring = RingReader(bpf[b"events"].map_fd, ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
+        else:
+            bpf[b"events"].open_ring_buffer(self._on_event)
+
+    def _on_event(self, _ctx: object, data: int, size: int) -> int:
+        # One copy, nothing parsed: the callback runs once per event, and
+        # decode.py unpacks the bytes in one step later.
+        self._events.append(_string_at(data, size))
+        # A full batch: -1 makes ring_buffer__poll() return (bcc 0.26's RingBuf
+        # passes our int through), so the event loop gets to its stop check and
+        # tick under a storm that never empties the ring. libbpf's
+        # ringbuf_process_ring() has already moved its consumer position past
+        # this sample when it calls us, so the sample is taken first: returning
+        # -1 *instead of* taking it would lose one event per full batch, uncounted
+        # (tests/kernel/test_counts.py).
+        return -1 if self._batch is not None and len(self._events) >= self._batch else 0
+
+    def read(self, timeout_ms: int, max_events: int | None) -> list[bytes]:
+        """Records delivered since the last call (waits up to timeout_ms for the
+        first); at most max_events, None: until the ring is empty."""
+        if self._ring is not None:
+            limit = None if max_events is None else max(1, max_events)
+            records = self._ring.read(limit)
+            if not records:
+                self._ring.wait(timeout_ms)
+                records = self._ring.read(limit)
+            if timeout_ms and 0 < len(records) < _SMALL_BATCH and (limit is None or len(records) < limit):
+                # A few records: in a storm the reader has caught up with the
+                # producer and would take them a handful at a time, paying the
+                # event loop's per-batch cost for each handful (11 records a
+                # call, ~1 us each). A moment's wait gathers a real batch; a
+                # lone drop is late by as much.
+                time.sleep(_GATHER_SECONDS)
+                records += self._ring.read(None if limit is None else limit - len(records))
+            return records
+        self._batch = None if max_events is None else max(1, max_events)
+        self._bpf.ring_buffer_poll(timeout_ms)
+        if not self._events:
+            # The program wakes the reader for one event in 64 (bpf/netdrop.c,
+            # wakeup_flags): the others are in the ring, unannounced.
+            self._bpf.ring_buffer_consume()
+        out, self._events = self._events, []
+        return out
+
+    def close(self) -> None:
+        ring, self._ring = self._ring, None
+        if ring is not None:
+            ring.close()

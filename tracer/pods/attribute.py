@@ -20,6 +20,7 @@ from typing import Any
 
 from ..kernel.decode import Drop
 from ..kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
+from ..kernel.filters import KernelPods
 from .kube import PodInfo, Selection
 from ..node.table import NetnsInfo, NodeSnapshot
 from .workload import workload_of
@@ -78,19 +79,6 @@ class Attribution:
 
 
 NO_POD = Attribution(None, None)
-
-
-@dataclass(frozen=True)
-class KernelPods:
-    """The contents of the pod maps of bpf/netdrop.c. Values: (tag, selected)."""
-
-    node_netns: int
-    netns: dict[int, tuple[int, bool]]
-    veth: dict[tuple[int, int], tuple[int, bool]]     # (node netns, ifindex)
-    ips: dict[str, tuple[int, bool]]
-    hostports: dict[int, tuple[int, bool]]             # hostNetwork pods' own ports
-    node_ips: frozenset[str]
-    filter: bool                                       # keep only selected pods' drops
 
 
 class PodIds:
