@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * netdrop: function hooks. Compiled as the continuation of netdrop.c (the
- * loader joins the two texts: bcc takes programs from its main file only), so
- * its maps and helpers are this file's too; attached by tracer/kernel/loader.py only
- * where the kernel allows function hooks, never automatically:
+ * netdrop: function hooks. Compiled with netdrop.c as one program (its maps
+ * and helpers come from the headers both include: tracer/kernel/bpfsource.py);
+ * each hook is an entry of tracer/kernel/registry.py, attached by
+ * tracer/kernel/hooks.py only where the kernel allows function hooks, never
+ * automatically:
  *
  *   __nf_conntrack_confirm() returning NF_DROP   an insert race lost: the
  *       packet's entry clashed with one another CPU inserted first and
@@ -30,6 +31,11 @@
  * (nd_*_fexit, nd_*_fentry), which see arguments and return value at once;
  * tracer/kernel/hooks.py chooses per hook, the BTF form first.
  */
+#include "common.h"
+#include "maps.h"
+#include "packet.h"
+#include "filters.h"
+#include "notes.h"
 #ifdef ND_KERNEL_HEADERS
 #include <net/netfilter/nf_conntrack.h>
 #include <net/netfilter/nf_conntrack_tuple.h>
@@ -37,8 +43,6 @@
 
 #define ND_NF_DROP 0            /* include/uapi/linux/netfilter.h */
 #define ND_MAX_ERRNO 4095       /* include/linux/err.h: IS_ERR_VALUE() */
-#define ND_AF_INET 2
-#define ND_AF_INET6 10
 /* Depth of the entry -> return argument stacks, per CPU (a power of two):
  * a softirq may run the same function over a process-context call. */
 #define ND_FN_STACK 4
@@ -55,21 +59,6 @@ struct nd_fn_stack {
 };
 BPF_PERCPU_ARRAY(confirm_args, struct nd_fn_stack, 1);
 BPF_PERCPU_ARRAY(alloc_args, struct nd_fn_stack, 1);
-
-static __always_inline void fn_note(u64 skb, u8 cause, u32 value, u32 ports, u8 l4proto)
-{
-	int zero = 0;
-	struct nd_fn_notes *n = fn_notes.lookup(&zero);
-	if (!n)
-		return;
-	u32 slot = n->next++ & (ND_FN_NOTES - 1);
-	n->skb[slot] = skb;
-	n->jiffies[slot] = n->newest = bpf_jiffies64();
-	n->value[slot] = value;
-	n->ports[slot] = ports;
-	n->cause[slot] = cause;
-	n->l4proto[slot] = l4proto;
-}
 
 static __always_inline void count_cause(u32 netns, u8 cause, u32 pod, u32 len)
 {
@@ -197,7 +186,7 @@ static __always_inline int fwd_entry(struct sk_buff *skb)
 	return 0;
 }
 
-/* kprobe/kretprobe form: attached by name (loader.FUNCTION_HOOKS). */
+/* kprobe/kretprobe form: attached by name (registry.FUNCTION_HOOKS). */
 int nd_ct_confirm_entry(struct pt_regs *ctx, struct sk_buff *skb)
 {
 	int zero = 0;

@@ -95,7 +95,7 @@ class TracerSettings:
     stacks: bool = False
 
 
-def _cflags(facts: KernelFacts, settings: TracerSettings, include: Path | None) -> list[str]:
+def compile_flags(facts: KernelFacts, settings: TracerSettings, include: Path | None) -> list[str]:
     """The macros bpf/netdrop.c is compiled with: numbers read from the running
     kernel and netdrop's own settings, never text from the user."""
     flags = [
@@ -149,7 +149,7 @@ class Tracer:
         self.snaplen, self.headers_only = settings.snaplen, settings.headers_only
         include, cflags = bccload.kernel_types(facts, settings.cache_dir)
         bccload.use_kernel_types(include)
-        cflags += _cflags(facts, settings, include)
+        cflags += compile_flags(facts, settings, include)
         # The tracepoints as tp_btf where the kernel's BTF names them, else
         # classic tracepoints, which bcc attaches as it loads them.
         tp_ids = tracepoints.btf_ids(facts) if settings.tp_btf else None

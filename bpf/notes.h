@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * netdrop: notes a hook leaves for the kfree_skb event of the same packet,
+ * per CPU: the ICMP error icmp_send() answered it with, and what a function
+ * hook (funchooks.c) saw of it (nd_event.cause). Writing a note is a few
+ * stores; the event path joins them (icmp_join(), fn_join()); counts never
+ * depend on them.
+ */
+#include "common.h"
+#ifndef ND_NOTES_H
+#define ND_NOTES_H
+
+/* An icmp_send() for the same skb counts only if it was in the same jiffy
+ * as the drop or the one before (1-2 ms at HZ=1000, 4-8 ms at HZ=250). */
+#define ND_ICMP_WINDOW_JIFFIES 1
+#define ND_ICMP_DEST_UNREACH 3 /* include/uapi/linux/icmp.h */
+/* Notes kept per CPU (a power of two), see struct nd_icmp_notes. */
+#define ND_ICMP_NOTES 4
+
+/* The last ND_ICMP_NOTES icmp_send() calls of this CPU, a ring written at
+ * next++. Per CPU because every caller frees the skb on the CPU that sent the
+ * error, right after icmp_send() returns: __udp4_lib_rcv() (port
+ * unreachable), ip_forward() and ip_fragment() (fragmentation needed),
+ * ip_error() (net/host unreachable), nf_hook_slow() after a REJECT target.
+ * More than one note because __icmp_send() ends with local_bh_enable(): when
+ * it was called from process context, softirqs can run there and send errors
+ * of their own before the caller frees its skb. A per-CPU array slot costs a
+ * few stores; the shared LRU hash it replaces cost ~300 ns per ICMP error
+ * (bucket lock, eviction of a never-read entry under a storm). */
+struct nd_icmp_notes {
+	u64 skb[ND_ICMP_NOTES];
+	u64 jiffies[ND_ICMP_NOTES]; /* bpf_jiffies64(): a load, ktime would be ~100 ns */
+	u8 code[ND_ICMP_NOTES];
+	u32 next;
+};
+BPF_PERCPU_ARRAY(icmp_notes, struct nd_icmp_notes, 1);
+
+/* A hook's note joins the kfree_skb of its packet on the same CPU within
+ * this many jiffies. The two are microseconds apart on one CPU, but a virtual
+ * CPU preempted by its host in between (a node that is a VM; QEMU's emulation in
+ * the kernel matrix, where one jiffy was seen to pass) stretches that: two
+ * jiffies keep the join, and a note is used up by the drop it joins. */
+#define ND_FN_WINDOW_JIFFIES 2
+#define ND_FN_NOTES 4
+/* Notes of the function hooks (bpf/funchooks.c) for finish_event(), a ring
+ * per CPU as nd_icmp_notes: what a hook saw of a packet the kfree_skb event
+ * that follows may carry (nd_event.cause). skb 0: the
+ * conntrack allocation failure, which sees no skb, matched by ports and
+ * protocol instead. */
+struct nd_fn_notes {
+	u64 skb[ND_FN_NOTES];
+	u64 jiffies[ND_FN_NOTES];
+	u32 value[ND_FN_NOTES];  /* table full: nf_conntrack_max; too big: the route's MTU */
+	u32 ports[ND_FN_NOTES];  /* sport << 16 | dport, host order (skb 0 only) */
+	u8 cause[ND_FN_NOTES];   /* ND_CAUSE_* */
+	u8 l4proto[ND_FN_NOTES];
+	u32 next;
+	u64 newest;              /* jiffies of the newest note: older than the window, none can match */
+};
+BPF_PERCPU_ARRAY(fn_notes, struct nd_fn_notes, 1);
+
+/* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
+ * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
+ * unreachable" (3/3) the no-listener evidence, on kernels without reasons too.
+ * This runs for every ICMP error the node sends, so it only leaves a note for
+ * finish_event(). Only "destination unreachable" is noted: every code of it
+ * is evidence (net/host unreachable, or whatever a REJECT rule answers with),
+ * no other type is used (tracer/explain/classify.py). Checked first because it is free (the
+ * tracepoint record). The namespace filter is not checked here: it takes
+ * three kernel reads, more than the note costs; the event rate limit is not
+ * either: it cannot know what the kfree_skb program will decide. */
+static __always_inline void on_icmp_send(u64 skbaddr, int type, int code)
+{
+	if (type != ND_ICMP_DEST_UNREACH)
+		return;
+	int zero = 0;
+	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
+	if (!n)
+		return;
+	u32 slot = n->next++ & (ND_ICMP_NOTES - 1);
+	n->skb[slot] = skbaddr;
+	n->jiffies[slot] = bpf_jiffies64();
+	n->code[slot] = code;
+}
+
+static __always_inline void fn_note(u64 skb, u8 cause, u32 value, u32 ports, u8 l4proto)
+{
+	int zero = 0;
+	struct nd_fn_notes *n = fn_notes.lookup(&zero);
+	if (!n)
+		return;
+	u32 slot = n->next++ & (ND_FN_NOTES - 1);
+	n->skb[slot] = skb;
+	n->jiffies[slot] = n->newest = bpf_jiffies64();
+	n->value[slot] = value;
+	n->ports[slot] = ports;
+	n->cause[slot] = cause;
+	n->l4proto[slot] = l4proto;
+}
+
+/* The ICMP error noted for this skb: by the icmp:icmp_send tracepoint, or
+ * where a kernel lacks it (5.10) by the __icmp_send function hook. */
+static __always_inline void icmp_join(struct nd_event *e, struct sk_buff *skb)
+{
+	int zero = 0;
+	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
+	if (!n)
+		return;
+	u64 skbaddr = (u64)skb;
+	u64 j = bpf_jiffies64();
+	u32 last = n->next;
+	/* Newest first: the last icmp_send() for this skb is the one reported.
+	 * Every note for it is used up (its skb is being freed). */
+#pragma unroll
+	for (int i = 1; i <= ND_ICMP_NOTES; i++) {
+		u32 slot = (last - i) & (ND_ICMP_NOTES - 1);
+		if (n->skb[slot] != skbaddr)
+			continue;
+		if (!(e->flags & ND_F_ICMP_SENT) && j - n->jiffies[slot] <= ND_ICMP_WINDOW_JIFFIES) {
+			e->flags |= ND_F_ICMP_SENT;
+			e->icmp_type = ND_ICMP_DEST_UNREACH;
+			e->icmp_code = n->code[slot];
+		}
+		n->skb[slot] = 0;
+	}
+}
+
+/* What a function hook noted of this packet (bpf/funchooks.c): by its skb, or
+ * for the conntrack allocation failure by its ports and protocol. Only the
+ * event path pays for this: counts never depend on it. */
+static __always_inline void fn_join(struct nd_event *e, struct sk_buff *skb)
+{
+	int zero = 0;
+	struct nd_fn_notes *n = fn_notes.lookup(&zero);
+	if (!n)
+		return;
+	u64 j = bpf_jiffies64();
+	/* The common case, one load: no hook noted anything lately (none is
+	 * attached, or nothing of interest happened). Walking the notes cost
+	 * ~80 ns per event (measured with every drop an event). */
+	if (j - n->newest > ND_FN_WINDOW_JIFFIES)
+		return;
+	u64 skbaddr = (u64)skb;
+	u32 last = n->next;
+	u32 ports = (u32)e->sport << 16 | e->dport;
+#pragma unroll
+	for (int i = 1; i <= ND_FN_NOTES; i++) {
+		u32 slot = (last - i) & (ND_FN_NOTES - 1);
+		u8 cause = n->cause[slot];
+		if (!cause || j - n->jiffies[slot] > ND_FN_WINDOW_JIFFIES)
+			continue;
+		if (n->skb[slot] ? n->skb[slot] != skbaddr
+				 : !(e->flags & ND_F_L4) || n->ports[slot] != ports || n->l4proto[slot] != e->l4proto)
+			continue;
+		if (!e->cause) {
+			e->cause = cause;
+			/* Table full: the packet has no entry (no ND_F_CT), so ct_status is free for nf_conntrack_max. */
+			if (cause == ND_CAUSE_CT_TABLE_FULL && !(e->flags & ND_F_CT))
+				e->ct_status = n->value[slot];
+		}
+		n->cause[slot] = 0;     /* used up: its packet is being freed */
+	}
+}
+
+#endif /* ND_NOTES_H */
