@@ -168,7 +168,7 @@ struct nd_filter_cfg {
 	u32 pod_gen;           /* bumped by the loader after each change of the pod maps (pod_memo) */
 };
 
-/* What pod_netns said of a namespace, remembered per CPU (bpf/netdrop.c,
+/* What pod_netns said of a namespace, remembered per CPU (bpf/filters.h,
  * pod_of_netns()) while nd_filter_cfg.pod_gen stays the same. */
 struct nd_pod_memo {
 	u32 netns;

@@ -25,8 +25,8 @@
  * More than one note because __icmp_send() ends with local_bh_enable(): when
  * it was called from process context, softirqs can run there and send errors
  * of their own before the caller frees its skb. A per-CPU array slot costs a
- * few stores; the shared LRU hash it replaces cost ~300 ns per ICMP error
- * (bucket lock, eviction of a never-read entry under a storm). */
+ * few stores, where a shared LRU hash cost ~300 ns per ICMP error (bucket
+ * lock, eviction of a never-read entry under a storm). */
 struct nd_icmp_notes {
 	u64 skb[ND_ICMP_NOTES];
 	u64 jiffies[ND_ICMP_NOTES]; /* bpf_jiffies64(): a load, ktime would be ~100 ns */

@@ -72,8 +72,8 @@ def test_ipv6_flow_text(decoder):
 
 
 def reference_decode(dec, raw: event.NdEvent, packet: bytes) -> decode.Drop:
-    """The decoder as it was before the one-step unpack (field by field through
-    ctypes), kept here to show the fast one gives the same Drop for any bytes."""
+    """The decoder written plainly (field by field through ctypes): the
+    one-step unpack must give the same Drop for any bytes."""
     import ipaddress
     import socket
     from datetime import UTC, datetime

@@ -1,4 +1,8 @@
-"""bpf/netdrop.h and tracer/event.py must describe the same bytes."""
+"""bpf/netdrop.h and tracer/kernel/event.py must describe the same bytes.
+
+event.py mirrors the structs Python builds or unpacks itself (events, filter
+configuration, pod map keys and values); the maps Python only reads through
+bcc (counters, per-CPU state) bcc describes from the compiled program."""
 
 import ctypes
 import re
@@ -32,7 +36,7 @@ def parse_structs(text: str) -> dict[str, list[tuple[str, int, int]]]:
 def test_every_struct_field_matches_the_header():
     text = bpfsource.HEADER.read_text()
     structs = parse_structs(text)
-    assert set(structs) == set(event.MIRRORS)
+    assert set(event.MIRRORS) <= set(structs)
     for cname, mirror in event.MIRRORS.items():
         py = [(f.removesuffix("_raw"), getattr(mirror, f).offset, getattr(mirror, f).size)
               for f, _ in mirror._fields_]

@@ -1,4 +1,7 @@
-"""Python mirror of the records in bpf/netdrop.h.
+"""Python mirror of the records in bpf/netdrop.h that Python builds or unpacks itself.
+
+The maps read only through bcc (counts, count_slots, cpu_state) need none:
+bcc gives their values with the field names of the C.
 
 tests/unit/test_event_layout.py parses the header (bpfsource.HEADER) and
 checks that every field, size and offset agrees. A field whose value is
@@ -94,38 +97,6 @@ class NdEvent(ctypes.Structure):
 CounterKey = tuple[int, int, int, int, int]
 
 
-class NdCountKey(ctypes.Structure):
-    """struct nd_count_key"""
-
-    _fields_ = [
-        ("location_raw", ctypes.c_uint64),
-        ("netns", ctypes.c_uint32),
-        ("reason_raw", ctypes.c_uint32),
-        ("pod_raw", ctypes.c_uint32),
-        ("facts", ctypes.c_uint32),
-    ]
-
-
-class NdCountVal(ctypes.Structure):
-    """struct nd_count_val"""
-
-    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
-
-
-class NdCountSlot(ctypes.Structure):
-    """struct nd_count_slot"""
-
-    _fields_ = [
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-        ("location_raw", ctypes.c_uint64),
-        ("netns", ctypes.c_uint32),
-        ("reason_raw", ctypes.c_uint32),
-        ("pod_raw", ctypes.c_uint32),
-        ("facts", ctypes.c_uint32),
-    ]
-
-
 class NdPodVal(ctypes.Structure):
     """struct nd_pod_val"""
 
@@ -160,42 +131,12 @@ class NdFilterCfg(ctypes.Structure):
     ]
 
 
-class NdPodMemo(ctypes.Structure):
-    """struct nd_pod_memo"""
-
-    _fields_ = [
-        ("netns", ctypes.c_uint32),
-        ("gen", ctypes.c_uint32),
-        ("found", ctypes.c_uint32),
-        ("tag", ctypes.c_uint32),
-        ("selected", ctypes.c_uint32),
-    ]
-
-
-class NdCpuState(ctypes.Structure):
-    """struct nd_cpu_state"""
-
-    _fields_ = [
-        ("events", ctypes.c_uint64),
-        ("lost", ctypes.c_uint64),
-        ("sampled_out", ctypes.c_uint64),
-        ("counter_full", ctypes.c_uint64),
-        ("window_start_ns", ctypes.c_uint64),
-        ("window_events", ctypes.c_uint64),
-    ]
-
-
 MIRRORS = {
     "nd_event": NdEvent,
-    "nd_count_key": NdCountKey,
-    "nd_count_val": NdCountVal,
-    "nd_count_slot": NdCountSlot,
     "nd_if_key": NdIfKey,
     "nd_ip_key": NdIpKey,
     "nd_filter_cfg": NdFilterCfg,
-    "nd_cpu_state": NdCpuState,
     "nd_pod_val": NdPodVal,
-    "nd_pod_memo": NdPodMemo,
 }
 
 

@@ -148,7 +148,7 @@ class Kallsyms:
                         names.append(parts[2].decode(errors="replace"))
         except OSError:
             return cls([], [], skipped)
-        order = sorted(range(len(addrs)), key=lambda i: (addrs[i], names[i]))   # as before: aliases by name
+        order = sorted(range(len(addrs)), key=lambda i: (addrs[i], names[i]))   # aliases of one address by name
         return cls([addrs[i] for i in order], [names[i] for i in order], skipped)
 
     @property

@@ -1,7 +1,7 @@
 """filters: what the kernel side is told to look for, as typed values for the BPF maps.
 
 Filters is what the user asked to see (filter_netns, filter_ip, filter_port of
-bpf/netdrop.c: within one kind any value matches; all kinds given must
+bpf/maps.h: within one kind any value matches; all kinds given must
 match); KernelPods the pods of this node (the pod maps), which
 tracer/pods/attribute.py builds. Nothing here ever becomes C source: the
 loader writes these values into the maps.
@@ -36,7 +36,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class KernelPods:
-    """The contents of the pod maps of bpf/netdrop.c. Values: (tag, selected)."""
+    """The contents of the pod maps of bpf/maps.h. Values: (tag, selected)."""
 
     node_netns: int
     netns: dict[int, tuple[int, bool]]

@@ -96,7 +96,7 @@ class TracerSettings:
 
 
 def compile_flags(facts: KernelFacts, settings: TracerSettings, include: Path | None) -> list[str]:
-    """The macros bpf/netdrop.c is compiled with: numbers read from the running
+    """The macros the BPF sources are compiled with: numbers read from the running
     kernel and netdrop's own settings, never text from the user."""
     flags = [
         f"-I{BPF_DIR}",

@@ -1,7 +1,7 @@
 """pktfacts: what the kernel had decided about a dropped packet's destination.
 
 The BPF program puts one byte of facts (bpf/netdrop.h ND_PF_*, filled by
-packet_facts() in bpf/netdrop.c) both in each event and in the exact counter
+packet_facts() in bpf/packet.h) both in each event and in the exact counter
 key, so the same facts judge a group whether or not events reached it:
 
 - the link layer's verdict, skb->pkt_type (include/uapi/linux/if_packet.h):

@@ -1,4 +1,4 @@
-"""podmaps: the pod maps of bpf/netdrop.c kept equal to a KernelPods.
+"""podmaps: the pod maps (bpf/maps.h) kept equal to a KernelPods.
 
 Each map has its own key type (a namespace inode, (netns, ifindex), an
 address, a port); a write that does not fit (the map is full) is remembered
