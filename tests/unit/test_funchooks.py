@@ -4,7 +4,9 @@ answers (its kernel side is tests/kernel/test_funchooks.py)."""
 
 import dataclasses
 import json
+import re
 import socket
+import string
 
 import pytest
 from pathlib import Path
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from tracer.explain.classify import classify
 from tracer.explain.functionhooks import hook_verdict
-from tracer.kernel import decode, event, hooks, registry
+from tracer.kernel import bpfsource, decode, event, hooks, registry
 from tracer.kernel.facts import Kallsyms, KernelFacts, kernel_symbols, reasons_from_format
 
 CT_INSERT_FAILED, CT_TABLE_FULL, FWD_TOO_BIG = (registry.CAUSE_CODES[name] for name in
@@ -325,3 +327,27 @@ def test_a_module_still_coming_is_not_loaded_yet_and_a_built_in_one_needs_no_wai
     built_in = hooks.FunctionHooks(bpf, hooks.wanted_hooks(FACTS), tracefs, no_program, btf, mods)
     assert [h.attached for h in built_in.hooks] == [True, True]
     assert not built_in.due()
+
+
+def test_the_c_names_only_causes_of_the_registry_and_each_hook_with_a_cause_notes_it():
+    # The codes reach the C as -D flags (registry.cflags): a name the registry lacks would not compile,
+    # and a cause no C notes would never be seen.
+    c_sources = {p.name: p.read_text() for p in bpfsource.BPF_DIR.glob("*.[ch]")}
+    named = {m for text in c_sources.values() for m in re.findall(r"\bND_CAUSE_[A-Z_]+\b", text)}
+    defines = {c.define for c in registry.CAUSES.values()}
+    assert named <= defines
+    noted = set(re.findall(r"fn_note\([^;]*?\b(ND_CAUSE_[A-Z_]+)\b", c_sources["funchooks.c"]))
+    assert noted == defines
+    assert registry.cflags() == [f"-D{c.define}={c.code}" for c in registry.CAUSES.values()]
+
+
+def test_every_hook_verdict_template_uses_only_words_explain_fills():
+    words = {"flow", "race", "ct_size", "hint"}
+    for hook in registry.FUNCTION_HOOKS:
+        if hook.cause is not None:
+            used = {field for _, field, _, _ in string.Formatter().parse(hook.cause.verdict.text) if field}
+            assert used <= words, hook.func
+            drop = decoded(raw_event(cause_raw=hook.cause.code))
+            v = hook_verdict(drop)
+            assert v is not None and v.category == hook.cause.verdict.category and "{" not in v.hint
+            assert v.detail is not None and v.detail["hook"] == hook.func
