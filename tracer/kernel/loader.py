@@ -131,7 +131,6 @@ class Tracer:
         self._pod_gen = 1          # 0 marks an empty pod_memo entry
         self._batch_reads = True   # counts(): BPF_MAP_LOOKUP_BATCH until the kernel refuses it
         self.settings = settings
-        self.map_entries = settings.map_entries
         if os.geteuid() != 0:
             raise UserError("netdrop needs root to load BPF programs: run it with sudo")
         if (why := btfprog.ringbuf_refusal()) is not None:
@@ -142,11 +141,8 @@ class Tracer:
             raise ValueError(f"max_event_rate must be from 0 to {MAX_EVENT_RATE_LIMIT}")
         bccload.import_bcc()
         self.facts = facts
-        self.ringbuf_pages = settings.ringbuf_pages
-        self.max_event_rate = settings.max_event_rate
         if not 0 <= settings.snaplen <= ev.ND_MAX_SNAPLEN:
             raise UserError(f"snaplen must be between 1 and {ev.ND_MAX_SNAPLEN}")
-        self.snaplen, self.headers_only = settings.snaplen, settings.headers_only
         include, cflags = bccload.kernel_types(facts, settings.cache_dir)
         bccload.use_kernel_types(include)
         cflags += compile_flags(facts, settings, include)
@@ -170,10 +166,9 @@ class Tracer:
                 self.close()
                 raise
         self.attach_form = "tp_btf" if tp_ids is not None else "tracepoint"
-        self.stacks = settings.stacks
         self._stack_memo: dict[int, tuple[int, ...] | None] = {}
         try:
-            if self.stacks:
+            if settings.stacks:
                 self._stack_fd = int(self.bpf[b"stacks"].map_fd)
                 self._stack_key, self._stack_value = ctypes.c_int(0), (ctypes.c_uint64 * ev.ND_STACK_DEPTH)()
                 self._lookup = bccload.lookup_elem()
@@ -252,7 +247,7 @@ class Tracer:
         if stack_id in memo:
             return memo[stack_id]
         frames: tuple[int, ...] | None = None
-        if self.stacks:
+        if self.settings.stacks:
             self._stack_key.value = stack_id
             if self._lookup(self._stack_fd, ctypes.byref(self._stack_key), ctypes.byref(self._stack_value)) == 0:
                 frames = tuple(ip for ip in self._stack_value if ip) or None
@@ -273,8 +268,8 @@ class Tracer:
             ("filter_ip", [ip_key(v) for v in filters.ips], ev.ND_FILTER_IP),
             ("filter_port", [ctypes.c_uint16(v) for v in filters.ports], ev.ND_FILTER_PORT),
         ):
-            if len(keys) > self.map_entries:
-                raise UserError(f"at most {self.map_entries} values per filter kind ({name}): {len(keys)} given")
+            if len(keys) > (most := self.settings.map_entries):
+                raise UserError(f"at most {most} values per filter kind ({name}): {len(keys)} given")
             table = self.bpf[name.encode()]
             table.clear()
             for key in keys:
@@ -287,7 +282,7 @@ class Tracer:
 
     def _write_cfg(self) -> None:
         cfg = ev.NdFilterCfg(self._flags | self._ready, self._budget)
-        cfg.snaplen, cfg.headers_only = self.snaplen, int(self.headers_only)
+        cfg.snaplen, cfg.headers_only = self.settings.snaplen, int(self.settings.headers_only)
         netns = self.filters.netns
         if 0 < len(netns) <= ev.ND_NETNS_INLINE:
             cfg.netns_inline_n = len(netns)
@@ -314,10 +309,11 @@ class Tracer:
 
     def _events_per_window(self) -> int:
         """The rate limit as a per-CPU budget per sampling window (0: none)."""
-        if not self.max_event_rate:
+        rate = self.settings.max_event_rate
+        if not rate:
             return 0
         ncpus = bccload.possible_cpus()
-        per_window = self.max_event_rate * ev.ND_EVENT_WINDOW_NS / 1e9 / ncpus
+        per_window = rate * ev.ND_EVENT_WINDOW_NS / 1e9 / ncpus
         return max(1, math.ceil(per_window))
 
     def counts(self) -> dict[CounterKey, Count]:
