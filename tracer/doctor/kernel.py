@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..explain import evidence
-from ..kernel import btfprog, facts
+from ..kernel import btfprog, facts, tracepoints
 from ..kernel import hooks as function_hooks
 from .findings import Cmd, Finding, fix, plural
 from .node import Node, read_small
@@ -81,9 +81,7 @@ def attach_findings(tracefs_candidates: Sequence[Path]) -> list[Finding]:
     try:
         kernel = facts.probe_kernel(facts.find_tracefs(tracefs_candidates))
         hooks = function_hooks.support(kernel)
-        wanted = ("kfree_skb", "icmp_send") if kernel.has_icmp_tp else ("kfree_skb",)
-        attach = check_attach(btfprog.ringbuf_refusal(), btfprog.tracepoint_form(
-            facts.btf_tracepoint_ids(wanted), wanted))
+        attach = check_attach(btfprog.ringbuf_refusal(), tracepoints.form(kernel))
     except (UserError, OSError) as exc:
         return [Finding("kernel: function hooks", "unchecked", f"could not check: {exc}")]
     return attach + check_hooks([(h.name, h.attached, h.detail) for h in hooks])

@@ -214,17 +214,3 @@ def ringbuf_refusal() -> str | None:
         return (f"this kernel ({platform.release()}) has no BPF ring buffer: netdrop needs Linux 5.8 or "
                 f"newer (a kernel with BTF, CONFIG_DEBUG_INFO_BTF, for kernel types)")
     return f"the kernel refused a BPF map: {os.strerror(err)}"
-
-
-def tracepoint_form(tp_ids: dict[str, int], wanted: tuple[str, ...]) -> tuple[str, str]:
-    """How netdrop attaches its tracepoints (wanted: kfree_skb, and icmp_send where
-    the kernel has it) here: ("tp_btf", "") where the kernel's BTF names every one
-    and the kernel takes an empty program on each, else ("tracepoint", why not
-    tp_btf). The loader's choice (Tracer), asked without loading netdrop."""
-    for event in wanted:
-        if event not in tp_ids:
-            return "tracepoint", f"tp_btf: no btf_trace_{event} in the kernel's BTF"
-        why = probe("tp_btf", tp_ids[event])
-        if why is not None:
-            return "tracepoint", f"tp_btf refused: {why}"
-    return "tp_btf", ""

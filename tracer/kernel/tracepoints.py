@@ -31,6 +31,21 @@ def btf_ids(facts: KernelFacts) -> dict[str, int] | None:
     return ids if all(tp.event in ids for tp in present(facts)) else None
 
 
+def form(facts: KernelFacts) -> tuple[str, str]:
+    """How the loader would attach the tracepoints here, asked without loading
+    netdrop (for `netdrop doctor`): ("tp_btf", "") where the kernel's BTF names
+    every present one and the kernel takes an empty program on each, else
+    ("tracepoint", why not tp_btf)."""
+    ids = btf_tracepoint_ids([tp.event for tp in TRACEPOINTS])
+    for tp in present(facts):
+        if tp.event not in ids:
+            return "tracepoint", f"tp_btf: no btf_trace_{tp.event} in the kernel's BTF"
+        why = btfprog.probe("tp_btf", ids[tp.event])
+        if why is not None:
+            return "tracepoint", f"tp_btf refused: {why}"
+    return "tp_btf", ""
+
+
 class TpBtf:
     """The attached tp_btf programs; their fds are kept until close()."""
 
