@@ -212,8 +212,8 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
     allocation and a confirmation each (where the kernel lets them attach)."""
     cleanup: Callable[[], object]
     if pods:
-        from tracer.lab import node as lab
-        node = lab.SimNode.create(f"ndbench{os.getpid()}")
+        from tracer.lab.node import SimNode
+        node = SimNode.create(f"ndbench{os.getpid()}")
         ns = node.pods["db"].netns
         watch_args = ["-A", "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1]
         cleanup = node.destroy

@@ -180,7 +180,8 @@ def main() -> int:
         return 2
 
     from tracer.lab.bulk import MAX_PODS, Pods
-    from tracer.lab.node import NETNS_DIR, SimNode
+    from tracer.lab.node import SimNode
+    from tracer.lab.ownership import NETNS_DIR
     if not 1 <= a.pods <= MAX_PODS:
         print(f"bench_nodeview: 1 to {MAX_PODS} pods", file=sys.stderr)
         return 2

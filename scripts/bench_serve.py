@@ -81,7 +81,8 @@ def agent_cost() -> None:
     import threading
     import urllib.request
 
-    from tracer.lab.node import SimNode, in_netns
+    from tracer.lab.node import SimNode
+    from tracer.lab.shell import in_netns
 
     node = SimNode.create(prefix=f"ndbs{os.getpid() % 100000}")
     port = 19000 + os.getpid() % 1000

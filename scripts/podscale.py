@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tracer.lab.bulk import MAX_PODS, BulkPod, Pods  # noqa: E402
-from tracer.lab.node import NETNS_DIR, SimNode  # noqa: E402
+from tracer.lab.node import SimNode  # noqa: E402
+from tracer.lab.ownership import NETNS_DIR  # noqa: E402
 from tracer.node.nsexec import socket_in  # noqa: E402
 
 PY = sys.executable

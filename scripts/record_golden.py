@@ -14,23 +14,24 @@ from tracer.explain import classify
 from tracer.kernel import decode, loader
 from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel, reasons_from_format
 from tracer.kernel.filters import Filters
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.node import SimNode
 from tracer.sinks import jsonout
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
-CASES = ("mtu", "forward-drop", "udp-closed", "udp6-closed", "tcp-closed", "no-route")
+RECORDED = ("mtu", "forward-drop", "udp-closed", "udp6-closed", "tcp-closed", "no-route")
 WANT = {"ip_forward", "nft_do_chain", "__udp4_lib_rcv", "__udp6_lib_rcv", "tcp_v4_rcv", "ip_error"}
 
 
 def main() -> None:
     tracefs = find_tracefs()
     facts = probe_kernel(tracefs)
-    node = lab.SimNode.create("ndgolden", with_api=False)
+    node = SimNode.create("ndgolden", with_api=False)
     try:
         inodes = frozenset(node.netns_inodes().values())
         with loader.Tracer(facts, Filters(netns=inodes), loader.TracerSettings(max_event_rate=0)) as tracer:
-            for name in CASES:
-                lab.CASES[name].play(node, 1)
+            for name in RECORDED:
+                CASES[name].play(node, 1)
             time.sleep(0.3)
             raws = tracer.poll(100)
     finally:

@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tracer.lab import node as lab  # noqa: E402
+from tracer.lab.node import SimNode  # noqa: E402
+from tracer.lab.shell import in_netns, run  # noqa: E402
 
 NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
 SAMPLE_SECONDS = 10.0
@@ -80,11 +81,11 @@ def status(pid: int) -> tuple[float, float]:
 
 
 def udp_no_ports(ns: str) -> int:
-    out = lab.run("nstat", "-asz", "UdpNoPorts", ns=ns)
+    out = run("nstat", "-asz", "UdpNoPorts", ns=ns)
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("UdpNoPorts")))
 
 
-def churn(node: lab.SimNode, stop: threading.Event, done: list[int]) -> None:
+def churn(node: SimNode, stop: threading.Event, done: list[int]) -> None:
     hosts = (10, 20)
     while not stop.wait(CHURN_SECONDS):
         node.recreate_pod("web", hosts[(len(done) + 1) % 2])
@@ -107,7 +108,7 @@ def served_no_socket(text: str, pod: str) -> int:
 
 def soak(minutes: float, storm_on: bool = True, churn_on: bool = True, serve: bool = False) -> dict:
     seconds = minutes * 60
-    node = lab.SimNode.create(f"ndsoak{os.getpid() % 10000}")
+    node = SimNode.create(f"ndsoak{os.getpid() % 10000}")
     outdir = Path(tempfile.mkdtemp(prefix="netdrop-soak-")) / "capture"
     db = node.pods["db"]
     port = 19500 + os.getpid() % 400
@@ -126,7 +127,7 @@ def soak(minutes: float, storm_on: bool = True, churn_on: bool = True, serve: bo
         threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()   # keep the pipe drained
         k0 = udp_no_ports(db.netns)
         count = 1_000_000_000 if storm_on else 0     # without the storm the sender only waits out the time
-        sender = subprocess.Popen([*lab.in_netns(db.netns), sys.executable, __file__, "--storm", db.ipv4,
+        sender = subprocess.Popen([*in_netns(db.netns), sys.executable, __file__, "--storm", db.ipv4,
                                    "--seconds", str(seconds), "--count", str(count)], stdout=subprocess.PIPE, text=True)
         stop, churned = threading.Event(), []
         churner = threading.Thread(target=churn, args=(node, stop, churned), daemon=True)

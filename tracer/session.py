@@ -477,7 +477,9 @@ def cmd_watch(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def cmd_demo(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from .kernel.filters import Filters
-    from .lab.node import Player, SimNode, check_prefix, select_cases
+    from .lab.cases import Player, select_cases
+    from .lab.node import SimNode
+    from .lab.ownership import check_prefix
     from .pods.kube import Selection
     from .pods.source import PodSource
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.node import SimNode
 
 from ..timing import TIME_SCALE
 
@@ -23,7 +23,7 @@ if not Path(NETDROP[0]).exists():
 
 @pytest.fixture(scope="session")
 def node():
-    sim = lab.SimNode.create(prefix=f"ndt{os.getpid()}")
+    sim = SimNode.create(prefix=f"ndt{os.getpid()}")
     try:
         yield sim
     finally:

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.node import SimNode
 from tracer.lab.api import write_kubeconfig
 from tracer.lab.hostile import Hostile
 from tracer.pods.kube import START_SECONDS
@@ -76,7 +78,7 @@ def http_status(url: str) -> int:
         return 0
 
 
-def run(command: str, node: lab.SimNode, config: Path, tmp: Path) -> Run:
+def run(command: str, node: SimNode, config: Path, tmp: Path) -> Run:
     """The command against the API config names, as an operator runs it; its rusage from wait4."""
     port = free_port()
     args = {
@@ -212,7 +214,7 @@ def test_a_pods_hostile_owner_reaches_a_real_scrape_safe_and_small(node, tmp_pat
     agent.READY = "netdrop: serving"
     try:
         agent.wait_ready()
-        lab.CASES["udp-closed"].play(node, 3)
+        CASES["udp-closed"].play(node, 3)
         deadline = time.monotonic() + 30 * TIME_SCALE
         while True:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:

@@ -23,7 +23,7 @@ from tracer import cli
 from tracer.env import Environment
 from tracer.explain.benign import BENIGN
 from tracer.kernel import facts
-from tracer.lab import node as lab
+from tracer.lab.shell import in_netns
 
 from .test_counts import nstat
 
@@ -114,12 +114,12 @@ def pair() -> Iterator[tuple[str, str, str]]:
 
 
 def play(sender: str, receiver: str, dev: str) -> None:
-    subprocess.run([*lab.in_netns(sender), sys.executable, "-c", SENDER.replace("{dev}", dev)],
+    subprocess.run([*in_netns(sender), sys.executable, "-c", SENDER.replace("{dev}", dev)],
                    check=True, timeout=30)
     # fd01::2 ends in the same 24 bits as fd00::2: the receiver gets the solicitations for it.
-    subprocess.run([*lab.in_netns(sender), "ping", "-6", "-c", "1", "-W", "3", "fd01::2"],
+    subprocess.run([*in_netns(sender), "ping", "-6", "-c", "1", "-W", "3", "fd01::2"],
                    capture_output=True, timeout=30)
-    subprocess.run([*lab.in_netns(receiver), sys.executable, "-c", PURGE.replace("{LO}", str(LO))],
+    subprocess.run([*in_netns(receiver), sys.executable, "-c", PURGE.replace("{LO}", str(LO))],
                    check=True, timeout=30)
 
 

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.shell import in_netns
 
 from .conftest import NETDROP
 from .test_counts import nstat
@@ -48,7 +50,7 @@ def test_capture_files_counts_and_pcap(node, tmp_path):
               "noport": nstat(db.netns, "UdpNoPorts")}
     proc = start_capture(node, tmp_path, "-A", "--pcap")
     for case in ("mtu", "no-route", "udp-closed", "tcp-closed"):
-        lab.CASES[case].play(node, N)
+        CASES[case].play(node, N)
     rc, _, err = finish(proc)
     assert rc == 0 and "Traceback" not in err, err
     kernel = {"frag": nstat(node.node1, "IpFragFails") - before["frag"],
@@ -84,7 +86,7 @@ def test_capture_files_counts_and_pcap(node, tmp_path):
 
 def test_snaplen_records_payload_on_request(node, tmp_path):
     proc = start_capture(node, tmp_path, "--pod", node.pods["web"].name, "--pcap", "--snaplen", "2048")
-    lab.CASES["mtu"].play(node, 2)
+    CASES["mtu"].play(node, 2)
     finish(proc)
     rows = subprocess.run(["tshark", "-r", str(tmp_path / "drops.pcapng"), "-T", "fields", "-e", "frame.cap_len",
                            "-e", "udp.dstport"], capture_output=True, text=True, check=True).stdout.split("\n")
@@ -94,7 +96,7 @@ def test_snaplen_records_payload_on_request(node, tmp_path):
 def test_killed_capture_leaves_valid_events(node, tmp_path):
     db = node.pods["db"]
     proc = start_capture(node, tmp_path, "--pod", db.name)
-    storm = subprocess.Popen([*lab.in_netns(node.client), sys.executable, "-m", "tracer.lab.traffic", "udp",
+    storm = subprocess.Popen([*in_netns(node.client), sys.executable, "-m", "tracer.lab.traffic", "udp",
                               "--dst", db.ipv4, "--port", "9999", "--count", "200000", "--seconds", "10"],
                              stdout=subprocess.DEVNULL)
     try:
@@ -115,7 +117,7 @@ def test_killed_capture_leaves_valid_events(node, tmp_path):
 def test_max_events_bounds_the_file_not_the_counts(node, tmp_path):
     db = node.pods["db"]
     proc = start_capture(node, tmp_path, "--pod", db.name, "--max-events", "5")
-    lab.CASES["udp-closed"].play(node, 20)
+    CASES["udp-closed"].play(node, 20)
     rc, _, err = finish(proc, signal.SIGTERM)
     assert rc == 0, err
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -139,7 +141,7 @@ def test_summary_formats_and_html_in_chromium(node, tmp_path):
     cap = tmp_path / "cap"
     proc = start_capture(node, cap, "-A")
     for case in ("mtu", "udp-closed", "forward-drop"):
-        lab.CASES[case].play(node, 3)
+        CASES[case].play(node, 3)
     finish(proc)
     out = {}
     for fmt in ("table", "markdown", "json", "csv", "html"):

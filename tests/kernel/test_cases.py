@@ -6,14 +6,18 @@ import re
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.shell import run
+
+from tracer.lab.topology import CLIENT_V4, OVERLAY_MTU, UNROUTED_POD
 
 N = 5
 
 
 def watch_case(netdrop, node, case: str, netns: str, *extra: str):
     nd = netdrop("watch", "--json", "--duration", "60", "--netns", netns, *extra).wait_ready()
-    sent = lab.CASES[case].play(node, N)
+    sent = CASES[case].play(node, N)
     nd.stop()
     assert nd.proc.returncode == 0, nd.stderr
     assert "Traceback" not in nd.stderr
@@ -37,7 +41,7 @@ def test_mtu_overlay_smaller_than_pod_mtu(netdrop, node):
         assert (r["category"], r["reason"], r["location"]) == ("mtu", "PKT_TOO_BIG", "ip_forward")
         assert r["netns"] == inode(node, node.node1)
         # The packet arrived on the bridge; the MTU is the overlay's, from the route.
-        assert (r["ifname"], r["out_ifname"], r["mtu"], r["len"]) == ("cni0", "flannel.1", lab.OVERLAY_MTU, 1500)
+        assert (r["ifname"], r["out_ifname"], r["mtu"], r["len"]) == ("cni0", "flannel.1", OVERLAY_MTU, 1500)
         assert r["proto"] == "udp" and r["dport"] == 5000
         assert "1500-byte packet with DF set" in r["hint"] and "MTU 1450 of flannel.1" in r["hint"]
         assert r["pod"] is None
@@ -46,7 +50,7 @@ def test_mtu_overlay_smaller_than_pod_mtu(netdrop, node):
 
 def test_forward_policy_drop(netdrop, node):
     sent, nd = watch_case(netdrop, node, "forward-drop", node.node1)
-    drops = only(nd.records(), src=node.pods["web"].ipv4, dst=node.CLIENT_V4)
+    drops = only(nd.records(), src=node.pods["web"].ipv4, dst=CLIENT_V4)
     assert len(drops) == sent == N
     for r in drops:
         assert (r["category"], r["reason"], r["location"]) == ("netfilter", "NETFILTER_DROP", "nft_do_chain")
@@ -83,7 +87,7 @@ def test_tcp_port_nobody_listens_on(netdrop, node):
 
 def test_no_route_to_another_pod_cidr(netdrop, node):
     sent, nd = watch_case(netdrop, node, "no-route", node.node1)
-    drops = only(nd.records(), dst=node.UNROUTED_POD)
+    drops = only(nd.records(), dst=UNROUTED_POD)
     assert len(drops) == sent == N
     for r in drops:
         assert (r["category"], r["reason"], r["location"]) == ("no-route", "IP_INNOROUTES", "ip_error")
@@ -94,8 +98,8 @@ def test_no_route_to_another_pod_cidr(netdrop, node):
 def test_netns_filter_keeps_only_that_namespace(netdrop, node):
     db = node.pods["db"]
     nd = netdrop("watch", "--json", "--duration", "60", "--netns", db.netns).wait_ready()
-    lab.CASES["mtu"].play(node, N)          # drops in node1
-    lab.CASES["udp-closed"].play(node, N)   # drops in pod db
+    CASES["mtu"].play(node, N)          # drops in node1
+    CASES["udp-closed"].play(node, N)   # drops in pod db
     nd.stop()
     records = nd.records()
     assert {r["netns"] for r in records} == {inode(node, db.netns)}
@@ -107,15 +111,15 @@ def test_netns_filter_keeps_only_that_namespace(netdrop, node):
 def test_port_and_ip_filters(netdrop, node):
     db = node.pods["db"]
     nd = netdrop("watch", "--json", "--duration", "60", "--port", "9999").wait_ready()
-    lab.CASES["udp-closed"].play(node, N)
-    lab.CASES["tcp-closed"].play(node, N)   # port 8080: filtered out
+    CASES["udp-closed"].play(node, N)
+    CASES["tcp-closed"].play(node, N)   # port 8080: filtered out
     nd.stop()
     records = nd.records()
     assert len(records) == N and all(r["dport"] == 9999 for r in records)
 
     nd = netdrop("watch", "--json", "--duration", "60", "--ip", db.ipv6).wait_ready()
-    lab.CASES["udp-closed"].play(node, N)
-    lab.CASES["udp6-closed"].play(node, N)
+    CASES["udp-closed"].play(node, N)
+    CASES["udp6-closed"].play(node, N)
     nd.stop()
     records = nd.records()
     assert len(only(records, dst=db.ipv6, dport=9999)) == N
@@ -124,7 +128,7 @@ def test_port_and_ip_filters(netdrop, node):
 
 def udp_in(netns: str) -> int:
     """The namespace's Udp InDatagrams (/proc/net/snmp, read inside it)."""
-    lines = [line.split() for line in lab.run("cat", "/proc/net/snmp", ns=netns).splitlines()
+    lines = [line.split() for line in run("cat", "/proc/net/snmp", ns=netns).splitlines()
              if line.startswith("Udp:")]
     return int(lines[1][lines[0].index("InDatagrams")])
 

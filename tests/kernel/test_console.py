@@ -7,7 +7,9 @@ import signal
 import subprocess
 import time
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.ownership import NETNS_DIR, STATE_DIR, Ownership
 
 from .conftest import NETDROP
 
@@ -15,8 +17,8 @@ from .conftest import NETDROP
 def test_console_shows_the_cases(netdrop, node):
     nd = netdrop("watch", "--netns", node.node1, "--duration", "60",
                  env={**os.environ, "COLUMNS": "160"}).wait_ready()
-    lab.CASES["mtu"].play(node, 3)
-    lab.CASES["no-route"].play(node, 2)
+    CASES["mtu"].play(node, 3)
+    CASES["no-route"].play(node, 2)
     nd.stop(settle=1.0)
     assert nd.proc.returncode == 0, nd.stderr
     out = nd.stdout
@@ -31,12 +33,12 @@ def test_console_shows_the_cases(netdrop, node):
 
 def lab_namespaces(prefix: str) -> list[str]:
     """The namespaces a lab with this prefix recorded as created (pods are cni-<uuid>)."""
-    state = lab.STATE_DIR / f"lab-{prefix}.json"
+    state = STATE_DIR / f"lab-{prefix}.json"
     return json.loads(state.read_text())["namespaces"] if state.exists() else []
 
 
 def existing(names: list[str]) -> list[str]:
-    return [n for n in names if (lab.NETNS_DIR / n).exists()]
+    return [n for n in names if (NETNS_DIR / n).exists()]
 
 
 def test_demo_plays_cases_and_cleans_up():
@@ -66,7 +68,7 @@ def test_demo_cleans_up_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-            lab.SimNode(prefix, "", "", "").cleanup_leftovers()   # what a killed demo leaves
+            Ownership(prefix).cleanup_leftovers()   # what a killed demo leaves
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert existing(created) == [] and lab_namespaces(prefix) == []

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tracer.explain.categories import CATEGORIES
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.ownership import Ownership
 
 from ..timing import allowed
 from .conftest import NETDROP
@@ -137,8 +138,8 @@ def test_interactive_console_in_tmux(terminal, node):
     t = terminal(*watch_args(node))
     t.wait_for(r"drops · \d+ events lost")
     assert t.alternate_screen()
-    lab.CASES["mtu"].play(node, 3)
-    lab.CASES["no-route"].play(node, 2)
+    CASES["mtu"].play(node, 3)
+    CASES["no-route"].play(node, 2)
     t.wait_for(r"MTU 1450 flannel.1")
     t.wait_for(r"no route to 10.244.3.10")
     t.keys("p")                              # the rows hold still while we pick one
@@ -192,7 +193,7 @@ def test_the_demo_at_80x24_shows_the_mtu_and_its_device_without_a_key(tmp_path):
     finally:
         t.close()
         if lab_namespaces(prefix):
-            lab.SimNode(prefix, "", "", "").cleanup_leftovers()
+            Ownership(prefix).cleanup_leftovers()
     assert lab_namespaces(prefix) == []
 
 
@@ -316,7 +317,7 @@ def test_ctrl_z_gives_the_shell_back_and_fg_redraws_the_console(shell, node):
     # dash keeps no terminal settings of its own for a stopped job: what `stty` shows is what netdrop left.
     t = shell("dash", "-i")
     t.start([*NETDROP, *watch_args(node)])
-    lab.CASES["mtu"].play(node, 3)
+    CASES["mtu"].play(node, 3)
     t.wait_for(r" mtu +3 .*MTU 1450")
     t.keys("C-z")
     t.wait_state("T")
@@ -327,7 +328,7 @@ def test_ctrl_z_gives_the_shell_back_and_fg_redraws_the_console(shell, node):
     assert restored(t.wait_file("stty"))
     t.files["stty"].unlink()
     # While stopped the kernel goes on counting: after fg the count is exact.
-    lab.CASES["mtu"].play(node, 4)
+    CASES["mtu"].play(node, 4)
     assert t.state() == "T"
     t.type("fg")
     lines = t.wait_for(r" mtu +7 .*MTU 1450", timeout=10)

@@ -9,7 +9,11 @@ import pytest
 
 from tracer.explain.explainer import ct_stats
 from tracer.lab import api as labapi
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.node import SimNode
+from tracer.lab.ownership import NETNS_DIR
+from tracer.lab.shell import in_netns, run
+from tracer.lab.topology import OVERLAY_MTU
 
 from . import bpftest
 from .conftest import NETDROP
@@ -17,7 +21,7 @@ from .conftest import NETDROP
 
 @pytest.fixture(scope="module")
 def healthy():
-    sim = lab.SimNode.create(prefix=f"ndh{os.getpid()}", healthy=True)
+    sim = SimNode.create(prefix=f"ndh{os.getpid()}", healthy=True)
     try:
         yield sim
     finally:
@@ -58,7 +62,7 @@ def misconfigured(node, do, undo):
 
 
 def sysctl(node, setting):
-    return lambda: lab.run("sysctl", "-qw", setting, ns=node.node1)
+    return lambda: run("sysctl", "-qw", setting, ns=node.node1)
 
 
 @pytest.mark.parametrize("setting,restore,check,severity,words", [
@@ -76,8 +80,8 @@ def test_sysctls(healthy, setting, restore, check, severity, words):
 
 
 def test_forward_policy_drop(healthy):
-    rc, findings = misconfigured(healthy, lambda: lab.run("iptables", "-P", "FORWARD", "DROP", ns=healthy.node1),
-                                 lambda: lab.run("iptables", "-P", "FORWARD", "ACCEPT", ns=healthy.node1))
+    rc, findings = misconfigured(healthy, lambda: run("iptables", "-P", "FORWARD", "DROP", ns=healthy.node1),
+                                 lambda: run("iptables", "-P", "FORWARD", "ACCEPT", ns=healthy.node1))
     found = problems(findings, "forward")
     assert rc == 1 and len(found) == 1 and "FORWARD chain's policy DROP" in found[0]["summary"]
     assert found[0]["fix"].startswith("iptables -P FORWARD ACCEPT")
@@ -86,8 +90,8 @@ def test_forward_policy_drop(healthy):
 def test_pod_mtu_larger_than_the_overlay(healthy):
     web = healthy.pods["web"]
     rc, findings = misconfigured(
-        healthy, lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1500", ns=web.netns),
-        lambda: lab.run("ip", "link", "set", "eth0", "mtu", str(lab.OVERLAY_MTU), ns=web.netns))
+        healthy, lambda: run("ip", "link", "set", "eth0", "mtu", "1500", ns=web.netns),
+        lambda: run("ip", "link", "set", "eth0", "mtu", str(OVERLAY_MTU), ns=web.netns))
     found = problems(findings, "mtu")
     assert rc == 1 and len(found) == 1 and found[0]["severity"] == "error"
     assert "eth0 MTU 1500, larger than" in found[0]["summary"]
@@ -98,9 +102,9 @@ def test_pod_mtu_larger_than_the_overlay(healthy):
 
 def test_overlay_mtu_larger_than_its_underlay(healthy):
     # The kernel refuses a VXLAN MTU too big for its device, but not a device MTU lowered later.
-    rc, findings = misconfigured(healthy, lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1400",
+    rc, findings = misconfigured(healthy, lambda: run("ip", "link", "set", "eth0", "mtu", "1400",
                                                           ns=healthy.node1),
-                                 lambda: lab.run("ip", "link", "set", "eth0", "mtu", "1500", ns=healthy.node1))
+                                 lambda: run("ip", "link", "set", "eth0", "mtu", "1500", ns=healthy.node1))
     found = [f for f in problems(findings, "mtu") if "underlay" in f["summary"]]
     assert rc == 1 and found and "eth0 MTU 1400 - 50 bytes of encapsulation = 1350" in found[0]["summary"]
     assert found[0]["fix"] == "ip link set flannel.1 mtu 1350"
@@ -126,15 +130,15 @@ def test_stale_ipam_reservations(healthy):
 
 
 def test_kube_proxy_missing(healthy):
-    saved = lab.run("iptables-save", ns=healthy.node1)
+    saved = run("iptables-save", ns=healthy.node1)
 
     def remove():
         for table in ("filter", "nat"):
-            lab.run("iptables", "-t", table, "-F", ns=healthy.node1)
-            lab.run("iptables", "-t", table, "-X", ns=healthy.node1)
+            run("iptables", "-t", table, "-F", ns=healthy.node1)
+            run("iptables", "-t", table, "-X", ns=healthy.node1)
 
     def restore():
-        subprocess.run([*lab.in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
+        subprocess.run([*in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
     rc, findings = misconfigured(healthy, remove, restore)
     found = problems(findings, "kube-proxy")
     assert rc == 1 and "no kube-proxy rules" in found[0]["summary"]
@@ -142,7 +146,7 @@ def test_kube_proxy_missing(healthy):
 
 def test_hairpin_off(healthy):
     veth = healthy.pods["db"].host_veth
-    set_hp = lambda v: lambda: lab.run("ip", "link", "set", veth, "type", "bridge_slave", "hairpin", v,  # noqa: E731
+    set_hp = lambda v: lambda: run("ip", "link", "set", veth, "type", "bridge_slave", "hairpin", v,  # noqa: E731
                                        ns=healthy.node1)
     rc, findings = misconfigured(healthy, set_hp("off"), set_hp("on"))
     found = problems(findings, "hairpin")
@@ -150,9 +154,9 @@ def test_hairpin_off(healthy):
 
 
 def test_static_plus_dhcp_address(healthy):
-    add = lambda: lab.run("ip", "addr", "add", "192.168.100.11/24", "dev", "eth0", "valid_lft", "3600",  # noqa: E731
+    add = lambda: run("ip", "addr", "add", "192.168.100.11/24", "dev", "eth0", "valid_lft", "3600",  # noqa: E731
                           "preferred_lft", "3600", ns=healthy.node1)
-    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "addr", "del", "192.168.100.11/24", "dev",
+    rc, findings = misconfigured(healthy, add, lambda: run("ip", "addr", "del", "192.168.100.11/24", "dev",
                                                                "eth0", ns=healthy.node1))
     found = problems(findings, "node addresses")
     assert rc == 1 and "eth0 has 2 IPv4 addresses from static and DHCP configuration" in found[0]["summary"]
@@ -162,14 +166,14 @@ def test_static_plus_dhcp_address(healthy):
 def test_failed_and_conflicting_neighbours(healthy):
     def break_arp():
         # Nobody has .99: ARP fails. Two addresses on one MAC: a wrong entry (the seed's case).
-        subprocess.run([*lab.in_netns(healthy.node1), "ping", "-c1", "-W1", "192.168.100.99"], capture_output=True)
+        subprocess.run([*in_netns(healthy.node1), "ping", "-c1", "-W1", "192.168.100.99"], capture_output=True)
         for ip in ("192.168.100.2", "192.168.100.3"):
-            lab.run("ip", "neigh", "replace", ip, "lladdr", "0e:00:00:00:02:99", "dev", "eth0", "nud", "permanent",
+            run("ip", "neigh", "replace", ip, "lladdr", "0e:00:00:00:02:99", "dev", "eth0", "nud", "permanent",
                     ns=healthy.node1)
 
     def repair():
         for ip in ("192.168.100.99", "192.168.100.2", "192.168.100.3"):
-            lab.run("ip", "neigh", "del", ip, "dev", "eth0", ns=healthy.node1, check=False)
+            run("ip", "neigh", "del", ip, "dev", "eth0", ns=healthy.node1, check=False)
     deadline = time.monotonic() + 10
     while True:          # INCOMPLETE becomes FAILED after the ARP retries (about 3 s)
         rc, findings = misconfigured(healthy, break_arp, repair)
@@ -183,10 +187,10 @@ def test_failed_and_conflicting_neighbours(healthy):
 
 
 def test_conntrack_races_are_reported(healthy):
-    before = ct_stats(str(lab.NETNS_DIR / healthy.node1))["clash_resolve"]
+    before = ct_stats(str(NETNS_DIR / healthy.node1))["clash_resolve"]
     for _ in range(3):
-        lab.CASES["dns-race"].play(healthy, 3)
-        now = ct_stats(str(lab.NETNS_DIR / healthy.node1))["clash_resolve"]
+        CASES["dns-race"].play(healthy, 3)
+        now = ct_stats(str(NETNS_DIR / healthy.node1))["clash_resolve"]
         if now > before:
             break
     rc, findings = doctor(healthy)
@@ -232,19 +236,19 @@ def test_bridge_port_not_forwarding_and_stp(healthy):
 
     def stp_on():
         # STP on cni0 and a new port: it listens (forward_delay) before it forwards, as a new pod's would.
-        lab.run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "1", "forward_delay", "2000", ns=ns)
-        lab.run("ip", "link", "add", "ndstp0", "type", "veth", "peer", "name", "ndstp1", ns=ns)
-        lab.run("ip", "link", "set", "ndstp0", "master", "cni0", ns=ns)
+        run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "1", "forward_delay", "2000", ns=ns)
+        run("ip", "link", "add", "ndstp0", "type", "veth", "peer", "name", "ndstp1", ns=ns)
+        run("ip", "link", "set", "ndstp0", "master", "cni0", ns=ns)
         for dev in ("ndstp0", "ndstp1"):
-            lab.run("ip", "link", "set", dev, "up", ns=ns)
+            run("ip", "link", "set", dev, "up", ns=ns)
         deadline = time.monotonic() + 5
-        while "state listening" not in lab.run("ip", "-d", "link", "show", "ndstp0", ns=ns):
+        while "state listening" not in run("ip", "-d", "link", "show", "ndstp0", ns=ns):
             assert time.monotonic() < deadline
             time.sleep(0.05)
 
     def stp_off():
-        lab.run("ip", "link", "del", "ndstp0", ns=ns, check=False)
-        lab.run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "0", ns=ns)
+        run("ip", "link", "del", "ndstp0", ns=ns, check=False)
+        run("ip", "link", "set", "cni0", "type", "bridge", "stp_state", "0", ns=ns)
     rc, findings = misconfigured(healthy, stp_on, stp_off)
     ports, stp = problems(findings, "bridge ports"), problems(findings, "bridge stp")
     assert rc == 1 and len(ports) == 1 and ports[0]["severity"] == "error"
@@ -257,9 +261,9 @@ def test_bridge_port_not_forwarding_and_stp(healthy):
 
 def test_ipsec_policy_without_its_state(healthy):
     policy = ("src", "10.244.1.0/24", "dst", "10.244.9.0/24", "dir", "out")    # a network no traffic goes to
-    add = lambda: lab.run("ip", "xfrm", "policy", "add", *policy, "tmpl", "src", "192.168.100.1", "dst",  # noqa: E731
+    add = lambda: run("ip", "xfrm", "policy", "add", *policy, "tmpl", "src", "192.168.100.1", "dst",  # noqa: E731
                           "192.168.100.9", "proto", "esp", "mode", "tunnel", ns=healthy.node1)
-    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "xfrm", "policy", "delete", *policy,
+    rc, findings = misconfigured(healthy, add, lambda: run("ip", "xfrm", "policy", "delete", *policy,
                                                                ns=healthy.node1))
     found = problems(findings, "ipsec")
     assert rc == 1 and len(found) == 1 and "1 IPsec policy and no IPsec state" in found[0]["summary"]
@@ -268,9 +272,9 @@ def test_ipsec_policy_without_its_state(healthy):
 
 def test_vxlan_device_that_sends_nowhere(healthy):
     ns = healthy.node1
-    add = lambda: (lab.run("ip", "link", "add", "ndvx0", "type", "vxlan", "id", "77", "dstport", "4789",  # noqa: E731
-                           "nolearning", ns=ns), lab.run("ip", "link", "set", "ndvx0", "up", ns=ns))
-    rc, findings = misconfigured(healthy, add, lambda: lab.run("ip", "link", "del", "ndvx0", ns=ns, check=False))
+    add = lambda: (run("ip", "link", "add", "ndvx0", "type", "vxlan", "id", "77", "dstport", "4789",  # noqa: E731
+                           "nolearning", ns=ns), run("ip", "link", "set", "ndvx0", "up", ns=ns))
+    rc, findings = misconfigured(healthy, add, lambda: run("ip", "link", "del", "ndvx0", ns=ns, check=False))
     found = problems(findings, "overlay")
     assert rc == 1 and len(found) == 1 and "NO_TX_TARGET" in found[0]["summary"]
     assert found[0]["evidence"] == ["ndvx0: VNI 77, UDP port 4789, underlay -, remote -, 0 FDB entries"]
@@ -282,7 +286,7 @@ def test_vxlan_device_that_sends_nowhere(healthy):
 def test_overlay_vni_other_nodes_announce(healthy):
     from tracer.doctor.links import check_overlay, flannel_vnis
     from tracer.doctor.node import Node
-    node = Node(str(lab.NETNS_DIR / healthy.node1), healthy.node1)
+    node = Node(str(NETNS_DIR / healthy.node1), healthy.node1)
     nodes = [{"metadata": {"name": "sim-node2", "annotations": {
         "flannel.alpha.coreos.com/backend-data": '{"VNI":2,"VtepMAC":"0e:00:00:00:02:01"}'}}},
         {"metadata": {"name": "sim-node3", "annotations": {
@@ -311,17 +315,17 @@ def test_ipv6_disabled_in_a_pod_behind_a_dual_stack_service(healthy):
     is a warning naming the Service; a SingleStack one is not; without the API, the
     node-level warning says the Services were not read."""
     db, api = healthy.pods["db"], healthy.api
-    saved_addrs = [a for a in json.loads(lab.run("ip", "-6", "-j", "addr", "show", "dev", "eth0", ns=db.netns))[0]
+    saved_addrs = [a for a in json.loads(run("ip", "-6", "-j", "addr", "show", "dev", "eth0", ns=db.netns))[0]
                    ["addr_info"] if a.get("scope") == "global"]
-    saved_routes = lab.run("ip", "-6", "route", "show", ns=db.netns).splitlines()
+    saved_routes = run("ip", "-6", "route", "show", ns=db.netns).splitlines()
 
     def restore():
         # disable_ipv6 took the pod's IPv6 addresses and routes with it: put them back.
-        lab.run("sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0", ns=db.netns)
+        run("sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0", ns=db.netns)
         for a in saved_addrs:
-            lab.run("ip", "addr", "replace", f"{a['local']}/{a['prefixlen']}", "dev", "eth0", "nodad", ns=db.netns)
+            run("ip", "addr", "replace", f"{a['local']}/{a['prefixlen']}", "dev", "eth0", "nodad", ns=db.netns)
         for r in saved_routes:
-            lab.run("ip", "-6", "route", "replace", *r.split(), ns=db.netns, check=False)
+            run("ip", "-6", "route", "replace", *r.split(), ns=db.netns, check=False)
         for name in ("db-dual", "db-single"):
             api.delete_service("default", name)
 
@@ -357,13 +361,13 @@ def test_ipv6_disabled_in_a_pod_behind_a_dual_stack_service(healthy):
         assert found[0]["evidence"] == [f"sandbox {db.netns}: eth0 disable_ipv6=1"]
     finally:
         restore()
-    assert db.ipv6 in lab.run("ip", "-6", "addr", "show", "dev", "eth0", ns=db.netns)
+    assert db.ipv6 in run("ip", "-6", "addr", "show", "dev", "eth0", ns=db.netns)
     rc, findings = doctor(healthy)
     assert [f["severity"] for f in findings if f["check"] == "pod ipv6"] == ["ok"]
 
 
 def sysctl_in(ns, setting):
-    return lambda: lab.run("sysctl", "-qw", setting, ns=ns)
+    return lambda: run("sysctl", "-qw", setting, ns=ns)
 
 
 def test_vni_mismatch_across_nodes(healthy):
@@ -407,15 +411,15 @@ def test_the_report_into_a_pipe_keeps_every_fix_command_whole(healthy, columns):
     """What a ticket gets: `netdrop doctor | cat` at $COLUMNS, each command on one line as
     --json names it, and no line past the width but a command longer than it."""
     db = healthy.pods["db"].host_veth
-    saved = lab.run("iptables-save", "-t", "nat", ns=healthy.node1)
+    saved = run("iptables-save", "-t", "nat", ns=healthy.node1)
     breaks = [(("sysctl", "-qw", "net.ipv4.ip_forward=0"), ("sysctl", "-qw", "net.ipv4.ip_forward=1")),
               (("ip", "link", "set", db, "type", "bridge_slave", "hairpin", "off"),
                ("ip", "link", "set", db, "type", "bridge_slave", "hairpin", "on")),
               (("iptables", "-t", "nat", "-F"), None)]
     try:
         for do, _ in breaks:
-            lab.run(*do, ns=healthy.node1)
-        lab.run("iptables", "-t", "nat", "-X", ns=healthy.node1)
+            run(*do, ns=healthy.node1)
+        run("iptables", "-t", "nat", "-X", ns=healthy.node1)
         _, findings = doctor(healthy)
         res = subprocess.run([*NETDROP, "doctor", "--netns", healthy.node1, "--kubeconfig", str(healthy.kubeconfig),
                               "--cni-dir", str(healthy.ipam_dir)], capture_output=True, text=True, timeout=120,
@@ -423,8 +427,8 @@ def test_the_report_into_a_pipe_keeps_every_fix_command_whole(healthy, columns):
     finally:
         for _, undo in breaks:
             if undo:
-                lab.run(*undo, ns=healthy.node1)
-        subprocess.run([*lab.in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
+                run(*undo, ns=healthy.node1)
+        subprocess.run([*in_netns(healthy.node1), "iptables-restore"], input=saved, text=True, check=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     lines = res.stdout.splitlines()
     commands = [c for f in problems(findings) for c in f["commands"]]

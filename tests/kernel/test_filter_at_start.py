@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tracer.lab.node import in_netns, run
+from tracer.lab.shell import in_netns, run
 
 from .conftest import NETDROP
 

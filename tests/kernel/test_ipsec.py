@@ -26,7 +26,7 @@ import pytest
 from tracer import cli
 from tracer.env import Environment
 from tracer.kernel import facts
-from tracer.lab import node as lab
+from tracer.lab.shell import in_netns
 
 SELECTOR = ("src", "192.0.2.1/32", "dst", "192.0.2.2/32", "proto", "udp")
 POLICIES = {
@@ -103,10 +103,10 @@ def capture(sender: str, receiver: str, out_dir: Path) -> None:
         while "netdrop: tracing" not in err.getvalue():
             if done.wait(0.1):
                 return
-        listener = subprocess.Popen([*lab.in_netns(receiver), sys.executable, "-c", LISTEN])
+        listener = subprocess.Popen([*in_netns(receiver), sys.executable, "-c", LISTEN])
         try:
             time.sleep(0.3)
-            subprocess.run([*lab.in_netns(sender), sys.executable, "-c", SEND], check=True, timeout=30)
+            subprocess.run([*in_netns(sender), sys.executable, "-c", SEND], check=True, timeout=30)
         finally:
             listener.kill()
             listener.wait(10)

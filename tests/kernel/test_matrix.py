@@ -18,18 +18,20 @@ import pytest
 
 from tests.conftest import IN_GUEST
 from tracer.kernel.facts import find_tracefs, probe_kernel
-from tracer.lab import node as lab
+from tracer.lab import shell
+from tracer.lab.cases import CASES
+from tracer.lab.topology import CLIENT_V4, OVERLAY_MTU, UNROUTED_POD
 
 pytestmark = pytest.mark.portable
 
 N = 5
-CASES = ("mtu", "forward-drop", "udp-closed", "tcp-closed", "no-route")
+PLAYED = ("mtu", "forward-drop", "udp-closed", "tcp-closed", "no-route")
 
 
 def snmp(ns: str) -> dict[str, int]:
     """The namespace's SNMP counters (/proc/net/snmp and netstat) as {"IpFragFails": n, ...}."""
     out: dict[str, int] = {}
-    lines = lab.run("cat", "/proc/net/snmp", "/proc/net/netstat", ns=ns).splitlines()
+    lines = shell.run("cat", "/proc/net/snmp", "/proc/net/netstat", ns=ns).splitlines()
     for names, values in zip(lines[::2], lines[1::2], strict=False):
         proto, *keys = names.split()
         for key, value in zip(keys, values.split()[1:], strict=False):
@@ -50,7 +52,7 @@ def run(node, tmp_path_factory):
     nd = Netdrop("watch", "--json", "--duration", "900", "--netns", node.node1, "--netns", db.netns)
     try:
         nd.wait_ready()
-        sent = {case: lab.CASES[case].play(node, N) for case in CASES}
+        sent = {case: CASES[case].play(node, N) for case in PLAYED}
         nd.stop()
     finally:
         nd.kill()
@@ -80,7 +82,7 @@ def test_it_ran_cleanly_and_every_case_was_played(run):
     nd, sent, *_ = run
     assert nd.proc.returncode == 0, nd.stderr
     assert "Traceback" not in nd.stderr
-    assert all(sent[c] == N for c in CASES), sent
+    assert all(sent[c] == N for c in PLAYED), sent
     m = re.search(r"netdrop: ([\d,]+) drops counted, ([\d,]+) events delivered, ([\d,]+) events lost", nd.stderr)
     assert m and m.group(3) == "0", nd.stderr
 
@@ -93,7 +95,7 @@ def test_mtu_names_the_overlay_device_and_mtu_and_counts_what_the_kernel_counts(
     for r in drops:
         assert (r["category"], r["location"]) == ("mtu", "ip_forward"), r
         assert r["reason"] == ("PKT_TOO_BIG" if facts.has_reason else None)
-        assert (r["out_ifname"], r["mtu"]) == ("flannel.1", lab.OVERLAY_MTU)
+        assert (r["out_ifname"], r["mtu"]) == ("flannel.1", OVERLAY_MTU)
         assert "MTU 1450 of flannel.1" in r["hint"], r["hint"]
         if IN_GUEST and not facts.has_reason:
             # before 5.17 the ip_forward hook saw the packet over its route's MTU
@@ -104,7 +106,7 @@ def test_mtu_names_the_overlay_device_and_mtu_and_counts_what_the_kernel_counts(
 
 def test_forward_policy_drop_is_named(run, node):
     nd, *_ = run
-    drops = only(nd.records(), src=node.pods["web"].ipv4, dst=node.CLIENT_V4)
+    drops = only(nd.records(), src=node.pods["web"].ipv4, dst=CLIENT_V4)
     assert len(drops) == N
     for r in drops:
         assert r["category"] == "netfilter", r
@@ -131,11 +133,11 @@ def test_tcp_to_a_closed_port(run, node):
 
 def test_no_route_names_the_address_and_counts_what_the_kernel_counts(run, node):
     nd, _sent, delta, inodes, groups = run
-    drops = only(nd.records(), dst=node.UNROUTED_POD)
+    drops = only(nd.records(), dst=UNROUTED_POD)
     assert len(drops) == N
     for r in drops:
         assert (r["category"], r["location"]) == ("no-route", "ip_error"), r
-        assert f"no route to {node.UNROUTED_POD}" in r["hint"]
+        assert f"no route to {UNROUTED_POD}" in r["hint"]
     assert counted(groups, inodes[node.node1], "ip_error") == delta[node.node1]["IpExtInNoRoutes"] == N
 
 

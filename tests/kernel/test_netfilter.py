@@ -10,7 +10,10 @@ import time
 import pytest
 
 from tracer.explain.explainer import ct_stats
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.ownership import NETNS_DIR
+from tracer.lab.shell import run
+from tracer.lab.topology import CLIENT_V4, SVC_EMPTY
 
 from .test_pods import pod_args
 
@@ -27,13 +30,13 @@ def watch(netdrop, node, play, *extra):
 
 def test_forward_policy_is_named(netdrop, node):
     # As on a real node, the policy is in place before netdrop starts.
-    lab.run("iptables", "-P", "FORWARD", "DROP", ns=node.node1)
+    run("iptables", "-P", "FORWARD", "DROP", ns=node.node1)
     try:
         _, records, _ = watch(netdrop, node, lambda: node.traffic(
-            node.pods["web"].netns, "udp", "--dst", node.CLIENT_V4, "--port", "5353", "--count", str(N)))
+            node.pods["web"].netns, "udp", "--dst", CLIENT_V4, "--port", "5353", "--count", str(N)))
     finally:
-        lab.run("iptables", "-P", "FORWARD", "ACCEPT", ns=node.node1)
-    drops = [r for r in records if r["dst"] == node.CLIENT_V4]
+        run("iptables", "-P", "FORWARD", "ACCEPT", ns=node.node1)
+    drops = [r for r in records if r["dst"] == CLIENT_V4]
     assert len(drops) == N
     for r in drops:
         d = r["detail"]
@@ -50,18 +53,18 @@ def test_iptables_rule_legacy_and_nft_and_native_nftables(netdrop, node):
            "add rule inet nd_native forward_chk udp dport 5355 counter drop"]
     try:
         for r in rules:
-            lab.run(*r, ns=node.node1)
+            run(*r, ns=node.node1)
         for cmd in nft:
-            lab.run("nft", cmd, ns=node.node1)
+            run("nft", cmd, ns=node.node1)
 
         def play():
             for port in (5354, 5355, 5356):
-                node.traffic(web.netns, "udp", "--dst", node.CLIENT_V4, "--port", str(port), "--count", str(N))
+                node.traffic(web.netns, "udp", "--dst", CLIENT_V4, "--port", str(port), "--count", str(N))
         _, records, _ = watch(netdrop, node, play)
     finally:
-        lab.run("iptables", "-D", *rules[0][2:], ns=node.node1, check=False)
-        lab.run("iptables-legacy", "-D", *rules[1][2:], ns=node.node1, check=False)
-        lab.run("nft", "delete table inet nd_native", ns=node.node1, check=False)
+        run("iptables", "-D", *rules[0][2:], ns=node.node1, check=False)
+        run("iptables-legacy", "-D", *rules[1][2:], ns=node.node1, check=False)
+        run("nft", "delete table inet nd_native", ns=node.node1, check=False)
     by_port = {p: [r for r in records if r["dport"] == p] for p in (5354, 5355, 5356)}
     assert all(len(v) == N for v in by_port.values()), {p: len(v) for p, v in by_port.items()}
     undetailed = [(r["dport"], r["location"], r["ifname"], r["out_ifname"], r["hint"]) for r in records
@@ -80,8 +83,8 @@ def test_iptables_rule_legacy_and_nft_and_native_nftables(netdrop, node):
 
 
 def test_service_without_endpoints(netdrop, node):
-    _, records, _ = watch(netdrop, node, lambda: lab.CASES["no-endpoints"].play(node, N))
-    drops = [r for r in records if r["dst"] == node.SVC_EMPTY[0]]
+    _, records, _ = watch(netdrop, node, lambda: CASES["no-endpoints"].play(node, N))
+    drops = [r for r in records if r["dst"] == SVC_EMPTY[0]]
     assert len(drops) == N
     for r in drops:
         assert r["category"] == "netfilter" and r["detail"]["service_without_endpoints"] == "default/empty"
@@ -90,9 +93,9 @@ def test_service_without_endpoints(netdrop, node):
 
 
 def test_invalid_state_dropped_by_kube_proxy(netdrop, node):
-    before = ct_stats(str(lab.NETNS_DIR / node.node1))
-    _, records, _ = watch(netdrop, node, lambda: lab.CASES["invalid"].play(node, N))
-    after = ct_stats(str(lab.NETNS_DIR / node.node1))
+    before = ct_stats(str(NETNS_DIR / node.node1))
+    _, records, _ = watch(netdrop, node, lambda: CASES["invalid"].play(node, N))
+    after = ct_stats(str(NETNS_DIR / node.node1))
     drops = [r for r in records if r["dst"] == node.pods["web"].ipv4 and r["dport"] == 8080]
     assert len(drops) == N
     assert after["invalid"] - before["invalid"] >= N            # the kernel's own count
@@ -103,7 +106,7 @@ def test_invalid_state_dropped_by_kube_proxy(netdrop, node):
 
 def test_reply_that_bypassed_nat(netdrop, node):
     web, db = node.pods["web"], node.pods["db"]
-    _, records, _ = watch(netdrop, node, lambda: lab.CASES["nat-bypass"].play(node, N))
+    _, records, _ = watch(netdrop, node, lambda: CASES["nat-bypass"].play(node, N))
     drops = [r for r in records if r["src"] == db.ipv4 and r["dst"] == web.ipv4 and r["reason"] == "NO_SOCKET"]
     assert len(drops) >= N                         # one SYN-ACK per attempt at least (the SYN is retried)
     for r in drops:
@@ -114,10 +117,10 @@ def test_reply_that_bypassed_nat(netdrop, node):
 
 
 def test_conntrack_races_resolved_are_a_notice(netdrop, node):
-    before = ct_stats(str(lab.NETNS_DIR / node.node1))["clash_resolve"]
+    before = ct_stats(str(NETNS_DIR / node.node1))["clash_resolve"]
     for _ in range(3):      # bounded: the race needs both CPUs at once, a few hundred tries give dozens
-        _, _, stderr = watch(netdrop, node, lambda: lab.CASES["dns-race"].play(node, 3))
-        gained = ct_stats(str(lab.NETNS_DIR / node.node1))["clash_resolve"] - before
+        _, _, stderr = watch(netdrop, node, lambda: CASES["dns-race"].play(node, 3))
+        gained = ct_stats(str(NETNS_DIR / node.node1))["clash_resolve"] - before
         if gained:
             break
     else:
@@ -142,8 +145,8 @@ def test_a_pods_own_unusual_ruleset_is_read(netdrop, node):
     ipt = ("-p", "udp", "--dport", "5359", "-m", "comment", "--comment", weird, "-j", "DROP")
     try:
         for cmd in nft:
-            lab.run("nft", cmd, ns=web.netns)
-        lab.run("iptables", "-A", "INPUT", *ipt, ns=web.netns)
+            run("nft", cmd, ns=web.netns)
+        run("iptables", "-A", "INPUT", *ipt, ns=web.netns)
 
         def play():
             ports = (5357, 5358, 5359)
@@ -154,8 +157,8 @@ def test_a_pods_own_unusual_ruleset_is_read(netdrop, node):
                 node.traffic(node.client, "udp", "--dst", web.ipv4, "--port", str(port), "--count", str(N))
         _, records, stderr = watch(netdrop, node, play)
     finally:
-        lab.run("nft", "delete table inet podfw", ns=web.netns, check=False)
-        lab.run("iptables", "-D", "INPUT", *ipt, ns=web.netns, check=False)
+        run("nft", "delete table inet podfw", ns=web.netns, check=False)
+        run("iptables", "-D", "INPUT", *ipt, ns=web.netns, check=False)
     assert "Traceback" not in stderr
     later = {p: [r for r in records if r["dport"] == p][1:] for p in (5357, 5358, 5359)}
     assert all(len(v) == N for v in later.values()), {p: len(v) for p, v in later.items()}

@@ -8,7 +8,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.node import SimNode
+
+from tracer.lab.shell import run
+
+from tracer.lab.topology import CLIENT_V4
 
 N = 3
 FORWARD_PORT = 7777      # web -> db, dropped by a rule in node1's FORWARD chain
@@ -16,28 +22,28 @@ CLOSED_PORT = 9999       # web -> db, nobody listens in db
 
 
 @contextlib.contextmanager
-def forward_rule(node: lab.SimNode) -> Iterator[None]:
+def forward_rule(node: SimNode) -> Iterator[None]:
     """A FORWARD rule in node1 (bridged pod traffic passes it: bridge-nf-call-iptables=1)
     dropping web -> db UDP FORWARD_PORT; removed whatever happens."""
     web, db = node.pods["web"], node.pods["db"]
     rule = ("FORWARD", "-s", web.ipv4, "-d", db.ipv4, "-p", "udp", "--dport", str(FORWARD_PORT), "-j", "DROP")
-    lab.run("iptables", "-I", *rule, ns=node.node1)
+    run("iptables", "-I", *rule, ns=node.node1)
     try:
         yield
     finally:
-        lab.run("iptables", "-D", *rule, ns=node.node1, check=False)
+        run("iptables", "-D", *rule, ns=node.node1, check=False)
 
 
-def play(node: lab.SimNode) -> None:
+def play(node: SimNode) -> None:
     web, db = node.pods["web"], node.pods["db"]
     with forward_rule(node):
         assert node.traffic(web.netns, "udp", "--dst", db.ipv4, "--port", str(FORWARD_PORT),
                             "--count", str(N)) == N
     assert node.traffic(web.netns, "udp", "--dst", db.ipv4, "--port", str(CLOSED_PORT), "--count", str(N)) == N
-    lab.CASES["udp-closed"].play(node, N)      # client -> db: the other end is no pod
+    CASES["udp-closed"].play(node, N)      # client -> db: the other end is no pod
 
 
-def watch(netdrop, node: lab.SimNode, *extra: str) -> list[dict]:
+def watch(netdrop, node: SimNode, *extra: str) -> list[dict]:
     nd = netdrop("watch", "--json", "--duration", "60", "--kubeconfig", str(node.kubeconfig),
                  "--node-netns", node.node1, *extra).wait_ready()
     play(node)
@@ -46,11 +52,11 @@ def watch(netdrop, node: lab.SimNode, *extra: str) -> list[dict]:
     return nd.records()
 
 
-def flows(records: list[dict], node: lab.SimNode) -> tuple[list[dict], list[dict], list[dict]]:
+def flows(records: list[dict], node: SimNode) -> tuple[list[dict], list[dict], list[dict]]:
     web, db = node.pods["web"], node.pods["db"]
     forward = [r for r in records if r["src"] == web.ipv4 and r["dport"] == FORWARD_PORT]
     closed = [r for r in records if r["src"] == web.ipv4 and r["dport"] == CLOSED_PORT]
-    outside = [r for r in records if r["src"] == node.CLIENT_V4 and r["dst"] == db.ipv4]
+    outside = [r for r in records if r["src"] == CLIENT_V4 and r["dst"] == db.ipv4]
     return forward, closed, outside
 
 

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+
+from tracer.lab.node import SimNode
+
+from tracer.lab.ownership import NETNS_DIR
+
+from tracer.lab.topology import HOSTNET_PORT
 
 from ..timing import allowed
 from .conftest import NETDROP
@@ -36,7 +42,7 @@ def by_pod(records):
 def test_every_case_is_attributed_to_its_pod_and_direction(netdrop, node):
     nd = netdrop(*pod_args(node, "-A")).wait_ready()
     for case in ("mtu", "forward-drop", "udp-closed", "udp6-closed", "tcp-closed", "no-route", "hostnet-closed"):
-        lab.CASES[case].play(node, N)
+        CASES[case].play(node, N)
     nd.stop()
     assert nd.proc.returncode == 0, nd.stderr
     groups = by_pod(nd.records())
@@ -52,19 +58,19 @@ def test_every_case_is_attributed_to_its_pod_and_direction(netdrop, node):
     assert {r["location"] for r in inside} == {"__udp4_lib_rcv", "__udp6_lib_rcv", "tcp_v4_rcv"}
     r = inside[0]
     assert r["pod"] == {"namespace": "default", "name": db.name, "uid": uid(node, "db"), "node": "sim-node1"}
-    assert r["netns"] == os.stat(lab.NETNS_DIR / db.netns).st_ino
+    assert r["netns"] == os.stat(NETNS_DIR / db.netns).st_ino
     # The hostNetwork pod: in the node's namespace, named by its declared port only.
     hn = groups[(exporter.name, "to-pod")]
-    assert len(hn) == N and all(r["dport"] == node.HOSTNET_PORT and r["pod"]["hostNetwork"] for r in hn)
+    assert len(hn) == N and all(r["dport"] == HOSTNET_PORT and r["pod"]["hostNetwork"] for r in hn)
 
 
 def test_pod_in_a_namespace_only_a_process_holds(netdrop, node):
     cache = node.pods["cache"]
     assert cache.netns.startswith("/proc/") and not any(
-        p.name == cache.netns for p in lab.NETNS_DIR.iterdir())
+        p.name == cache.netns for p in NETNS_DIR.iterdir())
     nd = netdrop(*pod_args(node, "--pod", cache.name)).wait_ready()
     sent = node.traffic(node.client, "udp", "--dst", cache.ipv4, "--port", "9999", "--count", str(N))
-    lab.CASES["udp-closed"].play(node, N)     # db's: not for this filter
+    CASES["udp-closed"].play(node, N)     # db's: not for this filter
     nd.stop()
     records = nd.records()
     assert sent == N and len(records) >= N
@@ -77,7 +83,7 @@ def test_pod_filter_keeps_only_that_pods_drops(netdrop, node):
     web, db = node.pods["web"], node.pods["db"]
     nd = netdrop(*pod_args(node, "--pod", db.name)).wait_ready()
     for case in ("mtu", "udp-closed", "tcp-closed", "forward-drop"):
-        lab.CASES[case].play(node, N)
+        CASES[case].play(node, N)
     nd.stop()
     records = nd.records()
     assert records and all(r["pod"] and r["pod"]["name"] == db.name for r in records)
@@ -86,7 +92,7 @@ def test_pod_filter_keeps_only_that_pods_drops(netdrop, node):
 
     nd = netdrop(*pod_args(node, "-l", "app=web")).wait_ready()
     for case in ("mtu", "udp-closed"):
-        lab.CASES[case].play(node, N)
+        CASES[case].play(node, N)
     nd.stop()
     records = nd.records()
     assert records and all(r["pod"]["name"] == web.name for r in records)
@@ -96,8 +102,8 @@ def test_pod_filter_keeps_only_that_pods_drops(netdrop, node):
 def test_host_network_pod_is_watched_on_its_ports(netdrop, node):
     exporter = node.pods["node-exporter"]
     nd = netdrop(*pod_args(node, "--pod", exporter.name, "-n", exporter.namespace)).wait_ready()
-    lab.CASES["hostnet-closed"].play(node, N)
-    lab.CASES["udp-closed"].play(node, N)
+    CASES["hostnet-closed"].play(node, N)
+    CASES["udp-closed"].play(node, N)
     nd.stop()
     records = nd.records()
     assert "uses hostNetwork" not in nd.stderr   # it declares 9100: no error
@@ -123,7 +129,7 @@ def test_no_api_server_falls_back_to_the_node(netdrop, node, tmp_path):
     dead.write_text(node.kubeconfig.read_text().replace(node.api.url, "http://127.0.0.1:9"))
     nd = netdrop("watch", "--json", "--duration", "60", "--kubeconfig", str(dead), "--node-netns", node.node1,
                  "--node", "sim-node1", "--pod", node.pods["db"].name).wait_ready()
-    lab.CASES["udp-closed"].play(node, N)
+    CASES["udp-closed"].play(node, N)
     nd.stop()
     assert nd.proc.returncode == 0, nd.stderr
     assert "warning: no Kubernetes API (cannot reach the API server at http://127.0.0.1:9" in nd.stderr
@@ -139,13 +145,13 @@ def test_api_back_after_an_outage_names_the_pods(netdrop, node):
     node.api.stop()
     try:
         nd = netdrop(*pod_args(node, "--node", "sim-node1", "--pod", db.name)).wait_ready()
-        lab.CASES["udp-closed"].play(node, N)            # while the API is down: an unknown pod
+        CASES["udp-closed"].play(node, N)            # while the API is down: an unknown pod
         node.api.start(port)
         deadline = time.monotonic() + 10
         while "answers again" not in "".join(nd.err_lines) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)                                  # the next scan builds the index with names
-        lab.CASES["udp-closed"].play(node, N)
+        CASES["udp-closed"].play(node, N)
         nd.stop()
     finally:
         if node.api._server is None:
@@ -158,18 +164,18 @@ def test_api_back_after_an_outage_names_the_pods(netdrop, node):
 
 
 def test_recreated_pod_is_followed_within_two_seconds(netdrop):
-    sim = lab.SimNode.create(prefix=f"ndr{os.getpid()}")
+    sim = SimNode.create(prefix=f"ndr{os.getpid()}")
     try:
         web = sim.pods["web"]
         old_uid = uid(sim, "web")
         nd = netdrop(*pod_args(sim, "--pod", web.name)).wait_ready()
-        lab.CASES["mtu"].play(sim, 1)
+        CASES["mtu"].play(sim, 1)
         new = sim.recreate_pod("web", host=12)          # new sandbox, uid and address
         sim.wait_ready()
         start = time.monotonic()
         first = None
         while time.monotonic() - start < 10:
-            lab.CASES["mtu"].play(sim, 1)
+            CASES["mtu"].play(sim, 1)
             if any(line for line in nd.out_lines if new.ipv4 in line):
                 first = time.monotonic() - start
                 break

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.node import SimNode
+
+from tracer.lab.ownership import NETNS_DIR
 from tracer.lab.bulk import Pods
 from tracer.node.nsexec import socket_in
 
@@ -25,7 +27,7 @@ SENT = 5
 
 @pytest.fixture(scope="module")
 def big():
-    sim = lab.SimNode.create(prefix=f"ndp{os.getpid()}")
+    sim = SimNode.create(prefix=f"ndp{os.getpid()}")
     try:
         bulk = Pods(sim)
         for _ in range(PODS):
@@ -36,7 +38,7 @@ def big():
 
 
 def sender(pod):
-    sock = socket_in(str(lab.NETNS_DIR / pod.sandbox.netns), socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket_in(str(NETNS_DIR / pod.sandbox.netns), socket.AF_INET, socket.SOCK_DGRAM)
     assert sock is not None
     return sock
 
@@ -67,7 +69,7 @@ def drop_until_named(nd, node, pod, bound: float = 15.0):
 
 def check(records, node, pod):
     uid = uid_of(node, pod)
-    inode = os.stat(lab.NETNS_DIR / pod.sandbox.netns).st_ino
+    inode = os.stat(NETNS_DIR / pod.sandbox.netns).st_ino
     mine = [r for r in records if r["pod"] and r["pod"]["uid"] == uid]
     # Events are sampled (the exact counts are the kernel's): at least one of them, and every one right.
     assert [r for r in mine if r["reason"] == "NO_SOCKET" and r["dport"] == 9]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab.node import run
+from tracer.lab.shell import run
 from tracer.node import rtnl
 from tracer.node.events import NodeEvents
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import _mtu
+
+from tracer.lab.shell import in_netns
 from tracer.tlsconf import make_certificate
 
 from ..timing import allowed
@@ -66,7 +68,7 @@ class Serving:
 
 def snmp(ns: str, table: str, field: str) -> int:
     """A counter of /proc/net/snmp as the namespace sees it: the kernel's own count."""
-    text = subprocess.run([*lab.in_netns(ns), "cat", "/proc/net/snmp"], capture_output=True, text=True,
+    text = subprocess.run([*in_netns(ns), "cat", "/proc/net/snmp"], capture_output=True, text=True,
                           check=True).stdout
     rows = [line.split()[1:] for line in text.splitlines() if line.startswith(f"{table}:")]
     return int(dict(zip(rows[0], rows[1], strict=True))[field])
@@ -160,7 +162,7 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
               "frag": snmp(node.node1, "Ip", "FragFails")}
     node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", "17", "--size", "100")
     node.traffic(node.client, "udp", "--dst", api.ipv4, "--port", "9999", "--count", "9", "--size", "300")
-    lab._mtu(node, 6)       # web -> api, 1500-byte DF packets over node1's 1450 overlay
+    _mtu(node, 6)       # web -> api, 1500-byte DF packets over node1's 1450 overlay
     kernel = {("sim-node1", "default", "db-0", "db-0", "no-socket"): snmp(db.netns, "Udp", "NoPorts") - before["db"],
               ("sim-node2", "shop", api.name, "api-5c6d7b9f4", "no-socket"):
                   snmp(api.netns, "Udp", "NoPorts") - before["api"]}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tracer import cli
 from tracer.env import Environment
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.node import SimNode
 
 
 def bpf_fds() -> list[str]:
@@ -40,7 +41,7 @@ def test_a_set_up_that_fails_after_loading_closes_the_program(tmp_path: Path) ->
     assert bpf_fds() == before
 
 
-def test_the_live_console_draws_on_the_environments_stdout(node: lab.SimNode) -> None:
+def test_the_live_console_draws_on_the_environments_stdout(node: SimNode) -> None:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdout=out, stderr=err, stdout_tty=True, width=160)
     done = threading.Event()
@@ -49,7 +50,7 @@ def test_the_live_console_draws_on_the_environments_stdout(node: lab.SimNode) ->
         while "netdrop: tracing" not in err.getvalue():
             if done.wait(0.1):
                 return
-        lab.CASES["mtu"].play(node, 2)
+        CASES["mtu"].play(node, 2)
 
     player = threading.Thread(target=play)
     player.start()

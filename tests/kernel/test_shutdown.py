@@ -22,7 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.node import SimNode
+
+from tracer.lab.ownership import HOLDER_CMDLINE, NETNS_DIR, STATE_DIR, Ownership
+
+from tracer.lab.shell import in_netns
 
 from ..timing import SLACK, allowed
 from .conftest import NETDROP, Netdrop
@@ -48,11 +52,11 @@ def signals_not_ignored() -> Iterator[None]:
 
 
 @contextmanager
-def storm(node: lab.SimNode, seconds: float = 12, senders: int = 2) -> Iterator[None]:
+def storm(node: SimNode, seconds: float = 12, senders: int = 2) -> Iterator[None]:
     """UDP to a closed port in db's namespace as fast as Python sends it, for at
     most `seconds` (and stopped on leaving the block)."""
     db = node.pods["db"]
-    procs = [subprocess.Popen([*lab.in_netns(db.netns), sys.executable, "-m", "tracer.lab.traffic", "udp",
+    procs = [subprocess.Popen([*in_netns(db.netns), sys.executable, "-m", "tracer.lab.traffic", "udp",
                                "--dst", "127.0.0.1", "--port", "9999", "--count", "50000000",
                                "--seconds", str(seconds)],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,8 +76,8 @@ def stopped_in(nd: Netdrop, sig: int) -> float:
     return time.monotonic() - t0
 
 
-def db_netns(node: lab.SimNode) -> str:
-    return str(lab.NETNS_DIR / node.pods["db"].netns)
+def db_netns(node: SimNode) -> str:
+    return str(NETNS_DIR / node.pods["db"].netns)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -146,7 +150,7 @@ def test_capture_stopped_during_a_storm_writes_its_summary(netdrop, node, tmp_pa
 def _holders(prefix: str) -> list[int]:
     """Processes that hold a namespace of the lab with this prefix (its state file
     names the namespaces they hold as /proc/PID/ns/net)."""
-    state = lab.STATE_DIR / f"lab-{prefix}.json"
+    state = STATE_DIR / f"lab-{prefix}.json"
     try:
         names = json.loads(state.read_text()).get("namespaces", [])
     except (OSError, ValueError):
@@ -164,14 +168,14 @@ def _running(pid: int) -> bool:
 
 def _alive(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes() == lab.HOLDER_CMDLINE
+        return Path(f"/proc/{pid}/cmdline").read_bytes() == HOLDER_CMDLINE
     except OSError:
         return False
 
 
 def _lab_namespaces(prefix: str) -> list[str]:
-    return [e.name for e in lab.NETNS_DIR.iterdir() if e.name.startswith(prefix + "-")] \
-        if lab.NETNS_DIR.is_dir() else []
+    return [e.name for e in NETNS_DIR.iterdir() if e.name.startswith(prefix + "-")] \
+        if NETNS_DIR.is_dir() else []
 
 
 @pytest.mark.parametrize("when", ["tracing", "building"])
@@ -210,7 +214,7 @@ def test_closing_the_demos_terminal_leaves_nothing_behind(when):
         assert not [h for h in holders if _alive(h)], "a process still holds the cache pod's namespace"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
-        lab.SimNode(prefix, f"{prefix}-node1", f"{prefix}-node2", f"{prefix}-client").cleanup_leftovers()
+        Ownership(prefix).cleanup_leftovers()
 
 
 @contextmanager

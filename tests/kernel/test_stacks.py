@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
 
 from .conftest import NETDROP
 from .test_capture import finish, start_capture
@@ -28,7 +28,7 @@ def test_capture_summary_carries_each_groups_stacks_from_the_dropping_function(n
     web, db = node.pods["web"], node.pods["db"]
     proc = start_capture(node, tmp_path, "-A")
     for case in ("udp-closed", "mtu"):
-        lab.CASES[case].play(node, N)
+        CASES[case].play(node, N)
     rc, _, err = finish(proc)
     assert rc == 0 and "Traceback" not in err, err
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -60,7 +60,7 @@ def test_watch_json_lines_carry_a_stack_only_with_stacks(node, netdrop, form):
     runs = {}
     for flag in ("--stacks", None):
         nd = netdrop("watch", "--json", "--netns", db.netns, *extra, *([flag] if flag else [])).wait_ready()
-        lab.CASES["udp-closed"].play(node, N)
+        CASES["udp-closed"].play(node, N)
         runs[flag] = nd.stop().records()
         assert nd.proc.returncode == 0, nd.stderr
     with_stacks = [r for r in runs["--stacks"] if r["location"] == "__udp4_lib_rcv"]

@@ -9,7 +9,8 @@ from tracer.explain import classify
 from tracer.kernel import decode, loader
 from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
-from tracer.lab import node as lab
+from tracer.lab.cases import CASES
+from tracer.lab.topology import OVERLAY_MTU
 
 
 def test_classification_by_location_and_icmp(node):
@@ -18,8 +19,8 @@ def test_classification_by_location_and_icmp(node):
     inodes = node.netns_inodes()
     watched = frozenset({inodes[node.node1], inodes[node.pods["db"].netns]})
     with loader.Tracer(old, Filters(netns=watched)) as tracer:
-        lab.CASES["mtu"].play(node, 3)
-        lab.CASES["udp-closed"].play(node, 3)
+        CASES["mtu"].play(node, 3)
+        CASES["udp-closed"].play(node, 3)
         time.sleep(0.3)
         raws = tracer.poll(100)
         counts = tracer.counts()
@@ -30,7 +31,7 @@ def test_classification_by_location_and_icmp(node):
     closed = [d for d in drops if d.dst == node.pods["db"].ipv4 and d.dport == 9999]
     assert len(mtu) == 3 and len(closed) == 3
     for d in mtu:
-        assert d.location == "ip_forward" and d.icmp_sent == (3, 4) and d.mtu == lab.OVERLAY_MTU
+        assert d.location == "ip_forward" and d.icmp_sent == (3, 4) and d.mtu == OVERLAY_MTU
         assert classify.classify(d).category == "mtu"
     for d in closed:
         assert d.icmp_sent == (3, 3)

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer.lab import node as lab
+from tracer.lab.ownership import (LOOPBACK_IFINDEX, STAMP_RE, LabState, Made, NetnsId, check_prefix, parse_stamp,
+                                  parse_state)
+from tracer.lab.shell import LabError
 from tracer.node import rtnl
 
 PREFIX = "nd-demo"
@@ -21,23 +23,23 @@ entries = st.one_of(
     st.from_regex(r"nd-demo-[a-z0-9-]{1,40}", fullmatch=True),
     st.integers(1, 4_194_304).map(lambda pid: f"/proc/{pid}/ns/net"),
 )
-stamps = st.from_regex(lab.STAMP_RE, fullmatch=True)
-ids = st.one_of(st.builds(lab.NetnsId, st.integers(1, 2**32 - 1), cookie=st.integers(1, 2**64 - 1)),
-                st.builds(lab.NetnsId, st.integers(1, 2**32 - 1), stamp=stamps))
+stamps = st.from_regex(STAMP_RE, fullmatch=True)
+ids = st.one_of(st.builds(NetnsId, st.integers(1, 2**32 - 1), cookie=st.integers(1, 2**64 - 1)),
+                st.builds(NetnsId, st.integers(1, 2**32 - 1), stamp=stamps))
 states = st.lists(st.tuples(entries, ids), unique_by=lambda t: t[0], max_size=12).map(
-    lambda made: lab.LabState(tuple(lab.Made(e, i) for e, i in made)))
+    lambda made: LabState(tuple(Made(e, i) for e, i in made)))
 
 
 @given(states)
-def test_state_round_trips(state: lab.LabState) -> None:
-    assert lab.parse_state(state.to_json(), PREFIX) == state
+def test_state_round_trips(state: LabState) -> None:
+    assert parse_state(state.to_json(), PREFIX) == state
 
 
 @given(st.text(max_size=300))
 def test_any_text_is_a_state_or_one_clear_error(text: str) -> None:
     try:
-        state = lab.parse_state(text, PREFIX)
-    except lab.LabError as exc:
+        state = parse_state(text, PREFIX)
+    except LabError as exc:
         assert "\n" not in str(exc) and "damaged" in str(exc)
     else:
         assert all(m.entry.startswith(PREFIX + "-") or m.holder_pid for m in state.made)
@@ -51,8 +53,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.dictionaries(st.sampled_from(["namespaces", "ids", "holders"]), json_values))
 def test_any_json_is_a_state_or_one_clear_error(data: dict[str, object]) -> None:
     try:
-        lab.parse_state(json.dumps(data), PREFIX)
-    except lab.LabError as exc:
+        parse_state(json.dumps(data), PREFIX)
+    except LabError as exc:
         assert "\n" not in str(exc)
 
 
@@ -61,8 +63,8 @@ def test_any_json_is_a_state_or_one_clear_error(data: dict[str, object]) -> None
                                    "/proc/self/ns/net", "/proc/0/ns/net", "/proc/12/ns/net/../x", "nd-demo-node1\n"])
 def test_entries_the_lab_cannot_have_made_are_refused(entry: str) -> None:
     text = json.dumps({"namespaces": [entry], "ids": {entry: {"inode": 4026531840, "cookie": 1}}})
-    with pytest.raises(lab.LabError, match="damaged"):
-        lab.parse_state(text, PREFIX)
+    with pytest.raises(LabError, match="damaged"):
+        parse_state(text, PREFIX)
 
 
 STAMP = "netdrop-lab-" + "0123456789abcdef" * 2
@@ -78,8 +80,8 @@ STAMP = "netdrop-lab-" + "0123456789abcdef" * 2
                                    {"inode": 1, "stamp": ""}, {"inode": 1, "stamp": 7}])
 def test_an_entry_without_a_sound_identity_is_refused(ident: object) -> None:
     text = json.dumps({"namespaces": ["nd-demo-node1"], "ids": {"nd-demo-node1": ident}})
-    with pytest.raises(lab.LabError, match="damaged"):
-        lab.parse_state(text, PREFIX)
+    with pytest.raises(LabError, match="damaged"):
+        parse_state(text, PREFIX)
 
 
 @given(st.text(max_size=40))
@@ -88,19 +90,19 @@ def test_a_prefix_is_accepted_only_as_short_lowercase_letters_digits_and_dashes(
     valid = 1 <= len(prefix) <= 15 and prefix[0].isascii() and prefix[0].isalpha() and prefix[0].islower() \
         and set(prefix) <= allowed
     try:
-        assert lab.check_prefix(prefix) == prefix and valid
-    except lab.LabError as exc:
+        assert check_prefix(prefix) == prefix and valid
+    except LabError as exc:
         assert not valid and "\n" not in str(exc)
 
 
 @pytest.mark.parametrize("prefix", ["nd-demo", "ndt4194304", "ndbench4194304", "a"])
 def test_prefixes_in_use_are_valid(prefix: str) -> None:
-    assert lab.check_prefix(prefix) == prefix
+    assert check_prefix(prefix) == prefix
 
 
 def test_state_files_of_earlier_netdrops_still_read() -> None:
     text = '{"namespaces": ["nd-demo-node1"], "ids": {"nd-demo-node1": {"inode": 4026532174, "cookie": 4097}}}'
-    assert lab.parse_state(text, PREFIX) == lab.LabState((lab.Made("nd-demo-node1", lab.NetnsId(4026532174,
+    assert parse_state(text, PREFIX) == LabState((Made("nd-demo-node1", NetnsId(4026532174,
                                                                                                  cookie=4097)),))
 
 
@@ -108,7 +110,7 @@ def test_state_files_of_earlier_netdrops_still_read() -> None:
 def test_an_identity_is_an_inode_with_a_cookie_or_a_stamp_never_both_nor_neither(cookie: int | None,
                                                                                     stamp: str | None) -> None:
     with pytest.raises(ValueError):
-        lab.NetnsId(1, cookie, stamp)
+        NetnsId(1, cookie, stamp)
 
 
 # ------------------------------------------------------------------ lo's alias, read back (read_stamp)
@@ -121,7 +123,7 @@ def rtattr(kind: int, payload: bytes) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
-def link_reply(alias: bytes | None, index: int = lab.LOOPBACK_IFINDEX, kind: int = rtnl.RTM_NEWLINK) -> bytes:
+def link_reply(alias: bytes | None, index: int = LOOPBACK_IFINDEX, kind: int = rtnl.RTM_NEWLINK) -> bytes:
     """The kernel's answer to RTM_GETLINK (rtnl_fill_ifinfo(), net/core/rtnetlink.c): ifinfomsg, then
     attributes, IFLA_IFALIAS among them when an alias is set (without its NUL, as nla_put_string
     gives it one: both are read)."""
@@ -135,7 +137,7 @@ def link_reply(alias: bytes | None, index: int = lab.LOOPBACK_IFINDEX, kind: int
 
 @pytest.mark.parametrize("nul", [b"", b"\0"])
 def test_the_stamp_is_read_from_los_alias(nul: bytes) -> None:
-    assert lab.parse_stamp(link_reply(STAMP.encode() + nul)) == STAMP
+    assert parse_stamp(link_reply(STAMP.encode() + nul)) == STAMP
 
 
 @pytest.mark.parametrize("reply", [
@@ -151,7 +153,7 @@ def test_the_stamp_is_read_from_los_alias(nul: bytes) -> None:
     b"",
 ])
 def test_anything_but_the_stamp_on_lo_is_no_stamp(reply: bytes) -> None:
-    assert lab.parse_stamp(reply) is None
+    assert parse_stamp(reply) is None
 
 
 @st.composite
@@ -166,5 +168,5 @@ def replies(draw: st.DrawFn) -> bytes:
 
 @given(st.one_of(st.binary(max_size=600), replies()))
 def test_any_reply_is_a_stamp_or_none(reply: bytes) -> None:
-    stamp = lab.parse_stamp(reply)
-    assert stamp is None or lab.STAMP_RE.fullmatch(stamp)
+    stamp = parse_stamp(reply)
+    assert stamp is None or STAMP_RE.fullmatch(stamp)

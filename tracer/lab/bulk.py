@@ -13,7 +13,8 @@ import secrets
 from dataclasses import dataclass
 
 from . import api as labapi
-from .node import POD_SPECS, Pod, SimNode
+from .node import SimNode
+from .topology import POD_SPECS, Pod
 
 ROLE = "web"          # node1, default namespace: the sandbox add_pod makes for it
 NAMESPACE = "bulk"
