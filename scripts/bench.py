@@ -415,7 +415,7 @@ def replay_pipeline(scenario: str, rules: int) -> Any:
     index that names pod 1, and for `rules` an explainer whose view of the
     namespace holds the kube-proxy ruleset."""
     from tracer.explain.explainer import Explainer, Ruleset
-    from tracer.explain.rules import parse_iptables_save
+    from tracer.explain.iptables import parse_iptables_save
     from tracer.groups import Groups
     from tracer.kernel.decode import Decoder
     from tracer.kernel.facts import Kallsyms, reasons_from_format

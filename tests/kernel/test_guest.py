@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.explain.rules import parse_ct_stats
+from tracer.explain.conntrack import parse_ct_stats
 from tracer.kernel.hooks import module_loaded
 from tracer.node.nsexec import socket_in
 

@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 from tracer.explain.classify import classify
 from tracer.explain.explainer import (ACTIVE_SECONDS, IDLE_SECONDS, MAX_WANTED, MEMO_FLOWS, Context, Explainer,
                                       NetnsView, Ruleset)
-from tracer.explain.rules import (DropPoint, Packet, Parsed, RuleIndex, parse_ct_stats, parse_iptables_save,
-                                  parse_nft_json)
+from tracer.explain.conntrack import parse_ct_stats
+from tracer.explain.droppoints import DropPoint, Parsed
+from tracer.explain.iptables import parse_iptables_save
+from tracer.explain.matcher import Packet, RuleIndex, matches, matches_packet
+from tracer.explain.nft import parse_nft_json
 
 from .test_classify import drop
 
@@ -49,8 +52,8 @@ def test_native_nftables_points_skip_iptables_nft_tables():
     rule = next(p for p in points if p.kind == "rule")
     assert rule.packets == 4 and "udp dport" in rule.rule and rule.family == "inet"
     assert next(p for p in points if p.kind == "policy").packets is None   # base chains count no policy
-    assert rule.matches(drop(proto="udp", dport=5355)) is True
-    assert rule.matches(drop(proto="udp", dport=53)) is False and rule.matches(drop(proto="tcp", dport=5355)) is False
+    assert matches(rule, drop(proto="udp", dport=5355)) is True
+    assert matches(rule, drop(proto="udp", dport=53)) is False and matches(rule, drop(proto="tcp", dport=5355)) is False
 
 
 def test_conntrack_stats_sum_cpus_but_not_entries():
@@ -66,14 +69,14 @@ def test_rules_are_matched_against_the_packet():
     points = nft_save()
     rule = next(p for p in points if p.rule and "--dport 5354" in p.rule)
     fwd = dict(out_ifname="ext0")          # forwarded: through FORWARD
-    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp", **fwd)) is True
-    assert rule.matches(drop(src="10.244.1.10", dport=5353, proto="udp", **fwd)) is False
-    assert rule.matches(drop(src="10.244.1.99", dport=5354, proto="udp", **fwd)) is False
+    assert matches(rule, drop(src="10.244.1.10", dport=5354, proto="udp", **fwd)) is True
+    assert matches(rule, drop(src="10.244.1.10", dport=5353, proto="udp", **fwd)) is False
+    assert matches(rule, drop(src="10.244.1.99", dport=5354, proto="udp", **fwd)) is False
     # Delivered here, the packet never went through FORWARD.
-    assert rule.matches(drop(src="10.244.1.10", dport=5354, proto="udp")) is False
+    assert matches(rule, drop(src="10.244.1.10", dport=5354, proto="udp")) is False
     inv = next(p for p in points if p.drops_invalid)
-    assert inv.matches(drop(conntrack="none")) is True and inv.matches(drop(conntrack="new")) is False
-    assert next(p for p in points if p.kind == "policy").matches(drop(**fwd)) is None
+    assert matches(inv, drop(conntrack="none")) is True and matches(inv, drop(conntrack="new")) is False
+    assert matches(next(p for p in points if p.kind == "policy"), drop(**fwd)) is None
 
 
 def view(points, grown=(), ct=None, growth=None):
@@ -345,7 +348,7 @@ def test_the_rule_index_answers_as_trying_every_rule(ipt_lines, nft_rules, pkts)
     index = RuleIndex(points)
     for d in pkts:
         pkt = Packet.of(d)
-        every = [(p, v) for p in points if (v := p.matches_packet(pkt)) is not False]
+        every = [(p, v) for p in points if (v := matches_packet(p, pkt)) is not False]
         assert index.verdicts(pkt) == every
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.explain import rules as nf
+from tracer.explain import conntrack, droppoints, iptables, nft
 from tracer.explain.explainer import NetnsView
+from tracer.explain.matcher import matches
 from tracer.kernel import facts
 
 from .test_classify import drop
@@ -130,7 +131,7 @@ DROPS = [drop(), drop(proto="tcp", dport=5355, src="10.244.1.10", out_ifname="ex
          drop(family=6, src="fd00::1", dst="fd00::2", conntrack="new")]
 
 
-def _explain(points: tuple[nf.DropPoint, ...]) -> None:
+def _explain(points: tuple[droppoints.DropPoint, ...]) -> None:
     """What the parsed points are used for must not raise either."""
     view = NetnsView([(p, 1) for p in points[:2]], [p for p in points if p.packets], list(points))
     for d in DROPS:
@@ -143,7 +144,7 @@ def _explain(points: tuple[nf.DropPoint, ...]) -> None:
 @given(st.data())
 def test_iptables_save_survives_any_mutation(data: st.DataObject) -> None:
     for name, backend in (("iptables-nft-save.txt", "iptables-nft"), ("iptables-legacy-save.txt", "iptables-legacy")):
-        parsed = nf.parse_iptables_save(data.draw(mutated_lines(TEXT_FILES[name])), backend, "ipv4")
+        parsed = iptables.parse_iptables_save(data.draw(mutated_lines(TEXT_FILES[name])), backend, "ipv4")
         assert parsed.skipped >= 0 and all(isinstance(p.table, str) for p in parsed.value)
         _explain(parsed.value)
 
@@ -152,7 +153,7 @@ def test_iptables_save_survives_any_mutation(data: st.DataObject) -> None:
 @given(mutated_nft())
 def test_nft_json_survives_structural_mutation(text: str) -> None:
     for skip in (frozenset(), {("ip", "filter"), ("ip", "nat")}):
-        parsed = nf.parse_nft_json(text, skip)
+        parsed = nft.parse_nft_json(text, skip)
         assert all(isinstance(p.chain, str) and (p.packets is None or p.packets >= 0) for p in parsed.value)
         hash(parsed.value)       # conditions stay hashable whatever the right side held
         _explain(parsed.value)
@@ -161,13 +162,13 @@ def test_nft_json_survives_structural_mutation(text: str) -> None:
 @FAST
 @given(mutated_lines(TEXT_FILES["nft-ruleset.json"]))
 def test_nft_json_survives_text_mutation(text: str) -> None:
-    _explain(nf.parse_nft_json(text).value)
+    _explain(nft.parse_nft_json(text).value)
 
 
 @FAST
 @given(mutated_lines(TEXT_FILES["nf_conntrack.stat"]))
 def test_conntrack_stats_survive_any_mutation(text: str) -> None:
-    parsed = nf.parse_ct_stats(text)
+    parsed = conntrack.parse_ct_stats(text)
     assert all(isinstance(v, int) and v >= 0 for v in parsed.value.values())
 
 
@@ -197,30 +198,30 @@ def test_kallsyms_survives_any_mutation(data: st.DataObject) -> None:
 def test_unreadable_items_are_counted_not_raised() -> None:
     bad = ('*filter\n:FORWARD DROP [' + "1" * 30 + ':0]\n[1:1] -A FORWARD -m comment --comment "open -j DROP\n'
            '[1:1] -A FORWARD -p tcp --dport 80:x -j DROP\n[5:0] -A FORWARD -j ACCEPT\n')
-    parsed = nf.parse_iptables_save(bad, "iptables-nft", "ipv4")
+    parsed = iptables.parse_iptables_save(bad, "iptables-nft", "ipv4")
     # The policy's counter and the quoting are unreadable; a port we cannot read only leaves that condition open.
     assert parsed.skipped == 2 and [p.rule for p in parsed.value] == ["-A FORWARD -p tcp --dport 80:x -j DROP"]
-    assert parsed.value[0].matches(drop(proto="tcp", dport=80, out_ifname="x")) is None
-    assert nf.parse_nft_json("[1]").skipped == 1 and nf.parse_nft_json("{" * 100_000).skipped == 1
-    shapes = nf.parse_nft_json(json.dumps({"nftables": SHAPES}))
+    assert matches(parsed.value[0], drop(proto="tcp", dport=80, out_ifname="x")) is None
+    assert nft.parse_nft_json("[1]").skipped == 1 and nft.parse_nft_json("{" * 100_000).skipped == 1
+    shapes = nft.parse_nft_json(json.dumps({"nftables": SHAPES}))
     assert shapes.skipped == 2        # the chain that is a list, the rule whose names are not strings
     named, raw, lt = shapes.value
     assert named.packets == 7         # a named counter counts where its counter object says
-    assert raw.matches(drop()) is None and lt.matches(drop(proto="tcp", dport=80)) is None
-    assert nf.parse_ct_stats("entries insert_failed\n00000002 zz\n").value == {"entries": 2, "insert_failed": 0,
+    assert matches(raw, drop()) is None and matches(lt, drop(proto="tcp", dport=80)) is None
+    assert conntrack.parse_ct_stats("entries insert_failed\n00000002 zz\n").value == {"entries": 2, "insert_failed": 0,
                                                                             "clash_resolve": 0}
 
 
 def test_quoting_as_iptables_prints_it() -> None:
     line = r'[3:0] -A INPUT -p udp -m comment --comment "say \"-j ACCEPT\" \\ here" -j DROP'
-    (p,) = nf.parse_iptables_save(f"*filter\n{line}\n", "iptables-nft", "ipv4").value
+    (p,) = iptables.parse_iptables_save(f"*filter\n{line}\n", "iptables-nft", "ipv4").value
     assert p.comment == r'say "-j ACCEPT" \ here' and p.target == "DROP" and p.packets == 3
 
 
 def test_huge_ruleset_is_bounded(tmp_path: Path) -> None:
     rules = "\n".join(f"[{i}:0] -A INPUT -s 10.0.{i % 256}.{i // 256 % 256}/32 -j DROP" for i in range(100_000))
-    parsed = nf.parse_iptables_save(f"*filter\n{rules}\n", "iptables-nft", "ipv4")
-    assert len(parsed.value) == nf.MAX_DROP_POINTS and parsed.beyond == 100_000 - nf.MAX_DROP_POINTS
+    parsed = iptables.parse_iptables_save(f"*filter\n{rules}\n", "iptables-nft", "ipv4")
+    assert len(parsed.value) == droppoints.MAX_DROP_POINTS and parsed.beyond == 100_000 - droppoints.MAX_DROP_POINTS
 
 
 def test_kallsyms_junk_lines_are_skipped(tmp_path: Path) -> None:

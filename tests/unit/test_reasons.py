@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tracer.explain import evidence as E
-from tracer.explain.categories import (BY_NAME, CAUSES, NOT_ON_A_NODE, OTHER, PLACES, REGISTRY, category_of, cause,
-                                       place_of)
+from tracer.explain.categories import BY_NAME, OTHER, REGISTRY, category_of
+from tracer.explain.causes import CAUSES, NOT_ON_A_NODE, PLACES, cause, place_of
 from tracer.explain.classify import Classifier, classify
 from tracer.explain.verdict import name_matches
 from tracer.kernel import facts
@@ -35,7 +35,7 @@ def test_every_reason_has_a_decision(reason):
     if reason in NOT_ON_A_NODE:
         assert NOT_ON_A_NODE[reason] and reason not in CAUSES
         return
-    assert CAUSES.get(reason), f"{reason}: no meaning in categories.CAUSES"
+    assert CAUSES.get(reason), f"{reason}: no meaning in causes.CAUSES"
     if reason == "NOT_SPECIFIED":
         return                         # decided by the location: PLACES (test below)
     named = [c.name for c in REGISTRY if name_matches(reason, c.reasons)]

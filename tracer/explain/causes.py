@@ -1,13 +1,20 @@
-"""causes: what each drop reason means on a node, in plain words.
+"""causes: what a drop means on a node, in plain words: its reason's, or where it was freed.
 
-The table beside the category registry (categories.py): a hint builds on a
-reason's sentence when it has nothing better, and every reason of the kernel's
-list is here or in NOT_ON_A_NODE (tests/unit/test_reasons.py walks the list).
+Meanings, not categories: which category a drop is in is the registry's
+(categories.py), and a category's hint (hints.py) builds on these sentences
+when it has nothing better. Every reason of the kernel's list is in CAUSES or
+in NOT_ON_A_NODE (tests/unit/test_reasons.py walks the list); PLACES says what
+an unspecific drop means by the function that freed it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..kernel.decode import Drop
+from .verdict import name_matches
 
 # The category comes from the registry's patterns; this is the sentence a hint
 # builds on. Sources: include/net/dropreason-core.h and the functions named.
@@ -135,3 +142,66 @@ NOT_ON_A_NODE: Mapping[str, str] = {
     "CANXL_RX_INVALID_FRAME": "CAN XL bus, not IP networking",
     "MAX": "not a reason: the end marker of enum skb_drop_reason",
 }
+
+
+def given_reason(d: Drop) -> str:
+    """The drop's reason as a hint quotes it."""
+    return d.reason or "no reason given"
+
+
+@dataclass(frozen=True)
+class Place:
+    functions: tuple[str, ...]    # kernel functions (patterns) that free packets without a specific reason
+    cause: str                    # what ends there on a node
+
+
+# Where NOT_SPECIFIED (and kernels without reasons) free packets on the paths
+# a node uses, and what ends there. The category comes from the registry's
+# location patterns; this says what the function's drops mean.
+PLACES: tuple[Place, ...] = (
+    Place(("ip6_mc_input",), "IPv6 multicast for a group nobody on this device joined (ip6_mc_input)"),
+    Place(("__udp4_lib_rcv", "__udp6_lib_rcv"),
+          "a UDP broadcast or multicast no socket wants, unicast an inbound IPsec policy refused, or a runt"),
+    Place(("udp_queue_rcv_one_skb", "udpv6_queue_rcv_one_skb", "udp_queue_rcv_skb"),
+          "refused by the UDP socket: an IPsec policy, a socket filter or encapsulation it cannot take"),
+    Place(("tcp_v4_rcv", "tcp_v6_rcv", "tcp_rcv_state_process", "tcp_*"),
+          "TCP discarded a segment its connection state does not take"),
+    Place(("ip_rcv_finish_core*", "ip_rcv_core*", "ip_rcv_finish"),
+          "IPv4 input refused it before delivery: bad IP options, or early demux/route lookup failed"),
+    Place(("ip_forward",), "not forwardable: not addressed to this host's MAC, or a forwarding IPsec policy"),
+    Place(("dst_discard*",), "its route is a blackhole: a blackhole route (Calico blocks), a device going away, "
+                             "or an IPsec policy whose state is missing (xfrm_larval_drop)"),
+    Place(("__dev_forward_skb*", "veth_xmit", "veth_forward_skb", "veth_*"),
+          "a veth could not pass it to its peer: the peer is down or gone, or the packet is larger than the "
+          "peer's MTU"),
+    Place(("__dev_queue_xmit", "dev_hard_start_xmit", "validate_xmit_skb*"),
+          "the device is down, has no queue, or could not segment it"),
+    Place(("br_*", "__br_*", "nbp_*"), "the bridge did not forward it: a port not forwarding, no port for its MAC, "
+                                       "or a VLAN filter"),
+    Place(("vxlan_*", "geneve_*", "ip_tunnel_*", "udp_tunnel_*", "iptunnel_*", "__iptunnel_*", "gre_*", "ipgre_*"),
+          "the overlay tunnel could not encapsulate or decapsulate it"),
+    Place(("xfrm*", "__xfrm*", "esp_*", "esp4_*", "esp6_*"), "IPsec (xfrm) refused or failed to transform it"),
+    Place(("nf_hook_slow", "nft_do_chain*", "ipt_do_table", "ip6t_do_table", "ebt_do_table", "br_nf_*"),
+          "a netfilter hook dropped it: a rule, a chain's policy, or a module's verdict"),
+    Place(("nf_conntrack_*", "__nf_conntrack_*", "nf_ct_*", "__nf_ct_*", "nf_nat_*", "nf_confirm*"),
+          "connection tracking or NAT could not take it (table full, insert race, no NAT mapping)"),
+    Place(("igmp*", "mld_*", "ip_mc_*"), "an IGMP/MLD report or multicast copy the device could not send"),
+    Place(("icmp_rcv", "icmpv6_rcv", "icmp_*", "icmpv6_*"), "an ICMP message ignored or refused"),
+    Place(("__netif_receive_skb*", "netif_receive_*", "deliver_skb"), "no protocol took it on this device"),
+    Place(("netlink_*", "__netlink_*", "unix_*", "af_alg_*"), "not network traffic: a netlink or AF_UNIX message"),
+    Place(("skb_queue_purge_reason", "__skb_queue_purge*", "kfree_skb_list*", "skb_release_*"),
+          "freed with its queue or list: the owner went away"),
+)
+
+
+def cause(d: Drop) -> str:
+    """The reason's meaning, or for an unspecific one the meaning of where it was freed."""
+    if d.reason and d.reason != "NOT_SPECIFIED":
+        return CAUSES.get(d.reason, d.reason)
+    place = place_of(d.location)
+    return place.cause if place is not None else given_reason(d)
+
+
+@functools.lru_cache(maxsize=4096)
+def place_of(location: str | None) -> Place | None:
+    return next((p for p in PLACES if name_matches(location, p.functions)), None)

@@ -25,8 +25,11 @@ from pathlib import Path
 from ..kernel.decode import Drop
 from ..node.nsexec import read_file_in_netns, read_in_netns
 from ..node.namespaces import discover_namespaces
-from .rules import MAX_DROP_POINTS, DropPoint, Packet, Parsed, RuleIndex, parse_ct_stats, parse_iptables_save, \
-    parse_nft_json, path_chain
+from .conntrack import parse_ct_stats
+from .droppoints import MAX_DROP_POINTS, DropPoint, Parsed
+from .iptables import parse_iptables_save
+from .matcher import Packet, RuleIndex, matches_packet, path_chain, tested_fields
+from .nft import parse_nft_json
 
 SAMPLE_SECONDS = 1.0
 ACTIVE_SECONDS = 10.0   # rule counters are sampled while netfilter drops were seen this recently
@@ -181,7 +184,7 @@ class NetnsView:
         if self._fields is None:
             tested: frozenset[str] = frozenset()
             for p in (*self.points, *self.nonzero, *(p for p, _ in self.grown)):
-                tested |= p.fields
+                tested |= tested_fields(p)
             self._fields = tuple(sorted(tested))
         return (path_chain(drop), *(getattr(drop, f) for f in self._fields))
 
@@ -204,7 +207,7 @@ class NetnsView:
         if self._index is None:
             self._index = RuleIndex(self.points)
         index = self._index
-        # Only the points that could match are tried (rules.RuleIndex): a node's thousands
+        # Only the points that could match are tried (matcher.RuleIndex): a node's thousands
         # of kube-proxy rules are a few candidates for one packet. Absent: False.
         found = [] if pkt is None else index.verdicts(pkt)
         verdict = {id(p): v for p, v in found}
@@ -214,7 +217,7 @@ class NetnsView:
                 return True
             if index.holds(p):
                 return id(p) in verdict
-            return p.matches_packet(pkt) is not False
+            return matches_packet(p, pkt) is not False
         grown = [p for p, _ in self.grown if fits(p)]
         if grown:
             return grown

@@ -4,7 +4,7 @@ The kernel reports all of them as NETFILTER_DROP. What tells them apart:
   - the location: nft_do_chain frees the packet itself (nftables and
     iptables-nft); legacy xtables, conntrack and other hooks return NF_DROP
     and nf_hook_slow frees it;
-  - the drop points (rules.DropPoint) that match the packet, or whose
+  - the drop points (droppoints.DropPoint) that match the packet, or whose
     counters grew since the explainer's previous sample;
   - the packet's conntrack state (no entry at a netfilter drop: INVALID) and
     the namespace's conntrack statistics (insert_failed, drop, invalid).
@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..kernel.decode import Drop
+from .droppoints import DropPoint, PointKey
 from .explainer import Context, NetnsView
-from .rules import DropPoint, PointKey, path_chain
+from .matcher import path_chain
 from .verdict import ICMP_DEST_UNREACH, Verdict, destination, name_matches, on_device
 
 # The categories told apart here: drops of these need the explainer's view of their namespace.
