@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.lab.cases import _mtu
+from tracer.lab.cases import CASES
 
 from tracer.lab.shell import in_netns
 from tracer.tlsconf import make_certificate
@@ -162,7 +162,7 @@ def test_promql_gives_the_kernels_own_counts_per_node_pod_and_category(node, clu
               "frag": snmp(node.node1, "Ip", "FragFails")}
     node.traffic(node.client, "udp", "--dst", db.ipv4, "--port", "9999", "--count", "17", "--size", "100")
     node.traffic(node.client, "udp", "--dst", api.ipv4, "--port", "9999", "--count", "9", "--size", "300")
-    _mtu(node, 6)       # web -> api, 1500-byte DF packets over node1's 1450 overlay
+    CASES["mtu"].play(node, 6)    # web -> api, 1500-byte DF packets over node1's 1450 overlay
     kernel = {("sim-node1", "default", "db-0", "db-0", "no-socket"): snmp(db.netns, "Udp", "NoPorts") - before["db"],
               ("sim-node2", "shop", api.name, "api-5c6d7b9f4", "no-socket"):
                   snmp(api.netns, "Udp", "NoPorts") - before["api"]}
