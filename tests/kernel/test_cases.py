@@ -109,19 +109,22 @@ def test_netns_filter_keeps_only_that_namespace(netdrop, node):
 
 
 def test_port_and_ip_filters(netdrop, node):
+    # Each filter beside --netns of db, where the cases drop: the pod addresses and port
+    # 9999 are every simulated node's, and another one may be playing its cases meanwhile.
     db = node.pods["db"]
-    nd = netdrop("watch", "--json", "--duration", "60", "--port", "9999").wait_ready()
+    nd = netdrop("watch", "--json", "--duration", "60", "--netns", db.netns, "--port", "9999").wait_ready()
     CASES["udp-closed"].play(node, N)
     CASES["tcp-closed"].play(node, N)   # port 8080: filtered out
     nd.stop()
     records = nd.records()
     assert len(records) == N and all(r["dport"] == 9999 for r in records)
 
-    nd = netdrop("watch", "--json", "--duration", "60", "--ip", db.ipv6).wait_ready()
+    nd = netdrop("watch", "--json", "--duration", "60", "--netns", db.netns, "--ip", db.ipv6).wait_ready()
     CASES["udp-closed"].play(node, N)
     CASES["udp6-closed"].play(node, N)
     nd.stop()
     records = nd.records()
+    assert {r["netns"] for r in records} == {inode(node, db.netns)}
     assert len(only(records, dst=db.ipv6, dport=9999)) == N
     assert all(db.ipv6 in (r["src"], r["dst"]) for r in records)
 
