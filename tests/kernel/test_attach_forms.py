@@ -8,7 +8,7 @@ from tracer.kernel import decode, loader, pktfacts
 from tracer.kernel.facts import Kallsyms, btf_tracepoint_ids, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
 
-from .test_counts import nstat
+from .helpers import nstat
 
 SENT = 300
 

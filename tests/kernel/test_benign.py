@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tracer.explain.benign import BENIGN
 from tracer.kernel import facts
 from tracer.lab.shell import in_netns
 
-from .test_counts import nstat
+from .helpers import ip, main_while_tracing, nstat, veth_pair
 
 N = 5
 SENDER = f"""
@@ -82,35 +81,17 @@ n.close()
 BLOCK = ("proto", "udp", "dport", "7001", "dir", "in", "action", "block")
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str, str]]:
     """(sender, receiver, sender's device): two namespaces of this test, on one veth pair;
     the receiver has fd00::2, the sender fd00::1 and an on-link route to fd01::/64."""
     tag = f"ndb{os.getpid() % 100000}"
     a, b, dev = f"{tag}a", f"{tag}b", f"{tag}v"
-    made: list[str] = []
-    try:
-        for ns in (a, b):
-            ip("netns", "add", ns)
-            made.append(ns)
-        ip("link", "add", dev, "netns", a, "type", "veth", "peer", "name", f"{tag}w", "netns", b)
-        ip("-n", a, "addr", "add", "192.0.2.1/24", "dev", dev)
-        ip("-n", b, "addr", "add", "192.0.2.2/24", "dev", f"{tag}w")
-        ip("-n", a, "addr", "add", "fd00::1/64", "dev", dev, "nodad")
-        ip("-n", b, "addr", "add", "fd00::2/64", "dev", f"{tag}w", "nodad")
-        for ns, link in ((a, dev), (b, f"{tag}w"), (a, "lo"), (b, "lo")):
-            ip("-n", ns, "link", "set", link, "up")
-        ip("-n", a, "route", "add", "fd01::/64", "dev", dev)
-        ip("-n", b, "xfrm", "policy", "add", "src", "192.0.2.1/32", "dst", "192.0.2.2/32", *BLOCK)
-        ip("-n", b, "xfrm", "policy", "add", "src", "fd00::1/128", "dst", "fd00::2/128", *BLOCK)
+    with veth_pair(a, b, dev, f"{tag}w"):
+        ip("route", "add", "fd01::/64", "dev", dev, ns=a)
+        ip("xfrm", "policy", "add", "src", "192.0.2.1/32", "dst", "192.0.2.2/32", *BLOCK, ns=b)
+        ip("xfrm", "policy", "add", "src", "fd00::1/128", "dst", "fd00::2/128", *BLOCK, ns=b)
         yield a, b, dev
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 def play(sender: str, receiver: str, dev: str) -> None:
@@ -125,25 +106,8 @@ def play(sender: str, receiver: str, dev: str) -> None:
 
 def capture(receiver: str, out_dir: Path, sender: str, dev: str, *extra: str) -> str:
     """netdrop capture of the receiver's namespace, in this process, while the traffic plays."""
-    out, err = io.StringIO(), io.StringIO()
-    done = threading.Event()
-
-    def player() -> None:
-        while "netdrop: tracing" not in err.getvalue():
-            if done.wait(0.1):
-                return
-        play(sender, receiver, dev)
-
-    thread = threading.Thread(target=player)
-    thread.start()
-    try:
-        status = cli.main(["capture", "--netns", receiver, "--duration", "8", "--output", str(out_dir), *extra],
-                          Environment(stdout=out, stderr=err))
-    finally:
-        done.set()
-        thread.join()
-    assert status == 0, err.getvalue()
-    return err.getvalue()
+    return main_while_tracing(["capture", "--netns", receiver, "--duration", "8", "--output", str(out_dir), *extra],
+                              lambda: play(sender, receiver, dev))
 
 
 def summary_of(out_dir: Path, *extra: str) -> str:

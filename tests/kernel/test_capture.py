@@ -17,26 +17,9 @@ from tracer.lab.cases import CASES
 from tracer.lab.shell import in_netns
 
 from .conftest import NETDROP
-from .test_counts import nstat
+from .helpers import finish, nstat, start_capture
 
 N = 4
-
-
-def start_capture(node, outdir, *extra, duration="60"):
-    proc = subprocess.Popen([*NETDROP, "capture", "--duration", duration, "--output", str(outdir),
-                             "--kubeconfig", str(node.kubeconfig), "--node-netns", node.node1, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("netdrop: tracing"):
-            return proc
-    raise AssertionError(f"capture did not start: {proc.communicate()}")
-
-
-def finish(proc, sig=signal.SIGINT):
-    time.sleep(0.5)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
 
 
 def group_count(summary, category, reason, pod, direction):

@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -35,20 +34,12 @@ from tracer.node.nsexec import socket_in
 
 from ..timing import allowed
 from . import bpftest
-from .conftest import NETDROP
+from .helpers import finish, ip, tracing, veth_pair
 
 PREFIX = f"ndc{os.getpid()}"
 BURST = 500         # datagrams sent at once into a downed veth peer
 A_IP, B_IP, A_IP6, B_IP6 = "10.77.0.1", "10.77.0.2", "fd77::1", "fd77::2"
 CLONE_NEWNET = 0x40000000
-
-
-def ip(*args: str, ns: str | None = None, check: bool = True) -> str:
-    cmd = (["ip", "-n", ns] if ns else ["ip"]) + list(args)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: {res.stderr}")
-    return res.stdout
 
 
 def run_in(ns: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -79,26 +70,13 @@ def kernel() -> tuple[object, Kallsyms]:
 @pytest.fixture
 def pair() -> Iterator[Pair]:
     a, b = f"{PREFIX}-a", f"{PREFIX}-b"
-    made: list[str] = []
-    try:
-        for ns in (a, b):
-            ip("netns", "add", ns)
-            made.append(ns)
-        ip("link", "add", "a0", "type", "veth", "peer", "name", "b0", "netns", b, ns=a)
-        for ns, dev, v4, v6 in ((a, "a0", A_IP, A_IP6), (b, "b0", B_IP, B_IP6)):
-            ip("addr", "add", f"{v4}/24", "dev", dev, ns=ns)
-            ip("addr", "add", f"{v6}/64", "dev", dev, "nodad", ns=ns)
-            ip("link", "set", dev, "up", ns=ns)
-            ip("link", "set", "lo", "up", ns=ns)
+    with veth_pair(a, b, "a0", "b0", (f"{A_IP}/24", f"{A_IP6}/64"), (f"{B_IP}/24", f"{B_IP6}/64")):
         b_mac = ip("-j", "link", "show", "b0", ns=b).split('"address":"')[1].split('"')[0]
         # Static neighbours: no ARP/ND on the way, so the drop is the cause's own.
         ip("neigh", "add", B_IP, "lladdr", b_mac, "dev", "a0", "nud", "permanent", ns=a)
         ip("-6", "neigh", "add", B_IP6, "lladdr", b_mac, "dev", "a0", "nud", "permanent", ns=a)
         inodes = {ns: os.stat(f"/run/netns/{ns}").st_ino for ns in (a, b)}
         yield Pair(a, b, inodes, b_mac)
-    finally:
-        for ns in made:
-            ip("netns", "del", ns, check=False)
 
 
 def traced(kernel: tuple[object, Kallsyms], pair: Pair, make: Callable[[], None]) -> list[tuple[Drop, Verdict]]:
@@ -359,25 +337,10 @@ def test_capture_events_and_summary_agree_on_the_settled_why(pair, tmp_path):
     summary.json's group and verdict all give the why with the evidence."""
     ip("link", "set", "b0", "down", ns=pair.b)
     out = tmp_path / "cap"
-    proc = subprocess.Popen([*NETDROP, "capture", "--duration", "60", "--output", str(out),
-                             "--netns", pair.a, "--netns", pair.b],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("netdrop: tracing"):
-                break
-        else:
-            raise AssertionError(f"capture did not start: {proc.communicate(timeout=30)}")
+    with tracing("capture", "--duration", "60", "--output", str(out), "--netns", pair.a, "--netns", pair.b) as proc:
         ping(pair.a, B_IP, count=3)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0 and "Traceback" not in err, err
+        status, _, err = finish(proc)
+    assert status == 0 and "Traceback" not in err, err
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     assert events and events[0]["reason"] == "QDISC_DROP", events[:1]

@@ -1,17 +1,15 @@
 """The live console and the demo, run as a user runs them."""
 
-import json
-import re
 import os
-import signal
+import re
 import subprocess
 import time
 
 from tracer.lab.cases import CASES
-
-from tracer.lab.ownership import NETNS_DIR, STATE_DIR, Ownership
+from tracer.lab.ownership import Ownership
 
 from .conftest import NETDROP
+from .helpers import existing, finish, lab_namespaces, tracing
 
 
 def test_console_shows_the_cases(netdrop, node):
@@ -31,18 +29,8 @@ def test_console_shows_the_cases(netdrop, node):
     assert re.search(r" 3 .*MTU 1450 flannel.1, 1500-byte DF · 1500-byte packet", row)
 
 
-def lab_namespaces(prefix: str) -> list[str]:
-    """The namespaces a lab with this prefix recorded as created (pods are cni-<uuid>)."""
-    state = STATE_DIR / f"lab-{prefix}.json"
-    return json.loads(state.read_text())["namespaces"] if state.exists() else []
-
-
-def existing(names: list[str]) -> list[str]:
-    return [n for n in names if (NETNS_DIR / n).exists()]
-
-
 def test_demo_plays_cases_and_cleans_up():
-    prefix = "ndtdemo"
+    prefix = f"ndd{os.getpid() % 100000}"        # the test's own: another run may play its demo meanwhile
     res = subprocess.run([*NETDROP, "demo", "--duration", "8", "--cases", "mtu,udp-closed", "--prefix", prefix],
                          capture_output=True, text=True, timeout=90, env={**os.environ, "COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
@@ -52,23 +40,16 @@ def test_demo_plays_cases_and_cleans_up():
 
 
 def test_demo_cleans_up_on_ctrl_c():
-    prefix = "ndtdemoint"
-    proc = subprocess.Popen([*NETDROP, "demo", "--duration", "120", "--prefix", prefix],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = f"ndi{os.getpid() % 100000}"
     try:
-        for line in proc.stderr:
-            if line.startswith("netdrop: tracing"):
-                break
-        created = lab_namespaces(prefix)
-        assert len(created) == 7 and len(existing(created)) == 7
-        time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            Ownership(prefix).cleanup_leftovers()   # what a killed demo leaves
-    assert proc.returncode == 0, err
+        with tracing("demo", "--duration", "120", "--prefix", prefix) as proc:
+            created = lab_namespaces(prefix)
+            assert len(created) == 7 and len(existing(created)) == 7
+            time.sleep(2.5)
+            status, _, err = finish(proc)
+    except BaseException:
+        Ownership(prefix).cleanup_leftovers()   # what a demo killed by tracing() leaves
+        raise
+    assert status == 0, err
     assert "Traceback" not in err
     assert existing(created) == [] and lab_namespaces(prefix) == []

@@ -21,7 +21,7 @@ from tracer.lab.ownership import Ownership
 
 from ..timing import allowed
 from .conftest import NETDROP
-from .test_console import lab_namespaces
+from .helpers import lab_namespaces
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "tmux"], capture_output=True).returncode != 0
                                 and os.environ.get("CI") != "true", reason="tmux not installed")

@@ -1,21 +1,12 @@
 """Counts stay exact however far the event reader falls behind."""
 
-import subprocess
 import time
 
 from tracer.kernel import event, loader
 from tracer.kernel.facts import Kallsyms, find_tracefs, probe_kernel
 from tracer.kernel.filters import Filters
 
-
-def nstat(ns: str, counter: str) -> int:
-    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz", counter],
-                         capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if parts and parts[0] == counter:
-            return int(parts[1])
-    raise AssertionError(f"{counter} not in nstat output: {out!r}")
+from .helpers import nstat
 
 
 def test_counts_exact_with_a_tiny_ring_buffer_never_read(node):

@@ -11,22 +11,20 @@ there the refusal stays an unexplained drop at __udp4_lib_rcv (still listed)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tracer import cli
-from tracer.env import Environment
 from tracer.kernel import facts
 from tracer.lab.shell import in_netns
+
+from .helpers import ip, main_while_tracing, veth_pair
 
 SELECTOR = ("src", "192.0.2.1/32", "dst", "192.0.2.2/32", "proto", "udp")
 POLICIES = {
@@ -57,52 +55,26 @@ LISTEN = "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGR
          f"time.sleep({ROUNDS * GAP + 3})"
 
 
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str, bool]]:
     """(sender, receiver, whether the receiver holds the ESP state): the receiver's inbound policies
     as POLICIES says; the state only where the kernel has ESP (CONFIG_INET_ESP)."""
     tag = f"ndx{os.getpid() % 100000}"
     a, b = f"{tag}a", f"{tag}b"
-    made: list[str] = []
-    try:
-        for ns in (a, b):
-            ip("netns", "add", ns)
-            made.append(ns)
-        ip("link", "add", f"{tag}v", "netns", a, "type", "veth", "peer", "name", f"{tag}w", "netns", b)
-        ip("-n", a, "addr", "add", "192.0.2.1/24", "dev", f"{tag}v")
-        ip("-n", b, "addr", "add", "192.0.2.2/24", "dev", f"{tag}w")
-        ip("-n", a, "addr", "add", "fd00::1/64", "dev", f"{tag}v", "nodad")
-        ip("-n", b, "addr", "add", "fd00::2/64", "dev", f"{tag}w", "nodad")
-        for ns, link in ((a, f"{tag}v"), (b, f"{tag}w"), (a, "lo"), (b, "lo")):
-            ip("-n", ns, "link", "set", link, "up")
+    with veth_pair(a, b, f"{tag}v", f"{tag}w"):
         for port, rest in POLICIES.items():
-            ip("-n", b, "xfrm", "policy", "add", *SELECTOR, "dport", str(port), *rest)
-        ip("-n", b, "xfrm", "policy", "add", *SELECTOR6)
-        try:
-            ip("-n", b, "xfrm", "state", "add", *STATE)
-            esp = True
-        except subprocess.CalledProcessError as exc:
-            # A kernel without ESP cannot hold the state: the plaintext case cannot arise there.
-            assert "Requested type not found" in exc.stderr, exc.stderr
-            esp = False
+            ip("xfrm", "policy", "add", *SELECTOR, "dport", str(port), *rest, ns=b)
+        ip("xfrm", "policy", "add", *SELECTOR6, ns=b)
+        state = subprocess.run(["ip", "-n", b, "xfrm", "state", "add", *STATE], capture_output=True, text=True,
+                               timeout=10)
+        # A kernel without ESP cannot hold the state: the plaintext case cannot arise there.
+        esp = state.returncode == 0
+        assert esp or "Requested type not found" in state.stderr, state.stderr
         yield a, b, esp
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 def capture(sender: str, receiver: str, out_dir: Path) -> None:
-    out, err = io.StringIO(), io.StringIO()
-    done = threading.Event()
-
-    def player() -> None:
-        while "netdrop: tracing" not in err.getvalue():
-            if done.wait(0.1):
-                return
+    def play() -> None:
         listener = subprocess.Popen([*in_netns(receiver), sys.executable, "-c", LISTEN])
         try:
             time.sleep(0.3)
@@ -111,16 +83,8 @@ def capture(sender: str, receiver: str, out_dir: Path) -> None:
             listener.kill()
             listener.wait(10)
 
-    thread = threading.Thread(target=player)
-    thread.start()
-    try:
-        status = cli.main(["capture", "--netns", receiver, "--duration", str(ROUNDS * GAP + 5),
-                           "--output", str(out_dir)],
-                          Environment(stdout=out, stderr=err))
-    finally:
-        done.set()
-        thread.join()
-    assert status == 0, err.getvalue()
+    main_while_tracing(["capture", "--netns", receiver, "--duration", str(ROUNDS * GAP + 5),
+                        "--output", str(out_dir)], play)
 
 
 def test_inbound_ipsec_refusals_are_listed_and_name_their_policy(pair, tmp_path):

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_GUEST
 from tracer.kernel.facts import find_tracefs, probe_kernel
 from tracer.lab import shell
 from tracer.lab.cases import CASES
 from tracer.lab.topology import CLIENT_V4, OVERLAY_MTU, UNROUTED_POD
+
+from ..conftest import IN_GUEST
 
 pytestmark = pytest.mark.portable
 

@@ -15,7 +15,7 @@ from tracer.lab.ownership import NETNS_DIR
 from tracer.lab.shell import run
 from tracer.lab.topology import CLIENT_V4, SVC_EMPTY
 
-from .test_pods import pod_args
+from .helpers import pod_args
 
 N = 3
 

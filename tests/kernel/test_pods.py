@@ -17,13 +17,9 @@ from tracer.lab.topology import HOSTNET_PORT
 
 from ..timing import allowed
 from .conftest import NETDROP
+from .helpers import pod_args
 
 N = 3
-
-
-def pod_args(node, *extra):
-    return ("watch", "--json", "--duration", "60", "--kubeconfig", str(node.kubeconfig),
-            "--node-netns", node.node1, *extra)
 
 
 def uid(node, role):

@@ -12,7 +12,7 @@ import pytest
 from tracer.lab.cases import CASES
 
 from .conftest import NETDROP
-from .test_capture import finish, start_capture
+from .helpers import finish, start_capture
 
 pytestmark = pytest.mark.portable
 

@@ -16,7 +16,7 @@ from tracer.kernel import decode, event, facts, pktfacts
 from tracer.kernel.pktfacts import (PACKET_BROADCAST, PACKET_HOST, PACKET_LOOPBACK, PACKET_MULTICAST,
                                     PACKET_OTHERHOST, PACKET_OUTGOING, make)
 
-from .test_classify import drop
+from .helpers import drop
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 KERNEL_REASONS = set(facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text()).values())

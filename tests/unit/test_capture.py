@@ -12,25 +12,19 @@ from datetime import UTC, datetime
 import pytest
 
 from tracer.explain.classify import classify
-from tracer.groups import Group
 from tracer.kernel import event, pktfacts
-from tracer.kernel.loader import Hook, Stats
+from tracer.kernel.loader import Stats
 from tracer import layout, textsafe
 from tracer.pods.attribute import NO_POD, Attribution, PodRef
 from tracer.sinks import capture, jsonout, pcapng
 from tracer.sinks.summary import build, markdown, render, views
 from tracer.sinks.summary.table import HINT_LINES, VERDICT_LINES, WHERE_LINES
 
-from .test_console import golden_groups
+from .helpers import DB, LONG_HINT, NETLINK, WEB, built_summary, golden_drops, summary_with_benign
 
 WATCH_KEYS = ["time", "reason", "category", "benign", "hint", "location", "netns", "ifname", "ifindex", "proto",
               "src", "dst", "sport", "dport", "len", "mtu", "out_ifname", "pod", "direction", "peer", "conntrack",
               "detail"]
-
-
-def golden_drops():
-    groups = golden_groups()
-    return groups, [g.latest for g in groups.groups.values()]
 
 
 def test_events_file_has_the_watch_keys_and_respects_max_events(tmp_path):
@@ -93,19 +87,6 @@ def test_pcapng_blocks_comments_and_timestamps(tmp_path):
     assert code == pcapng.OPT_COMMENT
     assert comment == (f"netdrop: {d.reason} at {d.location} ({classify(d).category}); no pod; "
                        f"netns {d.netns} on {d.ifname}")
-
-
-def built_summary(tmp_path):
-    groups, drops = golden_drops()
-    rec = capture.Recorder(capture.prepare_output(str(tmp_path)), pcap_snaplen=128)
-    for d in drops:
-        rec.emit(d, classify(d), NO_POD)
-    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
-    rec.close()
-    return build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
-                         reason_ended="duration reached", stats=Stats(210, 6, 0, 204, 0),
-                         hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=["netns node1"], pods=None,
-                         node="node-a", names={4026532177: "node1"})
 
 
 def test_summary_counts_verdicts_and_timeline(tmp_path):
@@ -180,35 +161,7 @@ def test_few_flows_are_exact_and_say_nothing(tmp_path):
 
 # ---------------------------------------------------------------- benign drops, ranks, peers, views
 
-WEB = PodRef("default", "web-0", "uid-web", "node-a")
-DB = PodRef("default", "db-0", "uid-db", "node-a")
-LONG_HINT = "the hint of a group that goes on and on " * 40
-NETLINK = pktfacts.make(pktfacts.PACKET_HOST, event.ND_DST_NOT_IP)           # a netlink socket's queue
 MULTICAST = pktfacts.make(pktfacts.PACKET_MULTICAST, event.ND_DST_MULTICAST)  # ff02::1 on the link
-
-
-def summary_with_benign(tmp_path, peer_direction="to-pod"):
-    """The golden groups, the MTU group from web to db with a very long hint, plus two benign
-    groups no event reached (counts only): 300 queue purges and 12 IPv6 multicast drops."""
-    groups, drops = golden_drops()
-    mtu = next(g for g in groups.groups.values() if g.category == "mtu")
-    mtu.attribution = Attribution(WEB, "from-pod", DB, peer_direction)
-    mtu.hint = LONG_HINT
-    groups.groups[(4026532177, 104, 1, 0, True)] = Group(4026532177, "QUEUE_PURGE", "skb_queue_purge_reason",
-                                                         "other", count=300, benign=True)
-    groups.groups[(4026532177, 2, 2, 0, True)] = Group(4026532177, "NOT_SPECIFIED", "ip6_mc_input", "other", count=12,
-                                                       benign=True)
-    rec = capture.Recorder(capture.prepare_output(str(tmp_path / "cap")))
-    purge = dataclasses.replace(drops[0], reason="QUEUE_PURGE", location="skb_queue_purge_reason", sport=1,
-                                facts=NETLINK)
-    for d in [*drops, purge]:                       # the purge's event makes a benign top flow
-        rec.emit(d, classify(d), NO_POD)
-    rec.tick(groups, datetime(2026, 11, 21, 6, 38, 5, tzinfo=UTC))
-    rec.close()
-    return build.build(groups, rec, ended=datetime(2026, 11, 21, 6, 40, tzinfo=UTC),
-                         reason_ended="duration reached", stats=Stats(522, 6, 0, 0, 0),
-                         hooks=[Hook("tracepoint skb:kfree_skb", True)], filters=[], pods=None, node="node-a",
-                         names={})
 
 
 def verdict_block(out: str, start: str, end: str) -> list[str]:

@@ -1,4 +1,3 @@
-from datetime import UTC, datetime
 
 import re
 
@@ -9,17 +8,8 @@ from rich.style import Style
 
 from tracer.explain.categories import CATEGORIES, OTHER, REGISTRY, category_of, entry
 from tracer.explain.classify import Classifier, classify
-from tracer.kernel.decode import Drop
 
-
-def drop(**kw) -> Drop:
-    base = dict(time=datetime(2026, 1, 1, tzinfo=UTC), reason="NOT_SPECIFIED", reason_raw=2,
-                location="somewhere", location_raw=1, netns=4026531840, ifindex=2, ifname="eth0",
-                dev_mtu=1500, out_ifindex=None, out_ifname=None, mtu=None, family=4, proto="udp",
-                src="10.0.0.1", dst="10.0.0.2", sport=1234, dport=53, len=100, df=False, fragment=False,
-                icmp_sent=None)
-    base.update(kw)
-    return Drop(**base)
+from .helpers import drop
 
 
 @pytest.mark.parametrize("reason,location,category", [

@@ -24,7 +24,7 @@ from tracer.env import Environment
 from tracer.errors import UserError
 
 from ..timing import allowed
-from .test_capture import built_summary
+from .helpers import Run, built_summary
 
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -43,32 +43,6 @@ def a_capture(tmp_path: Path) -> Path:
     result = built_summary(tmp_path)  # type: ignore[no-untyped-call]
     (tmp_path / "summary.json").write_text(json.dumps(result))
     return tmp_path
-
-
-def only_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """For tests that run main() on the process's own streams."""
-    return only_line(capsys.readouterr().err)
-
-
-class Run:
-    """main(argv, env) with StringIO streams: the exit status and what a user saw."""
-
-    def __init__(self, argv: list[str], **env: object) -> None:
-        self.out, self.err = io.StringIO(), io.StringIO()
-        self.env = Environment(stdout=self.out, stderr=self.err, **env)  # type: ignore[arg-type]
-        self.status = cli.main(argv, self.env)
-
-    @property
-    def error(self) -> str:
-        assert self.out.getvalue() == ""
-        return only_line(self.err.getvalue())
 
 
 def test_not_root() -> None:

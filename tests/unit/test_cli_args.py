@@ -21,7 +21,7 @@ from tracer.kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE_LIMIT
 from tracer.node.nsexec import own_working_directory
 from tracer.session import node_netns
 
-from .test_cli import Run
+from .helpers import Run
 
 YEAR = 8760 * 3600.0
 

@@ -1,13 +1,10 @@
 """The live console, rendered into a string as a user would read it."""
 
 import io
-import json
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from tracer.env import Environment
 from tracer.explain import classify
@@ -19,29 +16,7 @@ from tracer.pods.attribute import Attribution, PodRef
 from tracer.sinks import console, tui
 from tracer.sinks.keys import UiState
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-
-
-def golden_groups() -> Groups:
-    reasons = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
-    dec = decode.Decoder(reasons, facts.Kallsyms.load(GOLDEN / "kallsyms"), mono_to_wall=0.0)
-    groups = Groups(dec)
-    counts = {}
-    for n, line in enumerate((GOLDEN / "events.jsonl").read_text().splitlines()):
-        raw = event.NdEvent.from_buffer_copy(bytes.fromhex(json.loads(line)["raw_hex"]))
-        drop = dec.decode(raw)
-        groups.add_event(drop, classify.classify(drop))
-        counts[(raw.netns, raw.reason_raw, raw.location_raw, raw.pod_raw, raw.facts)] = 10 * (n + 1)
-    groups.update_counts({k: 0 for k in counts}, now=0.0)
-    groups.update_counts(counts, now=2.0)
-    return groups
-
-
-def render_text(groups, view, width=200, height=None, state=None) -> str:
-    """What a file or pipe gets (height None), or a terminal of width x height."""
-    con = Console(record=True, width=width, height=height or 25, color_system=None, file=io.StringIO())
-    con.print(console.render(groups, view, state, fill=height is not None))
-    return con.export_text()
+from .helpers import GOLDEN, golden_groups, render_text
 
 
 # ---------------------------------------------------------------- 30 groups

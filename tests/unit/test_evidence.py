@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tracer.explain import evidence as E
 from tracer.kernel.decode import Drop
 
-from .test_parsers_property import mutated_lines
+from .strategies import mutated_lines
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "evidence"
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

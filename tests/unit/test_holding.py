@@ -17,8 +17,7 @@ from tracer.kernel import decode, event
 from tracer.sinks.jsonout import JsonLines
 from tracer.watch import Pipeline
 
-from .test_classify import drop
-from .test_pipeline import KALLSYMS, REASONS, RECORDS, Collect, record
+from .helpers import KALLSYMS, REASONS, RECORDS, Collect, drop, record
 
 POD_NS, SERVER_NS = 4026532001, 4026532002
 
@@ -57,12 +56,17 @@ class Reads:
         return self.known.get(d.netns)
 
 
+def queue(**kw: float) -> tuple[Clock, Reads, Holding[str, str]]:
+    """A holding queue (kw: its bounds) on a clock and reads of the test's own."""
+    clock = Clock()
+    reads = Reads(clock)
+    return clock, reads, Holding(reads, clock=clock, **kw)
+
+
 # -- the queue ------------------------------------------------------------------
 
 def test_held_until_the_namespace_is_read_then_out_in_order():
-    clock = Clock()
-    reads = Reads(clock)
-    q: Holding[str, str] = Holding(reads, hold_seconds=0.5, clock=clock)
+    clock, reads, q = queue(hold_seconds=0.5)
     assert q.hold("g", 7, "g1") == [] and q.hold("g", 7, "g2") == []
     assert reads.asked == [(7, 100.0)]            # one read asked per group, begun after its first event
     assert q.waiting("g") and q.held == 2 and "g" not in q.settled
@@ -77,9 +81,7 @@ def test_held_until_the_namespace_is_read_then_out_in_order():
 
 
 def test_the_bound_lets_a_group_out_and_its_verdict_is_revised_once_read():
-    clock = Clock()
-    reads = Reads(clock)
-    q: Holding[str, str] = Holding(reads, hold_seconds=0.5, clock=clock)
+    clock, reads, q = queue(hold_seconds=0.5)
     q.hold("slow", 7, "s1")
     clock.now += 0.3
     q.hold("other", 8, "o1")
@@ -96,9 +98,7 @@ def test_the_bound_lets_a_group_out_and_its_verdict_is_revised_once_read():
 
 
 def test_other_groups_are_not_held_behind_a_waiting_one():
-    clock = Clock()
-    reads = Reads(clock)
-    q: Holding[str, str] = Holding(reads, clock=clock)
+    clock, reads, q = queue()
     q.hold("a", 1, "a1")
     q.hold("b", 2, "b1")
     reads.read(2)
@@ -106,9 +106,7 @@ def test_other_groups_are_not_held_behind_a_waiting_one():
 
 
 def test_a_full_queue_lets_the_group_waiting_longest_out():
-    clock = Clock()
-    reads = Reads(clock)
-    q: Holding[str, str] = Holding(reads, max_held=3, clock=clock)
+    clock, reads, q = queue(max_held=3)
     q.hold("a", 1, "a1")
     q.hold("b", 2, "b1")
     q.hold("a", 1, "a2")
@@ -122,9 +120,7 @@ def test_a_full_queue_lets_the_group_waiting_longest_out():
 
 
 def test_flush_lets_everything_out():
-    clock = Clock()
-    reads = Reads(clock)
-    q: Holding[str, str] = Holding(reads, clock=clock)
+    clock, reads, q = queue()
     q.hold("a", 1, "a1")
     q.hold("b", 2, "b1")
     q.hold("a", 1, "a2")

@@ -24,6 +24,7 @@ from tracer import httpd
 from tracer.access import ALLOWED, Open, Verdict
 
 from ..timing import allowed
+from .helpers import request
 
 FAST = httpd.Limits(request_seconds=1.0, idle_seconds=1.0, connections=32)
 
@@ -49,13 +50,7 @@ class Server:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 
     def get(self, path="/healthz", method="GET", timeout=5.0, **headers):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            c.request(method, path, headers=headers)
-            r = c.getresponse()
-            return r.status, dict(r.getheaders()), r.read()
-        finally:
-            c.close()
+        return request(self.port, path, method, timeout, **headers)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from tracer.lab import api as labapi
 from tracer.pods import kube
 
 from ..timing import allowed
+from .helpers import wait_for
 
 
 @pytest.fixture
@@ -63,16 +64,6 @@ def test_selection_errors_say_what_is_wrong(api):
         kube.check_selection(k, "node-a", kube.Selection(name="wbe-7d9f8c6b5-x2k4q"), pods)
     assert [p.name for p in kube.check_selection(k, "node-a", kube.Selection(selector="app=web"), pods)] \
         == ["web-7d9f8c6b5-x2k4q"]
-
-
-def wait_for(condition, seconds: float = 10.0) -> bool:
-    """True once condition() is; False after seconds (a bound for a broken test, not a timing claim)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_watch_follows_changes_without_relisting(api):

@@ -22,7 +22,7 @@ from tracer.pods.workload import workload_of
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 
 from ..timing import allowed
-from .test_kube import wait_for
+from .helpers import wait_for
 
 
 @pytest.fixture
@@ -80,18 +80,24 @@ def test_within_bounds_all_the_calls_together(hostile):
     assert time.monotonic() - started < allowed(1.0)
 
 
-@pytest.mark.parametrize("mode", ["drip", "silent"])
-def test_close_cuts_a_call_in_flight_off_at_once(hostile, mode):
-    k = hostile(mode)
-    errors = []
+def listing_in_a_thread(k: kube.KubeClient) -> tuple[threading.Thread, list[str]]:
+    """k.list_pods() running in a thread of its own; the errors it raised, as they come."""
+    errors: list[str] = []
 
-    def call():
+    def call() -> None:
         try:
             k.list_pods("node-a")
         except kube.KubeUnavailable as exc:
             errors.append(str(exc))
     t = threading.Thread(target=call, daemon=True)
     t.start()
+    return t, errors
+
+
+@pytest.mark.parametrize("mode", ["drip", "silent"])
+def test_close_cuts_a_call_in_flight_off_at_once(hostile, mode):
+    k = hostile(mode)
+    t, errors = listing_in_a_thread(k)
     time.sleep(0.5)
     started = time.monotonic()
     k.close()
@@ -117,15 +123,7 @@ def test_a_connect_that_never_completes_is_cut_off_too(monkeypatch, tmp_path):
         queued = socket.create_connection(full.getsockname())     # the one the queue holds
         try:
             k = kube.KubeClient(kubeconfig_for(tmp_path / "kubeconfig", f"http://127.0.0.1:{full.getsockname()[1]}"))
-            errors = []
-
-            def call():
-                try:
-                    k.list_pods("node-a")
-                except kube.KubeUnavailable as exc:
-                    errors.append(str(exc))
-            t = threading.Thread(target=call, daemon=True)
-            t.start()
+            t, errors = listing_in_a_thread(k)
             time.sleep(1.0)
             assert t.is_alive()         # still connecting
             started = time.monotonic()

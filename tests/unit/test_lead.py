@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from tracer.explain.categories import REGISTRY, entry
 from tracer.explain.classify import classify
 
-from .test_classify import drop
+from .helpers import drop
 
 
 @pytest.mark.parametrize("reason,location,fields,lead", [

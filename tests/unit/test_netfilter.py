@@ -16,7 +16,7 @@ from tracer.explain.iptables import parse_iptables_save
 from tracer.explain.matcher import Packet, RuleIndex, matches, matches_packet
 from tracer.explain.nft import parse_nft_json
 
-from .test_classify import drop
+from .helpers import drop
 
 G = Path(__file__).resolve().parent.parent / "golden" / "netfilter"
 

@@ -22,7 +22,7 @@ from tracer.pods.attribute import Attribution, PodRef
 from tracer.sinks import capture, console, jsonout
 from tracer.sinks.summary import build, render, views
 
-from .test_console import golden_groups, render_text
+from .helpers import golden_groups, render_text
 
 IFNAME = "\x1b]0;pwned\x07eth0"
 HINT = ("rule comment \x1b[2J\x9b31m [bold]x[/bold] <script>alert(1)</script> a|b "

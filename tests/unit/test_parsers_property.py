@@ -22,7 +22,8 @@ from tracer.explain.explainer import NetnsView
 from tracer.explain.matcher import matches
 from tracer.kernel import facts
 
-from .test_classify import drop
+from .helpers import drop
+from .strategies import mutated_lines
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 NF = GOLDEN / "netfilter"
@@ -32,46 +33,6 @@ TEXT_FILES = {name: (NF / name).read_text() for name in
               ("iptables-nft-save.txt", "iptables-legacy-save.txt", "nf_conntrack.stat", "nft-ruleset.json")}
 FORMAT = (GOLDEN / "kfree_skb.format").read_text()
 KALLSYMS = (GOLDEN / "kallsyms").read_bytes()
-
-# Junk as rulesets hold it: quotes, escapes, huge numbers, control and non-UTF-8 characters.
-junk_text = st.one_of(
-    st.text(max_size=80),
-    st.sampled_from(['"', "\\", '"\\"', "-j DROP", "-j", "--dport", "--dport 99999999:", "! -s", "[1:2]",
-                     "[" + "9" * 5000 + ":0]", ":FORWARD DROP [" + "1" * 30 + ":0]", "*filter", "*", "\x00",
-                     "\udcff", "\x1b[31m", "entries", "fffffffffffffffffffff", "-1", "0x10"]),
-)
-
-
-@st.composite
-def mutated_lines(draw: st.DrawFn, text: str) -> str:
-    """Lines deleted, duplicated, swapped for or joined with junk, characters
-    deleted and inserted, the whole truncated."""
-    lines = text.splitlines()
-    for _ in range(draw(st.integers(0, 6))):
-        if not lines:
-            lines.append(draw(junk_text))
-            continue
-        i = draw(st.integers(0, len(lines) - 1))
-        op = draw(st.sampled_from(("delete", "duplicate", "insert", "replace", "join", "chars", "cut")))
-        if op == "delete":
-            del lines[i]
-        elif op == "duplicate":
-            lines.insert(i, lines[i])
-        elif op == "insert":
-            lines.insert(i, draw(junk_text))
-        elif op == "replace":
-            lines[i] = draw(junk_text)
-        elif op == "join":
-            lines[i] = lines[i] + draw(junk_text)
-        elif op == "chars":
-            j = draw(st.integers(0, len(lines[i])))
-            k = draw(st.integers(j, min(len(lines[i]), j + 8)))
-            lines[i] = lines[i][:j] + draw(junk_text) + lines[i][k:]
-        else:
-            lines[i] = lines[i][:draw(st.integers(0, len(lines[i])))]
-    out = "\n".join(lines)
-    return out[:draw(st.integers(0, len(out)))] if draw(st.booleans()) else out
-
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),

@@ -3,45 +3,17 @@ timestamp (a storm of one flow) takes a shortcut past decode, classify and
 attribution; what the sinks and the groups get must be what decoding every
 record on its own gives."""
 
-import json
-from pathlib import Path
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracer.explain.classify import classify
 from tracer.groups import Groups
-from tracer.kernel import decode, event, facts
+from tracer.kernel import decode, event
 from tracer.pods.attribute import PodIds, PodIndex
 from tracer.node.table import HostVeth, NetnsInfo, NodeSnapshot
 from tracer.watch import Pipeline
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-REASONS = facts.reasons_from_format((GOLDEN / "kfree_skb.format").read_text())
-KALLSYMS = facts.Kallsyms.load(GOLDEN / "kallsyms")
-RECORDS = [bytes.fromhex(json.loads(line)["raw_hex"]) for line in (GOLDEN / "events.jsonl").read_text().splitlines()]
-NETNS = 4026532999
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.got: list[tuple[object, ...]] = []
-
-    def emit(self, drop, verdict, who) -> None:
-        self.got.append((drop, verdict, who))
-
-    def flush(self) -> None:
-        pass
-
-
-def record(base: int, ts: int, sport: int | None, pod: int) -> bytes:
-    raw = event.NdEvent.from_buffer_copy(RECORDS[base])
-    raw.ts_ns_raw = ts
-    raw.pod_raw = pod
-    raw.netns = NETNS
-    if sport is not None:
-        raw.sport = sport
-    return bytes(raw)
+from .helpers import KALLSYMS, NETNS, REASONS, RECORDS, Collect, record
 
 
 def pod_index() -> PodIndex:

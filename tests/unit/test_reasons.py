@@ -15,7 +15,7 @@ from tracer.explain.verdict import name_matches
 from tracer.kernel import facts
 from tracer.kernel.decode import Drop
 
-from .test_classify import drop
+from .helpers import drop
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 FORMATS = sorted(GOLDEN.glob("*.format"))

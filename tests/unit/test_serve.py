@@ -1,7 +1,6 @@
 """serve: --listen parsed, and the agent's HTTP side (/metrics, /healthz, shared renders, gzip) on 127.0.0.1."""
 
 import gzip
-import http.client
 import threading
 import time
 import urllib.error
@@ -19,6 +18,7 @@ from tracer.pods.attribute import NO_POD
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 
 from ..timing import allowed
+from .helpers import request
 
 
 @pytest.mark.parametrize("text,want", [
@@ -128,13 +128,7 @@ def test_metrics_are_read_when_scraped(agent):
 
 
 def fetch(agent, path="/metrics", method="GET", **headers):
-    c = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
-    try:
-        c.request(method, path, headers=headers)
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
-    finally:
-        c.close()
+    return request(agent.port, path, method, **headers)
 
 
 def test_scrapes_at_once_share_one_render_and_a_second_later_a_new_one(agent):

@@ -7,7 +7,7 @@ import json
 
 from tracer.sinks.summary import merge, render, views
 
-from .test_capture import built_summary, summary_with_benign
+from .helpers import built_summary, summary_with_benign
 
 
 def two_nodes(tmp_path):

@@ -16,8 +16,7 @@ from tracer.errors import UserError
 from tracer.sinks import capture
 from tracer.sinks.summary import render, schema
 
-from .test_capture import summary_with_benign
-from .test_cli import Run, one_line_error
+from .helpers import Run, one_line_error, summary_with_benign
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from tracer.env import Environment
 from tracer.sinks import console, tui
 from tracer.sinks.keys import UiState, parse, step
 
-from .test_console import golden_groups
+from .helpers import golden_groups
 
 ALT_ON, ALT_OFF, CURSOR_ON = "\x1b[?1049h", "\x1b[?1049l", "\x1b[?25h"
 

@@ -11,7 +11,7 @@ from tracer.explain.classify import classify
 from tracer.explain.evidence import XFRM_CMDS, Evidence
 from tracer.kernel import event, pktfacts
 
-from .test_classify import drop
+from .helpers import drop
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "evidence"
 # `ip xfrm policy list` as iproute2 6.1 printed it here (three inbound policies, one outbound);
