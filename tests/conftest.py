@@ -2,7 +2,10 @@
 
 tests/unit    pure Python on plain data, no root needed.
 tests/kernel  marked `kernel`: root, BPF and tracefs on the real kernel; each
-              builds its own namespaces and removes them.
+              builds its own namespaces and removes them, and counts only drops of
+              namespaces it or its fixtures made (the machine may be busy with others).
+Shared builders live in each tree's helpers.py (tests/unit/strategies.py: Hypothesis
+strategies); a test module imports those, never another test module.
   `portable`  kernel tests that scripts/kernels runs on Debian's 5.10, 6.1 and 6.12
               under QEMU too (the kernel matrix; here as every kernel test).
   `image`     kernel tests that run the agent's image with podman as the DaemonSet says
