@@ -5,7 +5,7 @@
     scripts/bench_hostile --lab-auth                              # HTTPS, tokens reviewed by an API server
 
 An agent serving 10,000 drop series is started (a child process running
-serve's own HTTP path: serve.Agent, its routes, and the gate and TLS that
+serve's own HTTP path: agent.endpoints.Agent, its routes, and the gate and TLS that
 serve's flags make, on the real counter map of a loaded program filled with one key per pod, as
 scripts/bench_serve.py --kernel does). Then, all at once, for --seconds:
 
@@ -63,21 +63,23 @@ LIMIT_MIB = 320
 def agent_child(port: int, series: int, synthetic: bool, agent_args: list[str]) -> None:
     from bench_serve import Names, kernel_counts
 
-    from tracer import httpd, serve, serveauth
-    from tracer.cli import build_parser
+    from tracer.agent import endpoints, httpd, serveauth
+    from tracer.cli import parse
+    from tracer.options import ServeOptions
     from tracer.kernel.loader import Hook, Stats
     from tracer.memory import release_free_memory
     from tracer.pods.attribute import Attribution, PodRef
     from tracer.sinks.metrics import AgentState, DropCollector, Series
 
-    # Who may scrape, and TLS, from serve's own flags, as serve.run decides them.
-    args = build_parser().parse_args(["serve", "--listen", f"127.0.0.1:{port}", *agent_args])
-    guard = serveauth.plan("127.0.0.1", auth=args.auth, insecure=args.insecure_no_auth,
-                           cert=args.tls_cert_file, key=args.tls_key_file)
-    gate = serveauth.gate_for(guard, args.kubeconfig)("node-a")
+    # Who may scrape, and TLS, from serve's own flags, as commands/serve.py decides them.
+    opts = parse(["serve", "--listen", f"127.0.0.1:{port}", *agent_args])
+    assert isinstance(opts, ServeOptions)
+    guard = serveauth.plan("127.0.0.1", auth=opts.auth, insecure=opts.insecure_no_auth,
+                           cert=opts.tls_cert_file, key=opts.tls_key_file)
+    gate = serveauth.gate_for(guard, opts.node.kubeconfig)("node-a")
     tls = serveauth.serving(guard, "node-a", ["127.0.0.1"])
     refs = {i: PodRef("default", f"web-7d9f8c6b5-{i:05d}", f"u{i}", "node-a") for i in range(1, series + 1)}
-    agent = serve.Agent()
+    agent = endpoints.Agent()
     if synthetic:
         made = {(4026531840 + i, 2, 0x10, i << 2 | 1): 1 for i in range(1, series + 1)}
 
@@ -361,7 +363,7 @@ class LabAuth:
         import tempfile
 
         from tracer.lab.api import KubeAPI
-        from tracer.tlsconf import make_certificate
+        from tracer.agent.tlsconf import make_certificate
 
         self.dir = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
         self.api = KubeAPI()

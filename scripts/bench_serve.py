@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracer.pods.attribute import Attribution, PodRef
-from tracer.serve import Agent
+from tracer.agent.endpoints import Agent
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 
 

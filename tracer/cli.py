@@ -1,10 +1,10 @@
 """netdrop command line: main(argv, env) -> exit status.
 
-Parses the arguments, runs the command (session.py) with the environment
-(env.py), and maps what ends it to an exit status and at most one line on
-stderr: a UserError (bad input, machine set-up) to ERROR, a stop signal
-before tracing began to 128 + its number, a reader that left (`| head`) to
-OK. Only bugs produce tracebacks.
+Parses the arguments once into the command's options (options.py), runs the
+command (commands/) with the environment (env.py), and maps what ends it to
+an exit status and at most one line on stderr: a UserError (bad input,
+machine set-up) to ERROR, a stop signal before tracing began to 128 + its
+number, a reader that left (`| head`) to OK. Only bugs produce tracebacks.
 """
 
 from __future__ import annotations
@@ -18,15 +18,31 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import NoReturn
 
+from .agent.endpoints import DEFAULT_LISTEN
+from .commands import capture, demo, doctor, serve, summary, watch
 from .env import Environment
-from .errors import UserError
+from .errors import ExitStatus, UserError
 from .kernel.event import ND_MAX_SNAPLEN
 from .kernel.filters import parse_ip
-from .kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE_LIMIT
-from .serve import DEFAULT_LISTEN
-from .session import COMMANDS, PROG, SIGNALS, ExitStatus, Interrupted, say
+from .kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE, MAX_EVENT_RATE_LIMIT
+from .messages import PROG, say
+from .options import (
+    CaptureOptions,
+    DemoOptions,
+    DoctorOptions,
+    DropSelection,
+    KernelOptions,
+    NodeOptions,
+    Options,
+    ServeOptions,
+    SummaryOptions,
+    ViewOptions,
+    WatchOptions,
+)
+from .pods.kube import Selection
+from .signals import SIGNALS, Interrupted
 
-__all__ = ["ExitStatus", "build_parser", "entry", "main", "parse_duration"]
+__all__ = ["build_parser", "entry", "main", "parse", "parse_duration"]
 
 # The longest --duration, --series-ttl: a year, in hours. Far below where the
 # clocks' arithmetic and threading's waits (threading.TIMEOUT_MAX) give out; a
@@ -96,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Trace packets the Linux kernel drops, and say why.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    watch = sub.add_parser("watch", help="show drops live (or as JSON lines)")
-    _selection(watch)
-    watch.add_argument("--duration", type=parse_duration, metavar="TIME",
+    watch_p = sub.add_parser("watch", help="show drops live (or as JSON lines)")
+    _selection(watch_p)
+    watch_p.add_argument("--duration", type=parse_duration, metavar="TIME",
                        help="stop after this long, e.g. 30s or 2m (default: until Ctrl-C)")
-    watch.add_argument("--json", action="store_true",
+    watch_p.add_argument("--json", action="store_true",
                        help="print one JSON object per drop per line on stdout")
-    _stacks_option(watch, "--json lines carry a \"stack\" only with --stacks")
-    _common(watch)
+    _stacks_option(watch_p, "--json lines carry a \"stack\" only with --stacks")
+    _common(watch_p)
 
     cap = sub.add_parser("capture", help="record drops for a while into a directory: events, summary, pcapng")
     _selection(cap)
@@ -141,30 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--all", action="store_true", dest="show_benign",
                       help="list benign drops among the verdicts too (they are always counted)")
 
-    demo = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
+    demo_p = sub.add_parser("demo", help="build a simulated Kubernetes node in namespaces, play the "
                                        "drop cases and watch them live")
-    demo.add_argument("--duration", type=parse_duration, default=60.0, metavar="TIME",
+    demo_p.add_argument("--duration", type=parse_duration, default=60.0, metavar="TIME",
                       help="how long to run (default: 60s)")
-    demo.add_argument("--cases", default="all", metavar="LIST",
+    demo_p.add_argument("--cases", default="all", metavar="LIST",
                       help="comma-separated cases to play (default: all)")
-    demo.add_argument("--prefix", default="nd-demo", metavar="NAME",
+    demo_p.add_argument("--prefix", default="nd-demo", metavar="NAME",
                       help="prefix of the namespaces the demo creates: 1-15 of a-z, 0-9 and '-', a letter "
                            "first (default: nd-demo)")
-    _common(demo)
+    _common(demo_p)
 
-    serve = sub.add_parser("serve", help="the node agent: exact drop metrics for Prometheus on /metrics, "
+    serve_p = sub.add_parser("serve", help="the node agent: exact drop metrics for Prometheus on /metrics, "
                                          "and /healthz, until stopped")
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+    serve_p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
                        help=f"address and port to serve on (default: {DEFAULT_LISTEN}; [::]:PORT for IPv6)")
-    _node_options(serve)
-    serve.add_argument("--max-series", type=number(1, MAX_COUNTERS, " (the kernel counts at most that many "
+    _node_options(serve_p)
+    serve_p.add_argument("--max-series", type=number(1, MAX_COUNTERS, " (the kernel counts at most that many "
                                                                  "groups, each one series at most)"),
                        default=10000, metavar="N",
                        help="drop series of their own at most; past that new ones fold into pod=\"_other\" "
                             "(default: 10000)")
-    serve.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
+    serve_p.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
                        help="remove a series this long after its pods are gone (default: 5m)")
-    guard = serve.add_argument_group("who may scrape (loopback: anyone local; any other address: bearer "
+    guard = serve_p.add_argument_group("who may scrape (loopback: anyone local; any other address: bearer "
                                      "tokens the API server accepts, allowed to get nodes/metrics of this node)")
     guard.add_argument("--auth", choices=("kubernetes",), default=None,
                        help="check tokens (TokenReview, SubjectAccessReview) on a loopback address too")
@@ -174,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serving certificate (PEM; read again when it changes); default with tokens: "
                             "a self-signed one made at start")
     guard.add_argument("--tls-key-file", type=user_path, metavar="PATH", help="its private key (PEM)")
-    _tracefs_option(serve)
+    _tracefs_option(serve_p)
     return parser
 
 
@@ -186,7 +202,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
                    help="only packets from or to this address (repeatable, IPv4 or IPv6)")
     p.add_argument("--port", action="append", default=[], type=number(1, 65535), metavar="N",
                    help="only TCP/UDP packets from or to this port (repeatable)")
-    p.add_argument("--max-event-rate", type=number(0, MAX_EVENT_RATE_LIMIT, " (0: no limit)"), default=None,
+    p.add_argument("--max-event-rate", type=number(0, MAX_EVENT_RATE_LIMIT, " (0: no limit)"), default=MAX_EVENT_RATE,
                    metavar="N",
                    help="send at most about N events/s from the kernel (default 10000; 0: no limit); "
                         "drop counts are exact either way")
@@ -231,6 +247,69 @@ def _common(p: argparse.ArgumentParser) -> None:
     _tracefs_option(p)
 
 
+def parse(argv: Sequence[str] | None = None) -> Options:
+    """argv (without the program's name) as the command's options; a UserError for a usage mistake."""
+    return _options(build_parser().parse_args(argv))
+
+
+def _kernel(ns: argparse.Namespace) -> KernelOptions:
+    return KernelOptions(mount_tracefs=ns.mount_tracefs, classic_tracepoints=ns.classic_tracepoints)
+
+
+def _node(ns: argparse.Namespace) -> NodeOptions:
+    return NodeOptions(kubeconfig=ns.kubeconfig, node=ns.node, node_netns=ns.node_netns)
+
+
+def _view(ns: argparse.Namespace) -> ViewOptions:
+    return ViewOptions(show_benign=ns.show_benign, verbose=ns.verbose)
+
+
+def _select(ns: argparse.Namespace) -> DropSelection:
+    return DropSelection(netns=tuple(ns.netns), ip=tuple(ns.ip), port=tuple(ns.port), max_event_rate=ns.max_event_rate,
+                         pods=Selection(name=ns.pod, namespace=ns.namespace, selector=ns.selector,
+                                        all_namespaces=ns.all_namespaces),
+                         node=_node(ns))
+
+
+def _options(ns: argparse.Namespace) -> Options:
+    """The parser's namespace, read once, into the command's frozen options."""
+    if ns.command == "watch":
+        return WatchOptions(select=_select(ns), kernel=_kernel(ns), view=_view(ns), duration=ns.duration,
+                            output="json" if ns.json else "console", stacks=ns.stacks)
+    if ns.command == "capture":
+        return CaptureOptions(select=_select(ns), kernel=_kernel(ns), view=_view(ns), duration=ns.duration,
+                              output=ns.output, pcap=ns.pcap, snaplen=ns.snaplen, max_events=ns.max_events,
+                              stacks=ns.stacks)
+    if ns.command == "demo":
+        return DemoOptions(kernel=_kernel(ns), view=_view(ns), duration=ns.duration, cases=ns.cases, prefix=ns.prefix)
+    if ns.command == "doctor":
+        return DoctorOptions(netns=ns.netns, pod=ns.pod, namespace=ns.namespace, kubeconfig=ns.kubeconfig,
+                             node=ns.node, cni_dir=ns.cni_dir, json=ns.json)
+    if ns.command == "summary":
+        return SummaryOptions(dirs=tuple(ns.dir), format=ns.format, show_benign=ns.show_benign)
+    assert ns.command == "serve", ns.command
+    return ServeOptions(listen=ns.listen, node=_node(ns), kernel=_kernel(ns), max_series=ns.max_series,
+                        series_ttl=ns.series_ttl, auth=ns.auth, insecure_no_auth=ns.insecure_no_auth,
+                        tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file)
+
+
+def run(opts: Options, env: Environment) -> ExitStatus:
+    """The command the options are for."""
+    match opts:
+        case WatchOptions():
+            return watch.run(opts, env)
+        case CaptureOptions():
+            return capture.run(opts, env)
+        case DemoOptions():
+            return demo.run(opts, env)
+        case DoctorOptions():
+            return doctor.run(opts, env)
+        case SummaryOptions():
+            return summary.run(opts, env)
+        case ServeOptions():
+            return serve.run(opts, env)
+
+
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run one command; its exit status. Bad input and machine set-up
     (UserError) end as one line on stderr; only bugs give a traceback."""
@@ -239,8 +318,7 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     # about a second) must end the command too, without a traceback.
     try:
         SIGNALS.install()
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, env)
+        return run(parse(argv), env)
     except Interrupted as exc:
         say(env, f"{PROG}: stopped by {signal.Signals(exc.signum).name} before tracing began")
         return ExitStatus.stopped_by(exc.signum)

@@ -4,7 +4,7 @@ The standard streams and whether they are terminals (stdin: keys for the
 live console), colour and the
 terminal's width, the clocks, who runs it, and where the machine keeps
 tracefs and the named network namespaces. cli.main(argv, env) hands it to
-the command (session.py): a test makes one with StringIO streams and its own
+the command (commands/): a test makes one with StringIO streams and its own
 directories (`Environment(stdout=io.StringIO(), euid=0)`), and reads what a
 user would see, without patching anything. A name Environment does not know
 is refused (TypeError), so a test cannot set something that is then ignored.
@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .kernel.facts import TRACEFS_CANDIDATES
 from .node.namespaces import NETNS_RUN_DIR
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+# Where tracefs is mounted, in the order bcc looks (the second under debugfs, on older set-ups).
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
 
 def _utc_now() -> datetime:

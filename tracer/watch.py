@@ -27,13 +27,15 @@ from .kernel.loader import Stats, Tracer
 from .memory import release_free_memory
 from .pods.attribute import NO_POD, Attribution
 
+# How often a loop's tick runs (counters read, pod maps kept current, stop
+# looked at): the event loop here and serve's (commands/serve.py).
 TICK_SECONDS = 0.5
 # Events taken per pass of the loop (~20-50 ms of Python) before it looks at
 # stop, the clock and its tick: under a drop storm the ring buffer never
 # empties, and a poll that consumed until it did would never return.
 BATCH_EVENTS = 2048
 DRAIN_SECONDS = 0.4     # the end-of-run drain: what is already in the ring, bounded in time
-TRIM_SECONDS = 10.0     # how often freed memory goes back to the kernel (loader.release_free_memory)
+TRIM_SECONDS = 10.0     # how often freed memory goes back to the kernel (memory.release_free_memory)
 HELD_POLL_SECONDS = 0.05    # the ring is polled this often while events wait for evidence (their release)
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import serveauth
-from tracer.access import (ALLOW_TTL, DENY_TTL, REVIEW_BURST, Attributes, Identity, KubeGate, Later,
+from tracer.agent import serveauth
+from tracer.agent.access import (ALLOW_TTL, DENY_TTL, REVIEW_BURST, Attributes, Identity, KubeGate, Later,
                            ReviewUnavailable, bearer_token, check)
 from tracer.errors import UserError
 

@@ -19,9 +19,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import cli, session
+from tracer import cli, messages
 from tracer.env import Environment
-from tracer.errors import UserError
+from tracer.errors import ExitStatus, UserError
+from tracer.pipeline.startup import Pending
+from tracer.signals import Interrupted, Signals
 
 from ..timing import allowed
 from .helpers import Run, built_summary
@@ -47,7 +49,7 @@ def a_capture(tmp_path: Path) -> Path:
 
 def test_not_root() -> None:
     run = Run(["watch", "--json"], euid=1000)
-    assert run.status == 2 and int(cli.ExitStatus.ERROR) == 2
+    assert run.status == 2 and int(ExitStatus.ERROR) == 2
     assert run.error == "netdrop: error: netdrop needs root to load BPF programs: run it with sudo"
 
 
@@ -125,7 +127,7 @@ def test_parse_duration_gives_a_positive_number_or_says_why(text: str) -> None:
 def test_summary_is_written_to_the_environments_stdout(tmp_path: Path) -> None:
     a_capture(tmp_path)
     run = Run(["summary", str(tmp_path), "--format", "json"])
-    assert run.status == cli.ExitStatus.OK and run.err.getvalue() == ""
+    assert run.status == ExitStatus.OK and run.err.getvalue() == ""
     assert json.loads(run.out.getvalue())["netdrop"] == "capture"
     markdown = Run(["summary", str(tmp_path), "--format", "markdown"])
     assert "### What to check first" in markdown.out.getvalue()
@@ -176,20 +178,20 @@ def test_a_signal_during_start_up_ends_the_command_in_one_line(tmp_path: Path, s
         kill.cancel()
         rescue.cancel()
     assert time.monotonic() - t0 < allowed(2.0)         # the promise: 2 s (tests/timing.py); the rescue: 8 s
-    assert run.status == 128 + sig == cli.ExitStatus.stopped_by(sig)
+    assert run.status == 128 + sig == ExitStatus.stopped_by(sig)
     assert run.error == f"netdrop: stopped by {signal.Signals(sig).name} before tracing began"
     assert signal.getsignal(sig) is before
 
 
 def test_a_signal_waits_for_a_deferred_step_then_ends_the_command() -> None:
-    signals = session.Signals()
+    signals = Signals()
     old = signals.install()
     try:
         with signals.deferred():
             os.kill(os.getpid(), signal.SIGHUP)     # the lab's build is not cut in half
             finished = True
         assert finished and signals.stop.is_set()
-        with pytest.raises(session.Interrupted) as err:
+        with pytest.raises(Interrupted) as err:
             signals.check()
         assert err.value.signum == signal.SIGHUP
         signals.check()                              # raised once only: the cleanup is not interrupted
@@ -198,7 +200,7 @@ def test_a_signal_waits_for_a_deferred_step_then_ends_the_command() -> None:
 
 
 def test_while_tracing_a_signal_only_asks_the_loop_to_stop() -> None:
-    signals = session.Signals()
+    signals = Signals()
     old = signals.install()
     try:
         signals.tracing()
@@ -209,20 +211,20 @@ def test_while_tracing_a_signal_only_asks_the_loop_to_stop() -> None:
 
 
 def test_pending_hands_over_the_value_or_the_error() -> None:
-    assert session.Pending(lambda: 42).result() == 42
+    assert Pending(lambda: 42).result() == 42
 
     def fails() -> int:
         raise UserError("no pod x")
 
     with pytest.raises(UserError, match="no pod x"):
-        session.Pending(fails).result()
+        Pending(fails).result()
 
 
 def test_a_signal_ignored_by_whoever_started_us_stays_ignored() -> None:
     """`nohup netdrop capture ... &` must outlive its terminal."""
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        signals = session.Signals()
+        signals = Signals()
         old = signals.install()
         try:
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
@@ -236,7 +238,7 @@ def test_a_signal_ignored_by_whoever_started_us_stays_ignored() -> None:
 
 def test_warnings_reach_the_environments_stderr_made_printable() -> None:
     err = io.StringIO()
-    session.warn(Environment(stderr=err), "interface \x1b]0;owned\x07 gone")
+    messages.warn(Environment(stderr=err), "interface \x1b]0;owned\x07 gone")
     assert err.getvalue() == "netdrop: warning: interface \\x1b]0;owned\\x07 gone\n"
 
 

@@ -4,7 +4,7 @@ absolute, namespaces that are network namespaces. Bad input: one line, exit 2.""
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 import os
 import threading
 from pathlib import Path
@@ -19,7 +19,8 @@ from tracer.errors import UserError
 from tracer.kernel.event import ND_MAX_SNAPLEN
 from tracer.kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE_LIMIT
 from tracer.node.nsexec import own_working_directory
-from tracer.session import node_netns
+from tracer.options import Options
+from tracer.pipeline.startup import node_netns
 
 from .helpers import Run
 
@@ -27,8 +28,8 @@ YEAR = 8760 * 3600.0
 
 # option -> (argv before it, attribute, lowest, highest): what each command accepts.
 NUMBERS = {
-    "--max-event-rate": (["watch"], "max_event_rate", 0, MAX_EVENT_RATE_LIMIT),
-    "--port": (["watch"], "port", 1, 65535),
+    "--max-event-rate": (["watch"], "select.max_event_rate", 0, MAX_EVENT_RATE_LIMIT),
+    "--port": (["watch"], "select.port", 1, 65535),
     "--snaplen": (["capture", "-o", "/x", "--pcap"], "snaplen", 1, ND_MAX_SNAPLEN),
     "--max-events": (["capture", "-o", "/x"], "max_events", 0, 2**53 - 1),
     "--max-series": (["serve"], "max_series", 1, MAX_COUNTERS),
@@ -39,13 +40,17 @@ DURATIONS = {
 }
 
 
-def parsed(argv: list[str]) -> argparse.Namespace:
-    return cli.build_parser().parse_args(argv)
+def parsed(argv: list[str]) -> Any:
+    """The command's options (any of options.Options: each test knows which)."""
+    return cli.parse(argv)
 
 
-def value(args: argparse.Namespace, attr: str) -> object:
-    v = getattr(args, attr)
-    return v[0] if isinstance(v, list) else v
+def value(opts: Options, attr: str) -> object:
+    """The option at attr, a dotted path ("select.port"); the first of a repeatable one."""
+    v: object = opts
+    for name in attr.split("."):
+        v = getattr(v, name)
+    return v[0] if isinstance(v, tuple) else v
 
 
 @pytest.mark.parametrize("option", NUMBERS)
@@ -109,17 +114,17 @@ def test_paths_the_user_gave_are_absolute_once_parsed(tmp_path: Path, monkeypatc
     here = str(tmp_path)
     watch = parsed(["watch", "--kubeconfig", "kc", "--netns", "./ns/a", "--netns", "pod-a", "--netns", "4026531840",
                     "--node-netns", "../n1"])
-    assert watch.kubeconfig == f"{here}/kc"
-    assert watch.netns == [f"{here}/./ns/a", "pod-a", "4026531840"]     # names and inodes stay what they are
-    assert watch.node_netns == f"{here}/../n1"                           # as written: no '..' folded over a link
+    assert watch.select.node.kubeconfig == f"{here}/kc"
+    assert watch.select.netns == (f"{here}/./ns/a", "pod-a", "4026531840")     # names and inodes stay what they are
+    assert watch.select.node.node_netns == f"{here}/../n1"   # as written: no '..' folded over a link
     assert parsed(["capture", "-o", "out/incident"]).output == f"{here}/out/incident"
     serve = parsed(["serve", "--kubeconfig", "kc", "--node-netns", "n1", "--tls-cert-file", "tls/crt",
                     "--tls-key-file", "tls/key"])
-    assert (serve.kubeconfig, serve.tls_cert_file, serve.tls_key_file) == (f"{here}/kc", f"{here}/tls/crt",
+    assert (serve.node.kubeconfig, serve.tls_cert_file, serve.tls_key_file) == (f"{here}/kc", f"{here}/tls/crt",
                                                                            f"{here}/tls/key")
     doctor = parsed(["doctor", "--kubeconfig", "kc", "--cni-dir", "cni", "--netns", "x/y"])
     assert (doctor.kubeconfig, doctor.cni_dir, doctor.netns) == (f"{here}/kc", f"{here}/cni", f"{here}/x/y")
-    assert parsed(["summary", "a", "/b/summary.json"]).dir == [f"{here}/a", "/b/summary.json"]
+    assert parsed(["summary", "a", "/b/summary.json"]).dirs == (f"{here}/a", "/b/summary.json")
     assert parsed(["doctor"]).cni_dir == "/var/lib/cni/networks"
 
 

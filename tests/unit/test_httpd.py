@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer import httpd
-from tracer.access import ALLOWED, Open, Verdict
+from tracer.agent import httpd
+from tracer.agent.access import ALLOWED, Open, Verdict
 
 from ..timing import allowed
 from .helpers import request

@@ -244,7 +244,7 @@ def test_the_fast_rendering_says_what_prometheus_client_would_in_both_formats():
     from prometheus_client.exposition import choose_encoder
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 
-    from tracer.serve import Agent
+    from tracer.agent.endpoints import Agent
 
     PODS[9] = PodRef("default", 'evil"}\\\nx', "u9", "n1")
     try:
@@ -281,7 +281,7 @@ def test_the_loaders_counts_export_drop_bytes_in_both_renderings():
     from prometheus_client.exposition import choose_encoder
 
     from tracer.kernel.loader import Count
-    from tracer.serve import Agent
+    from tracer.agent.endpoints import Agent
 
     counts = {key(netns=1): Count(2, 3000), key(netns=2): Count(1, 40), key(2, 0x10, tag(1, IN_POD)): Count(5, 640)}
     c = DropCollector("node-a", series(), lambda: counts,

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer import httpd, serve
-from tracer.access import Open
+from tracer.agent import endpoints as serve
+from tracer.agent import httpd
+from tracer.agent.access import Open
 from tracer.errors import UserError
 from tracer.kernel.loader import Hook, Stats
 from tracer.pods.attribute import NO_POD

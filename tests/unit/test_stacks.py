@@ -238,11 +238,12 @@ def test_console_details_show_the_stacks_at_80_columns():
 
 
 def test_stacks_are_on_for_people_and_on_request_for_json_lines():
-    from tracer.cli import build_parser
-    from tracer.session import wants_stacks
+    from tracer.cli import parse
+    from tracer.pipeline.startup import wants_stacks
 
     def wants(*argv):
-        return wants_stacks(build_parser().parse_args(list(argv)))
+        opts = parse(list(argv))
+        return wants_stacks(opts.stacks, json_lines=getattr(opts, "output", None) == "json")
     assert wants("watch") and wants("capture", "-o", "/tmp/x")
     assert not wants("watch", "--json") and wants("watch", "--json", "--stacks")
     assert not wants("watch", "--no-stacks") and not wants("capture", "-o", "/tmp/x", "--no-stacks")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..env import TRACEFS_CANDIDATES
 from ..errors import UserError
-from ..kernel import facts
 from ..node.namespaces import HOST_NETNS
 from ..node.scan import NodeScanner
 from ..pods.kube import START_SECONDS, KubeUnavailable, Selection
@@ -43,7 +43,7 @@ class Scope:
     kubeconfig: str | None = None
     node_name: str | None = None        # this node's Kubernetes name
     cni_dir: Path = Path("/var/lib/cni/networks")
-    tracefs: tuple[Path, ...] = facts.TRACEFS_CANDIDATES
+    tracefs: tuple[Path, ...] = TRACEFS_CANDIDATES
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _api_facts(source: PodSource | None) -> ApiFacts:
 
 
 def run_all(node: Node, live_ips: set[str], *, api: ApiFacts = NO_API,
-            tracefs: tuple[Path, ...] = facts.TRACEFS_CANDIDATES) -> list[Finding]:
+            tracefs: tuple[Path, ...] = TRACEFS_CANDIDATES) -> list[Finding]:
     """Every node check; `api`: what the Kubernetes API said (Services, the pods
     of the sandboxes), for the checks that compare it with the node; `tracefs`:
     where tracefs may be mounted, in order."""

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..env import TRACEFS_CANDIDATES
 from ..errors import UserError
 
-TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 KFREE_SKB = ("skb", "kfree_skb")
 ICMP_SEND = ("icmp", "icmp_send")

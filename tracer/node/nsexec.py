@@ -139,7 +139,7 @@ def own_working_directory() -> None:
 
     For bcc's compile, which chdir()s into the kernel headers' directory and back
     (ClangLoader::parse, src/cc/frontends/clang/loader.cc: clang runs there),
-    while start-up reads the kubeconfig in another thread (session.Pending): a
+    while start-up reads the kubeconfig in another thread (pipeline.startup.Pending): a
     relative name would be looked up among the headers. Threads started later
     by this one share its copy, so it is called before each compile. Where a
     seccomp profile refuses unshare, the names the user gave are absolute anyway

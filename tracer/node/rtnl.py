@@ -51,6 +51,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
 
+from ..jsonvalues import u32
 from .nsexec import OWN_NETNS, socket_in
 from .table import Veth, Veths
 
@@ -195,10 +196,6 @@ def text(value: object) -> str | None:
     return value.split("\0", 1)[0] if isinstance(value, str) else None
 
 
-def _int(value: object, bits: int) -> int | None:
-    return value if isinstance(value, int) and 0 <= value < 1 << bits else None
-
-
 def _s32(value: object) -> int | None:
     """A signed 32-bit attribute, which pyroute2 may have read as unsigned (nsidmsg's NETNSA_NSID)."""
     if not isinstance(value, int) or not -(1 << 31) <= value < 1 << 32:
@@ -275,7 +272,7 @@ def link_kind(msg: Message) -> tuple[int, Veth | None, str | None] | None:
         return None
     info = a.get("IFLA_LINKINFO")
     kind_ = text(_attrs(info, _INFO_KIND).get("IFLA_INFO_KIND")) if isinstance(info, nlmsg_base) else None
-    peer = _int(a.get("IFLA_LINK"), 32)
+    peer = u32(a.get("IFLA_LINK"))
     if kind_ != "veth" or not peer:
         return ifindex, None, kind_
     nsid = _s32(a.get("IFLA_LINK_NETNSID"))

@@ -7,7 +7,7 @@ become the index that tags each drop and the pod maps the kernel filters on. Mod
 - apicall: every API call within one deadline and one byte cap, cut off at once when netdrop stops.
 - objects, apitext: API objects become netdrop's types (PodInfo, ServiceInfo), every text value in
   them made safe once, there.
-- source: keeps the pod index current in the background, and the kernel's pod maps with it.
+- source: keeps the pod index current in the background, and says what the kernel's pod maps must hold.
 - attribute: the pod index (API pods joined with the node's namespaces); a drop's pod tag -> pod and direction;
   pod ids (stable while a tag may be in flight, forgotten a while after the pod went).
 - workload: a pod's workload (its Deployment, StatefulSet, ...) from its owners.

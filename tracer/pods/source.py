@@ -30,7 +30,7 @@ from ..node.namespaces import HOST_NETNS
 from ..node.table import NodeSnapshot
 
 if TYPE_CHECKING:
-    from ..kernel.loader import Tracer
+    from ..kernel.filters import KernelPods
 
 T = TypeVar("T")
 
@@ -273,13 +273,15 @@ class PodSource:
         not to be modified."""
         return self._pods
 
-    def apply(self, tracer: Tracer) -> None:
-        """Bring the kernel's pod maps up to date (called from the event loop's thread)."""
+    def new_kernel_pods(self) -> KernelPods | None:
+        """What the kernel's pod maps must hold now, when the index changed since
+        the last call (None: unchanged, or no index yet). The caller writes them
+        (pipeline/loaded.py, in the event loop's thread)."""
         index = self.index
         if index is None or index is self._applied:
-            return
-        tracer.set_pods(index.kernel_pods())
+            return None
         self._applied = index
+        return index.kernel_pods()
 
     def stop(self) -> None:
         self._stop.set()

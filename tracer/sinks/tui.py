@@ -2,7 +2,7 @@
 
 rich's Live draws console.Screen; no full-screen framework: a thread reads
 stdin in cbreak mode (keys one by one, not echoed; ISIG stays on, so Ctrl-C
-still sends SIGINT to the stop handler in session.Signals) and hands the keys
+still sends SIGINT to the stop handler in signals.Signals) and hands the keys
 to keys.step(). Both threads draw from a Frame, the copy of the groups the
 last tick took, never from the groups the event loop changes.
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .access import Attributes, Gate, KubeGate, Open
-from .errors import UserError
+from ..errors import UserError
 from .tlsconf import Serving, from_files, self_signed
 
 if TYPE_CHECKING:
-    from .pods.apicall import Calls
+    from ..pods.apicall import Calls
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def gate_for(p: Plan, kubeconfig: str | None, calls: Calls | None = None) -> Cal
     API calls, which its stop cuts off (pods/apicall.py)."""
     if not p.authenticate:
         return lambda node: Open()
-    from .pods.kube import KubeClient, KubeUnavailable
-    from .pods.reviews import KubeReviewer
+    from ..pods.kube import KubeClient, KubeUnavailable
+    from .reviews import KubeReviewer
 
     try:
         reviewer = KubeReviewer(KubeClient(kubeconfig, calls))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..access import Attributes, Identity, ReviewUnavailable
-from .kube import KubeClient, KubeUnavailable, api_field
+from .access import Attributes, Identity, ReviewUnavailable
+from ..pods.kube import KubeClient, KubeUnavailable, api_field
 
 _TEXT_CAP = 1024      # a user name, uid or group longer than this is not one the API server made
 
