@@ -1,4 +1,4 @@
-"""bench-hostile: the agent's HTTP server (tracer/httpd.py) against hostile clients.
+"""bench-hostile: the agent's HTTP server (tracer/agent/httpd.py) against hostile clients.
 
     scripts/bench_hostile [--seconds 300] [--markdown]            # root: the real BPF map
     scripts/bench_hostile --synthetic --seconds 30                # no root: counts made up in Python
