@@ -363,7 +363,7 @@ class LabAuth:
         import tempfile
 
         from tracer.lab.api import KubeAPI
-        from tracer.agent.tlsconf import make_certificate
+        from tracer.tlsconf import make_certificate
 
         self.dir = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
         self.api = KubeAPI()

@@ -28,7 +28,7 @@ import pytest
 from tracer.lab.cases import CASES
 
 from tracer.lab.shell import in_netns
-from tracer.agent.tlsconf import make_certificate
+from tracer.tlsconf import make_certificate
 
 from ..timing import allowed
 from .conftest import NETDROP, Netdrop

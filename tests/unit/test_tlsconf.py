@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from tracer.errors import UserError
-from tracer.agent.tlsconf import from_files, make_certificate, self_signed
+from tracer.tlsconf import from_files, make_certificate, self_signed
 
 
 def write(tmp, name: str) -> tuple[str, str]:

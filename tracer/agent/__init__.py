@@ -4,6 +4,5 @@
 - httpd: the HTTP server (one asyncio loop in a thread, h11), bounded against hostile clients
 - access: who may read /metrics (open, or bearer tokens the API server reviews), cached and rate-limited
 - reviews: TokenReview and SubjectAccessReview through the API (access's Reviewer)
-- serveauth: the plan from serve's flags: which Gate, whether TLS
-- tlsconf: the serving certificate (from files, reloaded when they change, or self-signed)
+- serveauth: the plan from serve's flags: which Gate, whether TLS (certificates: tracer/tlsconf.py)
 """

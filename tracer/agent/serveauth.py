@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .access import Attributes, Gate, KubeGate, Open
 from ..errors import UserError
-from .tlsconf import Serving, from_files, self_signed
+from ..tlsconf import Serving, from_files, self_signed
 
 if TYPE_CHECKING:
     from ..pods.apicall import Calls

@@ -101,7 +101,7 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
     from ..pods.kube import Selection
     from ..pods.source import PodSource
     from ..sinks.metrics import AgentState, DropCollector, Series
-    from ..agent.tlsconf import RELOAD_CHECK_SECONDS
+    from ..tlsconf import RELOAD_CHECK_SECONDS
 
     node_path = node_netns(opts.node.node_netns, env)
     listen = parse_listen(opts.listen)

@@ -449,7 +449,7 @@ class KubeAPI:
         return self.url
 
     def _wrap_tls(self, server: ThreadingHTTPServer) -> None:
-        from ..agent.tlsconf import load_pem, make_certificate
+        from ..tlsconf import load_pem, make_certificate
 
         if self._tls is None:       # one CA for the server's life: a restart keeps clients' trust
             ca = make_certificate("netdrop-lab-ca", [], ca=True)

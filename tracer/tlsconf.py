@@ -21,7 +21,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import UserError
 
 RELOAD_CHECK_SECONDS = 60.0
 
