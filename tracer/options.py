@@ -9,6 +9,7 @@ typed here: numbers within their bounds, durations in seconds, paths absolute.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .kernel.loader import MAX_EVENT_RATE
 from .pods.kube import Selection
@@ -51,13 +52,17 @@ class ViewOptions:
     verbose: bool = False                   # hooks, filters and pod source in full
 
 
+# The live console, or one JSON object per drop per line (--json).
+WatchOutput = Literal["console", "json"]
+
+
 @dataclass(frozen=True)
 class WatchOptions:
     select: DropSelection
     kernel: KernelOptions
     view: ViewOptions
     duration: float | None                  # None: until stopped
-    output: str                             # a key of commands.watch.OUTPUTS: "console", "json" (--json)
+    output: WatchOutput                     # how commands/watch.py shows the drops (OUTPUTS)
     stacks: bool | None                     # None: the default for the output (pipeline.wants_stacks)
 
 

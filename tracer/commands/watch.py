@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..env import Environment
 from ..errors import ExitStatus
 from ..kernel.loader import TracerSettings
-from ..options import WatchOptions
+from ..options import WatchOptions, WatchOutput
 from ..pipeline.session import Session
 from ..pipeline.startup import kernel_facts, make_filters, pod_source, require_root, wants_stacks
 
@@ -31,7 +31,7 @@ def _json_lines(session: Session, duration: float | None) -> Stats:
     return session.run([JsonLines(session.env.stdout, stacks=session.stacks)], duration)
 
 
-OUTPUTS = {
+OUTPUTS: dict[WatchOutput, Output] = {
     "console": Output(lambda session, duration: session.run_live(duration), groups_in_report=False),
     "json": Output(_json_lines, groups_in_report=True),
 }

@@ -1,6 +1,6 @@
-"""source: keeps the pod index current in the background, and the kernel's maps with it.
+"""source: keeps the pod index current in the background, and says what the kernel's pod maps must hold.
 
-Event-driven (issue 13): one thread follows the API's pods of this node (list,
+Event-driven: one thread follows the API's pods of this node (list,
 then watch, resumed from its resourceVersion), one waits on the node's own
 notifications (node.events.NodeEvents: veths, addresses and namespace ids in the
 node's namespace, /run/netns by inotify). After a change, that thread lets
@@ -8,9 +8,9 @@ more gather for SETTLE_SECONDS, looks up only what changed
 (NodeScanner.refresh), and when pods or namespaces changed builds a new
 attribute.PodIndex and swaps it in. Nothing is polled while the node is quiet
 but namespaces CNI is still wiring (PENDING_POLL) and a full scan every
-RESCAN_SECONDS as the safety net. The event loop reads current() and calls
-apply(tracer) on its ticks, which writes only what changed into the pod maps.
-Nothing here runs per event.
+RESCAN_SECONDS as the safety net. The event loop reads current(), and on its
+ticks takes new_kernel_pods() (only when the index changed) into the kernel's
+pod maps (pipeline/loaded.py). Nothing here runs per event.
 """
 
 from __future__ import annotations
