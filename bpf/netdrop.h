@@ -3,7 +3,7 @@
  * netdrop: the records the BPF side shares with Python.
  *
  * tracer/kernel/event.py mirrors these structs field by field (ctypes) and
- * tests/unit/test_event_layout.py checks that both agree, so change them
+ * tests/unit/kernel/test_event_layout.py checks that both agree, so change them
  * together. Fields are ordered by size so that neither side needs padding
  * rules to agree. Every value here is raw kernel data ("_raw" on the Python
  * side): reason numbers, kernel addresses, network-byte-order addresses.

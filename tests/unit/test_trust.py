@@ -1,6 +1,6 @@
 """trust.private_dir and the takeover of an empty directory others may write (a
 Kubernetes emptyDir: mode 0777, no sticky bit), on real directories of the user
-running the tests; other users' files are tests/kernel/test_files.py's."""
+running the tests; other users' files are tests/kernel/commands/test_files.py's."""
 
 import os
 import stat

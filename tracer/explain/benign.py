@@ -32,7 +32,7 @@ reason, location, pod, benign), metrics fold them into series by their labels
 (benign, category); keys that differ in facts that change neither add up, so
 the rows and series a user sees change only where benign (or ipsec) does.
 
-What holds for every rule, checked by tests/unit/test_benign.py:
+What holds for every rule, checked by tests/unit/explain/test_benign.py:
 - unicast to an address of the receiving namespace (an IPv4 route RTCF_LOCAL,
   or an IP frame addressed to this host's MAC whose destination the kernel did
   not classify as broadcast or multicast) is never benign: no rule takes those

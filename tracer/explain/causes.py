@@ -3,7 +3,7 @@
 Meanings, not categories: which category a drop is in is the registry's
 (categories.py), and a category's hint (hints.py) builds on these sentences
 when it has nothing better. Every reason of the kernel's list is in CAUSES or
-in NOT_ON_A_NODE (tests/unit/test_reasons.py walks the list); PLACES says what
+in NOT_ON_A_NODE (tests/unit/explain/test_reasons.py walks the list); PLACES says what
 an unspecific drop means by the function that freed it.
 """
 

@@ -18,7 +18,7 @@ in the thread's queue, answered() says when it is done.
 
 Every parser takes node text, which pods and local users can shape (interface
 names, bpftool's program names): each survives any input (Hypothesis
-tests in tests/unit/test_evidence.py), keeps only typed values, and is
+tests in tests/unit/explain/test_evidence.py), keeps only typed values, and is
 bounded (MAX_* below) whatever the node holds.
 """
 

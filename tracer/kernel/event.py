@@ -3,7 +3,7 @@
 The maps read only through bcc (counts, count_slots, cpu_state) need none:
 bcc gives their values with the field names of the C.
 
-tests/unit/test_event_layout.py parses the header (bpfsource.HEADER) and
+tests/unit/kernel/test_event_layout.py parses the header (bpfsource.HEADER) and
 checks that every field, size and offset agrees. A field whose value is
 still kernel data to be translated by decode.py carries the suffix
 `_raw` here (reason_raw: an enum number; location_raw: a kernel address ...);

@@ -88,7 +88,7 @@ def kprobe_refusal(tracefs: Path, exc: BaseException | None, btf_why: str) -> st
 def attach_kprobe_hook(bpf: Any, h: FunctionHook) -> None:
     """Attach h's kprobe (and kretprobe) programs; on failure nothing of h stays
     attached and bcc's exception is raised. The only place netdrop asks the
-    kernel to attach a kprobe (tests/kernel/test_funchooks.py fakes its answer
+    kernel to attach a kprobe (tests/kernel/kernel/test_funchooks.py fakes its answer
     at bcc's lib.bpf_attach_kprobe)."""
     bpf.attach_kprobe(event=h.func.encode(), fn_name=h.entry.encode())
     if h.ret:

@@ -113,7 +113,7 @@ FUNCTION_HOOKS = (
                  "the ICMP error each drop answered with, without the icmp:icmp_send tracepoint",
                  only_without_icmp_tp=True),
 )
-# Every kprobe-form and BTF-form program: what tests/kernel/test_funchooks.py checks.
+# Every kprobe-form and BTF-form program: what tests/kernel/kernel/test_funchooks.py checks.
 KPROBE_PROGRAMS = tuple(name for h in FUNCTION_HOOKS for name in (h.entry, h.ret) if name)
 BTF_PROGRAMS = tuple(h.btf_prog for h in FUNCTION_HOOKS)
 # Each cause with the hook that notes it, by code and by name.

@@ -110,7 +110,7 @@ class EventReader:
         # ringbuf_process_ring() has already moved its consumer position past
         # this sample when it calls us, so the sample is taken first: returning
         # -1 *instead of* taking it would lose one event per full batch, uncounted
-        # (tests/kernel/test_counts.py).
+        # (tests/kernel/kernel/test_counts.py).
         return -1 if self._batch is not None and len(self._events) >= self._batch else 0
 
     def read(self, timeout_ms: int, max_events: int | None) -> list[bytes]:

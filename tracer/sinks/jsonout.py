@@ -70,7 +70,7 @@ _MEMO_ENTRIES = 4096
 
 class LineEncoder:
     """drop_record() as one JSON line, byte for byte what json.dumps makes of
-    it (tests/unit/test_jsonout.py), at a fraction of the cost: in a storm the
+    it (tests/unit/sinks/test_jsonout.py), at a fraction of the cost: in a storm the
     drops of a group differ only in time and flow, so the rest of the line is
     encoded once per verdict, pod and device, and the time once per second.
     ~6 us per line before (building the dict, then dumping it), the most of
