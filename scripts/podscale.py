@@ -1,4 +1,4 @@
-"""Pod-scale benchmark: what following N pods costs netdrop (issue 13).
+"""Pod-scale benchmark: what following N pods costs netdrop.
 
 Run as root: scripts/podscale [--pods 0,50,150,250] [--idle 30] [--churn 20] [--markdown]
 
