@@ -101,8 +101,8 @@ WALK_SECONDS = 5.0      # /proc is walked for a wanted namespace not found yet a
 
 class WantedPaths:
     """The paths of the namespaces the Explainer wants, found without walking
-    /proc every round (issue 13: on a node of 250 pods that walk, every second,
-    was most of netdrop's idle cost). A path found once is checked each round
+    /proc every round (on a node of 250 pods that walk, every second, would be
+    most of netdrop's idle cost). A path found once is checked each round
     with one stat (still that inode: kept; else it is gone or reused, and
     dropped); /proc and /run/netns are walked when a namespace is wanted for
     the first time, and while one has no path yet at most every WALK_SECONDS."""
@@ -165,7 +165,6 @@ class NetnsView:
     ct: dict[str, int] | None = None
     ct_delta: dict[str, int] = field(default_factory=dict)
     ct_growth: dict[str, int] = field(default_factory=dict)            # summed since the first sample
-    sampled_at: float = 0.0
     rules_at: float = 0.0                                              # when the ruleset was last read
     _memo: dict[tuple[object, ...] | None, list[DropPoint]] = field(default_factory=dict, repr=False,
                                                                     compare=False)
@@ -395,7 +394,7 @@ class Explainer:
             if v > 0 and k != "entries":
                 growth[k] = growth.get(k, 0) + v
         self.views[netns] = NetnsView(grown, [p for p in points if p.packets], points, ct, ct_delta, growth,
-                                      time.monotonic(), rules_at)
+                                      rules_at)
         if growth.get("clash_resolve") and netns not in self.notices:
             self.notices[netns] = (f"conntrack resolved insert races (clash_resolve +{growth['clash_resolve']}) "
                                    "without a drop: concurrent packets of one flow (DNS A and AAAA queries "
