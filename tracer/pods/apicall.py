@@ -463,7 +463,7 @@ class Api:
                 return
             # Counted whatever limit the server ignored: a server that sends pages without
             # end, or pages of a million tiny objects, ends here.
-            listed += max(1, len(objects._items(page, "items")))
+            listed += max(1, len(objects.list_field(page, "items")))
             if listed > MAX_OBJECTS:
                 raise KubeUnavailable(f"the API server at {self.server} listed more than {MAX_OBJECTS:,} objects")
             yield page

@@ -29,7 +29,7 @@ from .apitext import DNS_SUBDOMAIN
 from .objects import DUAL_STACK_POLICIES as DUAL_STACK_POLICIES
 from .objects import PodInfo as PodInfo
 from .objects import ServiceInfo as ServiceInfo
-from .objects import _items, _node_name, _text, opaque
+from .objects import list_field, opaque
 from .objects import api_field as api_field
 from .objects import pod_info as pod_info
 from .objects import service_info as service_info
@@ -112,9 +112,17 @@ UNTRUSTED_USER_KEYS = {"exec": "runs a command (exec)",
                        "tokenFile": "sends a file to the API server as its token (tokenFile)"}
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _node_name(node: Any) -> str | None:
+    return apitext.field(api_field(api_field(node, "metadata"), "name"), DNS_SUBDOMAIN)
+
+
 def _doc_entries(doc: dict[str, Any], key: str, name: str) -> list[Any]:
     """What the `key` entries (e.g. contexts) named `name` hold."""
-    return [api_field(e, key[:-1]) for e in _items(doc, key) if api_field(e, "name") == name]
+    return [api_field(e, key[:-1]) for e in list_field(doc, key) if api_field(e, "name") == name]
 
 
 def privileged_entries(doc: Any) -> list[tuple[str, str]]:
@@ -127,7 +135,7 @@ def privileged_entries(doc: Any) -> list[tuple[str, str]]:
     contexts = _doc_entries(doc, "contexts", current) if current else []
     chosen = {_text(api_field(c, "user")) for c in contexts} if contexts else {None}
     found = []
-    for entry in _items(doc, "users"):
+    for entry in list_field(doc, "users"):
         name = api_field(entry, "name")
         if None not in chosen and name not in chosen:
             continue
@@ -194,7 +202,6 @@ class KubeClient(apicall.Api):
             from kubernetes import client, config
         except ImportError:
             raise KubeUnavailable("the kubernetes Python client is not installed") from None
-        self._client_mod = client
         self.config = client.Configuration()
         self.source = self._load(config, kubeconfig, self.config)
         # No urllib3 retries: each call is one request within its limits;
@@ -253,8 +260,9 @@ class KubeClient(apicall.Api):
         if self.call_json(self.v1.read_node, host) is not None:
             return host
         for page in self.pages(self.v1.list_node):
-            for node in _items(page, "items"):
-                addrs = {apitext.ip(api_field(a, "address")) for a in _items(api_field(node, "status"), "addresses")}
+            for node in list_field(page, "items"):
+                addresses = list_field(api_field(node, "status"), "addresses")
+                addrs = {apitext.ip(api_field(a, "address")) for a in addresses}
                 name = _node_name(node)
                 if name and addrs & local_ips:
                     return name
@@ -270,7 +278,7 @@ class KubeClient(apicall.Api):
         NODE_ANNOTATIONS: a large cluster's Nodes whole would be megabytes."""
         out = []
         for page in self.pages(self.v1.list_node):
-            for node in _items(page, "items"):
+            for node in list_field(page, "items"):
                 annotations = api_field(api_field(node, "metadata"), "annotations")
                 kept = {k: v for k in self.NODE_ANNOTATIONS if isinstance(annotations, dict)
                         and isinstance(v := annotations.get(k), str)}
@@ -282,12 +290,12 @@ class KubeClient(apicall.Api):
         A Node without spec (or without CIDRs) has none."""
         out: dict[str, list[str]] = {}
         for page in self.pages(self.v1.list_node):
-            for n in _items(page, "items"):
+            for n in list_field(page, "items"):
                 name = _node_name(n)
                 if name is None:
                     continue
                 spec = api_field(n, "spec")
-                cidrs = [c for c in map(apitext.cidr, _items(spec, "podCIDRs")) if c] or \
+                cidrs = [c for c in map(apitext.cidr, list_field(spec, "podCIDRs")) if c] or \
                     [c for c in [apitext.cidr(api_field(spec, "podCIDR"))] if c]
                 out[name] = cidrs
         return out
@@ -295,7 +303,7 @@ class KubeClient(apicall.Api):
     def list_services(self) -> list[ServiceInfo]:
         """Every Service of the cluster (all namespaces)."""
         return [service_info(s) for page in self.pages(self.v1.list_service_for_all_namespaces)
-                for s in _items(page, "items")]
+                for s in list_field(page, "items")]
 
     def list_pods(self, node: str, label_selector: str | None = None) -> tuple[list[PodInfo], str]:
         kw = {"field_selector": f"spec.nodeName={node}"}
@@ -304,7 +312,7 @@ class KubeClient(apicall.Api):
         pods: list[PodInfo] = []
         rv = ""
         for page in self.pages(self.v1.list_pod_for_all_namespaces, **kw):
-            pods += (pod_info(p) for p in _items(page, "items"))
+            pods += (pod_info(p) for p in list_field(page, "items"))
             rv = opaque(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
         return pods, rv
 
@@ -314,7 +322,7 @@ class KubeClient(apicall.Api):
 
     def pod_names(self, namespace: str) -> list[str]:
         return [n for page in self.pages(self.v1.list_namespaced_pod, namespace=namespace)
-                for p in _items(page, "items")
+                for p in list_field(page, "items")
                 if (n := apitext.field(api_field(api_field(p, "metadata"), "name"), DNS_SUBDOMAIN))]
 
     def watch_pods(self, node: str, label_selector: str | None, on_change: Callable[[list[PodInfo]], None],

@@ -52,14 +52,10 @@ def api_field(obj: Any, key: str) -> Any:
     return getattr(obj, attr, None)
 
 
-def _items(obj: Any, key: str) -> list[Any]:
+def list_field(obj: Any, key: str) -> list[Any]:
     """A list field, [] when absent or not a list."""
     value = api_field(obj, key)
     return list(value) if isinstance(value, (list, tuple)) else []
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
@@ -73,11 +69,11 @@ def pod_info(obj: Any) -> PodInfo:
     """From a V1Pod (the client's model) or the same object as a dict. Never
     raises: a pod without a field has none of what it would have said."""
     meta, spec, status = api_field(obj, "metadata"), api_field(obj, "spec"), api_field(obj, "status")
-    ips = [apitext.ip(api_field(p, "ip")) for p in _items(status, "podIPs")] or \
+    ips = [apitext.ip(api_field(p, "ip")) for p in list_field(status, "podIPs")] or \
         [apitext.ip(api_field(status, "podIP"))]
     ports: set[int] = set()
-    for c in _items(spec, "containers"):
-        for p in _items(c, "ports"):
+    for c in list_field(spec, "containers"):
+        for p in list_field(c, "ports"):
             for k in ("containerPort", "hostPort"):
                 port = api_field(p, k)
                 if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
@@ -157,14 +153,14 @@ def service_info(obj: Any) -> ServiceInfo:
     field does not say is absent. A selector with a value that is not text is
     read as none (selecting nothing): dropping the odd term would select more."""
     meta, spec = api_field(obj, "metadata"), api_field(obj, "spec")
-    ips = [ip for ip in map(_cluster_ip, _items(spec, "clusterIPs")) if ip] or \
+    ips = [ip for ip in map(_cluster_ip, list_field(spec, "clusterIPs")) if ip] or \
         [ip for ip in [_cluster_ip(api_field(spec, "clusterIP"))] if ip]
     return ServiceInfo(
         namespace=apitext.field(api_field(meta, "namespace"), DNS_LABEL) or "",
         name=apitext.field(api_field(meta, "name"), DNS_LABEL) or "",
         selector=_labels(api_field(spec, "selector")),
         ip_family_policy=apitext.field(api_field(spec, "ipFamilyPolicy"), WORD),
-        ip_families=tuple(f for f in (apitext.field(f, WORD) for f in _items(spec, "ipFamilies")) if f),
+        ip_families=tuple(f for f in (apitext.field(f, WORD) for f in list_field(spec, "ipFamilies")) if f),
         cluster_ips=tuple(ips))
 
 
@@ -176,15 +172,11 @@ def _cluster_ip(value: Any) -> str | None:
 def _controller(meta: Any) -> tuple[str, str] | None:
     """The ownerReference marked controller (at most one per object, by the API's rules).
     Its name is whatever the pod's creator wrote: the API server checks only that it is not empty."""
-    for ref in _items(meta, "ownerReferences"):
+    for ref in list_field(meta, "ownerReferences"):
         kind, name = apitext.field(api_field(ref, "kind"), KIND), apitext.field(api_field(ref, "name"), DNS_SUBDOMAIN)
         if api_field(ref, "controller") is True and kind and name:
             return kind, name
     return None
-
-
-def _node_name(node: Any) -> str | None:
-    return apitext.field(api_field(api_field(node, "metadata"), "name"), DNS_SUBDOMAIN)
 
 
 def opaque(value: Any) -> str | None:

@@ -74,7 +74,6 @@ class PodSource:
         self._changed = threading.Event()
         self._threads: list[threading.Thread] = []
         self._events: NodeEvents | None = None
-        self.rounds = 0           # rounds of the node thread that looked at something (tests, benchmark)
         self._applied: PodIndex | None = None
         pods: list[PodInfo] | None = None
         self._pods: list[PodInfo] | None = None
@@ -257,7 +256,6 @@ class PodSource:
                 self.warn(f"pods: node scan failed ({type(exc).__name__}: {exc})")
                 last_full = time.monotonic() - RESCAN_SECONDS + FALLBACK_SECONDS   # a full scan soon
                 continue
-            self.rounds += 1
             if pods_changed or self.index is None or snapshot is not self.index.snapshot:
                 with self._lock:
                     index = self._build(snapshot)
