@@ -1,20 +1,24 @@
 """netdrop: which packets the kernel drops on this Kubernetes node, where, and why.
 
-Layers, top to bottom (each imports only those below it):
+Layers, top to bottom: each imports only those below it (the contract in pyproject.toml,
+checked by scripts/lint); modules on one line do not import each other, but for messages and
+signals.
 
-- cli: argv -> one frozen options object per command (options); main(argv, env) -> exit status
+- cli: argv -> one frozen options object per command; main(argv, env) -> exit status
 - commands/: one module per command (watch, capture, summary, doctor, demo, serve)
-- pipeline/: the kernel side loaded once for every command that traces, the session on top of it;
-  watch: the event loop (decode -> classify -> attribute -> groups -> sinks, counters on a tick)
+- agent/: the HTTP side of serve (/metrics, /healthz, who may scrape)
+- pipeline/: the kernel side loaded once for every command that traces, the session on top of it
 - sinks/ (console, JSON, capture files, metrics), doctor/ (node checks and their report),
-  agent/ (the HTTP side of serve)
-- groups: counts per group
-- explain/ (why) and pods/ (which pod), independent of each other
+  watch (the event loop: decode -> classify -> attribute -> groups -> sinks, counters on a tick),
+  options (what each command was asked to do, typed)
+- groups: exact counts per group, joined with their latest event
+- explain/ (why) and pods/ (which pod); lab/, the simulated node for demo and tests, apart from
+  the product (only the demo command imports it)
 - kernel/: the BPF program's maps and events
+- messages (stderr lines) and signals (stop signals)
+- env: what a run is given (streams, terminal, clock, paths)
 - node/: the node's own facts (namespaces, links, netlink)
-- utilities: env (what a run is given), errors (UserError, ExitStatus), messages (stderr lines),
-  signals (stop signals), tlsconf (serving certificates), jsonvalues (JSON nothing vouches for,
-  read as typed values), textsafe, trust, memory, layout, topk
-
-lab/ is the simulated node for demo and tests, apart from the product.
+- layout, memory, topk, textsafe, tlsconf (serving certificates), trust, jsonvalues (JSON nothing
+  vouches for, read as typed values)
+- errors: UserError and ExitStatus
 """

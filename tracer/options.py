@@ -63,7 +63,7 @@ class WatchOptions:
     view: ViewOptions
     duration: float | None                  # None: until stopped
     output: WatchOutput                     # how commands/watch.py shows the drops (OUTPUTS)
-    stacks: bool | None                     # None: the default for the output (pipeline.wants_stacks)
+    stacks: bool | None                     # None: the default for the output (pipeline/startup.py, wants_stacks)
 
 
 @dataclass(frozen=True)
