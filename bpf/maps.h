@@ -16,8 +16,9 @@ BPF_HASH(filter_netns, u32, u8, ND_MAX_FILTER);
 BPF_HASH(filter_ip, struct nd_ip_key, u8, ND_MAX_FILTER);
 BPF_HASH(filter_port, u16, u8, ND_MAX_FILTER);
 
-/* Pods of this node (tracer/pods/attribute.py builds them): their namespaces,
- * their host veths (in the node namespace) and their addresses. */
+/* Pods of this node (tracer/pods/attribute.py says what they hold,
+ * tracer/kernel/podmaps.py writes it): their namespaces, their host veths (in
+ * the node namespace) and their addresses. */
 BPF_HASH(pod_netns, u32, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_veth, struct nd_if_key, struct nd_pod_val, ND_MAX_FILTER);
 BPF_HASH(pod_ip, struct nd_ip_key, struct nd_pod_val, ND_MAX_FILTER);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * netdrop: the kfree_skb and icmp_send programs. Compiled by bcc at run time
- * (tracer/kernel/loader.py, with bpf/funchooks.c: tracer/kernel/bpfsource.py).
+ * (tracer/kernel/bccload.py, with bpf/funchooks.c: tracer/kernel/bpfsource.py).
  *
  * skb:kfree_skb fires for every skb freed as a drop (kfree_skb_reason() in
  * net/core/skbuff.c; consumed skbs go to skb:consume_skb instead). For each
