@@ -175,7 +175,6 @@ class Result:
     netdrop_cpu_s: float
     netdrop_storm_cpu_s: float
     bare_cpu_s: float
-    bare_count: int
     netdrop_progs: tuple[Prog, ...]
     bare: Prog
     generators: int
@@ -264,7 +263,7 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
         kernel_drops = nstat(ns, "UdpNoPorts") - k0
 
         nd_out, nd_cpu = stop(nd)
-        bare_out, bare_cpu = stop(bare)
+        _, bare_cpu = stop(bare)
     finally:
         for p in procs:
             if p.returncode is None and p.poll() is None:
@@ -281,14 +280,12 @@ def run(drops: int, generators: int, seconds: float, max_event_rate: int | None 
     storm = re.search(r"counted ([\d,]+) no-socket (?:NO_SOCKET|-) at __udp4_lib_rcv", nd_out)   # -: no reasons (5.10)
     # Without --json netdrop prints no group lines: then every drop it counted stands for the storm's.
     storm_count = int(storm.group(1).replace(",", "")) if storm else 0 if json_sink else counted
-    bare_m = re.search(r"@: (\d+)", bare_out)
     nd_delta, bare_delta = delta(n0, n1), delta(b0, b1)
     return Result(
         sent=sent, seconds=gen_time, kernel_drops=kernel_drops,
         counted=counted, storm_counted=storm_count, delivered=delivered, lost=lost, sampled_out=sampled,
         max_event_rate="default (10000)" if max_event_rate is None else str(max_event_rate),
         netdrop_cpu_s=nd_cpu, netdrop_storm_cpu_s=storm_cpu, bare_cpu_s=bare_cpu,
-        bare_count=int(bare_m.group(1)) if bare_m else 0,
         netdrop_progs=tuple(Prog(labels[i], d.time_ns, d.runs) for i, d in sorted(nd_delta.items())),
         bare=Prog("bpftrace kfree_skb", sum(d.time_ns for d in bare_delta.values()),
                   sum(d.runs for d in bare_delta.values())),
