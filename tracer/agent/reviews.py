@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .access import Attributes, Identity, ReviewUnavailable
-from ..pods.kube import KubeClient, KubeUnavailable, api_field
+from ..pods.apicall import KubeUnavailable
+from ..pods.kube import KubeClient
+from ..pods.objects import api_field
 
 _TEXT_CAP = 1024      # a user name, uid or group longer than this is not one the API server made
 

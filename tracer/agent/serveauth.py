@@ -77,7 +77,8 @@ def gate_for(p: Plan, kubeconfig: str | None, calls: Calls | None = None) -> Cal
     API calls, which its stop cuts off (pods/apicall.py)."""
     if not p.authenticate:
         return lambda node: Open()
-    from ..pods.kube import KubeClient, KubeUnavailable
+    from ..pods.apicall import KubeUnavailable
+    from ..pods.kube import KubeClient
     from .reviews import KubeReviewer
 
     try:

@@ -43,7 +43,7 @@ from ..watch import TICK_SECONDS, TRIM_SECONDS
 if TYPE_CHECKING:
     from ..kernel.loader import Tracer
     from ..pods.attribute import Attribution
-    from ..pods.kube import PodInfo
+    from ..pods.objects import PodInfo
     from ..pods.source import PodSource
 
 SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)

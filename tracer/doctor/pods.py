@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 from ..explain import evidence
 from ..node.nsexec import read_in_netns
-from ..pods.kube import DUAL_STACK_POLICIES
+from ..pods.objects import DUAL_STACK_POLICIES
 from .findings import Cmd, Finding, fix, plural
 from .node import Node, pod_label, read_small
 
 if TYPE_CHECKING:
-    from ..pods.kube import PodInfo, ServiceInfo
+    from ..pods.objects import PodInfo, ServiceInfo
 
 
 @dataclass(frozen=True)

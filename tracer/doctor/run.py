@@ -18,7 +18,8 @@ from ..env import TRACEFS_CANDIDATES
 from ..errors import UserError
 from ..node.namespaces import HOST_NETNS
 from ..node.scan import NodeScanner
-from ..pods.kube import START_SECONDS, KubeUnavailable, Selection
+from ..pods.apicall import KubeUnavailable
+from ..pods.kube import START_SECONDS, Selection
 from ..pods.source import PodSource
 from .findings import Finding, problems
 from .forwarding import check_conntrack, check_forward, check_kube_proxy, check_sysctls

@@ -21,7 +21,8 @@ from typing import Any
 from ..kernel.decode import Drop
 from ..kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_MASK, ND_DIR_TO_POD
 from ..kernel.filters import KernelPods
-from .kube import PodInfo, Selection
+from .kube import Selection
+from .objects import PodInfo
 from ..node.table import NetnsInfo, NodeSnapshot
 from .workload import workload_of
 

@@ -23,16 +23,9 @@ from typing import Any
 from ..errors import UserError
 from ..trust import check_tree
 from . import apicall, apitext
-from .apicall import KubeUnavailable as KubeUnavailable
+from .apicall import KubeUnavailable
 from .apitext import DNS_SUBDOMAIN
-# API objects as netdrop's types: defined in objects, used everywhere as kube's.
-from .objects import DUAL_STACK_POLICIES as DUAL_STACK_POLICIES
-from .objects import PodInfo as PodInfo
-from .objects import ServiceInfo as ServiceInfo
-from .objects import list_field, opaque
-from .objects import api_field as api_field
-from .objects import pod_info as pod_info
-from .objects import service_info as service_info
+from .objects import PodInfo, ServiceInfo, api_field, list_field, opaque, pod_info, service_info
 
 # Where a node keeps credentials, after --kubeconfig, $KUBECONFIG and ~/.kube/config.
 NODE_KUBECONFIGS = (Path("/etc/kubernetes/kubelet.conf"), Path("/etc/kubernetes/admin.conf"))

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import UserError
 from .apicall import Calls
 from .attribute import PodIds, PodIndex
-from .kube import START_SECONDS, KubeClient, KubeUnavailable, PodInfo, Selection, check_selection
+from .apicall import KubeUnavailable
+from .kube import START_SECONDS, KubeClient, Selection, check_selection
+from .objects import PodInfo
 from ..node.events import Changes, NodeEvents
 from ..node.scan import NodeScanner
 from ..node.namespaces import HOST_NETNS

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .kube import PodInfo
+from .objects import PodInfo
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 # The scheduled time CronJob puts in its Jobs' names, in minutes: 8 digits

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tracer.pods import apitext
 from tracer.pods.attribute import Attribution, PodRef
-from tracer.pods.kube import pod_info, service_info
+from tracer.pods.objects import pod_info, service_info
 from tracer.pods.workload import workload_of
 from tracer.sinks.metrics import AgentState, DropCollector, Series
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from tracer.kernel.decode import Drop
 from tracer.kernel.event import ND_DIR_FROM_POD, ND_DIR_IN_POD, ND_DIR_TO_POD
 from tracer.pods.attribute import PodIds, PodIndex
-from tracer.pods.kube import PodInfo, Selection
+from tracer.pods.kube import Selection
+from tracer.pods.objects import PodInfo
 from tracer.node.table import HostVeth, NetnsInfo, NodeSnapshot
 
 NODE = 4026531840

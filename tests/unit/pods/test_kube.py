@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tracer.errors import UserError
 from tracer.lab import api as labapi
-from tracer.pods import kube
+from tracer.pods import apicall, kube, objects
 
 from ...timing import allowed
 from ..helpers import wait_for
@@ -177,7 +177,7 @@ def test_unreachable_api_is_unavailable_not_a_crash(api, tmp_path):
     url = api.url
     api.stop()
     k = kube.KubeClient(str(api.kubeconfig))
-    with pytest.raises(kube.KubeUnavailable, match=f"cannot reach the API server at {url}"):
+    with pytest.raises(apicall.KubeUnavailable, match=f"cannot reach the API server at {url}"):
         k.list_pods("node-a")
 
 
@@ -186,7 +186,7 @@ def test_no_kubeconfig_anywhere(monkeypatch, tmp_path):
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setattr(kube, "NODE_KUBECONFIGS", ())
-    with pytest.raises(kube.KubeUnavailable, match="no kubeconfig found"):
+    with pytest.raises(apicall.KubeUnavailable, match="no kubeconfig found"):
         kube.KubeClient()
     with pytest.raises(UserError, match="kubeconfig /nope does not exist"):
         kube.KubeClient("/nope")
@@ -195,7 +195,7 @@ def test_no_kubeconfig_anywhere(monkeypatch, tmp_path):
 @pytest.mark.parametrize("selector,ok", [("app=web", True), ("app!=web", False), ("app", True),
                                          ("!app", False), ("app=web,tier=x", False), ("tier!=x", True)])
 def test_label_selectors(selector, ok):
-    p = kube.PodInfo("default", "w", "u", "n", (), False, (), (("app", "web"),), "Running")
+    p = objects.PodInfo("default", "w", "u", "n", (), False, (), (("app", "web"),), "Running")
     assert kube.Selection(selector=selector).matches(p) is ok
 
 
@@ -216,12 +216,12 @@ def test_a_node_without_spec_or_status_has_no_cidrs_and_no_addresses(api):
 
 
 def test_a_pod_missing_optional_fields_is_read():
-    p = kube.pod_info({"metadata": {"name": "p", "namespace": "ns"}})
+    p = objects.pod_info({"metadata": {"name": "p", "namespace": "ns"}})
     assert (p.key, p.ips, p.ports, p.labels, p.node, p.host_network) == ("ns/p", (), (), (), None, False)
     odd = {"metadata": {"name": "q", "namespace": "ns", "labels": ["x"]}, "spec": {"containers": [
         {"ports": [{"containerPort": "80"}, {"containerPort": 70000}, {"hostPort": 9100}]}, None]},
         "status": {"podIPs": None, "podIP": "10.0.0.1"}}
-    q = kube.pod_info(odd)
+    q = objects.pod_info(odd)
     assert q.ports == (9100,) and q.ips == ("10.0.0.1",) and q.labels == ()
 
 
@@ -236,5 +236,5 @@ _values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
 
 @given(_values)
 def test_any_pod_object_is_read_without_raising(obj):
-    p = kube.pod_info(obj)
+    p = objects.pod_info(obj)
     assert isinstance(p.key, str) and all(isinstance(port, int) for port in p.ports)

@@ -58,7 +58,7 @@ def test_every_call_ends_within_its_deadline_and_its_byte_cap(hostile, monkeypat
     tracemalloc.start()
     started = time.monotonic()
     try:
-        with pytest.raises(kube.KubeUnavailable) as err:
+        with pytest.raises(apicall.KubeUnavailable) as err:
             k.list_pods("node-a")
         took = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
@@ -75,7 +75,7 @@ def test_every_call_ends_within_its_deadline_and_its_byte_cap(hostile, monkeypat
 def test_within_bounds_all_the_calls_together(hostile):
     k = hostile("drip")
     started = time.monotonic()
-    with pytest.raises(kube.KubeUnavailable, match="did not answer in time"), k.within(1.0):
+    with pytest.raises(apicall.KubeUnavailable, match="did not answer in time"), k.within(1.0):
         k.node_name(None, {"10.0.0.1"})
     assert time.monotonic() - started < allowed(1.0)
 
@@ -87,7 +87,7 @@ def listing_in_a_thread(k: kube.KubeClient) -> tuple[threading.Thread, list[str]
     def call() -> None:
         try:
             k.list_pods("node-a")
-        except kube.KubeUnavailable as exc:
+        except apicall.KubeUnavailable as exc:
             errors.append(str(exc))
     t = threading.Thread(target=call, daemon=True)
     t.start()
@@ -104,7 +104,7 @@ def test_close_cuts_a_call_in_flight_off_at_once(hostile, mode):
     t.join(5)
     assert not t.is_alive() and time.monotonic() - started < allowed(0.5)
     assert errors == [f"the API server at {k.server} was cut off: netdrop is stopping"]
-    with pytest.raises(kube.KubeUnavailable, match="was not asked: netdrop is stopping"):
+    with pytest.raises(apicall.KubeUnavailable, match="was not asked: netdrop is stopping"):
         k.list_pods("node-a")
 
 
@@ -294,7 +294,7 @@ def test_a_list_without_end_ends(tmp_path):
     tracemalloc.start()
     try:
         k = kube.KubeClient(kubeconfig_for(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_address[1]}"))
-        with pytest.raises(kube.KubeUnavailable, match="listed more than 20,000 objects"):
+        with pytest.raises(apicall.KubeUnavailable, match="listed more than 20,000 objects"):
             k.list_pods("node-a")
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracer.pods.kube import pod_info
+from tracer.pods.objects import pod_info
 from tracer.pods.workload import Workload, workload_of
 
 
