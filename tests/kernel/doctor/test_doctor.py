@@ -229,7 +229,7 @@ def test_ipam_files_that_are_no_files_do_not_hang_doctor(healthy):
     assert "10.244.1.99 held by container ?" in ipam[0]["evidence"]
 
 
-# -- Standing states that drop packets (issue 14) --
+# -- Standing states that drop packets --
 
 def test_bridge_port_not_forwarding_and_stp(healthy):
     ns = healthy.node1

@@ -1,5 +1,7 @@
-"""Each cause of issue 14 made for real in namespaces this test creates, traced
-by netdrop's program, classified with the evidence netdrop reads from those
+"""Each standing cause of drops (a veth whose peer is down, IPv6 disabled, an
+IPsec policy without its state, an overlay mismatch, a bridge port not
+forwarding, a tc or cgroup program) made for real in namespaces this test
+creates, traced by netdrop's program, classified with the evidence netdrop reads from those
 namespaces: the category, the reason or location, and the fact the hint names.
 
 Each test builds two namespaces joined by a veth (a: a0 10.77.0.1, b: b0

@@ -1,4 +1,4 @@
-"""Pods at node scale (issue 13): a simulated node with many pods, followed by events.
+"""Pods at node scale: a simulated node with many pods, followed by events.
 
 The node is this module's own (not the session's shared one): 120 bulk pods on
 node1's bridge, each a CNI-style sandbox with its Pod object in the lab's API.

@@ -1,4 +1,4 @@
-"""The Explainer finds the paths of the namespaces it wants without walking /proc every round (issue 13)."""
+"""The Explainer finds the paths of the namespaces it wants without walking /proc every round."""
 
 import os
 
