@@ -26,6 +26,7 @@ from .kernel.event import ND_MAX_SNAPLEN
 from .kernel.filters import parse_ip
 from .kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE, MAX_EVENT_RATE_LIMIT
 from .messages import PROG, say
+from .sinks.summary.render import FORMATS as SUMMARY_FORMATS
 from .options import (
     CaptureOptions,
     DemoOptions,
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("dir", metavar="DIR", nargs="+", type=user_path,
                       help="a capture's directory (or its summary.json); several (one per node) are merged into "
                            "one report, overall and per node")
-    summ.add_argument("--format", "-f", choices=("table", "markdown", "json", "csv", "html"), default="table")
+    summ.add_argument("--format", "-f", choices=SUMMARY_FORMATS, default="table")
     summ.add_argument("--all", action="store_true", dest="show_benign",
                       help="list benign drops among the verdicts too (they are always counted)")
 
