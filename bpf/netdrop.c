@@ -45,7 +45,6 @@
 #define ND_WINDOW_CHECK_MASK 63
 
 BPF_PERCPU_HASH(counts, struct nd_count_key, struct nd_count_val, ND_MAX_COUNTERS);
-BPF_PERCPU_ARRAY(cpu_state, struct nd_cpu_state, 1);
 BPF_RINGBUF_OUTPUT(events, ND_RINGBUF_PAGES);
 
 /* An event with packet bytes behind it: its size varies, so it is built here
@@ -170,8 +169,8 @@ static __always_inline int count(u32 netns, u32 reason, u64 location, u32 pod, u
 	return 1;
 }
 
-static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb, u64 now, u64 location,
-					 u32 reason, u32 pod, u32 facts)
+static __always_inline void finish_event(struct nd_cpu *c, struct nd_event *e, struct sk_buff *skb, u64 now,
+					 u64 location, u32 reason, u32 pod, u32 facts)
 {
 	e->ts_ns = now;
 	e->location = location;
@@ -180,8 +179,8 @@ static __always_inline void finish_event(struct nd_event *e, struct sk_buff *skb
 	e->facts = facts;
 	e->caplen = 0;
 	e->cause = 0;
-	icmp_join(e, skb);
-	fn_join(e, skb);
+	icmp_join(&c->icmp, e, skb);
+	fn_join(&c->fn, e, skb);
 }
 
 /* How many bytes of the packet, from its IP header, to copy: at most snaplen,
@@ -239,17 +238,19 @@ static __always_inline u64 wakeup_flags(struct nd_cpu_state *st)
 	return (st->events & (ND_WAKEUP_EVERY - 1)) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cfg, struct nd_cpu_state *st,
+static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cfg, struct nd_cpu *c,
 					     struct sk_buff *skb, struct net_device *dev, u16 proto,
 					     struct nd_event *scr, struct nd_route route, u32 netns, u64 now,
 					     u64 location, u32 reason, u32 pod, u32 facts)
 {
 	int zero = 0;
 	struct nd_pkt *pk = pktbuf.lookup(&zero);
-	if (!pk)
+	if (!pk) {
+		notes_forget(c, skb);
 		return;
+	}
 	fill_event(&pk->ev, skb, dev, proto, scr, route, netns);
-	finish_event(&pk->ev, skb, now, location, reason, pod, facts);
+	finish_event(c, &pk->ev, skb, now, location, reason, pod, facts);
 	unsigned char *from = NULL;
 	/* capture_len() is at most snaplen, which the loader keeps <= ND_MAX_SNAPLEN. */
 	u32 n = capture_len(skb, &pk->ev, &from, cfg->snaplen, cfg->headers_only);
@@ -258,10 +259,10 @@ static __always_inline void send_with_packet(void *ctx, struct nd_filter_cfg *cf
 	if (n && from && bpf_probe_read_kernel(pk->data, n, from) == 0)
 		pk->ev.caplen = n;
 	pk->ev.stack_id = stack_id(ctx, location, now);
-	if (events.ringbuf_output(pk, sizeof(pk->ev) + (pk->ev.caplen & ND_PKT_MASK), wakeup_flags(st)))
-		st->lost++;
+	if (events.ringbuf_output(pk, sizeof(pk->ev) + (pk->ev.caplen & ND_PKT_MASK), wakeup_flags(&c->st)))
+		c->st.lost++;
 	else
-		st->events++;
+		c->st.events++;
 }
 
 /* The kfree_skb program's work, whichever way it is attached: sh and netns
@@ -273,15 +274,18 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 	struct net_device *dev = sh.dev;
 	int zero = 0;
 	struct nd_filter_cfg *cfg = filter_cfg.lookup(&zero);
-	struct nd_cpu_state *st = cpu_state.lookup(&zero);
-	if (!cfg || !st)
+	struct nd_cpu *c = cpu_state.lookup(&zero);
+	if (!cfg || !c)
 		return 0;
+	struct nd_cpu_state *st = &c->st;
 	/* Filled only when pod tagging or a filter needs the packet (fill_keys). */
 	struct nd_event *scr = NULL;
 	struct nd_route route = {};
 	u32 pod = 0;
-	if (!drop_passes(cfg, skb, dev, proto, netns, &scr, &route, &pod, 1))
+	if (!drop_passes(cfg, skb, dev, proto, netns, &scr, &route, &pod, 1)) {
+		notes_forget(c, skb);   /* whatever was noted of it, its address is the next skb's */
 		return 0;
+	}
 
 	u32 facts = packet_facts(proto, &sh, sock_family(proto, &sh), reason);
 	if (!count(netns, reason, location, pod, facts, sh.len))
@@ -296,6 +300,7 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 		if ((st->sampled_out & ND_WINDOW_CHECK_MASK) != ND_WINDOW_CHECK_MASK ||
 		    bpf_ktime_get_ns() - st->window_start_ns < ND_EVENT_WINDOW_NS) {
 			st->sampled_out++;
+			notes_forget(c, skb);
 			return 0;
 		}
 		st->window_events = 0;
@@ -309,17 +314,18 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 		st->window_events++;
 	}
 	if (cfg->snaplen) {
-		send_with_packet(ctx, cfg, st, skb, dev, proto, scr, route, netns, now, location, reason, pod, facts);
+		send_with_packet(ctx, cfg, c, skb, dev, proto, scr, route, netns, now, location, reason, pod, facts);
 		return 0;
 	}
 	/* Ring full: count the loss without paying for the packet reads. */
 	struct nd_event *e = events.ringbuf_reserve(sizeof(struct nd_event));
 	if (!e) {
 		st->lost++;
+		notes_forget(c, skb);
 		return 0;
 	}
 	fill_event(e, skb, dev, proto, scr, route, netns);
-	finish_event(e, skb, now, location, reason, pod, facts);
+	finish_event(c, e, skb, now, location, reason, pod, facts);
 	e->stack_id = stack_id(ctx, location, now);
 	events.ringbuf_submit(e, wakeup_flags(st));
 	st->events++;

@@ -5,6 +5,15 @@
  * hook (funchooks.c) saw of it (nd_event.cause). Writing a note is a few
  * stores; the event path joins them (icmp_join(), fn_join()); counts never
  * depend on them.
+ *
+ * A note is keyed by the skb's address, and the address outlives the skb:
+ * the slab allocator hands a freed object to the next allocation on the same
+ * CPU (its per-CPU freelist is LIFO, mm/slub.c), so the next packet made on
+ * that CPU usually sits where the dropped one did. Every kfree_skb run uses
+ * up the notes of its skb, the ones that send no event too (filtered out, over
+ * the rate limit, ring full: notes_forget()). The notes live in the per-CPU
+ * value the kfree_skb program looks up for every drop anyway (struct nd_cpu),
+ * so forgetting costs no map lookup.
  */
 #include "common.h"
 #ifndef ND_NOTES_H
@@ -32,8 +41,8 @@ struct nd_icmp_notes {
 	u64 jiffies[ND_ICMP_NOTES]; /* bpf_jiffies64(): a load, ktime would be ~100 ns */
 	u8 code[ND_ICMP_NOTES];
 	u32 next;
+	u32 live;   /* bit per slot holding a note not used up: none, and a drop need not look */
 };
-BPF_PERCPU_ARRAY(icmp_notes, struct nd_icmp_notes, 1);
 
 /* A hook's note joins the kfree_skb of its packet on the same CPU within
  * this many jiffies. The two are microseconds apart on one CPU, but a virtual
@@ -55,9 +64,18 @@ struct nd_fn_notes {
 	u8 cause[ND_FN_NOTES];   /* ND_CAUSE_* */
 	u8 l4proto[ND_FN_NOTES];
 	u32 next;
+	u32 live;                /* bit per slot of a note with an skb not used up */
 	u64 newest;              /* jiffies of the newest note: older than the window, none can match */
 };
-BPF_PERCPU_ARRAY(fn_notes, struct nd_fn_notes, 1);
+
+/* The kfree_skb program's per-CPU value (cpu_state): its bookkeeping, which
+ * the reader sums (Tracer.cpu_totals()), and the notes for its events. */
+struct nd_cpu {
+	struct nd_cpu_state st;
+	struct nd_icmp_notes icmp;
+	struct nd_fn_notes fn;
+};
+BPF_PERCPU_ARRAY(cpu_state, struct nd_cpu, 1);
 
 /* icmp_send() (net/ipv4/icmp.c) runs just before the offending skb is
  * dropped: "fragmentation needed" (3/4) is the MTU evidence, "port
@@ -74,10 +92,12 @@ static __always_inline void on_icmp_send(u64 skbaddr, int type, int code)
 	if (type != ND_ICMP_DEST_UNREACH)
 		return;
 	int zero = 0;
-	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
-	if (!n)
+	struct nd_cpu *c = cpu_state.lookup(&zero);
+	if (!c)
 		return;
+	struct nd_icmp_notes *n = &c->icmp;
 	u32 slot = n->next++ & (ND_ICMP_NOTES - 1);
+	n->live |= 1U << slot;
 	n->skb[slot] = skbaddr;
 	n->jiffies[slot] = bpf_jiffies64();
 	n->code[slot] = code;
@@ -86,10 +106,15 @@ static __always_inline void on_icmp_send(u64 skbaddr, int type, int code)
 static __always_inline void fn_note(u64 skb, u8 cause, u32 value, u32 ports, u8 l4proto)
 {
 	int zero = 0;
-	struct nd_fn_notes *n = fn_notes.lookup(&zero);
-	if (!n)
+	struct nd_cpu *c = cpu_state.lookup(&zero);
+	if (!c)
 		return;
+	struct nd_fn_notes *n = &c->fn;
 	u32 slot = n->next++ & (ND_FN_NOTES - 1);
+	if (skb)
+		n->live |= 1U << slot;
+	else
+		n->live &= ~(1U << slot);
 	n->skb[slot] = skb;
 	n->jiffies[slot] = n->newest = bpf_jiffies64();
 	n->value[slot] = value;
@@ -100,11 +125,9 @@ static __always_inline void fn_note(u64 skb, u8 cause, u32 value, u32 ports, u8 
 
 /* The ICMP error noted for this skb: by the icmp:icmp_send tracepoint, or
  * where a kernel lacks it (5.10) by the __icmp_send function hook. */
-static __always_inline void icmp_join(struct nd_event *e, struct sk_buff *skb)
+static __always_inline void icmp_join(struct nd_icmp_notes *n, struct nd_event *e, struct sk_buff *skb)
 {
-	int zero = 0;
-	struct nd_icmp_notes *n = icmp_notes.lookup(&zero);
-	if (!n)
+	if (!n->live)
 		return;
 	u64 skbaddr = (u64)skb;
 	u64 j = bpf_jiffies64();
@@ -122,18 +145,15 @@ static __always_inline void icmp_join(struct nd_event *e, struct sk_buff *skb)
 			e->icmp_code = n->code[slot];
 		}
 		n->skb[slot] = 0;
+		n->live &= ~(1U << slot);
 	}
 }
 
 /* What a function hook noted of this packet (bpf/funchooks.c): by its skb, or
  * for the conntrack allocation failure by its ports and protocol. Only the
  * event path pays for this: counts never depend on it. */
-static __always_inline void fn_join(struct nd_event *e, struct sk_buff *skb)
+static __always_inline void fn_join(struct nd_fn_notes *n, struct nd_event *e, struct sk_buff *skb)
 {
-	int zero = 0;
-	struct nd_fn_notes *n = fn_notes.lookup(&zero);
-	if (!n)
-		return;
 	u64 j = bpf_jiffies64();
 	/* The common case, one load: no hook noted anything lately (none is
 	 * attached, or nothing of interest happened). Walking the notes cost
@@ -159,6 +179,36 @@ static __always_inline void fn_join(struct nd_event *e, struct sk_buff *skb)
 				e->ct_status = n->value[slot];
 		}
 		n->cause[slot] = 0;     /* used up: its packet is being freed */
+		n->live &= ~(1U << slot);
+	}
+}
+
+/* A drop that sends no event: its skb's notes are used up unread (see the
+ * top of this file). One load each when there are none, which is the common
+ * case but for the ICMP note of a drop icmp_send() answered (a closed port:
+ * then four compares). A note of the conntrack allocation failure (skb 0,
+ * matched by its flow) is left to its window: the failure passed the same
+ * filters, and what follows within it is that flow's drop. */
+static __always_inline void notes_forget(struct nd_cpu *c, struct sk_buff *skb)
+{
+	u64 skbaddr = (u64)skb;
+	if (c->icmp.live) {
+#pragma unroll
+		for (int i = 0; i < ND_ICMP_NOTES; i++) {
+			if (c->icmp.skb[i] == skbaddr) {
+				c->icmp.skb[i] = 0;
+				c->icmp.live &= ~(1U << i);
+			}
+		}
+	}
+	if (c->fn.live) {
+#pragma unroll
+		for (int i = 0; i < ND_FN_NOTES; i++) {
+			if (c->fn.skb[i] == skbaddr) {
+				c->fn.cause[i] = 0;
+				c->fn.live &= ~(1U << i);
+			}
+		}
 	}
 }
 

@@ -378,9 +378,9 @@ class Tracer:
         return out
 
     def cpu_totals(self) -> dict[str, int]:
-        """The per-CPU bookkeeping (struct nd_cpu_state) summed over CPUs."""
+        """The per-CPU bookkeeping (struct nd_cpu_state, in cpu_state's struct nd_cpu) summed over CPUs."""
         percpu = self.bpf[b"cpu_state"][ctypes.c_int(0)]
-        return {f: sum(getattr(c, f) for c in percpu) for f in ("events", "lost", "sampled_out", "counter_full")}
+        return {f: sum(getattr(c.st, f) for c in percpu) for f in ("events", "lost", "sampled_out", "counter_full")}
 
     def stats(self, counts: dict[CounterKey, Count] | None = None, totals: dict[str, int] | None = None) -> Stats:
         """Totals over all CPUs. matched is derived: every drop that passed the

@@ -126,7 +126,7 @@ def jiffies() -> int:
 
 def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
     # No hook can fire here, so the note __nf_conntrack_alloc's return probe leaves
-    # for a full table is written into the per-CPU notes map as that probe would
+    # for a full table is written into the per-CPU notes (cpu_state) as that probe would
     # (every CPU, stamped with the current jiffy), and a drop of that flow follows
     # at once: its event must carry the cause and nf_conntrack_max, a drop of
     # another port must not. The join allows two or three jiffies (8-12 ms at HZ=250),
@@ -143,16 +143,17 @@ def test_an_event_carries_what_a_hook_noted_of_its_flow(facts, node):
     with sock, loader.Tracer(facts, Filters(netns=frozenset({ino})), loader.TracerSettings(max_event_rate=0)) as tracer:
         sock.bind(("127.0.0.1", 0))
         sport = sock.getsockname()[1]
-        notes = tracer.bpf[b"fn_notes"]
+        cpu_state = tracer.bpf[b"cpu_state"]   # struct nd_cpu: the notes beside the bookkeeping
         joined, other = [], []
         for _attempt in range(10):
-            leaf = notes.Leaf()
+            leaf = cpu_state.Leaf()
             now = jiffies()
-            for n in leaf:
+            for c in leaf:
+                n = c.fn
                 n.skb[0], n.jiffies[0], n.newest = 0, now, now
                 n.value[0], n.ports[0], n.l4proto[0] = 262144, sport << 16 | 9996, 17
                 n.cause[0], n.next = registry.CAUSE_CODES["ct-table-full"], 1
-            notes[ctypes.c_int(0)] = leaf
+            cpu_state[ctypes.c_int(0)] = leaf
             sock.sendto(b"x" * 10, ("127.0.0.1", 9996))
             sock.sendto(b"x" * 10, ("127.0.0.1", 9995))
             drops = [dec.decode_record(r) for r in tracer.poll_records(300)]

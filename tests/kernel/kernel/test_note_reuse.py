@@ -7,11 +7,12 @@ so a note the drop left behind because it sent no event (outside the watched nam
 the event rate limit) would be read as the next packet's: a packet a DROP rule took would
 show as REJECTed with ICMP, or a refused 37-byte datagram as too big for the path MTU.
 
-The test plays that on one CPU, in namespaces of its own: in A (not watched) UDP to a closed
-port on loopback, answered with ICMP port unreachable (A's OUTPUT drops the answer, so it is
-freed before the packet it answers and the packet's address is the next one handed out);
-right after, from the same thread, UDP in the watched B that B's INPUT chain DROPs, which
-the kernel answers with nothing. Every such drop of B must come without ICMP."""
+The tests play that on one CPU, in namespaces of their own: UDP to a closed port on loopback,
+answered with ICMP port unreachable (OUTPUT drops the answer, so it is freed before the packet
+it answers and the packet's address is the next one handed out), and right after, from the
+same thread, UDP that an INPUT rule DROPs, which the kernel answers with nothing. The first
+packet sends no event because its namespace is not watched, or because the event rate limit
+is spent. Every DROP reported must come without ICMP."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ..helpers import finish, ip, tracing
 
 ROUNDS = 200
 DROPPED_PORT = 7009
+STORM_SECONDS = 1.5     # of the rate-limited test: ~15 event windows (ND_EVENT_WINDOW_NS)
 SEND = f"""
 import ctypes, os, socket, sys, time
 os.sched_setaffinity(0, {{int(sys.argv[3])}})
@@ -42,10 +44,16 @@ def sock_in(ns):
     return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 a, b = sock_in(sys.argv[1]), sock_in(sys.argv[2])
-for _ in range({ROUNDS}):
+rounds, seconds = int(sys.argv[4]), float(sys.argv[5])
+end = time.monotonic() + seconds
+for i in range(rounds):
     a.sendto(b"noted", ("127.0.0.1", 9))                   # closed port: ICMP 3/3, freed unreported
-    b.sendto(b"dropped", ("127.0.0.1", {DROPPED_PORT}))    # B's DROP rule: no ICMP
-    time.sleep(0.002)
+    b.sendto(b"dropped", ("127.0.0.1", {DROPPED_PORT}))    # the DROP rule: no ICMP
+    if seconds == 0:
+        time.sleep(0.002)
+    elif time.monotonic() > end:
+        break
+print(i + 1)
 """
 
 
@@ -69,25 +77,54 @@ def iptables(ns: str, *rule: str) -> None:
 
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
+    """(a, b): in both, OUTPUT drops ICMP and INPUT drops UDP to DROPPED_PORT."""
     tag = f"ndn{os.getpid() % 100000}"
     a, b = f"{tag}a", f"{tag}b"
     with namespaces(a, b):
-        iptables(a, "-A", "OUTPUT", "-p", "icmp", "-j", "DROP")
-        iptables(b, "-A", "INPUT", "-p", "udp", "--dport", str(DROPPED_PORT), "-j", "DROP")
+        for ns in (a, b):
+            iptables(ns, "-A", "OUTPUT", "-p", "icmp", "-j", "DROP")
+            iptables(ns, "-A", "INPUT", "-p", "udp", "--dport", str(DROPPED_PORT), "-j", "DROP")
         yield a, b
 
 
-def test_a_filtered_drop_lends_no_icmp_note_to_the_next_packet(pair):
-    a, b = pair
+def watch(b: str, a: str, rounds: int, seconds: float, *extra: str) -> tuple[int, list[dict[str, object]], str]:
+    """Rounds sent (the noted packet in a, the DROPped one in b, on one CPU) and the events of
+    `netdrop watch --json --netns b`."""
     cpu = max(os.sched_getaffinity(0))
-    with tracing("watch", "--json", "--netns", b, "--duration", "60") as proc:
-        subprocess.run([sys.executable, "-c", SEND, a, b, str(cpu)], check=True, timeout=60)
+    with tracing("watch", "--json", "--netns", b, "--duration", "60", *extra) as proc:
+        sent = subprocess.run([sys.executable, "-c", SEND, a, b, str(cpu), str(rounds), str(seconds)],
+                              check=True, timeout=60, capture_output=True, text=True).stdout
         status, out, err = finish(proc)
     assert status == 0, err
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return int(sent), [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
+
+
+def with_icmp(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The DROPs reported as answered with ICMP: REJECTed, or too big for the path (mtu)."""
+    return [e for e in events if e.get("dport") == DROPPED_PORT and ("ICMP" in json.dumps(e) or e["category"] == "mtu")]
+
+
+def test_a_drop_outside_the_watched_namespaces_lends_no_icmp_note(pair):
+    a, b = pair
+    sent, events, _ = watch(b, a, ROUNDS, 0)
     dropped = [e for e in events if e.get("dport") == DROPPED_PORT]
     # Every DROP of B reported (no rate limit reached at this pace), none of A's.
-    assert len(dropped) == ROUNDS, (len(dropped), events[:3])
+    assert sent == ROUNDS and len(dropped) == ROUNDS, (sent, len(dropped), events[:3])
     assert not [e for e in events if e.get("dport") == 9]
-    noted = [e for e in dropped if "ICMP" in json.dumps(e) or e["category"] == "mtu"]
+    noted = with_icmp(dropped)
     assert not noted, f"{len(noted)} of {ROUNDS} DROPs carried another packet's ICMP note: {noted[0]}"
+
+
+def test_a_drop_over_the_event_rate_limit_lends_no_icmp_note(pair):
+    # Both packets in the watched namespace, as fast as one thread sends them, one event per
+    # window: each window's first drop past the limit that checks the clock is reported, and
+    # when it is a DROP, the drop before it was a closed port's, sampled out with its note.
+    a, _ = pair
+    sent, events, _ = watch(a, a, 1_000_000, STORM_SECONDS, "--max-event-rate", "10")
+    dropped = [e for e in events if e.get("dport") == DROPPED_PORT]
+    closed = [e for e in events if e.get("dport") == 9]
+    # The storm went past the limit (far fewer events than drops) and both kinds were reported.
+    assert len(events) < sent and dropped and closed, (sent, len(events), len(dropped), len(closed))
+    assert all("ICMP 3/3" in json.dumps(e) or "port unreachable" in json.dumps(e) for e in closed), closed[0]
+    noted = with_icmp(dropped)
+    assert not noted, f"{len(noted)} of {len(dropped)} DROPs reported carried another packet's ICMP note: {noted[0]}"
