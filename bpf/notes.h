@@ -192,14 +192,24 @@ static __always_inline void fn_join(struct nd_fn_notes *n, struct nd_event *e, s
 static __always_inline void notes_forget(struct nd_cpu *c, struct sk_buff *skb)
 {
 	u64 skbaddr = (u64)skb;
-	if (c->icmp.live) {
+	u32 live = c->icmp.live;
+	if (live) {
+		/* Its note, if any, is nearly always the newest: the others are walked only if some remain. */
+		u32 newest = (c->icmp.next - 1) & (ND_ICMP_NOTES - 1);
+		if (c->icmp.skb[newest] == skbaddr) {
+			c->icmp.skb[newest] = 0;
+			live &= ~(1U << newest);
+		}
+		if (live) {
 #pragma unroll
-		for (int i = 0; i < ND_ICMP_NOTES; i++) {
-			if (c->icmp.skb[i] == skbaddr) {
-				c->icmp.skb[i] = 0;
-				c->icmp.live &= ~(1U << i);
+			for (int i = 0; i < ND_ICMP_NOTES; i++) {
+				if (c->icmp.skb[i] == skbaddr) {
+					c->icmp.skb[i] = 0;
+					live &= ~(1U << i);
+				}
 			}
 		}
+		c->icmp.live = live;
 	}
 	if (c->fn.live) {
 #pragma unroll
