@@ -172,7 +172,13 @@ static __always_inline void fn_join(struct nd_fn_notes *n, struct nd_event *e, s
 		if (n->skb[slot] ? n->skb[slot] != skbaddr
 				 : !(e->flags & ND_F_L4) || n->ports[slot] != ports || n->l4proto[slot] != e->l4proto)
 			continue;
-		if (!e->cause) {
+		/* Too big is a fact of the packet too: a note at this address that the
+		 * packet contradicts (no DF, or within the MTU noted) was another's, one
+		 * the hook saw forwarded after all (GSO segments that fit) and freed as
+		 * consumed, which no kfree_skb run used up. */
+		if (cause == ND_CAUSE_FWD_TOO_BIG && (!(e->flags & ND_F_DF) || e->len <= n->value[slot]))
+			cause = 0;
+		if (cause && !e->cause) {
 			e->cause = cause;
 			/* Table full: the packet has no entry (no ND_F_CT), so ct_status is free for nf_conntrack_max. */
 			if (cause == ND_CAUSE_CT_TABLE_FULL && !(e->flags & ND_F_CT))
