@@ -133,14 +133,13 @@ FACTS = KernelFacts("6.18", Path("/nonexistent-tracefs"), True, True, {})
 
 
 def test_ip_forward_is_hooked_only_on_kernels_without_reasons():
-    assert [h.func for h in hooks.wanted_hooks(FACTS)] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
+    wanted = [h.func for h in hooks.wanted_hooks(FACTS)]
+    assert wanted[:2] == ["__nf_conntrack_confirm", "__nf_conntrack_alloc"]
+    assert "ip_forward" not in wanted and "__icmp_send" not in wanted
     old = dataclasses.replace(FACTS, has_reason=False)
-    assert [h.func for h in hooks.wanted_hooks(old)][-1] == "ip_forward"
-    assert set(registry.KPROBE_PROGRAMS) == {"nd_ct_confirm_entry", "nd_ct_confirm_return", "nd_ct_alloc_entry",
-                                          "nd_ct_alloc_return", "nd_ip_forward", "nd_icmp_send_kprobe"}
+    assert "ip_forward" in [h.func for h in hooks.wanted_hooks(old)]
     no_icmp_tp = dataclasses.replace(FACTS, has_icmp_tp=False)
-    assert [h.func for h in hooks.wanted_hooks(no_icmp_tp)][-1] == "__icmp_send"
-    assert "__icmp_send" not in [h.func for h in hooks.wanted_hooks(FACTS)]
+    assert "__icmp_send" in [h.func for h in hooks.wanted_hooks(no_icmp_tp)]
 
 
 class AttachAnswers:
@@ -215,6 +214,15 @@ def test_without_config_kprobes_every_hook_says_so(node):
     assert bpf.detached == []
 
 
+# The hooks the attach tests follow: two of a module, one built in. Other hooks of the registry
+# attach beside them; these tests say nothing of those.
+THESE = ("__nf_conntrack_confirm", "__nf_conntrack_alloc", "ip_forward")
+
+
+def these(wanted):
+    return tuple(h for h in wanted if h.func in THESE)
+
+
 def test_a_module_loaded_later_gets_its_hooks_and_loses_them_when_it_goes(node):
     """nf_conntrack is a module on distribution kernels, loaded by kube-proxy, often
     after netdrop started: its hooks wait for it, attach when it comes, and are
@@ -222,7 +230,7 @@ def test_a_module_loaded_later_gets_its_hooks_and_loses_them_when_it_goes(node):
     tracefs, btf, mods = node
     bpf = AttachAnswers()
     old = dataclasses.replace(FACTS, has_reason=False)
-    fh = hooks.FunctionHooks(bpf, hooks.wanted_hooks(old), tracefs, no_program, btf, mods)
+    fh = hooks.FunctionHooks(bpf, these(hooks.wanted_hooks(old)), tracefs, no_program, btf, mods)
     assert [(h.name, h.attached) for h in fh.hooks] == [("fexit __nf_conntrack_confirm", False),
                                                         ("fexit __nf_conntrack_alloc", False),
                                                         ("kprobe ip_forward", True)]
@@ -248,7 +256,7 @@ def test_support_says_per_hook_what_the_node_allows_as_watch_would_attach_it(nod
     """doctor's question, answered as FunctionHooks chooses, without attaching."""
     tracefs, btf, mods = node
     old = dataclasses.replace(FACTS, tracefs=tracefs, has_reason=False)
-    got = hooks.support(old, btf, mods)
+    got = [h for h in hooks.support(old, btf, mods) if h.name.split()[-1] in THESE]
     assert [(h.name, h.attached) for h in got] == [("fexit __nf_conntrack_confirm", False),
                                                    ("fexit __nf_conntrack_alloc", False),
                                                    ("kprobe ip_forward", True)]
@@ -257,7 +265,7 @@ def test_support_says_per_hook_what_the_node_allows_as_watch_would_attach_it(nod
                              "(fentry: ip_forward is not in the kernel's BTF)")
     load_module(mods)
     (tracefs / "kprobe_events").unlink()
-    got = hooks.support(old, btf, mods)
+    got = [h for h in hooks.support(old, btf, mods) if h.name.split()[-1] in THESE]
     assert [(h.name, h.attached) for h in got][0] == ("kretprobe __nf_conntrack_confirm", False)
     assert got[0].detail.startswith("unavailable: kernel built without CONFIG_KPROBES; fexit: no BTF for module")
 
@@ -333,10 +341,10 @@ def test_the_c_names_only_causes_of_the_registry_and_each_hook_with_a_cause_note
     # The codes reach the C as -D flags (registry.cflags): a name the registry lacks would not compile,
     # and a cause no C notes would never be seen.
     c_sources = {p.name: p.read_text() for p in bpfsource.BPF_DIR.glob("*.[ch]")}
-    named = {m for text in c_sources.values() for m in re.findall(r"\bND_CAUSE_[A-Z_]+\b", text)}
+    named = {m for text in c_sources.values() for m in re.findall(r"\bND_CAUSE_[A-Z0-9_]+\b", text)}
     defines = {c.define for c in registry.CAUSES.values()}
     assert named <= defines
-    noted = set(re.findall(r"fn_note\([^;]*?\b(ND_CAUSE_[A-Z_]+)\b", c_sources["funchooks.c"]))
+    noted = set(re.findall(r"fn_note\([^;]*?\b(ND_CAUSE_[A-Z0-9_]+)\b", c_sources["funchooks.c"]))
     assert noted == defines
     assert registry.cflags() == [f"-D{c.define}={c.code}" for c in registry.CAUSES.values()]
 
