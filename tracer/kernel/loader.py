@@ -131,8 +131,6 @@ class Tracer:
         self._pod_gen = 1          # 0 marks an empty pod_memo entry
         self._batch_reads = True   # counts(): BPF_MAP_LOOKUP_BATCH until the kernel refuses it
         self.settings = settings
-        if os.geteuid() != 0:
-            raise UserError("netdrop needs root to load BPF programs: run it with sudo")
         if (why := btfprog.ringbuf_refusal()) is not None:
             raise UserError(why)
         if settings.ringbuf_pages & (settings.ringbuf_pages - 1):
