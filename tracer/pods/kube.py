@@ -337,6 +337,8 @@ class KubeClient(apicall.Api):
                     current = {p.uid: p for p in pods}
                     on_change(list(current.values()))
                 rv = self._watch_once(node, label_selector, rv, current, on_change, stop)
+                if stop.is_set():       # cut short by stop: it did not run its course
+                    return
                 # Only a watch that ran its course clears a problem: one that fails the
                 # same way after each relist is warned about once.
                 on_error(None)
