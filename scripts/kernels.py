@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 CACHE = Path(os.environ.get("NETDROP_KERNELS_CACHE", "/var/cache/netdrop-kernels"))
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MIRROR = os.environ.get("NETDROP_DEBIAN_MIRROR", "http://deb.debian.org")
-# test_guest first: it needs nf_conntrack unloaded, as a fresh guest has it
-DEFAULT_PYTEST = ["-m", "portable", "tests/kernel/test_guest.py", "tests/kernel"]
+# The guest tests run first (tests/conftest.py orders them): they need nf_conntrack unloaded.
+DEFAULT_PYTEST = ["-m", "portable", "tests/kernel"]
 
 
 @dataclass(frozen=True)

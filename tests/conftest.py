@@ -49,12 +49,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/kernel" in Path(str(item.fspath)).as_posix():
             item.add_marker(pytest.mark.kernel)
+    guest = [item for item in items if item.get_closest_marker("guest")]
+    others = [item for item in items if not item.get_closest_marker("guest")]
     if not IN_GUEST:
         # Never on a host: they lower nf_conntrack_max and unload modules.
-        guest = [item for item in items if item.get_closest_marker("guest")]
         if guest:
             config.hook.pytest_deselected(items=guest)
-            items[:] = [item for item in items if not item.get_closest_marker("guest")]
+        items[:] = others
+    else:
+        # First, whatever order the folders are collected in: they need nf_conntrack
+        # unloaded, as a fresh guest has it, before any other test loads it.
+        items[:] = guest + others
 
 
 def kernel_unavailable() -> str | None:
