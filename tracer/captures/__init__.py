@@ -1,0 +1,4 @@
+"""captures: the NetdropCapture and NetdropCaptureReport resources as typed values.
+
+docs/captures.md is the contract: what a capture selects, what an agent reports.
+"""
