@@ -4,7 +4,7 @@ An entry holds all netdrop knows of a category: the drop reason names and
 kernel functions that mean it, the ICMP error that gives it away on kernels
 without reasons, the sentence of a capture's summary, its console style and
 HTML colour, its rank among "what to check first", which drops its hint reads
-the node's state for, its hint (a function in hints.py) and its lead (a function
+the node's state for, its hint (a function in hints.py), its lead (a function
 in lead.py: the fact that decides, in a few words) and whether it breaks a pod's
 path (then the agent writes Events on the pod). A new category is one entry
 here and its hint function in hints.py. What a reason or a freeing function
