@@ -1,16 +1,26 @@
 """agent.podevents: which Events on pods, from counter keys a real Series folds, with the clock passed in."""
 
 import re
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tracer.agent import podevents
 from tracer.agent.podevents import Outcome, PodEvents, event_name, pod_id, pod_uid
+from tracer.agent.podeventswriter import EventWriter
 from tracer.kernel.decode import Drop
+from tracer.lab.api import write_kubeconfig
+from tracer.lab.hostile import Hostile
+from tracer.pods.kube import KubeClient
 from tracer.pods.attribute import DIRECTIONS, NO_POD, Attribution, PodRef
 from tracer.sinks.metrics import Series
+
+from ...timing import allowed
+from ..helpers import wait_for
 
 REASONS = {1: "NETFILTER_DROP", 2: "NO_SOCKET", 3: "PKT_TOO_BIG", 4: "IP_OUTNOROUTES"}
 LOCATIONS = {0x10: "nf_hook_slow", 0x20: "__udp4_lib_rcv", 0x30: "ip_forward", 0x40: "ip_route_output_key_hash"}
@@ -317,3 +327,75 @@ def test_a_write_settled_after_its_series_was_forgotten_is_ignored():
     a.drops(key(MTU, tag(11)), 1)
     [p] = a.at(62.0)
     assert (p.create, p.name, p.count) == (False, x.name, 2)
+
+
+# ---------------------------------------------------------------- the writer, against API servers
+
+def one_write(agent=None):
+    a = agent or Agent()
+    a.drops(key(NETFILTER, tag(1)), 42)
+    [w] = a.at(0.0)
+    return w
+
+
+def outcomes(writer, n=1, seconds=10.0):
+    got = []
+    wait_for(lambda: got.extend(writer.results()) or len(got) >= n, seconds)
+    return got
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    servers = []
+
+    def start(mode):
+        server = Hostile(mode)
+        servers.append(server)
+        server.start()
+        return server.write_kubeconfig(tmp_path / f"kubeconfig-{mode}")
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_a_failing_api_keeps_the_write_for_later_and_says_so_once(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}", "token")
+    said = []
+    writer = EventWriter(lambda: KubeClient(str(config)), said.append)
+    try:
+        for _ in range(3):
+            assert writer.submit(one_write())
+        got = outcomes(writer, 3)
+    finally:
+        writer.close()
+    assert [o for _, o in got] == [Outcome.FAILED] * 3 and writer.failed == 3
+    assert said == [f"Events on pods: not written, tried again later: cannot reach the API server at "
+                    f"http://127.0.0.1:{port}: NewConnectionError"]
+
+
+def test_close_cuts_off_the_call_in_flight(hostile):
+    config = hostile("silent")
+    writer = EventWriter(lambda: KubeClient(str(config)))
+    writer.submit(one_write())
+    time.sleep(0.3)                 # the call is waiting for an answer that never comes
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < allowed(1.0)
+    assert not writer._thread.is_alive()
+
+
+def test_a_full_queue_refuses_and_the_series_waits_for_the_next_check(hostile):
+    config = hostile("silent")
+    writer = EventWriter(lambda: KubeClient(str(config)), max_queue=2)
+    try:
+        a = Agent(burst=100)
+        for i in range(10, 20):
+            a.drops(key(MTU, tag(i)), 1)
+        accepted = [writer.submit(w) for w in a.at(0.0)]
+    finally:
+        writer.close()
+    assert accepted.count(True) <= 3 and accepted.count(False) >= 7     # one taken by the thread, two waiting
