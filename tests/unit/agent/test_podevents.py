@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from tracer.agent import podevents
 from tracer.agent.podevents import Outcome, PodEvents, event_name, pod_id, pod_uid
-from tracer.agent.podeventswriter import EventWriter
+from tracer.agent.podeventswriter import EventWriter, PodEventsAgent
 from tracer.kernel.decode import Drop
+from tracer.lab import api as labapi
 from tracer.lab.api import write_kubeconfig
 from tracer.lab.hostile import Hostile
 from tracer.pods.kube import KubeClient
@@ -399,3 +400,89 @@ def test_a_full_queue_refuses_and_the_series_waits_for_the_next_check(hostile):
     finally:
         writer.close()
     assert accepted.count(True) <= 3 and accepted.count(False) >= 7     # one taken by the thread, two waiting
+
+
+# ---------------------------------------------------------------- the writer and the loop, against the lab's API
+
+LAB_EVENTS = "Events" in (labapi.__doc__ or "")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    server = labapi.KubeAPI()
+    server.start()
+    server.kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")     # the agent's service account
+    yield server
+    server.stop()
+
+
+def listed(lab, namespace, pod):
+    """The pod's Events as kubectl describe pod lists them (the lab's store: the agent may not list)."""
+    return [e for (ns, _), e in sorted(lab.store.objects["events"].items())
+            if ns == namespace and e["involvedObject"]["name"] == pod]
+
+
+class Loop:
+    """PodEventsAgent as serve runs it, on counts given here and a clock of its own, writing to the lab."""
+
+    def __init__(self, lab, interval=60.0):
+        self.counts, self.now = {}, 0.0
+        self.said = []
+        self.writer = EventWriter(lambda: KubeClient(str(lab.kubeconfig)), self.said.append)
+        self.agent = PodEventsAgent(PodEvents(NODE, interval, 0.0), Series(Names(), attribute, pod_uid),
+                                    lambda: dict(self.counts), None, lambda: None, self.writer, 0.0,
+                                    wall=lambda: T0 + timedelta(seconds=self.now))
+
+    def at(self, seconds):
+        """A tick at `seconds`, then the writer's answers taken in (as the next ticks would)."""
+        self.now = seconds
+        self.agent.tick([], seconds)
+        assert wait_for(lambda: self.agent.tick([], seconds) or self.agent.events.pending() == 0, 10.0)
+
+
+@pytest.mark.skipif(not LAB_EVENTS, reason="the lab's API server does not serve Events yet (branch h23-labapi)")
+def test_the_series_is_created_then_patched_and_created_again_once_expired(lab):
+    loop = Loop(lab)
+    try:
+        loop.counts[key(NETFILTER, tag(1))] = 42
+        loop.at(0.0)
+        [ev] = listed(lab, "shop", "web-0")
+        assert (ev["count"], ev["reason"], ev["type"]) == (42, "PacketsDropped", "Warning")
+        assert ev["message"] == "42 packets dropped: a firewall rule or chain policy dropped packets (node-1)"
+        loop.counts[key(NETFILTER, tag(1))] = 50
+        loop.at(30.0)
+        assert listed(lab, "shop", "web-0")[0]["count"] == 42      # within the interval: not yet
+        loop.at(60.0)
+        [patched] = listed(lab, "shop", "web-0")
+        assert (patched["metadata"]["name"], patched["count"]) == (ev["metadata"]["name"], 50)
+        assert datetime.fromisoformat(patched["lastTimestamp"]) == T0 + timedelta(seconds=30)
+        # The API server let it expire (--event-ttl): the next patch finds nothing, and it is created again.
+        lab.store.delete("events", "shop", ev["metadata"]["name"], labapi.AGENT_USER)
+        loop.counts[key(NETFILTER, tag(1))] = 51
+        loop.at(120.0)
+        loop.at(125.0)
+        [again] = listed(lab, "shop", "web-0")
+        assert again["metadata"]["name"] != ev["metadata"]["name"]
+        assert (again["count"], datetime.fromisoformat(again["firstTimestamp"])) == (51, T0)
+        assert loop.said == []
+    finally:
+        loop.agent.close()
+
+
+@pytest.mark.skipif(not LAB_EVENTS, reason="the lab's API server does not serve Events yet (branch h23-labapi)")
+def test_an_event_name_taken_fails_and_the_next_try_takes_another(lab):
+    loop = Loop(lab)
+    try:
+        loop.counts[key(MTU, tag(2))] = 3
+        loop.agent.events._last_ns = int((T0 + timedelta(seconds=9)).timestamp() * 1e9)
+        taken = event_name("api-1", loop.agent.events._last_ns + 1)
+        lab.store.create("events", "shop", {"metadata": {"name": taken}, "involvedObject": {"name": "x"},
+                                            "reason": "Other"}, "someone-else")
+        loop.at(0.0)
+        assert listed(lab, "shop", "api-1") == [] and len(loop.said) == 1 and "409" in loop.said[0]
+        loop.at(10.0)
+        [ev] = listed(lab, "shop", "api-1")
+        assert ev["count"] == 3 and ev["metadata"]["name"] != taken
+        assert loop.said[1] == "Events on pods: written again"
+    finally:
+        loop.agent.close()
