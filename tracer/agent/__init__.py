@@ -5,4 +5,6 @@
 - access: who may read /metrics (open, or bearer tokens the API server reviews), cached and rate-limited
 - reviews: TokenReview and SubjectAccessReview through the API (access's Reviewer)
 - serveauth: the plan from serve's flags: which Gate, whether TLS (certificates: tracer/tlsconf.py)
+- podevents: which Events on pods whose traffic breaks (series, interval, the node's rate cap), pure
+- podeventswriter: those Events written through the API from a thread of their own; serve's side of them
 """
