@@ -486,3 +486,17 @@ def test_an_event_name_taken_fails_and_the_next_try_takes_another(lab):
         assert loop.said[1] == "Events on pods: written again"
     finally:
         loop.agent.close()
+
+
+def test_serve_flags():
+    from tracer import cli
+    from tracer.errors import UserError
+
+    opts = cli.parse(["serve"])
+    assert (opts.pod_events, opts.events_interval) == (True, 60.0)
+    opts = cli.parse(["serve", "--no-pod-events", "--events-interval", "2m"])
+    assert (opts.pod_events, opts.events_interval) == (False, 120.0)
+    assert cli.parse(["serve", "--events-interval", "15"]).events_interval == 15.0
+    for bad in ("0.5", "2h", "x", "-1"):
+        with pytest.raises((UserError, SystemExit)):
+            cli.parse(["serve", "--events-interval", bad])
