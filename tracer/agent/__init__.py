@@ -5,4 +5,7 @@
 - access: who may read /metrics (open, or bearer tokens the API server reviews), cached and rate-limited
 - reviews: TokenReview and SubjectAccessReview through the API (access's Reviewer)
 - serveauth: the plan from serve's flags: which Gate, whether TLS (certificates: tracer/tlsconf.py)
+- capturefiles: the node's capture store (root's directories, within a time and a byte budget)
+- capturepaths: a capture's names as path components and in the files URL, checked
+- capturehttp: GET /captures/<namespace>/<name>/<file>, streamed from the store
 """
