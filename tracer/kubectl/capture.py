@@ -89,9 +89,9 @@ def build_spec(opts: CaptureOptions, namespace: str) -> CaptureSpec:
         raise UserError(str(exc)) from None
 
 
-def capture_namespace(opts: CaptureOptions, api: PluginApi) -> str:
+def capture_namespace(opts: CaptureOptions, context_namespace: str) -> str:
     if not opts.node_scope:
-        return opts.namespace or api.namespace
+        return opts.namespace or context_namespace
     if opts.namespace not in (None, AGENTS_NAMESPACE):
         raise UserError(f"a node capture sees every pod of its nodes: it is created in the agents' namespace "
                         f"{AGENTS_NAMESPACE}, not {opts.namespace} (leave out -n)")
@@ -215,9 +215,11 @@ def run(opts: CaptureOptions, w: Wiring) -> ExitStatus:
     env = w.env
     out = opts.output
     check_output(out)
+    # The request checked before the API is asked anything (-n's namespace or a stand-in for the
+    # context's: only node captures depend on the namespace, and theirs is known now).
+    spec = build_spec(opts, capture_namespace(opts, "default"))
     api = w.connect(opts.target)
-    namespace = capture_namespace(opts, api)
-    spec = build_spec(opts, namespace)
+    namespace = capture_namespace(opts, api.namespace)
 
     def tell(line: str) -> None:
         say(env, line)
