@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from ..captures.report import Report, parse_report
@@ -155,8 +156,10 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
     reports: dict[str, Report] = {}
     problem: str | None = None
     rows = progress.states(expected, reports)
-    with Live(progress.view(key, rows, seconds), console=env.console(stderr=True), auto_refresh=False,
-              transient=False) as live:
+    console = env.console(stderr=True)
+    # Live on a terminal; into a file or a pipe only the last state, once (a log is not redrawn).
+    with Live(progress.view(key, rows, seconds), console=console, auto_refresh=False, transient=False) \
+            if env.stderr_isatty else _Final(console) as live:
         try:
             while True:
                 try:
@@ -178,6 +181,24 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
                 w.sleep(max(0.0, min(w.poll_seconds, left)))
         except KeyboardInterrupt:
             return Outcome(rows, reports, interrupted=True)
+
+
+class _Final:
+    """Live's calls, for a stream that is no terminal: the last view printed when it ends."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.last: RenderableType | None = None
+
+    def __enter__(self) -> _Final:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.last is not None:
+            self.console.print(self.last)
+
+    def update(self, renderable: RenderableType, refresh: bool = False) -> None:
+        self.last = renderable
 
 
 def fetch_node(w: Wiring, token: str, namespace: str, name: str, report: Report, out: Path) -> str | None:

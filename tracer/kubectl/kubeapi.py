@@ -82,7 +82,9 @@ class PluginApi(Api):
 
     def token(self) -> str:
         """The bearer token the client sends (the agents' file endpoint takes tokens); "" if none."""
-        value = self.configuration.get_api_key_with_prefix("authorization") or ""
+        # The kubeconfig loader keeps it as "BearerToken", the in-cluster one as "authorization"
+        # (kubernetes/config/kube_config.py, incluster_config.py); both read after any refresh.
+        value = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
         scheme, _, token = str(value).partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
@@ -153,8 +155,9 @@ class PluginApi(Api):
 
     # -- pods and nodes: which nodes are expected to report --
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        obj = self._json("get", "pods", namespace, self.core.read_namespaced_pod, name, namespace)
-        return obj if isinstance(obj, dict) else None
+        """A pod by name, listed (netdrop-capturer may list pods, not get them)."""
+        found = self.list_pods(namespace, field_selector=f"metadata.name={name}")
+        return next((p for p in found if object_name(p) == name), None)
 
     def list_pods(self, namespace: str, selector: str | None = None,
                   field_selector: str | None = None) -> list[dict[str, Any]]:
