@@ -158,7 +158,7 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
     rows = progress.states(expected, reports)
     console = env.console(stderr=True)
     # Live on a terminal; into a file or a pipe only the last state, once (a log is not redrawn).
-    with Live(progress.view(key, rows, seconds), console=console, auto_refresh=False, transient=False) \
+    with Live(progress.view(key, rows, seconds, console.width), console=console, auto_refresh=False, transient=False) \
             if env.stderr_isatty else _Final(console) as live:
         try:
             while True:
@@ -175,9 +175,9 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
                 finished = all(n in reports and reports[n].final for n in expected | set(reports))
                 if finished or left <= 0:
                     rows = progress.states(expected, reports, deadline_passed=True)
-                    live.update(progress.view(key, rows, None if finished else left), refresh=True)
+                    live.update(progress.view(key, rows, None if finished else left, console.width), refresh=True)
                     return Outcome(rows, reports)
-                live.update(progress.view(key, rows, left), refresh=True)
+                live.update(progress.view(key, rows, left, console.width), refresh=True)
                 w.sleep(max(0.0, min(w.poll_seconds, left)))
         except KeyboardInterrupt:
             return Outcome(rows, reports, interrupted=True)

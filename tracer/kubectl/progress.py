@@ -55,18 +55,27 @@ def _num(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def table(rows: list[NodeState]) -> Table:
-    t = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False, expand=False)
-    t.add_column("NODE", no_wrap=True, overflow="ellipsis", max_width=28)
-    t.add_column("STATE", no_wrap=True, min_width=9)
-    t.add_column("PACKETS", justify="right", no_wrap=True)
-    t.add_column("EVENTS", justify="right", no_wrap=True)
-    t.add_column("LOST", justify="right", no_wrap=True)
-    t.add_column("MESSAGE", no_wrap=True, overflow="ellipsis", ratio=1)
-    for r in rows:
-        t.add_row(Text(printable(r.node)), Text(r.state, style=_STYLES.get(r.state, "")), _num(r.packets),
-                  _num(r.events), _num(r.lost), Text(printable(" ".join(r.message.split()))))
+NODE_WIDTH = 24     # a longer node name is cut (an ellipsis marks it); the failures are said in full below
+
+
+def table(rows: list[NodeState], width: int = 80) -> Table:
+    """One line per node in `width` columns: the message gets what the other columns leave."""
+    cells = [(_cut(printable(r.node), NODE_WIDTH), r.state, _num(r.packets), _num(r.events), _num(r.lost),
+              printable(" ".join(r.message.split()))) for r in rows]
+    heads = ("NODE", "STATE", "PACKETS", "EVENTS", "LOST")
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+    room = max(10, width - sum(widths) - len(widths))    # one space between columns
+    t = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False, expand=False)
+    for i, h in enumerate(heads):
+        t.add_column(h, no_wrap=True, justify="right" if i >= 2 else "left", width=widths[i])
+    t.add_column("MESSAGE", no_wrap=True, max_width=room)
+    for c in cells:
+        t.add_row(Text(c[0]), Text(c[1], style=_STYLES.get(c[1], "")), c[2], c[3], c[4], Text(_cut(c[5], room)))
     return t
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
 
 
 def headline(key: str, rows: list[NodeState], left: float | None) -> Text:
@@ -80,8 +89,8 @@ def headline(key: str, rows: list[NodeState], left: float | None) -> Text:
     return Text(printable(", ".join(parts)))
 
 
-def view(key: str, rows: list[NodeState], left: float | None) -> RenderableType:
-    return Group(headline(key, rows, left), table(rows))
+def view(key: str, rows: list[NodeState], left: float | None, width: int = 80) -> RenderableType:
+    return Group(headline(key, rows, left), table(rows, width))
 
 
 def to_text(renderable: RenderableType, width: int) -> str:

@@ -88,7 +88,7 @@ def run_get(opts: GetOptions, w: Wiring) -> ExitStatus:
         lines.append("no node has reported yet")
         env.stdout.write("\n".join(lines) + "\n")
         return ExitStatus.OK
-    text = progress.to_text(progress.table(rows), width)
+    text = progress.to_text(progress.table(rows, width), width)
     details = []
     for r in sorted(reports.values(), key=lambda r: r.node):
         window = f"{r.window_from or '?'} to {r.window_to or 'now'}"
