@@ -108,7 +108,7 @@ def expected_nodes(opts: CaptureOptions, api: PluginApi, namespace: str, env_say
         return nodes
     if opts.nodes:
         for n in opts.nodes:
-            if api.read_node(n) is None:
+            if not api.node_exists(n):
                 raise UserError(f"no node {n} (kubectl get nodes)")
         return set(opts.nodes)
     pods: list[dict[str, Any]] = []

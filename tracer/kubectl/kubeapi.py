@@ -167,9 +167,12 @@ class PluginApi(Api):
                                           namespace=namespace, **kw)
                 for p in list_field(page, "items") if isinstance(p, dict)]
 
-    def read_node(self, name: str) -> dict[str, Any] | None:
-        obj = self._json("get", "nodes", None, self.core.read_node, name)
-        return obj if isinstance(obj, dict) else None
+    def node_exists(self, name: str) -> bool:
+        """Listed by name, as read_pod (netdrop-capturer may list nodes, not get them)."""
+        return any(object_name(node) == name
+                   for page in self._pages("list", "nodes", None, self.core.list_node,
+                                           field_selector=f"metadata.name={name}")
+                   for node in list_field(page, "items"))
 
     def node_names(self) -> list[str]:
         return [n for page in self._pages("list", "nodes", None, self.core.list_node)

@@ -246,3 +246,17 @@ def test_rbac_refusals_are_one_line(cluster, tmp_path, lab):
     line, = run.err.splitlines()
     assert line.startswith("kubectl netdrop: error: forbidden: you may not list netdropcaptures.netdrop.io at the "
                            "cluster scope")
+
+
+def test_node_capture_goes_to_the_agents_namespace(lab, tmp_path):
+    """An operator bound cluster-wide: --node names are checked by listing (the role lists nodes)."""
+    token = lab.add_user("ops")
+    lab.bind_cluster_role("ops", "netdrop-capturer")
+    kc = write_kubeconfig(tmp_path / "ops.kubeconfig", {"lab": (lab.url, token, "shop")}, "lab")
+    plugin = Plugin(kc, tmp_path, FAST)
+    run = plugin("capture", "--node", "node-9", "--duration", "1s", "-o", str(tmp_path / "o"))
+    assert run.status == 2 and run.err.strip() == "kubectl netdrop: error: no node node-9 (kubectl get nodes)"
+    run = plugin("capture", "--node", "node-2", "--duration", "1s", "-o", str(tmp_path / "o"), "--name", "n2")
+    assert run.status == 1
+    assert "capture netdrop/n2 created: nodes node-2 for 1s; 1 node expected" in run.err
+    assert "no report from node-2" in run.err
