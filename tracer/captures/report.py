@@ -129,7 +129,9 @@ class Report:
         return {
             "capture": {"name": self.capture, "uid": self.capture_uid},
             "node": self.node, "state": self.state, "message": cut(self.message, MAX_MESSAGE),
-            "from": self.window_from, "to": self.window_to, "updated": self.updated,
+            # Times only once known: the CRD's schema types them as strings, not nullable.
+            **{k: v for k, v in (("from", self.window_from), ("to", self.window_to), ("updated", self.updated))
+               if v is not None},
             "endpoint": cut(self.endpoint, MAX_URL), "certSHA256": self.cert_sha256,
             "files": [{"name": f.name, "bytes": f.bytes} for f in self.files[:MAX_FILES]],
             "total": {"packets": self.packets},
