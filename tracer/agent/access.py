@@ -15,7 +15,15 @@ TokenReview, and the user it names in a SubjectAccessReview for
 the attributes the kubelet asks for /metrics (pkg/kubelet/server/auth.go,
 GetRequestAttributes). So whoever may scrape this node's kubelet may scrape its
 netdrop (Prometheus's usual ClusterRole grants `nodes/metrics`), RBAC can grant
-it node by node, and nothing new is invented for operators to learn. Both
+it node by node, and nothing new is invented for operators to learn. A
+capture's file (/captures/<namespace>/<name>/<file>, docs/captures.md) is
+asked for as the API server would ask for a subresource of the capture:
+
+    verb get, group netdrop.io, resource netdropcaptures, subresource files,
+    namespace <namespace>, name <name>
+
+so a RoleBinding in a namespace gives that namespace's captures' files, and
+nothing of another's. Both
 answers are kept briefly (the kubelet keeps them 2 min and 5 min; here less, so
 that a revoked grant takes effect within a minute), and asking about tokens
 never accepted is rate-limited: any client on the network can send made-up
@@ -31,6 +39,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+from ..captures.spec import GROUP, PLURAL
+from . import capturepaths
 
 
 @dataclass(frozen=True)
@@ -108,15 +119,28 @@ class Identity:
 
 @dataclass(frozen=True)
 class Attributes:
-    """What a SubjectAccessReview asks about (authorization.k8s.io/v1 ResourceAttributes)."""
+    """What a SubjectAccessReview asks about (authorization.k8s.io/v1 ResourceAttributes);
+    namespace "": a cluster-scoped object (a node), group "": the core group."""
 
     verb: str
     resource: str
     subresource: str
     name: str
+    namespace: str = ""
+    group: str = ""
 
     def __str__(self) -> str:
-        return f"{self.verb} {self.resource}/{self.subresource} {self.name}"
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.verb} {self.resource}/{self.subresource} {where}"
+
+
+def path_attributes(path: str, node: Attributes) -> Attributes:
+    """What a request for `path` is asked as: a capture's file as the capture's
+    `files` subresource, anything else (/metrics) as `node` (the node's metrics)."""
+    wanted = capturepaths.parse(path)
+    if wanted is None:
+        return node
+    return Attributes("get", PLURAL, "files", wanted.name, namespace=wanted.namespace, group=GROUP)
 
 
 class ReviewUnavailable(Exception):
@@ -169,7 +193,8 @@ class _Cache(Generic[K, V]):
 
 
 class KubeGate:
-    """TokenReview, then SubjectAccessReview for `attrs`; answers kept briefly.
+    """TokenReview, then SubjectAccessReview for the path's attributes (`attrs`,
+    the node's, for /metrics; path_attributes); answers kept briefly, per user and attributes.
 
     Reviews of tokens never seen are rate-limited (made-up tokens are free to
     send); a token the API server accepted before is reviewed again when its
@@ -182,7 +207,7 @@ class KubeGate:
         self._clock = clock
         self._lock = threading.Lock()
         self._users: _Cache[bytes, Identity | None] = _Cache(clock)
-        self._grants: _Cache[Identity, bool] = _Cache(clock)
+        self._grants: _Cache[tuple[Identity, Attributes], bool] = _Cache(clock)
         self._accepted: _Cache[bytes, bool] = _Cache(clock)     # tokens the API server accepted lately
         self._budget = float(REVIEW_BURST)
         self._refilled = clock()
@@ -203,10 +228,11 @@ class KubeGate:
                 return TOO_MANY
             if who is None:
                 return NOT_ACCEPTED
-            known, allowed = self._grants.get(who)
+            attrs = path_attributes(path, self.attrs)
+            known, allowed = self._grants.get((who, attrs))
         if not known:
             return None
-        return ALLOWED if allowed else self._forbidden(who)
+        return ALLOWED if allowed else self._forbidden(who, attrs)
 
     def ask(self, path: str, authorization: str | None) -> Verdict:
         token = bearer_token(authorization)
@@ -226,19 +252,21 @@ class KubeGate:
                     self._accepted.put(key, True, ACCEPTED_TTL)
         if who is None:
             return NOT_ACCEPTED
+        attrs = path_attributes(path, self.attrs)
         with self._lock:
-            known, allowed = self._grants.get(who)
+            known, allowed = self._grants.get((who, attrs))
         if not known:
             try:
-                allowed = self._reviewer.authorize(who, self.attrs)
+                allowed = self._reviewer.authorize(who, attrs)
             except ReviewUnavailable:
                 return UNAVAILABLE
             with self._lock:
-                self._grants.put(who, allowed, ALLOW_TTL if allowed else DENY_TTL)
-        return ALLOWED if allowed else self._forbidden(who)
+                self._grants.put((who, attrs), allowed, ALLOW_TTL if allowed else DENY_TTL)
+        return ALLOWED if allowed else self._forbidden(who, attrs)
 
-    def _forbidden(self, who: Identity) -> Verdict:
-        return Verdict(403, f"{who.username} may not {self.attrs}")
+    @staticmethod
+    def _forbidden(who: Identity, attrs: Attributes) -> Verdict:
+        return Verdict(403, f"{who.username} may not {attrs}")
 
     def _take(self) -> bool:
         """A token bucket for reviews of tokens not seen before (called with the lock held)."""

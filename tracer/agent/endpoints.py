@@ -1,11 +1,13 @@
-"""endpoints: what netdrop serve answers over HTTP: /metrics, /healthz and /.
+"""endpoints: what netdrop serve answers over HTTP: /metrics, /healthz, / and the capture files.
 
 The Agent reads the counter map when scraped (sinks/metrics.py's
 DropCollector; scrapes within a second share one render) and says whether the
 programs are attached and the counters readable. httpd.py serves its routes
 on its own event loop in a thread; serveauth.py decides who may read /metrics
 (the Gate it asks) and whether over TLS. The command's loop (commands/serve.py)
-keeps the pod maps current and beats the Agent's heart.
+keeps the pod maps current and beats the Agent's heart. A capture's files
+(/captures/<namespace>/<name>/<file>) come from the node's capture store
+(capturehttp.py), once the agent keeps one (Agent.files.store).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from . import httpd
+from . import capturehttp, capturepaths, httpd
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -37,7 +39,7 @@ CLOSE_WAIT_SECONDS = 0.3    # at the end, a render in flight (~0.1 s at 10,000 s
 RENDER_SECONDS = 1.0        # a metrics body is rendered at most this often (per format); scrapes share it
 TEXT_004 = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-INDEX = b"netdrop serve: /metrics (Prometheus), /healthz\n"
+INDEX = b"netdrop serve: /metrics (Prometheus), /healthz, /captures/<namespace>/<name>/<file>\n"
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,15 @@ class Agent:
         self.served = 0
         self._count = threading.Lock()
         self._program = threading.Lock()     # a probe's read of the program's maps, or their close
+        self.files = capturehttp.FilesRoute()
 
     def routes(self) -> dict[str, httpd.Route]:
         """/healthz and / say nothing about the node: served to anyone (the kubelet
-        brings no token); /metrics and any other path only as the Gate allows."""
+        brings no token); /metrics, the capture files (every path below /captures/)
+        and any other path only as the Gate allows (access.path_attributes)."""
         return {"/metrics": httpd.Route(self.metrics), "/healthz": httpd.Route(self.healthz, gated=False),
-                "/": httpd.Route(lambda _: httpd.Response(200, INDEX), gated=False)}
+                "/": httpd.Route(lambda _: httpd.Response(200, INDEX), gated=False),
+                capturepaths.PREFIX: httpd.Route(self.files.answer)}
 
     def metrics(self, request: httpd.Request) -> httpd.Response:
         openmetrics = wants_openmetrics(request.header("accept"))

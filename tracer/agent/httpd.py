@@ -35,13 +35,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import h11
 
@@ -85,12 +85,24 @@ class Request:
         return next((v for n, v in self.headers if n == name), None)
 
 
+class Streamed(Protocol):
+    """A body too big to hold (a capture's file): its size, then its bytes written
+    by send() piece by piece, each drained, under deadlines of its own; closed after."""
+
+    size: int
+
+    async def send(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
     body: bytes = b""
     content_type: str = TEXT
     headers: tuple[tuple[str, str], ...] = ()
+    stream: Streamed | None = None      # instead of body
 
 
 @dataclass(frozen=True)
@@ -216,7 +228,7 @@ class Server:
             await stream.handshake()
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.header_bytes)
         while True:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline) as limit:
                 try:
                     request = await _receive(h, stream, limits)
                 except _Refused as refused:
@@ -228,7 +240,11 @@ class Server:
                     return False
                 self._waiting.pop(conn, None)       # being answered: not a waiting one to drop
                 response = await self._respond(request)
-                await _send(h, stream, response, head=request.method == "HEAD", close=False)
+                try:
+                    await _send(h, stream, response, head=request.method == "HEAD", close=False, limit=limit)
+                finally:
+                    if response.stream is not None:
+                        response.stream.close()
             if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                 return True                         # the client said Connection: close, or HTTP/1.0
             h.start_next_cycle()
@@ -244,7 +260,8 @@ class Server:
             deadline = loop.time() + limits.request_seconds
 
     async def _respond(self, request: Request) -> Response:
-        route = self.routes.get(request.path)
+        # "/captures/" serves every path below it (its route reads the rest).
+        route = self.routes.get(request.path) or self.routes.get(request.path[:request.path.find("/", 1) + 1])
         if route is None or route.gated:
             auth = [v for n, v in request.headers if n == "authorization"]
             if len(auth) > 1:
@@ -319,9 +336,10 @@ async def _receive(h: h11.Connection, stream: _Plain, limits: Limits) -> Request
 
 
 async def _send(h: h11.Connection, stream: _Plain, response: Response, head: bool,
-                close: bool) -> None:
+                close: bool, limit: asyncio.Timeout | None = None) -> None:
     body = response.body
-    headers = [("Content-Type", response.content_type), ("Content-Length", str(len(body))),
+    size = response.stream.size if response.stream is not None else len(body)
+    headers = [("Content-Type", response.content_type), ("Content-Length", str(size)),
                ("Date", formatdate(usegmt=True)), *response.headers]
     if close:
         headers.append(("Connection", "close"))
@@ -334,6 +352,10 @@ async def _send(h: h11.Connection, stream: _Plain, response: Response, head: boo
     for at in range(0, 0 if head else len(body), WRITE_SIZE):
         stream.write(h.send(h11.Data(data=body[at:at + WRITE_SIZE])) or b"")
         await stream.drain()
+    if response.stream is not None and not head:
+        if limit is not None:
+            limit.reschedule(None)          # the request's deadline is for its head; each piece has its own
+        await response.stream.send(lambda data: stream.write(h.send(h11.Data(data=data)) or b""), stream.drain)
     stream.write(h.send(h11.EndOfMessage()) or b"")
     await stream.drain()
 

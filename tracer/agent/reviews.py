@@ -52,7 +52,9 @@ class KubeReviewer:
         spec: dict[str, Any] = {
             "user": who.username, "groups": list(who.groups),
             "resourceAttributes": {"verb": attrs.verb, "resource": attrs.resource,
-                                   "subresource": attrs.subresource, "name": attrs.name},
+                                   "subresource": attrs.subresource, "name": attrs.name,
+                                   **({"namespace": attrs.namespace} if attrs.namespace else {}),
+                                   **({"group": attrs.group} if attrs.group else {})},
         }
         if who.uid:
             spec["uid"] = who.uid
