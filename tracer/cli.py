@@ -66,6 +66,14 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def events_interval(text: str) -> float:
+    """serve --events-interval: a duration from 1 s to 1 h (a pod's Event updated at most that often)."""
+    value = parse_duration(text)
+    if not 1.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r}: expected 1s to 1h")
+    return value
+
+
 def number(low: int, high: int, note: str = "") -> Callable[[str], int]:
     """An argparse type: a whole number from low to high, written in ASCII digits.
     The bounds are what the value ends up in can hold (a field of a BPF map,
@@ -181,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: 10000)")
     serve_p.add_argument("--series-ttl", type=parse_duration, default=300.0, metavar="TIME",
                        help="remove a series this long after its pods are gone (default: 5m)")
+    serve_p.add_argument("--no-pod-events", action="store_true",
+                       help="write no Events on pods whose traffic breaks (path-breaking drops: "
+                            "PacketsDropped, as kubectl describe pod shows them)")
+    serve_p.add_argument("--events-interval", type=events_interval, default=60.0, metavar="SECONDS",
+                       help="update a pod's drop Event (its count) at most this often (default: 60; "
+                            "1s to 1h; 30s, 2m)")
     guard = serve_p.add_argument_group("who may scrape (loopback: anyone local; any other address: bearer "
                                      "tokens the API server accepts, allowed to get nodes/metrics of this node)")
     guard.add_argument("--auth", choices=("kubernetes",), default=None,
@@ -291,7 +305,8 @@ def _options(ns: argparse.Namespace) -> Options:
     assert ns.command == "serve", ns.command
     return ServeOptions(listen=ns.listen, node=_node(ns), kernel=_kernel(ns), max_series=ns.max_series,
                         series_ttl=ns.series_ttl, auth=ns.auth, insecure_no_auth=ns.insecure_no_auth,
-                        tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file)
+                        tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file,
+                        pod_events=not ns.no_pod_events, events_interval=ns.events_interval)
 
 
 def run(opts: Options, env: Environment) -> ExitStatus:

@@ -117,6 +117,8 @@ class ServeOptions:
     insecure_no_auth: bool
     tls_cert_file: str | None
     tls_key_file: str | None
+    pod_events: bool = True                 # Events on pods whose traffic breaks (agent/podevents.py)
+    events_interval: float = 60.0           # seconds: a series' Event written at most this often
 
 
 Options = WatchOptions | CaptureOptions | DemoOptions | DoctorOptions | SummaryOptions | ServeOptions

@@ -4,8 +4,9 @@ The BPF program counts every drop in the kernel; the agent never looks at a
 drop in Python. The HTTP side (agent/: endpoints, httpd, who may scrape,
 TLS) runs its own event loop in a thread. The main thread only keeps the
 kernel's pod maps current (pods/source.py) and drains the few events the
-program still sends (one per CPU per 100 ms at most, max_event_rate=1:
-nothing here uses them, and an undrained ring buffer would count them as lost).
+program still sends (one per CPU per 100 ms at most, max_event_rate=1: where
+the drops went, for the Events on pods, agent/podeventswriter.py, whose API
+calls have a thread of their own; an undrained ring buffer would count them as lost).
 
 Lifecycle: the address is bound first (a port in use fails before anything is
 loaded), then the program is compiled while the pod source asks the API; a
@@ -94,6 +95,7 @@ def node_scope(source: PodSource) -> frozenset[int] | None:
 
 
 def run(opts: ServeOptions, env: Environment) -> ExitStatus:
+    from ..agent import podeventswriter
     from ..explain.explainer import ct_stats
     from ..kernel.filters import Filters
     from ..memory import release_free_memory
@@ -166,14 +168,22 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
         collector = DropCollector(node, series, tracer.counts, state, lambda: live_pods(source),
                                   version=_version(), kernel=facts.release)
         agent.collector, agent.tracer = collector, tracer
+        events = None if not opts.pod_events else podeventswriter.start(
+            node, opts.events_interval, tracer.counts, decoder, decoder.decode_record, loaded.pod_of_tag,
+            lambda: live_pods(source), opts.node.kubeconfig, lambda msg: warn(env, msg), opts.max_series,
+            opts.series_ttl)
+        if events is not None:
+            stack.callback(events.close)
         agent.beat = time.monotonic()
         SIGNALS.tracing()
         info(env, f"serving {'https' if tls else 'http'}://{listen}/metrics and /healthz for node {node}; "
                   f"{serveauth.describe(guard, listen.host)}; pods: {source.describe()}; Ctrl-C to stop")
         next_trim = next_tls_check = time.monotonic()
         while not SIGNALS.stop.is_set():
-            tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events, unused: drained as bytes
+            records = tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events
             now = time.monotonic()
+            if events is not None:
+                events.tick(records, now)       # their destinations; the counters every few seconds
             loaded.maintain()       # the pod maps; a module's function hooks, as the module comes or goes
             new_scope = node_scope(source) if scope is not None else None
             if new_scope is not None and new_scope != scope:

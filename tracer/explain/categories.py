@@ -4,8 +4,9 @@ An entry holds all netdrop knows of a category: the drop reason names and
 kernel functions that mean it, the ICMP error that gives it away on kernels
 without reasons, the sentence of a capture's summary, its console style and
 HTML colour, its rank among "what to check first", which drops its hint reads
-the node's state for, its hint (a function in hints.py) and its lead (a function
-in lead.py: the fact that decides, in a few words). A new category is one entry
+the node's state for, its hint (a function in hints.py), its lead (a function
+in lead.py: the fact that decides, in a few words) and whether it breaks a pod's
+path (then the agent writes Events on the pod). A new category is one entry
 here and its hint function in hints.py. What a reason or a freeing function
 means, whatever its category, is in causes.py; drops every healthy node makes
 are told apart by benign.py, from the packet's facts.
@@ -45,6 +46,9 @@ class Category:
     # change the hint (a storm of NO_SOCKET in 250 pods must not read 250 pods).
     evidence: bool | Callable[[Drop], bool] = False
     lead: Lead | None = None   # the fact that decides, in a few words: what a console row starts with
+    # The pod's path itself breaks (every retry meets the same drop), so the agent says so on the
+    # pod's own Events (agent/podevents.py): not a load, endpoint, malformed or local category.
+    path_breaking: bool = False
 
     def reads_evidence(self, d: Drop) -> bool:
         return self.evidence(d) if callable(self.evidence) else self.evidence
@@ -69,19 +73,19 @@ RANK_OTHER = 4        # unspecific, often the node's own noise
 REGISTRY: tuple[Category, ...] = (
     Category("mtu", ("PKT_TOO_BIG", "FRAG_REASM_TIMEOUT", "FRAG_TOO_FAR", "DUP_FRAG"), (), (ICMP_FRAG_NEEDED,),
              "packets larger than the path MTU were dropped", "bold magenta", "#8e44ad", hints.mtu,
-             rank=RANK_BREAKS, lead=leads.mtu),
+             rank=RANK_BREAKS, lead=leads.mtu, path_breaking=True),
     # nft_do_chain frees the packet itself (nftables, iptables-nft); legacy
     # xtables and other hooks return NF_DROP and nf_hook_slow frees it.
     Category("netfilter", ("NETFILTER_DROP",),
              ("nft_do_chain*", "ipt_do_table", "ip6t_do_table", "arpt_do_table", "ebt_do_table", "nf_hook_slow",
               "br_nf_*"), (),
              "a firewall rule or chain policy dropped packets", "bold red", "#c0392b", hints.netfilter,
-             rank=RANK_BREAKS, lead=leads.netfilter),
+             rank=RANK_BREAKS, lead=leads.netfilter, path_breaking=True),
     # Conntrack's refusals reach kfree_skb as NETFILTER_DROP too: where it was freed tells them apart.
     Category("conntrack", ("NETFILTER_DROP",),
              ("nf_conntrack_*", "__nf_conntrack_*", "nf_ct_*", "__nf_ct_*", "nf_nat_*", "nf_confirm*"), (),
              "connection tracking refused packets", "red", "#e74c3c", hints.conntrack, rank=RANK_BREAKS,
-             lead=leads.conntrack),
+             lead=leads.conntrack, path_breaking=True),
     # SOCKET_CLOSE: tcp_close()/udp_destroy_sock() purge what the application never read.
     Category("no-socket", ("NO_SOCKET", "IP_NOPROTO", "SOCKET_CLOSE"), (), (ICMP_PORT_UNREACH,),
              "packets reached a port nobody listens on", "yellow", "#f39c12", hints.no_socket, rank=RANK_ENDPOINT,
@@ -95,14 +99,14 @@ REGISTRY: tuple[Category, ...] = (
     Category("no-route", ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IP_INVALID_DEST"),
              ("ip_error", "ip_route_input*", "ip6_pkt_drop", "ip6_pkt_discard*", "ip_rt_bug", "dst_discard*"),
              ICMP_NET_HOST_UNREACH, "packets had no route", "bold yellow", "#d35400", hints.no_route,
-             rank=RANK_BREAKS, lead=leads.no_route,
+             rank=RANK_BREAKS, lead=leads.no_route, path_breaking=True,
              evidence=lambda d: name_matches(d.location, ("dst_discard*",))),   # only a blackhole (IPsec)
     Category("neighbor", ("NEIGH_*", "ARP_*"), ("neigh_*", "arp_*", "__neigh_*", "ndisc_*"), (),
              "the next hop did not answer ARP/ND", "cyan", "#16a085", hints.neighbor, rank=RANK_BREAKS,
-             lead=leads.neighbor),
+             lead=leads.neighbor, path_breaking=True),
     Category("rp-filter", ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE"), (), (),
              "packets failed the reverse-path / source check", "blue", "#2980b9", hints.rp_filter, rank=RANK_BREAKS,
-             lead=leads.rp_filter),
+             lead=leads.rp_filter, path_breaking=True),
     # The overlay between nodes (VXLAN, Geneve, IP tunnels): drivers/net/vxlan/vxlan_core.c
     # (vxlan_rcv, vxlan_xmit_one), net/ipv4/ip_tunnel_core.c.
     Category("overlay", ("VXLAN_VNI_NOT_FOUND", "VXLAN_ENTRY_EXISTS", "VXLAN_INVALID_HDR", "NO_TX_TARGET",
@@ -110,22 +114,23 @@ REGISTRY: tuple[Category, ...] = (
              ("vxlan_*", "geneve_*", "ip_tunnel_*", "iptunnel_*", "__iptunnel_*", "udp_tunnel_*", "ipgre_*",
               "gre_*"), (),
              "the overlay between nodes dropped packets", "bold bright_cyan", "#00a8a8", hints.overlay,
-             rank=RANK_BREAKS, evidence=True),
+             rank=RANK_BREAKS, evidence=True, path_breaking=True),
     # A device's state or settings: down or without carrier (a veth whose peer
     # is down), a bridge port not forwarding, disable_ipv6, route_localnet.
     Category("device", ("DEV_READY", "NO_TX_TARGET", "BRIDGE_INGRESS_STP_STATE", "IPV6DISABLED", "IP_LOCALNET",
                         "LOCAL_MAC", "UNICAST_IN_L2_MULTICAST", "TAP_TXFILTER", "RECURSION_LIMIT"),
              ("veth_*", "__dev_forward_skb*", "dev_forward_skb*", "br_*", "__br_*", "nbp_*"), (),
              "a device's state or settings refused packets", "bold bright_yellow", "#b8860b", hints.device,
-             rank=RANK_BREAKS, evidence=True),
+             rank=RANK_BREAKS, evidence=True, path_breaking=True),
     # Programs and policies of CNIs and security agents: cgroup, tc and XDP
     # BPF programs, socket filters, Linux security modules.
     Category("bpf-program", ("BPF_CGROUP_EGRESS", "SOCKET_FILTER", "TC_INGRESS", "TC_EGRESS", "XDP", "TAP_FILTER",
                              "SECURITY_HOOK"), (), (),
              "a BPF program or security module dropped packets", "bold bright_green", "#2d8659", hints.bpf_program,
-             rank=RANK_BREAKS, evidence=True),
+             rank=RANK_BREAKS, evidence=True, path_breaking=True),
     Category("ipsec", ("XFRM_POLICY", "PSP_*"), ("xfrm*", "__xfrm*", "esp_*", "esp4_*", "esp6_*"), (),
-             "IPsec refused packets", "bold bright_blue", "#34495e", hints.ipsec, rank=RANK_BREAKS, evidence=True),
+             "IPsec refused packets", "bold bright_blue", "#34495e", hints.ipsec, rank=RANK_BREAKS, evidence=True,
+             path_breaking=True),
     # TCP_CSUM is tcp: TCP_* comes before malformed's *_CSUM.
     Category("tcp", ("TCP_*",), ("tcp_*",), (),
              "TCP discarded segments", "green", "#27ae60", hints.tcp, rank=RANK_ENDPOINT, lead=leads.tcp),
