@@ -41,7 +41,7 @@
 #include "filters.h"
 #include "notes.h"
 
-/* With the event budget spent, look at the clock every 64th drop only. */
+/* With the event budget spent, look at the clock every 64th drop (and sooner at first). */
 #define ND_WINDOW_CHECK_MASK 63
 
 BPF_PERCPU_HASH(counts, struct nd_count_key, struct nd_count_val, ND_MAX_COUNTERS);
@@ -292,12 +292,17 @@ static __always_inline int on_drop(void *ctx, struct sk_buff *skb, u64 location,
 		st->counter_full++;
 
 	/* The exact count is done. An event costs many more reads, so in a
-	 * storm only the first events_per_window of each window are sent. Once
-	 * a window's budget is spent, the clock is read only every 64th drop:
-	 * a storm pays for a counter and a mask, not for bpf_ktime_get_ns(). */
+	 * storm only the first events_per_window of each window are sent. Past
+	 * the budget, window_events goes on counting the drops, and the clock is
+	 * read at the 1st, 2nd, 4th, ... 64th of them, then every 64th: a storm
+	 * pays for a counter and a mask, not for bpf_ktime_get_ns(), and a quiet
+	 * CPU's next drop, however late, still opens a new window (with a mask
+	 * alone the 63 drops after a spent budget were never sent, minutes apart
+	 * or not). */
 	u32 budget = cfg->events_per_window;
 	if (budget && st->window_events >= budget) {
-		if ((st->sampled_out & ND_WINDOW_CHECK_MASK) != ND_WINDOW_CHECK_MASK ||
+		u64 past = st->window_events++ - budget;
+		if (((past & (past - 1)) && (past & ND_WINDOW_CHECK_MASK) != ND_WINDOW_CHECK_MASK) ||
 		    bpf_ktime_get_ns() - st->window_start_ns < ND_EVENT_WINDOW_NS) {
 			st->sampled_out++;
 			notes_forget(c, skb);

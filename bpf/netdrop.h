@@ -189,7 +189,7 @@ struct nd_cpu_state {
 	u64 sampled_out;     /* events not sent: over the event rate limit */
 	u64 counter_full;    /* drops not counted per key: counter map full */
 	u64 window_start_ns; /* start of this CPU's current sampling window */
-	u64 window_events;   /* events sent in it */
+	u64 window_events;   /* events sent in it, then drops past its budget */
 };
 
 #endif /* NETDROP_H */
