@@ -170,6 +170,7 @@ def write_kubeconfig(path: Path, server: str, token: str, *, context: str = "sim
 class _Server(ThreadingHTTPServer):
     allow_reuse_address = True   # a stopped server comes back on its port (an API outage in tests)
     daemon_threads = True
+    request_queue_size = 1024    # the listen backlog: a thousand agents connecting at once (the default 5 resets them)
 
 
 class KubeAPI:
