@@ -9,7 +9,8 @@ imports it. Modules:
 - cni: pods made by the real CNI plugins (bridge, host-local), or their IPAM state written by hand.
 - cases: the drops the demo and the tests provoke, and the demo's player.
 - shell: commands run inside the lab's namespaces, and LabError.
-- api: its Kubernetes API server on 127.0.0.1, for the official client.
+- api: its Kubernetes API server on 127.0.0.1, for the official client (apiserve: HTTP and verbs;
+  apistore: custom resources and Events; apischema: the CRDs of deploy/crds; apirbac: RBAC from deploy/rbac.yaml).
 - traffic: bounded test traffic, run inside a namespace (`python -m tracer.lab.traffic`).
 - bulk: many pods on node1, for scale tests and the pod-scale benchmark.
 - kubelet: a DaemonSet's container turned into the `podman run` a kubelet would make.

@@ -4,7 +4,12 @@ No API server can be installed on our machines, so the simulated node comes
 with this small HTTP server that speaks the Kubernetes REST API for the calls
 netdrop makes through the official client: list and watch pods (field and
 label selectors, resourceVersion, timeoutSeconds, allowWatchBookmarks), read
-and list pods of a namespace, read and list nodes, list and read Services. Watches behave as the real
+and list pods of a namespace, read and list nodes, list and read Services;
+the custom resources of deploy/crds and core/v1 Events, read and written
+(apistore: create, update, patch, delete with garbage collection, the status
+subresource, validation against the CRD, etcd's size limit). Every request is
+authorized by RBAC built from deploy/rbac.yaml's roles (apirbac); the HTTP side
+is apiserve. Watches behave as the real
 API server's: from resourceVersion "" or "0" they begin with every matching
 pod as ADDED; from one older than the event log keeps (MAX_LOG) they get an
 ERROR event with code 410 (Gone) and the client lists again; with bookmarks
@@ -31,15 +36,16 @@ import os
 import secrets
 import ssl
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from ..trust import create_new
+from .apirbac import Authorizer
+from .apiserve import make_handler
+from .apistore import Store
 
 Obj = dict[str, Any]     # a Kubernetes object as JSON
 
@@ -122,12 +128,15 @@ def _labels_match(labels: dict[str, str], selector: str) -> bool:
 
 
 def _fields_match(obj: Obj, selector: str) -> bool:
+    """A field selector: path=value, path==value, path!=value, terms joined by commas
+    (apimachinery/pkg/fields/selector.go); a missing field is the empty string."""
     for term in filter(None, (t.strip() for t in selector.split(","))):
-        k, v = term.replace("==", "=").split("=", 1)
+        negate = "!=" in term
+        k, _, v = term.replace("!=", "=").replace("==", "=").partition("=")
         cur: Any = obj
-        for part in k.split("."):
+        for part in k.strip().split("."):
             cur = cur.get(part, {}) if isinstance(cur, dict) else {}
-        if (cur if isinstance(cur, str) else "") != v:
+        if ((cur if isinstance(cur, str) else "") == v.strip()) == negate:
             return False
     return True
 
@@ -161,17 +170,18 @@ def write_kubeconfig(path: Path, server: str, token: str, *, context: str = "sim
 class _Server(ThreadingHTTPServer):
     allow_reuse_address = True   # a stopped server comes back on its port (an API outage in tests)
     daemon_threads = True
+    request_queue_size = 1024    # the listen backlog: a thousand agents connecting at once (the default 5 resets them)
 
 
 class KubeAPI:
     """The server's state: pods and nodes, with a resourceVersion and an event log for watches."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, responder: bool = True) -> None:
         self.pods: dict[tuple[str, str], Obj] = {}
         self.nodes: dict[str, Obj] = {}
         self.services: dict[tuple[str, str], Obj] = {}
         self.rv = 1
-        self.log: list[tuple[int, str, Obj]] = []   # (resourceVersion, type, object)
+        self.log: list[tuple[int, str, Obj, str]] = []   # (resourceVersion, type, object, resource)
         self.cond = threading.Condition()
         self.token = secrets.token_hex(16)
         # Who the tokens are (as TokenReview names them) and what RBAC lets them do
@@ -180,9 +190,20 @@ class KubeAPI:
         self.agent: Obj = {"username": AGENT_USER, "uid": str(uuid.uuid4()),
                            "groups": ["system:serviceaccounts", "system:authenticated"]}
         self.users: dict[str, Obj] = {}     # other tokens (add_user); the agent's is self.token
-        self.grants: set[tuple[str, str, str, str, str]] = {
-            (AGENT_USER, "create", "tokenreviews", "", "*"),
-            (AGENT_USER, "create", "subjectaccessreviews", "", "*")}
+        # RBAC as deploy/rbac.yaml ships it: the agent's ClusterRole and system:auth-delegator.
+        # With responder=True (the default) the agent's user also holds netdrop-responder: the
+        # lab's one kubeconfig serves both `netdrop serve` and the commands a responder runs on
+        # the node (watch --pod, doctor); KubeAPI(responder=False) is the agent alone.
+        # Without deploy/ (an installed package: the demo) the agent may do everything.
+        self.rbac = Authorizer()
+        if self.rbac.rbac_yaml.exists():
+            self.rbac.bind_cluster_role(AGENT_USER, "netdrop")
+            self.rbac.bind_cluster_role(AGENT_USER, "system:auth-delegator")
+            if responder:
+                self.rbac.bind_cluster_role(AGENT_USER, "netdrop-responder")
+        else:
+            self.rbac.grant(AGENT_USER, "*", "*", group="*")
+        self.store = Store(self)     # custom resources (deploy/crds) and Events
         self.reviews = {"TokenReview": 0, "SubjectAccessReview": 0}
         self.requests: list[str] = []
         self.ca_pem: bytes | None = None
@@ -202,28 +223,47 @@ class KubeAPI:
         """Whom a token names (the agent's is whatever self.token is now: a test changes it)."""
         return self.agent if token == self.token else self.users.get(token)
 
-    def grant(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*") -> None:
-        with self.cond:
-            self.grants.add((username, verb, resource, subresource, name))
+    def grant(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*", *,
+              group: str = "", namespace: str | None = None) -> None:
+        """One RBAC rule for username (name "*": every object; namespace None: cluster-wide)."""
+        self.rbac.grant(username, verb, resource, subresource, name, group=group, namespace=namespace)
 
-    def revoke(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*") -> None:
-        with self.cond:
-            self.grants.discard((username, verb, resource, subresource, name))
+    def revoke(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "*", *,
+               group: str = "", namespace: str | None = None) -> None:
+        self.rbac.revoke(username, verb, resource, subresource, name, group=group, namespace=namespace)
 
-    def allowed(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "") -> bool:
+    def bind_cluster_role(self, username: str, role: str, namespace: str | None = None) -> None:
+        """Bind a ClusterRole of deploy/rbac.yaml to username: cluster-wide (a ClusterRoleBinding)
+        or in one namespace (a RoleBinding to the ClusterRole). KeyError for an unknown role."""
+        self.rbac.bind_cluster_role(username, role, namespace)
+
+    def allowed(self, username: str, verb: str, resource: str, subresource: str = "", name: str = "", *,
+                group: str = "", namespace: str = "") -> bool:
+        return self.rbac.allowed(username, verb, resource, subresource, name, group=group, namespace=namespace)
+
+    # -- what the benchmarks report --
+    def writes(self) -> dict[tuple[str, str], int]:
+        """Successful writes through the API by (user, verb) (the garbage collector's deletes
+        under its own service account)."""
         with self.cond:
-            return any((username, verb, resource, subresource, n) in self.grants for n in (name, "*"))
+            return dict(self.store.writes)
+
+    def largest_object(self) -> dict[str, int]:
+        """The largest object stored per resource ("netdrop.io/netdropcapturereports", "events"),
+        in bytes of its compact JSON."""
+        with self.cond:
+            return dict(self.store.largest)
 
     # -- state changes (as the control plane would make them) --
-    def _bump(self, kind: str, obj: Obj) -> None:
+    def _bump(self, kind: str, obj: Obj, resource: str = "pods") -> None:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.log.append((self.rv, kind, copy.deepcopy(obj)))
+        self.log.append((self.rv, kind, copy.deepcopy(obj), resource))
         if len(self.log) > MAX_LOG:
             del self.log[:len(self.log) - MAX_LOG]
         self.cond.notify_all()
 
-    def events_since(self, since: int) -> list[tuple[int, str, Obj]] | None:
+    def events_since(self, since: int) -> list[tuple[int, str, Obj, str]] | None:
         """Log entries after resourceVersion `since`; None if some of them are no
         longer kept (the client must list again). Called with cond held."""
         if self.log and since < self.log[0][0] - 1:
@@ -262,187 +302,7 @@ class KubeAPI:
     def start(self, port: int = 0, tls: bool = False) -> str:
         """Serve on 127.0.0.1:port (0: any free port; a stopped server can come back on its old one);
         with tls, HTTPS with a certificate from a CA of its own (ca_pem), as a real API server."""
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                api.requests.append("POST " + self.path)
-                user = self._user()
-                if user is None:
-                    return self._status(401, "Unauthorized", "Unauthorized")
-                kinds = {"/apis/authentication.k8s.io/v1/tokenreviews": ("TokenReview", "tokenreviews"),
-                         "/apis/authorization.k8s.io/v1/subjectaccessreviews":
-                             ("SubjectAccessReview", "subjectaccessreviews")}
-                path = urlparse(self.path).path
-                if path not in kinds:
-                    return self._status(404, "NotFound", "the server could not find the requested resource")
-                kind, resource = kinds[path]
-                if not api.allowed(user["username"], "create", resource):
-                    return self._status(403, "Forbidden", f'User "{user["username"]}" cannot create resource '
-                                                          f'"{resource}" at the cluster scope')
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    review = json.loads(self.rfile.read(min(length, 1 << 20)))
-                    spec = review["spec"]
-                except (ValueError, KeyError, TypeError):
-                    return self._status(400, "BadRequest", f"not a {kind}")
-                with api.cond:
-                    api.reviews[kind] += 1
-                if kind == "TokenReview":
-                    who = api.user_of(str(spec.get("token")))
-                    status: Obj = {"authenticated": True, "user": who} if who else {"authenticated": False}
-                else:
-                    attrs = spec.get("resourceAttributes") or {}
-                    ok = api.allowed(str(spec.get("user")), str(attrs.get("verb")), str(attrs.get("resource")),
-                                     str(attrs.get("subresource") or ""), str(attrs.get("name") or ""))
-                    status = {"allowed": ok, **({} if ok else {"reason": "no RBAC policy matched"})}
-                review["status"] = status
-                return self._json(201, review)
-
-            def _user(self) -> Obj | None:
-                # The scheme in any case, as the API server takes it (RFC 7235 2.1): the client's
-                # in-cluster configuration sends "bearer".
-                scheme, _, token = (self.headers.get("Authorization") or "").strip().partition(" ")
-                return api.user_of(token.strip()) if scheme.lower() == "bearer" else None
-
-            def do_GET(self) -> None:
-                api.requests.append(self.path)
-                user = self._user()
-                if user is None or user["username"] != AGENT_USER:
-                    return self._status(401, "Unauthorized", "Unauthorized")
-                url = urlparse(self.path)
-                q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                parts = [p for p in url.path.split("/") if p]
-                if parts[:2] != ["api", "v1"]:
-                    return self._status(404, "NotFound", "the server could not find the requested resource")
-                rest = parts[2:]
-                if rest == ["pods"]:
-                    return self._watch(q, None) if q.get("watch") in ("true", "True", "1") else self._list(q, None)
-                if len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "pods":
-                    return self._list(q, rest[1])
-                if len(rest) == 4 and rest[0] == "namespaces" and rest[2] == "pods":
-                    with api.cond:
-                        pod = api.pods.get((rest[1], rest[3]))
-                    if pod is None:
-                        return self._status(404, "NotFound", f'pods "{rest[3]}" not found')
-                    return self._json(200, pod)
-                if rest == ["services"] or (len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "services"):
-                    ls = q.get("labelSelector", "")
-                    with api.cond:
-                        items = copy.deepcopy([s for (ns, _), s in sorted(api.services.items())
-                                               if (len(rest) == 1 or ns == rest[1])
-                                               and _labels_match(s["metadata"].get("labels", {}), ls)])
-                        rv = api.rv
-                    return self._json(200, {"kind": "ServiceList", "apiVersion": "v1",
-                                            "metadata": {"resourceVersion": str(rv)}, "items": items})
-                if len(rest) == 4 and rest[0] == "namespaces" and rest[2] == "services":
-                    with api.cond:
-                        svc = copy.deepcopy(api.services.get((rest[1], rest[3])))
-                    if svc is None:
-                        return self._status(404, "NotFound", f'services "{rest[3]}" not found')
-                    return self._json(200, svc)
-                if rest == ["nodes"]:
-                    with api.cond:
-                        items = list(api.nodes.values())
-                    return self._json(200, {"kind": "NodeList", "apiVersion": "v1",
-                                            "metadata": {"resourceVersion": str(api.rv)}, "items": items})
-                if len(rest) == 2 and rest[0] == "nodes":
-                    node = api.nodes.get(rest[1])
-                    if node is None:
-                        return self._status(404, "NotFound", f'nodes "{rest[1]}" not found')
-                    return self._json(200, node)
-                return self._status(404, "NotFound", "the server could not find the requested resource")
-
-            def _matching(self, q: dict[str, str], namespace: str | None) -> list[Obj]:
-                fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
-                return [p for (ns, _), p in sorted(api.pods.items())
-                        if (namespace is None or ns == namespace)
-                        and _fields_match(p, fs) and _labels_match(p["metadata"].get("labels", {}), ls)]
-
-            def _list(self, q: dict[str, str], namespace: str | None) -> None:
-                with api.cond:
-                    items = copy.deepcopy(self._matching(q, namespace))
-                    rv = api.rv
-                self._json(200, {"kind": "PodList", "apiVersion": "v1",
-                                 "metadata": {"resourceVersion": str(rv)}, "items": items})
-
-            def _watch(self, q: dict[str, str], namespace: str | None) -> None:
-                fs, ls = q.get("fieldSelector", ""), q.get("labelSelector", "")
-                rv_text = q.get("resourceVersion") or "0"
-                if not rv_text.isdigit():
-                    return self._status(400, "BadRequest", f"invalid resourceVersion {rv_text!r}")
-                since = int(rv_text)
-                bookmarks = q.get("allowWatchBookmarks") in ("true", "True", "1")
-                try:
-                    timeout = float(q.get("timeoutSeconds", 60))
-                except ValueError:
-                    return self._status(400, "BadRequest", "invalid timeoutSeconds")
-                deadline = time.monotonic() + min(max(timeout, 0.0), 300)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    if since == 0:      # the real server's "any version": the current state first
-                        with api.cond:
-                            items = copy.deepcopy(self._matching(q, namespace))
-                            since = api.rv
-                        for obj in items:
-                            self._event("ADDED", obj)
-                    next_mark = time.monotonic() + BOOKMARK_SECONDS
-                    while time.monotonic() < deadline:
-                        with api.cond:
-                            new = api.events_since(since)
-                            if new is None:
-                                self._event("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                                      "status": "Failure", "reason": "Expired", "code": 410,
-                                                      "message": f"too old resource version: {since} "
-                                                                 f"({api.log[0][0] - 1})"})
-                                break
-                            if not new:
-                                api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-                                current = api.rv
-                            else:
-                                current = new[-1][0]
-                        for rv, kind, obj in new:
-                            since = rv
-                            if _fields_match(obj, fs) and _labels_match(obj["metadata"].get("labels", {}), ls):
-                                self._event(kind, obj)
-                        if bookmarks and (time.monotonic() >= next_mark or time.monotonic() >= deadline):
-                            since = max(since, current) if not new else since
-                            self._event("BOOKMARK", {"kind": "Pod", "apiVersion": "v1",
-                                                     "metadata": {"resourceVersion": str(since)}})
-                            next_mark = time.monotonic() + BOOKMARK_SECONDS
-                    self.wfile.write(b"0\r\n\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _event(self, kind: str, obj: Obj) -> None:
-                self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
-
-            def _chunk(self, text: str) -> None:
-                data = text.encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-
-            def _json(self, code: int, obj: Obj) -> None:
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _status(self, code: int, reason: str, message: str) -> None:
-                self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                  "message": message, "reason": reason, "code": code})
-
-        self._server = _Server((LISTEN_ADDRESS, port), Handler)
+        self._server = _Server((LISTEN_ADDRESS, port), make_handler(self))
         if tls:
             self._wrap_tls(self._server)
         threading.Thread(target=self._server.serve_forever, args=(POLL_INTERVAL,), daemon=True).start()
