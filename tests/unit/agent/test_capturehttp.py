@@ -56,7 +56,7 @@ class Site:
         self.alice = self.api.add_user("alice")          # may fetch shop/web-drops' files
         self.bob = self.api.add_user("bob")              # may fetch nothing
         self.prom = self.api.add_user("prom")            # may scrape the node's metrics
-        self.api.grant("alice", "get", "netdropcaptures", "files", "web-drops")
+        self.api.grant("alice", "get", "netdropcaptures", "files", "web-drops", group="netdrop.io", namespace="shop")
         self.api.grant("prom", "get", "nodes", "metrics", "node-a")
         cert_pem, key_pem = make_certificate("node-a", ["127.0.0.1"])
         self.sha256 = hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.decode())).hexdigest()
@@ -127,6 +127,9 @@ def test_no_token_is_401_and_a_user_without_the_grant_403(site, tmp_path):
 def test_a_capture_the_grant_does_not_name_is_not_served(site, tmp_path):
     with pytest.raises(FetchError, match="403 alice may not get netdropcaptures/files other/db-drops"):
         site.fetch(site.alice, "other", "db-drops", "summary.json", tmp_path / "x")
+    # Her grant is a RoleBinding in shop: the same name in another namespace is not hers.
+    with pytest.raises(FetchError, match="403 alice may not get netdropcaptures/files other/web-drops"):
+        site.fetch(site.alice, "other", "web-drops", "summary.json", tmp_path / "x")
     with pytest.raises(FetchError, match="404 no such capture file"):
         site.fetch(site.alice, "shop", "web-drops", "drops.pcapng", tmp_path / "x")     # never made
     assert not (tmp_path / "x").exists()
@@ -180,7 +183,7 @@ def test_a_client_that_stops_reading_is_cut_and_the_agent_goes_on(tmp_path):
     with os.fdopen(out.create("events.jsonl"), "wb") as w:
         w.write(big)
     out.close()
-    site.api.grant("alice", "get", "netdropcaptures", "files", "big")
+    site.api.grant("alice", "get", "netdropcaptures", "files", "big", group="netdrop.io", namespace="shop")
     try:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE

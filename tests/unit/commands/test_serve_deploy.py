@@ -40,7 +40,8 @@ def test_manifests_follow_the_kubernetes_api_schema():
             continue        # the Prometheus operator's CRDs: not in the API's schema (checked below)
         kv.validate(doc, version, strict=True)
         checked.add(doc["kind"])
-    assert checked == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service"}
+    assert checked == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service",
+                       "CustomResourceDefinition"}
 
 
 def roles() -> dict[str, list[dict]]:
@@ -58,10 +59,18 @@ def allows(rules: list[dict], verb: str, resource: str) -> bool:
 
 def test_the_agent_asks_for_the_least_it_needs():
     docs = {d["kind"]: d for d in documents()}
-    # What serve calls (tests/kernel/agent/test_serve_prometheus.py checks every call it made against this
-    # role): this node's pods listed and watched, the node read, scrapers' tokens reviewed.
-    assert roles()["netdrop"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-                                  {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    # What serve calls (the lab API server enforces this role on every call the agent makes):
+    # this node's pods listed and watched, the node read, captures read, its own reports
+    # written, Events on pods written (docs/captures.md); scrapers' tokens reviewed.
+    assert roles()["netdrop"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+        {"apiGroups": ["netdrop.io"], "resources": ["netdropcaptures"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["netdrop.io"], "resources": ["netdropcapturereports"],
+         "verbs": ["get", "create", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}]
+    # No delete anywhere, no Secret, nothing of the captures' files (those are on the node).
+    assert not any("delete" in r["verbs"] or "secrets" in r["resources"] for r in roles()["netdrop"])
     assert bindings() == {"netdrop": ("netdrop", ["netdrop/netdrop"]),
                           "netdrop-auth-delegator": ("system:auth-delegator", ["netdrop/netdrop"])}
     # Scrapers and responders get roles of their own, bound by the operator to whom they choose.
@@ -96,8 +105,9 @@ def test_kustomize_renders_every_resource():
     res = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(res.stdout) if d]
-    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", *["ClusterRole"] * 3, *["ClusterRoleBinding"] * 2,
-                                    "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"])
+    assert sorted(kinds) == sorted(["Namespace", "ServiceAccount", *["ClusterRole"] * 4, *["ClusterRoleBinding"] * 2,
+                                    "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap",
+                                    *["CustomResourceDefinition"] * 2])
 
 
 @pytest.fixture
