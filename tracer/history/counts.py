@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..kernel.loader import Count, CounterKey
+from .events import object_bytes
 
 INTERVAL = 5.0                      # seconds between edges
 KEEP = 30 * 60.0                    # how long edges are kept
@@ -47,6 +48,11 @@ class _Edge(NamedTuple):
     packets: array[int]      # their change, in the same order
     bytes: array[int]
     charge: int              # bytes charged for this edge's arrays and entry
+
+
+def _cached(v: object) -> bool:
+    """CPython's preallocated small ints: shared, nothing of the key's own."""
+    return isinstance(v, int) and -5 <= v <= 256
 
 
 def _smallest(values: list[int]) -> array[int]:
@@ -103,7 +109,8 @@ class CounterHistory:
                 i = len(keys)
                 ids[key] = i
                 keys.append(key)
-                self._key_bytes += sys.getsizeof(key) + sum(sys.getsizeof(v) for v in key if not -5 <= v <= 256)
+                # The key's tuple and ints, and its id's int, as pymalloc hands them out.
+                self._key_bytes += sum(object_bytes(sys.getsizeof(v)) for v in (key, *key, i) if not _cached(v))
                 for a in (self._base_p, self._base_b, last_p, last_b):
                     a.append(0)
                 if p >= 0 and b >= 0 and (p or b):
