@@ -33,7 +33,7 @@ from .events import object_bytes
 
 INTERVAL = 5.0                      # seconds between edges
 KEEP = 30 * 60.0                    # how long edges are kept
-BUDGET = 16 * 1024 * 1024           # bytes for the edges and the interned keys
+BUDGET = 24 * 1024 * 1024           # bytes: 30 min of 10,000 keys all changing (scripts/flightmem.py)
 
 _EMPTY = array("B")                 # every edge without changes shares it
 _UNSIGNED = (("B", 0xFF), ("H", 0xFFFF), ("I", 0xFFFFFFFF), ("Q", 2**64 - 1))
