@@ -24,6 +24,7 @@ from .env import Environment
 from .errors import ExitStatus, UserError
 from .kernel.event import ND_MAX_SNAPLEN
 from .kernel.filters import parse_ip
+from .history.recorder import MAX_KEEP
 from .kernel.loader import MAX_COUNTERS, MAX_EVENT_RATE, MAX_EVENT_RATE_LIMIT
 from .messages import PROG, say
 from .sinks.summary.render import FORMATS as SUMMARY_FORMATS
@@ -35,6 +36,7 @@ from .options import (
     KernelOptions,
     NodeOptions,
     Options,
+    RecorderOptions,
     ServeOptions,
     SummaryOptions,
     ViewOptions,
@@ -52,6 +54,8 @@ MAX_DURATION = 8760 * 3600.0
 # --max-events is recorded in summary.json: at most 2**53 - 1, the largest
 # integer every JSON reader holds exactly (RFC 8259, section 6).
 MAX_JSON_INT = 2**53 - 1
+# --record-budget: a limit, not an allocation; past 64 GiB it is surely a typo.
+MAX_RECORD_BUDGET_MIB = 65536
 
 
 def parse_duration(text: str) -> float:
@@ -205,8 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serving certificate (PEM; read again when it changes); default with tokens: "
                             "a self-signed one made at start")
     guard.add_argument("--tls-key-file", type=user_path, metavar="PATH", help="its private key (PEM)")
+    _recorder_options(serve_p)
     _tracefs_option(serve_p)
     return parser
+
+
+def _recorder_options(p: argparse.ArgumentParser) -> None:
+    rec = p.add_argument_group("flight recorder (what a capture may start back in time with; drop counts are "
+                               "exact either way)")
+    rec.add_argument("--record-rate", type=number(1, MAX_EVENT_RATE_LIMIT), default=RecorderOptions.rate,
+                     metavar="N", help=f"keep about N sampled drop events/s (default: {RecorderOptions.rate})")
+    rec.add_argument("--record-budget", type=number(1, MAX_RECORD_BUDGET_MIB),
+                     default=RecorderOptions.budget >> 20, metavar="MIB",
+                     help=f"memory for the events kept, in MiB (default: {RecorderOptions.budget >> 20})")
+    rec.add_argument("--history", type=_history, default=RecorderOptions.history, metavar="TIME",
+                     help=f"how long the counters' history reaches back (default: {RecorderOptions.history / 60:.0f}m, "
+                          f"at most {MAX_KEEP / 3600:.0f}h)")
+
+
+def _history(text: str) -> float:
+    value = parse_duration(text)
+    if value > MAX_KEEP:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} is too long: at most {MAX_KEEP / 3600:.0f}h")
+    return value
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -306,7 +331,9 @@ def _options(ns: argparse.Namespace) -> Options:
     return ServeOptions(listen=ns.listen, node=_node(ns), kernel=_kernel(ns), max_series=ns.max_series,
                         series_ttl=ns.series_ttl, auth=ns.auth, insecure_no_auth=ns.insecure_no_auth,
                         tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file,
-                        pod_events=not ns.no_pod_events, events_interval=ns.events_interval)
+                        pod_events=not ns.no_pod_events, events_interval=ns.events_interval,
+                        recorder=RecorderOptions(rate=ns.record_rate, budget=ns.record_budget << 20,
+                                                 history=ns.history))
 
 
 def run(opts: Options, env: Environment) -> ExitStatus:

@@ -107,6 +107,15 @@ class SummaryOptions:
 
 
 @dataclass(frozen=True)
+class RecorderOptions:
+    """serve's flight recorder (tracer/history/): what it keeps of the past for captures."""
+
+    rate: int = 200                         # events/s asked of the kernel (sampled; counts are exact)
+    budget: int = 32 * 1024 * 1024          # bytes for the events kept
+    history: float = 30 * 60.0              # seconds of counter history kept
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     listen: str
     node: NodeOptions
@@ -119,6 +128,7 @@ class ServeOptions:
     tls_key_file: str | None
     pod_events: bool = True                 # Events on pods whose traffic breaks (agent/podevents.py)
     events_interval: float = 60.0           # seconds: a series' Event written at most this often
+    recorder: RecorderOptions = RecorderOptions()
 
 
 Options = WatchOptions | CaptureOptions | DemoOptions | DoctorOptions | SummaryOptions | ServeOptions

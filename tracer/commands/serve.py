@@ -3,10 +3,12 @@
 The BPF program counts every drop in the kernel; the agent never looks at a
 drop in Python. The HTTP side (agent/: endpoints, httpd, who may scrape,
 TLS) runs its own event loop in a thread. The main thread only keeps the
-kernel's pod maps current (pods/source.py) and drains the few events the
-program still sends (one per CPU per 100 ms at most, max_event_rate=1: where
-the drops went, for the Events on pods, agent/podeventswriter.py, whose API
-calls have a thread of their own; an undrained ring buffer would count them as lost).
+kernel's pod maps current (pods/source.py) and feeds the flight recorder
+(history/): the sampled events the program sends (--record-rate, with up to
+RECORD_SNAPLEN bytes of headers) as they come, and the counters every 5 s, so
+that a capture can start in the past. The same events tell the Events on pods
+where the drops went (agent/podeventswriter.py, whose API calls have a thread
+of their own).
 
 Lifecycle: the address is bound first (a port in use fails before anything is
 loaded), then the program is compiled while the pod source asks the API; a
@@ -33,6 +35,7 @@ from ..agent.access import Later
 from ..agent.endpoints import Agent, parse_listen
 from ..env import Environment
 from ..errors import ExitStatus, UserError
+from ..history.recorder import FlightRecorder
 from ..kernel.loader import TracerSettings
 from ..messages import info, warn
 from ..options import ServeOptions
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from ..pods.objects import PodInfo
     from ..pods.source import PodSource
 
-SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)
+RECORD_SNAPLEN = 128        # bytes of each sampled drop's packet kept, headers only (docs/captures.md)
 
 
 class Workloads:
@@ -140,11 +143,13 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
         server.start()
         pods = Pending(lambda: PodSource(Selection(), opts.node.kubeconfig, opts.node.node, node_path,
                                          warn=lambda msg: warn(env, msg), calls=calls), cancel=calls.close)
-        settings = TracerSettings(tp_btf=not opts.kernel.classic_tracepoints, max_event_rate=SERVE_EVENT_RATE)
+        settings = TracerSettings(tp_btf=not opts.kernel.classic_tracepoints, max_event_rate=opts.recorder.rate,
+                                  snaplen=RECORD_SNAPLEN, headers_only=True)
         loaded = Loaded(env, stack, facts, Filters(), pods, settings, detach=detach, idle_source=True,
                         before_counting=narrow)
         tracer, source, decoder = loaded.tracer, loaded.source, loaded.decoder
         assert source is not None
+        recorder = FlightRecorder(opts.recorder.budget, opts.recorder.history, mono_to_wall=decoder.mono_to_wall)
         node = opts.node.node or source.node_name or socket.gethostname()
         gate.gate = gate_for(node)
         ct_path = None if scope is None else source.scanner.node_path
@@ -181,6 +186,9 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
         next_trim = next_tls_check = time.monotonic()
         while not SIGNALS.stop.is_set():
             records = tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events
+            recorder.record(records)
+            if recorder.due():
+                recorder.tick(tracer.counts())
             now = time.monotonic()
             if events is not None:
                 events.tick(records, now)       # their destinations; the counters every few seconds
@@ -198,7 +206,8 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
             if now >= next_trim:
                 release_free_memory()
                 next_trim = now + TRIM_SECONDS
-        info(env, f"stopped: {agent.served} scrapes served ({collector.scrapes} renders), {len(series)} series")
+        info(env, f"stopped: {agent.served} scrapes served ({collector.scrapes} renders), {len(series)} series; "
+                  f"{recorder.describe()}")
     return ExitStatus.OK
 
 
