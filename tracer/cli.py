@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serving certificate (PEM; read again when it changes); default with tokens: "
                             "a self-signed one made at start")
     guard.add_argument("--tls-key-file", type=user_path, metavar="PATH", help="its private key (PEM)")
+    caps = serve_p.add_argument_group("cluster captures (NetdropCapture resources: docs/captures.md)")
+    caps.add_argument("--captures", action=argparse.BooleanOptionalAction, default=True,
+                      help="carry out the NetdropCaptures that select this node or its pods (default: on)")
+    caps.add_argument("--capture-dir", type=user_path, default="/var/lib/netdrop/captures", metavar="DIR",
+                      help="where their files are kept (default: /var/lib/netdrop/captures)")
+    caps.add_argument("--advertise", metavar="ADDR:PORT",
+                      help="where clients fetch the files, written into reports (default: the listen address, "
+                           "or on 0.0.0.0 / [::] the node's InternalIP and the listen port)")
     _tracefs_option(serve_p)
     return parser
 
@@ -291,7 +299,8 @@ def _options(ns: argparse.Namespace) -> Options:
     assert ns.command == "serve", ns.command
     return ServeOptions(listen=ns.listen, node=_node(ns), kernel=_kernel(ns), max_series=ns.max_series,
                         series_ttl=ns.series_ttl, auth=ns.auth, insecure_no_auth=ns.insecure_no_auth,
-                        tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file)
+                        tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file, captures=ns.captures,
+                        capture_dir=ns.capture_dir, advertise=ns.advertise)
 
 
 def run(opts: Options, env: Environment) -> ExitStatus:

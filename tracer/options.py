@@ -117,6 +117,9 @@ class ServeOptions:
     insecure_no_auth: bool
     tls_cert_file: str | None
     tls_key_file: str | None
+    captures: bool = True                       # carry out NetdropCaptures (docs/captures.md)
+    capture_dir: str = "/var/lib/netdrop/captures"
+    advertise: str | None = None                # ADDR:PORT written into reports; None: the node's InternalIP
 
 
 Options = WatchOptions | CaptureOptions | DemoOptions | DoctorOptions | SummaryOptions | ServeOptions

@@ -57,10 +57,36 @@ class Window:
     start: float
     baseline: Mapping[CounterKey, int]
     records: Sequence[bytes] = ()
+    cut: bool = False           # it starts later than asked: the recorder's history does not reach back
 
 
 class Past(Protocol):
     def window(self, since: float) -> Window: ...
+
+
+class _Count(Protocol):
+    @property
+    def packets(self) -> int: ...
+
+
+class _RecorderWindow(Protocol):
+    """history.recorder.Window, as a run reads it."""
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def cut(self) -> bool: ...
+
+    @property
+    def baseline(self) -> Mapping[CounterKey, _Count]: ...
+
+    @property
+    def records(self) -> Sequence[bytes]: ...
+
+
+class _Recorder(Protocol):
+    def window(self, since: float) -> _RecorderWindow | None: ...
 
 
 class NoHistory:
@@ -70,7 +96,22 @@ class NoHistory:
         self._counts, self._clock = counts, clock
 
     def window(self, since: float) -> Window:
-        return Window(max(since, self._clock()), dict(self._counts()))
+        now = self._clock()
+        return Window(max(since, now), dict(self._counts()), cut=since < now - CUT_SLACK)
+
+
+class FromRecorder:
+    """The flight recorder's window (history/recorder.py); before its first
+    counter reading, the counters now (NoHistory)."""
+
+    def __init__(self, recorder: _Recorder, now: NoHistory) -> None:
+        self._recorder, self._now = recorder, now
+
+    def window(self, since: float) -> Window:
+        got = self._recorder.window(since)
+        if got is None:
+            return self._now.window(since)
+        return Window(got.start, {k: c.packets for k, c in got.baseline.items()}, got.records, got.cut)
 
 
 def rfc3339(t: float) -> str:
@@ -140,9 +181,8 @@ class CaptureRun:
         self.last_report = float("-inf")
         self.counted = 0                        # exact packets in scope, as of the last count()
         self.stats = Stats()
-        cut = window.start - capture.starts_at()
         self.note = f"since cut to {format_duration(max(0.0, capture.created.timestamp() - window.start))}: " \
-                    f"the recorder's history" if capture.spec.since and cut > CUT_SLACK else ""
+                    f"the recorder's history" if capture.spec.since and window.cut else ""
 
     @property
     def key(self) -> str:

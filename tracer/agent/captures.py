@@ -59,7 +59,7 @@ class Store(Protocol):
 
     def open(self, capture: Capture) -> OutputDir: ...
 
-    def remove(self, namespace: str, name: str) -> None: ...
+    def remove(self, namespace: str, name: str) -> object: ...
 
 
 def owner(refused: Refused) -> Capture:
@@ -381,6 +381,11 @@ class Controller:
         self._stop.set()
         self.client.stop_watch()
         wall = self.clock()
+        if self.runs:       # the counts up to now, into each run's summary
+            totals, counts, now = self.totals(), self.counts(), self.monotonic()
+            for run in self.runs.values():
+                if run.ended is None:
+                    run.count(counts, totals, now, wall)
         for uid, run in list(self.runs.items()):
             try:
                 self.writer.put(run.capture, run.finish(wall, why="stopped early (agent stopped)", failed=STOPPED))
@@ -394,3 +399,59 @@ class Controller:
 
     def describe(self) -> str:
         return f"{len(self.runs)} running, {self.writer.writes} reports written"
+
+
+# -- what serve builds --
+
+class Endpoint:
+    """Where clients fetch this agent's files, for its reports: --advertise; else
+    the listen address; on 0.0.0.0 or [::] (no address a client can use), the
+    Node's InternalIP (asked of the API, in the report writer's thread) and the
+    listen port. "" while it cannot be told."""
+
+    def __init__(self, scheme: str, host: str, port: int, node_ip: Callable[[], str | None]) -> None:
+        self.scheme, self.host, self.port, self.node_ip = scheme, host, port, node_ip
+        self._known: str | None = None if host in ("0.0.0.0", "::") else self._url(host)
+
+    def _url(self, host: str) -> str:
+        return f"{self.scheme}://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    def __call__(self) -> str:
+        if self._known is None:
+            try:
+                ip = self.node_ip()
+            except KubeUnavailable:
+                ip = None
+            if ip is None:
+                return ""
+            self._known = self._url(ip)
+        return self._known
+
+
+def internal_ip(client: CaptureClient, node: str) -> str | None:
+    """The Node's first InternalIP (status.addresses), as the API says."""
+    from ..pods import apitext
+    from ..pods.objects import api_field, list_field
+
+    obj = client.kube.call_json(client.kube.v1.read_node, node)
+    for a in list_field(api_field(obj, "status"), "addresses"):
+        if api_field(a, "type") == "InternalIP" and (ip := apitext.ip(api_field(a, "address"))):
+            return ip
+    return None
+
+
+class DirStore:
+    """<root>/<namespace>/<name>-<uid>/, made as `netdrop capture` makes its
+    directory (sinks/capture.prepare_output): until the node's capture store
+    (agent/capturefiles.py) takes its place."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def open(self, capture: Capture) -> OutputDir:
+        from ..sinks.capture import prepare_output
+
+        return prepare_output(f"{self.root}/{capture.namespace}/{capture.name}-{capture.uid}")
+
+    def remove(self, namespace: str, name: str) -> None:
+        pass

@@ -41,10 +41,13 @@ from ..signals import SIGNALS
 from ..watch import TICK_SECONDS, TRIM_SECONDS
 
 if TYPE_CHECKING:
+    from ..agent.captures import Controller
+    from ..agent.endpoints import Listen
     from ..kernel.loader import Tracer
     from ..pods.attribute import Attribution
     from ..pods.objects import PodInfo
     from ..pods.source import PodSource
+    from ..tlsconf import Serving
 
 SERVE_EVENT_RATE = 1        # events/s asked of the kernel: the least it sends (one per CPU per window)
 
@@ -105,6 +108,10 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
 
     node_path = node_netns(opts.node.node_netns, env)
     listen = parse_listen(opts.listen)
+    try:
+        advertise = parse_listen(opts.advertise) if opts.advertise else listen
+    except UserError as exc:
+        raise UserError(str(exc).replace("--listen", "--advertise", 1)) from None
     guard = serveauth.plan(listen.host, auth=opts.auth, insecure=opts.insecure_no_auth,
                            cert=opts.tls_cert_file, key=opts.tls_key_file)
     require_root(env)
@@ -166,13 +173,18 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
         collector = DropCollector(node, series, tracer.counts, state, lambda: live_pods(source),
                                   version=_version(), kernel=facts.release)
         agent.collector, agent.tracer = collector, tracer
+        captures = _captures(opts, env, node, loaded, advertise, tls) if opts.captures else None
+        if captures is not None:
+            stack.callback(captures.close)      # before the program and the pod source go: closed first
         agent.beat = time.monotonic()
         SIGNALS.tracing()
         info(env, f"serving {'https' if tls else 'http'}://{listen}/metrics and /healthz for node {node}; "
                   f"{serveauth.describe(guard, listen.host)}; pods: {source.describe()}; Ctrl-C to stop")
         next_trim = next_tls_check = time.monotonic()
         while not SIGNALS.stop.is_set():
-            tracer.poll_records(int(TICK_SECONDS * 1000), 256)   # sampled events, unused: drained as bytes
+            records = tracer.poll_records(int(TICK_SECONDS * 1000), 256)
+            if captures is not None:
+                captures.tick(records)
             now = time.monotonic()
             loaded.maintain()       # the pod maps; a module's function hooks, as the module comes or goes
             new_scope = node_scope(source) if scope is not None else None
@@ -190,6 +202,39 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
                 next_trim = now + TRIM_SECONDS
         info(env, f"stopped: {agent.served} scrapes served ({collector.scrapes} renders), {len(series)} series")
     return ExitStatus.OK
+
+
+def _captures(opts: ServeOptions, env: Environment, node: str, loaded: Loaded, advertise: Listen,
+              tls: Serving | None) -> Controller | None:
+    """The controller of NetdropCaptures (agent/captures.py), its threads started;
+    None, said once, when the API cannot be used for them."""
+    from ..agent.capturerun import NoHistory
+    from ..agent.captures import Controller, DirStore, Endpoint, internal_ip
+    from ..captures.api import CaptureClient
+    from ..pods.apicall import KubeUnavailable
+    from ..pods.kube import KubeClient
+
+    tracer, source = loaded.tracer, loaded.source
+    assert source is not None
+    try:
+        client = CaptureClient(KubeClient(opts.node.kubeconfig, warn=lambda msg: warn(env, msg)),
+                               warn=lambda msg: warn(env, msg))
+    except KubeUnavailable as exc:
+        warn(env, f"captures: off: {exc}")
+        return None
+    scheme = "https" if tls is not None else "http"
+    endpoint = Endpoint(scheme, advertise.host, advertise.port, lambda: internal_ip(client, node))
+
+    def packets() -> dict[Any, int]:
+        return {k: c.packets for k, c in tracer.counts().items()}
+
+    controller = Controller(node, client, DirStore(opts.capture_dir), NoHistory(packets, time.time),
+                            decoder=loaded.decoder, pod_of_tag=loaded.pod_of_tag, pods=source.pods,
+                            attributor=source.current, counts=packets, totals=tracer.cpu_totals,
+                            endpoint=endpoint, cert=lambda: tls.sha256 if tls is not None else "",
+                            hooks=tracer.hooks, warn=lambda msg: warn(env, msg))
+    controller.start()
+    return controller
 
 
 def _version() -> str:
