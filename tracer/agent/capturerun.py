@@ -249,6 +249,8 @@ class CaptureRun:
     def summary(self, ended: float, why: str) -> dict[str, object]:
         from ..sinks.summary.build import build
 
+        self.stats = replace(self.stats, events=self.recorder.delivered)
+
         cats = self.filters.categories
         if cats:        # the counts are exact per category: those not asked for leave the summary
             for k in [k for k, g in self.groups.groups.items() if g.category not in cats]:
@@ -271,6 +273,8 @@ class CaptureRun:
 
     def summary_now(self, wall: float) -> dict[str, object]:
         from ..sinks.summary.build import build
+
+        self.stats = replace(self.stats, events=self.recorder.delivered)
 
         return dict(build(self.groups, self.recorder, ended=datetime.fromtimestamp(wall, UTC), reason_ended="recording",
                           stats=self.stats, hooks=(), filters=[], pods=None, node=self.node, names={}))
