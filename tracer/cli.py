@@ -210,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "a self-signed one made at start")
     guard.add_argument("--tls-key-file", type=user_path, metavar="PATH", help="its private key (PEM)")
     _recorder_options(serve_p)
+    caps = serve_p.add_argument_group("cluster captures (NetdropCapture resources: docs/captures.md)")
+    caps.add_argument("--captures", action=argparse.BooleanOptionalAction, default=True,
+                      help="carry out the NetdropCaptures that select this node or its pods (default: on)")
+    caps.add_argument("--capture-dir", type=user_path, default="/var/lib/netdrop/captures", metavar="DIR",
+                      help="where their files are kept (default: /var/lib/netdrop/captures)")
+    caps.add_argument("--advertise", metavar="ADDR:PORT",
+                      help="where clients fetch the files, written into reports (default: the listen address, "
+                           "or on 0.0.0.0 / [::] the node's InternalIP and the listen port)")
     _tracefs_option(serve_p)
     return parser
 
@@ -333,7 +341,8 @@ def _options(ns: argparse.Namespace) -> Options:
                         tls_cert_file=ns.tls_cert_file, tls_key_file=ns.tls_key_file,
                         pod_events=not ns.no_pod_events, events_interval=ns.events_interval,
                         recorder=RecorderOptions(rate=ns.record_rate, budget=ns.record_budget << 20,
-                                                 history=ns.history))
+                                                 history=ns.history),
+                        captures=ns.captures, capture_dir=ns.capture_dir, advertise=ns.advertise)
 
 
 def run(opts: Options, env: Environment) -> ExitStatus:

@@ -129,6 +129,9 @@ class ServeOptions:
     pod_events: bool = True                 # Events on pods whose traffic breaks (agent/podevents.py)
     events_interval: float = 60.0           # seconds: a series' Event written at most this often
     recorder: RecorderOptions = RecorderOptions()
+    captures: bool = True                   # carry out NetdropCaptures (docs/captures.md)
+    capture_dir: str = "/var/lib/netdrop/captures"
+    advertise: str | None = None            # ADDR:PORT written into reports; None: the node's InternalIP
 
 
 Options = WatchOptions | CaptureOptions | DemoOptions | DoctorOptions | SummaryOptions | ServeOptions

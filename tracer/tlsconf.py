@@ -43,6 +43,7 @@ class Serving:
     cert: Path | None = None
     key: Path | None = None
     _stamp: tuple[float, float] | None = None
+    sha256: str = ""        # of the certificate served (DER): what a capture report names (docs/captures.md)
 
     def reload_if_changed(self) -> str | None:
         """Load the files again if either changed (a renewed Secret) into a new
@@ -64,7 +65,7 @@ class Serving:
             fresh.load_cert_chain(self.cert, self.key)
         except OSError as exc:      # ssl.SSLError included
             return f"TLS: cannot load the changed {self.cert} / {self.key}: {exc}; the loaded certificate stays"
-        self.context, self._stamp = fresh, stamp
+        self.context, self._stamp, self.sha256 = fresh, stamp, _fingerprint(self.cert)
         return f"TLS: loaded the renewed certificate {self.cert}"
 
 
@@ -78,7 +79,7 @@ def from_files(cert: str, key: str) -> Serving:
         raise UserError(f"cannot use the TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read the TLS certificate or key ({exc.filename}): {exc.strerror}") from None
-    return Serving(ctx, cert_path, key_path, stamp)
+    return Serving(ctx, cert_path, key_path, stamp, _fingerprint(cert_path))
 
 
 def self_signed(node: str, addresses: list[str]) -> Serving:
@@ -86,8 +87,32 @@ def self_signed(node: str, addresses: list[str]) -> Serving:
     exchange, not who we are: Prometheus scrapes it with insecure_skip_verify,
     as it does the kubelet's self-signed one)."""
     ctx = _context()
-    load_pem(ctx, *make_certificate(node, addresses))
-    return Serving(ctx)
+    cert, key = make_certificate(node, addresses)
+    load_pem(ctx, cert, key)
+    return Serving(ctx, sha256=fingerprint(cert))
+
+
+def fingerprint(pem: bytes) -> str:
+    """SHA-256 of the first certificate of a PEM text, as hex of its DER ("" if there is none)."""
+    import hashlib
+
+    start = pem.find(b"-----BEGIN CERTIFICATE-----")
+    end = pem.find(b"-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        return ""
+    block = pem[start:end + len(b"-----END CERTIFICATE-----")].decode("ascii", "replace")
+    try:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest()
+    except ValueError:
+        return ""
+
+
+def _fingerprint(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return fingerprint(f.read(1 << 20))
+    except OSError:
+        return ""
 
 
 def load_pem(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:

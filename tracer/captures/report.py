@@ -138,12 +138,20 @@ class Report:
             "events": {"seen": self.events_seen, "lost": self.events_lost},
             "pods": [{"namespace": p.namespace, "name": p.name, "packets": p.packets} for p in self.pods[:MAX_PODS]],
             "podsOmitted": self.pods_omitted,
-            "groups": [{"pod": g.pod, "category": g.category, "reason": g.reason, "location": g.location,
-                        "packets": g.packets, "verdict": g.verdict, "hint": g.hint} for g in self.groups[:MAX_GROUPS]],
+            "groups": [_known({"pod": g.pod, "category": g.category, "reason": g.reason, "location": g.location,
+                               "packets": g.packets, "verdict": g.verdict, "hint": g.hint})
+                       for g in self.groups[:MAX_GROUPS]],
             "groupsOmitted": self.groups_omitted,
-            "flows": [{"proto": f.proto, "src": f.src, "sport": f.sport, "dst": f.dst, "dport": f.dport,
-                       "pod": f.pod, "category": f.category, "events": f.events} for f in self.flows[:MAX_FLOWS]],
+            "flows": [_known({"proto": f.proto, "src": f.src, "sport": f.sport, "dst": f.dst, "dport": f.dport,
+                              "pod": f.pod, "category": f.category, "events": f.events})
+                      for f in self.flows[:MAX_FLOWS]],
         }
+
+
+def _known(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its unknown fields: the CRD's schema types them as strings and
+    integers, not null (a node's own drops have no pod, an unnamed location none)."""
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def report_object(capture: Capture, report: Report) -> dict[str, Any]:

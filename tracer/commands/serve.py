@@ -45,10 +45,13 @@ from ..signals import SIGNALS
 from ..watch import TICK_SECONDS, TRIM_SECONDS
 
 if TYPE_CHECKING:
+    from ..agent.captures import Controller
+    from ..agent.endpoints import Listen
     from ..kernel.loader import Tracer
     from ..pods.attribute import Attribution
     from ..pods.objects import PodInfo
     from ..pods.source import PodSource
+    from ..tlsconf import Serving
 
 RECORD_SNAPLEN = 128        # bytes of each sampled drop's packet kept, headers only (docs/captures.md)
 
@@ -110,6 +113,10 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
 
     node_path = node_netns(opts.node.node_netns, env)
     listen = parse_listen(opts.listen)
+    try:
+        advertise = parse_listen(opts.advertise) if opts.advertise else listen
+    except UserError as exc:
+        raise UserError(str(exc).replace("--listen", "--advertise", 1)) from None
     guard = serveauth.plan(listen.host, auth=opts.auth, insecure=opts.insecure_no_auth,
                            cert=opts.tls_cert_file, key=opts.tls_key_file)
     require_root(env)
@@ -179,6 +186,9 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
             opts.series_ttl)
         if events is not None:
             stack.callback(events.close)
+        captures = _captures(opts, env, node, loaded, advertise, tls, recorder, agent) if opts.captures else None
+        if captures is not None:
+            stack.callback(captures.close)      # before the program and the pod source go: closed first
         agent.beat = time.monotonic()
         SIGNALS.tracing()
         info(env, f"serving {'https' if tls else 'http'}://{listen}/metrics and /healthz for node {node}; "
@@ -189,6 +199,8 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
             recorder.record(records)
             if recorder.due():
                 recorder.tick(tracer.counts())
+            if captures is not None:
+                captures.tick(records)
             now = time.monotonic()
             if events is not None:
                 events.tick(records, now)       # their destinations; the counters every few seconds
@@ -209,6 +221,48 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
         info(env, f"stopped: {agent.served} scrapes served ({collector.scrapes} renders), {len(series)} series; "
                   f"{recorder.describe()}")
     return ExitStatus.OK
+
+
+def _captures(opts: ServeOptions, env: Environment, node: str, loaded: Loaded, advertise: Listen,
+              tls: Serving | None, recorder: FlightRecorder, agent: Agent) -> Controller | None:
+    """The controller of NetdropCaptures (agent/captures.py), its threads started;
+    None, said once, when the API cannot be used for them."""
+    from pathlib import Path
+
+    from ..agent.capturefiles import CaptureStore, StoreError
+    from ..agent.capturerun import FromRecorder, NoHistory
+    from ..agent.captures import Controller, Endpoint, internal_ip
+    from ..captures.api import CaptureClient
+    from ..pods.apicall import KubeUnavailable
+    from ..pods.kube import KubeClient
+
+    tracer, source = loaded.tracer, loaded.source
+    assert source is not None
+    try:
+        client = CaptureClient(KubeClient(opts.node.kubeconfig, warn=lambda msg: warn(env, msg)),
+                               warn=lambda msg: warn(env, msg))
+    except KubeUnavailable as exc:
+        warn(env, f"captures: off: {exc}")
+        return None
+    scheme = "https" if tls is not None else "http"
+    endpoint = Endpoint(scheme, advertise.host, advertise.port, lambda: internal_ip(client, node))
+
+    def packets() -> dict[Any, int]:
+        return {k: c.packets for k, c in tracer.counts().items()}
+
+    try:
+        store = CaptureStore(Path(opts.capture_dir))
+    except StoreError as exc:
+        raise UserError(f"--capture-dir {opts.capture_dir}: {exc}") from None
+    agent.files.store = store       # GET /captures/...: what this store made, to whom RBAC lets read it
+    past = FromRecorder(recorder, NoHistory(packets, recorder.now))
+    controller = Controller(node, client, store, past, clock=recorder.now,
+                            decoder=loaded.decoder, pod_of_tag=loaded.pod_of_tag, pods=source.pods,
+                            attributor=source.current, counts=packets, totals=tracer.cpu_totals,
+                            endpoint=endpoint, cert=lambda: tls.sha256 if tls is not None else "",
+                            hooks=tracer.hooks, warn=lambda msg: warn(env, msg))
+    controller.start()
+    return controller
 
 
 def _version() -> str:

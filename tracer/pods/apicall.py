@@ -303,6 +303,8 @@ _CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"\\]*)"')
 class KubeUnavailable(Exception):
     """No Kubernetes API to ask; the message says why."""
 
+    status: int | None = None   # the HTTP status the API server answered with, when it answered one
+
 
 class TooLarge(KubeUnavailable):
     """An answer over its call's byte cap."""
@@ -415,7 +417,9 @@ class Api:
             return KubeUnavailable(f"{where} {call.why}")
         status = getattr(exc, "status", None)
         if isinstance(exc, self._api_exception) and status:
-            return KubeUnavailable(f"{where} answered {status} {apitext.message(getattr(exc, 'reason', ''), 80)}")
+            answered = KubeUnavailable(f"{where} answered {status} {apitext.message(getattr(exc, 'reason', ''), 80)}")
+            answered.status = status if isinstance(status, int) else None     # 409 Conflict: read, then replace
+            return answered
         cause = _cause(exc)
         if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__ or call.left() <= 0:
             return KubeUnavailable(f"{where} did not answer in time")
