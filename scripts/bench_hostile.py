@@ -20,7 +20,7 @@ scripts/bench_serve.py --kernel does). Then, all at once, for --seconds:
 It reports every probe's answer time (the kubelet gives 1 s: max and p99),
 the share of scrapes served (200, the whole body: all 10,000 series and the
 closing # EOF), the agent's resident memory over time (the DaemonSet's limit
-is 320Mi) and its CPU.
+is 448Mi) and its CPU.
 
 With authentication: --lab-auth runs the lab's Kubernetes API server
 (tracer/lab/api.py: TokenReview, SubjectAccessReview) in this process, gives
