@@ -266,8 +266,10 @@ def make_handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
                                                              f"({api.log[0][0] - 1})"})
                             break
                         if not new:
-                            api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                            # Everything up to now was sent: a bookmark may say so. Read after the
+                            # wait, it would skip what was written meanwhile.
                             current = api.rv
+                            api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
                         else:
                             current = new[-1][0]
                     for rv, event, obj, res in new:
