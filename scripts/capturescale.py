@@ -16,7 +16,7 @@ longest the golden events give), 10 flows. The agents' capture watch is not
 simulated: every agent gets the capture's object once.
 
 The plugin is `kubectl netdrop capture`'s following code (kubectl/capture.py
-follow(): every report until all are final), as a netdrop-capturer user,
+follow(): every node's state until all are final), as a netdrop-capturer user,
 through a TCP relay that counts the bytes it reads. Measured: writes per second
 (total, per node, the busiest second), requests in flight at once, the largest
 object of each kind, the capture object's size, the bytes the plugin reads per
@@ -27,6 +27,7 @@ from the last Done report written to the plugin seeing every node final.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -44,9 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tracer.agent.captures import ReportWriter, report_due  # noqa: E402
-from tracer.captures import report as reportmod  # noqa: E402
 from tracer.captures.api import CaptureClient  # noqa: E402
-from tracer.captures.report import REPORT_PLURAL, REPORT_SECONDS, FileEntry, Report, from_summary  # noqa: E402
+from tracer.captures.report import REPORT_PLURAL, FileEntry, Report, from_summary, recording, \
+    report_object  # noqa: E402
 from tracer.captures.spec import AGENTS_NAMESPACE, PLURAL, CaptureSpec, NodeSelection, capture_object, \
     parse_capture  # noqa: E402
 from tracer.env import Environment  # noqa: E402
@@ -122,18 +123,18 @@ def rfc3339(t: float) -> str:
 def agents(nodes: list[str], kubeconfig: str, cap_obj: dict[str, Any], conn: Any) -> None:
     capture = parse_capture(cap_obj)
     texts = real_texts()
-    recording_of = getattr(reportmod, "recording", lambda r: r)   # what a Recording report carries
-    writes: list[tuple[float, float, str]] = []     # (start, end, node) of each write, monotonic
+    writes: list[tuple[float, float, str, int]] = []     # (start, end, node, bytes) of each write, monotonic
     lock = threading.Lock()
 
     class Timed(CaptureClient):
         def write_report(self, capture: Any, report: Report, rv: str | None = None) -> str | None:
+            size = len(json.dumps(report_object(capture, report)))
             t0 = time.monotonic()
             try:
                 return super().write_report(capture, report, rv)
             finally:
                 with lock:
-                    writes.append((t0, time.monotonic(), report.node))
+                    writes.append((t0, time.monotonic(), report.node, size))
 
     writers = {}
     for node in nodes:
@@ -158,7 +159,7 @@ def agents(nodes: list[str], kubeconfig: str, cap_obj: dict[str, Any], conn: Any
                 writers[node].put(capture, final)
                 done.add(node)
             elif node not in last or report_due(last[node], wall):
-                writers[node].put(capture, recording_of(from_summary(base, summaries[node], ())))
+                writers[node].put(capture, recording(from_summary(base, summaries[node], ())))
                 last[node] = wall
         time.sleep(0.1)
     for w in writers.values():
@@ -202,10 +203,8 @@ class Relay:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def kubeconfig(path: Path, url: str, token: str) -> str:
@@ -271,13 +270,13 @@ def measure(n: int, duration: float, processes: int, tmp: Path) -> dict[str, Any
     plugin_bytes = relay.received
     per_poll = [b - a for (_, a), (_, b) in zip(polls, polls[1:], strict=False)]
 
-    ends = sorted(e for _, e, _ in writes)
+    ends = sorted(e for _, e, _, _ in writes)
     seconds = Counter(int(e - t0) for e in ends)
     by_node: dict[str, list[float]] = {}
-    for s, _, node in sorted(writes):
+    for s, _, node, _ in sorted(writes):
         by_node.setdefault(node, []).append(s)
     gaps = [b - a for ts in by_node.values() for a, b in zip(ts, ts[1:], strict=False)]
-    events = sorted([(s, 1) for s, _, _ in writes] + [(e, -1) for _, e, _ in writes])
+    events = sorted([(s, 1) for s, _, _, _ in writes] + [(e, -1) for _, e, _, _ in writes])
     inflight = peak = 0
     for _, d in events:
         inflight += d
@@ -291,8 +290,9 @@ def measure(n: int, duration: float, processes: int, tmp: Path) -> dict[str, Any
         "busiest_second_writes": max(seconds.values(), default=0),
         "min_gap_between_a_nodes_writes_s": round(min(gaps, default=0.0), 2),
         "peak_writes_in_flight": peak,
-        "write_latency_p50_ms": round(statistics.median(e - s for s, e, _ in writes) * 1000, 1),
-        "write_latency_max_ms": round(max(e - s for s, e, _ in writes) * 1000, 1),
+        "write_latency_p50_ms": round(statistics.median(e - s for s, e, _, _ in writes) * 1000, 1),
+        "write_latency_max_ms": round(max(e - s for s, e, _, _ in writes) * 1000, 1),
+        "report_bytes_written": sum(b for _, _, _, b in writes),
         "largest_report_bytes": largest.get(f"{GROUP}/{REPORT_PLURAL}", 0),
         "capture_object_bytes": largest.get(f"{GROUP}/{PLURAL}", 0),
         "plugin_polls": len(polls), "plugin_bytes": plugin_bytes,
@@ -302,6 +302,8 @@ def measure(n: int, duration: float, processes: int, tmp: Path) -> dict[str, Any
         "api_requests": requests,
         "plugin_saw_all_final_after_last_write_s": round(seen_all - ends[-1], 2) if ends else None,
         "plugin_done_nodes": done,
+        "plugin_said": sorted({line for line in env.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
+                               if "asking again" in line})[:5],
     }
 
 
@@ -313,6 +315,7 @@ def markdown(r: dict[str, Any]) -> str:
         ("shortest gap between one node's writes", f"{r['min_gap_between_a_nodes_writes_s']} s"),
         ("writes in flight at once (peak)", f"{r['peak_writes_in_flight']} (limit {MUTATING_INFLIGHT} mutating)"),
         ("write latency median / max", f"{r['write_latency_p50_ms']} / {r['write_latency_max_ms']} ms"),
+        ("report bytes written (agents)", f"{r['report_bytes_written']:,} B"),
         ("largest report", f"{r['largest_report_bytes']:,} B (etcd {ETCD_LIMIT:,} B)"),
         ("capture object", f"{r['capture_object_bytes']:,} B"),
         ("plugin: polls, bytes read in all", f"{r['plugin_polls']}, {r['plugin_bytes']:,} B"),
