@@ -12,7 +12,7 @@ or the captures change) gets a CaptureRun (capturerun.py), at most MAX_ACTIVE
 at once; each event is decoded, classified and attributed once (watch.Pipeline)
 and offered to every run; every COUNT_SECONDS the kernel's counters are read
 once for all runs; a run writes its report when it starts, at most every
-REPORT_SECONDS while recording, and once done or failed.
+REPORT_SECONDS while recording (small: report.recording()), and once done or failed.
 
 A capture the agents refuse (SpecError) gets one Failed report from each node
 that hosts a pod of its namespace; in the agents' namespace, where every node
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from ..captures.api import CaptureClient, Refused, Seen
-from ..captures.report import REPORT_SECONDS, Report
+from ..captures.report import REPORT_SECONDS, Report, recording
 from ..captures.spec import AGENTS_NAMESPACE, Capture, CaptureSpec
 from ..errors import UserError
 from ..explain.verdict import Verdict
@@ -347,7 +347,7 @@ class Controller:
         run.scope.select(pods)
         run.count(self.counts(), self.totals(), self.monotonic(), wall)
         self.runs[capture.uid] = run
-        self.writer.put(capture, run.progress(wall))
+        self.writer.put(capture, recording(run.progress(wall)))
 
     def _deliver(self, records: list[bytes]) -> None:
         live = [r for r in self.runs.values() if r.ended is None]
@@ -382,7 +382,7 @@ class Controller:
                 del self.runs[uid]
                 self._remember(uid, run.capture)
             elif run.ended is None and report_due(run.last_report, wall):
-                self.writer.put(run.capture, run.progress(wall))
+                self.writer.put(run.capture, recording(run.progress(wall)))
 
     # -- stop --
     def close(self, seconds: float = 1.0) -> None:

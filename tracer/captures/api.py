@@ -6,7 +6,8 @@ agent lists and watches the captures of every namespace, as kube.py watches
 pods (a watch resumed from the last resourceVersion, bookmarks included; a
 list again on 410 Gone or after an error, with a backoff) and writes its own
 report of each capture it takes part in: created, or on 409 Conflict read and
-replaced with the resourceVersion read. The plugin reads, lists and deletes.
+replaced with the resourceVersion read. The plugin follows a capture's reports
+(ReportFollower: listed once, then watched), reads, lists and deletes.
 
 Objects come from whoever may create NetdropCaptures: each is read into a
 Capture, or a Refused with the one line that says why, in the watch's thread;
@@ -31,6 +32,7 @@ from .report import CAPTURE_LABEL, REPORT_PLURAL, Report, label_value, parse_rep
 from .spec import GROUP, MAX_NAME, PLURAL, VERSION, Capture, SpecError, parse_capture
 
 MAX_KNOWN = 2048        # captures kept from the list and watch (all namespaces); more are left out, said once
+MAX_FOLLOWED = 5000     # reports of one capture the plugin keeps: Kubernetes' largest supported cluster, in nodes
 HTTP_CONFLICT = 409
 HTTP_NOT_FOUND = 404
 
@@ -270,6 +272,130 @@ class CaptureClient:
     def close(self) -> None:
         """Every call in flight ended, no new one made."""
         self.kube.close()
+
+
+class ReportFollower:
+    """The reports of one capture, kept current for the plugin: listed once (its
+    label, in pages), then watched from the list's resourceVersion in a thread of
+    its own (the label selector, bookmarks; on 410 Gone or a broken watch listed
+    again after a backoff). A report written costs the plugin one watch event of
+    that report, where a list every poll read every node's report: about 12 MiB
+    a poll at 1,000 nodes (docs/performance.md). reports() is a copy of what is
+    known, at most MAX_FOLLOWED reports (by object name)."""
+
+    def __init__(self, api: apicall.Api, custom: Any, namespace: str, capture: str) -> None:
+        """custom: the kubernetes.client.CustomObjectsApi of api's ApiClient."""
+        self.api, self.custom, self.namespace, self.capture = api, custom, namespace, capture
+        self.selector = f"{CAPTURE_LABEL}={label_value(capture)}"
+        self._reports: dict[str, Report] = {}
+        self._problem: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stream: Any = None
+        self._rv: str | None = None
+        self._thread = threading.Thread(target=self._run, name="netdrop-report-watch", daemon=True)
+
+    def list(self) -> bool:
+        """List the reports now, in the caller's thread (its errors are the caller's:
+        KubeUnavailable); False if the API does not serve them (no CRD)."""
+        fn = _bound(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, REPORT_PLURAL)
+        found: dict[str, Report] = {}
+        rv = None
+        served = False
+        for page in self.api.pages(fn, label_selector=self.selector):
+            served = True
+            rv = opaque(api_field(api_field(page, "metadata"), "resourceVersion")) or rv
+            for item in list_field(page, "items"):
+                self._keep(found, "ADDED", item)
+        with self._lock:
+            self._reports, self._rv = found, rv
+        return served
+
+    def start(self) -> None:
+        """Follow the changes from the last list on, until close()."""
+        self._thread.start()
+
+    def reports(self) -> tuple[dict[str, Report], str | None]:
+        """The reports known now, by node, and the API's problem if the watch is failing."""
+        with self._lock:
+            return {r.node: r for r in self._reports.values()}, self._problem
+
+    def close(self) -> None:
+        self._stop.set()
+        resp = self._stream
+        if resp is not None:
+            with suppress(Exception):   # already closed
+                resp.shutdown()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def _keep(self, into: dict[str, Report], kind: str, obj: Any) -> None:
+        name = _meta_text(api_field(obj, "metadata"), "name")
+        if name is None:
+            return
+        r = parse_report(obj) if kind != "DELETED" else None
+        if r is None or r.capture != self.capture:
+            into.pop(name, None)
+        elif name in into or len(into) < MAX_FOLLOWED:
+            into[name] = r
+
+    def _run(self) -> None:
+        backoff = WATCH_BACKOFF[0]
+        while not self._stop.is_set():
+            try:
+                if self._rv is None:
+                    self.list()
+                self._watch()
+                self._said(None)
+                backoff = WATCH_BACKOFF[0]
+                continue
+            except KubeUnavailable as exc:
+                self._said(str(exc))
+            # a broken stream, a strange answer: list again; this thread must not die
+            except Exception as exc:  # noqa: BLE001
+                self._said(f"the report watch broke off ({type(exc).__name__})")
+            self._rv = None
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF[1])
+
+    def _said(self, problem: str | None) -> None:
+        if not self._stop.is_set():
+            with self._lock:
+                self._problem = problem
+
+    def _watch(self) -> None:
+        kw: dict[str, Any] = {"resource_version": self._rv, "watch": True, "allow_watch_bookmarks": True,
+                              "timeout_seconds": WATCH_SECONDS, "label_selector": self.selector}
+        with self.api.open(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, REPORT_PLURAL,
+                           seconds=WATCH_SECONDS + WATCH_GRACE, max_bytes=MAX_WATCH_BYTES, what="report watch",
+                           **kw) as resp:
+            if resp is None:
+                raise KubeUnavailable(f"the API server at {self.api.server} does not serve {REPORT_PLURAL}")
+            self._stream = resp
+            try:
+                if self._stop.is_set():
+                    return
+                for line in apicall.lines(resp, MAX_WATCH_LINE):
+                    if self._stop.is_set():
+                        return
+                    ev = _event(line)
+                    if ev is None:
+                        continue
+                    kind, obj = ev.get("type"), ev.get("object")
+                    if kind == "ERROR":
+                        if api_field(obj, "code") == HTTP_GONE:
+                            self._rv = None
+                            return
+                        raise KubeUnavailable(f"the API server at {self.api.server} ended the report watch: "
+                                              f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
+                    self._rv = opaque(api_field(api_field(obj, "metadata"), "resourceVersion")) or self._rv
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        with self._lock:
+                            self._keep(self._reports, str(kind), obj)
+            except apicall.LineTooLong as exc:
+                raise KubeUnavailable(f"the API server at {self.api.server} sent {exc} in the report watch") from None
+            finally:
+                self._stream = None
 
 
 def _bound(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:

@@ -31,12 +31,18 @@ MAX_GROUPS = 20
 MAX_FLOWS = 10
 MAX_FILES = 8
 MAX_SHORT = 128         # reasons, locations, categories
-MAX_VERDICT = 256
+MAX_VERDICT = 128       # the registry's verdicts are one short sentence (60 characters at most)
 MAX_HINT = 512
 MAX_MESSAGE = 1024
 MAX_URL = 512
-MAX_LABEL = 63          # a label value (and a name segment kept whole)
+MAX_LABEL = 63          # a label value, a namespace's name (and a name segment kept whole)
+MAX_POD = MAX_LABEL + 1 + MAX_NAME      # namespace/name
+MAX_ADDRESS = 45        # an IPv6 address as text, the longest an address is
 REPORT_SECONDS = 10.0   # a running capture's report is written at most this often per node
+RECORDING_GROUPS = 5    # groups a Recording report carries, without hints (what `kubectl netdrop get` shows)
+# The most a report's object (report_object, compact JSON) can be: every list full, every string at its
+# limit (tests/unit/captures/test_report.py builds it). etcd takes 1.5 MiB per object.
+MAX_REPORT_BYTES = 52 << 10
 
 
 def cut(text: object, n: int) -> str:
@@ -170,6 +176,18 @@ def report_object(capture: Capture, report: Report) -> dict[str, Any]:
     }
 
 
+def recording(report: Report) -> Report:
+    """What a Recording report carries: the totals, the state and the top
+    RECORDING_GROUPS groups without their hints; the pods, every group with its
+    hint and the flows come once, in the final report. A capture writes a
+    Recording report every REPORT_SECONDS per node while it runs and one final
+    report per node: this keeps most writes, and every watch event they make for
+    the plugin, about 1 KiB rather than up to MAX_REPORT_BYTES."""
+    return replace(report, pods=(), pods_omitted=report.pods_omitted + len(report.pods),
+                   groups=tuple(replace(g, hint="") for g in report.groups[:RECORDING_GROUPS]),
+                   groups_omitted=report.groups_omitted + max(0, len(report.groups) - RECORDING_GROUPS), flows=())
+
+
 # -- from a node's summary.json --
 
 def from_summary(base: Report, summary: Summary, files: tuple[FileEntry, ...]) -> Report:
@@ -182,7 +200,7 @@ def from_summary(base: Report, summary: Summary, files: tuple[FileEntry, ...]) -
     for g in groups:
         pod = g.get("pod") or {}
         ns, name = pod.get("namespace"), pod.get("name")
-        label = f"{ns}/{name}" if ns and name else None
+        label = f"{cut(ns, MAX_LABEL)}/{cut(name, MAX_NAME)}" if ns and name else None
         if ns and name:
             pods[(ns, name)] = pods.get((ns, name), 0) + int(g.get("count", 0))
         v = verdict_of.get(g.get("category")) or {}
@@ -190,20 +208,21 @@ def from_summary(base: Report, summary: Summary, files: tuple[FileEntry, ...]) -
                              _opt(g.get("location")), int(g.get("count", 0)), cut(v.get("verdict"), MAX_VERDICT),
                              cut(g.get("hint") or v.get("hint"), MAX_HINT)))
     ranked_pods = sorted(pods.items(), key=lambda kv: (-kv[1], kv[0]))
-    flows = [FlowRow(_opt(f.get("proto")), _opt(f.get("src")), f.get("sport"), _opt(f.get("dst")), f.get("dport"),
-                     _opt(f.get("pod")), cut(f.get("category"), MAX_SHORT), int(f.get("events", 0)))
+    flows = [FlowRow(_opt(f.get("proto"), 16), _opt(f.get("src"), MAX_ADDRESS), f.get("sport"),
+                     _opt(f.get("dst"), MAX_ADDRESS), f.get("dport"), _opt(f.get("pod"), MAX_POD),
+                     cut(f.get("category"), MAX_SHORT), int(f.get("events", 0)))
              for f in summary.get("top_flows", [])[:MAX_FLOWS]]
     return replace(base, files=files[:MAX_FILES], packets=int(totals.get("drops", 0)),
                    events_seen=int(totals.get("events_delivered", 0)), events_lost=int(totals.get("events_lost", 0)),
-                   pods=tuple(PodCount(cut(ns, MAX_NAME), cut(n, MAX_NAME), c)
+                   pods=tuple(PodCount(cut(ns, MAX_LABEL), cut(n, MAX_NAME), c)
                               for (ns, n), c in ranked_pods[:MAX_PODS]),
                    pods_omitted=max(0, len(ranked_pods) - MAX_PODS),
                    groups=tuple(rows[:MAX_GROUPS]), groups_omitted=max(0, len(rows) - MAX_GROUPS),
                    flows=tuple(flows))
 
 
-def _opt(v: object) -> str | None:
-    return None if v is None else cut(v, MAX_SHORT)
+def _opt(v: object, n: int = MAX_SHORT) -> str | None:
+    return None if v is None else cut(v, n)
 
 
 # -- read back (untrusted) --
@@ -251,17 +270,17 @@ def parse_report(obj: object) -> Report | None:
         files=tuple(FileEntry(_str(f.get("name"), MAX_SHORT), _int(f.get("bytes")))
                     for f in _list(r.get("files"), MAX_FILES)),
         packets=_int(total.get("packets")), events_seen=_int(events.get("seen")), events_lost=_int(events.get("lost")),
-        pods=tuple(PodCount(_str(p.get("namespace"), MAX_NAME), _str(p.get("name"), MAX_NAME), _int(p.get("packets")))
+        pods=tuple(PodCount(_str(p.get("namespace"), MAX_LABEL), _str(p.get("name"), MAX_NAME), _int(p.get("packets")))
                    for p in _list(r.get("pods"), MAX_PODS)),
         pods_omitted=_int(r.get("podsOmitted")),
-        groups=tuple(GroupRow(_ostr(g.get("pod"), 2 * MAX_NAME + 1), _str(g.get("category"), MAX_SHORT),
+        groups=tuple(GroupRow(_ostr(g.get("pod"), MAX_POD), _str(g.get("category"), MAX_SHORT),
                               _ostr(g.get("reason"), MAX_SHORT), _ostr(g.get("location"), MAX_SHORT),
                               _int(g.get("packets")), _str(g.get("verdict"), MAX_VERDICT),
                               _str(g.get("hint"), MAX_HINT))
                      for g in _list(r.get("groups"), MAX_GROUPS)),
         groups_omitted=_int(r.get("groupsOmitted")),
-        flows=tuple(FlowRow(_ostr(f.get("proto"), 16), _ostr(f.get("src"), 64), _oint(f.get("sport")),
-                            _ostr(f.get("dst"), 64), _oint(f.get("dport")), _ostr(f.get("pod"), 2 * MAX_NAME + 1),
+        flows=tuple(FlowRow(_ostr(f.get("proto"), 16), _ostr(f.get("src"), MAX_ADDRESS), _oint(f.get("sport")),
+                            _ostr(f.get("dst"), MAX_ADDRESS), _oint(f.get("dport")), _ostr(f.get("pod"), MAX_POD),
                             _str(f.get("category"), MAX_SHORT), _int(f.get("events")))
                     for f in _list(r.get("flows"), MAX_FLOWS)),
     )

@@ -7,8 +7,10 @@
 2. The capture is created; the nodes expected to report are the selected pods'
    nodes, the named nodes, or every node; any other node that reports for it
    (a pod rescheduled) joins them.
-3. Its reports are listed every POLL_SECONDS (one list, whatever the number of
-   nodes) and shown live until every node's report is final, or until
+3. Its reports are listed once, then watched (captures/api.py ReportFollower:
+   a report written reaches the plugin as one watch event, not as a list of
+   every node's report every poll); the state is shown every POLL_SECONDS
+   until every node's report is final, or until
    duration + GRACE_SECONDS: then a node without a final report is named as
    failed, with the command that shows its agent.
 4. Each Done node's files are fetched from its agent (fetch.py, trusting the
@@ -33,7 +35,8 @@ from typing import Any
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from ..captures.report import Report, parse_report
+from ..captures.api import ReportFollower
+from ..captures.report import REPORT_PLURAL, Report
 from ..captures.spec import AGENTS_NAMESPACE, CaptureSpec, NodeSelection, PodSelection, SpecError, \
     capture_object, parse_spec
 from ..errors import ExitStatus, UserError
@@ -46,7 +49,7 @@ from ..sinks.summary.render import render
 from ..sinks.summary.schema import MAX_BYTES as SUMMARY_MAX_BYTES, load
 from ..textsafe import printable
 from . import progress
-from .kubeapi import PluginApi, object_name
+from .kubeapi import ApiRefused, PluginApi, not_served, object_name, refusal
 from .options import CaptureOptions
 from .wiring import Wiring
 
@@ -135,16 +138,24 @@ def expected_nodes(opts: CaptureOptions, api: PluginApi, namespace: str, env_say
     return found
 
 
-def current_reports(api: PluginApi, namespace: str, name: str, uid: str) -> dict[str, Report]:
+def ours(reports: dict[str, Report], name: str, uid: str) -> dict[str, Report]:
     """The reports of this capture (its uid: not an older capture's of the same name), by node."""
-    out: dict[str, Report] = {}
-    for obj in api.list_reports(namespace, name):
-        r = parse_report(obj)
-        if r is None or r.capture != name or r.capture_uid != uid \
-                or not apitext.DNS_SUBDOMAIN.accepts(r.node):
-            continue
-        out[r.node] = r
-    return out
+    return {node: r for node, r in reports.items()
+            if r.capture == name and r.capture_uid == uid and apitext.DNS_SUBDOMAIN.accepts(r.node)}
+
+
+def start_following(api: PluginApi, namespace: str, name: str, say_once: Any) -> ReportFollower:
+    """The capture's reports listed now (a refusal is the user's one line), then watched."""
+    follower = ReportFollower(api, api.custom, namespace, name)
+    try:
+        if not follower.list():
+            raise not_served(api.server)
+    except ApiRefused as exc:
+        raise refusal(exc, "list", REPORT_PLURAL, namespace) from None
+    except KubeUnavailable as exc:      # the API in trouble: the follower lists again, with a backoff
+        say_once(str(exc))
+    follower.start()
+    return follower
 
 
 def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expected: set[str],
@@ -154,22 +165,24 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
     key = f"{namespace}/{name}"
     end = env.monotonic() + seconds
     reports: dict[str, Report] = {}
-    problem: str | None = None
     rows = progress.states(expected, reports)
     console = env.console(stderr=True)
+    told: list[str | None] = [None]
+
+    def say_once(problem: str | None) -> None:
+        if problem is not None and problem != told[0]:
+            live.console.print(printable(f"{PROG}: {problem}; asking again"), markup=False, highlight=False)
+        told[0] = problem
+
     # Live on a terminal; into a file or a pipe only the last state, once (a log is not redrawn).
     with Live(progress.view(key, rows, seconds, console.width), console=console, auto_refresh=False, transient=False) \
             if env.stderr_isatty else _Final(console) as live:
+        follower = start_following(api, namespace, name, say_once)
         try:
             while True:
-                try:
-                    reports = current_reports(api, namespace, name, uid)
-                    problem = None
-                except KubeUnavailable as exc:      # the API in trouble: keep the last reports, ask again
-                    if problem is None:
-                        live.console.print(printable(f"{PROG}: {exc}; asking again"), markup=False,
-                                           highlight=False)
-                    problem = str(exc)
+                known, problem = follower.reports()
+                reports = ours(known, name, uid)
+                say_once(problem)
                 left = end - env.monotonic()
                 rows = progress.states(expected, reports)
                 finished = all(n in reports and reports[n].final for n in expected | set(reports))
@@ -181,6 +194,8 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
                 w.sleep(max(0.0, min(w.poll_seconds, left)))
         except KeyboardInterrupt:
             return Outcome(rows, reports, interrupted=True)
+        finally:
+            follower.close()
 
 
 class _Final:

@@ -19,7 +19,7 @@ from typing import Any
 from ..env import Environment
 from .kubeapi import PluginApi, Target, connect
 
-POLL_SECONDS = 2.0          # reports are listed at most this often: one list per poll, whatever the nodes
+POLL_SECONDS = 2.0          # how often `capture` redraws its nodes' state (the reports are watched)
 GRACE_SECONDS = 30.0        # past the capture's end, how long agents have to write their last report
 FETCH_WORKERS = 4           # nodes' files fetched at once
 

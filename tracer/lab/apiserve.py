@@ -218,11 +218,16 @@ def make_handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
             return [o for o in objs if _fields_match(o, fs) and _labels_match(o["metadata"].get("labels") or {}, ls)]
 
         def _list(self, q: dict[str, str], matching: Any, list_kind: str, api_version: str) -> None:
+            # limit and continue as the real server pages a list (an offset here, opaque to clients)
+            limit, start = q.get("limit", ""), q.get("continue", "0")
+            first = int(start) if start.isdigit() else 0
             with api.cond:
-                items = copy.deepcopy(self._selected(q, matching()))
+                selected = self._selected(q, matching())
+                end = first + int(limit) if limit.isdigit() and int(limit) > 0 else len(selected)
+                items = copy.deepcopy(selected[first:end])
                 rv = api.rv
-            self._json(200, {"kind": list_kind, "apiVersion": api_version,
-                             "metadata": {"resourceVersion": str(rv)}, "items": items})
+            meta = {"resourceVersion": str(rv), **({"continue": str(end)} if end < len(selected) else {})}
+            self._json(200, {"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items})
 
         def _watch(self, q: dict[str, str], resource: str, namespace: str | None, matching: Any,
                    kind: str, api_version: str) -> None:
@@ -261,8 +266,10 @@ def make_handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
                                                              f"({api.log[0][0] - 1})"})
                             break
                         if not new:
-                            api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+                            # Everything up to now was sent: a bookmark may say so. Read after the
+                            # wait, it would skip what was written meanwhile.
                             current = api.rv
+                            api.cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
                         else:
                             current = new[-1][0]
                     for rv, event, obj, res in new:
