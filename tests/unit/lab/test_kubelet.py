@@ -38,7 +38,7 @@ def test_the_manifest_becomes_the_run_the_kubelet_would_make(doc, tmp_path):
     assert ("--security-opt", "no-new-privileges") in pairs(opts)
     assert "seccomp=unconfined" not in opts          # RuntimeDefault: podman's own profile
     assert ("--network", "host") in pairs(opts) and ("--pid", "host") in pairs(opts)
-    assert ("--memory", str(320 * 2**20)) in pairs(opts)
+    assert ("--memory", str(448 * 2**20)) in pairs(opts)
     assert ("--env", "NODE_NAME=node-7") in pairs(opts)
     assert "--node=node-7" in run.args and run.args[0] == "serve"
     assert run.grace_seconds == doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
