@@ -16,6 +16,11 @@ from tracer.lab.node import SimNode
 
 from ..timing import TIME_SCALE
 
+# The commands the tests start import tracer from this checkout, not from wherever the installed
+# (editable) package points: a worktree's tests run the worktree's code.
+REPO = Path(__file__).resolve().parents[2]
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+
 NETDROP = [str(Path(sys.executable).with_name("netdrop"))]
 if not Path(NETDROP[0]).exists():
     NETDROP = [sys.executable, "-m", "tracer.cli"]

@@ -1,7 +1,8 @@
 """What several kernel tests build or read alike: the kernel's own counters of a
 namespace, a capture started and stopped as a user does, a pair of namespaces
-joined by a veth, the namespaces a lab recorded. Fixtures stay in conftest.py;
-BPF programs of the tests' own in bpftest.py, Prometheus in prometheus.py."""
+joined by a veth, the namespaces a lab recorded, pods of a test's own on either
+simulated node. Fixtures stay in conftest.py; BPF programs of the tests' own in
+bpftest.py, Prometheus in prometheus.py."""
 
 from __future__ import annotations
 
@@ -13,16 +14,25 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tracer import cli
 from tracer.env import Environment
+from tracer.lab import api as labapi
 from tracer.lab.node import SimNode
 from tracer.lab.ownership import NETNS_DIR, STATE_DIR
+from tracer.lab.topology import NODE_NAMES, Pod
 
-from .conftest import NETDROP
+from .conftest import NETDROP, Netdrop
 
 TRACING = "netdrop: tracing"          # the line a tracing command prints once its programs are attached
+
+
+class Agent(Netdrop):
+    """`netdrop serve` in the background, ready once it serves."""
+
+    READY = "netdrop: serving"
 
 
 def nstat(ns: str, counter: str) -> int:
@@ -144,3 +154,64 @@ def lab_namespaces(prefix: str) -> list[str]:
 
 def existing(names: list[str]) -> list[str]:
     return [n for n in names if (NETNS_DIR / n).exists()]
+
+
+@dataclass(frozen=True)
+class LabelledPod:
+    """A pod of a test's own: a sandbox on node 1 or 2 of the lab, its Pod object in the lab's API."""
+
+    name: str
+    namespace: str
+    node: str               # its Kubernetes node (sim-node1, sim-node2)
+    labels: dict[str, str]
+    sandbox: Pod            # as SimNode.add_pod made it (its name there is the seed role's)
+
+    @property
+    def ipv4(self) -> str:
+        return self.sandbox.ipv4
+
+    @property
+    def netns(self) -> str:
+        return self.sandbox.netns
+
+
+# The seed pod whose sandbox add_pod copies for each node: its node, not its name or namespace.
+_ROLE_OF_NODE = {1: "web", 2: "api"}
+
+
+@contextlib.contextmanager
+def labelled_pods(node: SimNode, specs: Iterable[tuple[str, str, int, int, dict[str, str]]]
+                  ) -> Iterator[list[LabelledPod]]:
+    """Pods (name, namespace, node 1 or 2, address 10.244.<node>.<host>, labels) made as kubelet
+    makes them (the sandbox, then the Pod object), reachable from the lab's client; deleted
+    (the object, then the sandbox) afterwards, also on failure. The seed pods stay as they are."""
+    assert node.api is not None
+    made: list[LabelledPod] = []
+    try:
+        for name, namespace, i, host, labels in specs:
+            role = _ROLE_OF_NODE[i]
+            seed = node.pods[role]
+            try:
+                sandbox = node.add_pod(role, host)
+            finally:
+                node.pods[role] = seed       # add_pod records the sandbox as the role's pod
+            pod = LabelledPod(name, namespace, NODE_NAMES[i], dict(labels), sandbox)
+            made.append(pod)
+            ips = [a for a in (sandbox.ipv4, sandbox.ipv6) if a is not None]
+            for addr in ips:        # an earlier pod's MAC at this address, still in the node's cache
+                ip("neigh", "flush", "to", addr, ns=sandbox.node)
+            node.api.put_pod(labapi.pod_object(name, namespace, pod.node, ips, f"192.168.100.{i}", labels=labels,
+                                               ports=[8080], owner=name.rsplit("-", 1)[0]))
+        for pod in made:     # neighbours resolved: a drop case's first packets are not queued behind it
+            deadline = time.monotonic() + 10
+            while subprocess.run(["ip", "netns", "exec", node.client, "ping", "-c1", "-W1", pod.ipv4],
+                                 capture_output=True, timeout=5).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the lab's client cannot reach pod {pod.name} at {pod.ipv4}")
+                time.sleep(0.1)
+        yield made
+    finally:
+        for pod in made:
+            if node.api is not None:
+                node.api.delete_pod(pod.namespace, pod.name)
+            node.remove_sandbox(pod.sandbox)

@@ -152,11 +152,13 @@ def run(opts: ServeOptions, env: Environment) -> ExitStatus:
                                          warn=lambda msg: warn(env, msg), calls=calls), cancel=calls.close)
         settings = TracerSettings(tp_btf=not opts.kernel.classic_tracepoints, max_event_rate=opts.recorder.rate,
                                   snaplen=RECORD_SNAPLEN, headers_only=True)
+        loading = time.monotonic()      # the counters' maps are made below, all zero
         loaded = Loaded(env, stack, facts, Filters(), pods, settings, detach=detach, idle_source=True,
                         before_counting=narrow)
         tracer, source, decoder = loaded.tracer, loaded.source, loaded.decoder
         assert source is not None
-        recorder = FlightRecorder(opts.recorder.budget, opts.recorder.history, mono_to_wall=decoder.mono_to_wall)
+        recorder = FlightRecorder(opts.recorder.budget, opts.recorder.history, mono_to_wall=decoder.mono_to_wall,
+                                  loaded=loading)
         node = opts.node.node or source.node_name or socket.gethostname()
         gate.gate = gate_for(node)
         ct_path = None if scope is None else source.scanner.node_path

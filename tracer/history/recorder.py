@@ -51,14 +51,22 @@ class FlightRecorder:
     """The sampled events (EventRing) and the counters' history (CounterHistory) of the last while."""
 
     def __init__(self, events_budget: int = EVENTS_BUDGET, keep: float = KEEP, interval: float = INTERVAL,
-                 counts_budget: int = COUNTS_BUDGET, mono_to_wall: float | None = None) -> None:
+                 counts_budget: int = COUNTS_BUDGET, mono_to_wall: float | None = None,
+                 loaded: float | None = None) -> None:
         """mono_to_wall: the decoder's (Decoder.mono_to_wall), so that decoded
-        events show the times the recorder keeps them by."""
+        events show the times the recorder keeps them by. loaded: the
+        CLOCK_MONOTONIC time the counters were all zero (just before the
+        programs were loaded: their maps are new), the history's first edge;
+        without it the first edge is the first reading, and a capture reaching
+        back before it would lose the drops counted until then (they are in
+        that reading's baseline)."""
         if not 0 < keep <= MAX_KEEP:
             raise ValueError(f"the recorder keeps at most {MAX_KEEP / 3600:.0f} h")
         self.mono_to_wall = time.time() - time.monotonic() if mono_to_wall is None else mono_to_wall
         self.events = EventRing(events_budget, self.mono_to_wall)
         self.counts = CounterHistory(interval, keep, counts_budget)
+        if loaded is not None:
+            self.counts.tick({}, loaded + self.mono_to_wall)
 
     def now(self) -> float:
         """The recorder's clock: Unix time as CLOCK_MONOTONIC advances."""

@@ -159,11 +159,13 @@ def start_following(api: PluginApi, namespace: str, name: str, say_once: Any) ->
 
 
 def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expected: set[str],
-           seconds: float) -> Outcome:
-    """Show each node's progress until all are final or `seconds` have passed."""
+           duration: float, grace: float) -> Outcome:
+    """Show each node's progress until all are final or duration + grace seconds have passed
+    (the capture's time left is shown, then the wait for its last reports)."""
     env = w.env
     key = f"{namespace}/{name}"
-    end = env.monotonic() + seconds
+    ends = env.monotonic() + duration
+    end = ends + grace
     reports: dict[str, Report] = {}
     rows = progress.states(expected, reports)
     console = env.console(stderr=True)
@@ -174,8 +176,13 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
             live.console.print(printable(f"{PROG}: {problem}; asking again"), markup=False, highlight=False)
         told[0] = problem
 
+    def view(left: float | None) -> RenderableType:
+        now = env.monotonic()
+        return progress.view(key, rows, None if left is None else ends - now, console.width,
+                             None if left is None else left)
+
     # Live on a terminal; into a file or a pipe only the last state, once (a log is not redrawn).
-    with Live(progress.view(key, rows, seconds, console.width), console=console, auto_refresh=False, transient=False) \
+    with Live(view(duration + grace), console=console, auto_refresh=False, transient=False) \
             if env.stderr_isatty else _Final(console) as live:
         follower = start_following(api, namespace, name, say_once)
         try:
@@ -188,9 +195,9 @@ def follow(w: Wiring, api: PluginApi, namespace: str, name: str, uid: str, expec
                 finished = all(n in reports and reports[n].final for n in expected | set(reports))
                 if finished or left <= 0:
                     rows = progress.states(expected, reports, deadline_passed=True)
-                    live.update(progress.view(key, rows, None if finished else left, console.width), refresh=True)
+                    live.update(view(None if finished else left), refresh=True)
                     return Outcome(rows, reports)
-                live.update(progress.view(key, rows, left, console.width), refresh=True)
+                live.update(view(left), refresh=True)
                 w.sleep(max(0.0, min(w.poll_seconds, left)))
         except KeyboardInterrupt:
             return Outcome(rows, reports, interrupted=True)
@@ -273,7 +280,7 @@ def run(opts: CaptureOptions, w: Wiring) -> ExitStatus:
     tell(f"{PROG}: capture {namespace}/{name} created: {spec.describe()}; "
          f"{len(expected)} node{'s' * (len(expected) != 1)} expected")
     later = f"kubectl netdrop get {name} -n {namespace}"
-    outcome = follow(w, api, namespace, name, uid, expected, spec.duration + w.grace_seconds)
+    outcome = follow(w, api, namespace, name, uid, expected, spec.duration, w.grace_seconds)
     if outcome.interrupted:
         tell(f"{PROG}: stopped waiting; capture {namespace}/{name} goes on on the agents until its end. "
              f"See it with: {later}")

@@ -78,19 +78,26 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def headline(key: str, rows: list[NodeState], left: float | None) -> Text:
+def headline(key: str, rows: list[NodeState], left: float | None, waiting: float | None = None) -> Text:
+    """left: seconds until the capture ends (None: it is over); waiting: once it has ended, the
+    seconds the plugin still waits for the nodes' last reports."""
     done = sum(r.state == "Done" for r in rows)
     failed = sum(r.failed for r in rows)
     parts = [f"capture {key}: {done}/{len(rows)} nodes done"]
     if failed:
         parts.append(f"{failed} failed")
-    if left is not None:
-        parts.append(f"{max(0, int(left))} s left" if left > 0 else "time is up")
+    if left is not None and left > 0:
+        parts.append(f"{int(left)} s left")
+    elif waiting is not None and waiting > 0:
+        parts.append(f"ended, reports due within {int(waiting)} s")
+    elif left is not None or waiting is not None:
+        parts.append("time is up")
     return Text(printable(", ".join(parts)))
 
 
-def view(key: str, rows: list[NodeState], left: float | None, width: int = 80) -> RenderableType:
-    return Group(headline(key, rows, left), table(rows, width))
+def view(key: str, rows: list[NodeState], left: float | None, width: int = 80,
+         waiting: float | None = None) -> RenderableType:
+    return Group(headline(key, rows, left, waiting), table(rows, width))
 
 
 def to_text(renderable: RenderableType, width: int) -> str:

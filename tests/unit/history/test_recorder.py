@@ -33,6 +33,21 @@ def test_a_window_starts_at_the_edge_with_its_counters_and_the_events_from_there
     assert w is not None and w.cut and w.start == wall and w.records == early + late
 
 
+def test_a_window_reaching_back_before_the_load_counts_every_drop_since_the_load():
+    """serve's agent just started: drops made before its first reading are the capture's too (the
+    counters were all zero at the load), not hidden in the baseline of its first edge."""
+    fr = FlightRecorder(mono_to_wall=1_000_000.0, loaded=100.0)
+    fr.tick({A: Count(6, 600)}, 1_000_100.3)        # the first reading, 6 drops after the load
+    w = fr.window(1_000_040.0)                       # a capture created now, since 1m
+    assert w is not None and w.cut and w.start == 1_000_100.0
+    assert w.counts({A: Count(9, 900)}) == {A: Count(9, 900)}
+    # Without the load's time the first reading is the first edge: its 6 drops are lost.
+    old = FlightRecorder(mono_to_wall=1_000_000.0)
+    old.tick({A: Count(6, 600)}, 1_000_100.3)
+    w = old.window(1_000_040.0)
+    assert w is not None and w.counts({A: Count(9, 900)}) == {A: Count(3, 300)}
+
+
 def test_no_window_before_the_first_counter_reading():
     assert FlightRecorder().window(0.0) is None
 

@@ -41,6 +41,19 @@ def test_one_line_per_node_within_80_columns():
     assert final[0].state == progress.MISSING and final[0].failed
 
 
+def test_the_headline_counts_down_the_capture_then_the_wait_for_its_reports():
+    rows = progress.states({"node-1"}, {})
+
+    def head(left, waiting):
+        return progress.to_text(progress.view("shop/web", rows, left, 80, waiting), 80).splitlines()[0]
+
+    # A 20 s capture: 20 s left, not the 50 s the plugin may wait with the agents' 30 s of grace.
+    assert head(19.6, 49.6) == "capture shop/web: 0/1 nodes done, 19 s left"
+    assert head(-0.4, 29.6) == "capture shop/web: 0/1 nodes done, ended, reports due within 29 s"
+    assert head(-30.4, -0.4) == "capture shop/web: 0/1 nodes done, time is up"
+    assert head(None, None) == "capture shop/web: 0/1 nodes done"
+
+
 def test_agents_text_cannot_drive_the_terminal():
     obj = {"report": {"capture": {"name": "web", "uid": "u"}, "node": "node-1", "state": "Failed",
                       "message": "\x1b[2J\x1b]0;owned\x07[bold red]gone[/] \u202eevil\nsecond line"}}
