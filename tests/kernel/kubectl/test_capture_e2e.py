@@ -43,8 +43,6 @@ from ..agent.test_serve_prometheus import Serving
 from ..helpers import Agent, LabelledPod, labelled_pods, nstat
 from ..prometheus import free_port
 
-pytestmark = pytest.mark.skipif(not hasattr(labapi.KubeAPI, "bind_cluster_role"),
-                                reason="the lab API server serves custom resources and RBAC from deploy/")
 
 NS = "e2e"
 GROUP, VERSION = "netdrop.io", "v1alpha1"

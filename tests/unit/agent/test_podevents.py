@@ -404,7 +404,6 @@ def test_a_full_queue_refuses_and_the_series_waits_for_the_next_check(hostile):
 
 # ---------------------------------------------------------------- the writer and the loop, against the lab's API
 
-LAB_EVENTS = "Events" in (labapi.__doc__ or "")
 
 
 @pytest.fixture
@@ -440,7 +439,6 @@ class Loop:
         assert wait_for(lambda: self.agent.tick([], seconds) or self.agent.events.pending() == 0, 10.0)
 
 
-@pytest.mark.skipif(not LAB_EVENTS, reason="the lab's API server does not serve Events yet (branch h23-labapi)")
 def test_the_series_is_created_then_patched_and_created_again_once_expired(lab):
     loop = Loop(lab)
     try:
@@ -469,7 +467,6 @@ def test_the_series_is_created_then_patched_and_created_again_once_expired(lab):
         loop.agent.close()
 
 
-@pytest.mark.skipif(not LAB_EVENTS, reason="the lab's API server does not serve Events yet (branch h23-labapi)")
 def test_an_event_name_taken_fails_and_the_next_try_takes_another(lab):
     loop = Loop(lab)
     try:

@@ -11,7 +11,6 @@ from tracer.captures.spec import parse_capture
 from tracer.lab import api as labapi
 from tracer.pods.kube import KubeClient
 
-pytestmark = pytest.mark.skipif(not hasattr(labapi.KubeAPI, "bind_cluster_role"), reason="needs the lab's CRDs")
 
 
 @pytest.fixture

@@ -30,11 +30,6 @@ from tracer.tlsconf import load_pem, make_certificate
 from ..helpers import built_summary
 from .conftest import Plugin, write_kubeconfig
 
-pytestmark = [
-    pytest.mark.skipif(not hasattr(labapi.KubeAPI, "bind_cluster_role"),
-                       reason="the lab API server serves custom resources and RBAC from deploy/ (h23-labapi)"),
-]
-pytest.importorskip("tracer.kubectl.fetch", reason="fetch.py (h23-files) brings the files")
 
 FAST = {"poll_seconds": 0.1, "grace_seconds": 2.0}
 
