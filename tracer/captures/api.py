@@ -180,6 +180,7 @@ class CaptureClient:
         backoff = WATCH_BACKOFF[0]
         rv: str | None = None
         current: dict[str, Seen] = {}
+        listed = False
         while not stop.is_set():
             try:
                 if rv is None:
@@ -188,6 +189,7 @@ class CaptureClient:
                     for item in items:
                         self._keep(current, "ADDED", item)
                     on_change(dict(current))
+                    listed = True
                 rv = self._watch_once(rv, current, on_change, stop)
                 if stop.is_set():
                     return
@@ -197,7 +199,11 @@ class CaptureClient:
             except KubeUnavailable as exc:
                 if stop.is_set():
                     return
-                on_error(str(exc))
+                # An API server that never answered is said once, by the pod source (serve's
+                # start line); an answer about captures (403: RBAC without them, 404: no CRD)
+                # and a loss after the first list are the watch's own to say.
+                if exc.status is not None or listed:
+                    on_error(str(exc))
             # a broken stream, a strange answer: relist; this thread must not die
             except Exception as exc:  # noqa: BLE001
                 if stop.is_set():
