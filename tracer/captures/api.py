@@ -16,17 +16,16 @@ only those typed values are kept, at most MAX_KNOWN of them.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from ..pods import apicall, apitext
+from ..pods import apicall
 from ..pods.apicall import KubeUnavailable
-from ..pods.kube import HTTP_GONE, MAX_WATCH_BYTES, MAX_WATCH_LINE, WATCH_BACKOFF, WATCH_GRACE, WATCH_SECONDS, \
-    KubeClient
+from ..pods.kube import MAX_WATCH_BYTES, WATCH_BACKOFF, WATCH_GRACE, WATCH_SECONDS, KubeClient, WatchExpired, \
+    watch_events
 from ..pods.objects import api_field, list_field, opaque
 from .report import CAPTURE_LABEL, REPORT_PLURAL, Report, label_value, parse_report, report_name, report_object
 from .spec import GROUP, MAX_NAME, PLURAL, VERSION, Capture, SpecError, parse_capture
@@ -244,26 +243,12 @@ class CaptureClient:
                 raise KubeUnavailable(f"the API server at {server} does not serve {PLURAL} (is the CRD installed?)")
             self._stream = resp
             try:
-                if stop.is_set():
-                    return rv
-                for line in apicall.lines(resp, MAX_WATCH_LINE):
-                    if stop.is_set():
-                        break
-                    ev = _event(line)
-                    if ev is None:
-                        continue
-                    kind, obj = ev.get("type"), ev.get("object")
-                    if kind == "ERROR":
-                        if api_field(obj, "code") == HTTP_GONE:
-                            return None
-                        raise KubeUnavailable(f"the API server at {server} ended the capture watch: "
-                                              f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
-                    rv = opaque(api_field(api_field(obj, "metadata"), "resourceVersion")) or rv
-                    if kind in ("ADDED", "MODIFIED", "DELETED") and self._keep(current, kind, obj):
+                for kind, obj, seen_rv in watch_events(resp, stop, server, "capture watch"):
+                    rv = seen_rv or rv
+                    if kind != "BOOKMARK" and self._keep(current, kind, obj):
                         on_change(dict(current))
-            except apicall.LineTooLong as exc:
-                raise KubeUnavailable(f"the API server at {server} sent {exc} in the capture watch; "
-                                      f"relisting") from None
+            except WatchExpired:
+                return None
             finally:
                 self._stream = None
         return rv
@@ -379,27 +364,13 @@ class ReportFollower:
                 raise KubeUnavailable(f"the API server at {self.api.server} does not serve {REPORT_PLURAL}")
             self._stream = resp
             try:
-                if self._stop.is_set():
-                    return
-                for line in apicall.lines(resp, MAX_WATCH_LINE):
-                    if self._stop.is_set():
-                        return
-                    ev = _event(line)
-                    if ev is None:
-                        continue
-                    kind, obj = ev.get("type"), ev.get("object")
-                    if kind == "ERROR":
-                        if api_field(obj, "code") == HTTP_GONE:
-                            self._rv = None
-                            return
-                        raise KubeUnavailable(f"the API server at {self.api.server} ended the report watch: "
-                                              f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
-                    self._rv = opaque(api_field(api_field(obj, "metadata"), "resourceVersion")) or self._rv
-                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                for kind, obj, seen_rv in watch_events(resp, self._stop, self.api.server, "report watch"):
+                    self._rv = seen_rv or self._rv
+                    if kind != "BOOKMARK":
                         with self._lock:
-                            self._keep(self._reports, str(kind), obj)
-            except apicall.LineTooLong as exc:
-                raise KubeUnavailable(f"the API server at {self.api.server} sent {exc} in the report watch") from None
+                            self._keep(self._reports, kind, obj)
+            except WatchExpired:
+                self._rv = None
             finally:
                 self._stream = None
 
@@ -413,13 +384,3 @@ def _bound(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
 
 def _rv(obj: Any) -> str | None:
     return opaque(api_field(api_field(obj, "metadata"), "resourceVersion"))
-
-
-def _event(line: bytes) -> dict[str, Any] | None:
-    """One watch event (a JSON object on one line); None for a blank line; ValueError otherwise."""
-    if not line.strip():
-        return None
-    ev = json.loads(line.decode("utf-8", "replace"))
-    if not isinstance(ev, dict):
-        raise ValueError("a watch event that is not a JSON object")
-    return ev

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..explain.categories import CATEGORIES
-from ..pods.kube import parse_selector
+from ..pods.kube import labels_match, parse_selector
 from ..pods.objects import PodInfo
 
 GROUP = "netdrop.io"
@@ -75,14 +75,7 @@ class PodSelection:
             return False
         if pod.name in self.names:
             return True
-        if self.selector is None:
-            return False
-        labels = dict(pod.labels)
-        for k, op, v in parse_selector(self.selector):
-            if (op == "=" and labels.get(k) != v) or (op == "!=" and labels.get(k) == v) \
-                    or (op == "exists" and k not in labels) or (op == "!exists" and k in labels):
-                return False
-        return True
+        return self.selector is not None and labels_match(dict(pod.labels), self.selector)
 
     def describe(self) -> str:
         parts = ([", ".join(self.names)] if self.names else []) + ([f"-l {self.selector}"] if self.selector else [])

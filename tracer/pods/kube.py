@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +58,15 @@ def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
     return terms
 
 
+def labels_match(labels: dict[str, str], selector: str) -> bool:
+    """Whether labels satisfy every term of a label selector (parse_selector's form)."""
+    for k, op, v in parse_selector(selector):
+        if (op == "=" and labels.get(k) != v) or (op == "!=" and labels.get(k) == v) \
+                or (op == "exists" and k not in labels) or (op == "!exists" and k in labels):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which pods the user asked for: --pod NAME [-n NS], -l SELECTOR, -A."""
@@ -76,13 +85,7 @@ class Selection:
             return False
         if self.name and pod.name != self.name:
             return False
-        if self.selector:
-            labels = dict(pod.labels)
-            for k, op, v in parse_selector(self.selector):
-                if (op == "=" and labels.get(k) != v) or (op == "!=" and labels.get(k) == v) \
-                        or (op == "exists" and k not in labels) or (op == "!exists" and k in labels):
-                    return False
-        return True
+        return not self.selector or labels_match(dict(pod.labels), self.selector)
 
     def describe(self) -> str:
         if self.name:
@@ -372,22 +375,9 @@ class KubeClient(apicall.Api):
                 raise KubeUnavailable(f"the API server at {self.server} does not serve pods")
             self._stream = resp
             try:
-                if stop.is_set():
-                    return rv
-                for line in apicall.lines(resp, MAX_WATCH_LINE):
-                    if stop.is_set():
-                        break
-                    ev = _event(line)
-                    if ev is None:
-                        continue
-                    kind, obj = ev.get("type"), ev.get("object")
-                    if kind == "ERROR":
-                        if api_field(obj, "code") == HTTP_GONE:
-                            return None
-                        raise KubeUnavailable(f"the API server at {self.server} ended the pod watch: "
-                                              f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
-                    rv = opaque(api_field(api_field(obj, "metadata"), "resourceVersion")) or rv
-                    if kind not in ("ADDED", "MODIFIED", "DELETED"):     # BOOKMARK: only its resourceVersion
+                for kind, obj, seen_rv in watch_events(resp, stop, self.server, "pod watch"):
+                    rv = seen_rv or rv
+                    if kind == "BOOKMARK":      # only its resourceVersion
                         continue
                     pod = pod_info(obj)
                     if pod.node is not None and pod.node != node:
@@ -397,9 +387,8 @@ class KubeClient(apicall.Api):
                     else:
                         current[pod.uid] = pod
                     on_change(list(current.values()))
-            except apicall.LineTooLong as exc:
-                raise KubeUnavailable(f"the API server at {self.server} sent {exc} in the pod watch; "
-                                      f"relisting") from None
+            except WatchExpired:
+                return None
             finally:
                 self._stream = None
         return rv
@@ -411,6 +400,37 @@ class KubeClient(apicall.Api):
         if resp is not None:
             with suppress(Exception):   # already closed, or never opened
                 resp.shutdown()
+
+
+class WatchExpired(Exception):
+    """The API server said the watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def watch_events(resp: Any, stop: threading.Event, server: str, what: str) -> Iterator[tuple[str, Any, str | None]]:
+    """The events of one watch stream, until it ends or stop: (type, object, the
+    resourceVersion it carries or None) for ADDED, MODIFIED, DELETED and BOOKMARK
+    (a bookmark carries only its resourceVersion). WatchExpired on 410 Gone; an
+    ERROR event, or a line over MAX_WATCH_LINE, is KubeUnavailable (the caller
+    relists); a line that is not a JSON object is ValueError (the same)."""
+    if stop.is_set():
+        return
+    try:
+        for line in apicall.lines(resp, MAX_WATCH_LINE):
+            if stop.is_set():
+                return
+            ev = _event(line)
+            if ev is None:
+                continue
+            kind, obj = ev.get("type"), ev.get("object")
+            if kind == "ERROR":
+                if api_field(obj, "code") == HTTP_GONE:
+                    raise WatchExpired()
+                raise KubeUnavailable(f"the API server at {server} ended the {what}: "
+                                      f"{apitext.message(api_field(obj, 'message') or 'error', 200)}")
+            if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                yield str(kind), obj, opaque(api_field(api_field(obj, "metadata"), "resourceVersion"))
+    except apicall.LineTooLong as exc:
+        raise KubeUnavailable(f"the API server at {server} sent {exc} in the {what}; relisting") from None
 
 
 def _event(line: bytes) -> dict[str, Any] | None:
