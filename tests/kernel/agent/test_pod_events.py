@@ -5,33 +5,19 @@ the real kubernetes client, by a user allowed to list events; the agent writes t
 service account, which the lab authorizes by deploy/rbac.yaml."""
 
 import re
-import subprocess
 import time
 
 import pytest
 
 from tracer.lab import api as labapi
 from tracer.lab.cases import CASES
-from tracer.lab.shell import in_netns
 from tracer.pods.kube import KubeClient
 
 from ...timing import allowed
-from ..conftest import Netdrop
+from ..helpers import Agent, nstat
 from ..prometheus import free_port
 
 READER = "system:serviceaccount:kube-system:event-exporter"
-
-
-class Agent(Netdrop):
-    READY = "netdrop: serving"
-
-
-def snmp(ns: str, table: str, field: str) -> int:
-    """A counter of /proc/net/snmp as the namespace sees it: the kernel's own count."""
-    text = subprocess.run([*in_netns(ns), "cat", "/proc/net/snmp"], capture_output=True, text=True,
-                          check=True).stdout
-    rows = [line.split()[1:] for line in text.splitlines() if line.startswith(f"{table}:")]
-    return int(dict(zip(rows[0], rows[1], strict=True))[field])
 
 
 @pytest.fixture
@@ -89,11 +75,11 @@ def test_a_pods_path_breaking_drops_are_one_event_with_the_kernels_count(node, r
     web, api, db = node.pods["web"], node.pods["api"], node.pods["db"]
     earlier = names(events_of(reader, web)) | names(events_of(reader, db))
     a = agent("--events-interval", "2")
-    before = snmp(node.node1, "Ip", "FragFails")
+    before = nstat(node.node1, "IpFragFails")
     # Enough packets that the kernel samples at least one of them whatever serve's event budget.
     CASES["mtu"].play(node, 130)
     CASES["udp-closed"].play(node, 5)
-    frag = snmp(node.node1, "Ip", "FragFails") - before
+    frag = nstat(node.node1, "IpFragFails") - before
     assert frag >= 130
 
     def counted(n):
@@ -113,7 +99,7 @@ def test_a_pods_path_breaking_drops_are_one_event_with_the_kernels_count(node, r
 
     # More of the same: the same Event, its count patched to the kernel's new count.
     CASES["mtu"].play(node, 4)
-    frag = snmp(node.node1, "Ip", "FragFails") - before
+    frag = nstat(node.node1, "IpFragFails") - before
     got = wait_events(reader, web, earlier, counted(frag))
     assert [(e["metadata"]["name"], e["count"]) for e in got] == [(ev["metadata"]["name"], frag)]
     assert got[0]["firstTimestamp"] == ev["firstTimestamp"]
